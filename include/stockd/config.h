@@ -1,0 +1,88 @@
+/* config.h — stockd's configuration: defaults, INI file, STOCKD_* environment,
+ * command-line flags, in rising precedence (a flag beats the environment,
+ * which beats the file, which beats the default).
+ *
+ * Pure: parses and validates, opens only the INI file it is given. Every
+ * value is range-checked; the first bad value fails the whole load with a
+ * message naming the source (flag, variable or file:line) and the key.
+ */
+#ifndef STOCKD_CONFIG_H
+#define STOCKD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CFG_STR_MAX 256
+
+typedef struct cfg_db {
+    char host[CFG_STR_MAX];       /* IP literal or "localhost" */
+    int port;                     /* default 3306 */
+    char user[CFG_STR_MAX];
+    char password[CFG_STR_MAX];
+    char database[CFG_STR_MAX];
+    char socket[CFG_STR_MAX];     /* unix socket path; "" = TCP */
+} cfg_db;
+
+typedef struct stockd_config {
+    char listen_host[CFG_STR_MAX];  /* --listen, default 127.0.0.1:7400 */
+    int listen_port;
+    char db_url[CFG_STR_MAX];       /* --db mysql://user:pass@host:port/db[?socket=/path] */
+    cfg_db db;                      /* parsed from db_url */
+    char redis_url[CFG_STR_MAX];    /* --redis redis://host:port (later issues) */
+    char redis_host[CFG_STR_MAX];
+    int redis_port;
+    char node[CFG_STR_MAX];         /* --node, default "stockd-1" */
+    char admin_token[CFG_STR_MAX];  /* --admin-token; "" = admin open */
+    char log_level[16];             /* --log-level debug|info|warn|error */
+
+    /* limits on untrusted input */
+    uint32_t max_message_bytes;     /* default 65536, 1024..16777216 */
+    uint32_t max_depth;             /* default 16, 2..64 */
+    uint32_t max_inflight_per_conn; /* default 1024, 1..65536 */
+    uint32_t max_connections;       /* default 10000, 1..1000000 */
+    uint32_t idle_timeout_ms;       /* default 300000, 0 = none */
+    uint32_t max_output_bytes;      /* per connection, default 8 MiB */
+
+    /* engine */
+    uint32_t queue_per_sku_max;     /* default 10000 */
+    uint32_t queue_total_max;       /* default 200000 */
+    uint32_t batch_ops_max;         /* default 4096 */
+    uint32_t batch_sku_ops_max;     /* default 2048 */
+    uint32_t expire_per_tick_max;   /* default 1000 */
+    uint32_t default_deadline_ms;   /* default 2000 */
+
+    /* store */
+    uint32_t db_connections;        /* writer connections, default 2, 1..16 */
+    uint32_t commit_timeout_ms;     /* default 5000 */
+    uint32_t db_connect_timeout_ms; /* default 2000 */
+    uint32_t db_backoff_max_ms;     /* default 2000 */
+
+    char config_file[CFG_STR_MAX];  /* --config */
+    bool check_only;                /* --check-config */
+    bool help;                      /* --help */
+    bool version;                   /* --version */
+} stockd_config;
+
+void config_defaults(stockd_config *c);
+
+/* Loads defaults, then the INI file named by --config or STOCKD_CONFIG, then
+ * STOCKD_* variables from envp, then argv. Returns 0, or -1 with a one-line
+ * message in err. envp may be NULL (no environment). */
+int config_load(stockd_config *c, int argc, char **argv, char **envp,
+                char *err, size_t err_len);
+
+/* Parses mysql://user:pass@host:port/db[?socket=/path] (user, pass, port and
+ * the query are optional; pass may be percent-encoded). 0 or -1 with err. */
+int config_parse_db_url(const char *url, cfg_db *out, char *err, size_t err_len);
+/* Parses redis://host:port. 0 or -1 with err. */
+int config_parse_redis_url(const char *url, char *host, size_t host_len,
+                           int *port, char *err, size_t err_len);
+/* Parses HOST:PORT. 0 or -1 with err. */
+int config_parse_hostport(const char *s, char *host, size_t host_len, int *port,
+                          char *err, size_t err_len);
+
+/* The --help text. */
+const char *config_usage(void);
+
+#endif

@@ -1,0 +1,102 @@
+/* store.h — MariaDB, the durable truth, driven on the loop through
+ * Connector/C's nonblocking API (mysql_*_start / _cont on events of
+ * mysql_get_socket). Nothing here blocks the loop, except store_open(),
+ * which runs once at startup before the loop serves anyone.
+ *
+ * The store owns a small pool of writer connections. Each carries at most
+ * one transaction at a time. A batch is written as ONE statement round trip:
+ *
+ *   BEGIN NOT ATOMIC
+ *     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+ *     START TRANSACTION;
+ *     INSERT INTO batch_log (batch_id, node, at_ms) VALUES (...);  -- first: tombstone key
+ *     UPDATE sku SET ..., version = version + 1 WHERE sku = ? AND epoch = ?;
+ *     IF ROW_COUNT() <> 1 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'epoch fence'; END IF;
+ *     ... (one fenced UPDATE or INSERT per SKU row)
+ *     INSERT INTO orders ... (new orders; duplicate order_id fails the batch)
+ *     INSERT INTO orders ... ON DUPLICATE KEY UPDATE ... (changed orders)
+ *     INSERT INTO ledger ...
+ *     COMMIT;
+ *   END
+ *
+ * Outcomes reported through on_commit:
+ *   ENG_COMMITTED  the statement returned OK: COMMIT succeeded.
+ *   ENG_ABORTED    the server answered with an error: rolled back.
+ *   ENG_UNKNOWN    the connection broke or commit_timeout_ms passed: the
+ *                  connection is closed (the only way to abandon a query),
+ *                  and the batch may or may not have committed.
+ * An UNKNOWN batch is settled by store_resolve(): on a fresh connection it
+ * runs INSERT INTO batch_log (batch_id, ...) VALUES (<same id>, 'aborted').
+ * If that insert succeeds, the old transaction can never commit (its own
+ * first insert of that key would now fail): aborted. If it fails with a
+ * duplicate key, the old transaction committed. InnoDB makes the insert
+ * wait while the old transaction still holds the key, so there is no race.
+ * batch_id values are (boot_id << 32 | counter): unique across restarts.
+ *
+ * Errors: functions returning int give 0 or -1 with a message in err.
+ * Callbacks are called from the loop, never from inside the call that
+ * started the work, and exactly once per started commit or resolve.
+ */
+#ifndef STOCKD_STORE_H
+#define STOCKD_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stockd/config.h"
+#include "stockd/engine.h"
+
+struct event_base;
+typedef struct store store;
+
+typedef struct store_callbacks {
+    /* A commit started by store_commit() ended. */
+    void (*on_commit)(eng_batch *b, eng_outcome outcome, const char *err, void *arg);
+    /* A resolve started by store_resolve() ended. */
+    void (*on_resolve)(eng_batch *b, bool committed, void *arg);
+    /* A connection became idle (or came up): more commits may start. Also
+     * called when the store goes down (store_up() false). */
+    void (*on_idle)(void *arg);
+    void *arg;
+} store_callbacks;
+
+typedef struct store_stats {
+    uint64_t commits_ok;
+    uint64_t commits_aborted;
+    uint64_t commits_unknown;
+    uint64_t resolves;
+    uint64_t reconnects;
+    uint64_t commit_us_total;     /* sum of commit latencies */
+    uint64_t commit_us_max;
+    uint32_t conns_up;
+    uint32_t conns_busy;
+} store_stats;
+
+/* Connects (blocking, at startup only), creates or migrates the schema
+ * (schema_version table), and returns the store with cfg->db_connections
+ * nonblocking connections. Returns NULL with err on failure. */
+store *store_open(struct event_base *base, const stockd_config *cfg,
+                  const store_callbacks *cb, char *err, size_t err_len);
+void store_free(store *s);
+
+/* Loads every SKU and every order into the engine (blocking, startup
+ * only). 0 or -1 with err. */
+int store_load_all(store *s, engine *e, char *err, size_t err_len);
+
+/* True when at least one connection is up. */
+bool store_up(const store *s);
+/* True when a connection is up and idle: store_commit() will take a batch. */
+bool store_can_commit(const store *s);
+
+/* Starts writing a non-empty batch. Returns 0, or -1 when no connection is
+ * idle (nothing started; the caller must not have called this then). */
+int store_commit(store *s, eng_batch *b);
+
+/* Settles an UNKNOWN batch as described above; waits for a connection if
+ * none is up. */
+void store_resolve(store *s, eng_batch *b);
+
+void store_stats_get(const store *s, store_stats *out);
+
+#endif
