@@ -1,1 +1,1292 @@
-/* placeholder: being written */
+/* engine.c — per-SKU FIFOs, in-memory decisions, batches with undo.
+ *
+ * Invariants (checked by engine_check() in the unit tests and by asserts):
+ * - a SKU is in at most one batch (sku->inflight != NULL) until that batch
+ *   is committed, aborted or resolved; only then are its next ops decided;
+ * - outside a batch, a SKU's counters are its committed counters;
+ * - every counter stays within 0..ENG_STOCK_MAX and own_reserved <=
+ *   own_on_hand;
+ * - an order with status ENG_ST_NONE is a placeholder for queued reserves
+ *   (pending > 0) or for an order created by an in-flight batch.
+ */
+#include "stockd/engine.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uthash.h>
+
+enum op_state { OP_IDLE = 0, OP_QUEUED, OP_BATCHED };
+
+struct eng_sku {
+    char name[ENG_ID_MAX + 1];
+    bool exists;                  /* has a row (working state) */
+    bool on_ready;
+    eng_mapping mapping;
+    eng_counters c;               /* working counters */
+    int64_t epoch;
+    eng_supplier_map *map;        /* heap; only when mapping == ENG_MAP_OK */
+    struct sku_write *inflight;   /* its write in the batch holding it */
+    eng_op *q_head, *q_tail;
+    uint32_t q_len;
+    eng_sku *ready_next;
+    UT_hash_handle hh;
+};
+
+struct eng_order {
+    char id[ENG_ID_MAX + 1];
+    eng_status status;            /* working state; NONE = placeholder */
+    int32_t qty, from_own, from_supplier;
+    uint32_t pending;             /* reserve ops queued or batched for it */
+    eng_sku *sku;
+    int64_t available, created_at_ms, updated_at_ms, hold_expires_at_ms;
+    char *upstream_order_id;      /* heap, NULL when none */
+    char *reason;                 /* heap, NULL when none */
+    struct order_write *inflight;
+    UT_hash_handle hh;
+};
+
+struct sku_write {
+    eng_sku *sku;
+    bool dirty;                   /* written by the batch (else only blocked) */
+    bool before_exists;
+    eng_mapping before_mapping;
+    eng_counters before;
+    eng_supplier_map before_map;
+};
+
+struct order_write {
+    eng_order *o;
+    eng_order_view before;        /* status NONE: created by this batch */
+};
+
+enum batch_state { B_FREE = 0, B_FLIGHT, B_UNKNOWN };
+
+struct eng_batch {
+    uint64_t id;
+    int64_t now_ms;
+    enum batch_state state;
+    eng_op *ops_head, *ops_tail;
+    size_t n_ops;
+    size_t cap;
+    struct sku_write *sw;
+    eng_sku_row *sku_rows;
+    size_t n_sw;
+    size_t n_sku_rows;
+    struct order_write *ow;
+    eng_order_row *order_rows;
+    size_t n_ow;
+    eng_ledger_row *ledger;
+    size_t n_ledger;
+    eng_batch *next_free;
+};
+
+struct heap_item {
+    int64_t at_ms;
+    eng_order *o;
+};
+
+struct engine {
+    eng_limits lim;
+    eng_done_fn done;
+    void *done_arg;
+    eng_sku *skus;                /* uthash by name */
+    eng_order *orders;            /* uthash by id */
+    eng_sku *ready_head, *ready_tail;
+    eng_batch *free_batches;
+    uint64_t next_batch_id;
+    struct heap_item *heap;       /* min-heap of committed holds */
+    size_t heap_len, heap_cap;
+    eng_op *free_ops;             /* internal expire ops */
+    eng_stats st;
+};
+
+/* ------------------------------------------------------------ names */
+
+static const char *const err_codes[ENG_E_COUNT_] = {
+    "ok", "invalid", "unknown_sku", "insufficient", "conflict", "not_found",
+    "invalid_state", "expired", "busy", "deadline", "unavailable", "internal",
+};
+static const char *const status_names[ENG_ST_COUNT_] = {
+    "none", "held", "confirmed", "purchased", "shipped", "released", "expired", "failed",
+};
+static const char *const mapping_names[ENG_MAP_COUNT_] = {"none", "manual", "ok"};
+static const char *const move_names[ENG_MOVE_COUNT_] = {
+    "reserve", "release", "expire", "ship", "adjust", "put",
+};
+static const char *const op_names[ENG_OP_COUNT_] = {
+    "reserve", "confirm", "release", "ship", "expire", "sku.put", "stock.adjust",
+};
+
+const char *eng_err_code(eng_err err)
+{
+    assert(err >= 0 && err < ENG_E_COUNT_);
+    return err_codes[err];
+}
+
+bool eng_err_retryable(eng_err err)
+{
+    return err == ENG_E_BUSY || err == ENG_E_UNAVAILABLE || err == ENG_E_DEADLINE;
+}
+
+const char *eng_status_name(eng_status st)
+{
+    assert(st >= 0 && st < ENG_ST_COUNT_);
+    return status_names[st];
+}
+
+bool eng_status_parse(const char *s, eng_status *out)
+{
+    for (int i = ENG_ST_HELD; i < ENG_ST_COUNT_; i++) {
+        if (strcmp(s, status_names[i]) == 0) {
+            *out = (eng_status)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *eng_mapping_name(eng_mapping m)
+{
+    assert(m >= 0 && m < ENG_MAP_COUNT_);
+    return mapping_names[m];
+}
+
+bool eng_mapping_parse(const char *s, eng_mapping *out)
+{
+    for (int i = 0; i < ENG_MAP_COUNT_; i++) {
+        if (strcmp(s, mapping_names[i]) == 0) {
+            *out = (eng_mapping)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *eng_move_name(eng_move m)
+{
+    assert(m >= 0 && m < ENG_MOVE_COUNT_);
+    return move_names[m];
+}
+
+const char *eng_op_name(eng_op_kind k)
+{
+    assert(k >= 0 && k < ENG_OP_COUNT_);
+    return op_names[k];
+}
+
+int64_t eng_available(const eng_counters *c)
+{
+    int64_t own = c->own_on_hand - c->own_reserved;
+    int64_t sup = c->supplier_sellable - c->supplier_reserved;
+    assert(own >= 0);
+    return own + (sup > 0 ? sup : 0);
+}
+
+void eng_limits_default(eng_limits *l)
+{
+    l->queue_per_sku_max = 10000;
+    l->queue_total_max = 200000;
+    l->batch_ops_max = 4096;
+    l->batch_sku_ops_max = 2048;
+    l->expire_per_tick_max = 1000;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static void counters_check(const eng_counters *c)
+{
+    assert(c->own_on_hand >= 0 && c->own_on_hand <= ENG_STOCK_MAX);
+    assert(c->own_reserved >= 0 && c->own_reserved <= c->own_on_hand);
+    assert(c->supplier_reserved >= 0);
+    assert(c->supplier_reported >= 0 && c->supplier_sellable >= 0);
+}
+
+static void copy_id(char *dst, const char *src)
+{
+    size_t n = strlen(src);
+    assert(n <= ENG_ID_MAX);
+    memcpy(dst, src, n + 1);
+}
+
+static char *dup_or_null(const char *s)
+{
+    if (s == NULL || s[0] == '\0')
+        return NULL;
+    return strdup(s);  /* NULL on OOM: the field reads as unset */
+}
+
+static void set_str(char **field, const char *s)
+{
+    const char *cur = *field ? *field : "";
+    if (strcmp(cur, s ? s : "") == 0)
+        return;
+    free(*field);
+    *field = dup_or_null(s);
+}
+
+/* The stock the supplier side may sell: trust and caps come with the
+ * supplier issue; for now the reported (or manual) figure is believed. */
+static void sku_recompute_sellable(eng_sku *s)
+{
+    s->c.supplier_sellable = s->mapping == ENG_MAP_NONE ? 0 : s->c.supplier_reported;
+}
+
+static void order_to_view(const eng_order *o, eng_order_view *v)
+{
+    copy_id(v->order_id, o->id);
+    copy_id(v->sku, o->sku->name);
+    v->qty = o->qty;
+    v->status = o->status;
+    v->from_own = o->from_own;
+    v->from_supplier = o->from_supplier;
+    v->available = o->available;
+    v->created_at_ms = o->created_at_ms;
+    v->updated_at_ms = o->updated_at_ms;
+    v->hold_expires_at_ms = o->hold_expires_at_ms;
+    size_t n = o->upstream_order_id ? strlen(o->upstream_order_id) : 0;
+    if (n > ENG_ID_MAX)
+        n = ENG_ID_MAX;
+    memcpy(v->upstream_order_id, o->upstream_order_id ? o->upstream_order_id : "", n);
+    v->upstream_order_id[n] = '\0';
+    n = o->reason ? strlen(o->reason) : 0;
+    if (n > ENG_REASON_MAX)
+        n = ENG_REASON_MAX;
+    memcpy(v->reason, o->reason ? o->reason : "", n);
+    v->reason[n] = '\0';
+}
+
+static void order_from_view(eng_order *o, const eng_order_view *v)
+{
+    o->status = v->status;
+    o->qty = v->qty;
+    o->from_own = v->from_own;
+    o->from_supplier = v->from_supplier;
+    o->available = v->available;
+    o->created_at_ms = v->created_at_ms;
+    o->updated_at_ms = v->updated_at_ms;
+    o->hold_expires_at_ms = v->hold_expires_at_ms;
+    set_str(&o->upstream_order_id, v->upstream_order_id);
+    set_str(&o->reason, v->reason);
+}
+
+static void order_free(engine *e, eng_order *o)
+{
+    assert(o->inflight == NULL);
+    HASH_DEL(e->orders, o);
+    free(o->upstream_order_id);
+    free(o->reason);
+    free(o);
+    e->st.orders--;
+}
+
+static eng_order *order_new(engine *e, const char *id, eng_sku *s, int32_t qty)
+{
+    eng_order *o = calloc(1, sizeof(*o));
+    if (o == NULL)
+        return NULL;
+    copy_id(o->id, id);
+    o->sku = s;
+    o->qty = qty;
+    o->status = ENG_ST_NONE;
+    HASH_ADD_STR(e->orders, id, o);
+    e->st.orders++;
+    return o;
+}
+
+static eng_sku *sku_find(const engine *e, const char *name)
+{
+    eng_sku *s = NULL;
+    HASH_FIND_STR(e->skus, name, s);
+    return s;
+}
+
+static eng_order *order_find(const engine *e, const char *id)
+{
+    eng_order *o = NULL;
+    HASH_FIND_STR(e->orders, id, o);
+    return o;
+}
+
+static eng_sku *sku_new(engine *e, const char *name)
+{
+    eng_sku *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    copy_id(s->name, name);
+    s->epoch = 1;
+    HASH_ADD_STR(e->skus, name, s);
+    e->st.skus++;
+    return s;
+}
+
+static void ready_push(engine *e, eng_sku *s)
+{
+    if (s->on_ready || s->inflight != NULL || s->q_len == 0)
+        return;
+    s->on_ready = true;
+    s->ready_next = NULL;
+    if (e->ready_tail)
+        e->ready_tail->ready_next = s;
+    else
+        e->ready_head = s;
+    e->ready_tail = s;
+}
+
+static eng_sku *ready_pop(engine *e)
+{
+    eng_sku *s = e->ready_head;
+    if (s == NULL)
+        return NULL;
+    e->ready_head = s->ready_next;
+    if (e->ready_head == NULL)
+        e->ready_tail = NULL;
+    s->on_ready = false;
+    s->ready_next = NULL;
+    return s;
+}
+
+static void fifo_push(engine *e, eng_sku *s, eng_op *op)
+{
+    op->next = NULL;
+    op->prev = s->q_tail;
+    if (s->q_tail)
+        s->q_tail->next = op;
+    else
+        s->q_head = op;
+    s->q_tail = op;
+    s->q_len++;
+    op->sku_p = s;
+    op->state_ = OP_QUEUED;
+    e->st.queued++;
+    if (s->q_len > e->st.queued_max_sku)
+        e->st.queued_max_sku = s->q_len;
+    ready_push(e, s);
+}
+
+static void fifo_unlink(engine *e, eng_op *op)
+{
+    eng_sku *s = op->sku_p;
+    assert(op->state_ == OP_QUEUED);
+    assert(s->q_len > 0);
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        s->q_head = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    else
+        s->q_tail = op->prev;
+    s->q_len--;
+    e->st.queued--;
+    op->next = op->prev = NULL;
+    op->state_ = OP_IDLE;
+}
+
+/* ------------------------------------------------------------ heap */
+
+static void heap_swap(struct heap_item *h, size_t a, size_t b)
+{
+    struct heap_item t = h[a];
+    h[a] = h[b];
+    h[b] = t;
+}
+
+static bool heap_push(engine *e, int64_t at_ms, eng_order *o)
+{
+    if (e->heap_len == e->heap_cap) {
+        size_t cap = e->heap_cap ? e->heap_cap * 2 : 1024;
+        struct heap_item *h = realloc(e->heap, cap * sizeof(*h));
+        if (h == NULL)
+            return false;
+        e->heap = h;
+        e->heap_cap = cap;
+    }
+    size_t i = e->heap_len++;
+    e->heap[i].at_ms = at_ms;
+    e->heap[i].o = o;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (e->heap[p].at_ms <= e->heap[i].at_ms)
+            break;
+        heap_swap(e->heap, p, i);
+        i = p;
+    }
+    return true;
+}
+
+static void heap_pop(engine *e)
+{
+    assert(e->heap_len > 0);
+    e->heap[0] = e->heap[--e->heap_len];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < e->heap_len && e->heap[l].at_ms < e->heap[m].at_ms)
+            m = l;
+        if (r < e->heap_len && e->heap[r].at_ms < e->heap[m].at_ms)
+            m = r;
+        if (m == i)
+            break;
+        heap_swap(e->heap, i, m);
+        i = m;
+    }
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+engine *engine_new(const eng_limits *limits, eng_done_fn done, void *done_arg)
+{
+    assert(done != NULL);
+    engine *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return NULL;
+    e->lim = *limits;
+    e->done = done;
+    e->done_arg = done_arg;
+    e->next_batch_id = 1;
+    return e;
+}
+
+static void batch_free_mem(eng_batch *b)
+{
+    free(b->sw);
+    free(b->sku_rows);
+    free(b->ow);
+    free(b->order_rows);
+    free(b->ledger);
+    free(b);
+}
+
+static void free_batch_pool(engine *e)
+{
+    while (e->free_batches) {
+        eng_batch *b = e->free_batches;
+        e->free_batches = b->next_free;
+        batch_free_mem(b);
+    }
+}
+
+void engine_free(engine *e)
+{
+    if (e == NULL)
+        return;
+    eng_order *o, *ot;
+    HASH_ITER(hh, e->orders, o, ot) {
+        HASH_DEL(e->orders, o);
+        free(o->upstream_order_id);
+        free(o->reason);
+        free(o);
+    }
+    eng_sku *s, *stmp;
+    HASH_ITER(hh, e->skus, s, stmp) {
+        HASH_DEL(e->skus, s);
+        free(s->map);
+        free(s);
+    }
+    while (e->free_ops) {
+        eng_op *op = e->free_ops;
+        e->free_ops = op->next;
+        free(op);
+    }
+    free_batch_pool(e);
+    free(e->heap);
+    free(e);
+}
+
+void engine_set_limits(engine *e, const eng_limits *limits)
+{
+    assert(limits->batch_ops_max > 0 && limits->batch_sku_ops_max > 0);
+    e->lim = *limits;
+    free_batch_pool(e);  /* pooled batches have the old capacity */
+}
+
+/* ------------------------------------------------------------ loading */
+
+bool engine_load_sku(engine *e, const char *name, const eng_counters *c,
+                     eng_mapping mapping, const eng_supplier_map *map, int64_t epoch)
+{
+    if (name[0] == '\0' || strlen(name) > ENG_ID_MAX || mapping >= ENG_MAP_COUNT_)
+        return false;
+    if (c->own_on_hand < 0 || c->own_reserved < 0 || c->own_reserved > c->own_on_hand ||
+        c->supplier_reserved < 0 || c->supplier_reported < 0 || c->supplier_sellable < 0)
+        return false;
+    eng_sku *s = sku_find(e, name);
+    if (s == NULL && (s = sku_new(e, name)) == NULL)
+        return false;
+    assert(s->inflight == NULL);
+    s->exists = true;
+    s->c = *c;
+    s->mapping = mapping;
+    s->epoch = epoch;
+    if (mapping == ENG_MAP_OK && map != NULL) {
+        if (s->map == NULL && (s->map = malloc(sizeof(*s->map))) == NULL)
+            return false;
+        *s->map = *map;
+    } else {
+        free(s->map);
+        s->map = NULL;
+        if (s->mapping == ENG_MAP_OK)
+            s->mapping = ENG_MAP_MANUAL;
+    }
+    return true;
+}
+
+bool engine_load_order(engine *e, const eng_order_view *v)
+{
+    if (v->status <= ENG_ST_NONE || v->status >= ENG_ST_COUNT_)
+        return false;
+    eng_sku *s = sku_find(e, v->sku);
+    if (s == NULL || !s->exists)
+        return false;
+    eng_order *o = order_find(e, v->order_id);
+    if (o == NULL && (o = order_new(e, v->order_id, s, v->qty)) == NULL)
+        return false;
+    assert(o->inflight == NULL);
+    o->sku = s;
+    order_from_view(o, v);
+    if (o->status == ENG_ST_HELD && !heap_push(e, o->hold_expires_at_ms, o))
+        return false;
+    return true;
+}
+
+/* ------------------------------------------------------------ submit */
+
+eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
+{
+    (void)now_ms;
+    assert(op->state_ == OP_IDLE);
+    assert(op->kind != ENG_OP_EXPIRE);
+    op->err = ENG_OK;
+    op->outcome_unknown = false;
+    e->st.ops_submitted++;
+
+    eng_sku *s = NULL;
+    eng_order *o = NULL;
+    switch (op->kind) {
+    case ENG_OP_RESERVE:
+        assert(op->qty >= 1 && op->qty <= ENG_QTY_MAX);
+        o = order_find(e, op->order_id);
+        if (o != NULL) {
+            if (strcmp(o->sku->name, op->sku) != 0 || o->qty != op->qty)
+                return op->err = ENG_E_CONFLICT;
+            s = o->sku;
+        } else {
+            s = sku_find(e, op->sku);
+            if (s == NULL)
+                return op->err = ENG_E_UNKNOWN_SKU;
+            /* A SKU without a row is only queued on when a sku.put that
+             * creates it is waiting or in flight. */
+            if (!s->exists && s->q_len == 0 && s->inflight == NULL)
+                return op->err = ENG_E_UNKNOWN_SKU;
+        }
+        break;
+    case ENG_OP_CONFIRM:
+    case ENG_OP_RELEASE:
+    case ENG_OP_SHIP:
+        o = order_find(e, op->order_id);
+        if (o == NULL || (o->status == ENG_ST_NONE && o->inflight == NULL))
+            return op->err = ENG_E_NOT_FOUND;
+        s = o->sku;
+        break;
+    case ENG_OP_SKU_PUT:
+        s = sku_find(e, op->sku);
+        if (s == NULL && (s = sku_new(e, op->sku)) == NULL)
+            return op->err = ENG_E_INTERNAL;
+        break;
+    case ENG_OP_ADJUST:
+        s = sku_find(e, op->sku);
+        if (s == NULL || (!s->exists && s->q_len == 0 && s->inflight == NULL))
+            return op->err = ENG_E_UNKNOWN_SKU;
+        break;
+    default:
+        return op->err = ENG_E_INTERNAL;
+    }
+    if (s->q_len >= e->lim.queue_per_sku_max || e->st.queued >= e->lim.queue_total_max)
+        return op->err = ENG_E_BUSY;
+    if (op->kind == ENG_OP_RESERVE) {
+        if (o == NULL && (o = order_new(e, op->order_id, s, op->qty)) == NULL)
+            return op->err = ENG_E_INTERNAL;
+        o->pending++;
+    }
+    fifo_push(e, s, op);
+    return ENG_OK;
+}
+
+/* Drops a placeholder order nobody waits for any more. */
+static void order_maybe_drop(engine *e, eng_order *o)
+{
+    if (o->status == ENG_ST_NONE && o->pending == 0 && o->inflight == NULL)
+        order_free(e, o);
+}
+
+bool engine_cancel(engine *e, eng_op *op)
+{
+    if (op->state_ != OP_QUEUED)
+        return false;
+    fifo_unlink(e, op);
+    if (op->kind == ENG_OP_RESERVE) {
+        eng_order *o = order_find(e, op->order_id);
+        assert(o != NULL && o->pending > 0);
+        o->pending--;
+        order_maybe_drop(e, o);
+    }
+    e->st.ops_done++;
+    return true;
+}
+
+/* ------------------------------------------------------------ reads */
+
+static void stock_view(const eng_sku *s, const eng_counters *c, eng_mapping m, eng_stock_view *out)
+{
+    copy_id(out->sku, s->name);
+    out->c = *c;
+    out->mapping = m;
+    out->available = eng_available(c);
+}
+
+bool engine_stock_get(const engine *e, const char *sku, eng_stock_view *out)
+{
+    const eng_sku *s = sku_find(e, sku);
+    if (s == NULL)
+        return false;
+    if (s->inflight != NULL) {
+        const struct sku_write *w = s->inflight;
+        if (!w->before_exists)
+            return false;
+        stock_view(s, &w->before, w->before_mapping, out);
+        return true;
+    }
+    if (!s->exists)
+        return false;
+    stock_view(s, &s->c, s->mapping, out);
+    return true;
+}
+
+bool engine_order_get(const engine *e, const char *order_id, eng_order_view *out)
+{
+    const eng_order *o = order_find(e, order_id);
+    if (o == NULL)
+        return false;
+    if (o->inflight != NULL) {
+        const struct order_write *w = o->inflight;
+        if (w->before.status == ENG_ST_NONE)
+            return false;
+        *out = w->before;
+        return true;
+    }
+    if (o->status == ENG_ST_NONE)
+        return false;
+    order_to_view(o, out);
+    return true;
+}
+
+/* ------------------------------------------------------------ expiry */
+
+static eng_op *internal_op_new(engine *e)
+{
+    eng_op *op = e->free_ops;
+    if (op != NULL) {
+        e->free_ops = op->next;
+    } else if ((op = malloc(sizeof(*op))) == NULL) {
+        return NULL;
+    }
+    memset(op, 0, sizeof(*op));
+    return op;
+}
+
+static void internal_op_free(engine *e, eng_op *op)
+{
+    op->next = e->free_ops;
+    e->free_ops = op;
+}
+
+uint32_t engine_expire_due(engine *e, int64_t now_ms)
+{
+    uint32_t n = 0;
+    while (e->heap_len > 0 && e->heap[0].at_ms <= now_ms && n < e->lim.expire_per_tick_max) {
+        struct heap_item it = e->heap[0];
+        eng_order *o = it.o;
+        /* Entries go stale when the hold was confirmed or released; the
+         * order itself is committed and never freed, so o is valid. */
+        if (o->status != ENG_ST_HELD || o->hold_expires_at_ms != it.at_ms) {
+            heap_pop(e);
+            continue;
+        }
+        eng_op *op = internal_op_new(e);
+        if (op == NULL)
+            break;  /* retried next tick */
+        heap_pop(e);
+        op->kind = ENG_OP_EXPIRE;
+        copy_id(op->order_id, o->id);
+        copy_id(op->sku, o->sku->name);
+        op->qty = o->qty;
+        fifo_push(e, o->sku, op);  /* internal: bypasses the queue limits */
+        n++;
+    }
+    return n;
+}
+
+int64_t engine_next_expiry_ms(const engine *e, int64_t now_ms)
+{
+    if (e->heap_len == 0)
+        return -1;
+    int64_t d = e->heap[0].at_ms - now_ms;
+    return d > 0 ? d : 0;
+}
+
+/* ------------------------------------------------------------ batches */
+
+static eng_batch *batch_get(engine *e)
+{
+    eng_batch *b = e->free_batches;
+    if (b != NULL) {
+        e->free_batches = b->next_free;
+    } else {
+        size_t cap = e->lim.batch_ops_max;
+        b = calloc(1, sizeof(*b));
+        if (b == NULL)
+            return NULL;
+        b->cap = cap;
+        b->sw = calloc(cap, sizeof(*b->sw));
+        b->sku_rows = calloc(cap, sizeof(*b->sku_rows));
+        b->ow = calloc(cap, sizeof(*b->ow));
+        b->order_rows = calloc(cap, sizeof(*b->order_rows));
+        b->ledger = calloc(cap, sizeof(*b->ledger));
+        if (!b->sw || !b->sku_rows || !b->ow || !b->order_rows || !b->ledger) {
+            batch_free_mem(b);
+            return NULL;
+        }
+    }
+    b->ops_head = b->ops_tail = NULL;
+    b->n_ops = b->n_sw = b->n_ow = b->n_ledger = 0;
+    b->next_free = NULL;
+    b->state = B_FLIGHT;
+    return b;
+}
+
+static void batch_put(engine *e, eng_batch *b)
+{
+    b->state = B_FREE;
+    if (b->cap != e->lim.batch_ops_max) {
+        batch_free_mem(b);
+        return;
+    }
+    b->next_free = e->free_batches;
+    e->free_batches = b;
+}
+
+/* Every SKU taken into the batch has a sku_write (it blocks the SKU);
+ * only the dirty ones are written. */
+static struct sku_write *take_sku(eng_batch *b, eng_sku *s)
+{
+    assert(s->inflight == NULL);
+    assert(b->n_sw < b->cap);
+    struct sku_write *w = &b->sw[b->n_sw++];
+    w->sku = s;
+    w->dirty = false;
+    w->before_exists = s->exists;
+    w->before_mapping = s->mapping;
+    w->before = s->c;
+    if (s->map != NULL)
+        w->before_map = *s->map;
+    s->inflight = w;
+    return w;
+}
+
+static void touch_order(eng_batch *b, eng_order *o)
+{
+    if (o->inflight != NULL)
+        return;
+    assert(b->n_ow < b->cap);
+    struct order_write *w = &b->ow[b->n_ow++];
+    w->o = o;
+    order_to_view(o, &w->before);
+    o->inflight = w;
+}
+
+static void ledger_add(eng_batch *b, const eng_sku *s, const char *order_id, eng_move move,
+                       int64_t d_on_hand, int64_t d_own_res, int64_t d_sup_res,
+                       int64_t d_sup_rep, const char *reason)
+{
+    assert(b->n_ledger < b->cap);
+    eng_ledger_row *r = &b->ledger[b->n_ledger++];
+    r->sku = s->name;
+    r->order_id = order_id;
+    r->move = move;
+    r->d_own_on_hand = d_on_hand;
+    r->d_own_reserved = d_own_res;
+    r->d_supplier_reserved = d_sup_res;
+    r->d_supplier_reported = d_sup_rep;
+    r->reason = reason;
+    r->at_ms = b->now_ms;
+}
+
+/* Returns an order's stock to the SKU (release, expire). */
+static void order_return_stock(eng_batch *b, eng_order *o, eng_status to, eng_move move)
+{
+    eng_sku *s = o->sku;
+    touch_order(b, o);
+    s->c.own_reserved -= o->from_own;
+    s->c.supplier_reserved -= o->from_supplier;
+    counters_check(&s->c);
+    o->status = to;
+    o->hold_expires_at_ms = 0;
+    o->updated_at_ms = b->now_ms;
+    o->available = eng_available(&s->c);
+    ledger_add(b, s, o->id, move, 0, -o->from_own, -o->from_supplier, 0, "");
+}
+
+static void decide_reserve(engine *e, eng_batch *b, eng_op *op, eng_order *o)
+{
+    assert(o->pending > 0);
+    o->pending--;
+    if (o->status != ENG_ST_NONE) {
+        /* A retry: the current record, nothing changes. */
+        if (strcmp(o->sku->name, op->sku) != 0 || o->qty != op->qty)
+            op->err = ENG_E_CONFLICT;
+        else
+            order_to_view(o, &op->order);
+        return;
+    }
+    eng_sku *s = o->sku;
+    int64_t avail = s->exists ? eng_available(&s->c) : 0;
+    if (!s->exists) {
+        op->err = ENG_E_UNKNOWN_SKU;
+    } else if (op->qty > avail) {
+        op->err = ENG_E_INSUFFICIENT;
+        op->err_available = avail;
+    }
+    if (op->err != ENG_OK) {
+        order_maybe_drop(e, o);
+        return;
+    }
+    int64_t own_free = s->c.own_on_hand - s->c.own_reserved;
+    int32_t from_own = (int32_t)(op->qty < own_free ? op->qty : own_free);
+    int32_t from_sup = op->qty - from_own;
+    touch_order(b, o);
+    s->c.own_reserved += from_own;
+    s->c.supplier_reserved += from_sup;
+    counters_check(&s->c);
+    o->status = op->hold_ms > 0 ? ENG_ST_HELD : ENG_ST_CONFIRMED;
+    o->from_own = from_own;
+    o->from_supplier = from_sup;
+    o->created_at_ms = o->updated_at_ms = b->now_ms;
+    o->hold_expires_at_ms = op->hold_ms > 0 ? b->now_ms + op->hold_ms : 0;
+    o->available = eng_available(&s->c);
+    ledger_add(b, s, o->id, ENG_MOVE_RESERVE, 0, from_own, from_sup, 0, "");
+    order_to_view(o, &op->order);
+}
+
+static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *o)
+{
+    (void)e;
+    if (o == NULL || o->status == ENG_ST_NONE) {
+        op->err = ENG_E_NOT_FOUND;
+        return;
+    }
+    bool lapsed = o->status == ENG_ST_HELD && b->now_ms >= o->hold_expires_at_ms;
+    switch (op->kind) {
+    case ENG_OP_CONFIRM:
+        if (lapsed) {
+            order_return_stock(b, o, ENG_ST_EXPIRED, ENG_MOVE_EXPIRE);
+            op->err = ENG_E_EXPIRED;
+        } else if (o->status == ENG_ST_HELD) {
+            touch_order(b, o);
+            o->status = ENG_ST_CONFIRMED;
+            o->hold_expires_at_ms = 0;
+            o->updated_at_ms = b->now_ms;
+            o->available = eng_available(&o->sku->c);
+        } else if (o->status == ENG_ST_EXPIRED) {
+            op->err = ENG_E_EXPIRED;
+        } else if (o->status == ENG_ST_RELEASED || o->status == ENG_ST_FAILED) {
+            op->err = ENG_E_INVALID_STATE;
+        }
+        break;
+    case ENG_OP_RELEASE:
+        if (o->status == ENG_ST_HELD || o->status == ENG_ST_CONFIRMED)
+            order_return_stock(b, o, ENG_ST_RELEASED, ENG_MOVE_RELEASE);
+        else if (o->status != ENG_ST_RELEASED && o->status != ENG_ST_EXPIRED)
+            op->err = ENG_E_INVALID_STATE;
+        break;
+    case ENG_OP_SHIP:
+        /* Supplier units ship only once bought upstream (purchased). */
+        if ((o->status == ENG_ST_CONFIRMED && o->from_supplier == 0) ||
+            o->status == ENG_ST_PURCHASED) {
+            eng_sku *s = o->sku;
+            touch_order(b, o);
+            s->c.own_on_hand -= o->from_own;
+            s->c.own_reserved -= o->from_own;
+            counters_check(&s->c);
+            o->status = ENG_ST_SHIPPED;
+            o->updated_at_ms = b->now_ms;
+            o->available = eng_available(&s->c);
+            ledger_add(b, s, o->id, ENG_MOVE_SHIP, -o->from_own, -o->from_own, 0, 0, "");
+        } else if (o->status != ENG_ST_SHIPPED) {
+            op->err = ENG_E_INVALID_STATE;
+        }
+        break;
+    case ENG_OP_EXPIRE:
+        if (lapsed)
+            order_return_stock(b, o, ENG_ST_EXPIRED, ENG_MOVE_EXPIRE);
+        break;
+    default:
+        assert(!"not an order op");
+    }
+    if (op->err == ENG_E_INVALID_STATE)
+        op->err_status = o->status;
+    if (op->err == ENG_OK)
+        order_to_view(o, &op->order);
+}
+
+static void decide_sku_put(eng_batch *b, eng_op *op, eng_sku *s)
+{
+    eng_counters c = s->exists ? s->c : (eng_counters){0};
+    eng_mapping mapping = s->exists ? s->mapping : ENG_MAP_NONE;
+    if (op->has_own_on_hand) {
+        if (op->own_on_hand < c.own_reserved) {
+            op->err = ENG_E_INSUFFICIENT;
+            op->err_available = s->exists ? eng_available(&s->c) : 0;
+            return;
+        }
+        c.own_on_hand = op->own_on_hand;
+    }
+    if (op->has_supplier) {
+        if (s->map == NULL && (s->map = malloc(sizeof(*s->map))) == NULL) {
+            op->err = ENG_E_INTERNAL;
+            return;
+        }
+        *s->map = op->supplier;
+        mapping = ENG_MAP_OK;
+    }
+    if (op->has_supplier_reported) {
+        c.supplier_reported = op->supplier_reported;
+        c.supplier_synced_at_ms = b->now_ms;
+        if (mapping == ENG_MAP_NONE)
+            mapping = ENG_MAP_MANUAL;
+    }
+    int64_t d_on_hand = c.own_on_hand - (s->exists ? s->c.own_on_hand : 0);
+    int64_t d_rep = c.supplier_reported - (s->exists ? s->c.supplier_reported : 0);
+    s->c = c;
+    s->mapping = mapping;
+    s->exists = true;
+    sku_recompute_sellable(s);
+    counters_check(&s->c);
+    ledger_add(b, s, "", ENG_MOVE_PUT, d_on_hand, 0, 0, d_rep, "");
+    stock_view(s, &s->c, s->mapping, &op->stock);
+}
+
+static void decide_adjust(eng_batch *b, eng_op *op, eng_sku *s)
+{
+    if (!s->exists) {
+        op->err = ENG_E_UNKNOWN_SKU;
+        return;
+    }
+    int64_t nv = s->c.own_on_hand + op->delta;
+    if (nv < s->c.own_reserved) {
+        op->err = ENG_E_INSUFFICIENT;
+        op->err_available = eng_available(&s->c);
+        return;
+    }
+    if (nv > ENG_STOCK_MAX) {
+        op->err = ENG_E_INVALID;
+        return;
+    }
+    s->c.own_on_hand = nv;
+    counters_check(&s->c);
+    ledger_add(b, s, "", ENG_MOVE_ADJUST, op->delta, 0, 0, 0, op->reason);
+    stock_view(s, &s->c, s->mapping, &op->stock);
+}
+
+/* Decides one op against its SKU's working state; returns whether it
+ * wrote anything. Any write makes the SKU row dirty, so every batch that
+ * touches a SKU passes that SKU's epoch fence. */
+static bool decide(engine *e, eng_batch *b, eng_op *op)
+{
+    eng_sku *s = op->sku_p;
+    size_t ledger_before = b->n_ledger, ow_before = b->n_ow;
+    switch (op->kind) {
+    case ENG_OP_RESERVE:
+        decide_reserve(e, b, op, order_find(e, op->order_id));
+        break;
+    case ENG_OP_CONFIRM:
+    case ENG_OP_RELEASE:
+    case ENG_OP_SHIP:
+    case ENG_OP_EXPIRE:
+        decide_order_op(e, b, op, order_find(e, op->order_id));
+        break;
+    case ENG_OP_SKU_PUT:
+        decide_sku_put(b, op, s);
+        break;
+    case ENG_OP_ADJUST:
+        decide_adjust(b, op, s);
+        break;
+    default:
+        assert(!"bad op kind");
+    }
+    return b->n_ledger != ledger_before || b->n_ow != ow_before;
+}
+
+static void batch_append_op(eng_batch *b, eng_op *op)
+{
+    op->next = NULL;
+    op->prev = b->ops_tail;
+    if (b->ops_tail)
+        b->ops_tail->next = op;
+    else
+        b->ops_head = op;
+    b->ops_tail = op;
+    b->n_ops++;
+}
+
+/* Builds the exported rows from the working state after all decisions. */
+static void batch_seal(eng_batch *b)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < b->n_sw; i++) {
+        if (!b->sw[i].dirty)
+            continue;
+        const eng_sku *s = b->sw[i].sku;
+        eng_sku_row *r = &b->sku_rows[k++];
+        r->sku = s->name;
+        r->insert = !b->sw[i].before_exists;
+        r->c = s->c;
+        r->mapping = s->mapping;
+        r->map = s->mapping == ENG_MAP_OK ? s->map : NULL;
+        r->epoch = s->epoch;
+    }
+    b->n_sku_rows = k;
+    for (size_t i = 0; i < b->n_ow; i++) {
+        eng_order_row *r = &b->order_rows[i];
+        r->insert = b->ow[i].before.status == ENG_ST_NONE;
+        order_to_view(b->ow[i].o, &r->o);
+    }
+}
+
+bool engine_has_ready(const engine *e)
+{
+    return e->ready_head != NULL;
+}
+
+eng_batch *engine_next_batch(engine *e, int64_t now_ms)
+{
+    if (e->ready_head == NULL)
+        return NULL;
+    eng_batch *b = batch_get(e);
+    if (b == NULL)
+        return NULL;  /* out of memory: the work stays queued */
+    b->id = e->next_batch_id++;
+    b->now_ms = now_ms;
+    eng_sku *s;
+    while (b->n_ops < b->cap && (s = ready_pop(e)) != NULL) {
+        if (s->q_len == 0 || s->inflight != NULL)
+            continue;
+        struct sku_write *w = take_sku(b, s);
+        uint32_t n = s->q_len;
+        if (n > e->lim.batch_sku_ops_max)
+            n = e->lim.batch_sku_ops_max;
+        if (n > b->cap - b->n_ops)
+            n = (uint32_t)(b->cap - b->n_ops);
+        for (uint32_t i = 0; i < n; i++) {
+            eng_op *op = s->q_head;
+            fifo_unlink(e, op);
+            op->state_ = OP_BATCHED;
+            batch_append_op(b, op);
+            if (decide(e, b, op))
+                w->dirty = true;
+        }
+    }
+    if (b->n_ops == 0) {
+        for (size_t i = 0; i < b->n_sw; i++)
+            b->sw[i].sku->inflight = NULL;
+        batch_put(e, b);
+        return NULL;
+    }
+    batch_seal(b);
+    e->st.batches++;
+    e->st.batch_ops += b->n_ops;
+    e->st.batches_in_flight++;
+    return b;
+}
+
+/* Calls done() for the batch's client ops (err overrides their decision
+ * when not ENG_OK) and frees or re-arms the internal ones. */
+static void answer_ops(engine *e, eng_batch *b, eng_err err, bool unknown, bool keep_internal)
+{
+    eng_op *op = b->ops_head, *keep_head = NULL, *keep_tail = NULL;
+    size_t kept = 0;
+    while (op != NULL) {
+        eng_op *next = op->next;
+        if (op->kind == ENG_OP_EXPIRE) {
+            if (keep_internal) {
+                op->next = NULL;
+                if (keep_tail)
+                    keep_tail->next = op;
+                else
+                    keep_head = op;
+                keep_tail = op;
+                kept++;
+            } else {
+                internal_op_free(e, op);
+                e->st.ops_done++;
+            }
+        } else {
+            op->next = op->prev = NULL;
+            op->state_ = OP_IDLE;
+            if (err != ENG_OK) {
+                op->err = err;
+                op->outcome_unknown = unknown;
+            }
+            e->st.ops_done++;
+            e->done(op, e->done_arg);  /* may free op */
+        }
+        op = next;
+    }
+    b->ops_head = keep_head;
+    b->ops_tail = keep_tail;
+    b->n_ops = kept;
+}
+
+/* The batch's decisions are committed: they become the readers' state. */
+static void batch_finalize(engine *e, eng_batch *b)
+{
+    for (size_t i = 0; i < b->n_ow; i++) {
+        eng_order *o = b->ow[i].o;
+        const eng_order_view *before = &b->ow[i].before;
+        o->inflight = NULL;
+        if (o->status == ENG_ST_HELD &&
+            (before->status != ENG_ST_HELD || before->hold_expires_at_ms != o->hold_expires_at_ms))
+            (void)heap_push(e, o->hold_expires_at_ms, o); /* OOM: expired by confirm */
+    }
+    for (size_t i = 0; i < b->n_sw; i++) {
+        eng_sku *s = b->sw[i].sku;
+        s->inflight = NULL;
+        ready_push(e, s);
+    }
+}
+
+/* The batch's decisions did not happen: every before-image comes back. */
+static void batch_restore(engine *e, eng_batch *b)
+{
+    for (size_t i = b->n_ow; i-- > 0;) {
+        eng_order *o = b->ow[i].o;
+        order_from_view(o, &b->ow[i].before);
+        o->inflight = NULL;
+    }
+    for (size_t i = 0; i < b->n_ow; i++)
+        order_maybe_drop(e, b->ow[i].o);
+    for (size_t i = 0; i < b->n_sw; i++) {
+        struct sku_write *w = &b->sw[i];
+        eng_sku *s = w->sku;
+        s->c = w->before;
+        s->exists = w->before_exists;
+        s->mapping = w->before_mapping;
+        if (s->map != NULL)
+            *s->map = w->before_map;
+        s->inflight = NULL;
+        ready_push(e, s);
+    }
+    /* Holds whose expiry was undone are due again. */
+    for (eng_op *op = b->ops_head; op != NULL; op = op->next) {
+        if (op->kind != ENG_OP_EXPIRE)
+            continue;
+        eng_order *o = order_find(e, op->order_id);
+        if (o != NULL && o->status == ENG_ST_HELD)
+            (void)heap_push(e, o->hold_expires_at_ms, o);
+    }
+}
+
+void engine_batch_done(engine *e, eng_batch *b, eng_outcome outcome)
+{
+    assert(b->state == B_FLIGHT);
+    assert(e->st.batches_in_flight > 0);
+    switch (outcome) {
+    case ENG_COMMITTED:
+        e->st.batches_committed++;
+        batch_finalize(e, b);
+        answer_ops(e, b, ENG_OK, false, false);
+        break;
+    case ENG_ABORTED:
+        e->st.batches_aborted++;
+        batch_restore(e, b);
+        answer_ops(e, b, ENG_E_UNAVAILABLE, false, false);
+        break;
+    case ENG_UNKNOWN:
+        /* The SKUs stay blocked and the state stays as decided until
+         * engine_batch_resolve(); the clients learn now that nobody knows. */
+        e->st.batches_unknown++;
+        b->state = B_UNKNOWN;
+        answer_ops(e, b, ENG_E_UNAVAILABLE, true, true);
+        return;
+    }
+    e->st.batches_in_flight--;
+    batch_put(e, b);
+}
+
+void engine_batch_resolve(engine *e, eng_batch *b, bool committed)
+{
+    assert(b->state == B_UNKNOWN);
+    if (committed)
+        batch_finalize(e, b);
+    else
+        batch_restore(e, b);
+    answer_ops(e, b, ENG_OK, false, false);  /* only internal ops remain */
+    e->st.batches_in_flight--;
+    batch_put(e, b);
+}
+
+void engine_cancel_all(engine *e, eng_err err)
+{
+    eng_sku *s, *tmp;
+    HASH_ITER(hh, e->skus, s, tmp) {
+        while (s->q_head != NULL) {
+            eng_op *op = s->q_head;
+            engine_cancel(e, op);
+            if (op->kind == ENG_OP_EXPIRE) {
+                internal_op_free(e, op);
+                continue;
+            }
+            op->err = err;
+            e->done(op, e->done_arg);
+        }
+    }
+}
+
+void engine_stats_get(const engine *e, eng_stats *out)
+{
+    *out = e->st;
+}
+
+uint64_t eng_batch_id(const eng_batch *b)
+{
+    return b->id;
+}
+
+bool eng_batch_is_empty(const eng_batch *b)
+{
+    return b->n_sku_rows == 0 && b->n_ow == 0 && b->n_ledger == 0;
+}
+
+size_t eng_batch_ops(const eng_batch *b)
+{
+    return b->n_ops;
+}
+
+size_t eng_batch_sku_rows(const eng_batch *b, const eng_sku_row **rows)
+{
+    *rows = b->sku_rows;
+    return b->n_sku_rows;
+}
+
+size_t eng_batch_order_rows(const eng_batch *b, const eng_order_row **rows)
+{
+    *rows = b->order_rows;
+    return b->n_ow;
+}
+
+size_t eng_batch_ledger_rows(const eng_batch *b, const eng_ledger_row **rows)
+{
+    *rows = b->ledger;
+    return b->n_ledger;
+}
