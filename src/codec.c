@@ -1,1 +1,320 @@
-/* placeholder: being written */
+/* codec.c — MessagePack-RPC framing guard, RPC shape checks, pack helpers.
+ *
+ * codec_frame_check() is the only code that looks at untrusted bytes before
+ * msgpack-c does. msgpack-c trusts container counts (it allocates 24 bytes
+ * per announced element as soon as it parses the header) and has no length
+ * caps, so this walk must refuse anything whose headers alone could make the
+ * unpacker allocate more than a small multiple of max_bytes.
+ */
+#include "stockd/codec.h"
+
+#include <assert.h>
+#include <string.h>
+
+/* Hard cap on the explicit stack. msgpack-c itself refuses more than
+ * MSGPACK_EMBED_STACK_SIZE (32) open containers, so a larger max_depth would
+ * be useless; callers asking for more get this. */
+#define CODEC_DEPTH_CAP 64u
+
+/* What one msgpack header byte announces. */
+typedef enum codec_kind {
+    CK_FIXED,   /* scalar whose whole size is hdr bytes */
+    CK_BODY,    /* str/bin/ext: hdr bytes, then a body of len bytes */
+    CK_ARRAY,   /* container of len items */
+    CK_MAP,     /* container of len pairs (2*len items) */
+    CK_BAD,     /* 0xc1, never used */
+} codec_kind;
+
+typedef struct codec_head {
+    codec_kind kind;
+    uint8_t hdr;       /* total header bytes (incl. the type byte) */
+    uint8_t len_bytes; /* 0: len is in the type byte or implied */
+    uint8_t len_off;   /* offset of the big-endian length inside the header */
+    uint32_t len;      /* body length / item count known from the type byte */
+} codec_head;
+
+/* Decodes the type byte. For types with an explicit length field the caller
+ * reads it once the hdr bytes are present. */
+static codec_head codec_head_of(uint8_t b)
+{
+    if (b <= 0x7f || b >= 0xe0)
+        return (codec_head){CK_FIXED, 1, 0, 0, 0};
+    if (b <= 0x8f)
+        return (codec_head){CK_MAP, 1, 0, 0, b & 0x0fu};
+    if (b <= 0x9f)
+        return (codec_head){CK_ARRAY, 1, 0, 0, b & 0x0fu};
+    if (b <= 0xbf)
+        return (codec_head){CK_BODY, 1, 0, 0, b & 0x1fu};
+    switch (b) {
+    case 0xc0: case 0xc2: case 0xc3:
+        return (codec_head){CK_FIXED, 1, 0, 0, 0};
+    case 0xc4: return (codec_head){CK_BODY, 2, 1, 1, 0};   /* bin8 */
+    case 0xc5: return (codec_head){CK_BODY, 3, 2, 1, 0};   /* bin16 */
+    case 0xc6: return (codec_head){CK_BODY, 5, 4, 1, 0};   /* bin32 */
+    case 0xc7: return (codec_head){CK_BODY, 3, 1, 1, 0};   /* ext8: len, type */
+    case 0xc8: return (codec_head){CK_BODY, 4, 2, 1, 0};   /* ext16 */
+    case 0xc9: return (codec_head){CK_BODY, 6, 4, 1, 0};   /* ext32 */
+    case 0xca: return (codec_head){CK_FIXED, 5, 0, 0, 0};  /* float32 */
+    case 0xcb: return (codec_head){CK_FIXED, 9, 0, 0, 0};  /* float64 */
+    case 0xcc: case 0xd0: return (codec_head){CK_FIXED, 2, 0, 0, 0};
+    case 0xcd: case 0xd1: return (codec_head){CK_FIXED, 3, 0, 0, 0};
+    case 0xce: case 0xd2: return (codec_head){CK_FIXED, 5, 0, 0, 0};
+    case 0xcf: case 0xd3: return (codec_head){CK_FIXED, 9, 0, 0, 0};
+    case 0xd4: return (codec_head){CK_FIXED, 3, 0, 0, 0};  /* fixext1 */
+    case 0xd5: return (codec_head){CK_FIXED, 4, 0, 0, 0};  /* fixext2 */
+    case 0xd6: return (codec_head){CK_FIXED, 6, 0, 0, 0};  /* fixext4 */
+    case 0xd7: return (codec_head){CK_FIXED, 10, 0, 0, 0}; /* fixext8 */
+    case 0xd8: return (codec_head){CK_FIXED, 18, 0, 0, 0}; /* fixext16 */
+    case 0xd9: return (codec_head){CK_BODY, 2, 1, 1, 0};   /* str8 */
+    case 0xda: return (codec_head){CK_BODY, 3, 2, 1, 0};   /* str16 */
+    case 0xdb: return (codec_head){CK_BODY, 5, 4, 1, 0};   /* str32 */
+    case 0xdc: return (codec_head){CK_ARRAY, 3, 2, 1, 0};
+    case 0xdd: return (codec_head){CK_ARRAY, 5, 4, 1, 0};
+    case 0xde: return (codec_head){CK_MAP, 3, 2, 1, 0};
+    case 0xdf: return (codec_head){CK_MAP, 5, 4, 1, 0};
+    default:   return (codec_head){CK_BAD, 1, 0, 0, 0};   /* 0xc1 */
+    }
+}
+
+static uint32_t codec_read_be(const uint8_t *p, unsigned n)
+{
+    uint32_t v = 0;
+    for (unsigned i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Walk state. `pending` is the number of objects still owed by the frame
+ * (siblings and children not yet started); each needs at least one byte, so
+ * off + pending > max_bytes proves the frame too large before it arrives. */
+typedef struct codec_walk {
+    const uint8_t *buf;
+    uint64_t len;
+    uint64_t max_bytes;
+    unsigned max_depth;
+    unsigned depth;
+    uint64_t off;
+    uint64_t pending;
+    uint64_t left[CODEC_DEPTH_CAP]; /* items left in each open container */
+} codec_walk;
+
+/* Consumes one object header (and a str/bin/ext body). Returns
+ * CODEC_FRAME_OK when the header was consumed, else the verdict. */
+static codec_frame codec_walk_one(codec_walk *w)
+{
+    if (w->off >= w->len)
+        return CODEC_FRAME_NEED_MORE;
+    codec_head h = codec_head_of(w->buf[w->off]);
+    if (h.kind == CK_BAD)
+        return CODEC_FRAME_BAD;
+    /* The header plus one byte per other owed object must fit. */
+    uint64_t owed_after = w->pending - 1;
+    if (w->off + h.hdr + owed_after > w->max_bytes)
+        return CODEC_FRAME_TOO_LARGE;
+    if (w->off + h.hdr > w->len)
+        return CODEC_FRAME_NEED_MORE;
+    uint64_t n = h.len;
+    if (h.len_bytes)
+        n = codec_read_be(w->buf + w->off + h.len_off, h.len_bytes);
+    uint64_t room = w->max_bytes - w->off - h.hdr - owed_after;
+    uint64_t body = 0, items = 0;
+    if (h.kind == CK_BODY)
+        body = n;
+    else if (h.kind == CK_ARRAY)
+        items = n;
+    else if (h.kind == CK_MAP)
+        items = 2 * n;
+    if (body > room || items > room)
+        return CODEC_FRAME_TOO_LARGE;
+    if (h.kind == CK_ARRAY || h.kind == CK_MAP) {
+        if (w->depth >= w->max_depth)
+            return CODEC_FRAME_BAD;   /* empty containers count too, as in msgpack-c */
+    }
+    if (w->off + h.hdr + body > w->len)
+        return CODEC_FRAME_NEED_MORE;
+    w->off += h.hdr + body;
+    w->pending = owed_after + items;
+    if (w->depth > 0)
+        w->left[w->depth - 1]--;
+    if (items > 0)
+        w->left[w->depth++] = items;
+    while (w->depth > 0 && w->left[w->depth - 1] == 0)
+        w->depth--;
+    return CODEC_FRAME_OK;
+}
+
+codec_frame codec_frame_check(const uint8_t *buf, size_t len, size_t max_bytes,
+                              unsigned max_depth, size_t *frame_len)
+{
+    assert(frame_len != NULL);
+    assert(buf != NULL || len == 0);
+    *frame_len = 0;
+    codec_walk w;
+    w.buf = buf;
+    w.len = len;
+    /* Clamped so that off + header + pending never wraps. */
+    w.max_bytes = (uint64_t)max_bytes < UINT64_MAX / 2 ? (uint64_t)max_bytes : UINT64_MAX / 2;
+    w.max_depth = max_depth < CODEC_DEPTH_CAP ? max_depth : CODEC_DEPTH_CAP;
+    w.depth = 0;
+    w.off = 0;
+    w.pending = 1;
+    if (w.max_bytes == 0)
+        return CODEC_FRAME_TOO_LARGE;   /* keeps off + pending <= max_bytes from the start */
+    /* Terminates: every successful step advances off by >= 1 and off <= len. */
+    for (;;) {
+        codec_frame r = codec_walk_one(&w);
+        if (r != CODEC_FRAME_OK)
+            return r;
+        assert(w.off <= w.len);
+        if (w.pending == 0) {
+            assert(w.depth == 0);
+            *frame_len = (size_t)w.off;
+            return CODEC_FRAME_OK;
+        }
+    }
+}
+
+/* ---- RPC shapes ---- */
+
+static bool codec_is_u32(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= UINT32_MAX;
+}
+
+static bool rpc_fail(const char **why, const char *reason)
+{
+    if (why)
+        *why = reason;
+    return false;
+}
+
+bool rpc_msg_parse(const msgpack_object *o, rpc_msg *out, const char **why)
+{
+    assert(o != NULL && out != NULL);
+    memset(out, 0, sizeof(*out));
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return rpc_fail(why, "message is not an array");
+    uint32_t n = o->via.array.size;
+    const msgpack_object *a = o->via.array.ptr;
+    if (n < 3 || a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[0].via.u64 > RPC_NOTIFY)
+        return rpc_fail(why, "bad message type");
+    out->type = (int)a[0].via.u64;
+    switch (out->type) {
+    case RPC_REQUEST:
+        if (n != 4)
+            return rpc_fail(why, "request must have 4 elements");
+        if (!codec_is_u32(&a[1]))
+            return rpc_fail(why, "msgid must be a u32");
+        if (a[2].type != MSGPACK_OBJECT_STR)
+            return rpc_fail(why, "method must be a string");
+        if (a[3].type != MSGPACK_OBJECT_ARRAY)
+            return rpc_fail(why, "params must be an array");
+        out->msgid = (uint32_t)a[1].via.u64;
+        out->method = a[2].via.str.ptr;
+        out->method_len = a[2].via.str.size;
+        out->params = &a[3];
+        return true;
+    case RPC_RESPONSE:
+        if (n != 4)
+            return rpc_fail(why, "response must have 4 elements");
+        if (!codec_is_u32(&a[1]))
+            return rpc_fail(why, "msgid must be a u32");
+        out->msgid = (uint32_t)a[1].via.u64;
+        out->error = &a[2];
+        out->result = &a[3];
+        return true;
+    default:
+        if (n != 3)
+            return rpc_fail(why, "notification must have 3 elements");
+        if (a[1].type != MSGPACK_OBJECT_STR)
+            return rpc_fail(why, "method must be a string");
+        if (a[2].type != MSGPACK_OBJECT_ARRAY)
+            return rpc_fail(why, "params must be an array");
+        out->method = a[1].via.str.ptr;
+        out->method_len = a[1].via.str.size;
+        out->params = &a[2];
+        return true;
+    }
+}
+
+const msgpack_object *codec_map_get(const msgpack_object *map, const char *key)
+{
+    assert(key != NULL);
+    if (map == NULL || map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    size_t klen = strlen(key);
+    const msgpack_object_kv *kv = map->via.map.ptr;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &kv[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
+            memcmp(k->via.str.ptr, key, klen) == 0)
+            return &kv[i].val;
+    }
+    return NULL;
+}
+
+/* ---- packing ---- */
+
+int codec_pack_str(msgpack_packer *pk, const char *s, size_t len)
+{
+    assert(len <= UINT32_MAX);
+    if (msgpack_pack_str(pk, len) != 0)
+        return -1;
+    return len ? msgpack_pack_str_body(pk, s, len) : 0;
+}
+
+int codec_pack_cstr(msgpack_packer *pk, const char *s)
+{
+    assert(s != NULL);
+    return codec_pack_str(pk, s, strlen(s));
+}
+
+int codec_pack_kv_str(msgpack_packer *pk, const char *key, const char *val)
+{
+    return codec_pack_cstr(pk, key) || codec_pack_cstr(pk, val) ? -1 : 0;
+}
+
+int codec_pack_kv_int(msgpack_packer *pk, const char *key, int64_t val)
+{
+    return codec_pack_cstr(pk, key) || msgpack_pack_int64(pk, val) ? -1 : 0;
+}
+
+int codec_pack_kv_bool(msgpack_packer *pk, const char *key, bool val)
+{
+    if (codec_pack_cstr(pk, key) != 0)
+        return -1;
+    return val ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+}
+
+int codec_pack_request_head(msgpack_packer *pk, uint32_t msgid, const char *method)
+{
+    if (msgpack_pack_array(pk, 4) || msgpack_pack_uint8(pk, RPC_REQUEST) ||
+        msgpack_pack_uint32(pk, msgid) || codec_pack_cstr(pk, method))
+        return -1;
+    return msgpack_pack_array(pk, 1);
+}
+
+int codec_pack_response_ok_head(msgpack_packer *pk, uint32_t msgid)
+{
+    if (msgpack_pack_array(pk, 4) || msgpack_pack_uint8(pk, RPC_RESPONSE) ||
+        msgpack_pack_uint32(pk, msgid))
+        return -1;
+    return msgpack_pack_nil(pk);
+}
+
+int codec_pack_response_err_head(msgpack_packer *pk, uint32_t msgid, const char *code,
+                                 const char *message, bool retryable, uint32_t extra_pairs)
+{
+    assert(extra_pairs <= UINT32_MAX - 3);
+    if (msgpack_pack_array(pk, 4) || msgpack_pack_uint8(pk, RPC_RESPONSE) ||
+        msgpack_pack_uint32(pk, msgid) || msgpack_pack_map(pk, 3 + extra_pairs))
+        return -1;
+    if (codec_pack_kv_str(pk, "code", code) || codec_pack_kv_str(pk, "message", message))
+        return -1;
+    return codec_pack_kv_bool(pk, "retryable", retryable);
+}
+
+int codec_pack_response_err_tail(msgpack_packer *pk)
+{
+    return msgpack_pack_nil(pk);
+}
