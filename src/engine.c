@@ -881,7 +881,6 @@ static void decide_reserve(engine *e, eng_batch *b, eng_op *op, eng_order *o)
 
 static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *o)
 {
-    (void)e;
     if (o == NULL || o->status == ENG_ST_NONE) {
         op->err = ENG_E_NOT_FOUND;
         return;
@@ -928,8 +927,10 @@ static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *o)
         }
         break;
     case ENG_OP_EXPIRE:
-        if (lapsed)
+        if (lapsed) {
             order_return_stock(b, o, ENG_ST_EXPIRED, ENG_MOVE_EXPIRE);
+            e->st.holds_expired++;
+        }
         break;
     default:
         assert(!"not an order op");

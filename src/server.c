@@ -1,1 +1,1266 @@
-/* placeholder: being written */
+/* server.c — listener, connections, msgpack-rpc dispatch, the batch pump.
+ *
+ * Everything runs on one event_base. A request is decoded and validated
+ * in the read callback; reads (ping, stats, stock.get, order.get) are
+ * answered at once from memory; changes go to the engine, which answers
+ * them through done_cb after their batch committed. The pump runs as a
+ * deferred event after the current round of callbacks, so every request
+ * read in one loop iteration can share one batch.
+ */
+#include "stockd/server.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include "stockd/codec.h"
+#include "stockd/log.h"
+
+#define FRAMES_PER_READ_MAX 512   /* fairness: frames decoded per wakeup */
+#define EXPIRY_TICK_MS 50
+
+enum method {
+    M_PING = 0, M_RESERVE, M_CONFIRM, M_RELEASE, M_SHIP, M_ORDER_GET,
+    M_STOCK_GET, M_SKU_PUT, M_ADJUST, M_STATS, M_UNKNOWN, M_COUNT
+};
+
+static const char *const method_names[M_COUNT] = {
+    "ping", "reserve", "confirm", "release", "ship", "order.get",
+    "stock.get", "sku.put", "stock.adjust", "stats", "(unknown)",
+};
+
+/* Result slots of the per-method counters: engine errors, plus these. */
+enum { RES_UNAUTHORIZED = ENG_E_COUNT_, RES_TOO_LARGE, RES_UNKNOWN_METHOD, RES_COUNT };
+
+enum conn_state { C_OPEN = 0, C_CLOSING, C_DEAD };
+
+typedef struct conn {
+    server *srv;
+    struct bufferevent *bev;
+    enum conn_state state;
+    bool read_paused;
+    uint32_t inflight;            /* requests in the engine */
+    uint64_t id;
+    struct conn *prev, *next;
+} conn;
+
+typedef struct req {
+    eng_op op;                    /* op.ctx == this */
+    conn *c;
+    uint32_t msgid;
+    enum method m;
+    struct event timer;           /* deadline while queued */
+    struct req *next_free;
+} req;
+
+struct server {
+    struct event_base *base;
+    const stockd_config *cfg;
+    engine *eng;
+    store *st;
+    struct evconnlistener *listener;
+    struct event *pump_ev;
+    struct event *tick_ev;
+    struct event *drain_ev;
+    bool pump_armed;
+    bool draining;
+    const struct timeval *deadline_tv_default;
+    conn *conns;
+    uint32_t n_conns;
+    uint64_t next_conn_id;
+    req *free_reqs;
+    msgpack_zone zone;
+    msgpack_sbuffer out;
+    msgpack_packer pk;
+    int64_t started_ms;
+    /* counters */
+    uint64_t conns_total, conns_refused, conns_closed_bad, notifications;
+    uint64_t results[M_COUNT][RES_COUNT];
+    uint64_t outcome_unknown;
+};
+
+static void pump_schedule(server *s);
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------ replies */
+
+/* Sends what was packed into s->out to the connection, if it still has a
+ * socket. */
+static void out_flush(server *s, conn *c)
+{
+    if (c->state != C_DEAD && c->bev != NULL)
+        evbuffer_add(bufferevent_get_output(c->bev), s->out.data, s->out.size);
+    msgpack_sbuffer_clear(&s->out);
+}
+
+static void pack_stock(msgpack_packer *pk, const eng_stock_view *v)
+{
+    msgpack_pack_map(pk, 9);
+    codec_pack_kv_str(pk, "sku", v->sku);
+    codec_pack_kv_int(pk, "available", v->available);
+    codec_pack_kv_int(pk, "own_on_hand", v->c.own_on_hand);
+    codec_pack_kv_int(pk, "own_reserved", v->c.own_reserved);
+    codec_pack_kv_int(pk, "supplier_reported", v->c.supplier_reported);
+    codec_pack_kv_int(pk, "supplier_sellable", v->c.supplier_sellable);
+    codec_pack_kv_int(pk, "supplier_reserved", v->c.supplier_reserved);
+    codec_pack_kv_int(pk, "supplier_synced_at", v->c.supplier_synced_at_ms);
+    codec_pack_kv_str(pk, "mapping", eng_mapping_name(v->mapping));
+}
+
+static void pack_order(msgpack_packer *pk, const eng_order_view *o)
+{
+    bool hold = o->hold_expires_at_ms > 0;
+    bool up = o->upstream_order_id[0] != '\0';
+    bool why = o->reason[0] != '\0';
+    msgpack_pack_map(pk, 9 + hold + up + why);
+    codec_pack_kv_str(pk, "order_id", o->order_id);
+    codec_pack_kv_str(pk, "sku", o->sku);
+    codec_pack_kv_int(pk, "qty", o->qty);
+    codec_pack_kv_str(pk, "status", eng_status_name(o->status));
+    codec_pack_kv_int(pk, "from_own", o->from_own);
+    codec_pack_kv_int(pk, "from_supplier", o->from_supplier);
+    codec_pack_kv_int(pk, "available", o->available);
+    codec_pack_kv_int(pk, "created_at", o->created_at_ms);
+    codec_pack_kv_int(pk, "updated_at", o->updated_at_ms);
+    if (hold)
+        codec_pack_kv_int(pk, "hold_expires_at", o->hold_expires_at_ms);
+    if (up)
+        codec_pack_kv_str(pk, "upstream_order_id", o->upstream_order_id);
+    if (why)
+        codec_pack_kv_str(pk, "reason", o->reason);
+}
+
+static const char *err_message(eng_err err)
+{
+    switch (err) {
+    case ENG_E_INVALID: return "invalid request";
+    case ENG_E_UNKNOWN_SKU: return "unknown sku";
+    case ENG_E_INSUFFICIENT: return "insufficient stock";
+    case ENG_E_CONFLICT: return "order_id already used for another sku or qty";
+    case ENG_E_NOT_FOUND: return "order not found";
+    case ENG_E_INVALID_STATE: return "not allowed in the order's status";
+    case ENG_E_EXPIRED: return "the hold expired";
+    case ENG_E_BUSY: return "queue full, retry later";
+    case ENG_E_DEADLINE: return "deadline passed while queued; nothing changed";
+    case ENG_E_UNAVAILABLE: return "store unavailable";
+    default: return "internal error";
+    }
+}
+
+static void count(server *s, enum method m, int res)
+{
+    assert(m < M_COUNT && res < RES_COUNT);
+    s->results[m][res]++;
+}
+
+/* Packs an error response for an engine error, with its details. */
+static void pack_eng_error(server *s, uint32_t msgid, const eng_op *op)
+{
+    msgpack_packer *pk = &s->pk;
+    eng_err err = op->err;
+    if (err == ENG_E_INSUFFICIENT) {
+        codec_pack_response_err_head(pk, msgid, eng_err_code(err), err_message(err), false, 1);
+        codec_pack_kv_int(pk, "available", op->err_available);
+    } else if (err == ENG_E_INVALID_STATE) {
+        codec_pack_response_err_head(pk, msgid, eng_err_code(err), err_message(err), false, 1);
+        codec_pack_kv_str(pk, "status", eng_status_name(op->err_status));
+    } else if (err == ENG_E_UNAVAILABLE && op->outcome_unknown) {
+        codec_pack_response_err_head(pk, msgid, eng_err_code(err),
+                                     "commit outcome unknown; retry with the same order_id", true, 1);
+        codec_pack_kv_str(pk, "outcome", "unknown");
+    } else {
+        codec_pack_response_err_head(pk, msgid, eng_err_code(err), err_message(err),
+                                     eng_err_retryable(err), 0);
+    }
+    codec_pack_response_err_tail(pk);
+}
+
+static void reply_simple_error(server *s, conn *c, uint32_t msgid, const char *code,
+                               const char *message, bool retryable, const char *dkey,
+                               const char *dval)
+{
+    codec_pack_response_err_head(&s->pk, msgid, code, message, retryable, dkey ? 1 : 0);
+    if (dkey)
+        codec_pack_kv_str(&s->pk, dkey, dval);
+    codec_pack_response_err_tail(&s->pk);
+    out_flush(s, c);
+}
+
+static void reply_invalid(server *s, conn *c, uint32_t msgid, enum method m,
+                          const char *field, const char *problem)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "%s: %s", field, problem);
+    count(s, m, ENG_E_INVALID);
+    reply_simple_error(s, c, msgid, "invalid", msg, false, "field", field);
+}
+
+/* ------------------------------------------------------------ requests */
+
+static req *req_get(server *s)
+{
+    req *r = s->free_reqs;
+    if (r != NULL) {
+        s->free_reqs = r->next_free;
+    } else if ((r = malloc(sizeof(*r))) == NULL) {
+        return NULL;
+    }
+    memset(&r->op, 0, sizeof(r->op));
+    r->op.ctx = r;
+    r->next_free = NULL;
+    return r;
+}
+
+static void req_put(server *s, req *r)
+{
+    r->next_free = s->free_reqs;
+    s->free_reqs = r;
+}
+
+static void conn_free(conn *c);
+static void conn_update_read(conn *c);
+
+/* The engine answered a request: reply and release it. */
+static void done_cb(eng_op *op, void *arg)
+{
+    server *s = arg;
+    req *r = op->ctx;
+    conn *c = r->c;
+    evtimer_del(&r->timer);
+    count(s, r->m, op->err);
+    if (op->outcome_unknown)
+        s->outcome_unknown++;
+    if (op->err == ENG_OK) {
+        codec_pack_response_ok_head(&s->pk, r->msgid);
+        if (r->m == M_SKU_PUT || r->m == M_ADJUST)
+            pack_stock(&s->pk, &op->stock);
+        else
+            pack_order(&s->pk, &op->order);
+    } else {
+        pack_eng_error(s, r->msgid, op);
+    }
+    out_flush(s, c);
+    req_put(s, r);
+    assert(c->inflight > 0);
+    c->inflight--;
+    if (c->state == C_DEAD && c->inflight == 0)
+        conn_free(c);
+    else
+        conn_update_read(c);
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    req *r = arg;
+    conn *c = r->c;
+    server *s = c->srv;
+    if (!engine_cancel(s->eng, &r->op))
+        return;  /* already decided: the commit (bounded by its timeout) answers */
+    r->op.err = ENG_E_DEADLINE;
+    count(s, r->m, ENG_E_DEADLINE);
+    pack_eng_error(s, r->msgid, &r->op);
+    out_flush(s, c);
+    req_put(s, r);
+    c->inflight--;
+    if (c->state == C_DEAD && c->inflight == 0)
+        conn_free(c);
+    else
+        conn_update_read(c);
+}
+
+/* ------------------------------------------------------------ params */
+
+enum field {
+    F_ORDER_ID = 0, F_SKU, F_QTY, F_HOLD_MS, F_DEADLINE_MS, F_DELTA, F_REASON,
+    F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_COUNT
+};
+static const char *const field_names[F_COUNT] = {
+    "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
+    "own_on_hand", "supplier", "supplier_reported", "token",
+};
+#define B(f) (1u << (f))
+
+typedef struct method_spec {
+    uint32_t allowed;
+    uint32_t required;
+    bool admin;
+} method_spec;
+
+static const method_spec specs[M_COUNT] = {
+    [M_PING] = {B(F_TOKEN), 0, false},
+    [M_RESERVE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_QTY) | B(F_HOLD_MS) | B(F_DEADLINE_MS) | B(F_TOKEN),
+                   B(F_ORDER_ID) | B(F_SKU) | B(F_QTY), false},
+    [M_CONFIRM] = {B(F_ORDER_ID) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_ORDER_ID), false},
+    [M_RELEASE] = {B(F_ORDER_ID) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_ORDER_ID), false},
+    [M_SHIP] = {B(F_ORDER_ID) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_ORDER_ID), false},
+    [M_ORDER_GET] = {B(F_ORDER_ID) | B(F_TOKEN), B(F_ORDER_ID), false},
+    [M_STOCK_GET] = {B(F_SKU) | B(F_TOKEN), B(F_SKU), false},
+    [M_SKU_PUT] = {B(F_SKU) | B(F_OWN_ON_HAND) | B(F_SUPPLIER) | B(F_SUPPLIER_REPORTED) |
+                   B(F_DEADLINE_MS) | B(F_TOKEN), B(F_SKU), true},
+    [M_ADJUST] = {B(F_SKU) | B(F_DELTA) | B(F_REASON) | B(F_DEADLINE_MS) | B(F_TOKEN),
+                  B(F_SKU) | B(F_DELTA) | B(F_REASON), true},
+    [M_STATS] = {B(F_TOKEN), 0, false},
+};
+
+typedef struct parsed {
+    uint32_t seen;
+    int64_t deadline_ms;
+    const msgpack_object *token;
+} parsed;
+
+typedef struct perr {
+    const char *field;
+    const char *problem;
+} perr;
+
+static bool utf8_valid(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = p[i];
+        size_t len;
+        uint32_t cp;
+        if (c == 0)
+            return false;  /* ids travel as C strings */
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            len = 2;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            len = 3;
+            cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+static bool order_id_valid(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                  ch == '.' || ch == '_' || ch == ':' || ch == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static bool get_str(const msgpack_object *v, char *dst, size_t max, bool utf8, perr *e, const char *f)
+{
+    e->field = f;
+    if (v->type != MSGPACK_OBJECT_STR) {
+        e->problem = "must be a string";
+        return false;
+    }
+    size_t n = v->via.str.size;
+    if (n == 0 || n > max) {
+        e->problem = n == 0 ? "must not be empty" : "too long";
+        return false;
+    }
+    if (utf8 && !utf8_valid((const unsigned char *)v->via.str.ptr, n)) {
+        e->problem = "must be valid UTF-8 without NUL";
+        return false;
+    }
+    memcpy(dst, v->via.str.ptr, n);
+    dst[n] = '\0';
+    return true;
+}
+
+static bool get_int(const msgpack_object *v, int64_t lo, int64_t hi, int64_t *out, perr *e, const char *f)
+{
+    e->field = f;
+    if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (v->via.u64 > (uint64_t)INT64_MAX || (int64_t)v->via.u64 > hi || (int64_t)v->via.u64 < lo) {
+            e->problem = "out of range";
+            return false;
+        }
+        *out = (int64_t)v->via.u64;
+        return true;
+    }
+    if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        if (v->via.i64 < lo || v->via.i64 > hi) {
+            e->problem = "out of range";
+            return false;
+        }
+        *out = v->via.i64;
+        return true;
+    }
+    e->problem = "must be an integer";
+    return false;
+}
+
+static bool parse_supplier(const msgpack_object *v, eng_supplier_map *m, perr *e)
+{
+    e->field = "supplier";
+    if (v->type != MSGPACK_OBJECT_MAP) {
+        e->problem = "must be a map";
+        return false;
+    }
+    memset(m, 0, sizeof(*m));
+    unsigned seen = 0;
+    for (uint32_t i = 0; i < v->via.map.size; i++) {
+        const msgpack_object *k = &v->via.map.ptr[i].key, *val = &v->via.map.ptr[i].val;
+        if (k->type != MSGPACK_OBJECT_STR) {
+            e->problem = "keys must be strings";
+            return false;
+        }
+        size_t kn = k->via.str.size;
+        const char *kp = k->via.str.ptr;
+        if (kn == 11 && memcmp(kp, "supplier_id", 11) == 0) {
+            if (!get_str(val, m->supplier_id, ENG_ID_MAX, true, e, "supplier.supplier_id"))
+                return false;
+            seen |= 1;
+        } else if (kn == 8 && memcmp(kp, "offer_id", 8) == 0) {
+            if (!get_int(val, 1, INT64_MAX, &m->offer_id, e, "supplier.offer_id"))
+                return false;
+            seen |= 2;
+        } else if (kn == 7 && memcmp(kp, "spec_id", 7) == 0) {
+            if (!get_str(val, m->spec_id, ENG_ID_MAX, true, e, "supplier.spec_id"))
+                return false;
+            seen |= 4;
+        } else if (kn == 6 && memcmp(kp, "sku_id", 6) == 0) {
+            if (!get_int(val, 1, INT64_MAX, &m->sku_id, e, "supplier.sku_id"))
+                return false;
+        } else {
+            e->field = "supplier";
+            e->problem = "unknown key (supplier_id, offer_id, spec_id, sku_id)";
+            return false;
+        }
+    }
+    if (seen != 7) {
+        e->field = !(seen & 1) ? "supplier.supplier_id" : !(seen & 2) ? "supplier.offer_id" : "supplier.spec_id";
+        e->problem = "required";
+        return false;
+    }
+    return true;
+}
+
+static int field_lookup(const char *p, size_t n)
+{
+    for (int f = 0; f < F_COUNT; f++) {
+        if (strlen(field_names[f]) == n && memcmp(field_names[f], p, n) == 0)
+            return f;
+    }
+    return -1;
+}
+
+static bool parse_field(int f, const msgpack_object *v, eng_op *op, parsed *pp, perr *e)
+{
+    int64_t x;
+    switch (f) {
+    case F_ORDER_ID:
+        if (!get_str(v, op->order_id, ENG_ID_MAX, false, e, "order_id"))
+            return false;
+        if (!order_id_valid(op->order_id, strlen(op->order_id))) {
+            e->problem = "only A-Z a-z 0-9 . _ : - allowed";
+            return false;
+        }
+        return true;
+    case F_SKU:
+        return get_str(v, op->sku, ENG_ID_MAX, true, e, "sku");
+    case F_QTY:
+        if (!get_int(v, 1, ENG_QTY_MAX, &x, e, "qty"))
+            return false;
+        op->qty = (int32_t)x;
+        return true;
+    case F_HOLD_MS:
+        return get_int(v, ENG_HOLD_MS_MIN, ENG_HOLD_MS_MAX, &op->hold_ms, e, "hold_ms");
+    case F_DEADLINE_MS:
+        return get_int(v, 1, 600000, &pp->deadline_ms, e, "deadline_ms");
+    case F_DELTA:
+        if (!get_int(v, -ENG_STOCK_MAX, ENG_STOCK_MAX, &op->delta, e, "delta"))
+            return false;
+        if (op->delta == 0) {
+            e->problem = "must not be 0";
+            return false;
+        }
+        return true;
+    case F_REASON:
+        return get_str(v, op->reason, ENG_REASON_MAX, true, e, "reason");
+    case F_OWN_ON_HAND:
+        op->has_own_on_hand = true;
+        return get_int(v, 0, ENG_STOCK_MAX, &op->own_on_hand, e, "own_on_hand");
+    case F_SUPPLIER_REPORTED:
+        op->has_supplier_reported = true;
+        return get_int(v, 0, ENG_STOCK_MAX, &op->supplier_reported, e, "supplier_reported");
+    case F_SUPPLIER:
+        op->has_supplier = true;
+        return parse_supplier(v, &op->supplier, e);
+    case F_TOKEN:
+        e->field = "token";
+        e->problem = "must be a string";
+        pp->token = v;
+        return v->type == MSGPACK_OBJECT_STR;
+    }
+    return false;
+}
+
+/* Validates params ([{...}]) against the method's fields into op. */
+static bool parse_params(enum method m, const msgpack_object *params, eng_op *op, parsed *pp, perr *e)
+{
+    e->field = "params";
+    if (params->type != MSGPACK_OBJECT_ARRAY || params->via.array.size != 1 ||
+        params->via.array.ptr[0].type != MSGPACK_OBJECT_MAP) {
+        e->problem = "must be an array holding one map";
+        return false;
+    }
+    const msgpack_object *map = &params->via.array.ptr[0];
+    const method_spec *spec = &specs[m];
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR) {
+            e->problem = "keys must be strings";
+            return false;
+        }
+        int f = field_lookup(k->via.str.ptr, k->via.str.size);
+        if (f < 0 || !(spec->allowed & B(f))) {
+            static char unknown[ENG_ID_MAX + 1];  /* points into a reply built right after */
+            size_t n = k->via.str.size < ENG_ID_MAX ? k->via.str.size : ENG_ID_MAX;
+            memcpy(unknown, k->via.str.ptr, n);
+            unknown[n] = '\0';
+            if (!utf8_valid((const unsigned char *)unknown, n))
+                strcpy(unknown, "?");
+            e->field = unknown;
+            e->problem = "unknown field";
+            return false;
+        }
+        if (pp->seen & B(f)) {
+            e->field = field_names[f];
+            e->problem = "given twice";
+            return false;
+        }
+        pp->seen |= B(f);
+        if (!parse_field(f, &map->via.map.ptr[i].val, op, pp, e))
+            return false;
+    }
+    uint32_t missing = spec->required & ~pp->seen;
+    if (missing) {
+        e->field = field_names[__builtin_ctz(missing)];
+        e->problem = "required";
+        return false;
+    }
+    return true;
+}
+
+/* Constant-time: the comparison takes the same time wherever it differs. */
+static bool token_ok(const server *s, const msgpack_object *tok)
+{
+    const char *want = s->cfg->admin_token;
+    size_t wn = strlen(want);
+    if (wn == 0)
+        return true;
+    if (tok == NULL)
+        return false;
+    size_t gn = tok->via.str.size;
+    unsigned char diff = (unsigned char)(gn != wn);
+    for (size_t i = 0; i < wn; i++) {
+        unsigned char g = i < gn ? (unsigned char)tok->via.str.ptr[i] : 0;
+        diff |= g ^ (unsigned char)want[i];
+    }
+    return diff == 0;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static enum method method_lookup(const char *p, uint32_t n)
+{
+    for (int m = 0; m < M_UNKNOWN; m++) {
+        if (strlen(method_names[m]) == n && memcmp(method_names[m], p, n) == 0)
+            return (enum method)m;
+    }
+    return M_UNKNOWN;
+}
+
+static void pack_stats(server *s);
+
+static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, eng_op *op)
+{
+    msgpack_packer *pk = &s->pk;
+    if (m == M_PING) {
+        codec_pack_response_ok_head(pk, msgid);
+        msgpack_pack_map(pk, 2);
+        codec_pack_kv_str(pk, "node", s->cfg->node);
+        codec_pack_kv_str(pk, "version", STOCKD_VERSION);
+    } else if (m == M_STATS) {
+        codec_pack_response_ok_head(pk, msgid);
+        pack_stats(s);
+    } else if (m == M_STOCK_GET) {
+        eng_stock_view v;
+        if (!engine_stock_get(s->eng, op->sku, &v)) {
+            op->err = ENG_E_UNKNOWN_SKU;
+            count(s, m, op->err);
+            pack_eng_error(s, msgid, op);
+            out_flush(s, c);
+            return;
+        }
+        codec_pack_response_ok_head(pk, msgid);
+        pack_stock(pk, &v);
+    } else {
+        assert(m == M_ORDER_GET);
+        eng_order_view v;
+        if (!engine_order_get(s->eng, op->order_id, &v)) {
+            op->err = ENG_E_NOT_FOUND;
+            count(s, m, op->err);
+            pack_eng_error(s, msgid, op);
+            out_flush(s, c);
+            return;
+        }
+        codec_pack_response_ok_head(pk, msgid);
+        pack_order(pk, &v);
+    }
+    count(s, m, ENG_OK);
+    out_flush(s, c);
+}
+
+static const eng_op_kind op_kind_of[M_COUNT] = {
+    [M_RESERVE] = ENG_OP_RESERVE, [M_CONFIRM] = ENG_OP_CONFIRM, [M_RELEASE] = ENG_OP_RELEASE,
+    [M_SHIP] = ENG_OP_SHIP, [M_SKU_PUT] = ENG_OP_SKU_PUT, [M_ADJUST] = ENG_OP_ADJUST,
+};
+
+static void handle_request(server *s, conn *c, const rpc_msg *msg)
+{
+    enum method m = method_lookup(msg->method, msg->method_len);
+    if (m == M_UNKNOWN) {
+        char name[65];
+        size_t n = msg->method_len < 64 ? msg->method_len : 64;
+        memcpy(name, msg->method, n);
+        name[n] = '\0';
+        if (!utf8_valid((const unsigned char *)name, n))
+            strcpy(name, "?");
+        count(s, M_UNKNOWN, RES_UNKNOWN_METHOD);
+        reply_simple_error(s, c, msg->msgid, "unknown_method", "unknown method", false, "method", name);
+        return;
+    }
+    req *r = req_get(s);
+    if (r == NULL) {
+        count(s, m, ENG_E_INTERNAL);
+        reply_simple_error(s, c, msg->msgid, "internal", "out of memory", true, NULL, NULL);
+        return;
+    }
+    parsed pp = {0, s->cfg->default_deadline_ms, NULL};
+    perr pe = {"params", "invalid"};
+    eng_op *op = &r->op;
+    if (!parse_params(m, msg->params, op, &pp, &pe)) {
+        reply_invalid(s, c, msg->msgid, m, pe.field, pe.problem);
+        req_put(s, r);
+        return;
+    }
+    if (specs[m].admin && !token_ok(s, pp.token)) {
+        count(s, m, RES_UNAUTHORIZED);
+        reply_simple_error(s, c, msg->msgid, "unauthorized", "admin token required", false, NULL, NULL);
+        req_put(s, r);
+        return;
+    }
+    if (m == M_PING || m == M_STATS || m == M_STOCK_GET || m == M_ORDER_GET) {
+        handle_read_only(s, c, msg->msgid, m, op);
+        req_put(s, r);
+        return;
+    }
+    op->kind = op_kind_of[m];
+    r->c = c;
+    r->msgid = msg->msgid;
+    r->m = m;
+    /* A store known to be down answers at once rather than queueing work
+     * that cannot commit. */
+    eng_err err = (s->st == NULL || !store_up(s->st)) ? ENG_E_UNAVAILABLE
+                                                      : engine_submit(s->eng, op, now_ms());
+    if (err != ENG_OK) {
+        op->err = err;
+        count(s, m, err);
+        pack_eng_error(s, msg->msgid, op);
+        out_flush(s, c);
+        req_put(s, r);
+        return;
+    }
+    c->inflight++;
+    evtimer_assign(&r->timer, s->base, deadline_cb, r);
+    if (pp.deadline_ms == (int64_t)s->cfg->default_deadline_ms && s->deadline_tv_default) {
+        evtimer_add(&r->timer, s->deadline_tv_default);
+    } else {
+        struct timeval tv = {pp.deadline_ms / 1000, (pp.deadline_ms % 1000) * 1000};
+        evtimer_add(&r->timer, &tv);
+    }
+    pump_schedule(s);
+}
+
+/* ------------------------------------------------------------ stats */
+
+static void pack_stats(server *s)
+{
+    msgpack_packer *pk = &s->pk;
+    eng_stats es;
+    engine_stats_get(s->eng, &es);
+    store_stats ss = {0};
+    if (s->st)
+        store_stats_get(s->st, &ss);
+    msgpack_pack_map(pk, 8);
+    codec_pack_kv_str(pk, "node", s->cfg->node);
+    codec_pack_kv_int(pk, "uptime_ms", now_ms() - s->started_ms);
+
+    codec_pack_cstr(pk, "connections");
+    msgpack_pack_map(pk, 4);
+    codec_pack_kv_int(pk, "current", s->n_conns);
+    codec_pack_kv_int(pk, "total", (int64_t)s->conns_total);
+    codec_pack_kv_int(pk, "refused", (int64_t)s->conns_refused);
+    codec_pack_kv_int(pk, "closed_bad_input", (int64_t)s->conns_closed_bad);
+
+    codec_pack_cstr(pk, "requests");
+    uint32_t nm = 0;
+    for (int m = 0; m < M_COUNT; m++) {
+        for (int r = 0; r < RES_COUNT; r++) {
+            if (s->results[m][r]) {
+                nm++;
+                break;
+            }
+        }
+    }
+    msgpack_pack_map(pk, nm);
+    for (int m = 0; m < M_COUNT; m++) {
+        uint32_t nr = 0;
+        for (int r = 0; r < RES_COUNT; r++)
+            nr += s->results[m][r] != 0;
+        if (nr == 0)
+            continue;
+        codec_pack_cstr(pk, method_names[m]);
+        msgpack_pack_map(pk, nr);
+        for (int r = 0; r < RES_COUNT; r++) {
+            if (s->results[m][r] == 0)
+                continue;
+            const char *name = r < ENG_E_COUNT_ ? eng_err_code((eng_err)r)
+                             : r == RES_UNAUTHORIZED ? "unauthorized"
+                             : r == RES_TOO_LARGE ? "too_large" : "unknown_method";
+            codec_pack_kv_int(pk, name, (int64_t)s->results[m][r]);
+        }
+    }
+
+    codec_pack_cstr(pk, "queue");
+    msgpack_pack_map(pk, 4);
+    codec_pack_kv_int(pk, "queued", es.queued);
+    codec_pack_kv_int(pk, "queued_max_sku", es.queued_max_sku);
+    codec_pack_kv_int(pk, "per_sku_max", s->cfg->queue_per_sku_max);
+    codec_pack_kv_int(pk, "total_max", s->cfg->queue_total_max);
+
+    codec_pack_cstr(pk, "batches");
+    msgpack_pack_map(pk, 7);
+    codec_pack_kv_int(pk, "batches", (int64_t)es.batches);
+    codec_pack_kv_int(pk, "batch_ops", (int64_t)es.batch_ops);
+    codec_pack_kv_int(pk, "mean_batch_x1000", es.batches ? (int64_t)(es.batch_ops * 1000 / es.batches) : 0);
+    codec_pack_kv_int(pk, "committed", (int64_t)es.batches_committed);
+    codec_pack_kv_int(pk, "aborted", (int64_t)es.batches_aborted);
+    codec_pack_kv_int(pk, "unknown", (int64_t)es.batches_unknown);
+    codec_pack_kv_int(pk, "in_flight", es.batches_in_flight);
+
+    codec_pack_cstr(pk, "commits");
+    msgpack_pack_map(pk, 8);
+    codec_pack_kv_int(pk, "ok", (int64_t)ss.commits_ok);
+    codec_pack_kv_int(pk, "aborted", (int64_t)ss.commits_aborted);
+    codec_pack_kv_int(pk, "unknown", (int64_t)ss.commits_unknown);
+    codec_pack_kv_int(pk, "resolves", (int64_t)ss.resolves);
+    codec_pack_kv_int(pk, "reconnects", (int64_t)ss.reconnects);
+    codec_pack_kv_int(pk, "latency_us_mean", ss.commits_ok ? (int64_t)(ss.commit_us_total / ss.commits_ok) : 0);
+    codec_pack_kv_int(pk, "latency_us_max", (int64_t)ss.commit_us_max);
+    codec_pack_kv_int(pk, "conns_up", ss.conns_up);
+
+    codec_pack_cstr(pk, "state");
+    msgpack_pack_map(pk, 5);
+    codec_pack_kv_int(pk, "skus", (int64_t)es.skus);
+    codec_pack_kv_int(pk, "orders", (int64_t)es.orders);
+    codec_pack_kv_int(pk, "holds_expired", (int64_t)es.holds_expired);
+    codec_pack_kv_bool(pk, "store_up", s->st != NULL && store_up(s->st));
+    codec_pack_kv_int(pk, "outcome_unknown", (int64_t)s->outcome_unknown);
+}
+
+/* ------------------------------------------------------------ pump */
+
+static void pump_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    server *s = arg;
+    s->pump_armed = false;
+    if (s->st == NULL)
+        return;
+    /* Bounded: each round takes at least one op off a queue. */
+    for (int rounds = 0; rounds < 64 && engine_has_ready(s->eng); rounds++) {
+        if (!store_can_commit(s->st))
+            return;  /* on_idle pumps again */
+        eng_batch *b = engine_next_batch(s->eng, now_ms());
+        if (b == NULL)
+            return;
+        if (eng_batch_is_empty(b)) {
+            engine_batch_done(s->eng, b, ENG_COMMITTED);
+            continue;
+        }
+        int rc = store_commit(s->st, b);
+        assert(rc == 0);
+        (void)rc;
+    }
+    if (engine_has_ready(s->eng) && store_can_commit(s->st))
+        pump_schedule(s);
+}
+
+static void pump_schedule(server *s)
+{
+    if (s->pump_armed)
+        return;
+    s->pump_armed = true;
+    event_active(s->pump_ev, EV_TIMEOUT, 0);
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    server *s = arg;
+    if (engine_expire_due(s->eng, now_ms()) > 0)
+        pump_schedule(s);
+}
+
+static void on_commit(eng_batch *b, eng_outcome outcome, const char *err, void *arg)
+{
+    server *s = arg;
+    if (outcome != ENG_COMMITTED)
+        LOG_W("batch not committed", "outcome", outcome == ENG_ABORTED ? "aborted" : "unknown",
+              "error", err ? err : "");
+    engine_batch_done(s->eng, b, outcome);
+    if (outcome == ENG_UNKNOWN)
+        store_resolve(s->st, b);
+    pump_schedule(s);
+}
+
+static void on_resolve(eng_batch *b, bool committed, void *arg)
+{
+    server *s = arg;
+    LOG_I("unknown batch resolved", "committed", committed ? "yes" : "no");
+    engine_batch_resolve(s->eng, b, committed);
+    pump_schedule(s);
+}
+
+static void on_idle(void *arg)
+{
+    server *s = arg;
+    if (!store_up(s->st)) {
+        /* Work waiting for a store that is gone: tell its clients now. */
+        engine_cancel_all(s->eng, ENG_E_UNAVAILABLE);
+        return;
+    }
+    pump_schedule(s);
+}
+
+void server_store_callbacks(server *s, store_callbacks *out)
+{
+    out->on_commit = on_commit;
+    out->on_resolve = on_resolve;
+    out->on_idle = on_idle;
+    out->arg = s;
+}
+
+/* ------------------------------------------------------------ connections */
+
+static void conn_free(conn *c)
+{
+    server *s = c->srv;
+    assert(c->inflight == 0);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+}
+
+/* Closes the socket now; the struct lives until its requests are answered. */
+static void conn_close(conn *c)
+{
+    server *s = c->srv;
+    if (c->state == C_DEAD)
+        return;
+    if (c->bev) {
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+    c->state = C_DEAD;
+    assert(s->n_conns > 0);
+    s->n_conns--;
+    if (s->listener && s->n_conns + 1 == s->cfg->max_connections && !s->draining)
+        evconnlistener_enable(s->listener);
+    if (c->inflight == 0)
+        conn_free(c);
+}
+
+/* Reading pauses while the client has too much in flight or is not
+ * reading its replies; it resumes when both are back under their limits. */
+static void conn_update_read(conn *c)
+{
+    if (c->state != C_OPEN || c->bev == NULL)
+        return;
+    size_t out_len = evbuffer_get_length(bufferevent_get_output(c->bev));
+    bool pause = c->inflight >= c->srv->cfg->max_inflight_per_conn ||
+                 out_len > c->srv->cfg->max_output_bytes;
+    if (pause && !c->read_paused) {
+        bufferevent_disable(c->bev, EV_READ);
+        c->read_paused = true;
+    } else if (!pause && c->read_paused) {
+        c->read_paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+        /* Frames may already sit in the input buffer. */
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+            bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    }
+}
+
+/* A frame the stream cannot survive: answer too_large when its msgid can
+ * be read from the header ([0, msgid, ...]), then close once flushed. */
+static void conn_fail(conn *c, const uint8_t *p, size_t n, bool too_large)
+{
+    server *s = c->srv;
+    s->conns_closed_bad++;
+    if (too_large && n >= 3 && p[0] == 0x94 && p[1] == 0x00) {
+        uint32_t msgid = 0;
+        bool ok = true;
+        if (p[2] <= 0x7f)
+            msgid = p[2];
+        else if (p[2] == 0xcc && n >= 4)
+            msgid = p[3];
+        else if (p[2] == 0xcd && n >= 5)
+            msgid = (uint32_t)p[3] << 8 | p[4];
+        else if (p[2] == 0xce && n >= 7)
+            msgid = (uint32_t)p[3] << 24 | (uint32_t)p[4] << 16 | (uint32_t)p[5] << 8 | p[6];
+        else
+            ok = false;
+        if (ok) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "message larger than %u bytes", s->cfg->max_message_bytes);
+            count(s, M_UNKNOWN, RES_TOO_LARGE);
+            reply_simple_error(s, c, msgid, "too_large", msg, false, NULL, NULL);
+        }
+    }
+    c->state = C_CLOSING;
+    bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_close(c);
+}
+
+/* Decodes one complete, size-checked frame and handles it. Returns false
+ * when the connection must close. */
+static bool conn_frame(conn *c, const uint8_t *p, size_t n)
+{
+    server *s = c->srv;
+    msgpack_object obj;
+    size_t off = 0;
+    msgpack_zone_clear(&s->zone);
+    if (msgpack_unpack((const char *)p, n, &off, &s->zone, &obj) != MSGPACK_UNPACK_SUCCESS || off != n)
+        return false;
+    rpc_msg msg;
+    const char *why = NULL;
+    if (!rpc_msg_parse(&obj, &msg, &why)) {
+        /* Well-formed msgpack in a bad shape: answer when a msgid can be
+         * read, else the peer is not speaking msgpack-rpc. */
+        if (obj.type == MSGPACK_OBJECT_ARRAY && obj.via.array.size == 4 &&
+            obj.via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER && obj.via.array.ptr[0].via.u64 == 0 &&
+            obj.via.array.ptr[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            obj.via.array.ptr[1].via.u64 <= UINT32_MAX) {
+            uint32_t msgid = (uint32_t)obj.via.array.ptr[1].via.u64;
+            bool bad_method = obj.via.array.ptr[2].type != MSGPACK_OBJECT_STR;
+            reply_invalid(s, c, msgid, M_UNKNOWN, bad_method ? "method" : "params",
+                          bad_method ? "must be a string" : "must be an array holding one map");
+            return true;
+        }
+        return false;
+    }
+    if (msg.type == RPC_NOTIFY) {
+        s->notifications++;  /* no method is fire-and-forget: ignored */
+        return true;
+    }
+    if (msg.type != RPC_REQUEST)
+        return false;
+    handle_request(s, c, &msg);
+    return true;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    conn *c = arg;
+    server *s = c->srv;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t max = s->cfg->max_message_bytes;
+    for (int frames = 0; frames < FRAMES_PER_READ_MAX; frames++) {
+        if (c->state != C_OPEN || c->read_paused)
+            return;
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            return;
+        size_t n = avail < max ? avail : max;
+        const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)n);
+        if (p == NULL) {
+            conn_close(c);
+            return;
+        }
+        size_t flen = 0;
+        codec_frame r = codec_frame_check(p, n, max, s->cfg->max_depth, &flen);
+        if (r == CODEC_FRAME_NEED_MORE) {
+            if (n >= max) {  /* cannot complete within the limit */
+                conn_fail(c, p, n, true);
+            }
+            return;
+        }
+        if (r != CODEC_FRAME_OK) {
+            conn_fail(c, p, n, r == CODEC_FRAME_TOO_LARGE);
+            return;
+        }
+        bool keep = conn_frame(c, p, flen);
+        if (c->state == C_DEAD)
+            return;
+        evbuffer_drain(in, flen);
+        if (!keep) {
+            s->conns_closed_bad++;
+            conn_close(c);
+            return;
+        }
+        conn_update_read(c);
+    }
+    /* More frames may be waiting: come back after others had their turn. */
+    if (c->state == C_OPEN && evbuffer_get_length(in) > 0)
+        bufferevent_trigger(bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    conn *c = arg;
+    if (c->state == C_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        conn_close(c);
+        return;
+    }
+    conn_update_read(c);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    conn *c = arg;
+    if ((what & BEV_EVENT_TIMEOUT) && c->inflight > 0 && c->state == C_OPEN) {
+        bufferevent_enable(c->bev, EV_READ);  /* busy, not idle */
+        return;
+    }
+    conn_close(c);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)len;
+    server *s = arg;
+    if (s->n_conns >= s->cfg->max_connections || s->draining) {
+        s->conns_refused++;
+        evutil_closesocket(fd);
+        return;
+    }
+    conn *c = calloc(1, sizeof(*c));
+    struct bufferevent *bev = c ? bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (bev == NULL) {
+        free(c);
+        evutil_closesocket(fd);
+        s->conns_refused++;
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->srv = s;
+    c->bev = bev;
+    c->id = ++s->next_conn_id;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    s->conns_total++;
+    bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+    /* Low watermark 0 on output: write_cb runs once the buffer drains. */
+    if (s->cfg->idle_timeout_ms > 0) {
+        struct timeval tv = {s->cfg->idle_timeout_ms / 1000, (s->cfg->idle_timeout_ms % 1000) * 1000};
+        bufferevent_set_timeouts(bev, &tv, NULL);
+    }
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (s->n_conns >= s->cfg->max_connections)
+        evconnlistener_disable(s->listener);  /* refuse at the kernel, not after accept */
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    LOG_W("accept failed", "error", evutil_socket_error_to_string(err));
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+server *server_new(struct event_base *base, const stockd_config *cfg, char *err, size_t err_len)
+{
+    server *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    s->base = base;
+    s->cfg = cfg;
+    s->started_ms = now_ms();
+    eng_limits lim;
+    eng_limits_default(&lim);
+    lim.queue_per_sku_max = cfg->queue_per_sku_max;
+    lim.queue_total_max = cfg->queue_total_max;
+    lim.batch_ops_max = cfg->batch_ops_max;
+    lim.batch_sku_ops_max = cfg->batch_sku_ops_max;
+    lim.expire_per_tick_max = cfg->expire_per_tick_max;
+    s->eng = engine_new(&lim, done_cb, s);
+    if (s->eng == NULL || !msgpack_zone_init(&s->zone, 8192)) {
+        snprintf(err, err_len, "out of memory");
+        free(s);
+        return NULL;
+    }
+    msgpack_sbuffer_init(&s->out);
+    msgpack_packer_init(&s->pk, &s->out, msgpack_sbuffer_write);
+    s->pump_ev = event_new(base, -1, 0, pump_cb, s);
+    s->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, s);
+    struct timeval tick = {0, EXPIRY_TICK_MS * 1000};
+    event_add(s->tick_ev, &tick);
+    struct timeval dl = {cfg->default_deadline_ms / 1000, (cfg->default_deadline_ms % 1000) * 1000};
+    s->deadline_tv_default = event_base_init_common_timeout(base, &dl);
+    return s;
+}
+
+engine *server_engine(server *s)
+{
+    return s->eng;
+}
+
+void server_set_store(server *s, store *st)
+{
+    s->st = st;
+}
+
+int server_listen(server *s, char *err, size_t err_len)
+{
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)s->cfg->listen_port);
+    const char *host = s->cfg->listen_host;
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    if (inet_pton(AF_INET, host, &sin.sin_addr) != 1) {
+        snprintf(err, err_len, "listen: %s is not an IPv4 address", s->cfg->listen_host);
+        return -1;
+    }
+    s->listener = evconnlistener_new_bind(s->base, accept_cb, s,
+                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
+                                          (struct sockaddr *)&sin, sizeof(sin));
+    if (s->listener == NULL) {
+        snprintf(err, err_len, "listen on %s:%d: %s", s->cfg->listen_host, s->cfg->listen_port,
+                 strerror(errno));
+        return -1;
+    }
+    evconnlistener_set_error_cb(s->listener, accept_error_cb);
+    return 0;
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    server *s = arg;
+    eng_stats es;
+    engine_stats_get(s->eng, &es);
+    if (es.queued == 0 && es.batches_in_flight == 0) {
+        event_base_loopexit(s->base, NULL);
+    }
+}
+
+void server_drain(server *s, unsigned drain_ms)
+{
+    if (s->draining)
+        return;
+    s->draining = true;
+    if (s->listener)
+        evconnlistener_disable(s->listener);
+    /* Poll for quiet every 20 ms; leave at drain_ms whatever remains. */
+    s->drain_ev = event_new(s->base, -1, EV_PERSIST, drain_cb, s);
+    struct timeval tv = {0, 20000};
+    event_add(s->drain_ev, &tv);
+    struct timeval lim = {drain_ms / 1000, (drain_ms % 1000) * 1000};
+    event_base_loopexit(s->base, &lim);
+}
+
+void server_free(server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->listener)
+        evconnlistener_free(s->listener);
+    while (s->conns) {
+        conn *c = s->conns;
+        if (c->bev) {
+            bufferevent_free(c->bev);
+            c->bev = NULL;
+        }
+        s->conns = c->next;
+        free(c);
+    }
+    if (s->pump_ev)
+        event_free(s->pump_ev);
+    if (s->tick_ev)
+        event_free(s->tick_ev);
+    if (s->drain_ev)
+        event_free(s->drain_ev);
+    while (s->free_reqs) {
+        req *r = s->free_reqs;
+        s->free_reqs = r->next_free;
+        free(r);
+    }
+    engine_free(s->eng);
+    msgpack_zone_destroy(&s->zone);
+    msgpack_sbuffer_destroy(&s->out);
+    free(s);
+}

@@ -1,0 +1,43 @@
+/* server.h — the msgpack-rpc front: listener, connections, request
+ * decoding and validation, dispatch to the engine, replies, and the pump
+ * that hands batches to the store.
+ *
+ * Wiring (main.c): server_new() creates the engine; the store is opened
+ * with server_store_callbacks() and attached with server_set_store(); then
+ * state is loaded into server_engine() and server_listen() starts serving.
+ *
+ * Connection states (one per connection, memcached-style):
+ *   open     reading frames and answering;
+ *   paused   reading stopped: too many requests in flight on it, or its
+ *            output buffer is over max_output_bytes (a slow reader);
+ *   closing  a fatal protocol error was answered; close once flushed;
+ *   dead     the socket is gone but requests are still in the engine; the
+ *            struct is freed when the last one is answered (replies are
+ *            dropped). Nothing is ever freed from inside a library callback
+ *            that still uses it.
+ */
+#ifndef STOCKD_SERVER_H
+#define STOCKD_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "stockd/config.h"
+#include "stockd/engine.h"
+#include "stockd/store.h"
+
+struct event_base;
+typedef struct server server;
+
+server *server_new(struct event_base *base, const stockd_config *cfg, char *err, size_t err_len);
+void server_free(server *s);
+engine *server_engine(server *s);
+void server_store_callbacks(server *s, store_callbacks *out);
+void server_set_store(server *s, store *st);
+/* Binds cfg->listen_host:listen_port and starts accepting. 0 or -1. */
+int server_listen(server *s, char *err, size_t err_len);
+/* Stops accepting, lets in-flight work finish (bounded by drain_ms), then
+ * leaves the loop. */
+void server_drain(server *s, unsigned drain_ms);
+
+#endif
