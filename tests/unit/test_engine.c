@@ -1,0 +1,504 @@
+/* test_engine.c — the engine's decisions and accounting, without servers.
+ *
+ * Each test drives the pure engine the way server.c does: submit ops, take
+ * a batch, report an outcome, and checks the answers and the counters. The
+ * last test is a seeded random walk over every op and every outcome that
+ * checks the accounting invariants after each step.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "stockd/engine.h"
+
+#define MAX_DONE 4096
+
+static eng_op *done_ops[MAX_DONE];
+static size_t n_done;
+
+static void on_done(eng_op *op, void *arg)
+{
+    (void)arg;
+    assert_true(n_done < MAX_DONE);
+    done_ops[n_done++] = op;
+}
+
+static engine *mk(void)
+{
+    eng_limits l;
+    eng_limits_default(&l);
+    l.queue_per_sku_max = 8;
+    l.queue_total_max = 64;
+    n_done = 0;
+    engine *e = engine_new(&l, on_done, NULL);
+    assert_non_null(e);
+    return e;
+}
+
+static eng_op *op_new(eng_op_kind k, const char *order_id, const char *sku, int qty)
+{
+    eng_op *op = calloc(1, sizeof(*op));
+    op->kind = k;
+    snprintf(op->order_id, sizeof(op->order_id), "%s", order_id ? order_id : "");
+    snprintf(op->sku, sizeof(op->sku), "%s", sku ? sku : "");
+    op->qty = qty;
+    return op;
+}
+
+/* Runs every ready batch to the given outcome; returns how many ran. */
+static int run(engine *e, int64_t now, eng_outcome out)
+{
+    int n = 0;
+    eng_batch *b;
+    while ((b = engine_next_batch(e, now)) != NULL) {
+        engine_batch_done(e, b, eng_batch_is_empty(b) ? ENG_COMMITTED : out);
+        n++;
+    }
+    return n;
+}
+
+static void put(engine *e, const char *sku, int64_t own, int64_t sup)
+{
+    eng_op *op = op_new(ENG_OP_SKU_PUT, NULL, sku, 0);
+    op->has_own_on_hand = true;
+    op->own_on_hand = own;
+    if (sup >= 0) {
+        op->has_supplier_reported = true;
+        op->supplier_reported = sup;
+    }
+    assert_int_equal(engine_submit(e, op, 1), ENG_OK);
+    run(e, 1, ENG_COMMITTED);
+    assert_int_equal(op->err, ENG_OK);
+    free(op);
+    n_done = 0;
+}
+
+static int64_t avail(engine *e, const char *sku)
+{
+    eng_stock_view v;
+    assert_true(engine_stock_get(e, sku, &v));
+    return v.available;
+}
+
+static void test_hoodie(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "hoodie", 2, -1);
+    eng_op *a = op_new(ENG_OP_RESERVE, "o1", "hoodie", 1);
+    eng_op *b = op_new(ENG_OP_RESERVE, "o2", "hoodie", 1);
+    eng_op *c = op_new(ENG_OP_RESERVE, "o3", "hoodie", 1);
+    assert_int_equal(engine_submit(e, a, 10), ENG_OK);
+    assert_int_equal(engine_submit(e, b, 10), ENG_OK);
+    assert_int_equal(engine_submit(e, c, 10), ENG_OK);
+    eng_batch *bt = engine_next_batch(e, 10);
+    assert_non_null(bt);
+    assert_int_equal(eng_batch_ops(bt), 3);
+    const eng_order_row *orows;
+    const eng_sku_row *srows;
+    assert_int_equal(eng_batch_order_rows(bt, &orows), 2);
+    assert_int_equal(eng_batch_sku_rows(bt, &srows), 1);
+    assert_int_equal(srows[0].c.own_reserved, 2);
+    assert_false(srows[0].insert);
+    /* Readers still see the committed state while the batch is in flight. */
+    assert_int_equal(avail(e, "hoodie"), 2);
+    assert_int_equal(n_done, 0);
+    engine_batch_done(e, bt, ENG_COMMITTED);
+    assert_int_equal(n_done, 3);
+    assert_int_equal(a->err, ENG_OK);
+    assert_int_equal(a->order.status, ENG_ST_CONFIRMED);
+    assert_int_equal(a->order.available, 1);
+    assert_int_equal(b->err, ENG_OK);
+    assert_int_equal(b->order.available, 0);
+    assert_int_equal(c->err, ENG_E_INSUFFICIENT);
+    assert_int_equal(c->err_available, 0);
+    assert_int_equal(avail(e, "hoodie"), 0);
+    eng_order_view v;
+    assert_false(engine_order_get(e, "o3", &v));  /* a "no" leaves no record */
+    assert_true(engine_order_get(e, "o1", &v));
+    free(a), free(b), free(c);
+    engine_free(e);
+}
+
+static void test_allocation_own_then_supplier(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "s", 2, 3);
+    assert_int_equal(avail(e, "s"), 5);
+    eng_op *r = op_new(ENG_OP_RESERVE, "o", "s", 4);
+    assert_int_equal(engine_submit(e, r, 5), ENG_OK);
+    run(e, 5, ENG_COMMITTED);
+    assert_int_equal(r->err, ENG_OK);
+    assert_int_equal(r->order.from_own, 2);
+    assert_int_equal(r->order.from_supplier, 2);
+    eng_stock_view sv;
+    assert_true(engine_stock_get(e, "s", &sv));
+    assert_int_equal(sv.c.own_reserved, 2);
+    assert_int_equal(sv.c.supplier_reserved, 2);
+    assert_int_equal(sv.mapping, ENG_MAP_MANUAL);
+    eng_op *rel = op_new(ENG_OP_RELEASE, "o", NULL, 0);
+    assert_int_equal(engine_submit(e, rel, 6), ENG_OK);
+    run(e, 6, ENG_COMMITTED);
+    assert_int_equal(rel->err, ENG_OK);
+    assert_int_equal(rel->order.status, ENG_ST_RELEASED);
+    assert_true(engine_stock_get(e, "s", &sv));
+    assert_int_equal(sv.c.own_reserved, 0);
+    assert_int_equal(sv.c.supplier_reserved, 0);
+    assert_int_equal(sv.available, 5);
+    /* Releasing again is not an error. */
+    eng_op *rel2 = op_new(ENG_OP_RELEASE, "o", NULL, 0);
+    assert_int_equal(engine_submit(e, rel2, 7), ENG_OK);
+    run(e, 7, ENG_COMMITTED);
+    assert_int_equal(rel2->err, ENG_OK);
+    free(r), free(rel), free(rel2);
+    engine_free(e);
+}
+
+static void test_abort_restores(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "s", 1, -1);
+    eng_op *r = op_new(ENG_OP_RESERVE, "o", "s", 1);
+    assert_int_equal(engine_submit(e, r, 5), ENG_OK);
+    run(e, 5, ENG_ABORTED);
+    assert_int_equal(r->err, ENG_E_UNAVAILABLE);
+    assert_false(r->outcome_unknown);
+    assert_int_equal(avail(e, "s"), 1);
+    eng_order_view v;
+    assert_false(engine_order_get(e, "o", &v));
+    /* The retry is decided anew. */
+    memset(&r->err, 0, sizeof(*r) - offsetof(eng_op, err));
+    assert_int_equal(engine_submit(e, r, 6), ENG_OK);
+    run(e, 6, ENG_COMMITTED);
+    assert_int_equal(r->err, ENG_OK);
+    assert_int_equal(avail(e, "s"), 0);
+    free(r);
+    engine_free(e);
+}
+
+static void test_unknown_then_resolve(void **state)
+{
+    (void)state;
+    for (int committed = 0; committed < 2; committed++) {
+        engine *e = mk();
+        put(e, "s", 3, -1);
+        eng_op *r = op_new(ENG_OP_RESERVE, "o", "s", 2);
+        assert_int_equal(engine_submit(e, r, 5), ENG_OK);
+        eng_batch *b = engine_next_batch(e, 5);
+        engine_batch_done(e, b, ENG_UNKNOWN);
+        assert_int_equal(r->err, ENG_E_UNAVAILABLE);
+        assert_true(r->outcome_unknown);
+        /* The gateway retries while the outcome is unknown: it waits. */
+        eng_op *retry = op_new(ENG_OP_RESERVE, "o", "s", 2);
+        assert_int_equal(engine_submit(e, retry, 6), ENG_OK);
+        assert_null(engine_next_batch(e, 6));
+        engine_batch_resolve(e, b, committed);
+        run(e, 7, ENG_COMMITTED);
+        assert_int_equal(retry->err, ENG_OK);
+        assert_int_equal(retry->order.status, ENG_ST_CONFIRMED);
+        /* Committed: the retry returns the first record; aborted: it made one. */
+        assert_int_equal(retry->order.created_at_ms, committed ? 5 : 7);
+        assert_int_equal(avail(e, "s"), 1);
+        free(r), free(retry);
+        engine_free(e);
+    }
+}
+
+static void test_idempotent_and_conflict(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "s", 10, -1);
+    put(e, "t", 10, -1);
+    eng_op *ops[4];
+    for (int i = 0; i < 3; i++) {
+        ops[i] = op_new(ENG_OP_RESERVE, "o", "s", 2);
+        assert_int_equal(engine_submit(e, ops[i], 5), ENG_OK);
+    }
+    ops[3] = op_new(ENG_OP_RESERVE, "o", "t", 2);
+    assert_int_equal(engine_submit(e, ops[3], 5), ENG_E_CONFLICT);
+    run(e, 5, ENG_COMMITTED);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ops[i]->err, ENG_OK);
+        assert_int_equal(ops[i]->order.created_at_ms, 5);
+    }
+    assert_int_equal(avail(e, "s"), 8);
+    eng_op *q = op_new(ENG_OP_RESERVE, "o", "s", 3);
+    assert_int_equal(engine_submit(e, q, 6), ENG_E_CONFLICT);
+    for (int i = 0; i < 4; i++)
+        free(ops[i]);
+    free(q);
+    engine_free(e);
+}
+
+static void test_hold_expiry(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "s", 1, -1);
+    eng_op *r = op_new(ENG_OP_RESERVE, "o", "s", 1);
+    r->hold_ms = 1000;
+    assert_int_equal(engine_submit(e, r, 100), ENG_OK);
+    run(e, 100, ENG_COMMITTED);
+    assert_int_equal(r->order.status, ENG_ST_HELD);
+    assert_int_equal(r->order.hold_expires_at_ms, 1100);
+    assert_int_equal(engine_next_expiry_ms(e, 100), 1000);
+    assert_int_equal(engine_expire_due(e, 1099), 0);
+    assert_int_equal(engine_expire_due(e, 1100), 1);
+    /* The expiry is lost once (abort) and comes back. */
+    run(e, 1100, ENG_ABORTED);
+    assert_int_equal(avail(e, "s"), 0);
+    assert_int_equal(engine_expire_due(e, 1101), 1);
+    run(e, 1101, ENG_COMMITTED);
+    assert_int_equal(avail(e, "s"), 1);
+    eng_order_view v;
+    assert_true(engine_order_get(e, "o", &v));
+    assert_int_equal(v.status, ENG_ST_EXPIRED);
+    eng_op *c = op_new(ENG_OP_CONFIRM, "o", NULL, 0);
+    assert_int_equal(engine_submit(e, c, 1200), ENG_OK);
+    run(e, 1200, ENG_COMMITTED);
+    assert_int_equal(c->err, ENG_E_EXPIRED);
+    free(r), free(c);
+    engine_free(e);
+}
+
+static void test_confirm_after_lapse_without_tick(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "s", 1, -1);
+    eng_op *r = op_new(ENG_OP_RESERVE, "o", "s", 1);
+    r->hold_ms = 1000;
+    engine_submit(e, r, 0);
+    run(e, 0, ENG_COMMITTED);
+    eng_op *c = op_new(ENG_OP_CONFIRM, "o", NULL, 0);
+    engine_submit(e, c, 1000);
+    run(e, 1000, ENG_COMMITTED);
+    assert_int_equal(c->err, ENG_E_EXPIRED);
+    assert_int_equal(avail(e, "s"), 1);
+    free(r), free(c);
+    engine_free(e);
+}
+
+static void test_ship_and_states(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "s", 5, 5);
+    eng_op *r = op_new(ENG_OP_RESERVE, "own", "s", 2);
+    engine_submit(e, r, 1);
+    eng_op *m = op_new(ENG_OP_RESERVE, "mixed", "s", 5);
+    engine_submit(e, m, 1);
+    run(e, 1, ENG_COMMITTED);
+    assert_int_equal(m->order.from_own, 3);
+    eng_op *s1 = op_new(ENG_OP_SHIP, "own", NULL, 0);
+    eng_op *s2 = op_new(ENG_OP_SHIP, "mixed", NULL, 0);
+    engine_submit(e, s1, 2);
+    engine_submit(e, s2, 2);
+    run(e, 2, ENG_COMMITTED);
+    assert_int_equal(s1->err, ENG_OK);
+    assert_int_equal(s1->order.status, ENG_ST_SHIPPED);
+    assert_int_equal(s2->err, ENG_E_INVALID_STATE);  /* supplier units not bought yet */
+    assert_int_equal(s2->err_status, ENG_ST_CONFIRMED);
+    eng_stock_view sv;
+    engine_stock_get(e, "s", &sv);
+    assert_int_equal(sv.c.own_on_hand, 3);
+    assert_int_equal(sv.c.own_reserved, 3);
+    eng_op *rel = op_new(ENG_OP_RELEASE, "own", NULL, 0);
+    engine_submit(e, rel, 3);
+    run(e, 3, ENG_COMMITTED);
+    assert_int_equal(rel->err, ENG_E_INVALID_STATE);
+    eng_op *nf = op_new(ENG_OP_CONFIRM, "nope", NULL, 0);
+    assert_int_equal(engine_submit(e, nf, 3), ENG_E_NOT_FOUND);
+    free(r), free(m), free(s1), free(s2), free(rel), free(nf);
+    engine_free(e);
+}
+
+static void test_limits_and_cancel(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "s", 100, -1);
+    eng_op *ops[9];
+    for (int i = 0; i < 9; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "o%d", i);
+        ops[i] = op_new(ENG_OP_RESERVE, id, "s", 1);
+        eng_err err = engine_submit(e, ops[i], 1);
+        assert_int_equal(err, i < 8 ? ENG_OK : ENG_E_BUSY);
+    }
+    assert_true(engine_cancel(e, ops[3]));
+    assert_false(engine_cancel(e, ops[3]));
+    run(e, 1, ENG_COMMITTED);
+    assert_int_equal(n_done, 7);
+    assert_int_equal(avail(e, "s"), 93);
+    eng_order_view v;
+    assert_false(engine_order_get(e, "o3", &v));
+    eng_op *u = op_new(ENG_OP_RESERVE, "x", "nosuch", 1);
+    assert_int_equal(engine_submit(e, u, 1), ENG_E_UNKNOWN_SKU);
+    eng_op *adj = op_new(ENG_OP_ADJUST, NULL, "s", 0);
+    adj->delta = -95;
+    engine_submit(e, adj, 2);
+    run(e, 2, ENG_COMMITTED);
+    assert_int_equal(adj->err, ENG_E_INSUFFICIENT);  /* never below reserved */
+    adj->delta = -93;
+    adj->err = ENG_OK;
+    engine_submit(e, adj, 3);
+    run(e, 3, ENG_COMMITTED);
+    assert_int_equal(adj->err, ENG_OK);
+    assert_int_equal(adj->stock.c.own_on_hand, 7);
+    for (int i = 0; i < 9; i++)
+        free(ops[i]);
+    free(u), free(adj);
+    engine_free(e);
+}
+
+static void test_new_sku_put_then_reserve_pipelined(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    eng_op *p = op_new(ENG_OP_SKU_PUT, NULL, "new", 0);
+    p->has_own_on_hand = true;
+    p->own_on_hand = 2;
+    assert_int_equal(engine_submit(e, p, 1), ENG_OK);
+    eng_op *r = op_new(ENG_OP_RESERVE, "o", "new", 1);
+    assert_int_equal(engine_submit(e, r, 1), ENG_OK);
+    eng_batch *b = engine_next_batch(e, 1);
+    const eng_sku_row *rows;
+    assert_int_equal(eng_batch_sku_rows(b, &rows), 1);
+    assert_true(rows[0].insert);
+    eng_stock_view v;
+    assert_false(engine_stock_get(e, "new", &v));  /* not committed yet */
+    engine_batch_done(e, b, ENG_ABORTED);
+    assert_false(engine_stock_get(e, "new", &v));
+    eng_op *r2 = op_new(ENG_OP_RESERVE, "o2", "new", 1);
+    assert_int_equal(engine_submit(e, r2, 2), ENG_E_UNKNOWN_SKU);
+    free(p), free(r), free(r2);
+    engine_free(e);
+}
+
+/* ---- random walk ---- */
+
+#define RW_SKUS 4
+#define RW_ORDERS 40
+
+static uint64_t rng = 88172645463325252ULL;
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static void check_invariants(engine *e)
+{
+    for (int s = 0; s < RW_SKUS; s++) {
+        char sku[8];
+        snprintf(sku, sizeof(sku), "k%d", s);
+        eng_stock_view sv;
+        if (!engine_stock_get(e, sku, &sv))
+            continue;
+        int64_t own = 0, sup = 0;
+        for (int i = 0; i < RW_ORDERS; i++) {
+            char id[8];
+            snprintf(id, sizeof(id), "r%d", i);
+            eng_order_view v;
+            if (!engine_order_get(e, id, &v) || strcmp(v.sku, sku) != 0)
+                continue;
+            if (v.status == ENG_ST_HELD || v.status == ENG_ST_CONFIRMED) {
+                own += v.from_own;
+                sup += v.from_supplier;
+            }
+        }
+        assert_int_equal(sv.c.own_reserved, own);
+        assert_int_equal(sv.c.supplier_reserved, sup);
+        assert_true(sv.c.own_reserved <= sv.c.own_on_hand);
+    }
+}
+
+static void test_random_walk(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    eng_limits l;
+    eng_limits_default(&l);
+    engine_set_limits(e, &l);
+    for (int s = 0; s < RW_SKUS; s++) {
+        char sku[8];
+        snprintf(sku, sizeof(sku), "k%d", s);
+        put(e, sku, 5, 3);
+    }
+    int64_t now = 10;
+    eng_op *ops[64];
+    for (int step = 0; step < 3000; step++) {
+        int n = 1 + (int)(rnd() % 20);
+        int k = 0;
+        for (int i = 0; i < n; i++) {
+            int kind = (int)(rnd() % 5);
+            char id[8], sku[8];
+            snprintf(id, sizeof(id), "r%d", (int)(rnd() % RW_ORDERS));
+            snprintf(sku, sizeof(sku), "k%d", (int)(rnd() % RW_SKUS));
+            eng_op_kind kinds[] = {ENG_OP_RESERVE, ENG_OP_CONFIRM, ENG_OP_RELEASE, ENG_OP_SHIP, ENG_OP_RESERVE};
+            eng_op *op = op_new(kinds[kind], id, sku, 1 + (int)(rnd() % 3));
+            if (kind == 4)
+                op->hold_ms = 1000;
+            if (engine_submit(e, op, now) == ENG_OK)
+                ops[k++] = op;
+            else
+                free(op);
+        }
+        if (rnd() % 7 == 0 && k > 0)
+            engine_cancel(e, ops[0]);
+        eng_batch *b;
+        while ((b = engine_next_batch(e, now)) != NULL) {
+            int r = (int)(rnd() % 10);
+            if (eng_batch_is_empty(b) || r < 7) {
+                engine_batch_done(e, b, ENG_COMMITTED);
+            } else if (r < 9) {
+                engine_batch_done(e, b, ENG_ABORTED);
+            } else {
+                engine_batch_done(e, b, ENG_UNKNOWN);
+                check_invariants(e);
+                engine_batch_resolve(e, b, rnd() % 2);
+            }
+            check_invariants(e);
+        }
+        now += (int64_t)(rnd() % 300);
+        engine_expire_due(e, now);
+        for (int i = 0; i < k; i++)
+            free(ops[i]);
+        n_done = 0;
+    }
+    eng_stats st;
+    engine_stats_get(e, &st);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.batches_in_flight, 0);
+    engine_free(e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hoodie),
+        cmocka_unit_test(test_allocation_own_then_supplier),
+        cmocka_unit_test(test_abort_restores),
+        cmocka_unit_test(test_unknown_then_resolve),
+        cmocka_unit_test(test_idempotent_and_conflict),
+        cmocka_unit_test(test_hold_expiry),
+        cmocka_unit_test(test_confirm_after_lapse_without_tick),
+        cmocka_unit_test(test_ship_and_states),
+        cmocka_unit_test(test_limits_and_cancel),
+        cmocka_unit_test(test_new_sku_put_then_reserve_pipelined),
+        cmocka_unit_test(test_random_walk),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
