@@ -676,7 +676,7 @@ const char *config_usage(void) {
 "\n"
 "General:\n"
 "  --config FILE              INI file to read (env STOCKD_CONFIG; default none)\n"
-"  --check-config             validate the configuration, print it, and exit\n"
+"  --check-config             validate the configuration and exit\n"
 "  -h, --help                 show this text and exit\n"
 "  -V, --version              show the version and exit\n"
 "  --listen HOST:PORT         address to serve on; HOST is an IP or localhost,\n"
