@@ -1,1 +1,1520 @@
-/* placeholder: being written */
+/* store.c — MariaDB, the durable truth (contract in include/stockd/store.h).
+ *
+ * Each writer connection is a small state machine (conn_state) driven by one
+ * io event (re-armed for every wait, fd re-read every time because it changes
+ * across reconnects), one timer whose meaning depends on the state (backoff,
+ * connect timeout, commit timeout) and one deferral event, so that no
+ * callback ever runs inside store_commit() / store_resolve().
+ *
+ * All bytes that come from outside (sku, order ids, reasons, node name) go
+ * into SQL as hex literals X'..': there is no escaping to get wrong.
+ */
+#include "stockd/store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <mysql.h>
+#include <mysqld_error.h>
+#include <errmsg.h>
+
+#include "stockd/log.h"
+
+#define STORE_CONNS_MAX 16
+#define STORE_SCHEMA_VERSION 1
+/* The statement of one batch; the stack's max_allowed_packet is 64 MiB and
+ * MariaDB's default is 16 MiB, so stay under the smaller. */
+#define STORE_SQL_MAX_BYTES (15u << 20)
+/* A connection's SQL buffer is kept for reuse up to this size, else freed
+ * after the statement, so one huge batch does not pin memory forever. */
+#define STORE_SQL_KEEP_BYTES (1u << 20)
+#define STORE_BACKOFF_MIN_MS 50u
+#define STORE_BLOCKING_IO_TIMEOUT_S 60u
+/* batch_id = boot_id << 40 | engine batch counter: 2^40 batches per boot
+ * (years at 10k commits/s) and 2^23 boots. */
+#define STORE_BATCH_COUNTER_BITS 40
+#define STORE_BOOT_ID_MAX ((UINT64_C(1) << 23) - 1)
+
+/* ---- growable SQL buffer ------------------------------------------------ */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    const char *err;    /* first failure ("out of memory", "batch too large") */
+} sbuf;
+
+static void sb_reset(sbuf *b)
+{
+    b->len = 0;
+    b->err = NULL;
+    if (b->p)
+        b->p[0] = '\0';
+}
+
+static bool sb_reserve(sbuf *b, size_t n)
+{
+    if (b->err)
+        return false;
+    if (b->len + n + 1 <= b->cap)
+        return true;
+    if (b->len + n + 1 > STORE_SQL_MAX_BYTES) {
+        b->err = "batch too large for one statement";
+        return false;
+    }
+    size_t cap = b->cap ? b->cap : 16384;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        b->err = "out of memory";
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static void sb_add(sbuf *b, const char *s, size_t n)
+{
+    if (!sb_reserve(b, n))
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
+
+static void sb_i64(sbuf *b, int64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v);
+    sb_add(b, tmp, (size_t)n);
+}
+
+static void sb_u64(sbuf *b, uint64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%" PRIu64, v);
+    sb_add(b, tmp, (size_t)n);
+}
+
+/* X'..' for n bytes; '' when empty (X'' is fine too, but clearer). */
+static void sb_hex(sbuf *b, const void *data, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    const unsigned char *d = data;
+    if (n == 0) {
+        sb_add(b, "''", 2);
+        return;
+    }
+    if (!sb_reserve(b, 2 * n + 3))
+        return;
+    char *o = b->p + b->len;
+    *o++ = 'X';
+    *o++ = '\'';
+    for (size_t i = 0; i < n; i++) {
+        *o++ = digits[d[i] >> 4];
+        *o++ = digits[d[i] & 15];
+    }
+    *o++ = '\'';
+    b->len = (size_t)(o - b->p);
+    b->p[b->len] = '\0';
+}
+
+static void sb_hex_str(sbuf *b, const char *s) { sb_hex(b, s, strlen(s)); }
+
+/* An empty optional string is NULL in the database. */
+static void sb_hex_or_null(sbuf *b, const char *s)
+{
+    if (!s || !s[0])
+        sb_str(b, "NULL");
+    else
+        sb_hex_str(b, s);
+}
+
+static void sb_i64_or_null(sbuf *b, int64_t v)
+{
+    if (v == 0)
+        sb_str(b, "NULL");
+    else
+        sb_i64(b, v);
+}
+
+static void sb_free(sbuf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- types --------------------------------------------------------------- */
+
+typedef enum conn_state {
+    CONN_DOWN = 0,      /**< no handle; timer = reconnect backoff */
+    CONN_CONNECTING,    /**< real_connect running; timer = connect timeout */
+    CONN_IDLE,          /**< up, no statement; io watches for a server close */
+    CONN_COMMIT,        /**< a batch statement running; timer = commit timeout */
+    CONN_RESOLVE,       /**< a tombstone insert running; timer = commit timeout */
+    CONN_STATE_MAX_
+} conn_state;
+
+typedef enum conn_phase {
+    PHASE_QUERY = 0,    /**< real_query_start/_cont */
+    PHASE_NEXT_RESULT,  /**< next_result_start/_cont: draining trailing results */
+} conn_phase;
+
+typedef struct store_conn {
+    store *s;
+    unsigned idx;
+    conn_state state;
+    conn_phase phase;
+    MYSQL *my;              /* NULL in CONN_DOWN */
+    MYSQL *connect_ret;
+    int qret;               /* result of real_query / next_result */
+    struct event *io;
+    struct event *timer;
+    struct event *defer;    /* completes work that finished inside a _start */
+    eng_batch *batch;       /* COMMIT / RESOLVE */
+    uint64_t batch_id;
+    int64_t started_us;
+    uint32_t backoff_ms;    /* 0: healthy, next failure reconnects at once */
+    bool ever_up;
+    const char *build_err;  /* SQL could not be built: abort the batch */
+    sbuf sql;
+} store_conn;
+
+struct store {
+    struct event_base *base;
+    store_callbacks cb;
+    cfg_db db;
+    char node[CFG_STR_MAX];
+    uint32_t n_conns;
+    uint32_t commit_timeout_ms;
+    uint32_t connect_timeout_ms;
+    uint32_t backoff_max_ms;
+    uint64_t boot_id;
+    bool was_up;
+    uint64_t rng;
+    store_conn conns[STORE_CONNS_MAX];
+    /* UNKNOWN batches waiting for a connection: a ring, grown on demand.
+     * Bounded by the engine (each holds its SKUs blocked). */
+    eng_batch **rq;
+    size_t rq_head, rq_len, rq_cap;
+    store_stats st;
+};
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    if (!err || err_len == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t store_rand(store *s)
+{
+    /* xorshift64*: jitter only, not security. */
+    s->rng ^= s->rng >> 12;
+    s->rng ^= s->rng << 25;
+    s->rng ^= s->rng >> 27;
+    return s->rng * UINT64_C(2685821657736338717);
+}
+
+static struct timeval tv_ms(uint32_t ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+static uint64_t store_batch_id(const store *s, const eng_batch *b)
+{
+    uint64_t n = eng_batch_id(b);
+    /* Always-on: a wrapped counter would reuse tombstone keys. */
+    assert(n < (UINT64_C(1) << STORE_BATCH_COUNTER_BITS));
+    return s->boot_id << STORE_BATCH_COUNTER_BITS | n;
+}
+
+/* Errors after which the connection cannot be trusted and the statement
+ * may or may not have committed: the client lost the server, or the server
+ * killed the statement / is shutting down while it ran. */
+static bool errno_is_unknown(unsigned e)
+{
+    if (e >= CR_MIN_ERROR && e <= CR_MAX_ERROR)
+        return true;
+    return e == ER_SERVER_SHUTDOWN || e == ER_QUERY_INTERRUPTED ||
+           e == ER_CONNECTION_KILLED || e == ER_NET_READ_ERROR ||
+           e == ER_NET_ERROR_ON_WRITE || e == ER_NET_READ_INTERRUPTED ||
+           e == ER_NET_WRITE_INTERRUPTED;
+}
+
+/* ---- connection options ------------------------------------------------- */
+
+/* Host for Connector/C: an IP, never a name (no blocking DNS on the loop),
+ * and never "localhost", which Connector/C would turn into the default
+ * unix socket. */
+static const char *db_host(const cfg_db *db)
+{
+    if (db->socket[0])
+        return NULL;
+    if (!db->host[0] || strcmp(db->host, "localhost") == 0)
+        return "127.0.0.1";
+    return db->host;
+}
+
+static MYSQL *db_handle_new(const store *s, bool nonblock, unsigned io_timeout_s)
+{
+    MYSQL *my = mysql_init(NULL);
+    if (!my)
+        return NULL;
+    unsigned ct = (s->connect_timeout_ms + 999) / 1000;
+    unsigned proto = s->db.socket[0] ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
+    mysql_options(my, MYSQL_OPT_CONNECT_TIMEOUT, &ct);
+    mysql_options(my, MYSQL_OPT_PROTOCOL, &proto);
+    mysql_options(my, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    if (io_timeout_s) {
+        mysql_options(my, MYSQL_OPT_READ_TIMEOUT, &io_timeout_s);
+        mysql_options(my, MYSQL_OPT_WRITE_TIMEOUT, &io_timeout_s);
+    }
+    if (nonblock && mysql_options(my, MYSQL_OPT_NONBLOCK, 0) != 0) {
+        mysql_close(my);
+        return NULL;
+    }
+    return my;
+}
+
+/* Blocking connect for startup work. db: the database to select, or NULL. */
+static MYSQL *db_connect_blocking(const store *s, bool nonblock, const char *db,
+                                  char *err, size_t err_len)
+{
+    MYSQL *my = db_handle_new(s, nonblock, nonblock ? 0 : STORE_BLOCKING_IO_TIMEOUT_S);
+    if (!my) {
+        set_err(err, err_len, "mysql_init: out of memory");
+        return NULL;
+    }
+    if (!mysql_real_connect(my, db_host(&s->db), s->db.user, s->db.password, db,
+                            (unsigned)s->db.port, s->db.socket[0] ? s->db.socket : NULL,
+                            0)) {
+        set_err(err, err_len, "connect to MariaDB at %s:%d%s%s: %s",
+                s->db.socket[0] ? "socket" : db_host(&s->db), s->db.port,
+                s->db.socket[0] ? " " : "", s->db.socket, mysql_error(my));
+        mysql_close(my);
+        return NULL;
+    }
+    return my;
+}
+
+static int db_exec(MYSQL *my, const char *sql, char *err, size_t err_len)
+{
+    if (mysql_real_query(my, sql, strlen(sql)) != 0) {
+        set_err(err, err_len, "MariaDB: %s (%u) in: %.80s", mysql_error(my),
+                mysql_errno(my), sql);
+        return -1;
+    }
+    /* Drain anything a statement returned (SELECT GET_LOCK, ...). */
+    do {
+        MYSQL_RES *r = mysql_store_result(my);
+        if (r)
+            mysql_free_result(r);
+    } while (mysql_next_result(my) == 0);
+    if (mysql_errno(my)) {
+        set_err(err, err_len, "MariaDB: %s in: %.80s", mysql_error(my), sql);
+        return -1;
+    }
+    return 0;
+}
+
+/* One integer from a one-row, one-column query; -1 with err on failure. */
+static int db_query_i64(MYSQL *my, const char *sql, int64_t *out, char *err,
+                        size_t err_len)
+{
+    if (mysql_real_query(my, sql, strlen(sql)) != 0) {
+        set_err(err, err_len, "MariaDB: %s in: %.80s", mysql_error(my), sql);
+        return -1;
+    }
+    MYSQL_RES *r = mysql_store_result(my);
+    MYSQL_ROW row = r ? mysql_fetch_row(r) : NULL;
+    int rc = -1;
+    if (row && row[0]) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(row[0], &end, 10);
+        if (errno == 0 && *end == '\0') {
+            *out = v;
+            rc = 0;
+        }
+    }
+    if (rc != 0)
+        set_err(err, err_len, "MariaDB: no integer from: %.80s", sql);
+    if (r)
+        mysql_free_result(r);
+    return rc;
+}
+
+/* ---- schema --------------------------------------------------------------- */
+
+static const char *const schema_v1[] = {
+    "CREATE TABLE IF NOT EXISTS sku ("
+    " sku VARBINARY(64) NOT NULL PRIMARY KEY,"
+    " own_on_hand BIGINT NOT NULL DEFAULT 0,"
+    " own_reserved BIGINT NOT NULL DEFAULT 0,"
+    " supplier_reported BIGINT NOT NULL DEFAULT 0,"
+    " supplier_sellable BIGINT NOT NULL DEFAULT 0,"
+    " supplier_reserved BIGINT NOT NULL DEFAULT 0,"
+    " supplier_synced_at BIGINT NOT NULL DEFAULT 0,"
+    " mapping VARCHAR(16) NOT NULL,"
+    " supplier_id VARBINARY(64) NULL,"
+    " offer_id BIGINT NULL,"
+    " spec_id VARBINARY(64) NULL,"
+    " sku_id BIGINT NULL,"
+    " epoch BIGINT NOT NULL DEFAULT 1,"
+    " version BIGINT NOT NULL DEFAULT 0,"
+    " updated_at BIGINT NOT NULL"
+    ") ENGINE=InnoDB",
+
+    "CREATE TABLE IF NOT EXISTS orders ("
+    " order_id VARBINARY(64) NOT NULL PRIMARY KEY,"
+    " sku VARBINARY(64) NOT NULL,"
+    " qty INT NOT NULL,"
+    " status VARCHAR(16) NOT NULL,"
+    " from_own INT NOT NULL,"
+    " from_supplier INT NOT NULL,"
+    " available BIGINT NOT NULL,"
+    " created_at BIGINT NOT NULL,"
+    " updated_at BIGINT NOT NULL,"
+    " hold_expires_at BIGINT NULL,"
+    " upstream_order_id VARBINARY(64) NULL,"
+    " reason VARBINARY(255) NULL,"
+    " KEY sku_status (sku, status)"
+    ") ENGINE=InnoDB",
+
+    "CREATE TABLE IF NOT EXISTS ledger ("
+    " id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " sku VARBINARY(64) NOT NULL,"
+    " order_id VARBINARY(64) NULL,"
+    " move VARCHAR(16) NOT NULL,"
+    " d_own_on_hand BIGINT NOT NULL,"
+    " d_own_reserved BIGINT NOT NULL,"
+    " d_supplier_reserved BIGINT NOT NULL,"
+    " d_supplier_reported BIGINT NOT NULL,"
+    " reason VARBINARY(255) NULL,"
+    " at BIGINT NOT NULL,"
+    " batch_id BIGINT UNSIGNED NOT NULL,"
+    " KEY sku (sku),"
+    " KEY order_id (order_id)"
+    ") ENGINE=InnoDB",
+
+    "CREATE TABLE IF NOT EXISTS batch_log ("
+    " batch_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,"
+    " node VARCHAR(64) NOT NULL,"
+    " state VARCHAR(16) NOT NULL,"
+    " at BIGINT NOT NULL"
+    ") ENGINE=InnoDB",
+
+    "CREATE TABLE IF NOT EXISTS boots ("
+    " id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " node VARCHAR(64) NOT NULL,"
+    " at BIGINT NOT NULL"
+    ") ENGINE=InnoDB",
+};
+
+typedef struct schema_step {
+    int version;
+    const char *const *sql;
+    size_t n;
+} schema_step;
+
+static const schema_step schema_steps[] = {
+    {1, schema_v1, sizeof schema_v1 / sizeof schema_v1[0]},
+};
+
+/* Database names go between backticks: allow only what needs no quoting. */
+static bool db_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || ch == '_' || ch == '$'))
+            return false;
+    }
+    return true;
+}
+
+static int schema_migrate(MYSQL *my, char *err, size_t err_len)
+{
+    int64_t have = 0;
+    if (db_exec(my, "CREATE TABLE IF NOT EXISTS schema_version ("
+                    " version INT NOT NULL PRIMARY KEY,"
+                    " applied_at BIGINT NOT NULL) ENGINE=InnoDB", err, err_len) != 0 ||
+        db_query_i64(my, "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                     &have, err, err_len) != 0)
+        return -1;
+    if (have > STORE_SCHEMA_VERSION) {
+        set_err(err, err_len, "database schema version %" PRId64
+                " is newer than this stockd (%d)", have, STORE_SCHEMA_VERSION);
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof schema_steps / sizeof schema_steps[0]; i++) {
+        const schema_step *st = &schema_steps[i];
+        if (st->version <= have)
+            continue;
+        for (size_t j = 0; j < st->n; j++)
+            if (db_exec(my, st->sql[j], err, err_len) != 0)
+                return -1;
+        char sql[128];
+        snprintf(sql, sizeof sql, "INSERT INTO schema_version VALUES (%d, %" PRId64 ")",
+                 st->version, now_ms());
+        if (db_exec(my, sql, err, err_len) != 0)
+            return -1;
+        LOG_I("store: schema migrated", "version", st->version == 1 ? "1" : "?");
+    }
+    return 0;
+}
+
+/* Creates the database if missing, migrates under a named lock (two stockd
+ * starting at once), and records this boot. */
+static int store_setup_schema(store *s, char *err, size_t err_len)
+{
+    if (!db_name_ok(s->db.database)) {
+        set_err(err, err_len, "database name must be 1-64 of [A-Za-z0-9_$]: %s",
+                s->db.database);
+        return -1;
+    }
+    MYSQL *my = db_connect_blocking(s, false, NULL, err, err_len);
+    if (!my)
+        return -1;
+    char sql[256];
+    int rc = -1;
+    snprintf(sql, sizeof sql, "CREATE DATABASE IF NOT EXISTS `%.64s`", s->db.database);
+    if (db_exec(my, sql, err, err_len) != 0)
+        goto out;
+    if (mysql_select_db(my, s->db.database) != 0) {
+        set_err(err, err_len, "select database %s: %s", s->db.database, mysql_error(my));
+        goto out;
+    }
+    int64_t locked = 0;
+    if (db_query_i64(my, "SELECT GET_LOCK('stockd.schema', 30)", &locked, err, err_len) != 0)
+        goto out;
+    if (locked != 1) {
+        set_err(err, err_len, "schema lock not granted in 30 s");
+        goto out;
+    }
+    rc = schema_migrate(my, err, err_len);
+    if (db_exec(my, "SELECT RELEASE_LOCK('stockd.schema')", NULL, 0) != 0)
+        LOG_W("store: schema lock release failed");
+    if (rc != 0)
+        goto out;
+    sbuf b = {0};
+    sb_str(&b, "INSERT INTO boots (node, at) VALUES (");
+    sb_hex_str(&b, s->node);
+    sb_str(&b, ", ");
+    sb_i64(&b, now_ms());
+    sb_str(&b, ")");
+    rc = b.err ? -1 : db_exec(my, b.p, err, err_len);
+    sb_free(&b);
+    if (rc == 0) {
+        s->boot_id = mysql_insert_id(my);
+        if (s->boot_id == 0 || s->boot_id > STORE_BOOT_ID_MAX) {
+            set_err(err, err_len, "boot id %" PRIu64 " out of range", s->boot_id);
+            rc = -1;
+        }
+    }
+out:
+    mysql_close(my);
+    return rc;
+}
+
+/* ---- batch SQL ------------------------------------------------------------- */
+
+static void sql_sku_values(sbuf *b, const eng_sku_row *r, int64_t at)
+{
+    const eng_supplier_map *m = r->mapping == ENG_MAP_OK ? r->map : NULL;
+    sb_str(b, "(");
+    sb_hex_str(b, r->sku);
+    sb_str(b, ",");
+    sb_i64(b, r->c.own_on_hand);
+    sb_str(b, ",");
+    sb_i64(b, r->c.own_reserved);
+    sb_str(b, ",");
+    sb_i64(b, r->c.supplier_reported);
+    sb_str(b, ",");
+    sb_i64(b, r->c.supplier_sellable);
+    sb_str(b, ",");
+    sb_i64(b, r->c.supplier_reserved);
+    sb_str(b, ",");
+    sb_i64(b, r->c.supplier_synced_at_ms);
+    sb_str(b, ",'");
+    sb_str(b, eng_mapping_name(r->mapping));
+    sb_str(b, "',");
+    sb_hex_or_null(b, m ? m->supplier_id : NULL);
+    sb_str(b, ",");
+    sb_i64_or_null(b, m ? m->offer_id : 0);
+    sb_str(b, ",");
+    sb_hex_or_null(b, m ? m->spec_id : NULL);
+    sb_str(b, ",");
+    sb_i64_or_null(b, m ? m->sku_id : 0);
+    sb_str(b, ",");
+    sb_i64(b, r->epoch);
+    sb_str(b, ",0,");
+    sb_i64(b, at);
+    sb_str(b, ")");
+}
+
+static void sql_sku_update(sbuf *b, const eng_sku_row *r, int64_t at)
+{
+    const eng_supplier_map *m = r->mapping == ENG_MAP_OK ? r->map : NULL;
+    sb_str(b, "UPDATE sku SET own_on_hand=");
+    sb_i64(b, r->c.own_on_hand);
+    sb_str(b, ",own_reserved=");
+    sb_i64(b, r->c.own_reserved);
+    sb_str(b, ",supplier_reported=");
+    sb_i64(b, r->c.supplier_reported);
+    sb_str(b, ",supplier_sellable=");
+    sb_i64(b, r->c.supplier_sellable);
+    sb_str(b, ",supplier_reserved=");
+    sb_i64(b, r->c.supplier_reserved);
+    sb_str(b, ",supplier_synced_at=");
+    sb_i64(b, r->c.supplier_synced_at_ms);
+    sb_str(b, ",mapping='");
+    sb_str(b, eng_mapping_name(r->mapping));
+    sb_str(b, "',supplier_id=");
+    sb_hex_or_null(b, m ? m->supplier_id : NULL);
+    sb_str(b, ",offer_id=");
+    sb_i64_or_null(b, m ? m->offer_id : 0);
+    sb_str(b, ",spec_id=");
+    sb_hex_or_null(b, m ? m->spec_id : NULL);
+    sb_str(b, ",sku_id=");
+    sb_i64_or_null(b, m ? m->sku_id : 0);
+    /* version always moves, so ROW_COUNT() is 1 even when nothing else did. */
+    sb_str(b, ",version=version+1,updated_at=");
+    sb_i64(b, at);
+    sb_str(b, " WHERE sku=");
+    sb_hex_str(b, r->sku);
+    sb_str(b, " AND epoch=");
+    sb_i64(b, r->epoch);
+    sb_str(b, ";\nIF ROW_COUNT()<>1 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT="
+              "'epoch fence'; END IF;\n");
+}
+
+static void sql_skus(sbuf *b, const eng_batch *batch, int64_t at)
+{
+    const eng_sku_row *rows;
+    size_t n = eng_batch_sku_rows(batch, &rows);
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
+        if (!rows[i].insert)
+            continue;
+        sb_str(b, first ? "INSERT INTO sku (sku,own_on_hand,own_reserved,"
+                          "supplier_reported,supplier_sellable,supplier_reserved,"
+                          "supplier_synced_at,mapping,supplier_id,offer_id,spec_id,"
+                          "sku_id,epoch,version,updated_at) VALUES\n"
+                        : ",\n");
+        sql_sku_values(b, &rows[i], at);
+        first = false;
+    }
+    if (!first)
+        sb_str(b, ";\n");
+    for (size_t i = 0; i < n; i++)
+        if (!rows[i].insert)
+            sql_sku_update(b, &rows[i], at);
+}
+
+static void sql_order_values(sbuf *b, const eng_order_view *o)
+{
+    sb_str(b, "(");
+    sb_hex_str(b, o->order_id);
+    sb_str(b, ",");
+    sb_hex_str(b, o->sku);
+    sb_str(b, ",");
+    sb_i64(b, o->qty);
+    sb_str(b, ",'");
+    sb_str(b, eng_status_name(o->status));
+    sb_str(b, "',");
+    sb_i64(b, o->from_own);
+    sb_str(b, ",");
+    sb_i64(b, o->from_supplier);
+    sb_str(b, ",");
+    sb_i64(b, o->available);
+    sb_str(b, ",");
+    sb_i64(b, o->created_at_ms);
+    sb_str(b, ",");
+    sb_i64(b, o->updated_at_ms);
+    sb_str(b, ",");
+    sb_i64_or_null(b, o->hold_expires_at_ms);
+    sb_str(b, ",");
+    sb_hex_or_null(b, o->upstream_order_id);
+    sb_str(b, ",");
+    sb_hex_or_null(b, o->reason);
+    sb_str(b, ")");
+}
+
+#define ORDER_COLS "INSERT INTO orders (order_id,sku,qty,status,from_own,from_supplier," \
+                   "available,created_at,updated_at,hold_expires_at,upstream_order_id,"  \
+                   "reason) VALUES\n"
+
+/* New orders in one INSERT (a duplicate order_id fails the batch), changed
+ * orders in one upsert. */
+static void sql_orders(sbuf *b, const eng_batch *batch)
+{
+    const eng_order_row *rows;
+    size_t n = eng_batch_order_rows(batch, &rows);
+    for (int pass = 0; pass < 2; pass++) {
+        bool want_insert = pass == 0;
+        bool first = true;
+        for (size_t i = 0; i < n; i++) {
+            if (rows[i].insert != want_insert)
+                continue;
+            sb_str(b, first ? ORDER_COLS : ",\n");
+            sql_order_values(b, &rows[i].o);
+            first = false;
+        }
+        if (first)
+            continue;
+        if (!want_insert)
+            sb_str(b, "\nON DUPLICATE KEY UPDATE status=VALUES(status),"
+                      "from_own=VALUES(from_own),from_supplier=VALUES(from_supplier),"
+                      "available=VALUES(available),updated_at=VALUES(updated_at),"
+                      "hold_expires_at=VALUES(hold_expires_at),"
+                      "upstream_order_id=VALUES(upstream_order_id),reason=VALUES(reason)");
+        sb_str(b, ";\n");
+    }
+}
+
+static void sql_ledger(sbuf *b, const eng_batch *batch, uint64_t batch_id)
+{
+    const eng_ledger_row *rows;
+    size_t n = eng_batch_ledger_rows(batch, &rows);
+    for (size_t i = 0; i < n; i++) {
+        const eng_ledger_row *r = &rows[i];
+        sb_str(b, i == 0 ? "INSERT INTO ledger (sku,order_id,move,d_own_on_hand,"
+                           "d_own_reserved,d_supplier_reserved,d_supplier_reported,"
+                           "reason,at,batch_id) VALUES\n"
+                         : ",\n");
+        sb_str(b, "(");
+        sb_hex_str(b, r->sku);
+        sb_str(b, ",");
+        sb_hex_or_null(b, r->order_id);
+        sb_str(b, ",'");
+        sb_str(b, eng_move_name(r->move));
+        sb_str(b, "',");
+        sb_i64(b, r->d_own_on_hand);
+        sb_str(b, ",");
+        sb_i64(b, r->d_own_reserved);
+        sb_str(b, ",");
+        sb_i64(b, r->d_supplier_reserved);
+        sb_str(b, ",");
+        sb_i64(b, r->d_supplier_reported);
+        sb_str(b, ",");
+        sb_hex_or_null(b, r->reason);
+        sb_str(b, ",");
+        sb_i64(b, r->at_ms);
+        sb_str(b, ",");
+        sb_u64(b, batch_id);
+        sb_str(b, ")");
+    }
+    if (n)
+        sb_str(b, ";\n");
+}
+
+static void sql_batch_log(sbuf *b, const store *s, uint64_t batch_id, const char *state)
+{
+    sb_str(b, "INSERT INTO batch_log (batch_id,node,state,at) VALUES (");
+    sb_u64(b, batch_id);
+    sb_str(b, ",");
+    sb_hex_str(b, s->node);
+    sb_str(b, ",'");
+    sb_str(b, state);
+    sb_str(b, "',");
+    sb_i64(b, now_ms());
+    sb_str(b, ")");
+}
+
+/* The whole batch as one compound statement: one round trip. The exit
+ * handler rolls back and re-raises any error, the epoch fence included, so
+ * the client sees exactly one error and nothing of the batch stays. */
+static void sql_build_commit(sbuf *b, const store *s, const eng_batch *batch,
+                             uint64_t batch_id)
+{
+    sb_reset(b);
+    sb_str(b, "BEGIN NOT ATOMIC\n"
+              "DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;\n"
+              "START TRANSACTION;\n");
+    /* First: the tombstone key that store_resolve() races against. */
+    sql_batch_log(b, s, batch_id, "committed");
+    sb_str(b, ";\n");
+    sql_skus(b, batch, now_ms());
+    sql_orders(b, batch);
+    sql_ledger(b, batch, batch_id);
+    sb_str(b, "COMMIT;\nEND");
+}
+
+/* ---- connection state machine ---------------------------------------------- */
+
+static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_defer_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_start_resolve(store_conn *c);
+static void conn_query_step(store_conn *c);
+
+static bool conn_is_up(const store_conn *c)
+{
+    return c->state == CONN_IDLE || c->state == CONN_COMMIT || c->state == CONN_RESOLVE;
+}
+
+/* Fires on_idle when asked to (a connection became idle) or when store_up()
+ * changed since the last call. */
+static void store_notify(store *s, bool became_idle)
+{
+    bool up = store_up(s);
+    bool changed = up != s->was_up;
+    s->was_up = up;
+    if ((became_idle || changed) && s->cb.on_idle)
+        s->cb.on_idle(s->cb.arg);
+}
+
+/* Arms the io event for one Connector/C wait mask. */
+static void conn_wait(store_conn *c, int status)
+{
+    short what = 0;
+    struct timeval tv, *tvp = NULL;
+    if (status & (MYSQL_WAIT_READ | MYSQL_WAIT_EXCEPT))
+        what |= EV_READ;
+    if (status & MYSQL_WAIT_WRITE)
+        what |= EV_WRITE;
+    if (status & MYSQL_WAIT_TIMEOUT) {
+        tv = tv_ms(mysql_get_timeout_value_ms(c->my));
+        tvp = &tv;
+    }
+    event_del(c->io);
+    event_assign(c->io, c->s->base, mysql_get_socket(c->my), what, conn_io_cb, c);
+    event_add(c->io, tvp);
+}
+
+/* While idle, a readable socket means the server closed or will close it. */
+static void conn_watch_idle(store_conn *c)
+{
+    event_del(c->io);
+    event_assign(c->io, c->s->base, mysql_get_socket(c->my), EV_READ, conn_io_cb, c);
+    event_add(c->io, NULL);
+}
+
+static void conn_close(store_conn *c)
+{
+    event_del(c->io);
+    event_del(c->timer);
+    event_del(c->defer);
+    if (c->my) {
+        /* Allowed in the middle of a nonblocking call: the only way to
+         * abandon a query. */
+        mysql_close(c->my);
+        c->my = NULL;
+    }
+    c->state = CONN_DOWN;
+    if (c->sql.cap > STORE_SQL_KEEP_BYTES)
+        sb_free(&c->sql);
+}
+
+/* Closes and schedules a reconnect: at once after the first failure of a
+ * healthy connection, then with exponential backoff and jitter. */
+static void conn_down(store_conn *c, const char *why)
+{
+    store *s = c->s;
+    bool was_up = conn_is_up(c);
+    conn_close(c);
+    uint32_t delay = 0;
+    if (c->backoff_ms) {
+        uint32_t half = c->backoff_ms / 2;
+        delay = half + (uint32_t)(store_rand(s) % (half + 1));
+    }
+    c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : STORE_BACKOFF_MIN_MS;
+    if (c->backoff_ms > s->backoff_max_ms)
+        c->backoff_ms = s->backoff_max_ms;
+    struct timeval tv = tv_ms(delay);
+    evtimer_add(c->timer, &tv);
+    if (was_up) {
+        char idx[12];
+        snprintf(idx, sizeof idx, "%u", c->idx);
+        LOG_W("store: connection down", "conn", idx, "why", why);
+    }
+}
+
+static void conn_connect_start(store_conn *c)
+{
+    store *s = c->s;
+    assert(c->state == CONN_DOWN && !c->my);
+    c->my = db_handle_new(s, true, 0);
+    if (!c->my) {
+        conn_down(c, "mysql_init failed");
+        return;
+    }
+    c->state = CONN_CONNECTING;
+    struct timeval tv = tv_ms(s->connect_timeout_ms);
+    evtimer_add(c->timer, &tv);
+    int st = mysql_real_connect_start(&c->connect_ret, c->my, db_host(&s->db), s->db.user,
+                                      s->db.password, s->db.database, (unsigned)s->db.port,
+                                      s->db.socket[0] ? s->db.socket : NULL, 0);
+    if (st) {
+        conn_wait(c, st);
+        return;
+    }
+    /* Finished at once (refused): we are in a timer callback, not in an API
+     * call, so completing here is fine. */
+    conn_query_step(c);
+}
+
+static void conn_connected(store_conn *c)
+{
+    store *s = c->s;
+    if (!c->connect_ret) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "connect: %s", mysql_error(c->my));
+        c->state = CONN_DOWN; /* never up: no "down" log for every retry */
+        conn_down(c, msg);
+        return;
+    }
+    event_del(c->timer);
+    c->state = CONN_IDLE;
+    c->backoff_ms = 0;
+    if (c->ever_up) {
+        s->st.reconnects++;
+        LOG_I("store: reconnected");
+    }
+    c->ever_up = true;
+    conn_watch_idle(c);
+    if (s->rq_len) {
+        conn_start_resolve(c);
+        store_notify(s, false);
+        return;
+    }
+    store_notify(s, true);
+}
+
+/* Starts the statement in c->sql; completion arrives through io or defer. */
+static void conn_start_query(store_conn *c)
+{
+    store *s = c->s;
+    event_del(c->io);
+    c->phase = PHASE_QUERY;
+    c->started_us = mono_us();
+    struct timeval tv = tv_ms(s->commit_timeout_ms);
+    evtimer_add(c->timer, &tv);
+    if (c->build_err) {
+        event_active(c->defer, EV_TIMEOUT, 0);
+        return;
+    }
+    int st = mysql_real_query_start(&c->qret, c->my, c->sql.p, c->sql.len);
+    if (st)
+        conn_wait(c, st);
+    else
+        event_active(c->defer, EV_TIMEOUT, 0);
+}
+
+/* ---- resolve queue --------------------------------------------------------- */
+
+static bool rq_grow(store *s)
+{
+    size_t cap = s->rq_cap ? s->rq_cap * 2 : 16;
+    eng_batch **q = malloc(cap * sizeof *q);
+    if (!q)
+        return false;
+    for (size_t i = 0; i < s->rq_len; i++)
+        q[i] = s->rq[(s->rq_head + i) % s->rq_cap];
+    free(s->rq);
+    s->rq = q;
+    s->rq_cap = cap;
+    s->rq_head = 0;
+    return true;
+}
+
+static void rq_push(store *s, eng_batch *b, bool front)
+{
+    if (s->rq_len == s->rq_cap && !rq_grow(s)) {
+        /* Losing a resolve would block its SKUs forever. */
+        LOG_E("store: out of memory queueing a resolve");
+        abort();
+    }
+    if (front) {
+        s->rq_head = (s->rq_head + s->rq_cap - 1) % s->rq_cap;
+        s->rq[s->rq_head] = b;
+    } else {
+        s->rq[(s->rq_head + s->rq_len) % s->rq_cap] = b;
+    }
+    s->rq_len++;
+}
+
+static eng_batch *rq_pop(store *s)
+{
+    assert(s->rq_len > 0);
+    eng_batch *b = s->rq[s->rq_head];
+    s->rq_head = (s->rq_head + 1) % s->rq_cap;
+    s->rq_len--;
+    return b;
+}
+
+static void conn_start_resolve(store_conn *c)
+{
+    store *s = c->s;
+    assert(c->state == CONN_IDLE && s->rq_len > 0);
+    c->batch = rq_pop(s);
+    c->batch_id = store_batch_id(s, c->batch);
+    c->state = CONN_RESOLVE;
+    c->build_err = NULL;
+    sb_reset(&c->sql);
+    sql_batch_log(&c->sql, s, c->batch_id, "aborted");
+    c->build_err = c->sql.err;
+    conn_start_query(c);
+}
+
+/* Starts queued resolves on idle connections. */
+static void store_kick(store *s)
+{
+    for (uint32_t i = 0; i < s->n_conns && s->rq_len; i++)
+        if (s->conns[i].state == CONN_IDLE)
+            conn_start_resolve(&s->conns[i]);
+}
+
+/* ---- completion ------------------------------------------------------------ */
+
+static void conn_note_latency(store_conn *c)
+{
+    int64_t us = mono_us() - c->started_us;
+    if (us < 0)
+        us = 0;
+    c->s->st.commit_us_total += (uint64_t)us;
+    if ((uint64_t)us > c->s->st.commit_us_max)
+        c->s->st.commit_us_max = (uint64_t)us;
+}
+
+/* The connection is done with its statement: either back to idle (next:
+ * a queued resolve first), or down. Then the callback, then on_idle. */
+static void conn_finish_commit(store_conn *c, eng_outcome outcome, const char *err,
+                               bool keep)
+{
+    store *s = c->s;
+    eng_batch *b = c->batch;
+    assert(c->state == CONN_COMMIT && b);
+    char id[24];
+    snprintf(id, sizeof id, "%" PRIu64, c->batch_id);
+    c->batch = NULL;
+    event_del(c->timer);
+    conn_note_latency(c);
+    if (outcome == ENG_COMMITTED)
+        s->st.commits_ok++;
+    else if (outcome == ENG_ABORTED)
+        s->st.commits_aborted++;
+    else
+        s->st.commits_unknown++;
+    if (keep) {
+        c->state = CONN_IDLE;
+        conn_watch_idle(c);
+        if (c->sql.cap > STORE_SQL_KEEP_BYTES)
+            sb_free(&c->sql);
+        if (s->rq_len)
+            conn_start_resolve(c);
+    } else {
+        conn_down(c, err ? err : "commit failed");
+    }
+    bool idle = c->state == CONN_IDLE;
+    if (outcome != ENG_COMMITTED) {
+        LOG_W("store: commit not done", "batch", id,
+              "outcome", outcome == ENG_ABORTED ? "aborted" : "unknown",
+              "err", err ? err : "");
+    }
+    s->cb.on_commit(b, outcome, err, s->cb.arg);
+    store_notify(s, idle);
+}
+
+static void conn_finish_resolve(store_conn *c, int result, const char *err)
+{
+    store *s = c->s;
+    eng_batch *b = c->batch;
+    assert(c->state == CONN_RESOLVE && b);
+    c->batch = NULL;
+    event_del(c->timer);
+    if (result < 0) {
+        /* Unsettled: try again on a fresh connection after backoff. */
+        rq_push(s, b, true);
+        conn_down(c, err ? err : "resolve failed");
+        store_notify(s, false);
+        return;
+    }
+    s->st.resolves++;
+    char id[24];
+    snprintf(id, sizeof id, "%" PRIu64, c->batch_id);
+    c->state = CONN_IDLE;
+    conn_watch_idle(c);
+    if (s->rq_len)
+        conn_start_resolve(c);
+    bool idle = c->state == CONN_IDLE;
+    LOG_I("store: batch resolved", "batch", id, "committed", result ? "true" : "false");
+    s->cb.on_resolve(b, result == 1, s->cb.arg);
+    store_notify(s, idle);
+}
+
+/* The statement ended with an error. */
+static void conn_query_failed(store_conn *c)
+{
+    unsigned e = mysql_errno(c->my);
+    char msg[300];
+    snprintf(msg, sizeof msg, "MariaDB %u: %s", e, mysql_error(c->my));
+    if (c->state == CONN_RESOLVE) {
+        /* Duplicate key: the batch's own tombstone row is there: committed. */
+        if (e == ER_DUP_ENTRY)
+            conn_finish_resolve(c, 1, NULL);
+        else
+            conn_finish_resolve(c, -1, msg);
+        return;
+    }
+    if (errno_is_unknown(e))
+        conn_finish_commit(c, ENG_UNKNOWN, msg, false);
+    else
+        conn_finish_commit(c, ENG_ABORTED, msg, true);
+}
+
+static void conn_query_ok(store_conn *c)
+{
+    if (c->state == CONN_RESOLVE)
+        conn_finish_resolve(c, 0, NULL);
+    else
+        conn_finish_commit(c, ENG_COMMITTED, NULL, true);
+}
+
+/* A _start/_cont of the current state returned 0: act on its result. */
+static void conn_query_step(store_conn *c)
+{
+    for (;;) {
+        if (c->state == CONN_CONNECTING) {
+            conn_connected(c);
+            return;
+        }
+        assert(c->state == CONN_COMMIT || c->state == CONN_RESOLVE);
+        if (c->build_err) {
+            if (c->state == CONN_RESOLVE) {
+                conn_finish_resolve(c, -1, c->build_err);
+                return;
+            }
+            /* The connection never sent anything: keep it. */
+            conn_finish_commit(c, ENG_ABORTED, c->build_err, true);
+            return;
+        }
+        /* next_result: 0 = another result read, -1 = no more, >0 = error. */
+        if (c->phase == PHASE_QUERY ? c->qret != 0 : c->qret > 0) {
+            conn_query_failed(c);
+            return;
+        }
+        if (c->phase == PHASE_NEXT_RESULT && c->qret == -1) {
+            conn_query_ok(c);
+            return;
+        }
+        if (mysql_field_count(c->my) > 0) {
+            /* Our statements return no rows: the stream is not what we
+             * think it is; do not trust this connection. */
+            if (c->state == CONN_RESOLVE)
+                conn_finish_resolve(c, -1, "unexpected result set");
+            else
+                conn_finish_commit(c, ENG_UNKNOWN, "unexpected result set", false);
+            return;
+        }
+        if (!mysql_more_results(c->my)) {
+            conn_query_ok(c);
+            return;
+        }
+        c->phase = PHASE_NEXT_RESULT;
+        int st = mysql_next_result_start(&c->qret, c->my);
+        if (st) {
+            conn_wait(c, st);
+            return;
+        }
+    }
+}
+
+static void conn_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    store_conn *c = arg;
+    int st = 0;
+    if (what & EV_READ)
+        st |= MYSQL_WAIT_READ;
+    if (what & EV_WRITE)
+        st |= MYSQL_WAIT_WRITE;
+    if (what & EV_TIMEOUT)
+        st |= MYSQL_WAIT_TIMEOUT;
+    switch (c->state) {
+    case CONN_CONNECTING:
+        st = mysql_real_connect_cont(&c->connect_ret, c->my, st);
+        break;
+    case CONN_COMMIT:
+    case CONN_RESOLVE:
+        if (c->phase == PHASE_QUERY)
+            st = mysql_real_query_cont(&c->qret, c->my, st);
+        else
+            st = mysql_next_result_cont(&c->qret, c->my, st);
+        break;
+    case CONN_IDLE:
+        conn_down(c, "server closed the connection");
+        store_notify(c->s, false);
+        return;
+    default:
+        assert(!"io event in a state without io");
+        return;
+    }
+    if (st) {
+        conn_wait(c, st);
+        return;
+    }
+    conn_query_step(c);
+}
+
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    store_conn *c = arg;
+    char msg[64];
+    switch (c->state) {
+    case CONN_DOWN:
+        conn_connect_start(c);
+        return;
+    case CONN_CONNECTING:
+        snprintf(msg, sizeof msg, "connect timeout after %" PRIu32 " ms",
+                 c->s->connect_timeout_ms);
+        c->state = CONN_DOWN;
+        conn_down(c, msg);
+        return;
+    case CONN_COMMIT:
+        snprintf(msg, sizeof msg, "commit timeout after %" PRIu32 " ms",
+                 c->s->commit_timeout_ms);
+        conn_finish_commit(c, ENG_UNKNOWN, msg, false);
+        return;
+    case CONN_RESOLVE:
+        snprintf(msg, sizeof msg, "resolve timeout after %" PRIu32 " ms",
+                 c->s->commit_timeout_ms);
+        conn_finish_resolve(c, -1, msg);
+        return;
+    default:
+        assert(!"timer in a state without a timer");
+    }
+}
+
+static void conn_defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_query_step(arg);
+}
+
+/* ---- public API -------------------------------------------------------------- */
+
+static int store_conns_init(store *s, char *err, size_t err_len)
+{
+    for (uint32_t i = 0; i < s->n_conns; i++) {
+        store_conn *c = &s->conns[i];
+        c->s = s;
+        c->idx = i;
+        c->io = event_new(s->base, -1, 0, conn_io_cb, c);
+        c->timer = evtimer_new(s->base, conn_timer_cb, c);
+        c->defer = evtimer_new(s->base, conn_defer_cb, c);
+        if (!c->io || !c->timer || !c->defer) {
+            set_err(err, err_len, "event_new: out of memory");
+            return -1;
+        }
+        /* Blocking at startup; the same handle then runs nonblocking. */
+        c->my = db_connect_blocking(s, true, s->db.database, err, err_len);
+        if (!c->my)
+            return -1;
+        c->state = CONN_IDLE;
+        c->ever_up = true;
+        conn_watch_idle(c);
+    }
+    return 0;
+}
+
+store *store_open(struct event_base *base, const stockd_config *cfg,
+                  const store_callbacks *cb, char *err, size_t err_len)
+{
+    assert(base && cfg && cb && cb->on_commit && cb->on_resolve);
+    if (cfg->db_connections < 1 || cfg->db_connections > STORE_CONNS_MAX) {
+        set_err(err, err_len, "db_connections must be 1..%d", STORE_CONNS_MAX);
+        return NULL;
+    }
+    if (mysql_library_init(0, NULL, NULL) != 0) {
+        set_err(err, err_len, "mysql_library_init failed");
+        return NULL;
+    }
+    store *s = calloc(1, sizeof *s);
+    if (!s) {
+        set_err(err, err_len, "out of memory");
+        return NULL;
+    }
+    s->base = base;
+    s->cb = *cb;
+    s->db = cfg->db;
+    snprintf(s->node, sizeof s->node, "%s", cfg->node);
+    if (strlen(s->node) > 64)
+        s->node[64] = '\0';     /* batch_log.node is VARCHAR(64) */
+    s->n_conns = cfg->db_connections;
+    s->commit_timeout_ms = cfg->commit_timeout_ms ? cfg->commit_timeout_ms : 5000;
+    s->connect_timeout_ms = cfg->db_connect_timeout_ms ? cfg->db_connect_timeout_ms : 2000;
+    s->backoff_max_ms = cfg->db_backoff_max_ms >= STORE_BACKOFF_MIN_MS
+                            ? cfg->db_backoff_max_ms : STORE_BACKOFF_MIN_MS;
+    s->rng = (uint64_t)mono_us() ^ ((uint64_t)getpid() << 32) ^ UINT64_C(0x9e3779b97f4a7c15);
+    if (store_setup_schema(s, err, err_len) != 0 || store_conns_init(s, err, err_len) != 0) {
+        store_free(s);
+        return NULL;
+    }
+    s->was_up = true;
+    char boot[24];
+    snprintf(boot, sizeof boot, "%" PRIu64, s->boot_id);
+    LOG_I("store: open", "boot_id", boot, "database", s->db.database);
+    return s;
+}
+
+void store_free(store *s)
+{
+    if (!s)
+        return;
+    for (uint32_t i = 0; i < STORE_CONNS_MAX; i++) {
+        store_conn *c = &s->conns[i];
+        if (c->io)
+            conn_close(c);
+        if (c->io)
+            event_free(c->io);
+        if (c->timer)
+            event_free(c->timer);
+        if (c->defer)
+            event_free(c->defer);
+        sb_free(&c->sql);
+    }
+    free(s->rq);
+    free(s);
+}
+
+bool store_up(const store *s)
+{
+    for (uint32_t i = 0; i < s->n_conns; i++)
+        if (conn_is_up(&s->conns[i]))
+            return true;
+    return false;
+}
+
+bool store_can_commit(const store *s)
+{
+    for (uint32_t i = 0; i < s->n_conns; i++)
+        if (s->conns[i].state == CONN_IDLE)
+            return true;
+    return false;
+}
+
+int store_commit(store *s, eng_batch *b)
+{
+    assert(b && !eng_batch_is_empty(b));
+    store_conn *c = NULL;
+    for (uint32_t i = 0; i < s->n_conns && !c; i++)
+        if (s->conns[i].state == CONN_IDLE)
+            c = &s->conns[i];
+    if (!c)
+        return -1;
+    assert(s->rq_len == 0); /* a queued resolve would have taken c */
+    c->batch = b;
+    c->batch_id = store_batch_id(s, b);
+    c->state = CONN_COMMIT;
+    sql_build_commit(&c->sql, s, b, c->batch_id);
+    c->build_err = c->sql.err;
+    conn_start_query(c);
+    return 0;
+}
+
+void store_resolve(store *s, eng_batch *b)
+{
+    assert(b);
+    rq_push(s, b, false);
+    store_kick(s);
+}
+
+void store_stats_get(const store *s, store_stats *out)
+{
+    *out = s->st;
+    out->conns_up = 0;
+    out->conns_busy = 0;
+    for (uint32_t i = 0; i < s->n_conns; i++) {
+        const store_conn *c = &s->conns[i];
+        out->conns_up += conn_is_up(c);
+        out->conns_busy += c->state == CONN_COMMIT || c->state == CONN_RESOLVE;
+    }
+}
+
+/* ---- loading ---------------------------------------------------------------- */
+
+/* A column as an id: NULL -> "", else 1..ENG_ID_MAX bytes without NUL. */
+static bool col_str(MYSQL_ROW row, const unsigned long *len, int i, char *out,
+                    size_t out_size, bool nullable)
+{
+    if (!row[i]) {
+        out[0] = '\0';
+        return nullable;
+    }
+    if (len[i] >= out_size || memchr(row[i], '\0', len[i]))
+        return false;
+    memcpy(out, row[i], len[i]);
+    out[len[i]] = '\0';
+    return true;
+}
+
+static bool col_i64(MYSQL_ROW row, int i, int64_t *out)
+{
+    if (!row[i]) {
+        *out = 0;       /* NULL integers (offer_id, sku_id, hold) mean "none" */
+        return true;
+    }
+    char *end;
+    errno = 0;
+    long long v = strtoll(row[i], &end, 10);
+    if (errno || end == row[i] || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool load_sku_row(engine *e, MYSQL_ROW row, const unsigned long *len)
+{
+    char sku[ENG_ID_MAX + 1], mapping_s[32];
+    eng_counters c;
+    eng_supplier_map map;
+    eng_mapping mapping;
+    int64_t epoch;
+    memset(&map, 0, sizeof map);
+    if (!col_str(row, len, 0, sku, sizeof sku, false) || !sku[0] ||
+        !col_i64(row, 1, &c.own_on_hand) || !col_i64(row, 2, &c.own_reserved) ||
+        !col_i64(row, 3, &c.supplier_reported) || !col_i64(row, 4, &c.supplier_sellable) ||
+        !col_i64(row, 5, &c.supplier_reserved) || !col_i64(row, 6, &c.supplier_synced_at_ms) ||
+        !col_str(row, len, 7, mapping_s, sizeof mapping_s, false) ||
+        !eng_mapping_parse(mapping_s, &mapping) ||
+        !col_str(row, len, 8, map.supplier_id, sizeof map.supplier_id, true) ||
+        !col_i64(row, 9, &map.offer_id) ||
+        !col_str(row, len, 10, map.spec_id, sizeof map.spec_id, true) ||
+        !col_i64(row, 11, &map.sku_id) || !col_i64(row, 12, &epoch))
+        return false;
+    return engine_load_sku(e, sku, &c, mapping, mapping == ENG_MAP_OK ? &map : NULL, epoch);
+}
+
+static bool load_order_row(engine *e, MYSQL_ROW row, const unsigned long *len)
+{
+    eng_order_view o;
+    char status_s[32];
+    int64_t qty, from_own, from_supplier;
+    memset(&o, 0, sizeof o);
+    if (!col_str(row, len, 0, o.order_id, sizeof o.order_id, false) || !o.order_id[0] ||
+        !col_str(row, len, 1, o.sku, sizeof o.sku, false) || !col_i64(row, 2, &qty) ||
+        !col_str(row, len, 3, status_s, sizeof status_s, false) ||
+        !eng_status_parse(status_s, &o.status) || !col_i64(row, 4, &from_own) ||
+        !col_i64(row, 5, &from_supplier) || !col_i64(row, 6, &o.available) ||
+        !col_i64(row, 7, &o.created_at_ms) || !col_i64(row, 8, &o.updated_at_ms) ||
+        !col_i64(row, 9, &o.hold_expires_at_ms) ||
+        !col_str(row, len, 10, o.upstream_order_id, sizeof o.upstream_order_id, true) ||
+        !col_str(row, len, 11, o.reason, sizeof o.reason, true))
+        return false;
+    if (qty < 1 || qty > ENG_QTY_MAX || from_own < 0 || from_supplier < 0 ||
+        from_own + from_supplier != qty)
+        return false;
+    o.qty = (int32_t)qty;
+    o.from_own = (int32_t)from_own;
+    o.from_supplier = (int32_t)from_supplier;
+    return engine_load_order(e, &o);
+}
+
+typedef bool (*load_row_fn)(engine *e, MYSQL_ROW row, const unsigned long *len);
+
+/* Streams one table (mysql_use_result: no full copy in memory). */
+static int load_table(MYSQL *my, engine *e, const char *what, const char *sql,
+                      load_row_fn fn, uint64_t *count, char *err, size_t err_len)
+{
+    if (mysql_real_query(my, sql, strlen(sql)) != 0) {
+        set_err(err, err_len, "load %s: %s", what, mysql_error(my));
+        return -1;
+    }
+    MYSQL_RES *r = mysql_use_result(my);
+    if (!r) {
+        set_err(err, err_len, "load %s: %s", what, mysql_error(my));
+        return -1;
+    }
+    int rc = 0;
+    MYSQL_ROW row;
+    while ((row = mysql_fetch_row(r))) {
+        if (rc != 0)
+            continue;   /* drain the stream before freeing */
+        unsigned long *len = mysql_fetch_lengths(r);
+        if (!fn(e, row, len)) {
+            char key[2 * ENG_ID_MAX + 1] = "";
+            unsigned long n = row[0] ? (len[0] > ENG_ID_MAX ? ENG_ID_MAX : len[0]) : 0;
+            for (unsigned long i = 0; i < n; i++)
+                snprintf(key + 2 * i, 3, "%02x", (unsigned char)row[0][i]);
+            set_err(err, err_len, "load %s: bad row (key hex %s) or out of memory", what, key);
+            rc = -1;
+            continue;
+        }
+        (*count)++;
+    }
+    if (rc == 0 && mysql_errno(my)) {
+        set_err(err, err_len, "load %s: %s", what, mysql_error(my));
+        rc = -1;
+    }
+    mysql_free_result(r);
+    return rc;
+}
+
+int store_load_all(store *s, engine *e, char *err, size_t err_len)
+{
+    MYSQL *my = db_connect_blocking(s, false, s->db.database, err, err_len);
+    if (!my)
+        return -1;
+    uint64_t skus = 0, orders = 0;
+    int rc = load_table(my, e, "sku",
+                        "SELECT sku,own_on_hand,own_reserved,supplier_reported,"
+                        "supplier_sellable,supplier_reserved,supplier_synced_at,mapping,"
+                        "supplier_id,offer_id,spec_id,sku_id,epoch FROM sku",
+                        load_sku_row, &skus, err, err_len);
+    if (rc == 0)
+        rc = load_table(my, e, "orders",
+                        "SELECT order_id,sku,qty,status,from_own,from_supplier,available,"
+                        "created_at,updated_at,hold_expires_at,upstream_order_id,reason "
+                        "FROM orders",
+                        load_order_row, &orders, err, err_len);
+    mysql_close(my);
+    if (rc == 0) {
+        char a[24], b[24];
+        snprintf(a, sizeof a, "%" PRIu64, skus);
+        snprintf(b, sizeof b, "%" PRIu64, orders);
+        LOG_I("store: loaded", "skus", a, "orders", b);
+    }
+    return rc;
+}
