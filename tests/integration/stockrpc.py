@@ -1,0 +1,169 @@
+"""A small pure-Python MessagePack-RPC client for stockd, written against
+proto/PROTOCOL.md only (python3-msgpack and sockets, nothing else).
+
+One Rpc object is one TCP connection, used by one thread at a time. Requests
+may be pipelined: send() returns the msgid, wait() returns the reply for a
+msgid, keeping replies that arrive for other msgids until they are asked for.
+"""
+import socket
+import time
+
+import msgpack
+
+MSGID_MAX = 2**32 - 1
+
+
+class RpcClosed(Exception):
+    """The server closed the connection (EOF or reset)."""
+
+
+class RpcTimeout(Exception):
+    """No reply within the timeout."""
+
+
+def pack(obj):
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def request_bytes(msgid, method, params=None):
+    """Encodes [0, msgid, method, [params]]: what a well-behaved client sends."""
+    return pack([0, msgid, method, [params if params is not None else {}]])
+
+
+class Rpc:
+    def __init__(self, host, port, timeout=10.0):
+        self.host, self.port = host, port
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
+        self.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        self.replies = {}      # msgid -> (error, result)
+        self.others = []       # anything that was not a response
+        self.next_id = 1
+        self.closed = False
+
+    # -- plumbing --------------------------------------------------------
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def new_id(self):
+        i = self.next_id
+        self.next_id = 1 if i >= MSGID_MAX else i + 1
+        return i
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        """Reads once from the socket into the unpacker; raises on EOF."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RpcTimeout()
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(1 << 16)
+        except socket.timeout:
+            raise RpcTimeout()
+        except (ConnectionResetError, BrokenPipeError) as e:
+            raise RpcClosed(str(e))
+        if not data:
+            raise RpcClosed("eof")
+        self.unpacker.feed(data)
+        for msg in self.unpacker:
+            if (isinstance(msg, list) and len(msg) == 4 and msg[0] == 1
+                    and isinstance(msg[1], int)):
+                self.replies[msg[1]] = (msg[2], msg[3])
+            else:
+                self.others.append(msg)
+
+    def read_any(self, timeout=None):
+        """Returns the next decoded message of any shape (raw view)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            if self.replies:
+                k = next(iter(self.replies))
+                e, r = self.replies.pop(k)
+                return [1, k, e, r]
+            if self.others:
+                return self.others.pop(0)
+            self._fill(deadline)
+
+    def recv_until_closed(self, timeout=5.0):
+        """Reads until EOF/reset; returns the decoded messages seen. Raises
+        RpcTimeout if the connection stays open."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self._fill(deadline)
+        except RpcClosed:
+            pass
+        out = [[1, k, e, r] for k, (e, r) in self.replies.items()] + self.others
+        self.replies, self.others = {}, []
+        return out
+
+    # -- requests --------------------------------------------------------
+    def send(self, method, params=None, msgid=None):
+        if msgid is None:
+            msgid = self.new_id()
+        self.send_raw(request_bytes(msgid, method, params))
+        return msgid
+
+    def notify(self, method, params=None):
+        self.send_raw(pack([2, method, [params if params is not None else {}]]))
+
+    def wait(self, msgid, timeout=None):
+        """Returns (error, result) for msgid."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while msgid not in self.replies:
+            self._fill(deadline)
+        return self.replies.pop(msgid)
+
+    def call(self, method, params=None, timeout=None):
+        """One request, one reply: (error, result)."""
+        return self.wait(self.send(method, params), timeout)
+
+    def ok(self, method, params=None, timeout=None):
+        """Calls and insists on success; returns the result map."""
+        err, res = self.call(method, params, timeout)
+        if err is not None:
+            raise AssertionError("%s %r failed: %r" % (method, params, err))
+        assert isinstance(res, dict), res
+        return res
+
+    def err(self, method, params=None, timeout=None):
+        """Calls and insists on an error; returns the error map."""
+        err, res = self.call(method, params, timeout)
+        if err is None:
+            raise AssertionError("%s %r succeeded unexpectedly: %r" % (method, params, res))
+        assert res is None, res
+        return err
+
+
+def wait_ready(host, port, timeout=20.0, proc=None):
+    """Polls TCP connect + ping until stockd answers. Returns the ping result."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("stockd exited with %s before answering" % proc.returncode)
+        try:
+            with Rpc(host, port, timeout=1.0) as c:
+                err, res = c.call("ping", {}, timeout=1.0)
+                if err is None:
+                    return res
+                last = err
+        except (OSError, RpcClosed, RpcTimeout) as e:
+            last = e
+        time.sleep(0.05)
+    raise RuntimeError("stockd at %s:%d not ready after %.0fs: %r" % (host, port, timeout, last))

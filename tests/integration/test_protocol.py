@@ -1,0 +1,133 @@
+"""Wire contract (proto/PROTOCOL.md) seen by a client written from it alone.
+
+Goal (issue 2, "Done when" 9, second half, and §3/§4 of the issue): a plain
+Python msgpack-rpc client can run the hoodie story; replies have the exact
+shapes of the contract (response array, error map key order and details,
+result keys); msgids are echoed over their whole range; pipelined requests
+are matched by msgid; a notification gets no reply; admin methods need the
+token when stockd has one.
+
+Method: raw reads of decoded messages through stockrpc.Rpc against the
+module's stockd, plus a second stockd started with --admin-token.
+"""
+
+import pytest
+
+from stockrpc import RpcTimeout, pack
+from itestlib import STOCK_KEYS, check_order_map, check_stock_map
+
+
+def test_ping_shape(stockd, client):
+    client.send_raw(pack([0, 42, "ping", [{}]]))
+    m = client.read_any(5)
+    assert len(m) == 4 and m[0] == 1 and m[1] == 42 and m[2] is None, m
+    assert set(m[3]) == {"node", "version"}, m
+    assert m[3]["node"] == stockd.name and isinstance(m[3]["version"], str) and m[3]["version"]
+
+
+@pytest.mark.parametrize("msgid", [0, 1, 127, 128, 65535, 65536, 2**31, 2**32 - 1])
+def test_msgid_echoed(client, msgid):
+    client.send_raw(pack([0, msgid, "ping", [{}]]))
+    m = client.read_any(5)
+    assert m[1] == msgid and m[2] is None, m
+
+
+def test_error_shape(client):
+    client.send_raw(pack([0, 3, "no.such", [{}]]))
+    m = client.read_any(5)
+    assert m[0] == 1 and m[1] == 3 and m[3] is None, m
+    e = m[2]
+    assert list(e)[:3] == ["code", "message", "retryable"], e
+    assert e["code"] == "unknown_method" and e["method"] == "no.such", e
+    assert isinstance(e["message"], str) and e["retryable"] is False
+
+
+def test_notification_gets_no_reply(client):
+    client.notify("ping", {})
+    client.notify("no.such", {})
+    client.send_raw(pack([0, 11, "ping", [{}]]))
+    m = client.read_any(5)
+    assert m[1] == 11, "notification answered: %r" % m
+    with pytest.raises(RpcTimeout):
+        client.read_any(0.3)
+
+
+def test_pipelining_matched_by_msgid(client):
+    client.ok("sku.put", {"sku": "pipe-1", "own_on_hand": 1000})
+    sent = {}
+    for i in range(300):
+        if i % 3 == 0:
+            sent[client.send("ping", {})] = "ping"
+        elif i % 3 == 1:
+            sent[client.send("reserve", {"order_id": "pipe-%03d" % i, "sku": "pipe-1",
+                                         "qty": 1})] = "reserve"
+        else:
+            sent[client.send("stock.get", {"sku": "pipe-1"})] = "stock.get"
+    for msgid, kind in sent.items():
+        err, res = client.wait(msgid)
+        assert err is None, (kind, err)
+        if kind == "ping":
+            assert set(res) == {"node", "version"}
+        elif kind == "reserve":
+            check_order_map(res)
+        else:
+            check_stock_map(res)
+    assert client.ok("stock.get", {"sku": "pipe-1"})["own_reserved"] == 100
+
+
+def test_hoodie_story(client):
+    """Three buyers, two hoodies, told with nothing but the contract."""
+    st = client.ok("sku.put", {"sku": "hoodie-story", "own_on_hand": 2})
+    assert set(st) == STOCK_KEYS and st["available"] == 2
+    ids = [client.send("reserve", {"order_id": "story-%s" % b, "sku": "hoodie-story", "qty": 1})
+           for b in ("ann", "bob", "cat")]
+    rs = [client.wait(i) for i in ids]
+    assert [e is None for e, r in rs] == [True, True, False], rs
+    assert rs[2][0]["code"] == "insufficient" and rs[2][0]["available"] == 0
+    assert rs[1][1]["available"] == 0 and rs[0][1]["available"] == 1
+    client.ok("release", {"order_id": "story-ann"})
+    r = client.ok("reserve", {"order_id": "story-cat", "sku": "hoodie-story", "qty": 1})
+    assert r["status"] == "confirmed"
+
+
+def test_stats(client):
+    s = client.ok("stats", {})
+    assert isinstance(s, dict) and s, s
+
+
+def test_order_record_optional_keys(client):
+    client.ok("sku.put", {"sku": "rec-1", "own_on_hand": 5})
+    r = client.ok("reserve", {"order_id": "rec-o1", "sku": "rec-1", "qty": 1})
+    check_order_map(r)
+    assert not ({"hold_expires_at", "upstream_order_id", "reason"} & set(r)), r
+    h = client.ok("reserve", {"order_id": "rec-o2", "sku": "rec-1", "qty": 1, "hold_ms": 5000})
+    check_order_map(h)
+    assert "hold_expires_at" in h
+
+
+def test_deadline_param_accepted(client):
+    client.ok("sku.put", {"sku": "dl-1", "own_on_hand": 5})
+    r = client.ok("reserve", {"order_id": "dl-o1", "sku": "dl-1", "qty": 1, "deadline_ms": 5000})
+    assert r["status"] == "confirmed"
+
+
+def test_admin_token(make_stockd):
+    s = make_stockd(args=["--admin-token", "s3cret"], name="itest-token")
+    with s.client() as c:
+        for p in ({"sku": "tok-1", "own_on_hand": 5},
+                  {"sku": "tok-1", "own_on_hand": 5, "token": "wrong"},
+                  {"sku": "tok-1", "own_on_hand": 5, "token": "s3cre"},
+                  {"sku": "tok-1", "own_on_hand": 5, "token": ""}):
+            e = c.err("sku.put", p)
+            assert e["code"] == "unauthorized" and e["retryable"] is False, (p, e)
+        st = c.ok("sku.put", {"sku": "tok-1", "own_on_hand": 5, "token": "s3cret"})
+        assert st["own_on_hand"] == 5
+        e = c.err("stock.adjust", {"sku": "tok-1", "delta": 1, "reason": "x"})
+        assert e["code"] == "unauthorized", e
+        st = c.ok("stock.adjust", {"sku": "tok-1", "delta": 1, "reason": "x", "token": "s3cret"})
+        assert st["own_on_hand"] == 6
+        # Non-admin methods do not need it.
+        c.ok("ping", {})
+        c.ok("stock.get", {"sku": "tok-1"})
+        r = c.ok("reserve", {"order_id": "tok-o1", "sku": "tok-1", "qty": 1})
+        assert r["status"] == "confirmed"
