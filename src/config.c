@@ -558,7 +558,9 @@ static int cfg_flag_split(int argc, char **argv, int *i, const cfg_opt **opt,
         if (eq) return cfg_fail(err, err_len, "flag --%s takes no value", o->name);
     } else if (eq) {
         *value = eq + 1;
-    } else if (*i + 1 < argc) {
+    } else if (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2) != 0) {
+        /* "--node --listen x" is a forgotten value, not a node named --listen;
+         * a value that really starts with "--" can be given as --x=--v */
         *value = argv[++*i];
     } else {
         return cfg_fail(err, err_len, "flag --%s needs a value", o->name);

@@ -197,6 +197,10 @@ static void test_unknown_and_malformed_flags(void **state) {
     assert_contains(err, "unexpected argument");
     assert_int_equal(load(&c, NULL, err, ARGS("--max-depth")), -1);
     assert_contains(err, "needs a value");
+    assert_int_equal(load(&c, NULL, err, ARGS("--node", "--max-depth", "3")), -1);
+    assert_contains(err, "flag --node needs a value");
+    assert_int_equal(load(&c, NULL, err, ARGS("--admin-token=--x")), 0);
+    assert_string_equal(c.admin_token, "--x");
     assert_int_equal(load(&c, NULL, err, ARGS("--help=yes")), -1);
     assert_int_equal(load(&c, NULL, err, ARGS("-x")), -1);
     assert_int_equal(load(&c, NULL, err, ARGS("--")), -1);
