@@ -898,6 +898,7 @@ static void conn_connected(store_conn *c)
     if (!c->connect_ret) {
         char msg[256];
         snprintf(msg, sizeof msg, "connect: %s", mysql_error(c->my));
+        LOG_D("store: connect failed", "err", msg);
         c->state = CONN_DOWN; /* never up: no "down" log for every retry */
         conn_down(c, msg);
         return;
