@@ -9,7 +9,7 @@
  *   BEGIN NOT ATOMIC
  *     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
  *     START TRANSACTION;
- *     INSERT INTO batch_log (batch_id, node, at_ms) VALUES (...);  -- first: tombstone key
+ *     INSERT INTO batch_log (batch_id, node, state, at) VALUES (..., 'committed', ...);  -- first: tombstone key
  *     UPDATE sku SET ..., version = version + 1 WHERE sku = ? AND epoch = ?;
  *     IF ROW_COUNT() <> 1 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'epoch fence'; END IF;
  *     ... (one fenced UPDATE or INSERT per SKU row)
@@ -26,16 +26,23 @@
  *                  connection is closed (the only way to abandon a query),
  *                  and the batch may or may not have committed.
  * An UNKNOWN batch is settled by store_resolve(): on a fresh connection it
- * runs INSERT INTO batch_log (batch_id, ...) VALUES (<same id>, 'aborted').
+ * runs INSERT INTO batch_log (batch_id, ...) VALUES (<same id>, ..., 'aborted', ...).
  * If that insert succeeds, the old transaction can never commit (its own
  * first insert of that key would now fail): aborted. If it fails with a
  * duplicate key, the old transaction committed. InnoDB makes the insert
  * wait while the old transaction still holds the key, so there is no race.
- * batch_id values are (boot_id << 32 | counter): unique across restarts.
+ * batch_id values are (boot_id << 40 | eng_batch_id): unique across
+ * restarts (store_open inserts a row in `boots`; its id is boot_id).
+ * A resolve that cannot settle (connection lost, timeout, other error) is
+ * retried on a fresh connection; a queued resolve takes the next idle
+ * connection before any new commit. Tables: docs/schema.md.
  *
  * Errors: functions returning int give 0 or -1 with a message in err.
  * Callbacks are called from the loop, never from inside the call that
- * started the work, and exactly once per started commit or resolve.
+ * started the work, and exactly once per started commit or resolve (until
+ * store_free(), which abandons work in flight without callbacks). They may
+ * call store_commit() / store_resolve() but not store_free(). The err string
+ * of on_commit is valid only during the call.
  */
 #ifndef STOCKD_STORE_H
 #define STOCKD_STORE_H
@@ -73,15 +80,18 @@ typedef struct store_stats {
     uint32_t conns_busy;
 } store_stats;
 
-/* Connects (blocking, at startup only), creates or migrates the schema
- * (schema_version table), and returns the store with cfg->db_connections
- * nonblocking connections. Returns NULL with err on failure. */
+/* Connects (blocking, at startup only), creates the database if missing,
+ * creates or migrates the schema (schema_version table), records this boot,
+ * and returns the store with cfg->db_connections nonblocking connections,
+ * all up and idle. Returns NULL with err on failure (MariaDB unreachable
+ * included: the caller decides whether to retry). */
 store *store_open(struct event_base *base, const stockd_config *cfg,
                   const store_callbacks *cb, char *err, size_t err_len);
 void store_free(store *s);
 
 /* Loads every SKU and every order into the engine (blocking, startup
- * only). 0 or -1 with err. */
+ * only, on its own short-lived connection). A row the engine refuses fails
+ * the load. 0 or -1 with err. */
 int store_load_all(store *s, engine *e, char *err, size_t err_len);
 
 /* True when at least one connection is up. */
