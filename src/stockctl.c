@@ -1,1 +1,947 @@
-/* placeholder: being written */
+/* stockctl — command-line client for stockd, built on the client library.
+ *
+ * Exit codes: 0 ok, 1 the server answered an error (or an import had bad
+ * rows), 2 usage, 3 transport or protocol failure. With --json the result,
+ * or the error, is printed to stdout as one JSON object.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "stockd/client.h"
+
+enum { EXIT_SERVER = 1, EXIT_USAGE = 2, EXIT_TRANSPORT = 3 };
+
+#define CTL_MAX_POS 8
+#define CTL_IMPORT_CHUNK 256u        /* sku.put requests in flight per round */
+#define CTL_IMPORT_MAX_LINE 4096u
+#define CTL_IMPORT_SHOW_ERRORS 10u
+#define CTL_MAX_QTY_ARG 1000000000LL
+
+typedef struct ctl_opts {
+    const char *addr;
+    bool json;
+    const char *token;
+    int timeout_ms;
+    bool has_hold, has_deadline, has_own, has_reported;
+    int64_t hold_ms, deadline_ms, own, reported;
+    const char *supplier;
+    const char *pos[CTL_MAX_POS];
+    int npos;
+} ctl_opts;
+
+static const char ctl_usage_text[] =
+    "usage: stockctl [--addr HOST:PORT] [--json] [--token T] [--timeout MS] COMMAND ...\n"
+    "\n"
+    "commands:\n"
+    "  ping                               node name, version and round trip\n"
+    "  get SKU                            stock view of a SKU\n"
+    "  reserve ORDER SKU QTY [--hold MS] [--deadline MS]\n"
+    "                                     reserve QTY units (held for MS ms with --hold)\n"
+    "  confirm ORDER | release ORDER | ship ORDER | order ORDER\n"
+    "  sku-put SKU [--own N] [--supplier-reported N]\n"
+    "              [--supplier SUPPLIER_ID:OFFER_ID:SPEC_ID[:SKU_ID]]\n"
+    "                                     create or update a SKU (admin)\n"
+    "  adjust SKU DELTA REASON            move own_on_hand by DELTA (admin)\n"
+    "  import FILE.csv                    sku.put per row; header: sku,own_on_hand[,supplier_reported]\n"
+    "  stats                              server counters\n"
+    "\n"
+    "options:\n"
+    "  --addr HOST:PORT   server (default: $STOCKD_ADDR, else " STOCKD_DEFAULT_ADDR ")\n"
+    "  --json             print the result or the error as one JSON object\n"
+    "  --token T          admin token (default: $STOCKD_ADMIN_TOKEN)\n"
+    "  --timeout MS       connect and per-call timeout (default 5000)\n"
+    "  -h, --help         this text\n"
+    "\n"
+    "exit status: 0 ok, 1 server error, 2 usage, 3 transport/protocol failure\n";
+
+static int ctl_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int ctl_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("stockctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs("\n(try stockctl --help)\n", stderr);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+/* -------------------------------------------------------------- JSON out */
+
+static void json_str(FILE *f, const char *s, size_t n);
+
+/* Length of the valid UTF-8 sequence at s, 0 if invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) { len = 2; cp = c & 0x1f; }
+    else if (c >= 0xe0 && c <= 0xef) { len = 3; cp = c & 0x0f; }
+    else if (c >= 0xf0 && c <= 0xf4) { len = 4; cp = c & 0x07; }
+    else return 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    /* overlong, surrogates, beyond U+10FFFF */
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* Writes s as a JSON string; invalid UTF-8 bytes become U+FFFD. */
+static void json_str(FILE *f, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    fputc('"', f);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        size_t l = utf8_len(p + i, n - i);
+        if (l == 0) {
+            fputs("\\ufffd", f);
+            i++;
+            continue;
+        }
+        if (l > 1) {
+            fwrite(p + i, 1, l, f);
+        } else if (c == '"' || c == '\\') {
+            fputc('\\', f);
+            fputc(c, f);
+        } else if (c == '\n') {
+            fputs("\\n", f);
+        } else if (c == '\r') {
+            fputs("\\r", f);
+        } else if (c == '\t') {
+            fputs("\\t", f);
+        } else if (c < 0x20 || c == 0x7f) {
+            fprintf(f, "\\u%04x", c);
+        } else {
+            fputc(c, f);
+        }
+        i += l;
+    }
+    fputc('"', f);
+}
+
+static void json_hex(FILE *f, const char *p, size_t n)
+{
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%02x", (unsigned char)p[i]);
+    fputc('"', f);
+}
+
+/* msgpack -> JSON. Depth is bounded by the client's frame check (32). */
+static void json_obj(FILE *f, const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: fputs("null", f); break;
+    case MSGPACK_OBJECT_BOOLEAN: fputs(o->via.boolean ? "true" : "false", f); break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: fprintf(f, "%" PRIu64, o->via.u64); break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: fprintf(f, "%" PRId64, o->via.i64); break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        if (o->via.f64 != o->via.f64 || o->via.f64 > 1e308 || o->via.f64 < -1e308)
+            fputs("null", f);   /* NaN and infinities have no JSON form */
+        else
+            fprintf(f, "%.17g", o->via.f64);
+        break;
+    case MSGPACK_OBJECT_STR: json_str(f, o->via.str.ptr, o->via.str.size); break;
+    case MSGPACK_OBJECT_BIN: json_hex(f, o->via.bin.ptr, o->via.bin.size); break;
+    case MSGPACK_OBJECT_EXT:
+        fprintf(f, "{\"ext\":%d,\"data\":", o->via.ext.type);
+        json_hex(f, o->via.ext.ptr, o->via.ext.size);
+        fputc('}', f);
+        break;
+    case MSGPACK_OBJECT_ARRAY:
+        fputc('[', f);
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            if (i)
+                fputc(',', f);
+            json_obj(f, &o->via.array.ptr[i]);
+        }
+        fputc(']', f);
+        break;
+    case MSGPACK_OBJECT_MAP:
+        fputc('{', f);
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object_kv *kv = &o->via.map.ptr[i];
+            if (i)
+                fputc(',', f);
+            if (kv->key.type == MSGPACK_OBJECT_STR) {
+                json_str(f, kv->key.via.str.ptr, kv->key.via.str.size);
+            } else {
+                /* JSON keys are strings: render the key, then quote that */
+                char *buf = NULL;
+                size_t len = 0;
+                FILE *m = open_memstream(&buf, &len);
+                if (m) {
+                    json_obj(m, &kv->key);
+                    fclose(m);
+                    json_str(f, buf, len);
+                    free(buf);
+                } else {
+                    fputs("\"?\"", f);
+                }
+            }
+            fputc(':', f);
+            json_obj(f, &kv->val);
+        }
+        fputc('}', f);
+        break;
+    default: fputs("null", f); break;
+    }
+}
+
+/* ------------------------------------------------------------- human out */
+
+static void human_time(FILE *f, int64_t ms)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    char buf[32];
+    if (ms > 0 && gmtime_r(&s, &tm) && strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm))
+        fprintf(f, " (%s.%03dZ)", buf, (int)(ms % 1000));
+}
+
+static bool key_is_time(const msgpack_object *k)
+{
+    size_t n = k->via.str.size;
+    return k->type == MSGPACK_OBJECT_STR && n > 3 && memcmp(k->via.str.ptr + n - 3, "_at", 3) == 0;
+}
+
+/* Prints a map as aligned "key  value" lines; nested maps are indented. */
+static void human_map(FILE *f, const msgpack_object *m, int indent)
+{
+    if (m->type != MSGPACK_OBJECT_MAP) {
+        json_obj(f, m);
+        fputc('\n', f);
+        return;
+    }
+    for (uint32_t i = 0; i < m->via.map.size; i++) {
+        const msgpack_object *k = &m->via.map.ptr[i].key;
+        const msgpack_object *v = &m->via.map.ptr[i].val;
+        int w = 22 - indent;
+        if (k->type == MSGPACK_OBJECT_STR)
+            fprintf(f, "%*s%-*.*s", indent, "", w > 0 ? w : 0, (int)k->via.str.size,
+                    k->via.str.ptr);
+        else
+            fprintf(f, "%*s?", indent, "");
+        if (v->type == MSGPACK_OBJECT_MAP && v->via.map.size > 0) {
+            fputc('\n', f);
+            human_map(f, v, indent + 2);
+            continue;
+        }
+        if (v->type == MSGPACK_OBJECT_STR)
+            fprintf(f, " %.*s", (int)v->via.str.size, v->via.str.ptr);
+        else {
+            fputc(' ', f);
+            json_obj(f, v);
+        }
+        if (key_is_time(k) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 < INT64_MAX)
+            human_time(f, (int64_t)v->via.u64);
+        fputc('\n', f);
+    }
+}
+
+/* --------------------------------------------------------------- results */
+
+/* Prints a failure and returns the exit code for it. */
+static int ctl_report_failure(stockd_client *c, const ctl_opts *o, stockd_rc rc)
+{
+    const stockd_error *e = stockd_client_error(c);
+    if (rc == STOCKD_ERR_SERVER) {
+        if (o->json) {
+            printf("{\"error\":{\"code\":");
+            json_str(stdout, e->code, strlen(e->code));
+            printf(",\"message\":");
+            json_str(stdout, e->message, strlen(e->message));
+            printf(",\"retryable\":%s", e->retryable ? "true" : "false");
+            if (e->has_available)
+                printf(",\"available\":%" PRId64, e->available);
+            const char *keys[] = {"status", "field", "outcome", "method"};
+            const char *vals[] = {e->status, e->field, e->outcome, e->method};
+            for (int i = 0; i < 4; i++) {
+                if (vals[i][0]) {
+                    printf(",\"%s\":", keys[i]);
+                    json_str(stdout, vals[i], strlen(vals[i]));
+                }
+            }
+            printf("}}\n");
+        } else {
+            fprintf(stderr, "stockctl: %s: %s", e->code, e->message);
+            if (e->has_available)
+                fprintf(stderr, " (available %" PRId64 ")", e->available);
+            if (e->status[0])
+                fprintf(stderr, " (status %s)", e->status);
+            if (e->field[0])
+                fprintf(stderr, " (field %s)", e->field);
+            if (e->outcome[0])
+                fprintf(stderr, " (outcome %s: retry with the same order id)", e->outcome);
+            if (e->method[0])
+                fprintf(stderr, " (method %s)", e->method);
+            fprintf(stderr, "%s\n", e->retryable ? " [retryable]" : "");
+        }
+        return EXIT_SERVER;
+    }
+    if (rc == STOCKD_ERR_USAGE) {
+        fprintf(stderr, "stockctl: %s\n", stockd_client_errstr(c));
+        return EXIT_USAGE;
+    }
+    const char *code = rc == STOCKD_ERR_PROTOCOL ? "protocol" : "transport";
+    if (o->json) {
+        printf("{\"error\":{\"code\":\"%s\",\"message\":", code);
+        const char *m = stockd_client_errstr(c);
+        json_str(stdout, m, strlen(m));
+        printf(",\"retryable\":true}}\n");
+    } else {
+        fprintf(stderr, "stockctl: %s: %s\n", code, stockd_client_errstr(c));
+    }
+    return EXIT_TRANSPORT;
+}
+
+static int ctl_print_result(stockd_client *c, const ctl_opts *o)
+{
+    const msgpack_object *r = stockd_client_last_result(c);
+    if (!r)
+        return EXIT_TRANSPORT;
+    if (o->json) {
+        json_obj(stdout, r);
+        fputc('\n', stdout);
+    } else {
+        human_map(stdout, r, 2);
+    }
+    return 0;
+}
+
+static int ctl_order_done(stockd_client *c, const ctl_opts *o, stockd_rc rc,
+                          const stockd_order *ord)
+{
+    if (rc != STOCKD_OK)
+        return ctl_report_failure(c, o, rc);
+    if (!o->json) {
+        printf("order %s %s: %" PRId64 " x %s (own %" PRId64 ", supplier %" PRId64
+               "), available now %" PRId64 "\n",
+               ord->order_id, ord->status, ord->qty, ord->sku, ord->from_own, ord->from_supplier,
+               ord->available);
+    }
+    return ctl_print_result(c, o);
+}
+
+static int ctl_stock_done(stockd_client *c, const ctl_opts *o, stockd_rc rc,
+                          const stockd_stock *st)
+{
+    if (rc != STOCKD_OK)
+        return ctl_report_failure(c, o, rc);
+    if (!o->json)
+        printf("sku %s: available %" PRId64 "\n", st->sku, st->available);
+    return ctl_print_result(c, o);
+}
+
+/* -------------------------------------------------------------- parsing */
+
+static bool parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || !*s || (*s != '-' && *s != '+' && (*s < '0' || *s > '9')))
+        return false;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* SUPPLIER_ID:OFFER_ID:SPEC_ID[:SKU_ID] into req (pointing into buf). */
+static bool parse_supplier(char *buf, stockd_sku_put_req *req)
+{
+    char *part[4];
+    int n = 0;
+    for (char *p = buf; n < 4;) {
+        part[n++] = p;
+        char *colon = strchr(p, ':');
+        if (!colon)
+            break;
+        *colon = '\0';
+        p = colon + 1;
+    }
+    if (n < 3 || strchr(part[n - 1], ':') || !*part[0] || !*part[2])
+        return false;
+    req->has_supplier = true;
+    req->supplier_id = part[0];
+    req->spec_id = part[2];
+    if (!parse_i64(part[1], 0, INT64_MAX, &req->offer_id))
+        return false;
+    if (n == 4) {
+        req->has_sku_id = true;
+        if (!parse_i64(part[3], 0, INT64_MAX, &req->sku_id))
+            return false;
+    }
+    return true;
+}
+
+static bool is_number_like(const char *a)
+{
+    return a[0] == '-' && a[1] >= '0' && a[1] <= '9';
+}
+
+/* Returns -1 when parsed, else an exit code (0 for --help). */
+static int ctl_parse_args(int argc, char **argv, ctl_opts *o)
+{
+    bool only_pos = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_pos || a[0] != '-' || a[1] == '\0' || is_number_like(a)) {
+            if (o->npos == CTL_MAX_POS)
+                return ctl_usage("too many arguments");
+            o->pos[o->npos++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) { only_pos = true; continue; }
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(ctl_usage_text, stdout);
+            return 0;
+        }
+        if (strcmp(a, "--json") == 0) { o->json = true; continue; }
+        /* options with a value: --opt V or --opt=V */
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
+        if (!v)
+            return ctl_usage("%s needs a value", a);
+        bool used = true;
+        int64_t n = 0;
+#define OPT(name) (nlen == strlen(name) && strncmp(a, name, nlen) == 0)
+        if (OPT("--addr")) o->addr = v;
+        else if (OPT("--token")) o->token = v;
+        else if (OPT("--supplier")) o->supplier = v;
+        else if (OPT("--timeout")) {
+            if (!parse_i64(v, 1, 3600000, &n))
+                return ctl_usage("bad --timeout '%s' (1..3600000 ms)", v);
+            o->timeout_ms = (int)n;
+        } else if (OPT("--hold")) {
+            if (!parse_i64(v, 1, INT64_MAX, &o->hold_ms))
+                return ctl_usage("bad --hold '%s' (ms)", v);
+            o->has_hold = true;
+        } else if (OPT("--deadline")) {
+            if (!parse_i64(v, 1, INT64_MAX, &o->deadline_ms))
+                return ctl_usage("bad --deadline '%s' (ms)", v);
+            o->has_deadline = true;
+        } else if (OPT("--own")) {
+            if (!parse_i64(v, 0, CTL_MAX_QTY_ARG, &o->own))
+                return ctl_usage("bad --own '%s'", v);
+            o->has_own = true;
+        } else if (OPT("--supplier-reported")) {
+            if (!parse_i64(v, 0, CTL_MAX_QTY_ARG, &o->reported))
+                return ctl_usage("bad --supplier-reported '%s'", v);
+            o->has_reported = true;
+        } else {
+            used = false;
+        }
+#undef OPT
+        if (!used)
+            return ctl_usage("unknown option %s", a);
+        if (!eq)
+            i++;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------- commands */
+
+typedef int (*ctl_cmd_fn)(stockd_client *c, const ctl_opts *o);
+
+static int cmd_ping(stockd_client *c, const ctl_opts *o)
+{
+    char node[128], version[64];
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    stockd_rc rc = stockd_ping(c, node, sizeof(node), version, sizeof(version));
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    if (rc != STOCKD_OK)
+        return ctl_report_failure(c, o, rc);
+    double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    if (o->json)
+        return ctl_print_result(c, o);
+    printf("pong from node %s (version %s) in %.2f ms\n", node, version, ms);
+    return 0;
+}
+
+static int cmd_get(stockd_client *c, const ctl_opts *o)
+{
+    stockd_stock st;
+    return ctl_stock_done(c, o, stockd_stock_get(c, o->pos[1], &st), &st);
+}
+
+static int cmd_reserve(stockd_client *c, const ctl_opts *o)
+{
+    stockd_reserve_req req = {.order_id = o->pos[1], .sku = o->pos[2],
+                              .hold_ms = o->has_hold ? o->hold_ms : 0,
+                              .deadline_ms = o->has_deadline ? o->deadline_ms : 0};
+    if (!parse_i64(o->pos[3], INT64_MIN, INT64_MAX, &req.qty))
+        return ctl_usage("QTY must be an integer, got '%s'", o->pos[3]);
+    stockd_order ord;
+    return ctl_order_done(c, o, stockd_reserve(c, &req, &ord), &ord);
+}
+
+static int cmd_order_op(stockd_client *c, const ctl_opts *o)
+{
+    const char *cmd = o->pos[0];
+    const char *method = strcmp(cmd, "order") == 0 ? "order.get" : cmd;
+    stockd_order ord;
+    stockd_rc rc;
+    if (strcmp(method, "confirm") == 0)
+        rc = stockd_confirm(c, o->pos[1], &ord);
+    else if (strcmp(method, "release") == 0)
+        rc = stockd_release(c, o->pos[1], &ord);
+    else if (strcmp(method, "ship") == 0)
+        rc = stockd_ship(c, o->pos[1], &ord);
+    else
+        rc = stockd_order_get(c, o->pos[1], &ord);
+    return ctl_order_done(c, o, rc, &ord);
+}
+
+static int cmd_sku_put(stockd_client *c, const ctl_opts *o)
+{
+    stockd_sku_put_req req = {.sku = o->pos[1], .has_own_on_hand = o->has_own,
+                              .own_on_hand = o->own, .has_supplier_reported = o->has_reported,
+                              .supplier_reported = o->reported};
+    char sup[512];
+    if (o->supplier) {
+        if (strlen(o->supplier) >= sizeof(sup))
+            return ctl_usage("--supplier too long");
+        strcpy(sup, o->supplier);
+        if (!parse_supplier(sup, &req))
+            return ctl_usage("bad --supplier '%s' (SUPPLIER_ID:OFFER_ID:SPEC_ID[:SKU_ID])",
+                             o->supplier);
+    }
+    stockd_stock st;
+    return ctl_stock_done(c, o, stockd_sku_put(c, &req, &st), &st);
+}
+
+static int cmd_adjust(stockd_client *c, const ctl_opts *o)
+{
+    int64_t delta;
+    if (!parse_i64(o->pos[2], INT64_MIN, INT64_MAX, &delta))
+        return ctl_usage("DELTA must be an integer, got '%s'", o->pos[2]);
+    stockd_stock st;
+    return ctl_stock_done(c, o, stockd_stock_adjust(c, o->pos[1], delta, o->pos[3], &st), &st);
+}
+
+static int cmd_stats(stockd_client *c, const ctl_opts *o)
+{
+    const msgpack_object *stats;
+    stockd_rc rc = stockd_stats(c, &stats);
+    if (rc != STOCKD_OK)
+        return ctl_report_failure(c, o, rc);
+    return ctl_print_result(c, o);
+}
+
+static int ctl_import(stockd_client *c, const char *path, bool json);
+
+static int cmd_import(stockd_client *c, const ctl_opts *o)
+{
+    return ctl_import(c, o->pos[1], o->json);
+}
+
+typedef struct ctl_cmd {
+    const char *name;
+    int nargs;          /* positionals after the command name */
+    const char *args;   /* for the usage message */
+    ctl_cmd_fn fn;
+} ctl_cmd;
+
+static const ctl_cmd ctl_cmds[] = {
+    {"ping", 0, "", cmd_ping},
+    {"get", 1, "SKU", cmd_get},
+    {"reserve", 3, "ORDER SKU QTY", cmd_reserve},
+    {"confirm", 1, "ORDER", cmd_order_op},
+    {"release", 1, "ORDER", cmd_order_op},
+    {"ship", 1, "ORDER", cmd_order_op},
+    {"order", 1, "ORDER", cmd_order_op},
+    {"sku-put", 1, "SKU", cmd_sku_put},
+    {"adjust", 3, "SKU DELTA REASON", cmd_adjust},
+    {"import", 1, "FILE.csv", cmd_import},
+    {"stats", 0, "", cmd_stats},
+};
+
+/* Options that belong to one command only. */
+static int ctl_check_cmd_opts(const ctl_opts *o, const char *cmd)
+{
+    bool is_reserve = strcmp(cmd, "reserve") == 0, is_put = strcmp(cmd, "sku-put") == 0;
+    if ((o->has_hold || o->has_deadline) && !is_reserve)
+        return ctl_usage("--hold and --deadline only apply to reserve");
+    if ((o->has_own || o->has_reported || o->supplier) && !is_put)
+        return ctl_usage("--own, --supplier-reported and --supplier only apply to sku-put");
+    return -1;
+}
+
+/* ---------------------------------------------------------------- import */
+
+typedef struct import_row {
+    unsigned long line;
+    char sku[STOCKD_MAX_ID_BYTES + 1];
+    bool has_own, has_rep;
+    int64_t own, rep;
+} import_row;
+
+typedef struct import_err {
+    unsigned long line;
+    char msg[240];
+} import_err;
+
+typedef struct import_state {
+    stockd_client *c;
+    bool json;
+    unsigned long rows, imported, rejected, failed;
+    import_err errs[CTL_IMPORT_SHOW_ERRORS];
+    unsigned n_errs;
+    import_row chunk[CTL_IMPORT_CHUNK];
+    uint32_t msgid[CTL_IMPORT_CHUNK];
+    size_t n;
+} import_state;
+
+static void import_note(import_state *st, unsigned long line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Keeps the errors of the lowest line numbers for the summary (replies
+ * arrive in any order, rejected lines are seen before earlier rows'
+ * replies), so the summary shows the first bad lines of the file. */
+static void import_note(import_state *st, unsigned long line, const char *fmt, ...)
+{
+    import_err *e = NULL;
+    if (st->n_errs < CTL_IMPORT_SHOW_ERRORS) {
+        e = &st->errs[st->n_errs++];
+    } else {
+        for (unsigned i = 0; i < st->n_errs; i++)
+            if (!e || st->errs[i].line > e->line)
+                e = &st->errs[i];
+        if (e->line < line)
+            return;
+    }
+    e->line = line;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+    va_end(ap);
+}
+
+static int import_err_cmp(const void *a, const void *b)
+{
+    unsigned long x = ((const import_err *)a)->line, y = ((const import_err *)b)->line;
+    return (x > y) - (x < y);
+}
+
+/* Splits a CSV line in place (RFC 4180 quoting, no embedded newlines).
+ * Returns the field count, or -1 on broken quoting / too many fields. */
+static int csv_split(char *line, char **fields, int max)
+{
+    int n = 0;
+    char *p = line;
+    for (;;) {
+        if (n == max)
+            return -1;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        char *out = p, *start = p;
+        if (*p == '"') {
+            for (p++;; p++) {
+                if (*p == '\0')
+                    return -1;
+                if (*p == '"') {
+                    if (p[1] != '"')
+                        break;
+                    p++;
+                }
+                *out++ = *p;
+            }
+            p++;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            if (*p != ',' && *p != '\0')
+                return -1;
+        } else {
+            while (*p != ',' && *p != '\0')
+                p++;
+            out = p;
+            while (out > start && (out[-1] == ' ' || out[-1] == '\t'))
+                out--;
+        }
+        char sep = *p;
+        *out = '\0';
+        fields[n++] = start;
+        if (sep == '\0')
+            return n;
+        p++;
+    }
+}
+
+static bool import_int(const char *s, bool *has, int64_t *v)
+{
+    *has = *s != '\0';
+    return !*has || (s[0] != '-' && parse_i64(s, 0, CTL_MAX_QTY_ARG, v));
+}
+
+/* Validates one data line into a row. Returns false with a reason noted. */
+static bool import_parse_row(import_state *st, char *line, unsigned long lineno, int ncols,
+                             import_row *row)
+{
+    char *f[4];
+    int n = csv_split(line, f, 4);
+    if (n != ncols) {
+        import_note(st, lineno, n < 0 ? "bad CSV quoting" : "expected %d fields, got %d",
+                    ncols, n);
+        return false;
+    }
+    size_t len = strlen(f[0]);
+    if (len == 0 || len > STOCKD_MAX_ID_BYTES) {
+        import_note(st, lineno, "sku must be 1..%d bytes", STOCKD_MAX_ID_BYTES);
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)f[0][i] < 0x20 || f[0][i] == 0x7f) {
+            import_note(st, lineno, "sku contains a control character");
+            return false;
+        }
+    }
+    memcpy(row->sku, f[0], len + 1);
+    row->line = lineno;
+    if (!import_int(f[1], &row->has_own, &row->own)) {
+        import_note(st, lineno, "bad own_on_hand '%.40s' (0..%lld)", f[1], CTL_MAX_QTY_ARG);
+        return false;
+    }
+    row->has_rep = false;
+    if (ncols == 3 && !import_int(f[2], &row->has_rep, &row->rep)) {
+        import_note(st, lineno, "bad supplier_reported '%.40s' (0..%lld)", f[2],
+                    CTL_MAX_QTY_ARG);
+        return false;
+    }
+    return true;
+}
+
+/* Sends the chunk pipelined and matches the replies by msgid. Returns
+ * STOCKD_OK or the transport/protocol failure that stopped it. */
+static stockd_rc import_flush(import_state *st)
+{
+    size_t sent = 0;
+    stockd_rc rc = STOCKD_OK;
+    for (; sent < st->n; sent++) {
+        const import_row *row = &st->chunk[sent];
+        stockd_sku_put_req req = {.sku = row->sku, .has_own_on_hand = row->has_own,
+                                  .own_on_hand = row->own, .has_supplier_reported = row->has_rep,
+                                  .supplier_reported = row->rep};
+        rc = stockd_send_sku_put(st->c, &req, &st->msgid[sent]);
+        if (rc != STOCKD_OK)
+            break;
+    }
+    for (size_t got = 0; rc == STOCKD_OK && got < sent; got++) {
+        stockd_reply reply;
+        stockd_rc r = stockd_recv_any(st->c, &reply);
+        if (r != STOCKD_OK && r != STOCKD_ERR_SERVER) {
+            rc = r;
+            break;
+        }
+        size_t i = 0;
+        while (i < sent && st->msgid[i] != reply.msgid)
+            i++;
+        if (i == sent) {
+            rc = STOCKD_ERR_PROTOCOL;
+            break;
+        }
+        if (r == STOCKD_OK) {
+            st->imported++;
+        } else {
+            const stockd_error *e = stockd_client_error(st->c);
+            st->failed++;
+            import_note(st, st->chunk[i].line, "sku %s: %s: %s%s%s", st->chunk[i].sku, e->code,
+                        e->message, e->field[0] ? " field " : "", e->field);
+        }
+    }
+    st->n = 0;
+    return rc;
+}
+
+static void import_summary(import_state *st, const char *path)
+{
+    qsort(st->errs, st->n_errs, sizeof(st->errs[0]), import_err_cmp);
+    if (!st->json) {
+        for (unsigned i = 0; i < st->n_errs; i++)
+            fprintf(stderr, "line %lu: %s\n", st->errs[i].line, st->errs[i].msg);
+        if (st->rejected + st->failed > st->n_errs)
+            fprintf(stderr, "... and %lu more errors\n",
+                    st->rejected + st->failed - st->n_errs);
+        printf("import %s: %lu rows, %lu imported, %lu rejected (bad lines), %lu failed "
+               "(server errors)\n", path, st->rows, st->imported, st->rejected, st->failed);
+        return;
+    }
+    printf("{\"file\":");
+    json_str(stdout, path, strlen(path));
+    printf(",\"rows\":%lu,\"imported\":%lu,\"rejected\":%lu,\"failed\":%lu,\"errors\":[",
+           st->rows, st->imported, st->rejected, st->failed);
+    for (unsigned i = 0; i < st->n_errs; i++) {
+        printf("%s{\"line\":%lu,\"error\":", i ? "," : "", st->errs[i].line);
+        json_str(stdout, st->errs[i].msg, strlen(st->errs[i].msg));
+        putchar('}');
+    }
+    printf("]}\n");
+}
+
+/* Reads one line into buf (without the newline). Returns 1, 0 at EOF, or
+ * -1 when the line was longer than the buffer (the rest is skipped). */
+static int import_read_line(FILE *f, char *buf, size_t len)
+{
+    if (!fgets(buf, (int)len, f))
+        return 0;
+    size_t n = strlen(buf);
+    if (n > 0 && buf[n - 1] == '\n') {
+        buf[--n] = '\0';
+        if (n > 0 && buf[n - 1] == '\r')
+            buf[--n] = '\0';
+        return 1;
+    }
+    if (feof(f))
+        return 1;   /* last line without a newline */
+    int ch;
+    while ((ch = fgetc(f)) != EOF && ch != '\n')
+        ;
+    return -1;
+}
+
+/* The header names the columns: sku,own_on_hand[,supplier_reported]. */
+static int import_header(char *line)
+{
+    if ((unsigned char)line[0] == 0xef && (unsigned char)line[1] == 0xbb &&
+        (unsigned char)line[2] == 0xbf)
+        memmove(line, line + 3, strlen(line + 3) + 1);   /* UTF-8 BOM from spreadsheets */
+    char *f[4];
+    int n = csv_split(line, f, 4);
+    if (n < 2 || strcmp(f[0], "sku") != 0 || strcmp(f[1], "own_on_hand") != 0)
+        return -1;
+    if (n == 3 && strcmp(f[2], "supplier_reported") != 0)
+        return -1;
+    return n == 2 || n == 3 ? n : -1;
+}
+
+static int ctl_import(stockd_client *c, const char *path, bool json)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "stockctl: cannot open %s: %s\n", path, strerror(errno));
+        return EXIT_USAGE;
+    }
+    static import_state st;   /* large (chunk tables); main is single-threaded */
+    memset(&st, 0, sizeof(st));
+    st.c = c;
+    st.json = json;
+    stockd_client_set_max_inflight(c, CTL_IMPORT_CHUNK);
+    char line[CTL_IMPORT_MAX_LINE + 2];
+    unsigned long lineno = 0;
+    int ncols = -1, r;
+    stockd_rc rc = STOCKD_OK;
+    while (rc == STOCKD_OK && (r = import_read_line(f, line, sizeof(line))) != 0) {
+        lineno++;
+        if (r > 0 && line[strspn(line, " \t")] == '\0')
+            continue;   /* blank line */
+        if (ncols < 0) {
+            if (r < 0 || (ncols = import_header(line)) < 0) {
+                fprintf(stderr, "stockctl: %s line %lu: header must be "
+                        "'sku,own_on_hand' or 'sku,own_on_hand,supplier_reported'\n",
+                        path, lineno);
+                if (f != stdin)
+                    fclose(f);
+                return EXIT_USAGE;
+            }
+            continue;
+        }
+        st.rows++;
+        if (r < 0) {
+            st.rejected++;
+            import_note(&st, lineno, "line longer than %u bytes", CTL_IMPORT_MAX_LINE);
+            continue;
+        }
+        if (!import_parse_row(&st, line, lineno, ncols, &st.chunk[st.n])) {
+            st.rejected++;
+            continue;
+        }
+        if (++st.n == CTL_IMPORT_CHUNK)
+            rc = import_flush(&st);
+    }
+    bool read_error = ferror(f);
+    if (f != stdin)
+        fclose(f);
+    if (rc == STOCKD_OK && st.n > 0)
+        rc = import_flush(&st);
+    if (ncols < 0 && rc == STOCKD_OK) {
+        fprintf(stderr, "stockctl: %s: empty file (no header)\n", path);
+        return EXIT_USAGE;
+    }
+    import_summary(&st, path);
+    if (read_error) {
+        fprintf(stderr, "stockctl: error reading %s\n", path);
+        return EXIT_USAGE;
+    }
+    if (rc != STOCKD_OK) {
+        ctl_opts o = {.json = false};
+        return ctl_report_failure(c, &o, rc);   /* to stderr: stdout has the summary */
+    }
+    return st.rejected + st.failed ? EXIT_SERVER : 0;
+}
+
+/* ---------------------------------------------------------------- main */
+
+int main(int argc, char **argv)
+{
+    ctl_opts o = {.timeout_ms = STOCKD_DEFAULT_TIMEOUT_MS};
+    int r = ctl_parse_args(argc, argv, &o);
+    if (r >= 0)
+        return r;
+    if (o.npos == 0)
+        return ctl_usage("no command given");
+    const ctl_cmd *cmd = NULL;
+    for (size_t i = 0; i < sizeof(ctl_cmds) / sizeof(ctl_cmds[0]); i++)
+        if (strcmp(ctl_cmds[i].name, o.pos[0]) == 0)
+            cmd = &ctl_cmds[i];
+    if (!cmd)
+        return ctl_usage("unknown command '%s'", o.pos[0]);
+    if (o.npos - 1 != cmd->nargs)
+        return ctl_usage("usage: stockctl %s %s", cmd->name, cmd->args);
+    if ((r = ctl_check_cmd_opts(&o, cmd->name)) >= 0)
+        return r;
+    if (!o.addr)
+        o.addr = getenv("STOCKD_ADDR");
+    if (!o.addr || !*o.addr)
+        o.addr = STOCKD_DEFAULT_ADDR;
+    if (!o.token)
+        o.token = getenv("STOCKD_ADMIN_TOKEN");
+
+    stockd_client *c = stockd_client_new();
+    if (!c) {
+        fputs("stockctl: out of memory\n", stderr);
+        return EXIT_TRANSPORT;
+    }
+    stockd_rc rc = STOCKD_OK;
+    if (o.token && *o.token)
+        rc = stockd_client_set_token(c, o.token);
+    if (rc == STOCKD_OK)
+        rc = stockd_client_connect(c, o.addr, o.timeout_ms);
+    r = rc == STOCKD_OK ? cmd->fn(c, &o) : ctl_report_failure(c, &o, rc);
+    stockd_client_free(c);
+    if (fflush(stdout) != 0 && r == 0)
+        r = EXIT_TRANSPORT;
+    return r;
+}

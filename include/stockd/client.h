@@ -1,0 +1,212 @@
+/* client.h — the stockd C client library (blocking, for CLIs, tests and
+ * setup code; high-rate async clients use codec.h directly).
+ *
+ * Contract
+ * --------
+ * Threads: none. A stockd_client is used by one thread at a time; distinct
+ *   clients are independent. No global state (SIGPIPE is avoided with
+ *   MSG_NOSIGNAL, not by touching signal handlers).
+ * Blocking: every call that touches the network waits at most the client's
+ *   timeout (stockd_client_set_timeout, default 5000 ms) measured from the
+ *   start of that call, using poll() on a non-blocking socket.
+ * Return codes (stockd_rc):
+ *   STOCKD_OK         success.
+ *   STOCKD_ERR_SERVER the server answered with an error map; it is parsed into
+ *                     stockd_client_error(c). The connection stays usable.
+ *   STOCKD_ERR_TRANSPORT connect/send/recv failed, the peer closed, or the
+ *                     timeout passed. The connection is closed (the stream
+ *                     position is unknown); in-flight requests are lost and
+ *                     their outcome is unknown. stockd_client_errstr(c) says
+ *                     why. Call stockd_client_connect() again to go on.
+ *   STOCKD_ERR_PROTOCOL the server sent something the contract does not
+ *                     allow (malformed msgpack closes the connection like a
+ *                     transport error; a well-framed reply of the wrong shape
+ *                     leaves it usable). See stockd_client_errstr(c).
+ *   STOCKD_ERR_USAGE  the caller broke a rule (argument too long, too many
+ *                     requests in flight, unknown msgid...). Nothing was sent.
+ * Ownership: the client owns everything it hands out. Pointers returned by
+ *   a call (reply objects, the packer, error text) stay valid until the next
+ *   call on the same client that sends or receives, or until free. Typed
+ *   results (stockd_order, stockd_stock) are plain structs the caller owns;
+ *   their strings are fixed arrays, NUL-terminated, truncated if the server
+ *   ever sent longer ones.
+ *
+ * Pipelining: stockd_request_begin()/stockd_request_end() (or the
+ * stockd_send_* helpers) queue requests without waiting; stockd_flush()
+ * sends them; stockd_recv() waits for one msgid, keeping replies that arrive
+ * for other msgids until asked for (at most max_inflight of them).
+ */
+#ifndef STOCKD_CLIENT_H
+#define STOCKD_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#define STOCKD_DEFAULT_ADDR "127.0.0.1:7400"
+#define STOCKD_DEFAULT_TIMEOUT_MS 5000
+#define STOCKD_DEFAULT_MAX_INFLIGHT 1024u
+#define STOCKD_MAX_REPLY_BYTES (4u << 20)   /* larger replies are a protocol error */
+#define STOCKD_MAX_ID_BYTES 64              /* order_id and sku */
+
+typedef enum stockd_rc {
+    STOCKD_OK = 0,
+    STOCKD_ERR_SERVER = 1,
+    STOCKD_ERR_TRANSPORT = 2,
+    STOCKD_ERR_PROTOCOL = 3,
+    STOCKD_ERR_USAGE = 4,
+} stockd_rc;
+
+/* A server error reply. Optional details are empty / false when absent. */
+typedef struct stockd_error {
+    char code[32];            /* "insufficient", "busy", ... */
+    char message[256];
+    bool retryable;
+    bool has_available;       /* with "insufficient" */
+    int64_t available;
+    char status[16];          /* with "invalid_state": the order's status */
+    char field[64];           /* with "invalid": the offending param */
+    char outcome[16];         /* with "unavailable": "unknown" if a commit's fate is unknown */
+    char method[64];          /* with "unknown_method" */
+} stockd_error;
+
+/* An order record (reserve, confirm, release, ship, order.get). Times are
+ * unix milliseconds; optional fields are 0 / "" when absent. */
+typedef struct stockd_order {
+    char order_id[STOCKD_MAX_ID_BYTES + 1];
+    char sku[STOCKD_MAX_ID_BYTES + 1];
+    int64_t qty;
+    char status[16];          /* held, confirmed, purchased, shipped, released, expired, failed */
+    int64_t from_own;
+    int64_t from_supplier;
+    int64_t available;        /* the SKU's availability right after the request */
+    int64_t created_at;
+    int64_t updated_at;
+    int64_t hold_expires_at;  /* 0 when not held */
+    char upstream_order_id[65];
+    char reason[256];
+} stockd_order;
+
+/* The stock view of one SKU (stock.get, sku.put, stock.adjust). */
+typedef struct stockd_stock {
+    char sku[STOCKD_MAX_ID_BYTES + 1];
+    int64_t available;
+    int64_t own_on_hand;
+    int64_t own_reserved;
+    int64_t supplier_reported;
+    int64_t supplier_sellable;
+    int64_t supplier_reserved;
+    int64_t supplier_synced_at; /* unix ms, 0 when never synced */
+    char mapping[16];           /* e.g. "none", "manual", "ok" */
+} stockd_stock;
+
+typedef struct stockd_reserve_req {
+    const char *order_id;
+    const char *sku;
+    int64_t qty;
+    int64_t hold_ms;          /* 0: confirm at once */
+    int64_t deadline_ms;      /* 0: server default */
+} stockd_reserve_req;
+
+/* sku.put: every field but sku is optional (has_* says whether to send it). */
+typedef struct stockd_sku_put_req {
+    const char *sku;
+    bool has_own_on_hand;
+    int64_t own_on_hand;
+    bool has_supplier_reported;
+    int64_t supplier_reported;
+    bool has_supplier;
+    const char *supplier_id;
+    int64_t offer_id;
+    const char *spec_id;
+    bool has_sku_id;
+    int64_t sku_id;
+} stockd_sku_put_req;
+
+/* One reply taken off the wire. Objects live until the next call. */
+typedef struct stockd_reply {
+    uint32_t msgid;
+    const msgpack_object *error;   /* nil on success */
+    const msgpack_object *result;  /* the result map on success */
+} stockd_reply;
+
+typedef struct stockd_client stockd_client;
+
+/* ---- lifecycle ---- */
+stockd_client *stockd_client_new(void);          /* NULL only when out of memory */
+void stockd_client_free(stockd_client *c);       /* closes; NULL is fine */
+/* addr: "HOST:PORT" or "[IPv6]:PORT"; NULL means STOCKD_DEFAULT_ADDR. Closes
+ * any previous connection first. timeout_ms <= 0 keeps the client's timeout. */
+stockd_rc stockd_client_connect(stockd_client *c, const char *addr, int timeout_ms);
+void stockd_client_close(stockd_client *c);
+bool stockd_client_connected(const stockd_client *c);
+void stockd_client_set_timeout(stockd_client *c, int timeout_ms);      /* > 0 */
+/* Sent as "token" in admin methods (sku.put, stock.adjust); NULL clears.
+ * Copied; at most 256 bytes. */
+stockd_rc stockd_client_set_token(stockd_client *c, const char *token);
+/* Replies not yet taken that may be queued at once; default
+ * STOCKD_DEFAULT_MAX_INFLIGHT, at least 1. */
+void stockd_client_set_max_inflight(stockd_client *c, unsigned n);
+unsigned stockd_client_inflight(const stockd_client *c);
+
+/* ---- errors ---- */
+const stockd_error *stockd_client_error(const stockd_client *c); /* last STOCKD_ERR_SERVER */
+const char *stockd_client_errstr(const stockd_client *c);        /* last failure, any kind */
+const char *stockd_rc_name(stockd_rc rc);
+
+/* ---- generic calls and pipelining ---- */
+/* Starts a request: *pk receives exactly one map (the params), then call
+ * stockd_request_end. Only one request may be open at a time. */
+stockd_rc stockd_request_begin(stockd_client *c, const char *method, msgpack_packer **pk);
+/* Checks that one map was packed and queues the frame; *msgid identifies
+ * the reply. Sends once 64 KiB are queued, else waits for stockd_flush or a
+ * receive. On USAGE the request is dropped. */
+stockd_rc stockd_request_end(stockd_client *c, uint32_t *msgid);
+/* Abandons an open request (e.g. a pack failure in the caller). */
+void stockd_request_abort(stockd_client *c);
+stockd_rc stockd_flush(stockd_client *c);
+/* Waits for the reply to msgid (flushing first). On STOCKD_ERR_SERVER the
+ * reply is filled too (reply->error is the error map). */
+stockd_rc stockd_recv(stockd_client *c, uint32_t msgid, stockd_reply *reply);
+/* Takes the next reply of any msgid: held-back ones first, else the wire. */
+stockd_rc stockd_recv_any(stockd_client *c, stockd_reply *reply);
+/* end + flush + recv: the synchronous call. */
+stockd_rc stockd_request_call(stockd_client *c, stockd_reply *reply);
+
+/* Converts a successful reply. PROTOCOL when its shape is wrong. */
+stockd_rc stockd_reply_order(stockd_client *c, const stockd_reply *r, stockd_order *out);
+stockd_rc stockd_reply_stock(stockd_client *c, const stockd_reply *r, stockd_stock *out);
+
+/* ---- typed requests, pipelined: queue only; take the reply with
+ * stockd_recv + stockd_reply_order / stockd_reply_stock ---- */
+stockd_rc stockd_send_reserve(stockd_client *c, const stockd_reserve_req *req, uint32_t *msgid);
+/* method: "confirm", "release", "ship" or "order.get" */
+stockd_rc stockd_send_order_op(stockd_client *c, const char *method, const char *order_id,
+                               uint32_t *msgid);
+stockd_rc stockd_send_stock_get(stockd_client *c, const char *sku, uint32_t *msgid);
+stockd_rc stockd_send_sku_put(stockd_client *c, const stockd_sku_put_req *req, uint32_t *msgid);
+stockd_rc stockd_send_stock_adjust(stockd_client *c, const char *sku, int64_t delta,
+                                   const char *reason, uint32_t *msgid);
+
+/* ---- typed requests, synchronous ---- */
+/* node and version are copied (truncated) when the buffers are non-NULL. */
+stockd_rc stockd_ping(stockd_client *c, char *node, size_t node_len, char *version,
+                      size_t version_len);
+stockd_rc stockd_reserve(stockd_client *c, const stockd_reserve_req *req, stockd_order *out);
+stockd_rc stockd_confirm(stockd_client *c, const char *order_id, stockd_order *out);
+stockd_rc stockd_release(stockd_client *c, const char *order_id, stockd_order *out);
+stockd_rc stockd_ship(stockd_client *c, const char *order_id, stockd_order *out);
+stockd_rc stockd_order_get(stockd_client *c, const char *order_id, stockd_order *out);
+stockd_rc stockd_stock_get(stockd_client *c, const char *sku, stockd_stock *out);
+stockd_rc stockd_sku_put(stockd_client *c, const stockd_sku_put_req *req, stockd_stock *out);
+stockd_rc stockd_stock_adjust(stockd_client *c, const char *sku, int64_t delta,
+                              const char *reason, stockd_stock *out);
+/* The raw stats map, valid until the next call. */
+stockd_rc stockd_stats(stockd_client *c, const msgpack_object **stats);
+/* The result map of the last successful reply (typed helpers included),
+ * valid until the next call; NULL if none. */
+const msgpack_object *stockd_client_last_result(const stockd_client *c);
+
+#endif
