@@ -95,8 +95,13 @@ def test_hold_confirm_ship(client, db):
     # Shipped is final for these operations.
     e = client.err("release", {"order_id": "life-o1"})
     assert e["code"] == "invalid_state" and e["status"] == "shipped", e
-    e = client.err("confirm", {"order_id": "life-o1"})
-    assert e["code"] == "invalid_state" and e["status"] == "shipped", e
+    # confirm of an order already past confirmed: either invalid_state or the
+    # unchanged record (the issue does not say which); never a change.
+    err, res = client.call("confirm", {"order_id": "life-o1"})
+    if err is not None:
+        assert err["code"] == "invalid_state" and err["status"] == "shipped", err
+    else:
+        assert res["status"] == "shipped", res
     g = client.ok("order.get", {"order_id": "life-o1"})
     assert g["status"] == "shipped" and g["qty"] == 3, g
 

@@ -313,7 +313,10 @@ def test_unknown_method(bad, canary):
         for name in ("nope", "", "x" * 300, "Ping", "ping "):
             e = c.err(name, {})
             assert e["code"] == "unknown_method" and e["retryable"] is False, (name, e)
-            assert e.get("method") == name, (name, e)
+            # The echo may be cut to a bounded length, never changed.
+            m = e.get("method")
+            assert isinstance(m, str) and name.startswith(m), (name, e)
+            assert m == name or len(m) >= 64, (name, e)
     healthy(bad, canary)
 
 

@@ -4,8 +4,9 @@ Goal (issue 2, "Done when" 3): 200 clients x 50 reserves of random qty 1-3
 on 20 SKUs with small stock: no SKU oversold, every success reply has its
 order row, every counter equals the sum over its live orders.
 
-Method: 20 SKUs with own stock 5..40, half of them also with a manual
-supplier figure; 200 threads, each with its own connection, send 50 reserves
+Method: 20 SKUs with own stock 50..300, half of them also with a manual
+supplier figure (about a quarter of the 20,000 units asked for); 200
+threads, each with its own connection, send 50 reserves
 each (random SKU and qty 1-3, seeded; one in ten with a 60 s hold) as fast as
 the replies come back; about one success in ten is released again right
 away. Then MariaDB is audited: no oversell, counters equal sums over live
@@ -29,9 +30,9 @@ def test_200_clients_50_reserves(stockd, db):
     rnd = random.Random(20240602)
     with stockd.client() as c:
         for i, k in enumerate(SKUS):
-            p = {"sku": k, "own_on_hand": rnd.randint(5, 40)}
+            p = {"sku": k, "own_on_hand": rnd.randint(50, 300)}
             if i % 2:
-                p["supplier_reported"] = rnd.randint(1, 20)
+                p["supplier_reported"] = rnd.randint(1, 100)
             c.ok("sku.put", p)
 
     acked = {}          # order_id -> status the last success reply said

@@ -97,6 +97,12 @@ def test_kill9_under_load(stockd, db):
             c.ok("sku.put", p)
 
     for cycle in range(2):
+        # Fresh stock each cycle (cycle 0 sells most of it), more on some SKUs
+        # so that both exhaustion and plain success are under load.
+        with stockd.client() as c:
+            for i, k in enumerate(SKUS):
+                c.ok("stock.adjust", {"sku": k, "delta": 40 + 100 * (i % 4),
+                                      "reason": "cycle %d" % cycle})
         acked, inflight, reserves = run_load(stockd, cycle, 1.5)
         assert len(acked) > 20, "too little load before the kill: %d acks" % len(acked)
         stockd.start()

@@ -119,7 +119,7 @@ def test_mariadb_sigstop(make_stockd, db):
             r = c.ok("reserve", {"order_id": o, "sku": "stop-1", "qty": 1})
             assert r["status"] == "confirmed", r
     rows = db.orders("order_id LIKE 'stop-%%'")
-    assert all(o in rows for o in replies)
+    assert all(o in rows for o in replies), [o for o in replies if o not in rows]
     audit(db)
     with s.client() as c:
         st = c.ok("stock.get", {"sku": "stop-1"})
