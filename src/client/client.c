@@ -524,7 +524,9 @@ static stockd_rc client_hold(stockd_client *c, uint32_t msgid, uint8_t *bytes, s
     /* An honest server sends at most one reply per request in flight. */
     if (c->n_held + 1 >= c->inflight) {
         free(bytes);
-        return client_broken(c, STOCKD_ERR_PROTOCOL, "reply for unknown msgid %u", msgid);
+        return client_broken(c, STOCKD_ERR_PROTOCOL,
+                             "reply for unknown msgid %u (or the awaited msgid was not in flight)",
+                             msgid);
     }
     if (c->n_held == c->cap_held) {
         size_t cap = c->cap_held ? c->cap_held * 2 : 16;
@@ -557,7 +559,9 @@ static stockd_rc client_recv(stockd_client *c, bool any, uint32_t msgid, stockd_
     }
     if (c->fd < 0)
         return client_fail(c, STOCKD_ERR_TRANSPORT, "not connected");
-    if (c->inflight == c->n_held)
+    /* msgids are handed out in increasing order from 1, so one at or past
+     * next_msgid was never sent (an already-taken one cannot be told apart). */
+    if (c->inflight == c->n_held || (!any && (msgid == 0 || msgid >= c->next_msgid)))
         return client_fail(c, STOCKD_ERR_USAGE, "no request in flight for msgid %u", msgid);
     int64_t deadline = client_now_ms() + c->timeout_ms;
     stockd_rc rc = client_flush_until(c, deadline);
