@@ -57,7 +57,7 @@ static const cfg_opt cfg_opts[] = {
     {"admin-token", CFG_K_SECRET, offsetof(stockd_config, admin_token), 0, 0},
     {"log-level", CFG_K_LOG_LEVEL, offsetof(stockd_config, log_level), 0, 0},
     U32("max-message-bytes", max_message_bytes, 1024, 16777216),
-    U32("max-depth", max_depth, 2, 64),
+    U32("max-depth", max_depth, 2, 32),
     U32("max-inflight-per-conn", max_inflight_per_conn, 1, 65536),
     U32("max-connections", max_connections, 1, 1000000),
     U32("idle-timeout-ms", idle_timeout_ms, 0, 86400000),
@@ -700,7 +700,7 @@ const char *config_usage(void) {
 "Limits on untrusted input:\n"
 "  --max-message-bytes N      largest request frame, 1024..16777216\n"
 "                             (env STOCKD_MAX_MESSAGE_BYTES; default 65536)\n"
-"  --max-depth N              msgpack nesting depth, 2..64\n"
+"  --max-depth N              msgpack nesting depth, 2..32 (msgpack-c's own limit)\n"
 "                             (env STOCKD_MAX_DEPTH; default 16)\n"
 "  --max-inflight-per-conn N  requests in flight per connection, 1..65536\n"
 "                             (env STOCKD_MAX_INFLIGHT_PER_CONN; default 1024)\n"

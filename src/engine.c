@@ -586,7 +586,9 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
     case ENG_OP_RELEASE:
     case ENG_OP_SHIP:
         o = order_find(e, op->order_id);
-        if (o == NULL || (o->status == ENG_ST_NONE && o->inflight == NULL))
+        /* A placeholder with reserves queued or in flight: wait behind
+         * them in the same FIFO, so a pipelined reserve+confirm works. */
+        if (o == NULL || (o->status == ENG_ST_NONE && o->inflight == NULL && o->pending == 0))
             return op->err = ENG_E_NOT_FOUND;
         s = o->sku;
         break;

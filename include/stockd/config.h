@@ -38,7 +38,7 @@ typedef struct stockd_config {
 
     /* limits on untrusted input */
     uint32_t max_message_bytes;     /* default 65536, 1024..16777216 */
-    uint32_t max_depth;             /* default 16, 2..64 */
+    uint32_t max_depth;             /* default 16, 2..32: msgpack-c refuses deeper */
     uint32_t max_inflight_per_conn; /* default 1024, 1..65536 */
     uint32_t max_connections;       /* default 10000, 1..1000000 */
     uint32_t idle_timeout_ms;       /* default 300000, 0 = none */

@@ -385,6 +385,34 @@ static void test_new_sku_put_then_reserve_pipelined(void **state)
     engine_free(e);
 }
 
+static void test_pipelined_reserve_then_confirm(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "s", 1, -1);
+    eng_op *r = op_new(ENG_OP_RESERVE, "o", "s", 1);
+    r->hold_ms = 5000;
+    eng_op *c = op_new(ENG_OP_CONFIRM, "o", NULL, 0);
+    assert_int_equal(engine_submit(e, r, 1), ENG_OK);
+    assert_int_equal(engine_submit(e, c, 1), ENG_OK);  /* waits behind the reserve */
+    run(e, 1, ENG_COMMITTED);
+    assert_int_equal(r->err, ENG_OK);
+    assert_int_equal(c->err, ENG_OK);
+    assert_int_equal(c->order.status, ENG_ST_CONFIRMED);
+    /* Behind a reserve that fails, the confirm finds no order. */
+    eng_op *r2 = op_new(ENG_OP_RESERVE, "o2", "s", 1);
+    eng_op *c2 = op_new(ENG_OP_CONFIRM, "o2", NULL, 0);
+    assert_int_equal(engine_submit(e, r2, 2), ENG_OK);
+    assert_int_equal(engine_submit(e, c2, 2), ENG_OK);
+    run(e, 2, ENG_COMMITTED);
+    assert_int_equal(r2->err, ENG_E_INSUFFICIENT);
+    assert_int_equal(c2->err, ENG_E_NOT_FOUND);
+    eng_order_view v;
+    assert_false(engine_order_get(e, "o2", &v));
+    free(r), free(c), free(r2), free(c2);
+    engine_free(e);
+}
+
 /* ---- random walk ---- */
 
 #define RW_SKUS 4
@@ -498,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_ship_and_states),
         cmocka_unit_test(test_limits_and_cancel),
         cmocka_unit_test(test_new_sku_put_then_reserve_pipelined),
+        cmocka_unit_test(test_pipelined_reserve_then_confirm),
         cmocka_unit_test(test_random_walk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
