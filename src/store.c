@@ -992,6 +992,12 @@ static void conn_start_resolve(store_conn *c)
     c->build_err = NULL;
     sb_reset(&c->sql);
     sql_batch_log(&c->sql, s, c->batch_id, "aborted");
+    /* An earlier attempt of this resolve may have written the tombstone
+     * and lost its reply: a duplicate alone does not mean "committed".
+     * The update changes an 'aborted' row and leaves a 'committed' one as
+     * it is, so affected rows say which: 1 inserted now, 2 an earlier
+     * tombstone (both aborted), 0 the batch's own row (committed). */
+    sb_str(&c->sql, " ON DUPLICATE KEY UPDATE at=IF(state='committed',at,at+1)");
     c->build_err = c->sql.err;
     conn_start_query(c);
 }
@@ -1089,11 +1095,7 @@ static void conn_query_failed(store_conn *c)
     char msg[300];
     snprintf(msg, sizeof msg, "MariaDB %u: %s", e, mysql_error(c->my));
     if (c->state == CONN_RESOLVE) {
-        /* Duplicate key: the batch's own tombstone row is there: committed. */
-        if (e == ER_DUP_ENTRY)
-            conn_finish_resolve(c, 1, NULL);
-        else
-            conn_finish_resolve(c, -1, msg);
+        conn_finish_resolve(c, -1, msg);
         return;
     }
     if (errno_is_unknown(e))
@@ -1104,9 +1106,15 @@ static void conn_query_failed(store_conn *c)
 
 static void conn_query_ok(store_conn *c)
 {
-    if (c->state == CONN_RESOLVE)
-        conn_finish_resolve(c, 0, NULL);
-    else
+    if (c->state == CONN_RESOLVE) {
+        my_ulonglong n = mysql_affected_rows(c->my);
+        if (n == 0)
+            conn_finish_resolve(c, 1, NULL);
+        else if (n == 1 || n == 2)
+            conn_finish_resolve(c, 0, NULL);
+        else
+            conn_finish_resolve(c, -1, "resolve: unexpected affected rows");
+    } else
         conn_finish_commit(c, ENG_COMMITTED, NULL, true);
 }
 

@@ -26,11 +26,14 @@
  *                  connection is closed (the only way to abandon a query),
  *                  and the batch may or may not have committed.
  * An UNKNOWN batch is settled by store_resolve(): on a fresh connection it
- * runs INSERT INTO batch_log (batch_id, ...) VALUES (<same id>, ..., 'aborted', ...).
- * If that insert succeeds, the old transaction can never commit (its own
- * first insert of that key would now fail): aborted. If it fails with a
- * duplicate key, the old transaction committed. InnoDB makes the insert
- * wait while the old transaction still holds the key, so there is no race.
+ * runs INSERT INTO batch_log (batch_id, ...) VALUES (<same id>, ..., 'aborted', ...)
+ * ON DUPLICATE KEY UPDATE at = IF(state = 'committed', at, at + 1).
+ * If the row is inserted, the old transaction can never commit (its own
+ * first insert of that key would now fail): aborted. If the key exists with
+ * state 'committed' (0 affected rows), the old transaction committed; with
+ * 'aborted' it is an earlier attempt of this resolve whose reply was lost:
+ * aborted. InnoDB makes the insert wait while the old transaction still
+ * holds the key, so there is no race.
  * batch_id values are (boot_id << 40 | eng_batch_id): unique across
  * restarts (store_open inserts a row in `boots`; its id is boot_id).
  * A resolve that cannot settle (connection lost, timeout, other error) is
