@@ -1,0 +1,593 @@
+/* mode_rpc.c — msgpack-rpc against stockd: `ping` (the bare reactor) and
+ * `stockd` (reserve, confirmed unless --hold-ms).
+ *
+ * Each connection pipelines up to --pipeline requests. Replies may come
+ * back in any order (stockd answers per batch), so the msgid carries the
+ * slot: msgid = generation << 10 | slot, and a reply whose msgid does not
+ * match the slot's current request is a protocol error. Bytes from the
+ * server are checked by codec_frame_check() before msgpack-c sees them.
+ *
+ * Setup creates the run's SKUs with sku.put, pipelined over every
+ * connection. The audit reads stockd's own MariaDB (--db) directly.
+ */
+#include "db.h"
+
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <msgpack.h>
+
+#include "stockd/codec.h"
+
+#define RPC_FRAME_MAX (1u << 20)
+#define RPC_DEPTH_MAX 16u
+#define RPC_SLOT_BITS 10u
+_Static_assert((1u << RPC_SLOT_BITS) >= BENCH_PIPELINE_MAX, "a slot index fits the msgid");
+
+typedef enum rpc_kind {
+    RPC_K_FREE = 0,  /**< slot unused */
+    RPC_K_ORDER,     /**< a driver request (reserve or ping) */
+    RPC_K_PUT,       /**< setup: sku.put */
+    RPC_K_STATS,     /**< stats, before and after the run */
+} rpc_kind;
+
+typedef struct rpc_pending {
+    rpc_kind kind;
+    uint32_t msgid;
+    bench_req *q;
+} rpc_pending;
+
+typedef struct rpc_conn {
+    bench_run *r;
+    struct rpc_mode *mode;
+    struct bufferevent *bev;
+    uint32_t idx;                     /* driver index; UINT32_MAX before registration */
+    bool up, dead;
+    uint32_t gen;
+    uint32_t cap;
+    uint32_t n_pending;
+    rpc_pending slots[BENCH_PIPELINE_MAX];
+    uint32_t free_slots[BENCH_PIPELINE_MAX];
+    uint32_t n_free;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_zone zone;
+} rpc_conn;
+
+typedef struct rpc_stats {
+    bool have;
+    int64_t batches, batch_ops, commits;
+} rpc_stats;
+
+typedef struct rpc_mode {
+    bool is_ping;
+    rpc_conn *conns;
+    uint32_t n_conns;
+    uint32_t n_settled;
+    /* setup */
+    uint32_t puts_next, puts_done, puts_failed;
+    char put_error[160];
+    /* stats */
+    uint32_t stats_done;
+    rpc_stats stats_before, stats_after, *stats_into;
+} rpc_mode;
+
+/* ---- sending ---- */
+
+static int rpc_slot_take(rpc_conn *c, rpc_kind kind, bench_req *q, uint32_t *msgid)
+{
+    if (c->dead || !c->up || c->n_free == 0)
+        return -1;
+    uint32_t k = c->free_slots[--c->n_free];
+    assert(c->slots[k].kind == RPC_K_FREE);
+    c->gen = (c->gen + 1) & ((1u << (32 - RPC_SLOT_BITS)) - 1);
+    *msgid = c->gen << RPC_SLOT_BITS | k;
+    c->slots[k] = (rpc_pending){ .kind = kind, .msgid = *msgid, .q = q };
+    c->n_pending++;
+    return 0;
+}
+
+static void rpc_flush(rpc_conn *c)
+{
+    bufferevent_write(c->bev, c->sb.data, c->sb.size);
+    msgpack_sbuffer_clear(&c->sb);
+}
+
+static void rpc_pack_order(rpc_conn *c, uint32_t msgid, const bench_req *q)
+{
+    msgpack_packer *pk = &c->pk;
+    const bench_opts *o = bench_opts_of(c->r);
+    if (c->mode->is_ping) {
+        codec_pack_request_head(pk, msgid, "ping");
+        msgpack_pack_map(pk, 0);
+        return;
+    }
+    char sku[BENCH_NAME_LEN], oid[BENCH_NAME_LEN];
+    bench_sku_name(c->r, q->sku, sku, sizeof sku);
+    bench_order_id(c->r, q->seq, oid, sizeof oid);
+    codec_pack_request_head(pk, msgid, "reserve");
+    msgpack_pack_map(pk, o->hold_ms > 0 ? 4 : 3);
+    codec_pack_kv_str(pk, "order_id", oid);
+    codec_pack_kv_str(pk, "sku", sku);
+    codec_pack_kv_int(pk, "qty", q->qty);
+    if (o->hold_ms > 0)
+        codec_pack_kv_int(pk, "hold_ms", o->hold_ms);
+}
+
+static void rpc_send(bench_run *r, void *state, bench_req *q)
+{
+    (void)state;
+    rpc_conn *c = q->conn;
+    uint32_t msgid;
+    if (rpc_slot_take(c, RPC_K_ORDER, q, &msgid) != 0) {
+        bench_conn_dead(r, c->idx);
+        bench_done(r, q, "conn_lost");
+        return;
+    }
+    rpc_pack_order(c, msgid, q);
+    rpc_flush(c);
+}
+
+static void rpc_send_put(rpc_conn *c, uint32_t sku_idx)
+{
+    const bench_opts *o = bench_opts_of(c->r);
+    uint32_t msgid;
+    int rc = rpc_slot_take(c, RPC_K_PUT, NULL, &msgid);
+    assert(rc == 0);
+    char sku[BENCH_NAME_LEN];
+    bench_sku_name(c->r, sku_idx, sku, sizeof sku);
+    codec_pack_request_head(&c->pk, msgid, "sku.put");
+    msgpack_pack_map(&c->pk, o->admin_token[0] ? 3 : 2);
+    codec_pack_kv_str(&c->pk, "sku", sku);
+    codec_pack_kv_int(&c->pk, "own_on_hand", o->stock);
+    if (o->admin_token[0])
+        codec_pack_kv_str(&c->pk, "token", o->admin_token);
+    rpc_flush(c);
+}
+
+static void rpc_send_stats(rpc_conn *c)
+{
+    const bench_opts *o = bench_opts_of(c->r);
+    uint32_t msgid;
+    if (rpc_slot_take(c, RPC_K_STATS, NULL, &msgid) != 0) {
+        c->mode->stats_done++;
+        return;
+    }
+    codec_pack_request_head(&c->pk, msgid, "stats");
+    msgpack_pack_map(&c->pk, o->admin_token[0] ? 1 : 0);
+    if (o->admin_token[0])
+        codec_pack_kv_str(&c->pk, "token", o->admin_token);
+    rpc_flush(c);
+}
+
+/* Keeps every connection's pipeline full of sku.put until all are sent. */
+static void rpc_pump_puts(rpc_mode *m)
+{
+    const bench_opts *o = bench_opts_of(m->conns[0].r);
+    for (uint32_t i = 0; i < m->n_conns && m->puts_next < o->skus; i++) {
+        rpc_conn *c = &m->conns[i];
+        while (!c->dead && c->n_free > 0 && m->puts_next < o->skus)
+            rpc_send_put(c, m->puts_next++);
+    }
+}
+
+/* ---- receiving ---- */
+
+static int64_t map_int(const msgpack_object *map, const char *key)
+{
+    const msgpack_object *v = map ? codec_map_get(map, key) : NULL;
+    if (v == NULL)
+        return -1;
+    if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return v->via.u64 > INT64_MAX ? INT64_MAX : (int64_t)v->via.u64;
+    if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return v->via.i64;
+    return -1;
+}
+
+/* stats: {"batches": {"batches", "batch_ops", ...}, "commits": {"ok", ...}} */
+static void rpc_take_stats(rpc_mode *m, const msgpack_object *result)
+{
+    rpc_stats *s = m->stats_into;
+    if (s == NULL || result == NULL || result->type != MSGPACK_OBJECT_MAP)
+        return;
+    const msgpack_object *b = codec_map_get(result, "batches");
+    const msgpack_object *cm = codec_map_get(result, "commits");
+    if (b == NULL || cm == NULL || b->type != MSGPACK_OBJECT_MAP || cm->type != MSGPACK_OBJECT_MAP)
+        return;
+    s->batches = map_int(b, "batches");
+    s->batch_ops = map_int(b, "batch_ops");
+    s->commits = map_int(cm, "ok");
+    s->have = s->batches >= 0 && s->batch_ops >= 0 && s->commits >= 0;
+}
+
+/* The error's "code" as a short outcome name; "error" when it has none. */
+static void error_code(const msgpack_object *err, char *buf, size_t len)
+{
+    const msgpack_object *code = err->type == MSGPACK_OBJECT_MAP ? codec_map_get(err, "code") : NULL;
+    if (code == NULL || code->type != MSGPACK_OBJECT_STR || code->via.str.size == 0) {
+        snprintf(buf, len, "error");
+        return;
+    }
+    uint32_t n = code->via.str.size < len - 1 ? code->via.str.size : (uint32_t)len - 1;
+    memcpy(buf, code->via.str.ptr, n);
+    buf[n] = '\0';
+}
+
+static void rpc_complete(rpc_conn *c, rpc_pending p, const rpc_msg *msg)
+{
+    rpc_mode *m = c->mode;
+    bool ok = msg->error == NULL || msg->error->type == MSGPACK_OBJECT_NIL;
+    char code[BENCH_CODE_LEN];
+    if (!ok)
+        error_code(msg->error, code, sizeof code);
+    switch (p.kind) {
+    case RPC_K_ORDER:
+        bench_done(c->r, p.q, ok ? NULL : code);
+        return;
+    case RPC_K_PUT:
+        m->puts_done++;
+        if (!ok && m->puts_failed++ == 0)
+            snprintf(m->put_error, sizeof m->put_error, "sku.put failed: %s", code);
+        rpc_pump_puts(m);
+        return;
+    case RPC_K_STATS:
+        if (ok)
+            rpc_take_stats(m, msg->result);
+        m->stats_done++;
+        return;
+    case RPC_K_FREE:
+        break;
+    }
+    assert(!"reply for a free slot");
+}
+
+/* Fails every pending request of a broken connection. */
+static void rpc_conn_fail(rpc_conn *c, const char *why)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    if (c->idx != UINT32_MAX)
+        bench_conn_dead(c->r, c->idx);
+    fprintf(stderr, "stockbench: connection %" PRIu32 ": %s\n", c->idx, why);
+    for (uint32_t k = 0; k < c->cap; k++) {
+        rpc_pending p = c->slots[k];
+        if (p.kind == RPC_K_FREE)
+            continue;
+        c->slots[k].kind = RPC_K_FREE;
+        c->n_pending--;
+        if (p.kind == RPC_K_ORDER)
+            bench_done(c->r, p.q, "conn_lost");
+        else if (p.kind == RPC_K_PUT) {
+            c->mode->puts_done++;
+            c->mode->puts_failed++;
+        } else {
+            c->mode->stats_done++;
+        }
+    }
+}
+
+/* One checked frame: a response to one of our slots, or a protocol error. */
+static int rpc_handle_frame(rpc_conn *c, const uint8_t *p, size_t len)
+{
+    msgpack_object obj;
+    size_t off = 0;
+    msgpack_zone_clear(&c->zone);
+    if (msgpack_unpack((const char *)p, len, &off, &c->zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
+        off != len)
+        return -1;
+    rpc_msg msg;
+    const char *why = NULL;
+    if (!rpc_msg_parse(&obj, &msg, &why) || msg.type != RPC_RESPONSE)
+        return -1;
+    uint32_t k = msg.msgid & ((1u << RPC_SLOT_BITS) - 1);
+    if (k >= c->cap || c->slots[k].kind == RPC_K_FREE || c->slots[k].msgid != msg.msgid)
+        return -1;
+    rpc_pending pend = c->slots[k];
+    c->slots[k].kind = RPC_K_FREE;
+    c->free_slots[c->n_free++] = k;
+    c->n_pending--;
+    rpc_complete(c, pend, &msg);
+    return 0;
+}
+
+static void rpc_read_cb(struct bufferevent *bev, void *arg)
+{
+    rpc_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0 || c->dead)
+        return;
+    const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)len);
+    assert(p != NULL);
+    size_t off = 0;
+    while (off < len && !c->dead) {
+        size_t flen = 0;
+        codec_frame f = codec_frame_check(p + off, len - off, RPC_FRAME_MAX, RPC_DEPTH_MAX, &flen);
+        if (f == CODEC_FRAME_NEED_MORE)
+            break;
+        if (f != CODEC_FRAME_OK || rpc_handle_frame(c, p + off, flen) != 0) {
+            rpc_conn_fail(c, "protocol error in a reply");
+            return;
+        }
+        off += flen;
+    }
+    evbuffer_drain(in, off);
+}
+
+static void rpc_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    rpc_conn *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        evutil_socket_t fd = bufferevent_getfd(c->bev);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->up = true;
+        c->mode->n_settled++;
+        return;
+    }
+    if (!c->up) {
+        c->dead = true;
+        c->mode->n_settled++;
+        return;
+    }
+    rpc_conn_fail(c, (what & BEV_EVENT_EOF) ? "closed by the server" : "socket error");
+}
+
+/* ---- setup ---- */
+
+static int rpc_conn_start(bench_run *r, rpc_mode *m, rpc_conn *c, const bench_addr *a,
+                          char *err, size_t err_len)
+{
+    const bench_opts *o = bench_opts_of(r);
+    c->r = r;
+    c->mode = m;
+    c->idx = UINT32_MAX;
+    c->cap = o->pipeline;
+    for (uint32_t k = 0; k < c->cap; k++)
+        c->free_slots[k] = c->cap - 1 - k;
+    c->n_free = c->cap;
+    msgpack_sbuffer_init(&c->sb);
+    msgpack_packer_init(&c->pk, &c->sb, msgpack_sbuffer_write);
+    msgpack_zone_init(&c->zone, 8192);
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t sl;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, a->host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(a->port);
+        sl = sizeof *s4;
+    } else if (inet_pton(AF_INET6, a->host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(a->port);
+        sl = sizeof *s6;
+    } else {
+        snprintf(err, err_len, "bad target host %s", a->host);
+        return -1;
+    }
+    c->bev = bufferevent_socket_new(bench_base(r), -1, BEV_OPT_CLOSE_ON_FREE);
+    assert(c->bev != NULL);
+    bufferevent_setcb(c->bev, rpc_read_cb, NULL, rpc_event_cb, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, (int)sl) != 0) {
+        snprintf(err, err_len, "connect %s:%u failed", a->host, a->port);
+        return -1;
+    }
+    return 0;
+}
+
+static void rpc_close(bench_run *r, void *state)
+{
+    (void)r;
+    rpc_mode *m = state;
+    for (uint32_t i = 0; i < m->n_conns; i++) {
+        rpc_conn *c = &m->conns[i];
+        if (c->bev != NULL)
+            bufferevent_free(c->bev);
+        msgpack_sbuffer_destroy(&c->sb);
+        msgpack_zone_destroy(&c->zone);
+    }
+    free(m->conns);
+    free(m);
+}
+
+static int rpc_fetch_stats(bench_run *r, rpc_mode *m, rpc_stats *into)
+{
+    memset(into, 0, sizeof *into);
+    rpc_conn *c = NULL;
+    for (uint32_t i = 0; i < m->n_conns && c == NULL; i++)
+        if (!m->conns[i].dead && m->conns[i].n_free > 0)
+            c = &m->conns[i];
+    if (c == NULL)
+        return -1;
+    m->stats_into = into;
+    uint32_t target = m->stats_done + 1;
+    rpc_send_stats(c);
+    int rc = bench_wait(r, &m->stats_done, target, 5000);
+    m->stats_into = NULL;
+    return rc == 0 && into->have ? 0 : -1;
+}
+
+static int rpc_create_skus(bench_run *r, rpc_mode *m, char *err, size_t err_len)
+{
+    const bench_opts *o = bench_opts_of(r);
+    rpc_pump_puts(m);
+    unsigned timeout_ms = 30000u + o->skus / 10u;     /* >= 10k puts/s expected */
+    if (bench_wait(r, &m->puts_done, o->skus, timeout_ms) != 0) {
+        snprintf(err, err_len, "sku.put: %" PRIu32 " of %" PRIu32 " answered in %u ms",
+                 m->puts_done, o->skus, timeout_ms);
+        return -1;
+    }
+    if (m->puts_failed > 0) {
+        snprintf(err, err_len, "%s (%" PRIu32 " of %" PRIu32 " failed)",
+                 m->put_error[0] ? m->put_error : "sku.put: connection lost", m->puts_failed, o->skus);
+        return -1;
+    }
+    return 0;
+}
+
+static int rpc_open_common(bench_run *r, void **state, bool is_ping, char *err, size_t err_len)
+{
+    const bench_opts *o = bench_opts_of(r);
+    if (o->n_targets == 0) {
+        snprintf(err, err_len, "%s needs --target HOST:PORT", is_ping ? "ping" : "stockd");
+        return -1;
+    }
+    rpc_mode *m = calloc(1, sizeof *m);
+    assert(m != NULL);
+    *state = m;
+    m->is_ping = is_ping;
+    m->conns = calloc(o->connections, sizeof *m->conns);
+    assert(m->conns != NULL);
+    for (uint32_t i = 0; i < o->connections; i++) {
+        m->n_conns++;
+        if (rpc_conn_start(r, m, &m->conns[i], &o->targets[i % o->n_targets], err, err_len) != 0)
+            goto fail;
+    }
+    if (bench_wait(r, &m->n_settled, m->n_conns, 10000) != 0) {
+        snprintf(err, err_len, "stockd: connections did not come up in 10 s");
+        goto fail;
+    }
+    for (uint32_t i = 0; i < m->n_conns; i++) {
+        if (!m->conns[i].up) {
+            const bench_addr *a = &o->targets[i % o->n_targets];
+            snprintf(err, err_len, "connect %s:%u: refused", a->host, a->port);
+            goto fail;
+        }
+    }
+    if (!is_ping && rpc_create_skus(r, m, err, err_len) != 0)
+        goto fail;
+    if (!is_ping)
+        (void)rpc_fetch_stats(r, m, &m->stats_before);
+    for (uint32_t i = 0; i < m->n_conns; i++)
+        m->conns[i].idx = bench_add_conn(r, &m->conns[i], m->conns[i].cap);
+    return 0;
+fail:
+    rpc_close(r, m);
+    return -1;
+}
+
+static int rpc_open_stockd(bench_run *r, void **state, char *err, size_t err_len)
+{
+    return rpc_open_common(r, state, false, err, err_len);
+}
+
+static int rpc_open_ping(bench_run *r, void **state, char *err, size_t err_len)
+{
+    return rpc_open_common(r, state, true, err, err_len);
+}
+
+static void rpc_after(bench_run *r, void *state, bench_result *res)
+{
+    rpc_mode *m = state;
+    if (!m->stats_before.have || rpc_fetch_stats(r, m, &m->stats_after) != 0)
+        return;
+    res->has_server_stats = true;
+    res->srv_batches = (double)(m->stats_after.batches - m->stats_before.batches);
+    res->srv_batch_ops = (double)(m->stats_after.batch_ops - m->stats_before.batch_ops);
+    res->srv_commits = (double)(m->stats_after.commits - m->stats_before.commits);
+}
+
+/* ---- audit ---- */
+
+typedef struct audit_q {
+    const char *what;
+    char sql[1024];
+    int64_t got;
+} audit_q;
+
+static bench_audit_rc rpc_audit_stockd(bench_run *r, void *state, const bench_result *res,
+                                       char *msg, size_t msg_len)
+{
+    (void)state;
+    const bench_opts *o = bench_opts_of(r);
+    if (!o->has_db) {
+        snprintf(msg, msg_len, "skipped: no --db (stockd's database) to audit");
+        return BENCH_AUDIT_NONE;
+    }
+    char err[512];
+    MYSQL *db = bench_db_connect(&o->db, o->db.db, false, err, sizeof err);
+    if (db == NULL) {
+        snprintf(msg, msg_len, "audit: %s", err);
+        return BENCH_AUDIT_ERROR;
+    }
+    const char *n = bench_nonce(r);
+    const char *live = "status IN ('held','confirmed','purchased','shipped')";
+    const char *holding = "status IN ('held','confirmed','purchased')";
+    audit_q q[4] = { { .what = "skus" }, { .what = "oversold" }, { .what = "orders" }, { .what = "counters" } };
+    snprintf(q[0].sql, sizeof q[0].sql, "SELECT COUNT(*) FROM sku WHERE sku LIKE 'b%s-%%'", n);
+    snprintf(q[1].sql, sizeof q[1].sql,
+             "SELECT COUNT(*) FROM sku WHERE sku LIKE 'b%s-%%' AND (own_reserved > own_on_hand"
+             " OR own_reserved < 0 OR supplier_reserved < 0)", n);
+    snprintf(q[2].sql, sizeof q[2].sql, "SELECT COUNT(*) FROM orders WHERE order_id LIKE 'o%s-%%' AND %s",
+             n, live);
+    snprintf(q[3].sql, sizeof q[3].sql,
+             "SELECT COUNT(*) FROM sku s LEFT JOIN (SELECT sku, SUM(from_own) fo, SUM(from_supplier) fs"
+             " FROM orders WHERE order_id LIKE 'o%s-%%' AND %s GROUP BY sku) o ON o.sku = s.sku"
+             " WHERE s.sku LIKE 'b%s-%%' AND (s.own_reserved <> COALESCE(o.fo, 0)"
+             " OR s.supplier_reserved <> COALESCE(o.fs, 0))", n, holding, n);
+    for (unsigned i = 0; i < 4; i++) {
+        if (bench_db_scalar(db, q[i].sql, &q[i].got, err, sizeof err) != 0) {
+            mysql_close(db);
+            snprintf(msg, msg_len, "audit: %s", err);
+            return BENCH_AUDIT_ERROR;
+        }
+    }
+    mysql_close(db);
+    uint64_t rows = (uint64_t)q[2].got;
+    if ((uint64_t)q[0].got != o->skus || q[1].got != 0 || rows < res->ok_total ||
+        rows > res->ok_total + res->unknown_total || q[3].got != 0) {
+        snprintf(msg, msg_len,
+                 "FAILED: skus %" PRId64 "/%" PRIu32 ", oversold skus %" PRId64 ", live order rows %"
+                 PRIu64 " vs success replies %" PRIu64 " (+%" PRIu64 " unknown), skus whose reserved"
+                 " counters != sums over live orders %" PRId64,
+                 q[0].got, o->skus, q[1].got, rows, res->ok_total, res->unknown_total, q[3].got);
+        return BENCH_AUDIT_FAILED;
+    }
+    snprintf(msg, msg_len, "ok (%" PRIu64 " live orders, %" PRIu32 " skus, none oversold,"
+             " counters = sums over orders)", rows, o->skus);
+    return BENCH_AUDIT_OK;
+}
+
+static bench_audit_rc rpc_audit_ping(bench_run *r, void *state, const bench_result *res,
+                                     char *msg, size_t msg_len)
+{
+    (void)r;
+    (void)state;
+    (void)res;
+    snprintf(msg, msg_len, "none (no writes)");
+    return BENCH_AUDIT_NONE;
+}
+
+const bench_mode_ops bench_mode_stockd = {
+    .name = "stockd",
+    .reserves = true,
+    .open = rpc_open_stockd,
+    .send = rpc_send,
+    .after = rpc_after,
+    .audit = rpc_audit_stockd,
+    .close = rpc_close,
+};
+
+const bench_mode_ops bench_mode_ping = {
+    .name = "ping",
+    .reserves = false,
+    .open = rpc_open_ping,
+    .send = rpc_send,
+    .audit = rpc_audit_ping,
+    .close = rpc_close,
+};

@@ -1,0 +1,296 @@
+/* report.c — text, comparison table, JSON (jansson) and gnuplot output. */
+#include "bench.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <jansson.h>
+
+extern char **environ;
+
+static const double QUANTS[5] = { 0.50, 0.90, 0.99, 0.999, 1.0 };
+static const char *const QUANT_NAMES[5] = { "p50", "p90", "p99", "p999", "max" };
+
+static double per_s(double n, double s)
+{
+    return s > 0 ? n / s : 0;
+}
+
+static const char *audit_word(const bench_result *r)
+{
+    switch (r->audit_rc) {
+    case BENCH_AUDIT_OK: return "ok";
+    case BENCH_AUDIT_FAILED: return "FAILED";
+    case BENCH_AUDIT_ERROR: return "ERROR";
+    case BENCH_AUDIT_NONE: return "-";
+    }
+    return "?";
+}
+
+void bench_report_print(const bench_opts *o, const bench_result *r)
+{
+    const char *name = bench_mode_name(r->mode);
+    if (!r->ran) {
+        printf("%-12s not run: %s\n", name, r->error);
+        return;
+    }
+    printf("%-12s reservations/s %.1f  requests/s %.1f  (%" PRIu64 " replies in %.2f s)\n", name,
+           per_s((double)r->successes, r->elapsed_s), per_s((double)r->requests, r->elapsed_s),
+           r->requests, r->elapsed_s);
+    printf("%-12s errors:", "");
+    if (r->n_codes == 0)
+        printf(" none");
+    for (unsigned i = 0; i < r->n_codes; i++)
+        printf(" %s=%" PRIu64, r->codes[i].name, r->codes[i].count);
+    if (r->codes_dropped)
+        printf(" (other codes)=%" PRIu64, r->codes_dropped);
+    printf("\n%-12s latency us:", "");
+    for (unsigned i = 0; i < 5; i++)
+        printf(" %s %" PRIu64, i == 3 ? "p99.9" : QUANT_NAMES[i], hist_quantile(&r->hist, QUANTS[i]));
+    printf("\n");
+    if (r->has_server_stats) {
+        printf("%-12s server: %.0f batches, mean batch %.1f ops, %.1f commits/s\n", "",
+               r->srv_batches, r->srv_batches > 0 ? r->srv_batch_ops / r->srv_batches : 0,
+               per_s(r->srv_commits, r->elapsed_s));
+    }
+    if (r->audit_rc == BENCH_AUDIT_NONE)
+        printf("%-12s audit: %s\n", "", r->audit);
+    else
+        printf("audit: %s\n", r->audit);
+    (void)o;
+    fflush(stdout);
+}
+
+static const bench_result *compare_base(const bench_result *res, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (res[i].ran && res[i].mode == BENCH_MODE_STOCKD)
+            return &res[i];
+    for (unsigned i = 0; i < n; i++)
+        if (res[i].ran)
+            return &res[i];
+    return NULL;
+}
+
+static void ratio(char *buf, size_t len, double v, double base)
+{
+    if (base > 0)
+        snprintf(buf, len, "%.2fx", v / base);
+    else
+        snprintf(buf, len, "-");
+}
+
+void bench_report_compare(const bench_opts *o, const bench_result *res, unsigned n)
+{
+    (void)o;
+    const bench_result *b = compare_base(res, n);
+    if (b == NULL)
+        return;
+    double b_res = per_s((double)b->successes, b->elapsed_s);
+    double b_req = per_s((double)b->requests, b->elapsed_s);
+    printf("\n%-12s %12s %8s %12s %8s %8s %8s %8s %9s %8s  %s\n", "mode", "reserv/s",
+           "ratio", "req/s", "ratio", "p50 us", "p99 us", "p99.9", "max us", "errors", "audit");
+    for (unsigned i = 0; i < n; i++) {
+        const bench_result *r = &res[i];
+        if (!r->ran) {
+            printf("%-12s not run: %s\n", bench_mode_name(r->mode), r->error);
+            continue;
+        }
+        uint64_t errs = 0;
+        for (unsigned k = 0; k < r->n_codes; k++)
+            errs += r->codes[k].count;
+        double v_res = per_s((double)r->successes, r->elapsed_s);
+        double v_req = per_s((double)r->requests, r->elapsed_s);
+        char r1[16], r2[16];
+        ratio(r1, sizeof r1, v_res, b_res);
+        ratio(r2, sizeof r2, v_req, b_req);
+        printf("%-12s %12.0f %8s %12.0f %8s %8" PRIu64 " %8" PRIu64 " %8" PRIu64 " %9" PRIu64
+               " %8" PRIu64 "  %s\n", bench_mode_name(r->mode), v_res, r1, v_req, r2,
+               hist_quantile(&r->hist, 0.5), hist_quantile(&r->hist, 0.99),
+               hist_quantile(&r->hist, 0.999), r->hist.max_us, errs, audit_word(r));
+    }
+    printf("(ratios are to %s)\n", bench_mode_name(b->mode));
+}
+
+static json_t *workload_json(const bench_opts *o)
+{
+    json_t *w = json_object();
+    json_t *targets = json_array();
+    for (unsigned i = 0; i < o->n_targets; i++) {
+        char buf[BENCH_HOST_LEN + 8];
+        snprintf(buf, sizeof buf, "%s:%u", o->targets[i].host, o->targets[i].port);
+        json_array_append_new(targets, json_string(buf));
+    }
+    json_object_set_new(w, "targets", targets);
+    json_object_set_new(w, "skus", json_integer(o->skus));
+    json_object_set_new(w, "dist", json_string(o->zipf_s > 0 ? "zipf" : "uniform"));
+    if (o->zipf_s > 0)
+        json_object_set_new(w, "zipf_s", json_real(o->zipf_s));
+    json_object_set_new(w, "qty", json_integer(o->qty));
+    json_object_set_new(w, "stock", json_integer(o->stock));
+    json_object_set_new(w, "hold_ms", json_integer(o->hold_ms));
+    json_object_set_new(w, "connections", json_integer(o->connections));
+    json_object_set_new(w, "pipeline", json_integer(o->pipeline));
+    json_object_set_new(w, "duration_s", json_real(o->duration_s));
+    json_object_set_new(w, "warmup_s", json_real(o->warmup_s));
+    json_object_set_new(w, "requests", json_integer((json_int_t)o->requests));
+    json_object_set_new(w, "rate", json_real(o->rate));
+    json_object_set_new(w, "seed", json_integer((json_int_t)o->seed));
+    return w;
+}
+
+static json_t *mode_json(const bench_result *r)
+{
+    json_t *m = json_object();
+    if (!r->ran) {
+        json_object_set_new(m, "error", json_string(r->error));
+        return m;
+    }
+    json_object_set_new(m, "reservations_per_s", json_real(per_s((double)r->successes, r->elapsed_s)));
+    json_object_set_new(m, "requests_per_s", json_real(per_s((double)r->requests, r->elapsed_s)));
+    json_object_set_new(m, "requests", json_integer((json_int_t)r->requests));
+    json_object_set_new(m, "successes", json_integer((json_int_t)r->successes));
+    json_object_set_new(m, "elapsed_s", json_real(r->elapsed_s));
+    json_t *errs = json_object();
+    for (unsigned i = 0; i < r->n_codes; i++)
+        json_object_set_new(errs, r->codes[i].name, json_integer((json_int_t)r->codes[i].count));
+    json_object_set_new(m, "errors", errs);
+    json_t *lat = json_object();
+    for (unsigned i = 0; i < 5; i++)
+        json_object_set_new(lat, QUANT_NAMES[i], json_integer((json_int_t)hist_quantile(&r->hist, QUANTS[i])));
+    json_object_set_new(m, "latency_us", lat);
+    json_object_set_new(m, "audit", json_string(r->audit_rc == BENCH_AUDIT_OK ? "ok" : r->audit));
+    json_object_set_new(m, "audit_detail", json_string(r->audit));
+    if (r->has_server_stats) {
+        json_t *s = json_object();
+        json_object_set_new(s, "batches", json_real(r->srv_batches));
+        json_object_set_new(s, "batch_ops", json_real(r->srv_batch_ops));
+        json_object_set_new(s, "mean_batch", json_real(r->srv_batches > 0 ? r->srv_batch_ops / r->srv_batches : 0));
+        json_object_set_new(s, "commits_per_s", json_real(per_s(r->srv_commits, r->elapsed_s)));
+        json_object_set_new(m, "server", s);
+    }
+    json_t *series = json_array();
+    for (uint32_t i = 0; i < r->series_n; i++)
+        json_array_append_new(series, json_integer(r->series_req[i]));
+    json_object_set_new(m, "requests_per_second_series", series);
+    return m;
+}
+
+int bench_report_json(const bench_opts *o, const bench_result *res, unsigned n, const char *path)
+{
+    json_t *root = json_object();
+    json_object_set_new(root, "workload", workload_json(o));
+    json_t *modes = json_object();
+    for (unsigned i = 0; i < n; i++)
+        json_object_set_new(modes, bench_mode_name(res[i].mode), mode_json(&res[i]));
+    json_object_set_new(root, "modes", modes);
+    int rc = json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (rc != 0)
+        fprintf(stderr, "stockbench: cannot write %s\n", path);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Writes <png>.lat.dat, <png>.tput.dat and <png>.gp, then runs gnuplot. */
+static int plot_data(const bench_result *res, unsigned n, const char *base)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s.lat.dat", base);
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f, "pct");
+    for (unsigned i = 0; i < n; i++)
+        fprintf(f, " %s", bench_mode_name(res[i].mode));
+    fprintf(f, "\n");
+    for (unsigned q = 0; q < 5; q++) {
+        fprintf(f, "%s", q == 3 ? "p99.9" : QUANT_NAMES[q]);
+        for (unsigned i = 0; i < n; i++) {
+            uint64_t v = res[i].ran ? hist_quantile(&res[i].hist, QUANTS[q]) : 0;
+            if (v > 0)
+                fprintf(f, " %" PRIu64, v);
+            else
+                fprintf(f, " NaN");
+        }
+        fprintf(f, "\n");
+    }
+    fclose(f);
+    snprintf(path, sizeof path, "%s.tput.dat", base);
+    f = fopen(path, "w");
+    if (f == NULL)
+        return -1;
+    uint32_t len = 0;
+    fprintf(f, "s");
+    for (unsigned i = 0; i < n; i++) {
+        fprintf(f, " %s", bench_mode_name(res[i].mode));
+        len = res[i].series_n > len ? res[i].series_n : len;
+    }
+    fprintf(f, "\n");
+    for (uint32_t s = 0; s < len; s++) {
+        fprintf(f, "%" PRIu32, s + 1);
+        for (unsigned i = 0; i < n; i++) {
+            if (s < res[i].series_n)
+                fprintf(f, " %" PRIu32, res[i].series_req[s]);
+            else
+                fprintf(f, " NaN");
+        }
+        fprintf(f, "\n");
+    }
+    fclose(f);
+    return 0;
+}
+
+int bench_report_plot(const bench_result *res, unsigned n, const char *png_path)
+{
+    char base[4096], gp[4200];
+    snprintf(base, sizeof base, "%s", png_path);
+    size_t bl = strlen(base);
+    if (bl > 4 && strcmp(base + bl - 4, ".png") == 0)
+        base[bl - 4] = '\0';
+    if (strchr(base, '\'') != NULL) {
+        fprintf(stderr, "stockbench: --plot path must not contain a quote\n");
+        return -1;
+    }
+    if (plot_data(res, n, base) != 0) {
+        fprintf(stderr, "stockbench: cannot write plot data next to %s\n", png_path);
+        return -1;
+    }
+    snprintf(gp, sizeof gp, "%s.gp", base);
+    FILE *f = fopen(gp, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f,
+            "set terminal pngcairo size 1400,560 font 'sans,10'\n"
+            "set output '%s'\n"
+            "set multiplot layout 1,2 title 'stockbench'\n"
+            "set key autotitle columnheader top left\n"
+            "set title 'latency percentiles (us, log scale)'\n"
+            "set logscale y\nset grid\n"
+            "plot for [i=2:%u] '%s.lat.dat' using i:xtic(1) with linespoints lw 2\n"
+            "unset logscale y\n"
+            "set title 'requests/s over time (warmup included)'\n"
+            "set xlabel 'second'\n"
+            "plot for [i=2:%u] '%s.tput.dat' using 1:i with lines lw 2\n"
+            "unset multiplot\n",
+            png_path, n + 1, base, n + 1, base);
+    fclose(f);
+    pid_t pid;
+    char *argv[] = { "gnuplot", gp, NULL };
+    if (posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ) != 0) {
+        fprintf(stderr, "stockbench: cannot run gnuplot (apt-get install gnuplot-nox)\n");
+        return -1;
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fprintf(stderr, "stockbench: gnuplot failed on %s\n", gp);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,407 @@
+/* stockbench — load generator that measures stockd side by side with the
+ * recipes users would deploy instead (see bench/README.md).
+ *
+ * This file is the command line: it parses and checks every option, runs
+ * the requested modes one after another on the same workload, and prints
+ * the report, the comparison, the JSON and the plot. Exit status: 0 all
+ * audits passed, 1 an audit failed or could not run, 2 usage error, 3 a
+ * mode could not run at all.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mysql.h>
+
+#ifndef STOCKD_VERSION
+#define STOCKD_VERSION "dev"
+#endif
+
+static const char USAGE[] =
+"usage: stockbench [--mode MODE | --compare MODE,MODE,...] [options]\n"
+"\n"
+"Measures reservations against stockd and against the recipes it replaces,\n"
+"on one workload, then audits the data each mode left behind.\n"
+"\n"
+"modes:\n"
+"  stockd        msgpack-rpc reserve against --target (confirmed; a hold with --hold-ms)\n"
+"  ping          msgpack-rpc ping against --target (the bare reactor)\n"
+"  redis-ping    Redis PING via hiredis async (compare with ping)\n"
+"  mariadb-row   per order: START TRANSACTION; UPDATE ... WHERE qty >= ?; INSERT; COMMIT\n"
+"  redis-lua     one EVALSHA checks, decrements and records the order\n"
+"  seed-lock     Redis lock (SET NX PX, retry+backoff) + cache + MariaDB UPDATE/INSERT\n"
+"\n"
+"where:\n"
+"  --target HOST:PORT[,HOST:PORT...]  stockd (ping, stockd); connections round-robin\n"
+"  --db URL        mysql://user:pass@IP:port/db: stockd's database (its audit) and the\n"
+"                  server the peer modes use        [default $STOCKD_DB]\n"
+"  --peer-db NAME  database the peer modes create tables in  [bench_peer]\n"
+"  --redis URL     redis://IP:port                  [default $STOCKD_REDIS]\n"
+"  --admin-token T token for sku.put/stats when stockd requires one\n"
+"\n"
+"workload:\n"
+"  --skus N        SKUs, 1..10000000 (1 = one hot SKU)          [1]\n"
+"  --dist D        uniform | zipf:S (S > 0, e.g. zipf:0.99)     [uniform]\n"
+"  --qty N         units per order, 1..1000000                  [1]\n"
+"  --stock N       initial stock per SKU, or 'unlimited' (1e9)  [unlimited]\n"
+"  --hold-ms MS    stockd: reserve as a hold of MS (1000..86400000) instead of confirmed\n"
+"  --connections N connections (peer modes: workers), 1..4096   [16]\n"
+"  --pipeline N    requests in flight per connection, 1..1024   [1]\n"
+"                  (mariadb-row and seed-lock carry one order per connection)\n"
+"  --duration S    measured seconds (after warmup)              [10]\n"
+"  --requests N    stop after N measured requests (duration still caps the run)\n"
+"  --rate R        open loop: R orders/s on a fixed schedule; latency from the\n"
+"                  intended send time (no coordinated omission) [closed loop]\n"
+"  --warmup S      seconds run but not measured                 [1]\n"
+"  --drain S       wait this long for in-flight replies at the end  [10]\n"
+"  --seed N        random seed                                  [1]\n"
+"\n"
+"output:\n"
+"  --json FILE     write the results as JSON\n"
+"  --plot FILE.png latency percentiles per mode and throughput over time (gnuplot)\n"
+"  --keep          keep the peer modes' tables and keys after the audit\n"
+"  --no-progress   no per-second progress line (default on when stdout is a tty)\n"
+"  -h, --help      this text;  --version\n"
+"\n"
+"exit status: 0 all audits ok, 1 an audit failed or could not run, 2 usage, 3 a mode\n"
+"could not run (connect or setup failed).\n";
+
+static const char *const MODE_NAMES[BENCH_MODE_COUNT_] = {
+    "stockd", "ping", "redis-ping", "mariadb-row", "redis-lua", "seed-lock",
+};
+
+const char *bench_mode_name(bench_mode_id id)
+{
+    assert(id >= 0 && id < BENCH_MODE_COUNT_);
+    return MODE_NAMES[id];
+}
+
+const bench_mode_ops *bench_mode_get(bench_mode_id id)
+{
+    static const bench_mode_ops *const ops[BENCH_MODE_COUNT_] = {
+        &bench_mode_stockd, &bench_mode_ping, &bench_mode_redis_ping,
+        &bench_mode_mariadb_row, &bench_mode_redis_lua, &bench_mode_seed_lock,
+    };
+    assert(id >= 0 && id < BENCH_MODE_COUNT_);
+    return ops[id];
+}
+
+int bench_mode_parse(const char *s, bench_mode_id *out)
+{
+    for (int i = 0; i < BENCH_MODE_COUNT_; i++) {
+        if (strcmp(s, MODE_NAMES[i]) == 0) {
+            *out = (bench_mode_id)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* ---- strict number parsing ---- */
+
+__attribute__((format(printf, 1, 2)))
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "stockbench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n(stockbench --help for usage)\n");
+    va_end(ap);
+    return -1;
+}
+
+static int parse_u64(const char *opt, const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    if (s[0] == '-' || s[0] == '\0')
+        return usage_error("%s: '%s' is not a non-negative integer", opt, s);
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return usage_error("%s: '%s' is not a non-negative integer", opt, s);
+    if (v < lo || v > hi)
+        return usage_error("%s: %s is out of range", opt, s);
+    *out = v;
+    return 0;
+}
+
+static int parse_dbl(const char *opt, const char *s, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !isfinite(v))
+        return usage_error("%s: '%s' is not a number", opt, s);
+    if (v < lo || v > hi)
+        return usage_error("%s: %s is out of range", opt, s);
+    *out = v;
+    return 0;
+}
+
+static int parse_modes(const char *opt, const char *s, bench_opts *o)
+{
+    char buf[256];
+    if (strlen(s) >= sizeof buf)
+        return usage_error("%s: list too long", opt);
+    snprintf(buf, sizeof buf, "%s", s);
+    o->n_modes = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        bench_mode_id m;
+        if (bench_mode_parse(t, &m) != 0)
+            return usage_error("%s: unknown mode '%s'", opt, t);
+        for (unsigned i = 0; i < o->n_modes; i++)
+            if (o->modes[i] == m)
+                return usage_error("%s: mode '%s' given twice", opt, t);
+        o->modes[o->n_modes++] = m;
+    }
+    if (o->n_modes == 0)
+        return usage_error("%s: no modes in '%s'", opt, s);
+    return 0;
+}
+
+static int parse_targets(const char *s, bench_opts *o)
+{
+    char buf[2048], err[160];
+    if (strlen(s) >= sizeof buf)
+        return usage_error("--target: list too long");
+    snprintf(buf, sizeof buf, "%s", s);
+    o->n_targets = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (o->n_targets == BENCH_TARGETS_MAX)
+            return usage_error("--target: at most 16 addresses");
+        if (bench_parse_addr(t, NULL, &o->targets[o->n_targets], err, sizeof err) != 0)
+            return usage_error("--target: %s", err);
+        o->n_targets++;
+    }
+    return o->n_targets ? 0 : usage_error("--target: empty");
+}
+
+static int parse_dist(const char *s, bench_opts *o)
+{
+    if (strcmp(s, "uniform") == 0) {
+        o->zipf_s = 0;
+        return 0;
+    }
+    if (strncmp(s, "zipf:", 5) == 0)
+        return parse_dbl("--dist zipf", s + 5, 0.01, 10, &o->zipf_s);
+    return usage_error("--dist: '%s' is not uniform or zipf:S", s);
+}
+
+static int parse_db(const char *s, bench_opts *o, const char *from)
+{
+    char err[160];
+    if (bench_parse_dburl(s, &o->db, err, sizeof err) != 0)
+        return usage_error("%s: %s", from, err);
+    o->has_db = true;
+    return 0;
+}
+
+static int parse_redis(const char *s, bench_opts *o, const char *from)
+{
+    char err[160];
+    if (strncmp(s, "redis://", 8) != 0 || bench_parse_addr(s, "redis", &o->redis, err, sizeof err) != 0)
+        return usage_error("%s: bad Redis URL '%s' (want redis://IP:port)", from, s);
+    o->has_redis = true;
+    return 0;
+}
+
+enum {
+    OPT_MODE = 256, OPT_COMPARE, OPT_TARGET, OPT_DB, OPT_PEER_DB, OPT_REDIS, OPT_TOKEN,
+    OPT_SKUS, OPT_DIST, OPT_QTY, OPT_STOCK, OPT_HOLD, OPT_CONNS, OPT_PIPE, OPT_DURATION,
+    OPT_REQUESTS, OPT_RATE, OPT_WARMUP, OPT_DRAIN, OPT_SEED, OPT_JSON, OPT_PLOT, OPT_KEEP,
+    OPT_NO_PROGRESS, OPT_VERSION,
+};
+
+static const struct option LONG_OPTS[] = {
+    {"mode", required_argument, NULL, OPT_MODE},
+    {"compare", required_argument, NULL, OPT_COMPARE},
+    {"target", required_argument, NULL, OPT_TARGET},
+    {"db", required_argument, NULL, OPT_DB},
+    {"peer-db", required_argument, NULL, OPT_PEER_DB},
+    {"redis", required_argument, NULL, OPT_REDIS},
+    {"admin-token", required_argument, NULL, OPT_TOKEN},
+    {"skus", required_argument, NULL, OPT_SKUS},
+    {"dist", required_argument, NULL, OPT_DIST},
+    {"qty", required_argument, NULL, OPT_QTY},
+    {"stock", required_argument, NULL, OPT_STOCK},
+    {"hold-ms", required_argument, NULL, OPT_HOLD},
+    {"connections", required_argument, NULL, OPT_CONNS},
+    {"pipeline", required_argument, NULL, OPT_PIPE},
+    {"duration", required_argument, NULL, OPT_DURATION},
+    {"requests", required_argument, NULL, OPT_REQUESTS},
+    {"rate", required_argument, NULL, OPT_RATE},
+    {"warmup", required_argument, NULL, OPT_WARMUP},
+    {"drain", required_argument, NULL, OPT_DRAIN},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"json", required_argument, NULL, OPT_JSON},
+    {"plot", required_argument, NULL, OPT_PLOT},
+    {"keep", no_argument, NULL, OPT_KEEP},
+    {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+static void opts_default(bench_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    snprintf(o->peer_db, sizeof o->peer_db, "bench_peer");
+    o->skus = 1;
+    o->qty = 1;
+    o->stock = BENCH_STOCK_UNLIMITED;
+    o->connections = 16;
+    o->pipeline = 1;
+    o->duration_s = 10;
+    o->warmup_s = 1;
+    o->drain_s = 10;
+    o->seed = 1;
+    o->modes[0] = BENCH_MODE_STOCKD;
+    o->n_modes = 1;
+    o->progress = isatty(STDOUT_FILENO) == 1;
+}
+
+/* One option; 0, 1 (help/version printed: exit 0) or -1 (usage error). */
+static int apply_opt(int c, const char *arg, bench_opts *o, bool *db_given, bool *redis_given)
+{
+    uint64_t u = 0;
+    int rc = 0;
+    switch (c) {
+    case OPT_MODE:
+        if (parse_modes("--mode", arg, o) != 0)
+            return -1;
+        if (o->n_modes != 1)
+            return usage_error("--mode takes one mode; use --compare for several");
+        return 0;
+    case OPT_COMPARE: return parse_modes("--compare", arg, o);
+    case OPT_TARGET: return parse_targets(arg, o);
+    case OPT_DB: *db_given = true; return parse_db(arg, o, "--db");
+    case OPT_REDIS: *redis_given = true; return parse_redis(arg, o, "--redis");
+    case OPT_PEER_DB:
+        if (strlen(arg) == 0 || strlen(arg) >= sizeof o->peer_db || strspn(arg,
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(arg))
+            return usage_error("--peer-db: '%s' must be 1..63 of [A-Za-z0-9_]", arg);
+        snprintf(o->peer_db, sizeof o->peer_db, "%s", arg);
+        return 0;
+    case OPT_TOKEN:
+        if (strlen(arg) == 0 || strlen(arg) >= sizeof o->admin_token)
+            return usage_error("--admin-token: 1..127 bytes");
+        snprintf(o->admin_token, sizeof o->admin_token, "%s", arg);
+        return 0;
+    case OPT_SKUS: rc = parse_u64("--skus", arg, 1, BENCH_SKUS_MAX, &u); o->skus = (uint32_t)u; return rc;
+    case OPT_DIST: return parse_dist(arg, o);
+    case OPT_QTY: rc = parse_u64("--qty", arg, 1, BENCH_QTY_MAX, &u); o->qty = (int32_t)u; return rc;
+    case OPT_STOCK:
+        if (strcmp(arg, "unlimited") == 0) {
+            o->stock = BENCH_STOCK_UNLIMITED;
+            return 0;
+        }
+        rc = parse_u64("--stock", arg, 0, BENCH_STOCK_MAX, &u); o->stock = (int64_t)u; return rc;
+    case OPT_HOLD: rc = parse_u64("--hold-ms", arg, 1000, 86400000, &u); o->hold_ms = (int64_t)u; return rc;
+    case OPT_CONNS: rc = parse_u64("--connections", arg, 1, BENCH_CONNS_MAX, &u); o->connections = (uint32_t)u; return rc;
+    case OPT_PIPE: rc = parse_u64("--pipeline", arg, 1, BENCH_PIPELINE_MAX, &u); o->pipeline = (uint32_t)u; return rc;
+    case OPT_DURATION: return parse_dbl("--duration", arg, 0.1, BENCH_SECONDS_MAX / 2, &o->duration_s);
+    case OPT_REQUESTS: rc = parse_u64("--requests", arg, 1, UINT64_C(1) << 40, &u); o->requests = u; return rc;
+    case OPT_RATE: return parse_dbl("--rate", arg, 1, 1e8, &o->rate);
+    case OPT_WARMUP: return parse_dbl("--warmup", arg, 0, BENCH_SECONDS_MAX / 4, &o->warmup_s);
+    case OPT_DRAIN: return parse_dbl("--drain", arg, 0.1, 600, &o->drain_s);
+    case OPT_SEED: return parse_u64("--seed", arg, 0, UINT64_MAX, &o->seed);
+    case OPT_JSON: o->json_path = arg; return 0;
+    case OPT_PLOT: o->plot_path = arg; return 0;
+    case OPT_KEEP: o->keep = true; return 0;
+    case OPT_NO_PROGRESS: o->progress = false; return 0;
+    case 'h': fputs(USAGE, stdout); return 1;
+    case OPT_VERSION: printf("stockbench %s\n", STOCKD_VERSION); return 1;
+    default: return usage_error("unknown option");
+    }
+}
+
+/* Environment defaults, then cross-option checks. */
+static int finish_opts(bench_opts *o, bool db_given, bool redis_given)
+{
+    const char *e;
+    if (!db_given && (e = getenv("STOCKD_DB")) != NULL && e[0] && parse_db(e, o, "STOCKD_DB") != 0)
+        return -1;
+    if (!redis_given && (e = getenv("STOCKD_REDIS")) != NULL && e[0] &&
+        parse_redis(e, o, "STOCKD_REDIS") != 0)
+        return -1;
+    if ((uint64_t)o->connections * o->pipeline > BENCH_SLOTS_MAX)
+        return usage_error("--connections x --pipeline must be at most 65536");
+    if (o->warmup_s + o->duration_s + o->drain_s > BENCH_SECONDS_MAX)
+        return usage_error("--warmup + --duration + --drain must be at most 3600 s");
+    if (o->zipf_s > 0 && o->skus > 1000000)
+        return usage_error("--dist zipf supports at most 1000000 SKUs");
+    if (o->stock < o->qty && o->stock != 0)
+        fprintf(stderr, "stockbench: note: --stock %" PRId64 " < --qty %" PRId32
+                ": every order will be refused\n", o->stock, o->qty);
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, bench_opts *o)
+{
+    opts_default(o);
+    bool db_given = false, redis_given = false;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", LONG_OPTS, NULL)) != -1) {
+        if (c == '?')
+            return usage_error("unknown option '%s'", argv[optind - 1]);
+        if (c == ':')
+            return usage_error("option '%s' needs a value", argv[optind - 1]);
+        int rc = apply_opt(c, optarg, o, &db_given, &redis_given);
+        if (rc != 0)
+            return rc;
+    }
+    if (optind < argc)
+        return usage_error("unexpected argument '%s'", argv[optind]);
+    return finish_opts(o, db_given, redis_given);
+}
+
+int main(int argc, char **argv)
+{
+    static bench_opts o;
+    int prc = parse_args(argc, argv, &o);
+    if (prc != 0)
+        return prc > 0 ? 0 : 2;
+    signal(SIGPIPE, SIG_IGN);
+    if (mysql_library_init(0, NULL, NULL) != 0) {
+        fprintf(stderr, "stockbench: mysql_library_init failed\n");
+        return 3;
+    }
+    double *zipf = NULL;
+    if (o.zipf_s > 0 && (zipf = bench_zipf_cdf(o.skus, o.zipf_s)) == NULL) {
+        fprintf(stderr, "stockbench: out of memory for the zipf table\n");
+        return 3;
+    }
+    bench_result *res = calloc(o.n_modes, sizeof *res);
+    assert(res != NULL);
+    int exit_rc = 0;
+    for (unsigned i = 0; i < o.n_modes; i++) {
+        if (bench_run_mode(&o, o.modes[i], zipf, &res[i]) != 0 && exit_rc == 0)
+            exit_rc = 3;
+        bench_report_print(&o, &res[i]);
+        if (res[i].ran && (res[i].audit_rc == BENCH_AUDIT_FAILED || res[i].audit_rc == BENCH_AUDIT_ERROR))
+            exit_rc = 1;
+    }
+    if (o.n_modes > 1)
+        bench_report_compare(&o, res, o.n_modes);
+    if (o.json_path != NULL && bench_report_json(&o, res, o.n_modes, o.json_path) != 0 && exit_rc == 0)
+        exit_rc = 3;
+    if (o.plot_path != NULL && bench_report_plot(res, o.n_modes, o.plot_path) != 0 && exit_rc == 0)
+        exit_rc = 3;
+    free(res);
+    free(zipf);
+    mysql_library_end();
+    return exit_rc;
+}
