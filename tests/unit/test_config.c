@@ -230,10 +230,10 @@ static void test_numbers_and_ranges(void **state) {
         assert_contains(err, "flag --max-depth");
     }
     assert_int_equal(load(&c, NULL, err, ARGS("--max-depth", "1")), -1);
-    assert_contains(err, "out of range 2..64");
-    assert_int_equal(load(&c, NULL, err, ARGS("--max-depth", "65")), -1);
+    assert_contains(err, "out of range 2..32");
+    assert_int_equal(load(&c, NULL, err, ARGS("--max-depth", "33")), -1);
     assert_int_equal(load(&c, NULL, err, ARGS("--max-depth", "2")), 0);
-    assert_int_equal(load(&c, NULL, err, ARGS("--max-depth", "64")), 0);
+    assert_int_equal(load(&c, NULL, err, ARGS("--max-depth", "32")), 0);
     assert_int_equal(load(&c, NULL, err, ARGS("--max-message-bytes", "1023")), -1);
     assert_int_equal(load(&c, NULL, err, ARGS("--max-message-bytes", "16777217")), -1);
     assert_int_equal(load(&c, NULL, err, ARGS("--max-message-bytes", "16777216")), 0);
@@ -412,7 +412,7 @@ static void test_ini_errors_have_lines(void **state) {
     assert_int_equal(load_ini(&c, err, "[stockd]\nnode = a\nthis is not ini\n"), -1);
     assert_contains(err, ":3: syntax error");
     assert_int_equal(load_ini(&c, err, "[stockd]\n\nmax_depth = 100\n"), -1);
-    assert_contains(err, ":3: max_depth: 100 is out of range 2..64");
+    assert_contains(err, ":3: max_depth: 100 is out of range 2..32");
     assert_int_equal(load_ini(&c, err, "[stockd]\nbogus_key = 1\n"), -1);
     assert_contains(err, ":2: bogus_key: unknown key");
     assert_int_equal(load_ini(&c, err, "[other]\nnode = x\n"), -1);
