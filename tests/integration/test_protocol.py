@@ -131,3 +131,24 @@ def test_admin_token(make_stockd):
         c.ok("stock.get", {"sku": "tok-1"})
         r = c.ok("reserve", {"order_id": "tok-o1", "sku": "tok-1", "qty": 1})
         assert r["status"] == "confirmed"
+
+
+def test_busy_and_inflight_backpressure(make_stockd, db):
+    """Tiny queues: a pipeline of 100 reserves on one SKU over a connection
+    allowed 4 in flight is fully answered (back pressure, no loss); the ones
+    that found the SKU's queue full get `busy` (retryable) and leave no row."""
+    s = make_stockd(args=["--queue-per-sku-max", "2", "--max-inflight-per-conn", "4"],
+                    db=db, name="itest-busy")
+    with s.client(timeout=15) as c:
+        c.ok("sku.put", {"sku": "busy-1", "own_on_hand": 1000})
+        ids = {c.send("reserve", {"order_id": "busy-%03d" % i, "sku": "busy-1", "qty": 1}): i
+               for i in range(100)}
+        replies = {ids[m]: c.wait(m) for m in ids}
+    codes = {}
+    for i, (e, r) in replies.items():
+        codes[i] = "ok" if e is None else e["code"]
+        if e is not None:
+            assert e["code"] == "busy" and e["retryable"] is True, e
+    assert "busy" in codes.values(), "queue-per-sku-max 2 never answered busy"
+    rows = db.orders("order_id LIKE 'busy-%%'")
+    assert set(rows) == {"busy-%03d" % i for i, k in codes.items() if k == "ok"}
