@@ -496,7 +496,9 @@ static int schema_migrate(MYSQL *my, char *err, size_t err_len)
                  st->version, now_ms());
         if (db_exec(my, sql, err, err_len) != 0)
             return -1;
-        LOG_I("store: schema migrated", "version", st->version == 1 ? "1" : "?");
+        char v[16];
+        snprintf(v, sizeof v, "%d", st->version);
+        LOG_I("store: schema migrated", "version", v);
     }
     return 0;
 }
@@ -785,6 +787,7 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_defer_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_start_resolve(store_conn *c);
 static void conn_query_step(store_conn *c);
+static void store_kick(store *s);
 
 static bool conn_is_up(const store_conn *c)
 {
@@ -1072,6 +1075,7 @@ static void conn_finish_resolve(store_conn *c, int result, const char *err)
         /* Unsettled: try again on a fresh connection after backoff. */
         rq_push(s, b, true);
         conn_down(c, err ? err : "resolve failed");
+        store_kick(s);
         store_notify(s, false);
         return;
     }
@@ -1338,22 +1342,23 @@ bool store_up(const store *s)
 
 bool store_can_commit(const store *s)
 {
+    /* Queued resolves take idle connections first. */
+    size_t idle = 0;
     for (uint32_t i = 0; i < s->n_conns; i++)
-        if (s->conns[i].state == CONN_IDLE)
-            return true;
-    return false;
+        idle += s->conns[i].state == CONN_IDLE;
+    return idle > s->rq_len;
 }
 
 int store_commit(store *s, eng_batch *b)
 {
     assert(b && !eng_batch_is_empty(b));
+    store_kick(s);
     store_conn *c = NULL;
     for (uint32_t i = 0; i < s->n_conns && !c; i++)
         if (s->conns[i].state == CONN_IDLE)
             c = &s->conns[i];
     if (!c)
         return -1;
-    assert(s->rq_len == 0); /* a queued resolve would have taken c */
     c->batch = b;
     c->batch_id = store_batch_id(s, b);
     c->state = CONN_COMMIT;
