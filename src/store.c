@@ -1105,7 +1105,8 @@ static void conn_query_failed(store_conn *c)
     if (errno_is_unknown(e))
         conn_finish_commit(c, ENG_UNKNOWN, msg, false);
     else
-        conn_finish_commit(c, ENG_ABORTED, msg, true);
+        /* Too large: refused unread, but the server drops the connection. */
+        conn_finish_commit(c, ENG_ABORTED, msg, e != ER_NET_PACKET_TOO_LARGE);
 }
 
 static void conn_query_ok(store_conn *c)
