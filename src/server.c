@@ -923,8 +923,6 @@ static void conn_close(conn *c)
     c->state = C_DEAD;
     assert(s->n_conns > 0);
     s->n_conns--;
-    if (s->listener && s->n_conns + 1 == s->cfg->max_connections && !s->draining)
-        evconnlistener_enable(s->listener);
     if (c->inflight == 0)
         conn_free(c);
 }
@@ -1092,6 +1090,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)sa;
     (void)len;
     server *s = arg;
+    /* Beyond the limit: accept and close at once, so the client sees EOF
+     * instead of hanging in the kernel's backlog. */
     if (s->n_conns >= s->cfg->max_connections || s->draining) {
         s->conns_refused++;
         evutil_closesocket(fd);
@@ -1123,8 +1123,6 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         bufferevent_set_timeouts(bev, &tv, NULL);
     }
     bufferevent_enable(bev, EV_READ | EV_WRITE);
-    if (s->n_conns >= s->cfg->max_connections)
-        evconnlistener_disable(s->listener);  /* refuse at the kernel, not after accept */
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
