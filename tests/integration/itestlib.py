@@ -368,17 +368,8 @@ class Stockd:
 
 
 # ---------------------------------------------------------------- MariaDB process
-def mariadb_pid():
-    """mariadbd's pid: `tools/stack pid mariadb`, else the process listening
-    on STOCKD_DB's port (found through /proc)."""
-    try:
-        out = subprocess.run([os.path.join(ROOT, "tools", "stack"), "pid", "mariadb"],
-                             capture_output=True, text=True, timeout=10)
-        if out.returncode == 0 and out.stdout.strip().isdigit():
-            return int(out.stdout.strip())
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    port = parse_db_url(os.environ["STOCKD_DB"])["port"]
+def _listener_pid(port):
+    """The pid of the process listening on 127.0.0.1:port (through /proc)."""
     inodes = set()
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -393,13 +384,38 @@ def mariadb_pid():
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             for fd in os.listdir("/proc/%s/fd" % pid):
-                link = os.readlink("/proc/%s/fd/%s" % (pid, fd))
-                m = re.match(r"socket:\[(\d+)\]", link)
+                m = re.match(r"socket:\[(\d+)\]", os.readlink("/proc/%s/fd/%s" % (pid, fd)))
                 if m and m.group(1) in inodes:
                     return int(pid)
         except OSError:
             continue
-    raise RuntimeError("cannot find mariadbd's pid (tools/stack pid mariadb failed)")
+    return None
+
+
+def mariadb_pid():
+    """mariadbd's pid: the process listening on STOCKD_DB's port (so that we
+    never stop somebody else's MariaDB), else `tools/stack pid mariadb` with
+    STACK_DIR taken from STOCKD_STACK_DIR."""
+    port = parse_db_url(os.environ["STOCKD_DB"])["port"]
+    pid = _listener_pid(port)
+    if pid is None:
+        env = dict(os.environ)
+        if os.environ.get("STOCKD_STACK_DIR"):
+            env["STACK_DIR"] = os.environ["STOCKD_STACK_DIR"]
+        try:
+            out = subprocess.run([os.path.join(ROOT, "tools", "stack"), "pid", "mariadb"],
+                                 capture_output=True, text=True, timeout=10, env=env)
+            if out.returncode == 0 and out.stdout.strip().isdigit():
+                pid = int(out.stdout.strip())
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    if pid is None:
+        raise RuntimeError("cannot find the pid of the MariaDB on port %d" % port)
+    with open("/proc/%d/comm" % pid) as f:
+        comm = f.read().strip()
+    assert comm in ("mariadbd", "mysqld"), "pid %d on port %d is %r, not MariaDB" % (
+        pid, port, comm)
+    return pid
 
 
 @contextlib.contextmanager

@@ -105,6 +105,8 @@ def test_kill9_under_load(stockd, db):
                                       "reason": "cycle %d" % cycle})
         acked, inflight, reserves = run_load(stockd, cycle, 1.5)
         assert len(acked) > 20, "too little load before the kill: %d acks" % len(acked)
+        print("crash cycle %d: %d acknowledged, %d in flight at the kill"
+              % (cycle, len(acked), len(inflight)))
         stockd.start()
 
         rows = db.orders("order_id LIKE %s", ("k%d-%%" % cycle,))
