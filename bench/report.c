@@ -2,6 +2,7 @@
 #include "bench.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -39,9 +40,13 @@ void bench_report_print(const bench_opts *o, const bench_result *r)
         printf("%-12s not run: %s\n", name, r->error);
         return;
     }
-    printf("%-12s reservations/s %.1f  requests/s %.1f  (%" PRIu64 " replies in %.2f s)\n", name,
-           per_s((double)r->successes, r->elapsed_s), per_s((double)r->requests, r->elapsed_s),
-           r->requests, r->elapsed_s);
+    if (bench_mode_get(r->mode)->reserves)
+        printf("%-12s reservations/s %.1f  requests/s %.1f  (%" PRIu64 " replies in %.2f s)\n", name,
+               per_s((double)r->successes, r->elapsed_s), per_s((double)r->requests, r->elapsed_s),
+               r->requests, r->elapsed_s);
+    else
+        printf("%-12s requests/s %.1f  (%" PRIu64 " replies in %.2f s)\n", name,
+               per_s((double)r->requests, r->elapsed_s), r->requests, r->elapsed_s);
     printf("%-12s errors:", "");
     if (r->n_codes == 0)
         printf(" none");
@@ -107,10 +112,15 @@ void bench_report_compare(const bench_opts *o, const bench_result *res, unsigned
         double v_res = per_s((double)r->successes, r->elapsed_s);
         double v_req = per_s((double)r->requests, r->elapsed_s);
         char r1[16], r2[16];
-        ratio(r1, sizeof r1, v_res, b_res);
+        ratio(r1, sizeof r1, bench_mode_get(r->mode)->reserves ? v_res : 0, b_res);
         ratio(r2, sizeof r2, v_req, b_req);
-        printf("%-12s %12.0f %8s %12.0f %8s %8" PRIu64 " %8" PRIu64 " %8" PRIu64 " %9" PRIu64
-               " %8" PRIu64 "  %s\n", bench_mode_name(r->mode), v_res, r1, v_req, r2,
+        char v1[24];
+        if (bench_mode_get(r->mode)->reserves)
+            snprintf(v1, sizeof v1, "%.0f", v_res);
+        else
+            snprintf(v1, sizeof v1, "-");
+        printf("%-12s %12s %8s %12.0f %8s %8" PRIu64 " %8" PRIu64 " %8" PRIu64 " %9" PRIu64
+               " %8" PRIu64 "  %s\n", bench_mode_name(r->mode), v1, r1, v_req, r2,
                hist_quantile(&r->hist, 0.5), hist_quantile(&r->hist, 0.99),
                hist_quantile(&r->hist, 0.999), r->hist.max_us, errs, audit_word(r));
     }
@@ -273,15 +283,25 @@ int bench_report_plot(const bench_result *res, unsigned n, const char *png_path)
             "set logscale y\nset grid\n"
             "plot for [i=2:%u] '%s.lat.dat' using i:xtic(1) with linespoints lw 2\n"
             "unset logscale y\n"
-            "set title 'requests/s over time (warmup included)'\n"
+            "set title 'requests/s over time (warmup included, log scale)'\n"
+            "set logscale y\n"
             "set xlabel 'second'\n"
             "plot for [i=2:%u] '%s.tput.dat' using 1:i with lines lw 2\n"
             "unset multiplot\n",
             png_path, n + 1, base, n + 1, base);
     fclose(f);
+    /* gnuplot warns about one-point ranges on short runs: keep its chatter
+     * in a log next to the script. */
+    char log[4200];
+    snprintf(log, sizeof log, "%s.gp.log", base);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     pid_t pid;
     char *argv[] = { "gnuplot", gp, NULL };
-    if (posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ) != 0) {
+    int src = posix_spawnp(&pid, "gnuplot", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (src != 0) {
         fprintf(stderr, "stockbench: cannot run gnuplot (apt-get install gnuplot-nox)\n");
         return -1;
     }
@@ -289,7 +309,7 @@ int bench_report_plot(const bench_result *res, unsigned n, const char *png_path)
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
         ;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        fprintf(stderr, "stockbench: gnuplot failed on %s\n", gp);
+        fprintf(stderr, "stockbench: gnuplot failed on %s (see %s)\n", gp, log);
         return -1;
     }
     return 0;
