@@ -995,14 +995,17 @@ static bool conn_frame(conn *c, const uint8_t *p, size_t n)
     if (!rpc_msg_parse(&obj, &msg, &why)) {
         /* Well-formed msgpack in a bad shape: answer when a msgid can be
          * read, else the peer is not speaking msgpack-rpc. */
-        if (obj.type == MSGPACK_OBJECT_ARRAY && obj.via.array.size == 4 &&
+        if (obj.type == MSGPACK_OBJECT_ARRAY && obj.via.array.size >= 2 &&
             obj.via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER && obj.via.array.ptr[0].via.u64 == 0 &&
             obj.via.array.ptr[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
             obj.via.array.ptr[1].via.u64 <= UINT32_MAX) {
             uint32_t msgid = (uint32_t)obj.via.array.ptr[1].via.u64;
-            bool bad_method = obj.via.array.ptr[2].type != MSGPACK_OBJECT_STR;
-            reply_invalid(s, c, msgid, M_UNKNOWN, bad_method ? "method" : "params",
-                          bad_method ? "must be a string" : "must be an array holding one map");
+            if (obj.via.array.size != 4)
+                reply_invalid(s, c, msgid, M_UNKNOWN, "message", "a request is [0, msgid, method, params]");
+            else if (obj.via.array.ptr[2].type != MSGPACK_OBJECT_STR)
+                reply_invalid(s, c, msgid, M_UNKNOWN, "method", "must be a string");
+            else
+                reply_invalid(s, c, msgid, M_UNKNOWN, "params", "must be an array holding one map");
             return true;
         }
         return false;
