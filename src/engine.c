@@ -136,15 +136,23 @@ const char *eng_status_name(eng_status st)
     return status_names[st];
 }
 
+/* Index of s in names[from..n), or -1. */
+static int name_index(const char *const *names, int from, int n, const char *s)
+{
+    for (int i = from; i < n; i++) {
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    }
+    return -1;
+}
+
 bool eng_status_parse(const char *s, eng_status *out)
 {
-    for (int i = ENG_ST_HELD; i < ENG_ST_COUNT_; i++) {
-        if (strcmp(s, status_names[i]) == 0) {
-            *out = (eng_status)i;
-            return true;
-        }
-    }
-    return false;
+    int i = name_index(status_names, ENG_ST_HELD, ENG_ST_COUNT_, s);  /* "none" is not stored */
+    if (i < 0)
+        return false;
+    *out = (eng_status)i;
+    return true;
 }
 
 const char *eng_mapping_name(eng_mapping m)
@@ -155,13 +163,11 @@ const char *eng_mapping_name(eng_mapping m)
 
 bool eng_mapping_parse(const char *s, eng_mapping *out)
 {
-    for (int i = 0; i < ENG_MAP_COUNT_; i++) {
-        if (strcmp(s, mapping_names[i]) == 0) {
-            *out = (eng_mapping)i;
-            return true;
-        }
-    }
-    return false;
+    int i = name_index(mapping_names, 0, ENG_MAP_COUNT_, s);
+    if (i < 0)
+        return false;
+    *out = (eng_mapping)i;
+    return true;
 }
 
 const char *eng_move_name(eng_move m)
