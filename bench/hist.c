@@ -67,6 +67,8 @@ uint64_t hist_quantile(const bench_hist *h, double q)
     for (unsigned i = 0; i < HIST_BUCKETS; i++) {
         seen += h->buckets[i];
         if (seen >= rank) {
+            if (i == HIST_BUCKETS - 1u)
+                return h->max_us;             /* the clamp bucket has no upper edge */
             uint64_t v = hist_upper(i);
             return v < h->max_us ? v : h->max_us;
         }
