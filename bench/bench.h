@@ -51,6 +51,15 @@ typedef enum bench_mode_id {
     BENCH_MODE_COUNT_
 } bench_mode_id;
 
+/* stockd --mix: what one order is. */
+typedef enum bench_mix {
+    BENCH_MIX_RESERVE = 0,           /* reserve (confirmed, or a hold with --hold-ms) */
+    BENCH_MIX_HOLD,                  /* reserve as a hold, then confirm it */
+    BENCH_MIX_RELEASE,               /* reserve, then release it */
+    BENCH_MIX_GET,                   /* stock.get */
+    BENCH_MIX_COUNT_
+} bench_mix;
+
 typedef struct bench_addr {
     char host[BENCH_HOST_LEN];
     uint16_t port;
@@ -77,6 +86,8 @@ typedef struct bench_opts {
     int32_t qty;
     int64_t stock;                   /* initial stock per SKU */
     int64_t hold_ms;                 /* stockd: reserve as a hold; 0 = confirmed */
+    uint32_t mix[BENCH_MIX_COUNT_];  /* stockd: weights of the order kinds (--mix) */
+    bool has_mix;
     uint32_t connections;
     uint32_t pipeline;
     double duration_s;
@@ -141,6 +152,7 @@ typedef struct bench_req {
     int32_t qty;
     bool measured;
     bool in_flight;
+    bool not_reservation;            /* set by the mode: a success that reserved nothing */
     uint32_t conn_idx;               /* driver's connection index */
     void *conn;                      /* the mode's connection object */
     /* mode scratch */

@@ -184,6 +184,7 @@ static void issue(bench_run *r, bench_req *q, uint64_t t_start_ns)
     q->stage = 0;
     q->tries = 0;
     q->outcome = NULL;
+    q->not_reservation = false;
     if (q->measured)
         r->issued_measured++;
     r->in_flight++;
@@ -231,7 +232,7 @@ void bench_done(bench_run *r, bench_req *q, const char *outcome)
     }
     if (q->measured) {
         res->requests++;
-        if (outcome == NULL && r->ops->reserves)
+        if (outcome == NULL && r->ops->reserves && !q->not_reservation)
             res->successes++;
         if (outcome != NULL)
             count_code(res, outcome);

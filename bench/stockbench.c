@@ -54,6 +54,10 @@ static const char USAGE[] =
 "  --qty N         units per order, 1..1000000                  [1]\n"
 "  --stock N       initial stock per SKU, or 'unlimited' (1e9)  [unlimited]\n"
 "  --hold-ms MS    stockd: reserve as a hold of MS (1000..86400000) instead of confirmed\n"
+"  --mix K=W,...   stockd: order kinds by weight: reserve (as above), hold (a hold,\n"
+"                  then confirm), release (reserve, then release), get (stock.get);\n"
+"                  e.g. reserve=80,hold=10,release=5,get=5. A two-step order counts\n"
+"                  as one request, timed from its first send    [reserve only]\n"
 "  --connections N connections (peer modes: workers), 1..4096   [16]\n"
 "  --pipeline N    requests in flight per connection, 1..1024   [1]\n"
 "                  (mariadb-row and seed-lock carry one order per connection)\n"
@@ -199,6 +203,39 @@ static int parse_dist(const char *s, bench_opts *o)
     return usage_error("--dist: '%s' is not uniform or zipf:S", s);
 }
 
+/* --mix reserve=W,hold=W,release=W,get=W (any subset, weights 0..1000000). */
+static int parse_mix(const char *s, bench_opts *o)
+{
+    static const char *const kinds[BENCH_MIX_COUNT_] = { "reserve", "hold", "release", "get" };
+    char buf[256];
+    if (strlen(s) >= sizeof buf)
+        return usage_error("--mix: too long");
+    snprintf(buf, sizeof buf, "%s", s);
+    memset(o->mix, 0, sizeof o->mix);
+    uint64_t total = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '=');
+        if (eq == NULL)
+            return usage_error("--mix: '%s' is not KIND=WEIGHT", t);
+        *eq = '\0';
+        int k = 0;
+        while (k < BENCH_MIX_COUNT_ && strcmp(t, kinds[k]) != 0)
+            k++;
+        if (k == BENCH_MIX_COUNT_)
+            return usage_error("--mix: unknown kind '%s' (reserve, hold, release, get)", t);
+        uint64_t w;
+        if (parse_u64("--mix", eq + 1, 0, 1000000, &w) != 0)
+            return -1;
+        o->mix[k] = (uint32_t)w;
+        total += w;
+    }
+    if (total == 0)
+        return usage_error("--mix: all weights are 0");
+    o->has_mix = true;
+    return 0;
+}
+
 static int parse_db(const char *s, bench_opts *o, const char *from)
 {
     char err[160];
@@ -221,7 +258,7 @@ enum {
     OPT_MODE = 256, OPT_COMPARE, OPT_TARGET, OPT_DB, OPT_PEER_DB, OPT_REDIS, OPT_TOKEN,
     OPT_SKUS, OPT_DIST, OPT_QTY, OPT_STOCK, OPT_HOLD, OPT_CONNS, OPT_PIPE, OPT_DURATION,
     OPT_REQUESTS, OPT_RATE, OPT_WARMUP, OPT_DRAIN, OPT_SEED, OPT_JSON, OPT_PLOT, OPT_KEEP,
-    OPT_NO_PROGRESS, OPT_VERSION,
+    OPT_NO_PROGRESS, OPT_VERSION, OPT_MIX,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -237,6 +274,7 @@ static const struct option LONG_OPTS[] = {
     {"qty", required_argument, NULL, OPT_QTY},
     {"stock", required_argument, NULL, OPT_STOCK},
     {"hold-ms", required_argument, NULL, OPT_HOLD},
+    {"mix", required_argument, NULL, OPT_MIX},
     {"connections", required_argument, NULL, OPT_CONNS},
     {"pipeline", required_argument, NULL, OPT_PIPE},
     {"duration", required_argument, NULL, OPT_DURATION},
@@ -301,6 +339,7 @@ static int apply_opt(int c, const char *arg, bench_opts *o, bool *db_given, bool
         return 0;
     case OPT_SKUS: rc = parse_u64("--skus", arg, 1, BENCH_SKUS_MAX, &u); o->skus = (uint32_t)u; return rc;
     case OPT_DIST: return parse_dist(arg, o);
+    case OPT_MIX: return parse_mix(arg, o);
     case OPT_QTY: rc = parse_u64("--qty", arg, 1, BENCH_QTY_MAX, &u); o->qty = (int32_t)u; return rc;
     case OPT_STOCK:
         if (strcmp(arg, "unlimited") == 0) {
