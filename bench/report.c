@@ -284,11 +284,18 @@ int bench_report_plot(const bench_result *res, unsigned n, const char *png_path)
             "plot for [i=2:%u] '%s.lat.dat' using i:xtic(1) with linespoints lw 2\n"
             "unset logscale y\n"
             "set title 'requests/s over time (warmup included, log scale)'\n"
-            "set logscale y\n"
-            "set xlabel 'second'\n"
-            "plot for [i=2:%u] '%s.tput.dat' using 1:i with lines lw 2\n"
-            "unset multiplot\n",
-            png_path, n + 1, base, n + 1, base);
+            "set xlabel 'second'\n",
+            png_path, n + 1, base);
+    uint32_t seconds = 0;
+    for (unsigned i = 0; i < n; i++)
+        seconds = res[i].series_n > seconds ? res[i].series_n : seconds;
+    if (seconds > 0)
+        fprintf(f, "set logscale y\nplot for [i=2:%u] '%s.tput.dat' using 1:i with lines lw 2\n",
+                n + 1, base);
+    else      /* shorter than one tick: nothing to draw, say so */
+        fprintf(f, "set label 'run shorter than 1 s' at graph 0.5,0.5 center\n"
+                   "set yrange [0:1]\nplot [0:1] -1 notitle\n");
+    fprintf(f, "unset multiplot\n");
     fclose(f);
     /* gnuplot warns about one-point ranges on short runs: keep its chatter
      * in a log next to the script. */
