@@ -28,19 +28,10 @@
 
 #include "stockd/codec.h"
 #include "stockd/log.h"
+#include "stockd/rpc_parse.h"
 
 #define FRAMES_PER_READ_MAX 512   /* fairness: frames decoded per wakeup */
 #define EXPIRY_TICK_MS 50
-
-enum method {
-    M_PING = 0, M_RESERVE, M_CONFIRM, M_RELEASE, M_SHIP, M_ORDER_GET,
-    M_STOCK_GET, M_SKU_PUT, M_ADJUST, M_STATS, M_UNKNOWN, M_COUNT
-};
-
-static const char *const method_names[M_COUNT] = {
-    "ping", "reserve", "confirm", "release", "ship", "order.get",
-    "stock.get", "sku.put", "stock.adjust", "stats", "(unknown)",
-};
 
 /* Result slots of the per-method counters: engine errors, plus these. */
 enum { RES_UNAUTHORIZED = ENG_E_COUNT_, RES_TOO_LARGE, RES_UNKNOWN_METHOD, RES_COUNT };
@@ -289,299 +280,6 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
         conn_update_read(c);
 }
 
-/* ------------------------------------------------------------ params */
-
-enum field {
-    F_ORDER_ID = 0, F_SKU, F_QTY, F_HOLD_MS, F_DEADLINE_MS, F_DELTA, F_REASON,
-    F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_COUNT
-};
-static const char *const field_names[F_COUNT] = {
-    "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
-    "own_on_hand", "supplier", "supplier_reported", "token",
-};
-#define B(f) (1u << (f))
-
-typedef struct method_spec {
-    uint32_t allowed;
-    uint32_t required;
-    bool admin;
-} method_spec;
-
-static const method_spec specs[M_COUNT] = {
-    [M_PING] = {B(F_TOKEN), 0, false},
-    [M_RESERVE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_QTY) | B(F_HOLD_MS) | B(F_DEADLINE_MS) | B(F_TOKEN),
-                   B(F_ORDER_ID) | B(F_SKU) | B(F_QTY), false},
-    [M_CONFIRM] = {B(F_ORDER_ID) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_ORDER_ID), false},
-    [M_RELEASE] = {B(F_ORDER_ID) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_ORDER_ID), false},
-    [M_SHIP] = {B(F_ORDER_ID) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_ORDER_ID), false},
-    [M_ORDER_GET] = {B(F_ORDER_ID) | B(F_TOKEN), B(F_ORDER_ID), false},
-    [M_STOCK_GET] = {B(F_SKU) | B(F_TOKEN), B(F_SKU), false},
-    [M_SKU_PUT] = {B(F_SKU) | B(F_OWN_ON_HAND) | B(F_SUPPLIER) | B(F_SUPPLIER_REPORTED) |
-                   B(F_DEADLINE_MS) | B(F_TOKEN), B(F_SKU), true},
-    [M_ADJUST] = {B(F_SKU) | B(F_DELTA) | B(F_REASON) | B(F_DEADLINE_MS) | B(F_TOKEN),
-                  B(F_SKU) | B(F_DELTA) | B(F_REASON), true},
-    [M_STATS] = {B(F_TOKEN), 0, false},
-};
-
-typedef struct parsed {
-    uint32_t seen;
-    int64_t deadline_ms;
-    const msgpack_object *token;
-} parsed;
-
-typedef struct perr {
-    const char *field;
-    const char *problem;
-} perr;
-
-static bool utf8_valid(const unsigned char *p, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = p[i];
-        size_t len;
-        uint32_t cp;
-        if (c == 0)
-            return false;  /* ids travel as C strings */
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (i + len > n)
-            return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += len;
-    }
-    return true;
-}
-
-static bool order_id_valid(const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char ch = p[i];
-        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                  ch == '.' || ch == '_' || ch == ':' || ch == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
-static bool get_str(const msgpack_object *v, char *dst, size_t max, bool utf8, perr *e, const char *f)
-{
-    e->field = f;
-    if (v->type != MSGPACK_OBJECT_STR) {
-        e->problem = "must be a string";
-        return false;
-    }
-    size_t n = v->via.str.size;
-    if (n == 0 || n > max) {
-        e->problem = n == 0 ? "must not be empty" : "too long";
-        return false;
-    }
-    if (utf8 && !utf8_valid((const unsigned char *)v->via.str.ptr, n)) {
-        e->problem = "must be valid UTF-8 without NUL";
-        return false;
-    }
-    memcpy(dst, v->via.str.ptr, n);
-    dst[n] = '\0';
-    return true;
-}
-
-static bool get_int(const msgpack_object *v, int64_t lo, int64_t hi, int64_t *out, perr *e, const char *f)
-{
-    e->field = f;
-    if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        if (v->via.u64 > (uint64_t)INT64_MAX || (int64_t)v->via.u64 > hi || (int64_t)v->via.u64 < lo) {
-            e->problem = "out of range";
-            return false;
-        }
-        *out = (int64_t)v->via.u64;
-        return true;
-    }
-    if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-        if (v->via.i64 < lo || v->via.i64 > hi) {
-            e->problem = "out of range";
-            return false;
-        }
-        *out = v->via.i64;
-        return true;
-    }
-    e->problem = "must be an integer";
-    return false;
-}
-
-static bool parse_supplier(const msgpack_object *v, eng_supplier_map *m, perr *e)
-{
-    e->field = "supplier";
-    if (v->type != MSGPACK_OBJECT_MAP) {
-        e->problem = "must be a map";
-        return false;
-    }
-    memset(m, 0, sizeof(*m));
-    unsigned seen = 0;
-    for (uint32_t i = 0; i < v->via.map.size; i++) {
-        const msgpack_object *k = &v->via.map.ptr[i].key, *val = &v->via.map.ptr[i].val;
-        if (k->type != MSGPACK_OBJECT_STR) {
-            e->problem = "keys must be strings";
-            return false;
-        }
-        size_t kn = k->via.str.size;
-        const char *kp = k->via.str.ptr;
-        if (kn == 11 && memcmp(kp, "supplier_id", 11) == 0) {
-            if (!get_str(val, m->supplier_id, ENG_ID_MAX, true, e, "supplier.supplier_id"))
-                return false;
-            seen |= 1;
-        } else if (kn == 8 && memcmp(kp, "offer_id", 8) == 0) {
-            if (!get_int(val, 1, INT64_MAX, &m->offer_id, e, "supplier.offer_id"))
-                return false;
-            seen |= 2;
-        } else if (kn == 7 && memcmp(kp, "spec_id", 7) == 0) {
-            if (!get_str(val, m->spec_id, ENG_ID_MAX, true, e, "supplier.spec_id"))
-                return false;
-            seen |= 4;
-        } else if (kn == 6 && memcmp(kp, "sku_id", 6) == 0) {
-            if (!get_int(val, 1, INT64_MAX, &m->sku_id, e, "supplier.sku_id"))
-                return false;
-        } else {
-            e->field = "supplier";
-            e->problem = "unknown key (supplier_id, offer_id, spec_id, sku_id)";
-            return false;
-        }
-    }
-    if (seen != 7) {
-        e->field = !(seen & 1) ? "supplier.supplier_id" : !(seen & 2) ? "supplier.offer_id" : "supplier.spec_id";
-        e->problem = "required";
-        return false;
-    }
-    return true;
-}
-
-static int field_lookup(const char *p, size_t n)
-{
-    for (int f = 0; f < F_COUNT; f++) {
-        if (strlen(field_names[f]) == n && memcmp(field_names[f], p, n) == 0)
-            return f;
-    }
-    return -1;
-}
-
-static bool parse_field(int f, const msgpack_object *v, eng_op *op, parsed *pp, perr *e)
-{
-    int64_t x;
-    switch (f) {
-    case F_ORDER_ID:
-        if (!get_str(v, op->order_id, ENG_ID_MAX, false, e, "order_id"))
-            return false;
-        if (!order_id_valid(op->order_id, strlen(op->order_id))) {
-            e->problem = "only A-Z a-z 0-9 . _ : - allowed";
-            return false;
-        }
-        return true;
-    case F_SKU:
-        return get_str(v, op->sku, ENG_ID_MAX, true, e, "sku");
-    case F_QTY:
-        if (!get_int(v, 1, ENG_QTY_MAX, &x, e, "qty"))
-            return false;
-        op->qty = (int32_t)x;
-        return true;
-    case F_HOLD_MS:
-        return get_int(v, ENG_HOLD_MS_MIN, ENG_HOLD_MS_MAX, &op->hold_ms, e, "hold_ms");
-    case F_DEADLINE_MS:
-        return get_int(v, 1, 600000, &pp->deadline_ms, e, "deadline_ms");
-    case F_DELTA:
-        if (!get_int(v, -ENG_STOCK_MAX, ENG_STOCK_MAX, &op->delta, e, "delta"))
-            return false;
-        if (op->delta == 0) {
-            e->problem = "must not be 0";
-            return false;
-        }
-        return true;
-    case F_REASON:
-        return get_str(v, op->reason, ENG_REASON_MAX, true, e, "reason");
-    case F_OWN_ON_HAND:
-        op->has_own_on_hand = true;
-        return get_int(v, 0, ENG_STOCK_MAX, &op->own_on_hand, e, "own_on_hand");
-    case F_SUPPLIER_REPORTED:
-        op->has_supplier_reported = true;
-        return get_int(v, 0, ENG_STOCK_MAX, &op->supplier_reported, e, "supplier_reported");
-    case F_SUPPLIER:
-        op->has_supplier = true;
-        return parse_supplier(v, &op->supplier, e);
-    case F_TOKEN:
-        e->field = "token";
-        e->problem = "must be a string";
-        pp->token = v;
-        return v->type == MSGPACK_OBJECT_STR;
-    }
-    return false;
-}
-
-/* Validates params ([{...}]) against the method's fields into op. */
-static bool parse_params(enum method m, const msgpack_object *params, eng_op *op, parsed *pp, perr *e)
-{
-    e->field = "params";
-    if (params->type != MSGPACK_OBJECT_ARRAY || params->via.array.size != 1 ||
-        params->via.array.ptr[0].type != MSGPACK_OBJECT_MAP) {
-        e->problem = "must be an array holding one map";
-        return false;
-    }
-    const msgpack_object *map = &params->via.array.ptr[0];
-    const method_spec *spec = &specs[m];
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type != MSGPACK_OBJECT_STR) {
-            e->problem = "keys must be strings";
-            return false;
-        }
-        int f = field_lookup(k->via.str.ptr, k->via.str.size);
-        if (f < 0 || !(spec->allowed & B(f))) {
-            static char unknown[ENG_ID_MAX + 1];  /* points into a reply built right after */
-            size_t n = k->via.str.size < ENG_ID_MAX ? k->via.str.size : ENG_ID_MAX;
-            memcpy(unknown, k->via.str.ptr, n);
-            unknown[n] = '\0';
-            if (!utf8_valid((const unsigned char *)unknown, n))
-                strcpy(unknown, "?");
-            e->field = unknown;
-            e->problem = "unknown field";
-            return false;
-        }
-        if (pp->seen & B(f)) {
-            e->field = field_names[f];
-            e->problem = "given twice";
-            return false;
-        }
-        pp->seen |= B(f);
-        if (!parse_field(f, &map->via.map.ptr[i].val, op, pp, e))
-            return false;
-    }
-    uint32_t missing = spec->required & ~pp->seen;
-    if (missing) {
-        e->field = field_names[__builtin_ctz(missing)];
-        e->problem = "required";
-        return false;
-    }
-    return true;
-}
-
 /* Constant-time: the comparison takes the same time wherever it differs. */
 static bool token_ok(const server *s, const msgpack_object *tok)
 {
@@ -601,15 +299,6 @@ static bool token_ok(const server *s, const msgpack_object *tok)
 }
 
 /* ------------------------------------------------------------ dispatch */
-
-static enum method method_lookup(const char *p, uint32_t n)
-{
-    for (int m = 0; m < M_UNKNOWN; m++) {
-        if (strlen(method_names[m]) == n && memcmp(method_names[m], p, n) == 0)
-            return (enum method)m;
-    }
-    return M_UNKNOWN;
-}
 
 static void pack_stats(server *s);
 
@@ -659,13 +348,13 @@ static const eng_op_kind op_kind_of[M_COUNT] = {
 
 static void handle_request(server *s, conn *c, const rpc_msg *msg)
 {
-    enum method m = method_lookup(msg->method, msg->method_len);
+    enum method m = rpc_method_lookup(msg->method, msg->method_len);
     if (m == M_UNKNOWN) {
         char name[65];
         size_t n = msg->method_len < 64 ? msg->method_len : 64;
         memcpy(name, msg->method, n);
         name[n] = '\0';
-        if (!utf8_valid((const unsigned char *)name, n))
+        if (!rpc_utf8_valid((const unsigned char *)name, n))
             strcpy(name, "?");
         count(s, M_UNKNOWN, RES_UNKNOWN_METHOD);
         reply_simple_error(s, c, msg->msgid, "unknown_method", "unknown method", false, "method", name);
@@ -677,21 +366,21 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
         reply_simple_error(s, c, msg->msgid, "internal", "out of memory", true, NULL, NULL);
         return;
     }
-    parsed pp = {0, s->cfg->default_deadline_ms, NULL};
-    perr pe = {"params", "invalid"};
+    rpc_parsed pp = {0, s->cfg->default_deadline_ms, NULL};
+    rpc_perr pe = {"params", "invalid", ""};
     eng_op *op = &r->op;
-    if (!parse_params(m, msg->params, op, &pp, &pe)) {
+    if (!rpc_parse_params(m, msg->params, op, &pp, &pe)) {
         reply_invalid(s, c, msg->msgid, m, pe.field, pe.problem);
         req_put(s, r);
         return;
     }
-    if (specs[m].admin && !token_ok(s, pp.token)) {
+    if (rpc_method_admin(m) && !token_ok(s, pp.token)) {
         count(s, m, RES_UNAUTHORIZED);
         reply_simple_error(s, c, msg->msgid, "unauthorized", "admin token required", false, NULL, NULL);
         req_put(s, r);
         return;
     }
-    if (m == M_PING || m == M_STATS || m == M_STOCK_GET || m == M_ORDER_GET) {
+    if (rpc_method_read_only(m)) {
         handle_read_only(s, c, msg->msgid, m, op);
         req_put(s, r);
         return;
@@ -761,7 +450,7 @@ static void pack_stats(server *s)
             nr += s->results[m][r] != 0;
         if (nr == 0)
             continue;
-        codec_pack_cstr(pk, method_names[m]);
+        codec_pack_cstr(pk, rpc_method_name((enum method)m));
         msgpack_pack_map(pk, nr);
         for (int r = 0; r < RES_COUNT; r++) {
             if (s->results[m][r] == 0)

@@ -1,0 +1,60 @@
+/* rpc_parse.h — the pure part of request handling: method names and the
+ * validation of a request's params into an engine op. No sockets, no loop,
+ * no server state, so it can be unit-tested and fuzzed on its own
+ * (tests/fuzz/fuzz_request.c).
+ *
+ * Untrusted input: params is whatever the client sent inside a frame that
+ * codec_frame_check() accepted and msgpack_unpack() decoded. Every string is
+ * length-checked before it is copied into the op's fixed buffers; ids and
+ * names must be valid UTF-8 without NUL (they travel as C strings).
+ */
+#ifndef STOCKD_RPC_PARSE_H
+#define STOCKD_RPC_PARSE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "stockd/engine.h"
+
+/* Methods in the order of their counters; M_UNKNOWN counts unknown names
+ * and requests whose method could not be read. */
+enum method {
+    M_PING = 0, M_RESERVE, M_CONFIRM, M_RELEASE, M_SHIP, M_ORDER_GET,
+    M_STOCK_GET, M_SKU_PUT, M_ADJUST, M_STATS, M_UNKNOWN, M_COUNT
+};
+
+const char *rpc_method_name(enum method m);
+/* M_UNKNOWN when p[0..n) names no method. */
+enum method rpc_method_lookup(const char *p, uint32_t n);
+/* Admin methods need the admin token (when one is configured). */
+bool rpc_method_admin(enum method m);
+/* Reads answered from memory at once (no engine queue). */
+bool rpc_method_read_only(enum method m);
+
+/* What parsing found besides the op's fields. */
+typedef struct rpc_parsed {
+    uint32_t seen;                  /* bit per field given */
+    int64_t deadline_ms;            /* preset to the default by the caller */
+    const msgpack_object *token;    /* NULL or a STR object */
+} rpc_parsed;
+
+/* Why parsing failed: field and problem are static strings or point into
+ * unknown[] of the same struct. */
+typedef struct rpc_perr {
+    const char *field;
+    const char *problem;
+    char unknown[ENG_ID_MAX + 1];   /* an unknown field's name, cut, valid UTF-8 */
+} rpc_perr;
+
+/* Validates params ([{...}]) against method m's fields into op (which the
+ * caller zeroed). Returns false with *e set on the first problem. m must
+ * not be M_UNKNOWN. */
+bool rpc_parse_params(enum method m, const msgpack_object *params, eng_op *op,
+                      rpc_parsed *pp, rpc_perr *e);
+
+/* UTF-8 without NUL, overlongs or surrogates. */
+bool rpc_utf8_valid(const unsigned char *p, size_t n);
+
+#endif

@@ -1,0 +1,317 @@
+/* rpc_parse.c — method table and params validation (see rpc_parse.h).
+ * Moved out of server.c unchanged in behaviour so it can be fuzzed. */
+#include "stockd/rpc_parse.h"
+
+#include <assert.h>
+#include <string.h>
+
+static const char *const method_names[M_COUNT] = {
+    "ping", "reserve", "confirm", "release", "ship", "order.get",
+    "stock.get", "sku.put", "stock.adjust", "stats", "(unknown)",
+};
+
+const char *rpc_method_name(enum method m)
+{
+    assert(m < M_COUNT);
+    return method_names[m];
+}
+
+enum field {
+    F_ORDER_ID = 0, F_SKU, F_QTY, F_HOLD_MS, F_DEADLINE_MS, F_DELTA, F_REASON,
+    F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_COUNT
+};
+static const char *const field_names[F_COUNT] = {
+    "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
+    "own_on_hand", "supplier", "supplier_reported", "token",
+};
+#define B(f) (1u << (f))
+
+typedef struct method_spec {
+    uint32_t allowed;
+    uint32_t required;
+    bool admin;
+} method_spec;
+
+static const method_spec specs[M_COUNT] = {
+    [M_PING] = {B(F_TOKEN), 0, false},
+    [M_RESERVE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_QTY) | B(F_HOLD_MS) | B(F_DEADLINE_MS) | B(F_TOKEN),
+                   B(F_ORDER_ID) | B(F_SKU) | B(F_QTY), false},
+    [M_CONFIRM] = {B(F_ORDER_ID) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_ORDER_ID), false},
+    [M_RELEASE] = {B(F_ORDER_ID) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_ORDER_ID), false},
+    [M_SHIP] = {B(F_ORDER_ID) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_ORDER_ID), false},
+    [M_ORDER_GET] = {B(F_ORDER_ID) | B(F_TOKEN), B(F_ORDER_ID), false},
+    [M_STOCK_GET] = {B(F_SKU) | B(F_TOKEN), B(F_SKU), false},
+    [M_SKU_PUT] = {B(F_SKU) | B(F_OWN_ON_HAND) | B(F_SUPPLIER) | B(F_SUPPLIER_REPORTED) |
+                   B(F_DEADLINE_MS) | B(F_TOKEN), B(F_SKU), true},
+    [M_ADJUST] = {B(F_SKU) | B(F_DELTA) | B(F_REASON) | B(F_DEADLINE_MS) | B(F_TOKEN),
+                  B(F_SKU) | B(F_DELTA) | B(F_REASON), true},
+    [M_STATS] = {B(F_TOKEN), 0, false},
+};
+
+bool rpc_utf8_valid(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = p[i];
+        size_t len;
+        uint32_t cp;
+        if (c == 0)
+            return false;  /* ids travel as C strings */
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            len = 2;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            len = 3;
+            cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+static bool order_id_valid(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                  ch == '.' || ch == '_' || ch == ':' || ch == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static bool get_str(const msgpack_object *v, char *dst, size_t max, bool utf8, rpc_perr *e, const char *f)
+{
+    e->field = f;
+    if (v->type != MSGPACK_OBJECT_STR) {
+        e->problem = "must be a string";
+        return false;
+    }
+    size_t n = v->via.str.size;
+    if (n == 0 || n > max) {
+        e->problem = n == 0 ? "must not be empty" : "too long";
+        return false;
+    }
+    if (utf8 && !rpc_utf8_valid((const unsigned char *)v->via.str.ptr, n)) {
+        e->problem = "must be valid UTF-8 without NUL";
+        return false;
+    }
+    memcpy(dst, v->via.str.ptr, n);
+    dst[n] = '\0';
+    return true;
+}
+
+static bool get_int(const msgpack_object *v, int64_t lo, int64_t hi, int64_t *out, rpc_perr *e, const char *f)
+{
+    e->field = f;
+    if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (v->via.u64 > (uint64_t)INT64_MAX || (int64_t)v->via.u64 > hi || (int64_t)v->via.u64 < lo) {
+            e->problem = "out of range";
+            return false;
+        }
+        *out = (int64_t)v->via.u64;
+        return true;
+    }
+    if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        if (v->via.i64 < lo || v->via.i64 > hi) {
+            e->problem = "out of range";
+            return false;
+        }
+        *out = v->via.i64;
+        return true;
+    }
+    e->problem = "must be an integer";
+    return false;
+}
+
+static bool parse_supplier(const msgpack_object *v, eng_supplier_map *m, rpc_perr *e)
+{
+    e->field = "supplier";
+    if (v->type != MSGPACK_OBJECT_MAP) {
+        e->problem = "must be a map";
+        return false;
+    }
+    memset(m, 0, sizeof(*m));
+    unsigned seen = 0;
+    for (uint32_t i = 0; i < v->via.map.size; i++) {
+        const msgpack_object *k = &v->via.map.ptr[i].key, *val = &v->via.map.ptr[i].val;
+        if (k->type != MSGPACK_OBJECT_STR) {
+            e->problem = "keys must be strings";
+            return false;
+        }
+        size_t kn = k->via.str.size;
+        const char *kp = k->via.str.ptr;
+        if (kn == 11 && memcmp(kp, "supplier_id", 11) == 0) {
+            if (!get_str(val, m->supplier_id, ENG_ID_MAX, true, e, "supplier.supplier_id"))
+                return false;
+            seen |= 1;
+        } else if (kn == 8 && memcmp(kp, "offer_id", 8) == 0) {
+            if (!get_int(val, 1, INT64_MAX, &m->offer_id, e, "supplier.offer_id"))
+                return false;
+            seen |= 2;
+        } else if (kn == 7 && memcmp(kp, "spec_id", 7) == 0) {
+            if (!get_str(val, m->spec_id, ENG_ID_MAX, true, e, "supplier.spec_id"))
+                return false;
+            seen |= 4;
+        } else if (kn == 6 && memcmp(kp, "sku_id", 6) == 0) {
+            if (!get_int(val, 1, INT64_MAX, &m->sku_id, e, "supplier.sku_id"))
+                return false;
+        } else {
+            e->field = "supplier";
+            e->problem = "unknown key (supplier_id, offer_id, spec_id, sku_id)";
+            return false;
+        }
+    }
+    if (seen != 7) {
+        e->field = !(seen & 1) ? "supplier.supplier_id" : !(seen & 2) ? "supplier.offer_id" : "supplier.spec_id";
+        e->problem = "required";
+        return false;
+    }
+    return true;
+}
+
+static int field_lookup(const char *p, size_t n)
+{
+    for (int f = 0; f < F_COUNT; f++) {
+        if (strlen(field_names[f]) == n && memcmp(field_names[f], p, n) == 0)
+            return f;
+    }
+    return -1;
+}
+
+static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *pp, rpc_perr *e)
+{
+    int64_t x;
+    switch (f) {
+    case F_ORDER_ID:
+        if (!get_str(v, op->order_id, ENG_ID_MAX, false, e, "order_id"))
+            return false;
+        if (!order_id_valid(op->order_id, strlen(op->order_id))) {
+            e->problem = "only A-Z a-z 0-9 . _ : - allowed";
+            return false;
+        }
+        return true;
+    case F_SKU:
+        return get_str(v, op->sku, ENG_ID_MAX, true, e, "sku");
+    case F_QTY:
+        if (!get_int(v, 1, ENG_QTY_MAX, &x, e, "qty"))
+            return false;
+        op->qty = (int32_t)x;
+        return true;
+    case F_HOLD_MS:
+        return get_int(v, ENG_HOLD_MS_MIN, ENG_HOLD_MS_MAX, &op->hold_ms, e, "hold_ms");
+    case F_DEADLINE_MS:
+        return get_int(v, 1, 600000, &pp->deadline_ms, e, "deadline_ms");
+    case F_DELTA:
+        if (!get_int(v, -ENG_STOCK_MAX, ENG_STOCK_MAX, &op->delta, e, "delta"))
+            return false;
+        if (op->delta == 0) {
+            e->problem = "must not be 0";
+            return false;
+        }
+        return true;
+    case F_REASON:
+        return get_str(v, op->reason, ENG_REASON_MAX, true, e, "reason");
+    case F_OWN_ON_HAND:
+        op->has_own_on_hand = true;
+        return get_int(v, 0, ENG_STOCK_MAX, &op->own_on_hand, e, "own_on_hand");
+    case F_SUPPLIER_REPORTED:
+        op->has_supplier_reported = true;
+        return get_int(v, 0, ENG_STOCK_MAX, &op->supplier_reported, e, "supplier_reported");
+    case F_SUPPLIER:
+        op->has_supplier = true;
+        return parse_supplier(v, &op->supplier, e);
+    case F_TOKEN:
+        e->field = "token";
+        e->problem = "must be a string";
+        pp->token = v;
+        return v->type == MSGPACK_OBJECT_STR;
+    }
+    return false;
+}
+
+/* Validates params ([{...}]) against the method's fields into op. */
+bool rpc_parse_params(enum method m, const msgpack_object *params, eng_op *op, rpc_parsed *pp, rpc_perr *e)
+{
+    e->field = "params";
+    if (params->type != MSGPACK_OBJECT_ARRAY || params->via.array.size != 1 ||
+        params->via.array.ptr[0].type != MSGPACK_OBJECT_MAP) {
+        e->problem = "must be an array holding one map";
+        return false;
+    }
+    const msgpack_object *map = &params->via.array.ptr[0];
+    const method_spec *spec = &specs[m];
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR) {
+            e->problem = "keys must be strings";
+            return false;
+        }
+        int f = field_lookup(k->via.str.ptr, k->via.str.size);
+        if (f < 0 || !(spec->allowed & B(f))) {
+            size_t n = k->via.str.size < ENG_ID_MAX ? k->via.str.size : ENG_ID_MAX;
+            memcpy(e->unknown, k->via.str.ptr, n);
+            e->unknown[n] = '\0';
+            if (!rpc_utf8_valid((const unsigned char *)e->unknown, n))
+                strcpy(e->unknown, "?");
+            e->field = e->unknown;
+            e->problem = "unknown field";
+            return false;
+        }
+        if (pp->seen & B(f)) {
+            e->field = field_names[f];
+            e->problem = "given twice";
+            return false;
+        }
+        pp->seen |= B(f);
+        if (!parse_field(f, &map->via.map.ptr[i].val, op, pp, e))
+            return false;
+    }
+    uint32_t missing = spec->required & ~pp->seen;
+    if (missing) {
+        e->field = field_names[__builtin_ctz(missing)];
+        e->problem = "required";
+        return false;
+    }
+    return true;
+}
+
+
+enum method rpc_method_lookup(const char *p, uint32_t n)
+{
+    for (int m = 0; m < M_UNKNOWN; m++) {
+        if (strlen(method_names[m]) == n && memcmp(method_names[m], p, n) == 0)
+            return (enum method)m;
+    }
+    return M_UNKNOWN;
+}
+
+bool rpc_method_admin(enum method m)
+{
+    assert(m < M_COUNT);
+    return specs[m].admin;
+}
+
+bool rpc_method_read_only(enum method m)
+{
+    return m == M_PING || m == M_STATS || m == M_STOCK_GET || m == M_ORDER_GET;
+}
