@@ -1253,6 +1253,11 @@ void engine_cancel_all(engine *e, eng_err err)
             eng_op *op = s->q_head;
             engine_cancel(e, op);
             if (op->kind == ENG_OP_EXPIRE) {
+                /* Its heap entry was popped when it was queued: the hold
+                 * must come due again, or it would never expire. */
+                eng_order *o = order_find(e, op->order_id);
+                if (o != NULL && o->status == ENG_ST_HELD)
+                    (void)heap_push(e, o->hold_expires_at_ms, o);
                 internal_op_free(e, op);
                 continue;
             }

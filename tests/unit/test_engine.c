@@ -262,6 +262,18 @@ static void test_hold_expiry(void **state)
     eng_order_view v;
     assert_true(engine_order_get(e, "o", &v));
     assert_int_equal(v.status, ENG_ST_EXPIRED);
+    free(r);
+    /* An expiry cancelled with the rest of the queue (store down) comes due
+     * again. */
+    r = op_new(ENG_OP_RESERVE, "o2", "s", 1);
+    r->hold_ms = 1000;
+    engine_submit(e, r, 2000);
+    run(e, 2000, ENG_COMMITTED);
+    assert_int_equal(engine_expire_due(e, 3000), 1);
+    engine_cancel_all(e, ENG_E_UNAVAILABLE);
+    assert_int_equal(engine_expire_due(e, 3001), 1);
+    run(e, 3001, ENG_COMMITTED);
+    assert_int_equal(avail(e, "s"), 1);
     eng_op *c = op_new(ENG_OP_CONFIRM, "o", NULL, 0);
     assert_int_equal(engine_submit(e, c, 1200), ENG_OK);
     run(e, 1200, ENG_COMMITTED);
