@@ -31,6 +31,7 @@
 
 typedef enum cfg_kind {
     CFG_K_HOSTPORT,   /* listen: HOST:PORT into listen_host/listen_port */
+    CFG_K_HTTP,       /* http: HOST:PORT into http_host/http_port */
     CFG_K_DB_URL,     /* db: mysql:// URL into db_url and db */
     CFG_K_REDIS_URL,  /* redis: redis:// URL into redis_url/host/port */
     CFG_K_NODE,       /* node name: 1..64 of [A-Za-z0-9._:-] */
@@ -51,6 +52,7 @@ typedef struct cfg_opt {
 
 static const cfg_opt cfg_opts[] = {
     {"listen", CFG_K_HOSTPORT, 0, 0, 0},
+    {"http", CFG_K_HTTP, 0, 0, 0},
     {"db", CFG_K_DB_URL, 0, 0, 0},
     {"redis", CFG_K_REDIS_URL, 0, 0, 0},
     {"node", CFG_K_NODE, offsetof(stockd_config, node), 0, 0},
@@ -356,6 +358,12 @@ static int cfg_apply(stockd_config *c, const cfg_opt *o, const char *v, const ch
             return cfg_fail(err, err_len, "%s: %s", where, e);
         memcpy(c->listen_host, host, strlen(host) + 1);
         c->listen_port = port;
+        return 0;
+    case CFG_K_HTTP:
+        if (config_parse_hostport(v, host, sizeof host, &port, e, sizeof e) != 0)
+            return cfg_fail(err, err_len, "%s: %s", where, e);
+        memcpy(c->http_host, host, strlen(host) + 1);
+        c->http_port = port;
         return 0;
     case CFG_K_DB_URL: {
         cfg_db db;
@@ -684,6 +692,8 @@ const char *config_usage(void) {
 "  --listen HOST:PORT         address to serve on; HOST is an IP or localhost,\n"
 "                             IPv6 as [addr]:port (env STOCKD_LISTEN;\n"
 "                             default 127.0.0.1:7400)\n"
+"  --http HOST:PORT           serve /metrics (Prometheus), /healthz and /readyz\n"
+"                             over HTTP (env STOCKD_HTTP; default off)\n"
 "  --db URL                   MariaDB: mysql://user:pass@host:port/db or\n"
 "                             mysql://user:pass@/db?socket=/path; percent-encode\n"
 "                             special characters in the password (env STOCKD_DB;\n"

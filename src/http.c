@@ -1,1 +1,317 @@
-/* http.c — placeholder */
+/* http.c — /metrics, /healthz, /readyz over evhttp (see http.h).
+ *
+ * Every figure comes from server_metrics_get(), the same counters and
+ * histograms `stats` reads, so the two agree. Nothing is exported that
+ * stockd does not measure yet (Redis cache, Bloom filter and supplier
+ * figures appear when those modules expose them).
+ */
+#include "stockd/http.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "stockd/hist.h"
+#include "stockd/log.h"
+
+#define HTTP_HEADERS_MAX_BYTES 8192
+#define HTTP_TIMEOUT_S 10
+
+struct http_srv {
+    struct evhttp *http;
+    server *srv;
+};
+
+/* Request latency bucket edges in microseconds (exported in seconds). Each
+ * is a hist edge, so the cumulative counts are exact. */
+static const uint64_t lat_edges_us[] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
+    100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+};
+/* Batch size edges: an integer v <= le is v < le + 1, and le + 1 must be a
+ * hist edge (exact below 100, multiples of 10 up to 999, ...). */
+static const uint64_t ops_edges[] = {1, 2, 5, 10, 20, 50, 99, 199, 499, 999, 1999, 4999};
+
+/* ------------------------------------------------------------ exposition */
+
+static void family(struct evbuffer *b, const char *name, const char *type, const char *help)
+{
+    evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void sample_u(struct evbuffer *b, const char *name, const char *labels, uint64_t v)
+{
+    evbuffer_add_printf(b, "%s%s%s%s %" PRIu64 "\n", name, labels ? "{" : "",
+                        labels ? labels : "", labels ? "}" : "", v);
+}
+
+static void sample_f(struct evbuffer *b, const char *name, const char *labels, double v)
+{
+    evbuffer_add_printf(b, "%s%s%s%s %.6f\n", name, labels ? "{" : "", labels ? labels : "",
+                        labels ? "}" : "", v);
+}
+
+/* One histogram's samples. labels is "" or `key="v"`; scale divides the
+ * recorded unit into the exported one (1e6: us -> s); edges are recorded
+ * units, and values <= edge are counted as < edge + plus_one. */
+static void hist_samples(struct evbuffer *b, const char *name, const char *labels,
+                         const hist *h, const uint64_t *edges, size_t n, double scale,
+                         uint64_t plus_one)
+{
+    const char *sep = labels[0] ? "," : "";
+    for (size_t i = 0; i < n; i++) {
+        evbuffer_add_printf(b, "%s_bucket{%s%sle=\"%g\"} %" PRIu64 "\n", name, labels, sep,
+                            (double)edges[i] / scale,
+                            hist_count_below(h, edges[i] + plus_one));
+    }
+    evbuffer_add_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, sep,
+                        h->count);
+    evbuffer_add_printf(b, "%s_sum%s%s%s %.6f\n", name, labels[0] ? "{" : "", labels,
+                        labels[0] ? "}" : "", (double)h->sum / scale);
+    evbuffer_add_printf(b, "%s_count%s%s%s %" PRIu64 "\n", name, labels[0] ? "{" : "", labels,
+                        labels[0] ? "}" : "", h->count);
+}
+
+static uint64_t method_total(const server_metrics *m, uint32_t i)
+{
+    uint64_t t = 0;
+    for (uint32_t r = 0; r < m->n_results; r++)
+        t += m->methods[i].results[r];
+    return t;
+}
+
+static void metrics_requests(struct evbuffer *b, const server_metrics *m)
+{
+    char lb[128];
+    family(b, "stockd_requests_total", "counter",
+           "Requests answered, by method and result (result ok or an error code).");
+    for (uint32_t i = 0; i < m->n_methods; i++) {
+        for (uint32_t r = 0; r < m->n_results; r++) {
+            if (m->methods[i].results[r] == 0)
+                continue;
+            snprintf(lb, sizeof(lb), "method=\"%s\",result=\"%s\"", m->methods[i].name,
+                     m->result_names[r]);
+            sample_u(b, "stockd_requests_total", lb, m->methods[i].results[r]);
+        }
+    }
+    family(b, "stockd_request_duration_seconds", "histogram",
+           "From reading a request to queueing its answer, by method.");
+    for (uint32_t i = 0; i < m->n_methods; i++) {
+        if (method_total(m, i) == 0)
+            continue;
+        snprintf(lb, sizeof(lb), "method=\"%s\"", m->methods[i].name);
+        hist_samples(b, "stockd_request_duration_seconds", lb, m->methods[i].latency_us,
+                     lat_edges_us, sizeof(lat_edges_us) / sizeof(lat_edges_us[0]), 1e6, 0);
+    }
+}
+
+static void metrics_conns(struct evbuffer *b, const server_metrics *m)
+{
+    family(b, "stockd_connections", "gauge", "Client connections open now.");
+    sample_u(b, "stockd_connections", NULL, m->conns_current);
+    family(b, "stockd_connections_accepted_total", "counter", "Client connections accepted.");
+    sample_u(b, "stockd_connections_accepted_total", NULL, m->conns_total);
+    family(b, "stockd_connections_refused_total", "counter",
+           "Connections closed at accept: over max-connections, draining or out of memory.");
+    sample_u(b, "stockd_connections_refused_total", NULL, m->conns_refused);
+    family(b, "stockd_connections_closed_bad_input_total", "counter",
+           "Connections closed for input the protocol cannot survive.");
+    sample_u(b, "stockd_connections_closed_bad_input_total", NULL, m->conns_closed_bad);
+    family(b, "stockd_notifications_ignored_total", "counter",
+           "msgpack-rpc notifications received (no method takes them).");
+    sample_u(b, "stockd_notifications_ignored_total", NULL, m->notifications);
+}
+
+static void metrics_engine(struct evbuffer *b, const server_metrics *m)
+{
+    const eng_stats *e = &m->engine;
+    family(b, "stockd_queue_ops", "gauge", "Operations waiting in the per-SKU FIFOs now.");
+    sample_u(b, "stockd_queue_ops", NULL, e->queued);
+    family(b, "stockd_queue_sku_ops_max_seen", "gauge", "Longest per-SKU FIFO seen.");
+    sample_u(b, "stockd_queue_sku_ops_max_seen", NULL, e->queued_max_sku);
+    family(b, "stockd_queue_limit_ops", "gauge", "Configured queue limits.");
+    sample_u(b, "stockd_queue_limit_ops", "scope=\"sku\"", m->queue_per_sku_max);
+    sample_u(b, "stockd_queue_limit_ops", "scope=\"total\"", m->queue_total_max);
+    family(b, "stockd_batches_total", "counter", "Batches handed to the store.");
+    sample_u(b, "stockd_batches_total", NULL, e->batches);
+    family(b, "stockd_batch_ops_total", "counter", "Operations in those batches.");
+    sample_u(b, "stockd_batch_ops_total", NULL, e->batch_ops);
+    family(b, "stockd_batches_done_total", "counter", "Batches by how their commit ended.");
+    sample_u(b, "stockd_batches_done_total", "outcome=\"committed\"", e->batches_committed);
+    sample_u(b, "stockd_batches_done_total", "outcome=\"aborted\"", e->batches_aborted);
+    sample_u(b, "stockd_batches_done_total", "outcome=\"unknown\"", e->batches_unknown);
+    family(b, "stockd_batches_in_flight", "gauge", "Batches being committed now.");
+    sample_u(b, "stockd_batches_in_flight", NULL, e->batches_in_flight);
+    family(b, "stockd_batch_size_ops", "histogram",
+           "Operations per non-empty batch sent to MariaDB.");
+    hist_samples(b, "stockd_batch_size_ops", "", m->batch_ops, ops_edges,
+                 sizeof(ops_edges) / sizeof(ops_edges[0]), 1.0, 1);
+    family(b, "stockd_skus", "gauge", "SKUs in memory.");
+    sample_u(b, "stockd_skus", NULL, e->skus);
+    family(b, "stockd_orders", "gauge", "Orders in memory.");
+    sample_u(b, "stockd_orders", NULL, e->orders);
+    family(b, "stockd_holds_expired_total", "counter", "Held orders expired.");
+    sample_u(b, "stockd_holds_expired_total", NULL, e->holds_expired);
+    family(b, "stockd_outcome_unknown_total", "counter",
+           "Requests answered 'commit outcome unknown'.");
+    sample_u(b, "stockd_outcome_unknown_total", NULL, m->outcome_unknown);
+}
+
+static void metrics_store(struct evbuffer *b, const server_metrics *m)
+{
+    const store_stats *st = &m->store;
+    family(b, "stockd_commit_duration_seconds", "histogram",
+           "From handing a batch to MariaDB to its outcome (any outcome).");
+    hist_samples(b, "stockd_commit_duration_seconds", "", m->commit_us, lat_edges_us,
+                 sizeof(lat_edges_us) / sizeof(lat_edges_us[0]), 1e6, 0);
+    family(b, "stockd_store_commits_total", "counter", "MariaDB commits by outcome.");
+    sample_u(b, "stockd_store_commits_total", "outcome=\"ok\"", st->commits_ok);
+    sample_u(b, "stockd_store_commits_total", "outcome=\"aborted\"", st->commits_aborted);
+    sample_u(b, "stockd_store_commits_total", "outcome=\"unknown\"", st->commits_unknown);
+    family(b, "stockd_store_commit_seconds_max", "gauge", "Slowest successful commit.");
+    sample_f(b, "stockd_store_commit_seconds_max", NULL, (double)st->commit_us_max / 1e6);
+    family(b, "stockd_store_resolves_total", "counter", "Unknown batches settled.");
+    sample_u(b, "stockd_store_resolves_total", NULL, st->resolves);
+    family(b, "stockd_store_reconnects_total", "counter", "MariaDB reconnects.");
+    sample_u(b, "stockd_store_reconnects_total", NULL, st->reconnects);
+    family(b, "stockd_mariadb_up", "gauge", "1 when at least one MariaDB connection is up.");
+    sample_u(b, "stockd_mariadb_up", NULL, m->store_up ? 1 : 0);
+    family(b, "stockd_mariadb_connections", "gauge", "MariaDB writer connections by state.");
+    sample_u(b, "stockd_mariadb_connections", "state=\"up\"", st->conns_up);
+    sample_u(b, "stockd_mariadb_connections", "state=\"busy\"", st->conns_busy);
+}
+
+static void metrics_process(struct evbuffer *b, const server_metrics *m)
+{
+    family(b, "stockd_build_info", "gauge", "Version of this stockd.");
+    sample_u(b, "stockd_build_info", "version=\"" STOCKD_VERSION "\"", 1);
+    family(b, "stockd_uptime_seconds", "gauge", "Seconds since start.");
+    sample_f(b, "stockd_uptime_seconds", NULL, (double)m->uptime_ms / 1000.0);
+    family(b, "stockd_ready", "gauge", "1 when /readyz answers 200.");
+    sample_u(b, "stockd_ready", NULL, m->listening && m->store_up && !m->draining);
+    family(b, "stockd_draining", "gauge", "1 after SIGTERM/SIGINT, while draining.");
+    sample_u(b, "stockd_draining", NULL, m->draining);
+    family(b, "stockd_config_reloads_total", "counter", "Configuration reloads (SIGHUP).");
+    sample_u(b, "stockd_config_reloads_total", NULL, m->reloads);
+}
+
+/* ------------------------------------------------------------ handlers */
+
+static void reply_text(struct evhttp_request *req, int code, const char *reason,
+                       struct evbuffer *body, const char *ctype)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", ctype);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_send_reply(req, code, reason, body);
+}
+
+static void on_metrics(struct evhttp_request *req, http_srv *h)
+{
+    server_metrics m;
+    server_metrics_get(h->srv, &m);
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    metrics_process(b, &m);
+    metrics_requests(b, &m);
+    metrics_conns(b, &m);
+    metrics_engine(b, &m);
+    metrics_store(b, &m);
+    reply_text(req, 200, "OK", b, "text/plain; version=0.0.4; charset=utf-8");
+    evbuffer_free(b);
+}
+
+static void on_readyz(struct evhttp_request *req, http_srv *h)
+{
+    server_metrics m;
+    server_metrics_get(h->srv, &m);
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    if (!m.listening)
+        evbuffer_add_printf(b, "not listening: state not loaded yet\n");
+    if (!m.store_up)
+        evbuffer_add_printf(b, "mariadb down\n");
+    if (m.draining)
+        evbuffer_add_printf(b, "draining\n");
+    bool ready = evbuffer_get_length(b) == 0;
+    if (ready)
+        evbuffer_add_printf(b, "ready\n");
+    reply_text(req, ready ? 200 : 503, ready ? "OK" : "Service Unavailable", b,
+               "text/plain; charset=utf-8");
+    evbuffer_free(b);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    http_srv *h = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    if (path == NULL)
+        path = "";
+    if (strcmp(path, "/metrics") == 0) {
+        on_metrics(req, h);
+    } else if (strcmp(path, "/readyz") == 0) {
+        on_readyz(req, h);
+    } else if (strcmp(path, "/healthz") == 0) {
+        struct evbuffer *b = evbuffer_new();
+        if (b != NULL)
+            evbuffer_add_printf(b, "ok\n");
+        reply_text(req, 200, "OK", b, "text/plain; charset=utf-8");
+        if (b != NULL)
+            evbuffer_free(b);
+    } else {
+        evhttp_send_error(req, 404, "not found: /metrics, /healthz, /readyz");
+    }
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+http_srv *http_new(struct event_base *base, server *srv, const char *host, int port,
+                   char *err, size_t err_len)
+{
+    assert(base && srv && host && port > 0 && port <= 65535);
+    http_srv *h = calloc(1, sizeof(*h));
+    if (h == NULL || (h->http = evhttp_new(base)) == NULL) {
+        free(h);
+        snprintf(err, err_len, "http: out of memory");
+        return NULL;
+    }
+    h->srv = srv;
+    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_max_headers_size(h->http, HTTP_HEADERS_MAX_BYTES);
+    evhttp_set_max_body_size(h->http, 0);
+    evhttp_set_timeout(h->http, HTTP_TIMEOUT_S);
+    evhttp_set_gencb(h->http, on_request, h);
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    if (evhttp_bind_socket(h->http, host, (uint16_t)port) != 0) {
+        snprintf(err, err_len, "http: cannot listen on %s:%d", host, port);
+        http_free(h);
+        return NULL;
+    }
+    char p[16];
+    snprintf(p, sizeof(p), "%d", port);
+    LOG_I("http listening", "host", host, "port", p);
+    return h;
+}
+
+void http_free(http_srv *h)
+{
+    if (h == NULL)
+        return;
+    if (h->http)
+        evhttp_free(h->http);
+    free(h);
+}

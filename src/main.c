@@ -11,6 +11,7 @@
 #include <mysql.h>
 
 #include "stockd/config.h"
+#include "stockd/http.h"
 #include "stockd/log.h"
 #include "stockd/server.h"
 #include "stockd/store.h"
@@ -37,6 +38,64 @@ static void raise_nofile(uint32_t want)
         snprintf(got, sizeof(got), "%llu", (unsigned long long)rl.rlim_cur);
         LOG_W("open-file limit below max_connections", "nofile", got);
     }
+}
+
+/* What SIGHUP needs: the live configuration (server.c reads it through its
+ * pointer) and the sources it came from. */
+typedef struct reload_ctx {
+    server *srv;
+    stockd_config *cfg;
+    int argc;
+    char **argv;
+} reload_ctx;
+
+/* Settings that need a restart: a reload that changes one says so. */
+static void reload_note_fixed(const stockd_config *cur, const stockd_config *next)
+{
+    if (strcmp(cur->listen_host, next->listen_host) != 0 || cur->listen_port != next->listen_port)
+        LOG_W("reload: listen changes at restart only");
+    if (strcmp(cur->db_url, next->db_url) != 0 || cur->db_connections != next->db_connections)
+        LOG_W("reload: db settings change at restart only");
+    if (strcmp(cur->node, next->node) != 0)
+        LOG_W("reload: node changes at restart only");
+    if (strcmp(cur->http_host, next->http_host) != 0 || cur->http_port != next->http_port)
+        LOG_W("reload: http changes at restart only");
+}
+
+/* SIGHUP: re-reads the same sources (file, environment, flags); on any
+ * error the running configuration stays as it was. */
+static void reload_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    reload_ctx *rc = arg;
+    stockd_config next;
+    char err[512];
+    if (config_load(&next, rc->argc, rc->argv, environ, err, sizeof(err)) != 0) {
+        LOG_E("reload failed: configuration kept", "error", err);
+        return;
+    }
+    stockd_config *c = rc->cfg;
+    reload_note_fixed(c, &next);
+    memcpy(c->log_level, next.log_level, sizeof(c->log_level));
+    memcpy(c->admin_token, next.admin_token, sizeof(c->admin_token));
+    c->max_message_bytes = next.max_message_bytes;
+    c->max_depth = next.max_depth;
+    c->max_inflight_per_conn = next.max_inflight_per_conn;
+    c->max_connections = next.max_connections;
+    c->idle_timeout_ms = next.idle_timeout_ms;
+    c->max_output_bytes = next.max_output_bytes;
+    c->queue_per_sku_max = next.queue_per_sku_max;
+    c->queue_total_max = next.queue_total_max;
+    c->batch_ops_max = next.batch_ops_max;
+    c->batch_sku_ops_max = next.batch_sku_ops_max;
+    c->expire_per_tick_max = next.expire_per_tick_max;
+    c->default_deadline_ms = next.default_deadline_ms;
+    log_set_level_name(c->log_level);  /* validated by config_load */
+    server_reload(rc->srv);
+    char q[16];
+    snprintf(q, sizeof(q), "%u", c->queue_total_max);
+    LOG_I("configuration reloaded", "log_level", c->log_level, "queue_total_max", q);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -103,10 +162,19 @@ int main(int argc, char **argv)
         LOG_E("listen failed", "error", err);
         return 1;
     }
+    http_srv *http = NULL;
+    if (cfg.http_port > 0 &&
+        (http = http_new(base, srv, cfg.http_host, cfg.http_port, err, sizeof(err))) == NULL) {
+        LOG_E("http listen failed", "error", err);
+        return 1;
+    }
+    reload_ctx rctx = {srv, &cfg, argc, argv};
     struct event *sigterm = evsignal_new(base, SIGTERM, signal_cb, srv);
     struct event *sigint = evsignal_new(base, SIGINT, signal_cb, srv);
+    struct event *sighup = evsignal_new(base, SIGHUP, reload_cb, &rctx);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
+    event_add(sighup, NULL);
     char port[16];
     snprintf(port, sizeof(port), "%d", cfg.listen_port);
     LOG_I("stockd ready", "node", cfg.node, "listen", cfg.listen_host, "port", port,
@@ -115,6 +183,8 @@ int main(int argc, char **argv)
     LOG_I("stockd stopped", "node", cfg.node);
     event_free(sigterm);
     event_free(sigint);
+    event_free(sighup);
+    http_free(http);
     server_free(srv);
     store_free(st);
     event_base_free(base);

@@ -27,11 +27,13 @@
 #include <netinet/tcp.h>
 
 #include "stockd/codec.h"
+#include "stockd/hist.h"
 #include "stockd/log.h"
 #include "stockd/rpc_parse.h"
 
 #define FRAMES_PER_READ_MAX 512   /* fairness: frames decoded per wakeup */
 #define EXPIRY_TICK_MS 50
+#define COMMITS_TRACKED 64        /* > STORE_CONNS_MAX: batches in commit at once */
 
 /* Result slots of the per-method counters: engine errors, plus these. */
 enum { RES_UNAUTHORIZED = ENG_E_COUNT_, RES_TOO_LARGE, RES_UNKNOWN_METHOD, RES_COUNT };
@@ -53,6 +55,7 @@ typedef struct req {
     conn *c;
     uint32_t msgid;
     enum method m;
+    int64_t start_ns;             /* frame read: latency is measured from here */
     struct event timer;           /* deadline while queued */
     struct req *next_free;
 } req;
@@ -81,9 +84,28 @@ struct server {
     uint64_t conns_total, conns_refused, conns_closed_bad, notifications;
     uint64_t results[M_COUNT][RES_COUNT];
     uint64_t outcome_unknown;
+    /* latency: every answer is counted in results[][] and recorded in
+     * latency_us[] at the same place, so the two always agree */
+    int64_t frame_start_ns;       /* the frame being handled now */
+    hist latency_us[M_COUNT];
+    hist batch_ops;
+    hist commit_us;
+    struct { uint64_t batch_id; int64_t start_ns; } commits[COMMITS_TRACKED];
+    bool listening;
+    uint64_t reloads;
 };
 
+_Static_assert(M_COUNT <= SERVER_METHODS_MAX && RES_COUNT <= SERVER_RESULTS_MAX,
+               "server_metrics arrays too small");
+
 static void pump_schedule(server *s);
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static int64_t now_ms(void)
 {
@@ -157,10 +179,26 @@ static const char *err_message(eng_err err)
     }
 }
 
-static void count(server *s, enum method m, int res)
+/* Counts an answer to a request read at start_ns. */
+static void count_at(server *s, enum method m, int res, int64_t start_ns)
 {
     assert(m < M_COUNT && res < RES_COUNT);
     s->results[m][res]++;
+    int64_t d = mono_ns() - start_ns;
+    hist_record(&s->latency_us[m], d > 0 ? (uint64_t)d / 1000 : 0);
+}
+
+/* Counts an answer to the frame being handled now. */
+static const char *result_name(int r)
+{
+    return r < ENG_E_COUNT_ ? eng_err_code((eng_err)r)
+         : r == RES_UNAUTHORIZED ? "unauthorized"
+         : r == RES_TOO_LARGE ? "too_large" : "unknown_method";
+}
+
+static void count(server *s, enum method m, int res)
+{
+    count_at(s, m, res, s->frame_start_ns);
 }
 
 /* Packs an error response for an engine error, with its details. */
@@ -237,7 +275,7 @@ static void done_cb(eng_op *op, void *arg)
     req *r = op->ctx;
     conn *c = r->c;
     evtimer_del(&r->timer);
-    count(s, r->m, op->err);
+    count_at(s, r->m, op->err, r->start_ns);
     if (op->outcome_unknown)
         s->outcome_unknown++;
     if (op->err == ENG_OK) {
@@ -269,7 +307,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     if (!engine_cancel(s->eng, &r->op))
         return;  /* already decided: the commit (bounded by its timeout) answers */
     r->op.err = ENG_E_DEADLINE;
-    count(s, r->m, ENG_E_DEADLINE);
+    count_at(s, r->m, ENG_E_DEADLINE, r->start_ns);
     pack_eng_error(s, r->msgid, &r->op);
     out_flush(s, c);
     req_put(s, r);
@@ -389,9 +427,10 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
     r->c = c;
     r->msgid = msg->msgid;
     r->m = m;
+    r->start_ns = s->frame_start_ns;
     /* A store known to be down answers at once rather than queueing work
      * that cannot commit. */
-    eng_err err = (s->st == NULL || !store_up(s->st)) ? ENG_E_UNAVAILABLE
+    eng_err err = (s->st == NULL || !store_up(s->st) || s->draining) ? ENG_E_UNAVAILABLE
                                                       : engine_submit(s->eng, op, now_ms());
     if (err != ENG_OK) {
         op->err = err;
@@ -414,6 +453,29 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
 
 /* ------------------------------------------------------------ stats */
 
+/* "latency_us": {method: {count, p50, p99, max}} for methods answered at
+ * least once; the same histograms as /metrics. */
+static void pack_latency(server *s)
+{
+    msgpack_packer *pk = &s->pk;
+    uint32_t n = 0;
+    for (int m = 0; m < M_COUNT; m++)
+        n += s->latency_us[m].count > 0;
+    codec_pack_cstr(pk, "latency_us");
+    msgpack_pack_map(pk, n);
+    for (int m = 0; m < M_COUNT; m++) {
+        const hist *h = &s->latency_us[m];
+        if (h->count == 0)
+            continue;
+        codec_pack_cstr(pk, rpc_method_name((enum method)m));
+        msgpack_pack_map(pk, 4);
+        codec_pack_kv_int(pk, "count", (int64_t)h->count);
+        codec_pack_kv_int(pk, "p50", (int64_t)hist_quantile(h, 0.50));
+        codec_pack_kv_int(pk, "p99", (int64_t)hist_quantile(h, 0.99));
+        codec_pack_kv_int(pk, "max", (int64_t)h->max);
+    }
+}
+
 static void pack_stats(server *s)
 {
     msgpack_packer *pk = &s->pk;
@@ -422,7 +484,7 @@ static void pack_stats(server *s)
     store_stats ss = {0};
     if (s->st)
         store_stats_get(s->st, &ss);
-    msgpack_pack_map(pk, 8);
+    msgpack_pack_map(pk, 9);
     codec_pack_kv_str(pk, "node", s->cfg->node);
     codec_pack_kv_int(pk, "uptime_ms", now_ms() - s->started_ms);
 
@@ -455,12 +517,11 @@ static void pack_stats(server *s)
         for (int r = 0; r < RES_COUNT; r++) {
             if (s->results[m][r] == 0)
                 continue;
-            const char *name = r < ENG_E_COUNT_ ? eng_err_code((eng_err)r)
-                             : r == RES_UNAUTHORIZED ? "unauthorized"
-                             : r == RES_TOO_LARGE ? "too_large" : "unknown_method";
-            codec_pack_kv_int(pk, name, (int64_t)s->results[m][r]);
+            codec_pack_kv_int(pk, result_name(r), (int64_t)s->results[m][r]);
         }
     }
+
+    pack_latency(s);
 
     codec_pack_cstr(pk, "queue");
     msgpack_pack_map(pk, 4);
@@ -501,6 +562,26 @@ static void pack_stats(server *s)
 
 /* ------------------------------------------------------------ pump */
 
+/* Notes when a batch went to the store, for the commit latency. A slot
+ * whose commit never reported is reused after COMMITS_TRACKED others. */
+static void commit_track(server *s, eng_batch *b)
+{
+    hist_record(&s->batch_ops, eng_batch_ops(b));
+    uint64_t id = eng_batch_id(b);
+    s->commits[id % COMMITS_TRACKED].batch_id = id + 1;  /* 0 = free slot */
+    s->commits[id % COMMITS_TRACKED].start_ns = mono_ns();
+}
+
+static void commit_untrack(server *s, eng_batch *b)
+{
+    uint64_t id = eng_batch_id(b);
+    if (s->commits[id % COMMITS_TRACKED].batch_id != id + 1)
+        return;
+    int64_t d = mono_ns() - s->commits[id % COMMITS_TRACKED].start_ns;
+    hist_record(&s->commit_us, d > 0 ? (uint64_t)d / 1000 : 0);
+    s->commits[id % COMMITS_TRACKED].batch_id = 0;
+}
+
 static void pump_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -520,6 +601,7 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
             engine_batch_done(s->eng, b, ENG_COMMITTED);
             continue;
         }
+        commit_track(s, b);
         int rc = store_commit(s->st, b);
         assert(rc == 0);
         (void)rc;
@@ -548,6 +630,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 static void on_commit(eng_batch *b, eng_outcome outcome, const char *err, void *arg)
 {
     server *s = arg;
+    commit_untrack(s, b);
     if (outcome != ENG_COMMITTED)
         LOG_W("batch not committed", "outcome", outcome == ENG_ABORTED ? "aborted" : "unknown",
               "error", err ? err : "");
@@ -728,6 +811,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         size_t flen = 0;
+        s->frame_start_ns = mono_ns();
         codec_frame r = codec_frame_check(p, n, max, s->cfg->max_depth, &flen);
         if (r == CODEC_FRAME_NEED_MORE) {
             if (n >= max) {  /* cannot complete within the limit */
@@ -893,6 +977,7 @@ int server_listen(server *s, char *err, size_t err_len)
         return -1;
     }
     evconnlistener_set_error_cb(s->listener, accept_error_cb);
+    s->listening = true;
     return 0;
 }
 
@@ -903,9 +988,24 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     server *s = arg;
     eng_stats es;
     engine_stats_get(s->eng, &es);
-    if (es.queued == 0 && es.batches_in_flight == 0) {
-        event_base_loopexit(s->base, NULL);
+    if (es.queued != 0 || es.batches_in_flight != 0)
+        return;
+    /* Quiet: nothing of ours is in flight. Close each connection once its
+     * replies are flushed; a request read meanwhile is answered (writes
+     * with a retryable 'unavailable') before its connection goes. */
+    for (conn *c = s->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->state == C_DEAD || c->inflight > 0)
+            continue;
+        if (c->bev == NULL || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            conn_close(c);
+        else if (c->state == C_OPEN) {
+            c->state = C_CLOSING;  /* write_cb closes it when flushed */
+            bufferevent_disable(c->bev, EV_READ);
+        }
     }
+    if (s->n_conns == 0)
+        event_base_loopexit(s->base, NULL);
 }
 
 void server_drain(server *s, unsigned drain_ms)
@@ -953,4 +1053,60 @@ void server_free(server *s)
     msgpack_zone_destroy(&s->zone);
     msgpack_sbuffer_destroy(&s->out);
     free(s);
+}
+
+/* ------------------------------------------------------------ operators */
+
+void server_reload(server *s)
+{
+    const stockd_config *cfg = s->cfg;
+    eng_limits lim;
+    eng_limits_default(&lim);
+    lim.queue_per_sku_max = cfg->queue_per_sku_max;
+    lim.queue_total_max = cfg->queue_total_max;
+    lim.batch_ops_max = cfg->batch_ops_max;
+    lim.batch_sku_ops_max = cfg->batch_sku_ops_max;
+    lim.expire_per_tick_max = cfg->expire_per_tick_max;
+    engine_set_limits(s->eng, &lim);
+    /* libevent keeps a few common-timeout queues; a new default deadline
+     * gets its own, and requests already queued keep their timers. */
+    struct timeval dl = {cfg->default_deadline_ms / 1000, (cfg->default_deadline_ms % 1000) * 1000};
+    s->deadline_tv_default = event_base_init_common_timeout(s->base, &dl);
+    /* Connections read max_inflight_per_conn and max_output_bytes on each
+     * check, so paused ones may resume now. */
+    for (conn *c = s->conns; c != NULL; c = c->next)
+        conn_update_read(c);
+    s->reloads++;
+}
+
+void server_metrics_get(server *s, server_metrics *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->uptime_ms = now_ms() - s->started_ms;
+    out->listening = s->listening;
+    out->draining = s->draining;
+    out->store_up = s->st != NULL && store_up(s->st);
+    out->conns_current = s->n_conns;
+    out->conns_total = s->conns_total;
+    out->conns_refused = s->conns_refused;
+    out->conns_closed_bad = s->conns_closed_bad;
+    out->notifications = s->notifications;
+    out->outcome_unknown = s->outcome_unknown;
+    out->reloads = s->reloads;
+    out->n_methods = M_COUNT;
+    out->n_results = RES_COUNT;
+    for (int r = 0; r < RES_COUNT; r++)
+        out->result_names[r] = result_name(r);
+    for (int m = 0; m < M_COUNT; m++) {
+        out->methods[m].name = rpc_method_name((enum method)m);
+        memcpy(out->methods[m].results, s->results[m], sizeof(s->results[m]));
+        out->methods[m].latency_us = &s->latency_us[m];
+    }
+    out->batch_ops = &s->batch_ops;
+    out->commit_us = &s->commit_us;
+    out->queue_per_sku_max = s->cfg->queue_per_sku_max;
+    out->queue_total_max = s->cfg->queue_total_max;
+    engine_stats_get(s->eng, &out->engine);
+    if (s->st)
+        store_stats_get(s->st, &out->store);
 }

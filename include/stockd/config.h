@@ -35,6 +35,8 @@ typedef struct stockd_config {
     char node[CFG_STR_MAX];         /* --node, default "stockd-1" */
     char admin_token[CFG_STR_MAX];  /* --admin-token; "" = admin open */
     char log_level[16];             /* --log-level debug|info|warn|error */
+    char http_host[CFG_STR_MAX];    /* --http HOST:PORT: metrics and health (http.c) */
+    int http_port;                  /* 0 = no HTTP listener (the default) */
 
     /* limits on untrusted input */
     uint32_t max_message_bytes;     /* default 65536, 1024..16777216 */

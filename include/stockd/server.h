@@ -24,6 +24,7 @@
 
 #include "stockd/config.h"
 #include "stockd/engine.h"
+#include "stockd/hist.h"
 #include "stockd/store.h"
 
 struct event_base;
@@ -39,5 +40,41 @@ int server_listen(server *s, char *err, size_t err_len);
 /* Stops accepting, lets in-flight work finish (bounded by drain_ms), then
  * leaves the loop. */
 void server_drain(server *s, unsigned drain_ms);
+/* Re-applies the limits that can change live from the configuration the
+ * server was created with (the caller updated it in place, e.g. on SIGHUP):
+ * engine queue and batch limits, per-connection limits, the default
+ * deadline. Listen address, database and node need a restart. */
+void server_reload(server *s);
+
+/* ---- figures for operators (http.c's /metrics, the same as `stats`) ---- */
+#define SERVER_METHODS_MAX 16
+#define SERVER_RESULTS_MAX 24
+
+typedef struct server_method_metrics {
+    const char *name;
+    uint64_t results[SERVER_RESULTS_MAX];  /* answers by result slot */
+    const hist *latency_us;                /* frame read to reply queued, every answer */
+} server_method_metrics;
+
+typedef struct server_metrics {
+    int64_t uptime_ms;
+    bool listening;                 /* state loaded and serving */
+    bool draining;
+    bool store_up;
+    uint32_t conns_current;
+    uint64_t conns_total, conns_refused, conns_closed_bad, notifications;
+    uint64_t outcome_unknown, reloads;
+    uint32_t n_methods, n_results;
+    const char *result_names[SERVER_RESULTS_MAX];
+    server_method_metrics methods[SERVER_METHODS_MAX];
+    const hist *batch_ops;          /* ops per batch handed to the store */
+    const hist *commit_us;          /* store_commit to on_commit, any outcome */
+    uint32_t queue_per_sku_max, queue_total_max;
+    eng_stats engine;
+    store_stats store;
+} server_metrics;
+
+/* Fills out; the hist pointers stay valid until server_free(). */
+void server_metrics_get(server *s, server_metrics *out);
 
 #endif

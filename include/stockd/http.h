@@ -1,0 +1,33 @@
+/* http.h — the operators' HTTP listener (--http HOST:PORT), on the same
+ * event_base as everything else (libevent evhttp):
+ *
+ *   GET /metrics  Prometheus text format 0.0.4: the figures of `stats`
+ *                 (server_metrics_get) — request counts by method and
+ *                 result, latency histograms by method, queue depths,
+ *                 batch sizes, commit latency, MariaDB connection state.
+ *   GET /healthz  200 "ok": the loop is alive.
+ *   GET /readyz   200 "ready" when state is loaded, the client port is
+ *                 listening, MariaDB is up and the server is not draining;
+ *                 else 503 with the reasons, one per line.
+ *
+ * Only GET and HEAD; other paths are 404. Requests are answered at once
+ * from memory: nothing here waits on a backend. Headers are capped at
+ * 8 KiB and bodies refused, a slow client is dropped after 10 s.
+ * Errors: http_new returns NULL with a message in err.
+ */
+#ifndef STOCKD_HTTP_H
+#define STOCKD_HTTP_H
+
+#include <stddef.h>
+
+#include "stockd/server.h"
+
+struct event_base;
+typedef struct http_srv http_srv;
+
+http_srv *http_new(struct event_base *base, server *srv, const char *host, int port,
+                   char *err, size_t err_len);
+/* Stops listening and closes open HTTP connections. NULL is fine. */
+void http_free(http_srv *h);
+
+#endif
