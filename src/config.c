@@ -38,6 +38,7 @@ typedef enum cfg_kind {
     CFG_K_SECRET,     /* admin token: never echoed in messages */
     CFG_K_LOG_LEVEL,  /* debug|info|warn|error */
     CFG_K_U32,        /* ranged unsigned integer */
+    CFG_K_BOOL,       /* yes|no (also true|false, 1|0) into a bool */
     CFG_K_FLAG_ONLY,  /* --config, --check-config, --help, --version */
 } cfg_kind;
 
@@ -74,6 +75,13 @@ static const cfg_opt cfg_opts[] = {
     U32("commit-timeout-ms", commit_timeout_ms, 100, 600000),
     U32("db-connect-timeout-ms", db_connect_timeout_ms, 100, 600000),
     U32("db-backoff-max-ms", db_backoff_max_ms, 10, 600000),
+    {"preload-skus", CFG_K_BOOL, offsetof(stockd_config, preload_skus), 0, 0},
+    U32("cache-ttl-s", cache_ttl_s, 1, 86400),
+    U32("redis-timeout-ms", redis_timeout_ms, 10, 60000),
+    U32("redis-backoff-max-ms", redis_backoff_max_ms, 10, 600000),
+    U32("bloom-fp-ppm", bloom_fp_ppm, 1, 500000),
+    U32("bloom-min-skus", bloom_min_skus, 1, 1000000000),
+    U32("cold-loads-max", cold_loads_max, 1, 100000),
     {"config", CFG_K_FLAG_ONLY, 0, 0, 0},
     {"check-config", CFG_K_FLAG_ONLY, 0, 0, 0},
     {"help", CFG_K_FLAG_ONLY, 0, 0, 0},
@@ -353,6 +361,14 @@ static int cfg_apply(stockd_config *c, const cfg_opt *o, const char *v, const ch
     switch (o->kind) {
     case CFG_K_U32:
         return cfg_apply_u32(c, o, v, where, err, err_len);
+    case CFG_K_BOOL:
+        if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+            *(bool *)((char *)c + o->off) = true;
+        else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+            *(bool *)((char *)c + o->off) = false;
+        else
+            return cfg_fail(err, err_len, "%s: '%.32s' is not yes or no", where, v);
+        return 0;
     case CFG_K_HOSTPORT:
         if (config_parse_hostport(v, host, sizeof host, &port, e, sizeof e) != 0)
             return cfg_fail(err, err_len, "%s: %s", where, e);
@@ -655,6 +671,13 @@ void config_defaults(stockd_config *c) {
     c->commit_timeout_ms = 5000;
     c->db_connect_timeout_ms = 2000;
     c->db_backoff_max_ms = 2000;
+    c->preload_skus = true;
+    c->cache_ttl_s = 60;
+    c->redis_timeout_ms = 250;
+    c->redis_backoff_max_ms = 500;
+    c->bloom_fp_ppm = 1000;
+    c->bloom_min_skus = 1000000;
+    c->cold_loads_max = 1024;
 }
 
 int config_load(stockd_config *c, int argc, char **argv, char **envp, char *err,
@@ -744,6 +767,25 @@ const char *config_usage(void) {
 "                             (env STOCKD_DB_CONNECT_TIMEOUT_MS; default 2000)\n"
 "  --db-backoff-max-ms MS     longest reconnect backoff, 10..600000\n"
 "                             (env STOCKD_DB_BACKOFF_MAX_MS; default 2000)\n"
+"\n"
+"Read path (Redis cache, Bloom filter of known SKUs):\n"
+"  --preload-skus yes|no      load every SKU at startup (yes), or only SKUs with\n"
+"                             orders; others load on first use (env\n"
+"                             STOCKD_PRELOAD_SKUS; default yes)\n"
+"  --cache-ttl-s S            TTL of the Redis keys stock:{supplier}:{sku},\n"
+"                             1..86400 (env STOCKD_CACHE_TTL_S; default 60)\n"
+"  --redis-timeout-ms MS      Redis connect and command timeout; slower = down,\n"
+"                             10..60000 (env STOCKD_REDIS_TIMEOUT_MS; default 250)\n"
+"  --redis-backoff-max-ms MS  longest Redis reconnect backoff, 10..600000\n"
+"                             (env STOCKD_REDIS_BACKOFF_MAX_MS; default 500)\n"
+"  --bloom-fp-ppm N           Bloom filter target false positives per million\n"
+"                             lookups, 1..500000 (env STOCKD_BLOOM_FP_PPM;\n"
+"                             default 1000 = 0.1 %)\n"
+"  --bloom-min-skus N         Bloom filter capacity floor; it is sized for\n"
+"                             max(N, 2 x SKUs at startup), 1..1000000000\n"
+"                             (env STOCKD_BLOOM_MIN_SKUS; default 1000000)\n"
+"  --cold-loads-max N         SKUs being loaded from MariaDB at once, 1..100000\n"
+"                             (env STOCKD_COLD_LOADS_MAX; default 1024)\n"
 "\n"
 "Numbers are plain decimal. queue-per-sku-max must not exceed queue-total-max.\n"
 "Unknown STOCKD_* variables are ignored; unknown flags and file keys are errors.\n";

@@ -672,6 +672,29 @@ bool engine_stock_get(const engine *e, const char *sku, eng_stock_view *out)
     return true;
 }
 
+bool engine_knows_sku(const engine *e, const char *sku)
+{
+    return sku_find(e, sku) != NULL;
+}
+
+bool engine_sku_supplier(const engine *e, const char *sku, eng_supplier_map *out)
+{
+    const eng_sku *s = sku_find(e, sku);
+    if (s == NULL)
+        return false;
+    /* An in-flight batch may change the mapping: readers see the committed one. */
+    if (s->inflight != NULL) {
+        if (!s->inflight->before_exists || s->inflight->before_mapping != ENG_MAP_OK)
+            return false;
+        *out = s->inflight->before_map;
+        return true;
+    }
+    if (!s->exists || s->mapping != ENG_MAP_OK || s->map == NULL)
+        return false;
+    *out = *s->map;
+    return true;
+}
+
 bool engine_order_get(const engine *e, const char *order_id, eng_order_view *out)
 {
     const eng_order *o = order_find(e, order_id);

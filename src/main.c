@@ -154,8 +154,12 @@ int main(int argc, char **argv)
         return 1;
     }
     server_set_store(srv, st);
-    if (store_load_all(st, server_engine(srv), err, sizeof(err)) != 0) {
+    if (store_load_state(st, server_engine(srv), cfg.preload_skus, err, sizeof(err)) != 0) {
         LOG_E("state load failed", "error", err);
+        return 1;
+    }
+    if (server_read_path_init(srv, err, sizeof(err)) != 0) {
+        LOG_E("read path setup failed", "error", err);
         return 1;
     }
     if (server_listen(srv, err, sizeof(err)) != 0) {

@@ -26,6 +26,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <uthash.h>
+
+#include "stockd/bloom.h"
+#include "stockd/cache.h"
 #include "stockd/codec.h"
 #include "stockd/hist.h"
 #include "stockd/log.h"
@@ -57,7 +61,8 @@ typedef struct req {
     enum method m;
     int64_t start_ns;             /* frame read: latency is measured from here */
     struct event timer;           /* deadline while queued */
-    struct req *next_free;
+    int64_t deadline_ms;          /* a change waiting on a cold SKU's load */
+    struct req *next_free;        /* free list; cold SKU waiters */
 } req;
 
 struct server {
@@ -93,6 +98,12 @@ struct server {
     struct { uint64_t batch_id; int64_t start_ns; } commits[COMMITS_TRACKED];
     bool listening;
     uint64_t reloads;
+    /* read path: cold SKUs, Bloom filter, Redis cache */
+    struct cold_sku *cold;        /* uthash by sku: loads in flight */
+    uint32_t n_cold;
+    uint64_t cold_loads, cold_waits, cold_loaded, cold_missing, cold_failed;
+    bloom *bloom;
+    cache *cache;
 };
 
 _Static_assert(M_COUNT <= SERVER_METHODS_MAX && RES_COUNT <= SERVER_RESULTS_MAX,
@@ -384,13 +395,363 @@ static const eng_op_kind op_kind_of[M_COUNT] = {
     [M_SHIP] = ENG_OP_SHIP, [M_SKU_PUT] = ENG_OP_SKU_PUT, [M_ADJUST] = ENG_OP_ADJUST,
 };
 
+/* ------------------------------------------------------------ cold SKUs, read cache
+ *
+ * With --preload-skus no, a SKU may be in MariaDB but not in memory
+ * ("cold"). A request naming a SKU the engine does not hold goes:
+ *   Bloom filter says "certainly unknown" -> unknown_sku at once (a sku.put
+ *     goes on and creates it), no backend touched;
+ *   else one load per SKU (single flight): the first request starts it,
+ *     later ones wait on the same entry, in arrival order; when the row
+ *     arrives the SKU is loaded into the engine and every waiter is handled
+ *     as if it had just arrived (stock.get answered, changes submitted).
+ * The owner does not read Redis here: its key names the SKU's supplier,
+ * which only the row tells, and the writes that follow need the row anyway.
+ * With --preload-skus yes every known SKU is in memory, so a SKU the engine
+ * does not hold is unknown and none of this runs. */
+
+typedef struct cold_sku {
+    UT_hash_handle hh;
+    char sku[ENG_ID_MAX + 1];
+    req *head, *tail;             /* waiters, linked through next_free */
+    uint32_t n_waiters;
+} cold_sku;
+
+static bool method_names_sku(enum method m)
+{
+    return m == M_STOCK_GET || m == M_RESERVE || m == M_SKU_PUT || m == M_ADJUST;
+}
+
+/* Answers a request that waited on a cold load and releases it. */
+static void cold_reply(server *s, req *r, eng_err err, const eng_stock_view *v)
+{
+    conn *c = r->c;
+    count_at(s, r->m, err, r->start_ns);
+    r->op.err = err;
+    if (err == ENG_OK) {
+        codec_pack_response_ok_head(&s->pk, r->msgid);
+        pack_stock(&s->pk, v);
+    } else {
+        pack_eng_error(s, r->msgid, &r->op);
+    }
+    out_flush(s, c);
+    req_put(s, r);
+    assert(c->inflight > 0);
+    c->inflight--;
+    if (c->state == C_DEAD && c->inflight == 0)
+        conn_free(c);
+    else
+        conn_update_read(c);
+}
+
+/* Hands a change that waited on a cold load to the engine, as
+ * handle_request does for one that arrives while the SKU is loaded. */
+static void cold_submit(server *s, req *r)
+{
+    eng_op *op = &r->op;
+    op->kind = op_kind_of[r->m];
+    eng_err err = (s->st == NULL || !store_up(s->st) || s->draining)
+                      ? ENG_E_UNAVAILABLE : engine_submit(s->eng, op, now_ms());
+    if (err != ENG_OK) {
+        cold_reply(s, r, err, NULL);
+        return;
+    }
+    evtimer_assign(&r->timer, s->base, deadline_cb, r);
+    struct timeval tv = {r->deadline_ms / 1000, (r->deadline_ms % 1000) * 1000};
+    evtimer_add(&r->timer, &tv);
+    pump_schedule(s);
+}
+
+/* One waiter, once its SKU's load ended with result (see store_load_fn). */
+static void cold_handle_waiter(server *s, req *r, int result)
+{
+    eng_stock_view v;
+    if (result < 0)
+        cold_reply(s, r, ENG_E_UNAVAILABLE, NULL);
+    else if (r->m == M_STOCK_GET)
+        cold_reply(s, r, engine_stock_get(s->eng, r->op.sku, &v) ? ENG_OK : ENG_E_UNKNOWN_SKU, &v);
+    else if (result == 0 && r->m != M_SKU_PUT && !engine_knows_sku(s->eng, r->op.sku))
+        cold_reply(s, r, ENG_E_UNKNOWN_SKU, NULL);
+    else
+        cold_submit(s, r);
+}
+
+static void cold_loaded(const char *sku, int result, const store_sku_row *row, void *arg)
+{
+    server *s = arg;
+    cold_sku *k;
+    HASH_FIND_STR(s->cold, sku, k);
+    assert(k != NULL);
+    HASH_DEL(s->cold, k);
+    s->n_cold--;
+    if (result == 1) {
+        /* Nobody could have created it meanwhile: its requests waited here. */
+        assert(!engine_knows_sku(s->eng, sku));
+        if (engine_load_sku(s->eng, sku, &row->c, row->mapping,
+                            row->mapping == ENG_MAP_OK ? &row->map : NULL, row->epoch)) {
+            s->cold_loaded++;
+            if (s->cache)
+                cache_mark(s->cache, sku);  /* storefronts find it in Redis from now on */
+        } else {
+            LOG_W("cold load: row refused by the engine", "sku", sku);
+            result = -1;
+        }
+    } else if (result == 0) {
+        s->cold_missing++;
+        if (s->bloom)
+            bloom_note_false_positive(s->bloom);
+    }
+    if (result < 0)
+        s->cold_failed++;
+    req *r = k->head;
+    free(k);
+    while (r != NULL) {
+        req *next = r->next_free;
+        r->next_free = NULL;
+        cold_handle_waiter(s, r, result);
+        r = next;
+    }
+}
+
+/* Answers a request now (it never waited). */
+static void cold_refuse(server *s, conn *c, req *r, uint32_t msgid, enum method m, eng_err err)
+{
+    r->op.err = err;
+    count(s, m, err);
+    pack_eng_error(s, msgid, &r->op);
+    out_flush(s, c);
+    req_put(s, r);
+}
+
+/* Takes a request naming a SKU the engine does not hold. Returns false when
+ * the normal path should handle it (SKU held, preloaded state, a sku.put of
+ * a certainly new SKU); true when it was answered or now waits. */
+static bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum method m,
+                           int64_t deadline_ms)
+{
+    const char *sku = r->op.sku;
+    if (!method_names_sku(m) || s->cfg->preload_skus || engine_knows_sku(s->eng, sku))
+        return false;
+    cold_sku *k;
+    HASH_FIND_STR(s->cold, sku, k);
+    if (k == NULL) {
+        if (s->bloom != NULL && !bloom_check(s->bloom, sku, strlen(sku))) {
+            if (m == M_SKU_PUT)
+                return false;
+            cold_refuse(s, c, r, msgid, m, ENG_E_UNKNOWN_SKU);
+            return true;
+        }
+        if (s->st == NULL || s->n_cold >= s->cfg->cold_loads_max) {
+            cold_refuse(s, c, r, msgid, m, s->st == NULL ? ENG_E_UNAVAILABLE : ENG_E_BUSY);
+            return true;
+        }
+        k = calloc(1, sizeof(*k));
+        if (k == NULL) {
+            cold_refuse(s, c, r, msgid, m, ENG_E_INTERNAL);
+            return true;
+        }
+        snprintf(k->sku, sizeof k->sku, "%s", sku);
+        if (store_load_sku(s->st, k->sku, cold_loaded, s) != 0) {
+            free(k);
+            cold_refuse(s, c, r, msgid, m, ENG_E_BUSY);
+            return true;
+        }
+        HASH_ADD_STR(s->cold, sku, k);
+        s->n_cold++;
+        s->cold_loads++;
+    } else if (k->n_waiters >= s->cfg->queue_per_sku_max) {
+        cold_refuse(s, c, r, msgid, m, ENG_E_BUSY);
+        return true;
+    }
+    s->cold_waits++;
+    r->c = c;
+    r->msgid = msgid;
+    r->m = m;
+    r->start_ns = s->frame_start_ns;
+    r->deadline_ms = deadline_ms;
+    r->next_free = NULL;
+    if (k->tail)
+        k->tail->next_free = r;
+    else
+        k->head = r;
+    k->tail = r;
+    k->n_waiters++;
+    c->inflight++;
+    return true;
+}
+
+/* A batch committed: refresh the Redis keys of its SKUs (coalesced and
+ * pipelined by the cache module after this round of callbacks, from the
+ * committed state), and put new SKUs into the Bloom filter. */
+static void note_committed(server *s, eng_batch *b)
+{
+    const eng_sku_row *rows;
+    size_t n = eng_batch_sku_rows(b, &rows);
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].insert && s->bloom)
+            bloom_add(s->bloom, rows[i].sku, strlen(rows[i].sku));
+        if (s->cache)
+            cache_mark(s->cache, rows[i].sku);
+    }
+}
+
+/* Appends a decimal integer field ("name":v) to a JSON object in buf. */
+static size_t json_int(char *buf, size_t cap, size_t off, const char *name, int64_t v)
+{
+    int n = snprintf(buf + off, off < cap ? cap - off : 0, "%s\"%s\":%lld", off > 1 ? "," : "",
+                     name, (long long)v);
+    return off + (n > 0 ? (size_t)n : 0);
+}
+
+/* The cache module's render callback: key stock:{supplier}:{sku} and the
+ * JSON value documented in proto/PROTOCOL.md ("Read cache in Redis"). */
+static bool cache_render(const char *sku, char *key, size_t key_cap, char *value,
+                         size_t value_cap, size_t *value_len, void *arg)
+{
+    server *s = arg;
+    eng_stock_view v;
+    eng_supplier_map map;
+    if (!engine_stock_get(s->eng, sku, &v))
+        return false;
+    const char *supplier = engine_sku_supplier(s->eng, sku, &map) ? map.supplier_id : "own";
+    int kn = snprintf(key, key_cap, "stock:%s:%s", supplier, sku);
+    if (kn < 0 || (size_t)kn >= key_cap)
+        return false;
+    size_t off = 1;
+    value[0] = '{';
+    off = json_int(value, value_cap, off, "available", v.available);
+    off = json_int(value, value_cap, off, "own_on_hand", v.c.own_on_hand);
+    off = json_int(value, value_cap, off, "own_reserved", v.c.own_reserved);
+    off = json_int(value, value_cap, off, "supplier_reported", v.c.supplier_reported);
+    off = json_int(value, value_cap, off, "supplier_sellable", v.c.supplier_sellable);
+    off = json_int(value, value_cap, off, "supplier_reserved", v.c.supplier_reserved);
+    off = json_int(value, value_cap, off, "supplier_synced_at", v.c.supplier_synced_at_ms);
+    off = json_int(value, value_cap, off, "at", now_ms());
+    int n = snprintf(value + off, off < value_cap ? value_cap - off : 0, ",\"mapping\":\"%s\"}",
+                     eng_mapping_name(v.mapping));
+    if (n < 0 || off + (size_t)n >= value_cap)
+        return false;
+    *value_len = off + (size_t)n;
+    return true;
+}
+
+static void add_sku_to_bloom(const char *sku, size_t len, void *arg)
+{
+    bloom_add(arg, sku, len);
+}
+
+int server_read_path_init(server *s, char *err, size_t err_len)
+{
+    assert(s->st != NULL && s->bloom == NULL && s->cache == NULL);
+    uint64_t n = 0;
+    if (store_count_skus(s->st, &n, err, err_len) != 0)
+        return -1;
+    /* Room to grow: sku.put adds to it at runtime. */
+    uint64_t cap = n * 2 > s->cfg->bloom_min_skus ? n * 2 : s->cfg->bloom_min_skus;
+    if (cap > BLOOM_CAPACITY_MAX)
+        cap = BLOOM_CAPACITY_MAX;
+    s->bloom = bloom_new(cap, s->cfg->bloom_fp_ppm);
+    if (s->bloom == NULL) {
+        snprintf(err, err_len, "bloom filter for %llu SKUs: out of memory", (unsigned long long)cap);
+        return -1;
+    }
+    if (store_each_sku(s->st, add_sku_to_bloom, s->bloom, err, err_len) != 0)
+        return -1;
+    s->cache = cache_new(s->base, s->cfg, cache_render, s, err, err_len);
+    if (s->cache == NULL)
+        return -1;
+    bloom_stats bs;
+    bloom_stats_get(s->bloom, &bs);
+    char a[24], b[24], k[8];
+    snprintf(a, sizeof a, "%llu", (unsigned long long)bs.items);
+    snprintf(b, sizeof b, "%llu", (unsigned long long)(bs.bits / 8));
+    snprintf(k, sizeof k, "%u", bs.hashes);
+    LOG_I("read path ready", "bloom_skus", a, "bloom_bytes", b, "bloom_hashes", k,
+          "preload_skus", s->cfg->preload_skus ? "yes" : "no");
+    return 0;
+}
+
+/* "read_path" in stats: cold loads, the Bloom filter, the Redis cache. */
+static void pack_read_path(server *s)
+{
+    msgpack_packer *pk = &s->pk;
+    bloom_stats bs = {0};
+    cache_stats cs = {0};
+    store_stats ss = {0};
+    if (s->bloom)
+        bloom_stats_get(s->bloom, &bs);
+    if (s->cache)
+        cache_stats_get(s->cache, &cs);
+    if (s->st)
+        store_stats_get(s->st, &ss);
+    codec_pack_cstr(pk, "read_path");
+    msgpack_pack_map(pk, 3);
+    codec_pack_cstr(pk, "cold");
+    msgpack_pack_map(pk, 9);
+    codec_pack_kv_bool(pk, "preload_skus", s->cfg->preload_skus);
+    codec_pack_kv_int(pk, "loads", (int64_t)s->cold_loads);
+    codec_pack_kv_int(pk, "waits", (int64_t)s->cold_waits);
+    codec_pack_kv_int(pk, "loaded", (int64_t)s->cold_loaded);
+    codec_pack_kv_int(pk, "missing", (int64_t)s->cold_missing);
+    codec_pack_kv_int(pk, "failed", (int64_t)s->cold_failed);
+    codec_pack_kv_int(pk, "in_flight", s->n_cold);
+    codec_pack_kv_int(pk, "db_queries", (int64_t)ss.sku_load_queries);
+    codec_pack_kv_int(pk, "db_loads", (int64_t)ss.sku_loads);
+    codec_pack_cstr(pk, "bloom");
+    msgpack_pack_map(pk, 9);
+    codec_pack_kv_int(pk, "capacity", (int64_t)bs.capacity);
+    codec_pack_kv_int(pk, "items", (int64_t)bs.items);
+    codec_pack_kv_int(pk, "bytes", (int64_t)(bs.bits / 8));
+    codec_pack_kv_int(pk, "hashes", bs.hashes);
+    codec_pack_kv_int(pk, "fp_ppm_target", bs.fp_ppm_target);
+    codec_pack_kv_int(pk, "fp_ppm_estimate", bs.fp_ppm_estimate);
+    codec_pack_kv_int(pk, "checks", (int64_t)bs.checks);
+    codec_pack_kv_int(pk, "negatives", (int64_t)bs.negatives);
+    codec_pack_kv_int(pk, "false_positives", (int64_t)bs.false_positives);
+    codec_pack_cstr(pk, "cache");
+    msgpack_pack_map(pk, 15);
+    codec_pack_kv_bool(pk, "up", cs.up);
+    codec_pack_kv_int(pk, "connects", (int64_t)cs.connects);
+    codec_pack_kv_int(pk, "connect_failures", (int64_t)cs.connect_failures);
+    codec_pack_kv_int(pk, "drops", (int64_t)cs.drops);
+    codec_pack_kv_int(pk, "timeouts", (int64_t)cs.timeouts);
+    codec_pack_kv_int(pk, "marks", (int64_t)cs.marks);
+    codec_pack_kv_int(pk, "marks_coalesced", (int64_t)cs.marks_coalesced);
+    codec_pack_kv_int(pk, "marks_dropped", (int64_t)cs.marks_dropped);
+    codec_pack_kv_int(pk, "sets_sent", (int64_t)cs.sets_sent);
+    codec_pack_kv_int(pk, "sets_ok", (int64_t)cs.sets_ok);
+    codec_pack_kv_int(pk, "sets_failed", (int64_t)cs.sets_failed);
+    codec_pack_kv_int(pk, "flushes", (int64_t)cs.flushes);
+    codec_pack_kv_int(pk, "dirty", cs.dirty);
+    codec_pack_kv_int(pk, "inflight", cs.inflight);
+    codec_pack_kv_int(pk, "ttl_s", s->cfg->cache_ttl_s);
+}
+
+/* Frees cold entries still waiting at shutdown (the store abandons loads
+ * without callbacks). */
+static void cold_free_all(server *s)
+{
+    cold_sku *k, *tmp;
+    HASH_ITER(hh, s->cold, k, tmp) {
+        HASH_DEL(s->cold, k);
+        for (req *r = k->head; r != NULL;) {
+            req *next = r->next_free;
+            free(r);
+            r = next;
+        }
+        free(k);
+    }
+    s->n_cold = 0;
+}
+
 static void handle_request(server *s, conn *c, const rpc_msg *msg)
 {
     enum method m = rpc_method_lookup(msg->method, msg->method_len);
     if (m == M_UNKNOWN) {
         char name[65];
         size_t n = msg->method_len < 64 ? msg->method_len : 64;
-        memcpy(name, msg->method, n);
+        if (n > 0)  /* msgpack-c gives "" as NULL: memcpy(NULL, 0) is undefined */
+            memcpy(name, msg->method, n);
         name[n] = '\0';
         if (!rpc_utf8_valid((const unsigned char *)name, n))
             strcpy(name, "?");
@@ -418,6 +779,8 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
         req_put(s, r);
         return;
     }
+    if (cold_intercept(s, c, r, msg->msgid, m, pp.deadline_ms))
+        return;
     if (rpc_method_read_only(m)) {
         handle_read_only(s, c, msg->msgid, m, op);
         req_put(s, r);
@@ -484,7 +847,7 @@ static void pack_stats(server *s)
     store_stats ss = {0};
     if (s->st)
         store_stats_get(s->st, &ss);
-    msgpack_pack_map(pk, 9);
+    msgpack_pack_map(pk, 10);
     codec_pack_kv_str(pk, "node", s->cfg->node);
     codec_pack_kv_int(pk, "uptime_ms", now_ms() - s->started_ms);
 
@@ -551,6 +914,7 @@ static void pack_stats(server *s)
     codec_pack_kv_int(pk, "latency_us_max", (int64_t)ss.commit_us_max);
     codec_pack_kv_int(pk, "conns_up", ss.conns_up);
 
+    pack_read_path(s);
     codec_pack_cstr(pk, "state");
     msgpack_pack_map(pk, 5);
     codec_pack_kv_int(pk, "skus", (int64_t)es.skus);
@@ -634,6 +998,8 @@ static void on_commit(eng_batch *b, eng_outcome outcome, const char *err, void *
     if (outcome != ENG_COMMITTED)
         LOG_W("batch not committed", "outcome", outcome == ENG_ABORTED ? "aborted" : "unknown",
               "error", err ? err : "");
+    if (outcome == ENG_COMMITTED)
+        note_committed(s, b);
     engine_batch_done(s->eng, b, outcome);
     if (outcome == ENG_UNKNOWN)
         store_resolve(s->st, b);
@@ -644,6 +1010,8 @@ static void on_resolve(eng_batch *b, bool committed, void *arg)
 {
     server *s = arg;
     LOG_I("unknown batch resolved", "committed", committed ? "yes" : "no");
+    if (committed)
+        note_committed(s, b);
     engine_batch_resolve(s->eng, b, committed);
     pump_schedule(s);
 }
@@ -1027,6 +1395,9 @@ void server_free(server *s)
 {
     if (s == NULL)
         return;
+    cache_free(s->cache);         /* before the engine: pending SETs fail now */
+    bloom_free(s->bloom);
+    cold_free_all(s);
     if (s->listener)
         evconnlistener_free(s->listener);
     while (s->conns) {

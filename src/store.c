@@ -191,6 +191,38 @@ typedef struct store_conn {
     sbuf sql;
 } store_conn;
 
+/* The reader connection for single-SKU loads (see store.h). */
+typedef enum reader_state {
+    RD_DOWN = 0,        /**< no handle; timer = reconnect backoff */
+    RD_CONNECTING,      /**< real_connect running; timer = connect timeout */
+    RD_IDLE,            /**< up; io watches for a server close */
+    RD_QUERY,           /**< SELECT running; timer = commit timeout */
+    RD_RESULT,          /**< store_result running; timer still armed */
+} reader_state;
+
+typedef struct load_req {
+    char sku[ENG_ID_MAX + 1];
+    store_load_fn fn;
+    void *arg;
+} load_req;
+
+typedef struct store_reader {
+    reader_state state;
+    MYSQL *my;
+    MYSQL *connect_ret;
+    int qret;
+    MYSQL_RES *res;
+    struct event *io;
+    struct event *timer;
+    struct event *defer;    /* completes work finished inside a _start; fails queued loads */
+    uint32_t backoff_ms;
+    sbuf sql;
+    load_req *q;            /* ring of waiting requests */
+    size_t q_head, q_len, q_cap;
+    load_req batch[STORE_LOAD_BATCH_MAX];  /* the ones in the running query */
+    size_t n_batch;
+} store_reader;
+
 struct store {
     struct event_base *base;
     store_callbacks cb;
@@ -204,6 +236,7 @@ struct store {
     bool was_up;
     uint64_t rng;
     store_conn conns[STORE_CONNS_MAX];
+    store_reader rd;
     /* UNKNOWN batches waiting for a connection: a ring, grown on demand.
      * Bounded by the engine (each holds its SKUs blocked). */
     eng_batch **rq;
@@ -1236,6 +1269,9 @@ static void conn_defer_cb(evutil_socket_t fd, short what, void *arg)
     conn_query_step(arg);
 }
 
+static int rd_init(store *s, char *err, size_t err_len);
+static void rd_free(store *s);
+
 /* ---- public API -------------------------------------------------------------- */
 
 static int store_conns_init(store *s, char *err, size_t err_len)
@@ -1291,7 +1327,8 @@ store *store_open(struct event_base *base, const stockd_config *cfg,
     s->backoff_max_ms = cfg->db_backoff_max_ms >= STORE_BACKOFF_MIN_MS
                             ? cfg->db_backoff_max_ms : STORE_BACKOFF_MIN_MS;
     s->rng = (uint64_t)mono_us() ^ ((uint64_t)getpid() << 32) ^ UINT64_C(0x9e3779b97f4a7c15);
-    if (store_setup_schema(s, err, err_len) != 0 || store_conns_init(s, err, err_len) != 0) {
+    if (store_setup_schema(s, err, err_len) != 0 || store_conns_init(s, err, err_len) != 0 ||
+        rd_init(s, err, err_len) != 0) {
         store_free(s);
         return NULL;
     }
@@ -1318,6 +1355,7 @@ void store_free(store *s)
             event_free(c->defer);
         sb_free(&c->sql);
     }
+    rd_free(s);
     free(s->rq);
     free(s);
 }
@@ -1409,26 +1447,31 @@ static bool col_i64(MYSQL_ROW row, int i, int64_t *out)
     return true;
 }
 
+/* The columns of SKU_SELECT into r; false on a bad row. */
+static bool parse_sku_row(MYSQL_ROW row, const unsigned long *len, store_sku_row *r)
+{
+    char mapping_s[32];
+    memset(r, 0, sizeof *r);
+    return col_str(row, len, 0, r->sku, sizeof r->sku, false) && r->sku[0] &&
+           col_i64(row, 1, &r->c.own_on_hand) && col_i64(row, 2, &r->c.own_reserved) &&
+           col_i64(row, 3, &r->c.supplier_reported) && col_i64(row, 4, &r->c.supplier_sellable) &&
+           col_i64(row, 5, &r->c.supplier_reserved) &&
+           col_i64(row, 6, &r->c.supplier_synced_at_ms) &&
+           col_str(row, len, 7, mapping_s, sizeof mapping_s, false) &&
+           eng_mapping_parse(mapping_s, &r->mapping) &&
+           col_str(row, len, 8, r->map.supplier_id, sizeof r->map.supplier_id, true) &&
+           col_i64(row, 9, &r->map.offer_id) &&
+           col_str(row, len, 10, r->map.spec_id, sizeof r->map.spec_id, true) &&
+           col_i64(row, 11, &r->map.sku_id) && col_i64(row, 12, &r->epoch);
+}
+
 static bool load_sku_row(engine *e, MYSQL_ROW row, const unsigned long *len)
 {
-    char sku[ENG_ID_MAX + 1], mapping_s[32];
-    eng_counters c;
-    eng_supplier_map map;
-    eng_mapping mapping;
-    int64_t epoch;
-    memset(&map, 0, sizeof map);
-    if (!col_str(row, len, 0, sku, sizeof sku, false) || !sku[0] ||
-        !col_i64(row, 1, &c.own_on_hand) || !col_i64(row, 2, &c.own_reserved) ||
-        !col_i64(row, 3, &c.supplier_reported) || !col_i64(row, 4, &c.supplier_sellable) ||
-        !col_i64(row, 5, &c.supplier_reserved) || !col_i64(row, 6, &c.supplier_synced_at_ms) ||
-        !col_str(row, len, 7, mapping_s, sizeof mapping_s, false) ||
-        !eng_mapping_parse(mapping_s, &mapping) ||
-        !col_str(row, len, 8, map.supplier_id, sizeof map.supplier_id, true) ||
-        !col_i64(row, 9, &map.offer_id) ||
-        !col_str(row, len, 10, map.spec_id, sizeof map.spec_id, true) ||
-        !col_i64(row, 11, &map.sku_id) || !col_i64(row, 12, &epoch))
+    store_sku_row r;
+    if (!parse_sku_row(row, len, &r))
         return false;
-    return engine_load_sku(e, sku, &c, mapping, mapping == ENG_MAP_OK ? &map : NULL, epoch);
+    return engine_load_sku(e, r.sku, &r.c, r.mapping, r.mapping == ENG_MAP_OK ? &r.map : NULL,
+                           r.epoch);
 }
 
 static bool load_order_row(engine *e, MYSQL_ROW row, const unsigned long *len)
@@ -1496,16 +1539,24 @@ static int load_table(MYSQL *my, engine *e, const char *what, const char *sql,
     return rc;
 }
 
+#define SKU_SELECT "SELECT sku,own_on_hand,own_reserved,supplier_reported," \
+                   "supplier_sellable,supplier_reserved,supplier_synced_at,mapping," \
+                   "supplier_id,offer_id,spec_id,sku_id,epoch FROM sku"
+
 int store_load_all(store *s, engine *e, char *err, size_t err_len)
+{
+    return store_load_state(s, e, true, err, err_len);
+}
+
+int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t err_len)
 {
     MYSQL *my = db_connect_blocking(s, false, s->db.database, err, err_len);
     if (!my)
         return -1;
     uint64_t skus = 0, orders = 0;
     int rc = load_table(my, e, "sku",
-                        "SELECT sku,own_on_hand,own_reserved,supplier_reported,"
-                        "supplier_sellable,supplier_reserved,supplier_synced_at,mapping,"
-                        "supplier_id,offer_id,spec_id,sku_id,epoch FROM sku",
+                        preload_skus ? SKU_SELECT
+                                     : SKU_SELECT " WHERE sku IN (SELECT DISTINCT sku FROM orders)",
                         load_sku_row, &skus, err, err_len);
     if (rc == 0)
         rc = load_table(my, e, "orders",
@@ -1521,4 +1572,436 @@ int store_load_all(store *s, engine *e, char *err, size_t err_len)
         LOG_I("store: loaded", "skus", a, "orders", b);
     }
     return rc;
+}
+
+/* ---- SKU names (Bloom filter) ------------------------------------------- */
+
+int store_count_skus(store *s, uint64_t *out, char *err, size_t err_len)
+{
+    MYSQL *my = db_connect_blocking(s, false, s->db.database, err, err_len);
+    if (!my)
+        return -1;
+    int64_t n = 0;
+    int rc = db_query_i64(my, "SELECT COUNT(*) FROM sku", &n, err, err_len);
+    mysql_close(my);
+    if (rc == 0)
+        *out = n < 0 ? 0 : (uint64_t)n;
+    return rc;
+}
+
+int store_each_sku(store *s, void (*fn)(const char *sku, size_t len, void *arg), void *arg,
+                   char *err, size_t err_len)
+{
+    MYSQL *my = db_connect_blocking(s, false, s->db.database, err, err_len);
+    if (!my)
+        return -1;
+    int rc = -1;
+    MYSQL_RES *r = NULL;
+    if (mysql_real_query(my, "SELECT sku FROM sku", 19) != 0 || !(r = mysql_use_result(my))) {
+        set_err(err, err_len, "scan sku: %s", mysql_error(my));
+        goto out;
+    }
+    MYSQL_ROW row;
+    while ((row = mysql_fetch_row(r))) {
+        unsigned long *len = mysql_fetch_lengths(r);
+        if (row[0] && len[0] >= 1 && len[0] <= ENG_ID_MAX)
+            fn(row[0], len[0], arg);
+    }
+    rc = mysql_errno(my) ? -1 : 0;
+    if (rc)
+        set_err(err, err_len, "scan sku: %s", mysql_error(my));
+    mysql_free_result(r);
+out:
+    mysql_close(my);
+    return rc;
+}
+
+/* ---- reader: single-SKU loads -------------------------------------------- */
+
+static void rd_io_cb(evutil_socket_t fd, short what, void *arg);
+static void rd_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void rd_defer_cb(evutil_socket_t fd, short what, void *arg);
+static void rd_start_query(store *s);
+
+static void rd_wait(store *s, int status)
+{
+    store_reader *rd = &s->rd;
+    short what = 0;
+    struct timeval tv, *tvp = NULL;
+    if (status & (MYSQL_WAIT_READ | MYSQL_WAIT_EXCEPT))
+        what |= EV_READ;
+    if (status & MYSQL_WAIT_WRITE)
+        what |= EV_WRITE;
+    if (status & MYSQL_WAIT_TIMEOUT) {
+        tv = tv_ms(mysql_get_timeout_value_ms(rd->my));
+        tvp = &tv;
+    }
+    event_del(rd->io);
+    event_assign(rd->io, s->base, mysql_get_socket(rd->my), what, rd_io_cb, s);
+    event_add(rd->io, tvp);
+}
+
+static void rd_watch_idle(store *s)
+{
+    store_reader *rd = &s->rd;
+    event_del(rd->io);
+    event_assign(rd->io, s->base, mysql_get_socket(rd->my), EV_READ, rd_io_cb, s);
+    event_add(rd->io, NULL);
+}
+
+static void rd_close(store *s)
+{
+    store_reader *rd = &s->rd;
+    event_del(rd->io);
+    event_del(rd->timer);
+    if (rd->res) {
+        mysql_free_result(rd->res);
+        rd->res = NULL;
+    }
+    if (rd->my) {
+        mysql_close(rd->my);
+        rd->my = NULL;
+    }
+    rd->state = RD_DOWN;
+    if (rd->sql.cap > STORE_SQL_KEEP_BYTES)
+        sb_free(&rd->sql);
+}
+
+/* Answers every request of the running query with result -1. */
+static void rd_fail_batch(store *s)
+{
+    store_reader *rd = &s->rd;
+    size_t n = rd->n_batch;
+    rd->n_batch = 0;
+    for (size_t i = 0; i < n; i++) {
+        s->st.sku_loads_failed++;
+        rd->batch[i].fn(rd->batch[i].sku, -1, NULL, rd->batch[i].arg);
+    }
+}
+
+/* The reader failed: its query's requests fail, and so do the queued ones
+ * (through defer: the loop answers them while the reader is down, so that
+ * readers of a dead MariaDB hear "unavailable" at once). Reconnects after
+ * backoff. */
+static void rd_down(store *s, const char *why)
+{
+    store_reader *rd = &s->rd;
+    bool was_up = rd->state != RD_DOWN && rd->state != RD_CONNECTING;
+    rd_close(s);
+    uint32_t delay = 0;
+    if (rd->backoff_ms) {
+        uint32_t half = rd->backoff_ms / 2;
+        delay = half + (uint32_t)(store_rand(s) % (half + 1));
+    }
+    rd->backoff_ms = rd->backoff_ms ? rd->backoff_ms * 2 : STORE_BACKOFF_MIN_MS;
+    if (rd->backoff_ms > s->backoff_max_ms)
+        rd->backoff_ms = s->backoff_max_ms;
+    struct timeval tv = tv_ms(delay);
+    evtimer_add(rd->timer, &tv);
+    if (was_up)
+        LOG_W("store: reader connection down", "why", why);
+    rd_fail_batch(s);
+    if (rd->q_len)
+        event_active(rd->defer, EV_TIMEOUT, 0);
+}
+
+static void rd_connect_start(store *s)
+{
+    store_reader *rd = &s->rd;
+    assert(rd->state == RD_DOWN && !rd->my);
+    rd->my = db_handle_new(s, true, 0);
+    if (!rd->my) {
+        rd_down(s, "mysql_init failed");
+        return;
+    }
+    rd->state = RD_CONNECTING;
+    struct timeval tv = tv_ms(s->connect_timeout_ms);
+    evtimer_add(rd->timer, &tv);
+    int st = mysql_real_connect_start(&rd->connect_ret, rd->my, db_host(&s->db), s->db.user,
+                                      s->db.password, s->db.database, (unsigned)s->db.port,
+                                      s->db.socket[0] ? s->db.socket : NULL, 0);
+    if (st) {
+        rd_wait(s, st);
+        return;
+    }
+    event_active(rd->defer, EV_TIMEOUT, 0);
+}
+
+static void rd_connected(store *s)
+{
+    store_reader *rd = &s->rd;
+    if (!rd->connect_ret) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "connect: %s", mysql_error(rd->my));
+        rd->state = RD_DOWN;
+        rd_down(s, msg);
+        return;
+    }
+    event_del(rd->timer);
+    rd->state = RD_IDLE;
+    rd->backoff_ms = 0;
+    rd_watch_idle(s);
+    rd_start_query(s);
+}
+
+static void lq_push(store_reader *rd, const load_req *r)
+{
+    assert(rd->q_len < rd->q_cap);
+    rd->q[(rd->q_head + rd->q_len) % rd->q_cap] = *r;
+    rd->q_len++;
+}
+
+static void lq_pop(store_reader *rd, load_req *out)
+{
+    assert(rd->q_len > 0);
+    *out = rd->q[rd->q_head];
+    rd->q_head = (rd->q_head + 1) % rd->q_cap;
+    rd->q_len--;
+}
+
+/* Takes up to STORE_LOAD_BATCH_MAX queued requests into one SELECT. */
+static void rd_start_query(store *s)
+{
+    store_reader *rd = &s->rd;
+    if (rd->state != RD_IDLE || rd->q_len == 0)
+        return;
+    rd->n_batch = 0;
+    sb_reset(&rd->sql);
+    sb_str(&rd->sql, SKU_SELECT " WHERE sku IN (");
+    while (rd->q_len && rd->n_batch < STORE_LOAD_BATCH_MAX) {
+        load_req *r = &rd->batch[rd->n_batch];
+        lq_pop(rd, r);
+        if (rd->n_batch)
+            sb_str(&rd->sql, ",");
+        sb_hex_str(&rd->sql, r->sku);
+        rd->n_batch++;
+    }
+    sb_str(&rd->sql, ")");
+    if (rd->sql.err) {
+        rd_fail_batch(s);
+        return;
+    }
+    s->st.sku_load_queries++;
+    rd->state = RD_QUERY;
+    event_del(rd->io);
+    struct timeval tv = tv_ms(s->commit_timeout_ms);
+    evtimer_add(rd->timer, &tv);
+    int st = mysql_real_query_start(&rd->qret, rd->my, rd->sql.p, rd->sql.len);
+    if (st)
+        rd_wait(s, st);
+    else
+        event_active(rd->defer, EV_TIMEOUT, 0);
+}
+
+/* The result is stored: answer every request of the batch. */
+static void rd_deliver(store *s)
+{
+    store_reader *rd = &s->rd;
+    MYSQL_RES *res = rd->res;
+    rd->res = NULL;
+    bool found[STORE_LOAD_BATCH_MAX] = {false};
+    MYSQL_ROW row;
+    while (res && (row = mysql_fetch_row(res))) {
+        unsigned long *len = mysql_fetch_lengths(res);
+        store_sku_row r;
+        bool ok = parse_sku_row(row, len, &r);
+        for (size_t i = 0; i < rd->n_batch; i++) {
+            if (!row[0] || strlen(rd->batch[i].sku) != len[0] ||
+                memcmp(rd->batch[i].sku, row[0], len[0]) != 0)
+                continue;
+            found[i] = true;
+            if (ok)
+                s->st.sku_loads_found++;
+            else
+                s->st.sku_loads_failed++;
+            rd->batch[i].fn(rd->batch[i].sku, ok ? 1 : -1, ok ? &r : NULL, rd->batch[i].arg);
+        }
+    }
+    for (size_t i = 0; i < rd->n_batch; i++)
+        if (!found[i])
+            rd->batch[i].fn(rd->batch[i].sku, 0, NULL, rd->batch[i].arg);
+    rd->n_batch = 0;
+    if (res)
+        mysql_free_result(res);
+}
+
+/* A _start/_cont returned 0: act on where the reader is. */
+static void rd_step(store *s)
+{
+    store_reader *rd = &s->rd;
+    char msg[300];
+    switch (rd->state) {
+    case RD_CONNECTING:
+        rd_connected(s);
+        return;
+    case RD_QUERY:
+        if (rd->qret != 0) {
+            snprintf(msg, sizeof msg, "load: MariaDB %u: %s", mysql_errno(rd->my),
+                     mysql_error(rd->my));
+            rd_down(s, msg);
+            return;
+        }
+        rd->state = RD_RESULT;
+        int st = mysql_store_result_start(&rd->res, rd->my);
+        if (st) {
+            rd_wait(s, st);
+            return;
+        }
+        /* fall through: stored at once */
+        /* FALLTHROUGH */
+    case RD_RESULT:
+        if (!rd->res && mysql_errno(rd->my)) {
+            snprintf(msg, sizeof msg, "load result: %s", mysql_error(rd->my));
+            rd_down(s, msg);
+            return;
+        }
+        event_del(rd->timer);
+        rd->state = RD_IDLE;
+        rd_watch_idle(s);
+        rd_deliver(s);
+        rd_start_query(s);
+        return;
+    default:
+        return;
+    }
+}
+
+static void rd_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    store *s = arg;
+    store_reader *rd = &s->rd;
+    int st = 0;
+    if (what & EV_READ)
+        st |= MYSQL_WAIT_READ;
+    if (what & EV_WRITE)
+        st |= MYSQL_WAIT_WRITE;
+    if (what & EV_TIMEOUT)
+        st |= MYSQL_WAIT_TIMEOUT;
+    switch (rd->state) {
+    case RD_CONNECTING:
+        st = mysql_real_connect_cont(&rd->connect_ret, rd->my, st);
+        break;
+    case RD_QUERY:
+        st = mysql_real_query_cont(&rd->qret, rd->my, st);
+        break;
+    case RD_RESULT:
+        st = mysql_store_result_cont(&rd->res, rd->my, st);
+        break;
+    case RD_IDLE:
+        rd_down(s, "server closed the connection");
+        return;
+    default:
+        assert(!"reader io in a state without io");
+        return;
+    }
+    if (st) {
+        rd_wait(s, st);
+        return;
+    }
+    rd_step(s);
+}
+
+static void rd_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    store *s = arg;
+    store_reader *rd = &s->rd;
+    if (rd->state == RD_DOWN) {
+        rd_connect_start(s);
+        return;
+    }
+    rd_down(s, rd->state == RD_CONNECTING ? "connect timeout" : "load timeout");
+}
+
+static void rd_defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    store *s = arg;
+    store_reader *rd = &s->rd;
+    if (rd->state == RD_DOWN) {
+        /* Nobody to ask: the waiting loads fail now, not after backoff. */
+        size_t n = rd->q_len;
+        for (size_t i = 0; i < n; i++) {
+            load_req r;
+            lq_pop(rd, &r);
+            s->st.sku_loads_failed++;
+            r.fn(r.sku, -1, NULL, r.arg);
+        }
+        return;
+    }
+    if (rd->state == RD_IDLE) {
+        rd_start_query(s);
+        return;
+    }
+    rd_step(s);
+}
+
+static int rd_init(store *s, char *err, size_t err_len)
+{
+    store_reader *rd = &s->rd;
+    rd->io = event_new(s->base, -1, 0, rd_io_cb, s);
+    rd->timer = evtimer_new(s->base, rd_timer_cb, s);
+    rd->defer = evtimer_new(s->base, rd_defer_cb, s);
+    rd->q_cap = 1024;
+    rd->q = malloc(rd->q_cap * sizeof *rd->q);
+    if (!rd->io || !rd->timer || !rd->defer || !rd->q) {
+        set_err(err, err_len, "reader: out of memory");
+        return -1;
+    }
+    rd->my = db_connect_blocking(s, true, s->db.database, err, err_len);
+    if (!rd->my)
+        return -1;
+    rd->state = RD_IDLE;
+    rd_watch_idle(s);
+    return 0;
+}
+
+static void rd_free(store *s)
+{
+    store_reader *rd = &s->rd;
+    if (rd->io)
+        rd_close(s);
+    if (rd->io)
+        event_free(rd->io);
+    if (rd->timer)
+        event_free(rd->timer);
+    if (rd->defer)
+        event_free(rd->defer);
+    sb_free(&rd->sql);
+    free(rd->q);
+}
+
+int store_load_sku(store *s, const char *sku, store_load_fn fn, void *arg)
+{
+    store_reader *rd = &s->rd;
+    size_t n = strlen(sku);
+    assert(fn && n >= 1 && n <= ENG_ID_MAX);
+    if (rd->q_len >= STORE_LOAD_QUEUE_MAX)
+        return -1;
+    if (rd->q_len == rd->q_cap) {
+        size_t cap = rd->q_cap * 2;
+        load_req *q = malloc(cap * sizeof *q);
+        if (!q)
+            return -1;
+        for (size_t i = 0; i < rd->q_len; i++)
+            q[i] = rd->q[(rd->q_head + i) % rd->q_cap];
+        free(rd->q);
+        rd->q = q;
+        rd->q_cap = cap;
+        rd->q_head = 0;
+    }
+    load_req r;
+    memcpy(r.sku, sku, n + 1);
+    r.fn = fn;
+    r.arg = arg;
+    lq_push(rd, &r);
+    s->st.sku_loads++;
+    /* Never inside this call: the defer starts the query (or fails the
+     * request when the reader is down) after the current callback. */
+    if (rd->state == RD_IDLE || rd->state == RD_DOWN)
+        event_active(rd->defer, EV_TIMEOUT, 0);
+    return 0;
 }

@@ -60,6 +60,15 @@ typedef struct stockd_config {
     uint32_t db_connect_timeout_ms; /* default 2000 */
     uint32_t db_backoff_max_ms;     /* default 2000 */
 
+    /* read path (cache.c, bloom.c) */
+    bool preload_skus;              /* --preload-skus yes|no, default yes */
+    uint32_t cache_ttl_s;           /* TTL of stock:{supplier}:{sku}, default 60 */
+    uint32_t redis_timeout_ms;      /* connect and command timeout, default 250 */
+    uint32_t redis_backoff_max_ms;  /* longest reconnect backoff, default 500 */
+    uint32_t bloom_fp_ppm;          /* target false positives per million, default 1000 */
+    uint32_t bloom_min_skus;        /* capacity floor, default 1000000 */
+    uint32_t cold_loads_max;        /* SKU loads in flight, default 1024 */
+
     char config_file[CFG_STR_MAX];  /* --config */
     bool check_only;                /* --check-config */
     bool help;                      /* --help */

@@ -222,6 +222,14 @@ bool engine_cancel(engine *e, eng_op *op);
 /* Reads of committed state. Return false when unknown. */
 bool engine_stock_get(const engine *e, const char *sku, eng_stock_view *out);
 bool engine_order_get(const engine *e, const char *order_id, eng_order_view *out);
+/* True when the engine holds an entry for sku: loaded, or being created by
+ * a queued or in-flight sku.put. False: the SKU is unknown here or "cold"
+ * (in MariaDB, not loaded); only then may the caller engine_load_sku() it
+ * at runtime. */
+bool engine_knows_sku(const engine *e, const char *sku);
+/* The committed supplier mapping of a loaded SKU; false when the SKU is not
+ * loaded or its committed mapping is not ENG_MAP_OK. */
+bool engine_sku_supplier(const engine *e, const char *sku, eng_supplier_map *out);
 
 /* Queues up to expire_per_tick_max internal expire ops for holds whose
  * hold_expires_at <= now_ms. Returns how many were queued. */

@@ -35,6 +35,10 @@ void server_free(server *s);
 engine *server_engine(server *s);
 void server_store_callbacks(server *s, store_callbacks *out);
 void server_set_store(server *s, store *st);
+/* After the store is set and state is loaded: builds the Bloom filter of
+ * known SKUs from MariaDB (blocking, startup only) and starts the Redis
+ * cache (connecting in the background). 0 or -1 with err. */
+int server_read_path_init(server *s, char *err, size_t err_len);
 /* Binds cfg->listen_host:listen_port and starts accepting. 0 or -1. */
 int server_listen(server *s, char *err, size_t err_len);
 /* Stops accepting, lets in-flight work finish (bounded by drain_ms), then

@@ -79,6 +79,10 @@ typedef struct store_stats {
     uint64_t reconnects;
     uint64_t commit_us_total;     /* sum of commit latencies */
     uint64_t commit_us_max;
+    uint64_t sku_loads;           /* single-SKU loads asked for */
+    uint64_t sku_load_queries;    /* SELECTs sent for them */
+    uint64_t sku_loads_found;
+    uint64_t sku_loads_failed;
     uint32_t conns_up;
     uint32_t conns_busy;
 } store_stats;
@@ -96,6 +100,45 @@ void store_free(store *s);
  * only, on its own short-lived connection). A row the engine refuses fails
  * the load. 0 or -1 with err. */
 int store_load_all(store *s, engine *e, char *err, size_t err_len);
+
+/* Like store_load_all(), but with preload_skus false only the SKUs that
+ * orders refer to are loaded (orders need their SKU); every other SKU is
+ * "cold" and loaded on first use with store_load_sku(). */
+int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t err_len);
+
+/* Blocking, startup only: the number of SKU rows, then every SKU name (for
+ * the Bloom filter of known SKUs). 0 or -1 with err. */
+int store_count_skus(store *s, uint64_t *out, char *err, size_t err_len);
+int store_each_sku(store *s, void (*fn)(const char *sku, size_t len, void *arg), void *arg,
+                   char *err, size_t err_len);
+
+/* ---- runtime loads of single SKUs (cold SKUs) ----
+ * A separate reader connection (nonblocking, reconnecting with backoff like
+ * the writers) serves loads: requests waiting at the same time go out as
+ * ONE query (SELECT ... WHERE sku IN (...), up to STORE_LOAD_BATCH_MAX), so
+ * the number of MariaDB reads does not grow with concurrent misses. The
+ * caller keeps one request per SKU in flight (single flight is its job).
+ *
+ * fn is called exactly once per accepted request, from the loop, never
+ * inside store_load_sku(): result 1 = found (row valid during the call),
+ * 0 = no such SKU, -1 = failed (reader down, timeout, bad row; retryable).
+ * store_free() abandons requests without calling fn. */
+#define STORE_LOAD_BATCH_MAX 256
+#define STORE_LOAD_QUEUE_MAX 100000
+
+typedef struct store_sku_row {
+    char sku[ENG_ID_MAX + 1];
+    eng_counters c;
+    eng_mapping mapping;
+    eng_supplier_map map;         /* valid when mapping is ENG_MAP_OK */
+    int64_t epoch;
+} store_sku_row;
+
+typedef void (*store_load_fn)(const char *sku, int result, const store_sku_row *row, void *arg);
+
+/* Queues a load of sku (1..ENG_ID_MAX bytes). 0, or -1 when the queue holds
+ * STORE_LOAD_QUEUE_MAX requests (fn not called). */
+int store_load_sku(store *s, const char *sku, store_load_fn fn, void *arg);
 
 /* True when at least one connection is up. */
 bool store_up(const store *s);
