@@ -83,6 +83,9 @@ typedef struct bench_opts {
     bench_addr redis;
     uint32_t skus;
     double zipf_s;                   /* 0: uniform */
+    bool dist_seq;                   /* --dist seq: SKU k mod N for the k-th pick */
+    char sku_prefix[32];             /* --sku-prefix: SKUs "<prefix>-<i>", "" = b<nonce>-<i> */
+    bool no_setup;                   /* --no-setup: stockd SKUs are not created */
     int32_t qty;
     int64_t stock;                   /* initial stock per SKU */
     int64_t hold_ms;                 /* stockd: reserve as a hold; 0 = confirmed */

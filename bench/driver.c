@@ -50,6 +50,7 @@ struct bench_run {
     run_phase phase;
     uint64_t t0_ns, t_measure_ns, t_stop_ns, t_last_done_ns;
     uint64_t next_seq, issued_measured, in_flight;
+    uint64_t picks;                  /* --dist seq */
     /* open loop */
     double interval_ns;
     uint64_t arrivals;
@@ -82,7 +83,8 @@ const char *bench_nonce(const bench_run *r) { return r->nonce; }
 
 void bench_sku_name(const bench_run *r, uint32_t idx, char *buf, size_t len)
 {
-    int n = snprintf(buf, len, "b%s-%" PRIu32, r->nonce, idx);
+    int n = r->o->sku_prefix[0] ? snprintf(buf, len, "%s-%" PRIu32, r->o->sku_prefix, idx)
+                                : snprintf(buf, len, "b%s-%" PRIu32, r->nonce, idx);
     assert(n > 0 && (size_t)n < len);
 }
 
@@ -149,6 +151,8 @@ static uint32_t pick_sku(bench_run *r)
 {
     uint64_t x = bench_rand(&r->rng);
     uint32_t n = r->o->skus;
+    if (r->o->dist_seq)
+        return (uint32_t)(r->picks++ % n);
     if (r->zipf_cdf == NULL)
         return (uint32_t)(((x >> 32) * (uint64_t)n) >> 32);
     double u = (double)(x >> 11) * 0x1.0p-53;

@@ -564,7 +564,7 @@ static int rpc_open_common(bench_run *r, void **state, bool is_ping, char *err, 
             goto fail;
         }
     }
-    if (!is_ping && rpc_create_skus(r, m, err, err_len) != 0)
+    if (!is_ping && !o->no_setup && rpc_create_skus(r, m, err, err_len) != 0)
         goto fail;
     if (!is_ping)
         (void)rpc_fetch_stats(r, m, &m->stats_before);
@@ -612,6 +612,10 @@ static bench_audit_rc rpc_audit_stockd(bench_run *r, void *state, const bench_re
     const bench_opts *o = bench_opts_of(r);
     if (!o->has_db) {
         snprintf(msg, msg_len, "skipped: no --db (stockd's database) to audit");
+        return BENCH_AUDIT_NONE;
+    }
+    if (o->sku_prefix[0]) {
+        snprintf(msg, msg_len, "skipped: --sku-prefix (SKUs not this run's own)");
         return BENCH_AUDIT_NONE;
     }
     char err[512];

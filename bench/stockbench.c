@@ -50,7 +50,13 @@ static const char USAGE[] =
 "\n"
 "workload:\n"
 "  --skus N        SKUs, 1..10000000 (1 = one hot SKU)          [1]\n"
-"  --dist D        uniform | zipf:S (S > 0, e.g. zipf:0.99)     [uniform]\n"
+"  --dist D        uniform | zipf:S (S > 0, e.g. zipf:0.99) | seq (the k-th\n"
+"                  order takes SKU k mod N: each SKU once per N orders) [uniform]\n"
+"  --sku-prefix P  stockd: SKUs are P-0 .. P-(N-1) instead of this run's own\n"
+"                  b<nonce>-<i>; with --no-setup, to read SKUs made earlier (cold\n"
+"                  after a stockd restart with --preload-skus no) or never made\n"
+"                  (unknown). No audit.\n"
+"  --no-setup      stockd: do not create the SKUs with sku.put\n"
 "  --qty N         units per order, 1..1000000                  [1]\n"
 "  --stock N       initial stock per SKU, or 'unlimited' (1e9)  [unlimited]\n"
 "  --hold-ms MS    stockd: reserve as a hold of MS (1000..86400000) instead of confirmed\n"
@@ -198,9 +204,14 @@ static int parse_dist(const char *s, bench_opts *o)
         o->zipf_s = 0;
         return 0;
     }
+    if (strcmp(s, "seq") == 0) {
+        o->zipf_s = 0;
+        o->dist_seq = true;
+        return 0;
+    }
     if (strncmp(s, "zipf:", 5) == 0)
         return parse_dbl("--dist zipf", s + 5, 0.01, 10, &o->zipf_s);
-    return usage_error("--dist: '%s' is not uniform or zipf:S", s);
+    return usage_error("--dist: '%s' is not uniform, seq or zipf:S", s);
 }
 
 /* --mix reserve=W,hold=W,release=W,get=W (any subset, weights 0..1000000). */
@@ -258,7 +269,7 @@ enum {
     OPT_MODE = 256, OPT_COMPARE, OPT_TARGET, OPT_DB, OPT_PEER_DB, OPT_REDIS, OPT_TOKEN,
     OPT_SKUS, OPT_DIST, OPT_QTY, OPT_STOCK, OPT_HOLD, OPT_CONNS, OPT_PIPE, OPT_DURATION,
     OPT_REQUESTS, OPT_RATE, OPT_WARMUP, OPT_DRAIN, OPT_SEED, OPT_JSON, OPT_PLOT, OPT_KEEP,
-    OPT_NO_PROGRESS, OPT_VERSION, OPT_MIX,
+    OPT_NO_PROGRESS, OPT_VERSION, OPT_MIX, OPT_SKU_PREFIX, OPT_NO_SETUP,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -275,6 +286,8 @@ static const struct option LONG_OPTS[] = {
     {"stock", required_argument, NULL, OPT_STOCK},
     {"hold-ms", required_argument, NULL, OPT_HOLD},
     {"mix", required_argument, NULL, OPT_MIX},
+    {"sku-prefix", required_argument, NULL, OPT_SKU_PREFIX},
+    {"no-setup", no_argument, NULL, OPT_NO_SETUP},
     {"connections", required_argument, NULL, OPT_CONNS},
     {"pipeline", required_argument, NULL, OPT_PIPE},
     {"duration", required_argument, NULL, OPT_DURATION},
@@ -340,6 +353,13 @@ static int apply_opt(int c, const char *arg, bench_opts *o, bool *db_given, bool
     case OPT_SKUS: rc = parse_u64("--skus", arg, 1, BENCH_SKUS_MAX, &u); o->skus = (uint32_t)u; return rc;
     case OPT_DIST: return parse_dist(arg, o);
     case OPT_MIX: return parse_mix(arg, o);
+    case OPT_SKU_PREFIX:
+        if (strlen(arg) == 0 || strlen(arg) >= sizeof o->sku_prefix || strspn(arg,
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-") != strlen(arg))
+            return usage_error("--sku-prefix: '%s' must be 1..31 of [A-Za-z0-9_.:-]", arg);
+        snprintf(o->sku_prefix, sizeof o->sku_prefix, "%s", arg);
+        return 0;
+    case OPT_NO_SETUP: o->no_setup = true; return 0;
     case OPT_QTY: rc = parse_u64("--qty", arg, 1, BENCH_QTY_MAX, &u); o->qty = (int32_t)u; return rc;
     case OPT_STOCK:
         if (strcmp(arg, "unlimited") == 0) {
