@@ -6,6 +6,7 @@
  * parses and range-checks them and names the source in any error.
  */
 #include "stockd/config.h"
+#include "stockd/ring.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -35,6 +36,7 @@ typedef enum cfg_kind {
     CFG_K_DB_URL,     /* db: mysql:// URL into db_url and db */
     CFG_K_REDIS_URL,  /* redis: redis:// URL into redis_url/host/port */
     CFG_K_NODE,       /* node name: 1..64 of [A-Za-z0-9._:-] */
+    CFG_K_PEERS,      /* peers: name=IP:PORT,... (ring_parse_peers) */
     CFG_K_SECRET,     /* admin token: never echoed in messages */
     CFG_K_LOG_LEVEL,  /* debug|info|warn|error */
     CFG_K_U32,        /* ranged unsigned integer */
@@ -57,6 +59,7 @@ static const cfg_opt cfg_opts[] = {
     {"db", CFG_K_DB_URL, 0, 0, 0},
     {"redis", CFG_K_REDIS_URL, 0, 0, 0},
     {"node", CFG_K_NODE, offsetof(stockd_config, node), 0, 0},
+    {"peers", CFG_K_PEERS, offsetof(stockd_config, peers), 0, 0},
     {"admin-token", CFG_K_SECRET, offsetof(stockd_config, admin_token), 0, 0},
     {"log-level", CFG_K_LOG_LEVEL, offsetof(stockd_config, log_level), 0, 0},
     U32("max-message-bytes", max_message_bytes, 1024, 16777216),
@@ -405,6 +408,16 @@ static int cfg_apply(stockd_config *c, const cfg_opt *o, const char *v, const ch
                             where);
         memcpy(c->node, v, vn + 1);
         return 0;
+    case CFG_K_PEERS: {
+        ring_node nodes[RING_NODES_MAX];
+        size_t n = 0;
+        if (vn >= sizeof c->peers)
+            return cfg_fail(err, err_len, "%s: peer list is too long", where);
+        if (vn > 0 && ring_parse_peers(v, nodes, RING_NODES_MAX, &n, e, sizeof e) != 0)
+            return cfg_fail(err, err_len, "%s: %s", where, e);
+        memcpy(c->peers, v, vn + 1);
+        return 0;
+    }
     case CFG_K_SECRET:
         if (vn >= sizeof c->admin_token || !cfg_token_ok(v))
             return cfg_fail(err, err_len,
@@ -626,6 +639,18 @@ static int cfg_apply_flags(stockd_config *c, int argc, char **argv, char *err, s
 
 /* Limits that only make sense together. */
 static int cfg_check_relations(const stockd_config *c, char *err, size_t err_len) {
+    if (c->peers[0]) {
+        ring_node nodes[RING_NODES_MAX];
+        size_t n = 0;
+        char e[160];
+        bool self = false;
+        if (ring_parse_peers(c->peers, nodes, RING_NODES_MAX, &n, e, sizeof e) != 0)
+            return cfg_fail(err, err_len, "peers: %s", e);
+        for (size_t i = 0; i < n; i++)
+            self |= strcmp(nodes[i].name, c->node) == 0;
+        if (!self)
+            return cfg_fail(err, err_len, "peers must name this node (--node %s)", c->node);
+    }
     if (c->batch_sku_ops_max > c->batch_ops_max)
         return cfg_fail(err, err_len, "batch-sku-ops-max (%u) must not exceed batch-ops-max (%u)",
                         c->batch_sku_ops_max, c->batch_ops_max);
@@ -725,6 +750,11 @@ const char *config_usage(void) {
 "                             default redis://127.0.0.1:6379)\n"
 "  --node NAME                this instance's name on the ring, 1..64 of\n"
 "                             [A-Za-z0-9._:-] (env STOCKD_NODE; default stockd-1)\n"
+"  --peers LIST               the cluster: name=IP:PORT,... including this node;\n"
+"                             SKUs are spread over them by consistent hashing\n"
+"                             and requests forwarded to their owner; SIGHUP\n"
+"                             re-reads it (env STOCKD_PEERS; default empty =\n"
+"                             a single node owning everything)\n"
 "  --admin-token TOKEN        required in admin calls; empty = admin open\n"
 "                             (env STOCKD_ADMIN_TOKEN; default empty)\n"
 "  --log-level LEVEL          debug|info|warn|error (env STOCKD_LOG_LEVEL;\n"

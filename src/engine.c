@@ -31,6 +31,7 @@ struct eng_sku {
     eng_op *q_head, *q_tail;
     uint32_t q_len;
     eng_sku *ready_next;
+    eng_order *orders;            /* every order of this SKU (sku_next list) */
     UT_hash_handle hh;
 };
 
@@ -44,6 +45,7 @@ struct eng_order {
     char *upstream_order_id;      /* heap, NULL when none */
     char *reason;                 /* heap, NULL when none */
     struct order_write *inflight;
+    eng_order *sku_next, *sku_prev; /* the SKU's order list */
     UT_hash_handle hh;
 };
 
@@ -280,6 +282,12 @@ static void order_from_view(eng_order *o, const eng_order_view *v)
 static void order_free(engine *e, eng_order *o)
 {
     assert(o->inflight == NULL);
+    if (o->sku_prev)
+        o->sku_prev->sku_next = o->sku_next;
+    else
+        o->sku->orders = o->sku_next;
+    if (o->sku_next)
+        o->sku_next->sku_prev = o->sku_prev;
     HASH_DEL(e->orders, o);
     free(o->upstream_order_id);
     free(o->reason);
@@ -296,6 +304,10 @@ static eng_order *order_new(engine *e, const char *id, eng_sku *s, int32_t qty)
     o->sku = s;
     o->qty = qty;
     o->status = ENG_ST_NONE;
+    o->sku_next = s->orders;
+    if (s->orders)
+        s->orders->sku_prev = o;
+    s->orders = o;
     HASH_ADD_STR(e->orders, id, o);
     e->st.orders++;
     return o;
@@ -440,6 +452,24 @@ static void heap_pop(engine *e)
     }
 }
 
+static void heap_rebuild(engine *e)
+{
+    for (size_t k = e->heap_len / 2; k-- > 0;) {
+        size_t i = k;
+        for (;;) {
+            size_t l = 2 * i + 1, r = l + 1, m = i;
+            if (l < e->heap_len && e->heap[l].at_ms < e->heap[m].at_ms)
+                m = l;
+            if (r < e->heap_len && e->heap[r].at_ms < e->heap[m].at_ms)
+                m = r;
+            if (m == i)
+                break;
+            heap_swap(e->heap, i, m);
+            i = m;
+        }
+    }
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 engine *engine_new(const eng_limits *limits, eng_done_fn done, void *done_arg)
@@ -549,8 +579,9 @@ bool engine_load_order(engine *e, const eng_order_view *v)
     eng_order *o = order_find(e, v->order_id);
     if (o == NULL && (o = order_new(e, v->order_id, s, v->qty)) == NULL)
         return false;
+    if (o->sku != s)
+        return false;  /* an order never changes SKU */
     assert(o->inflight == NULL);
-    o->sku = s;
     order_from_view(o, v);
     if (o->status == ENG_ST_HELD && !heap_push(e, o->hold_expires_at_ms, o))
         return false;
@@ -1326,4 +1357,63 @@ size_t eng_batch_ledger_rows(const eng_batch *b, const eng_ledger_row **rows)
 {
     *rows = b->ledger;
     return b->n_ledger;
+}
+
+bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err)
+{
+    eng_sku *s = sku_find(e, sku);
+    if (s == NULL)
+        return true;
+    if (s->inflight != NULL)
+        return false;
+    /* Answer what waits; internal expiries are simply dropped (the next
+     * owner reloads the holds and expires them). */
+    while (s->q_head != NULL) {
+        eng_op *op = s->q_head;
+        engine_cancel(e, op);
+        if (op->kind == ENG_OP_EXPIRE) {
+            internal_op_free(e, op);
+            continue;
+        }
+        op->err = queued_err;
+        e->done(op, e->done_arg);
+    }
+    /* Heap entries of its held orders go stale by status; clear them. */
+    for (size_t i = 0; i < e->heap_len;) {
+        if (e->heap[i].o->sku == s) {
+            e->heap[i] = e->heap[--e->heap_len];
+            continue;
+        }
+        i++;
+    }
+    heap_rebuild(e);
+    while (s->orders != NULL) {
+        eng_order *o = s->orders;
+        assert(o->inflight == NULL);
+        o->pending = 0;
+        order_free(e, o);
+    }
+    if (s->on_ready) {
+        /* Unlink from the ready list. */
+        eng_sku **pp = &e->ready_head, *prev = NULL;
+        while (*pp != s) {
+            prev = *pp;
+            pp = &(*pp)->ready_next;
+        }
+        *pp = s->ready_next;
+        if (e->ready_tail == s)
+            e->ready_tail = prev;
+    }
+    HASH_DEL(e->skus, s);
+    free(s->map);
+    free(s);
+    e->st.skus--;
+    return true;
+}
+
+void engine_each_sku(const engine *e, void (*fn)(const char *sku, void *arg), void *arg)
+{
+    eng_sku *s, *tmp;
+    HASH_ITER(hh, e->skus, s, tmp)
+        fn(s->name, arg);
 }

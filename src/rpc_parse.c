@@ -7,7 +7,7 @@
 
 static const char *const method_names[M_COUNT] = {
     "ping", "reserve", "confirm", "release", "ship", "order.get",
-    "stock.get", "sku.put", "stock.adjust", "stats", "(unknown)",
+    "stock.get", "sku.put", "stock.adjust", "stats", "cluster.ring", "(unknown)",
 };
 
 const char *rpc_method_name(enum method m)
@@ -18,11 +18,11 @@ const char *rpc_method_name(enum method m)
 
 enum field {
     F_ORDER_ID = 0, F_SKU, F_QTY, F_HOLD_MS, F_DEADLINE_MS, F_DELTA, F_REASON,
-    F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_COUNT
+    F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_FWD, F_COUNT
 };
 static const char *const field_names[F_COUNT] = {
     "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
-    "own_on_hand", "supplier", "supplier_reported", "token",
+    "own_on_hand", "supplier", "supplier_reported", "token", "_fwd",
 };
 #define B(f) (1u << (f))
 
@@ -33,19 +33,20 @@ typedef struct method_spec {
 } method_spec;
 
 static const method_spec specs[M_COUNT] = {
-    [M_PING] = {B(F_TOKEN), 0, false},
-    [M_RESERVE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_QTY) | B(F_HOLD_MS) | B(F_DEADLINE_MS) | B(F_TOKEN),
+    [M_PING] = {B(F_TOKEN) | B(F_FWD), 0, false},
+    [M_RESERVE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_QTY) | B(F_HOLD_MS) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD),
                    B(F_ORDER_ID) | B(F_SKU) | B(F_QTY), false},
-    [M_CONFIRM] = {B(F_ORDER_ID) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_ORDER_ID), false},
-    [M_RELEASE] = {B(F_ORDER_ID) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_ORDER_ID), false},
-    [M_SHIP] = {B(F_ORDER_ID) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_ORDER_ID), false},
-    [M_ORDER_GET] = {B(F_ORDER_ID) | B(F_TOKEN), B(F_ORDER_ID), false},
-    [M_STOCK_GET] = {B(F_SKU) | B(F_TOKEN), B(F_SKU), false},
+    [M_CONFIRM] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD), B(F_ORDER_ID), false},
+    [M_RELEASE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD), B(F_ORDER_ID), false},
+    [M_SHIP] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD), B(F_ORDER_ID), false},
+    [M_ORDER_GET] = {B(F_ORDER_ID) | B(F_SKU) | B(F_TOKEN) | B(F_FWD), B(F_ORDER_ID), false},
+    [M_STOCK_GET] = {B(F_SKU) | B(F_TOKEN) | B(F_FWD), B(F_SKU), false},
     [M_SKU_PUT] = {B(F_SKU) | B(F_OWN_ON_HAND) | B(F_SUPPLIER) | B(F_SUPPLIER_REPORTED) |
-                   B(F_DEADLINE_MS) | B(F_TOKEN), B(F_SKU), true},
-    [M_ADJUST] = {B(F_SKU) | B(F_DELTA) | B(F_REASON) | B(F_DEADLINE_MS) | B(F_TOKEN),
+                   B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD), B(F_SKU), true},
+    [M_ADJUST] = {B(F_SKU) | B(F_DELTA) | B(F_REASON) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD),
                   B(F_SKU) | B(F_DELTA) | B(F_REASON), true},
     [M_STATS] = {B(F_TOKEN), 0, false},
+    [M_CLUSTER_RING] = {B(F_TOKEN), 0, false},
 };
 
 bool rpc_utf8_valid(const unsigned char *p, size_t n)
@@ -211,6 +212,7 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
         }
         return true;
     case F_SKU:
+        pp->sku_hint = true;
         return get_str(v, op->sku, ENG_ID_MAX, true, e, "sku");
     case F_QTY:
         if (!get_int(v, 1, ENG_QTY_MAX, &x, e, "qty"))
@@ -245,6 +247,12 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
         e->problem = "must be a string";
         pp->token = v;
         return v->type == MSGPACK_OBJECT_STR;
+    case F_FWD:
+        e->field = "_fwd";
+        e->problem = "must be a positive integer (set by stockd peers)";
+        pp->fwd = true;
+        pp->fwd_ring = v->via.u64;
+        return v->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
     }
     return false;
 }
@@ -313,5 +321,6 @@ bool rpc_method_admin(enum method m)
 
 bool rpc_method_read_only(enum method m)
 {
-    return m == M_PING || m == M_STATS || m == M_STOCK_GET || m == M_ORDER_GET;
+    return m == M_PING || m == M_STATS || m == M_STOCK_GET || m == M_ORDER_GET ||
+           m == M_CLUSTER_RING;
 }

@@ -765,7 +765,7 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
         reply_simple_error(s, c, msg->msgid, "internal", "out of memory", true, NULL, NULL);
         return;
     }
-    rpc_parsed pp = {0, s->cfg->default_deadline_ms, NULL};
+    rpc_parsed pp = {.deadline_ms = s->cfg->default_deadline_ms};
     rpc_perr pe = {"params", "invalid", ""};
     eng_op *op = &r->op;
     if (!rpc_parse_params(m, msg->params, op, &pp, &pe)) {

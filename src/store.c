@@ -221,7 +221,17 @@ typedef struct store_reader {
     size_t q_head, q_len, q_cap;
     load_req batch[STORE_LOAD_BATCH_MAX];  /* the ones in the running query */
     size_t n_batch;
+    int step;               /* RD_STEP_*: where a load is in its statements */
+    MYSQL_RES *res_orders;  /* takeover: the orders of the loaded SKUs */
 } store_reader;
+
+/* A plain load is one SELECT of the SKU rows. A takeover (sharded mode) is
+ * one transaction that first bumps the SKUs' epochs, so that a previous
+ * owner's next batch fails its fence, and then reads the rows and their
+ * orders under the row locks it holds: what it reads is final. */
+enum {
+    RD_STEP_BEGIN = 0, RD_STEP_BUMP, RD_STEP_SKUS, RD_STEP_ORDERS, RD_STEP_COMMIT, RD_STEP_DONE
+};
 
 struct store {
     struct event_base *base;
@@ -237,6 +247,7 @@ struct store {
     uint64_t rng;
     store_conn conns[STORE_CONNS_MAX];
     store_reader rd;
+    engine *takeover;       /* non-NULL: loads are takeovers into this engine */
     /* UNKNOWN batches waiting for a connection: a ring, grown on demand.
      * Bounded by the engine (each holds its SKUs blocked). */
     eng_batch **rq;
@@ -1474,29 +1485,38 @@ static bool load_sku_row(engine *e, MYSQL_ROW row, const unsigned long *len)
                            r.epoch);
 }
 
-static bool load_order_row(engine *e, MYSQL_ROW row, const unsigned long *len)
+#define ORDER_SELECT "SELECT order_id,sku,qty,status,from_own,from_supplier,available," \
+                     "created_at,updated_at,hold_expires_at,upstream_order_id,reason FROM orders"
+
+/* The columns of ORDER_SELECT into o; false on a bad row. */
+static bool parse_order_row(MYSQL_ROW row, const unsigned long *len, eng_order_view *o)
 {
-    eng_order_view o;
     char status_s[32];
     int64_t qty, from_own, from_supplier;
-    memset(&o, 0, sizeof o);
-    if (!col_str(row, len, 0, o.order_id, sizeof o.order_id, false) || !o.order_id[0] ||
-        !col_str(row, len, 1, o.sku, sizeof o.sku, false) || !col_i64(row, 2, &qty) ||
+    memset(o, 0, sizeof *o);
+    if (!col_str(row, len, 0, o->order_id, sizeof o->order_id, false) || !o->order_id[0] ||
+        !col_str(row, len, 1, o->sku, sizeof o->sku, false) || !col_i64(row, 2, &qty) ||
         !col_str(row, len, 3, status_s, sizeof status_s, false) ||
-        !eng_status_parse(status_s, &o.status) || !col_i64(row, 4, &from_own) ||
-        !col_i64(row, 5, &from_supplier) || !col_i64(row, 6, &o.available) ||
-        !col_i64(row, 7, &o.created_at_ms) || !col_i64(row, 8, &o.updated_at_ms) ||
-        !col_i64(row, 9, &o.hold_expires_at_ms) ||
-        !col_str(row, len, 10, o.upstream_order_id, sizeof o.upstream_order_id, true) ||
-        !col_str(row, len, 11, o.reason, sizeof o.reason, true))
+        !eng_status_parse(status_s, &o->status) || !col_i64(row, 4, &from_own) ||
+        !col_i64(row, 5, &from_supplier) || !col_i64(row, 6, &o->available) ||
+        !col_i64(row, 7, &o->created_at_ms) || !col_i64(row, 8, &o->updated_at_ms) ||
+        !col_i64(row, 9, &o->hold_expires_at_ms) ||
+        !col_str(row, len, 10, o->upstream_order_id, sizeof o->upstream_order_id, true) ||
+        !col_str(row, len, 11, o->reason, sizeof o->reason, true))
         return false;
     if (qty < 1 || qty > ENG_QTY_MAX || from_own < 0 || from_supplier < 0 ||
         from_own + from_supplier != qty)
         return false;
-    o.qty = (int32_t)qty;
-    o.from_own = (int32_t)from_own;
-    o.from_supplier = (int32_t)from_supplier;
-    return engine_load_order(e, &o);
+    o->qty = (int32_t)qty;
+    o->from_own = (int32_t)from_own;
+    o->from_supplier = (int32_t)from_supplier;
+    return true;
+}
+
+static bool load_order_row(engine *e, MYSQL_ROW row, const unsigned long *len)
+{
+    eng_order_view o;
+    return parse_order_row(row, len, &o) && engine_load_order(e, &o);
 }
 
 typedef bool (*load_row_fn)(engine *e, MYSQL_ROW row, const unsigned long *len);
@@ -1559,11 +1579,7 @@ int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t e
                                      : SKU_SELECT " WHERE sku IN (SELECT DISTINCT sku FROM orders)",
                         load_sku_row, &skus, err, err_len);
     if (rc == 0)
-        rc = load_table(my, e, "orders",
-                        "SELECT order_id,sku,qty,status,from_own,from_supplier,available,"
-                        "created_at,updated_at,hold_expires_at,upstream_order_id,reason "
-                        "FROM orders",
-                        load_order_row, &orders, err, err_len);
+        rc = load_table(my, e, "orders", ORDER_SELECT, load_order_row, &orders, err, err_len);
     mysql_close(my);
     if (rc == 0) {
         char a[24], b[24];
@@ -1657,6 +1673,10 @@ static void rd_close(store *s)
     if (rd->res) {
         mysql_free_result(rd->res);
         rd->res = NULL;
+    }
+    if (rd->res_orders) {
+        mysql_free_result(rd->res_orders);
+        rd->res_orders = NULL;
     }
     if (rd->my) {
         mysql_close(rd->my);
@@ -1759,26 +1779,48 @@ static void lq_pop(store_reader *rd, load_req *out)
     rd->q_len--;
 }
 
-/* Takes up to STORE_LOAD_BATCH_MAX queued requests into one SELECT. */
-static void rd_start_query(store *s)
+/* " WHERE sku IN (...)" over the running batch. */
+static void rd_sql_in(store_reader *rd)
 {
-    store_reader *rd = &s->rd;
-    if (rd->state != RD_IDLE || rd->q_len == 0)
-        return;
-    rd->n_batch = 0;
-    sb_reset(&rd->sql);
-    sb_str(&rd->sql, SKU_SELECT " WHERE sku IN (");
-    while (rd->q_len && rd->n_batch < STORE_LOAD_BATCH_MAX) {
-        load_req *r = &rd->batch[rd->n_batch];
-        lq_pop(rd, r);
-        if (rd->n_batch)
+    sb_str(&rd->sql, " WHERE sku IN (");
+    for (size_t i = 0; i < rd->n_batch; i++) {
+        if (i)
             sb_str(&rd->sql, ",");
-        sb_hex_str(&rd->sql, r->sku);
-        rd->n_batch++;
+        sb_hex_str(&rd->sql, rd->batch[i].sku);
     }
     sb_str(&rd->sql, ")");
+}
+
+/* Sends the statement of the running batch's current step. */
+static void rd_send_step(store *s)
+{
+    store_reader *rd = &s->rd;
+    sb_reset(&rd->sql);
+    switch (rd->step) {
+    case RD_STEP_BEGIN:
+        sb_str(&rd->sql, "START TRANSACTION");
+        break;
+    case RD_STEP_BUMP:
+        sb_str(&rd->sql, "UPDATE sku SET epoch=epoch+1,version=version+1");
+        rd_sql_in(rd);
+        break;
+    case RD_STEP_SKUS:
+        sb_str(&rd->sql, SKU_SELECT);
+        rd_sql_in(rd);
+        break;
+    case RD_STEP_ORDERS:
+        sb_str(&rd->sql, ORDER_SELECT);
+        rd_sql_in(rd);
+        break;
+    case RD_STEP_COMMIT:
+        sb_str(&rd->sql, "COMMIT");
+        break;
+    default:
+        assert(!"no statement for this step");
+    }
     if (rd->sql.err) {
         rd_fail_batch(s);
+        rd->state = RD_IDLE;
         return;
     }
     s->st.sku_load_queries++;
@@ -1793,13 +1835,44 @@ static void rd_start_query(store *s)
         event_active(rd->defer, EV_TIMEOUT, 0);
 }
 
-/* The result is stored: answer every request of the batch. */
+/* Takes up to STORE_LOAD_BATCH_MAX queued requests into one load. */
+static void rd_start_query(store *s)
+{
+    store_reader *rd = &s->rd;
+    if (rd->state != RD_IDLE || rd->q_len == 0)
+        return;
+    rd->n_batch = 0;
+    while (rd->q_len && rd->n_batch < STORE_LOAD_BATCH_MAX) {
+        load_req *r = &rd->batch[rd->n_batch];
+        lq_pop(rd, r);
+        rd->n_batch++;
+    }
+    rd->step = s->takeover ? RD_STEP_BEGIN : RD_STEP_SKUS;
+    rd_send_step(s);
+}
+
+/* A takeover's orders go straight into the engine, after their SKUs (an
+ * order needs its SKU) and before anyone is told the SKU is loaded. */
+static void rd_load_orders(store *s, MYSQL_RES *res)
+{
+    MYSQL_ROW row;
+    while (res && (row = mysql_fetch_row(res))) {
+        unsigned long *len = mysql_fetch_lengths(res);
+        eng_order_view o;
+        if (!parse_order_row(row, len, &o) || !engine_load_order(s->takeover, &o))
+            LOG_W("store: takeover: order row refused", "order_id", o.order_id);
+    }
+}
+
+/* The results are stored: answer every request of the batch. */
 static void rd_deliver(store *s)
 {
     store_reader *rd = &s->rd;
-    MYSQL_RES *res = rd->res;
-    rd->res = NULL;
+    MYSQL_RES *res = rd->res, *res_orders = rd->res_orders;
+    rd->res = rd->res_orders = NULL;
     bool found[STORE_LOAD_BATCH_MAX] = {false};
+    store_sku_row rows_ok[STORE_LOAD_BATCH_MAX];
+    bool ok_row[STORE_LOAD_BATCH_MAX] = {false};
     MYSQL_ROW row;
     while (res && (row = mysql_fetch_row(res))) {
         unsigned long *len = mysql_fetch_lengths(res);
@@ -1810,19 +1883,56 @@ static void rd_deliver(store *s)
                 memcmp(rd->batch[i].sku, row[0], len[0]) != 0)
                 continue;
             found[i] = true;
+            ok_row[i] = ok;
             if (ok)
-                s->st.sku_loads_found++;
-            else
-                s->st.sku_loads_failed++;
-            rd->batch[i].fn(rd->batch[i].sku, ok ? 1 : -1, ok ? &r : NULL, rd->batch[i].arg);
+                rows_ok[i] = r;
         }
     }
-    for (size_t i = 0; i < rd->n_batch; i++)
-        if (!found[i])
-            rd->batch[i].fn(rd->batch[i].sku, 0, NULL, rd->batch[i].arg);
+    if (s->takeover) {
+        for (size_t i = 0; i < rd->n_batch; i++) {
+            const store_sku_row *r = &rows_ok[i];
+            if (ok_row[i] && !engine_knows_sku(s->takeover, r->sku) &&
+                !engine_load_sku(s->takeover, r->sku, &r->c, r->mapping,
+                                 r->mapping == ENG_MAP_OK ? &r->map : NULL, r->epoch))
+                ok_row[i] = false;
+        }
+        rd_load_orders(s, res_orders);
+    }
+    size_t n = rd->n_batch;
     rd->n_batch = 0;
+    load_req batch[STORE_LOAD_BATCH_MAX];
+    memcpy(batch, rd->batch, n * sizeof *batch);
+    for (size_t i = 0; i < n; i++) {
+        if (!found[i]) {
+            batch[i].fn(batch[i].sku, 0, NULL, batch[i].arg);
+        } else if (ok_row[i]) {
+            s->st.sku_loads_found++;
+            batch[i].fn(batch[i].sku, 1, &rows_ok[i], batch[i].arg);
+        } else {
+            s->st.sku_loads_failed++;
+            batch[i].fn(batch[i].sku, -1, NULL, batch[i].arg);
+        }
+    }
     if (res)
         mysql_free_result(res);
+    if (res_orders)
+        mysql_free_result(res_orders);
+}
+
+/* The running step's statement is done: the next one, or the answers. */
+static void rd_next_step(store *s)
+{
+    store_reader *rd = &s->rd;
+    rd->step = s->takeover ? rd->step + 1 : RD_STEP_DONE;
+    if (rd->step < RD_STEP_DONE) {
+        rd_send_step(s);
+        return;
+    }
+    event_del(rd->timer);
+    rd->state = RD_IDLE;
+    rd_watch_idle(s);
+    rd_deliver(s);
+    rd_start_query(s);
 }
 
 /* A _start/_cont returned 0: act on where the reader is. */
@@ -1841,8 +1951,12 @@ static void rd_step(store *s)
             rd_down(s, msg);
             return;
         }
+        if (rd->step != RD_STEP_SKUS && rd->step != RD_STEP_ORDERS) {
+            rd_next_step(s);
+            return;
+        }
         rd->state = RD_RESULT;
-        int st = mysql_store_result_start(&rd->res, rd->my);
+        int st = mysql_store_result_start(rd->step == RD_STEP_SKUS ? &rd->res : &rd->res_orders, rd->my);
         if (st) {
             rd_wait(s, st);
             return;
@@ -1850,16 +1964,12 @@ static void rd_step(store *s)
         /* fall through: stored at once */
         /* FALLTHROUGH */
     case RD_RESULT:
-        if (!rd->res && mysql_errno(rd->my)) {
+        if (!(rd->step == RD_STEP_SKUS ? rd->res : rd->res_orders) && mysql_errno(rd->my)) {
             snprintf(msg, sizeof msg, "load result: %s", mysql_error(rd->my));
             rd_down(s, msg);
             return;
         }
-        event_del(rd->timer);
-        rd->state = RD_IDLE;
-        rd_watch_idle(s);
-        rd_deliver(s);
-        rd_start_query(s);
+        rd_next_step(s);
         return;
     default:
         return;
@@ -1886,7 +1996,7 @@ static void rd_io_cb(evutil_socket_t fd, short what, void *arg)
         st = mysql_real_query_cont(&rd->qret, rd->my, st);
         break;
     case RD_RESULT:
-        st = mysql_store_result_cont(&rd->res, rd->my, st);
+        st = mysql_store_result_cont(rd->step == RD_STEP_SKUS ? &rd->res : &rd->res_orders, rd->my, st);
         break;
     case RD_IDLE:
         rd_down(s, "server closed the connection");
@@ -2004,4 +2114,9 @@ int store_load_sku(store *s, const char *sku, store_load_fn fn, void *arg)
     if (rd->state == RD_IDLE || rd->state == RD_DOWN)
         event_active(rd->defer, EV_TIMEOUT, 0);
     return 0;
+}
+
+void store_set_takeover(store *s, engine *e)
+{
+    s->takeover = e;
 }

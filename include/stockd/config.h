@@ -33,6 +33,7 @@ typedef struct stockd_config {
     char redis_host[CFG_STR_MAX];
     int redis_port;
     char node[CFG_STR_MAX];         /* --node, default "stockd-1" */
+    char peers[1024];               /* --peers name=IP:PORT,...; "" = single node */
     char admin_token[CFG_STR_MAX];  /* --admin-token; "" = admin open */
     char log_level[16];             /* --log-level debug|info|warn|error */
     char http_host[CFG_STR_MAX];    /* --http HOST:PORT: metrics and health (http.c) */

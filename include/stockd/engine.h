@@ -231,6 +231,15 @@ bool engine_knows_sku(const engine *e, const char *sku);
  * loaded or its committed mapping is not ENG_MAP_OK. */
 bool engine_sku_supplier(const engine *e, const char *sku, eng_supplier_map *out);
 
+/* Drops a SKU and all its orders from memory (sharding: another instance
+ * owns it now, or its epoch fence failed and it must be taken over again).
+ * Ops waiting in its FIFO are answered with queued_err through done().
+ * Returns false, changing nothing, while the SKU is in a batch: try again
+ * after the batch ends. True when gone (or never here). */
+bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err);
+/* Calls fn for every SKU in memory; fn must not change the engine. */
+void engine_each_sku(const engine *e, void (*fn)(const char *sku, void *arg), void *arg);
+
 /* Queues up to expire_per_tick_max internal expire ops for holds whose
  * hold_expires_at <= now_ms. Returns how many were queued. */
 uint32_t engine_expire_due(engine *e, int64_t now_ms);

@@ -22,7 +22,7 @@
  * and requests whose method could not be read. */
 enum method {
     M_PING = 0, M_RESERVE, M_CONFIRM, M_RELEASE, M_SHIP, M_ORDER_GET,
-    M_STOCK_GET, M_SKU_PUT, M_ADJUST, M_STATS, M_UNKNOWN, M_COUNT
+    M_STOCK_GET, M_SKU_PUT, M_ADJUST, M_STATS, M_CLUSTER_RING, M_UNKNOWN, M_COUNT
 };
 
 const char *rpc_method_name(enum method m);
@@ -38,6 +38,9 @@ typedef struct rpc_parsed {
     uint32_t seen;                  /* bit per field given */
     int64_t deadline_ms;            /* preset to the default by the caller */
     const msgpack_object *token;    /* NULL or a STR object */
+    bool fwd;                       /* "_fwd": forwarded by a peer (sharding) */
+    uint64_t fwd_ring;              /* the forwarder's ring version */
+    bool sku_hint;                  /* order methods: "sku" given to route by */
 } rpc_parsed;
 
 /* Why parsing failed: field and problem are static strings or point into

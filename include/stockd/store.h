@@ -140,6 +140,14 @@ typedef void (*store_load_fn)(const char *sku, int result, const store_sku_row *
  * STORE_LOAD_QUEUE_MAX requests (fn not called). */
 int store_load_sku(store *s, const char *sku, store_load_fn fn, void *arg);
 
+/* Sharded mode: every load becomes a takeover. In one transaction the
+ * reader bumps the SKUs' epochs (a previous owner's next batch then fails
+ * its fence), reads the rows and all their orders, and commits; the SKUs
+ * and orders go into e before fn is called, so fn finds the SKU loaded
+ * (result 1). A failed takeover (result -1) changed nothing it relied on:
+ * if its bump committed, the next takeover bumps again. */
+void store_set_takeover(store *s, engine *e);
+
 /* True when at least one connection is up. */
 bool store_up(const store *s);
 /* True when a connection is up and idle: store_commit() will take a batch. */

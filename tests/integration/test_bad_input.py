@@ -279,7 +279,9 @@ FIELDS = [
     ("confirm", {}, "order_id"),
     ("release", {"order_id": "a" * 65}, "order_id"),
     ("ship", {"order_id": "a b"}, "order_id"),
-    ("order.get", {"order_id": "x", "sku": "bad-1"}, "sku"),
+    # "sku" is a routing hint on order methods (sharding); it must still be a string.
+    ("order.get", {"order_id": "x", "sku": 7}, "sku"),
+    ("order.get", {"order_id": "x", "qty": 1}, "qty"),
     ("stock.get", {"sku": 5}, "sku"),
     ("stock.get", {}, "sku"),
     ("sku.put", {"sku": "bad-2", "own_on_hand": -1}, "own_on_hand"),

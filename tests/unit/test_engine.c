@@ -425,6 +425,41 @@ static void test_pipelined_reserve_then_confirm(void **state)
     engine_free(e);
 }
 
+static void test_forget_sku(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "a", 5, -1);
+    put(e, "b", 5, -1);
+    eng_op *r1 = op_new(ENG_OP_RESERVE, "o1", "a", 1);
+    r1->hold_ms = 1000;
+    eng_op *r2 = op_new(ENG_OP_RESERVE, "o2", "b", 1);
+    engine_submit(e, r1, 1);
+    engine_submit(e, r2, 1);
+    run(e, 1, ENG_COMMITTED);
+    eng_op *q = op_new(ENG_OP_RESERVE, "o3", "a", 1);
+    assert_int_equal(engine_submit(e, q, 2), ENG_OK);
+    /* In a batch: not now. */
+    eng_batch *b = engine_next_batch(e, 2);
+    assert_false(engine_forget_sku(e, "a", ENG_E_UNAVAILABLE));
+    engine_batch_done(e, b, ENG_COMMITTED);
+    eng_op *q2 = op_new(ENG_OP_RESERVE, "o4", "a", 1);
+    assert_int_equal(engine_submit(e, q2, 3), ENG_OK);
+    n_done = 0;
+    assert_true(engine_forget_sku(e, "a", ENG_E_UNAVAILABLE));
+    assert_int_equal(n_done, 1);  /* the queued op was answered */
+    assert_int_equal(q2->err, ENG_E_UNAVAILABLE);
+    eng_order_view v;
+    assert_false(engine_order_get(e, "o1", &v));
+    assert_false(engine_order_get(e, "o3", &v));
+    assert_true(engine_order_get(e, "o2", &v));
+    assert_false(engine_knows_sku(e, "a"));
+    assert_int_equal(engine_expire_due(e, 5000), 0);  /* its hold went with it */
+    assert_true(engine_forget_sku(e, "nope", ENG_E_UNAVAILABLE));
+    free(r1), free(r2), free(q), free(q2);
+    engine_free(e);
+}
+
 /* ---- random walk ---- */
 
 #define RW_SKUS 4
@@ -539,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_limits_and_cancel),
         cmocka_unit_test(test_new_sku_put_then_reserve_pipelined),
         cmocka_unit_test(test_pipelined_reserve_then_confirm),
+        cmocka_unit_test(test_forget_sku),
         cmocka_unit_test(test_random_walk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

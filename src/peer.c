@@ -1,0 +1,362 @@
+/* peer.c — pipelined msgpack-rpc client connections to peers; see peer.h. */
+#include "stockd/peer.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <uthash.h>
+
+#include "stockd/codec.h"
+#include "stockd/log.h"
+
+#define PEER_BACKOFF_MIN_MS 50
+#define PEER_BACKOFF_MAX_MS 2000
+#define PEER_HOST_MAX 64
+
+enum pconn_state { PC_DOWN = 0, PC_CONNECTING, PC_UP };
+
+typedef struct pconn pconn;
+
+typedef struct pcall {
+    uint32_t id;
+    peer_reply_fn fn;
+    void *ctx;
+    const char *reason;          /* set when failed and waiting in the defer list */
+    pconn *pc;
+    struct event timer;
+    UT_hash_handle hh;
+    struct pcall *next;          /* defer list / free list */
+} pcall;
+
+struct pconn {
+    peer_pool *pool;
+    char host[PEER_HOST_MAX + 1];
+    int port;
+    enum pconn_state state;
+    struct bufferevent *bev;
+    uint32_t backoff_ms;
+    int64_t retry_at_ms;         /* DOWN: no connect before this */
+    pcall *calls;                /* uthash by id: in flight on this connection */
+    uint32_t n_calls;
+    pconn *next;
+};
+
+struct peer_pool {
+    struct event_base *base;
+    pconn *conns;
+    uint32_t next_id;
+    pcall *free_calls;
+    pcall *deferred_head, *deferred_tail;  /* failures to deliver from the loop */
+    struct event *defer_ev;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_zone zone;
+    peer_stats st;
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static pcall *call_get(peer_pool *p)
+{
+    pcall *c = p->free_calls;
+    if (c != NULL)
+        p->free_calls = c->next;
+    else
+        c = malloc(sizeof(*c));
+    if (c != NULL)
+        memset(c, 0, sizeof(*c));
+    return c;
+}
+
+static void call_put(peer_pool *p, pcall *c)
+{
+    c->next = p->free_calls;
+    p->free_calls = c;
+}
+
+/* Queues a failure for delivery from the loop (never inside peer_call). */
+static void call_fail_later(peer_pool *p, pcall *c, const char *reason)
+{
+    c->reason = reason;
+    c->next = NULL;
+    if (p->deferred_tail)
+        p->deferred_tail->next = c;
+    else
+        p->deferred_head = c;
+    p->deferred_tail = c;
+    event_active(p->defer_ev, EV_TIMEOUT, 0);
+}
+
+static void defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    peer_pool *p = arg;
+    pcall *c = p->deferred_head;
+    p->deferred_head = p->deferred_tail = NULL;
+    while (c != NULL) {
+        pcall *next = c->next;
+        p->st.failures++;
+        c->fn(c->ctx, NULL, NULL, c->reason);
+        call_put(p, c);
+        c = next;
+    }
+}
+
+/* Removes a call from its connection (timer stopped); the caller answers it. */
+static void call_detach(pconn *pc, pcall *c)
+{
+    evtimer_del(&c->timer);
+    HASH_DEL(pc->calls, c);
+    assert(pc->n_calls > 0);
+    pc->n_calls--;
+    pc->pool->st.inflight--;
+}
+
+static void pconn_down(pconn *pc, const char *reason)
+{
+    peer_pool *p = pc->pool;
+    if (pc->bev) {
+        bufferevent_free(pc->bev);
+        pc->bev = NULL;
+    }
+    if (pc->state == PC_CONNECTING)
+        p->st.connect_failures++;
+    pc->state = PC_DOWN;
+    pc->backoff_ms = pc->backoff_ms ? pc->backoff_ms * 2 : PEER_BACKOFF_MIN_MS;
+    if (pc->backoff_ms > PEER_BACKOFF_MAX_MS)
+        pc->backoff_ms = PEER_BACKOFF_MAX_MS;
+    pc->retry_at_ms = mono_ms() + pc->backoff_ms;
+    pcall *c, *tmp;
+    HASH_ITER(hh, pc->calls, c, tmp) {
+        call_detach(pc, c);
+        call_fail_later(p, c, reason);
+    }
+}
+
+static void call_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pcall *c = arg;
+    pconn *pc = c->pc;
+    call_detach(pc, c);
+    pc->pool->st.failures++;
+    c->fn(c->ctx, NULL, NULL, "timeout");  /* a late reply finds no call */
+    call_put(pc->pool, c);
+}
+
+static void pconn_read_cb(struct bufferevent *bev, void *arg)
+{
+    pconn *pc = arg;
+    peer_pool *p = pc->pool;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            return;
+        size_t n = avail < PEER_REPLY_MAX ? avail : PEER_REPLY_MAX;
+        const uint8_t *buf = evbuffer_pullup(in, (ev_ssize_t)n);
+        size_t flen = 0;
+        codec_frame fr = buf ? codec_frame_check(buf, n, PEER_REPLY_MAX, 32, &flen) : CODEC_FRAME_BAD;
+        if (fr == CODEC_FRAME_NEED_MORE && n < PEER_REPLY_MAX)
+            return;
+        if (fr != CODEC_FRAME_OK) {
+            LOG_W("peer: bad reply stream", "peer", pc->host);
+            pconn_down(pc, "lost");
+            return;
+        }
+        msgpack_object obj;
+        size_t off = 0;
+        rpc_msg msg;
+        const char *why = NULL;
+        msgpack_zone_clear(&p->zone);
+        if (msgpack_unpack((const char *)buf, flen, &off, &p->zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
+            !rpc_msg_parse(&obj, &msg, &why) || msg.type != RPC_RESPONSE) {
+            pconn_down(pc, "lost");
+            return;
+        }
+        pcall *c = NULL;
+        uint32_t id = msg.msgid;
+        HASH_FIND(hh, pc->calls, &id, sizeof(id), c);
+        if (c != NULL) {
+            call_detach(pc, c);
+            p->st.replies++;
+            c->fn(c->ctx, msg.error, msg.result, NULL);
+            call_put(p, c);
+        }
+        evbuffer_drain(in, flen);
+        if (pc->bev != bev)
+            return;  /* the callback closed the pool's side */
+    }
+}
+
+static void pconn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    pconn *pc = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        pc->state = PC_UP;
+        pc->backoff_ms = 0;
+        pc->pool->st.connects++;
+        int one = 1;
+        setsockopt(bufferevent_getfd(pc->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        return;
+    }
+    pconn_down(pc, pc->state == PC_CONNECTING ? "unreachable" : "lost");
+}
+
+static bool pconn_open(pconn *pc)
+{
+    peer_pool *p = pc->pool;
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)pc->port);
+    if (inet_pton(AF_INET, pc->host, &sin.sin_addr) != 1)
+        return false;
+    pc->bev = bufferevent_socket_new(p->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (pc->bev == NULL)
+        return false;
+    bufferevent_setcb(pc->bev, pconn_read_cb, NULL, pconn_event_cb, pc);
+    bufferevent_enable(pc->bev, EV_READ | EV_WRITE);
+    pc->state = PC_CONNECTING;
+    if (bufferevent_socket_connect(pc->bev, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+        pconn_down(pc, "unreachable");
+        return false;
+    }
+    return true;
+}
+
+static pconn *pconn_find(peer_pool *p, const char *host, int port)
+{
+    for (pconn *pc = p->conns; pc; pc = pc->next)
+        if (pc->port == port && strcmp(pc->host, host) == 0)
+            return pc;
+    if (strlen(host) > PEER_HOST_MAX)
+        return NULL;
+    pconn *pc = calloc(1, sizeof(*pc));
+    if (pc == NULL)
+        return NULL;
+    pc->pool = p;
+    strcpy(pc->host, host);
+    pc->port = port;
+    pc->next = p->conns;
+    p->conns = pc;
+    return pc;
+}
+
+static int sb_evbuffer_write(void *data, const char *buf, size_t len)
+{
+    return evbuffer_add(data, buf, len);
+}
+
+void peer_call(peer_pool *p, const char *host, int port, const char *method,
+               const msgpack_object *params_map, const char *extra_key, uint64_t extra_val,
+               uint32_t timeout_ms, peer_reply_fn fn, void *ctx)
+{
+    assert(params_map == NULL || params_map->type == MSGPACK_OBJECT_MAP);
+    pcall *c = call_get(p);
+    if (c == NULL) {
+        fn(ctx, NULL, NULL, "busy");  /* out of memory: nothing was started */
+        return;
+    }
+    c->fn = fn;
+    c->ctx = ctx;
+    p->st.calls++;
+    pconn *pc = pconn_find(p, host, port);
+    if (pc == NULL) {
+        call_fail_later(p, c, "unreachable");
+        return;
+    }
+    if (pc->n_calls >= PEER_INFLIGHT_MAX) {
+        call_fail_later(p, c, "busy");
+        return;
+    }
+    if (pc->state == PC_DOWN) {
+        if (mono_ms() < pc->retry_at_ms || !pconn_open(pc)) {
+            call_fail_later(p, c, "unreachable");
+            return;
+        }
+    }
+    c->pc = pc;
+    c->id = ++p->next_id;
+    HASH_ADD(hh, pc->calls, id, sizeof(c->id), c);
+    pc->n_calls++;
+    p->st.inflight++;
+    /* Packed straight into the connection's output buffer; while still
+     * connecting, libevent keeps it until the socket is up. */
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, bufferevent_get_output(pc->bev), sb_evbuffer_write);
+    codec_pack_request_head(&pk, c->id, method);
+    uint32_t n = params_map ? params_map->via.map.size : 0;
+    msgpack_pack_map(&pk, n + (extra_key != NULL));
+    for (uint32_t i = 0; i < n; i++) {
+        msgpack_pack_object(&pk, params_map->via.map.ptr[i].key);
+        msgpack_pack_object(&pk, params_map->via.map.ptr[i].val);
+    }
+    if (extra_key != NULL) {
+        codec_pack_cstr(&pk, extra_key);
+        msgpack_pack_uint64(&pk, extra_val);
+    }
+    evtimer_assign(&c->timer, p->base, call_timeout_cb, c);
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(&c->timer, &tv);
+}
+
+peer_pool *peer_pool_new(struct event_base *base)
+{
+    peer_pool *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->base = base;
+    p->defer_ev = event_new(base, -1, 0, defer_cb, p);
+    if (p->defer_ev == NULL || !msgpack_zone_init(&p->zone, 4096)) {
+        if (p->defer_ev)
+            event_free(p->defer_ev);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void peer_pool_free(peer_pool *p)
+{
+    if (p == NULL)
+        return;
+    for (pconn *pc = p->conns; pc; pc = pc->next)
+        pconn_down(pc, "closing");
+    defer_cb(-1, 0, p);
+    while (p->conns) {
+        pconn *pc = p->conns;
+        p->conns = pc->next;
+        free(pc);
+    }
+    while (p->free_calls) {
+        pcall *c = p->free_calls;
+        p->free_calls = c->next;
+        free(c);
+    }
+    event_free(p->defer_ev);
+    msgpack_zone_destroy(&p->zone);
+    free(p);
+}
+
+void peer_stats_get(const peer_pool *p, peer_stats *out)
+{
+    *out = p->st;
+}
