@@ -1417,3 +1417,13 @@ void engine_each_sku(const engine *e, void (*fn)(const char *sku, void *arg), vo
     HASH_ITER(hh, e->skus, s, tmp)
         fn(s->name, arg);
 }
+
+bool engine_order_sku(const engine *e, const char *order_id, char *sku_out)
+{
+    const eng_order *o = order_find(e, order_id);
+    if (o == NULL)
+        return false;
+    if (sku_out != NULL)
+        copy_id(sku_out, o->sku->name);
+    return true;
+}

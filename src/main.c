@@ -91,6 +91,7 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     c->batch_sku_ops_max = next.batch_sku_ops_max;
     c->expire_per_tick_max = next.expire_per_tick_max;
     c->default_deadline_ms = next.default_deadline_ms;
+    memcpy(c->peers, next.peers, sizeof(c->peers));  /* applied by server_reload */
     log_set_level_name(c->log_level);  /* validated by config_load */
     server_reload(rc->srv);
     char q[16];
@@ -154,7 +155,8 @@ int main(int argc, char **argv)
         return 1;
     }
     server_set_store(srv, st);
-    if (store_load_state(st, server_engine(srv), cfg.preload_skus, err, sizeof(err)) != 0) {
+    if (server_sharded(srv) ? server_take_over_owned(srv, err, sizeof(err))
+                            : store_load_state(st, server_engine(srv), cfg.preload_skus, err, sizeof(err))) {
         LOG_E("state load failed", "error", err);
         return 1;
     }

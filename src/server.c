@@ -31,6 +31,8 @@
 #include "stockd/bloom.h"
 #include "stockd/cache.h"
 #include "stockd/codec.h"
+#include "stockd/peer.h"
+#include "stockd/ring.h"
 #include "stockd/hist.h"
 #include "stockd/log.h"
 #include "stockd/rpc_parse.h"
@@ -63,6 +65,7 @@ typedef struct req {
     struct event timer;           /* deadline while queued */
     int64_t deadline_ms;          /* a change waiting on a cold SKU's load */
     struct req *next_free;        /* free list; cold SKU waiters */
+    uint32_t node;                /* sharding: the peer a forwarded request went to */
 } req;
 
 struct server {
@@ -104,6 +107,13 @@ struct server {
     uint64_t cold_loads, cold_waits, cold_loaded, cold_missing, cold_failed;
     bloom *bloom;
     cache *cache;
+    /* sharding (NULL ring: a single node owning every SKU) */
+    ring *ring;
+    uint32_t self;                /* this node's index in the ring */
+    peer_pool *peers;
+    char **forget;                /* SKUs to drop from memory when idle */
+    size_t n_forget, cap_forget;
+    uint64_t fwd_calls, fwd_failed, not_owner, fence_drops, order_lookups, ring_changes;
 };
 
 _Static_assert(M_COUNT <= SERVER_METHODS_MAX && RES_COUNT <= SERVER_RESULTS_MAX,
@@ -350,6 +360,10 @@ static bool token_ok(const server *s, const msgpack_object *tok)
 /* ------------------------------------------------------------ dispatch */
 
 static void pack_stats(server *s);
+static void pack_ring_or_self(server *s);
+static void forget_later(server *s, const char *sku);
+static void forget_sweep(server *s);
+static void req_finish(server *s, req *r);
 
 static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, eng_op *op)
 {
@@ -362,6 +376,9 @@ static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, 
     } else if (m == M_STATS) {
         codec_pack_response_ok_head(pk, msgid);
         pack_stats(s);
+    } else if (m == M_CLUSTER_RING) {
+        codec_pack_response_ok_head(pk, msgid);
+        pack_ring_or_self(s);
     } else if (m == M_STOCK_GET) {
         eng_stock_view v;
         if (!engine_stock_get(s->eng, op->sku, &v)) {
@@ -422,6 +439,18 @@ static bool method_names_sku(enum method m)
     return m == M_STOCK_GET || m == M_RESERVE || m == M_SKU_PUT || m == M_ADJUST;
 }
 
+static bool method_is_order(enum method m)
+{
+    return m == M_CONFIRM || m == M_RELEASE || m == M_SHIP || m == M_ORDER_GET;
+}
+
+/* Cold SKUs exist with --preload-skus no, and always on a sharded instance
+ * (whose every SKU is taken over on first use). */
+static bool cold_enabled(const server *s)
+{
+    return !s->cfg->preload_skus || s->ring != NULL;
+}
+
 /* Answers a request that waited on a cold load and releases it. */
 static void cold_reply(server *s, req *r, eng_err err, const eng_stock_view *v)
 {
@@ -466,9 +495,23 @@ static void cold_submit(server *s, req *r)
 static void cold_handle_waiter(server *s, req *r, int result)
 {
     eng_stock_view v;
-    if (result < 0)
+    if (result < 0) {
         cold_reply(s, r, ENG_E_UNAVAILABLE, NULL);
-    else if (r->m == M_STOCK_GET)
+    } else if (r->m == M_ORDER_GET) {
+        eng_order_view o;
+        bool found = engine_order_get(s->eng, r->op.order_id, &o);
+        count_at(s, r->m, found ? ENG_OK : ENG_E_NOT_FOUND, r->start_ns);
+        if (found) {
+            codec_pack_response_ok_head(&s->pk, r->msgid);
+            pack_order(&s->pk, &o);
+        } else {
+            r->op.err = ENG_E_NOT_FOUND;
+            pack_eng_error(s, r->msgid, &r->op);
+        }
+        req_finish(s, r);
+    } else if (method_is_order(r->m) && !engine_order_sku(s->eng, r->op.order_id, NULL)) {
+        cold_reply(s, r, ENG_E_NOT_FOUND, NULL);
+    } else if (r->m == M_STOCK_GET)
         cold_reply(s, r, engine_stock_get(s->eng, r->op.sku, &v) ? ENG_OK : ENG_E_UNKNOWN_SKU, &v);
     else if (result == 0 && r->m != M_SKU_PUT && !engine_knows_sku(s->eng, r->op.sku))
         cold_reply(s, r, ENG_E_UNKNOWN_SKU, NULL);
@@ -485,9 +528,10 @@ static void cold_loaded(const char *sku, int result, const store_sku_row *row, v
     HASH_DEL(s->cold, k);
     s->n_cold--;
     if (result == 1) {
-        /* Nobody could have created it meanwhile: its requests waited here. */
-        assert(!engine_knows_sku(s->eng, sku));
-        if (engine_load_sku(s->eng, sku, &row->c, row->mapping,
+        /* Nobody could have created it meanwhile: its requests waited here.
+         * A takeover (sharded) loaded it, with its orders, already. */
+        if (engine_knows_sku(s->eng, sku) ||
+            engine_load_sku(s->eng, sku, &row->c, row->mapping,
                             row->mapping == ENG_MAP_OK ? &row->map : NULL, row->epoch)) {
             s->cold_loaded++;
             if (s->cache)
@@ -530,12 +574,17 @@ static bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum meth
                            int64_t deadline_ms)
 {
     const char *sku = r->op.sku;
-    if (!method_names_sku(m) || s->cfg->preload_skus || engine_knows_sku(s->eng, sku))
+    /* An order call reaches here with its SKU known only when sharded (a
+     * hint or MariaDB's answer): its SKU may need taking over too. */
+    bool names_sku = method_names_sku(m) || (method_is_order(m) && sku[0] != '\0' && s->ring != NULL);
+    if (!names_sku || !cold_enabled(s) || engine_knows_sku(s->eng, sku))
         return false;
     cold_sku *k;
     HASH_FIND_STR(s->cold, sku, k);
     if (k == NULL) {
-        if (s->bloom != NULL && !bloom_check(s->bloom, sku, strlen(sku))) {
+        /* The Bloom filter only knows SKUs seen by this instance: a sharded
+         * one may be handed SKUs another created. */
+        if (s->bloom != NULL && s->ring == NULL && !bloom_check(s->bloom, sku, strlen(sku))) {
             if (m == M_SKU_PUT)
                 return false;
             cold_refuse(s, c, r, msgid, m, ENG_E_UNKNOWN_SKU);
@@ -567,7 +616,6 @@ static bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum meth
     r->c = c;
     r->msgid = msgid;
     r->m = m;
-    r->start_ns = s->frame_start_ns;
     r->deadline_ms = deadline_ms;
     r->next_free = NULL;
     if (k->tail)
@@ -744,6 +792,364 @@ static void cold_free_all(server *s)
     s->n_cold = 0;
 }
 
+/* ------------------------------------------------------------ sharding
+ *
+ * With --peers, SKUs are spread over the instances by the ring (ring.h).
+ * A request for a SKU another instance owns is forwarded to it over the
+ * peer pool, with "_fwd" so that it is never forwarded twice, and the
+ * owner's reply is relayed under the client's msgid. A forwarded request
+ * this instance does not own (rings disagree during a change) is refused
+ * with `unavailable`: only the owner ever decides for a SKU.
+ *
+ * Order calls name no SKU: the order's SKU comes from the "sku" hint, else
+ * from this instance's memory (which only holds SKUs it owns), else from
+ * MariaDB (orders.sku; one query batched with other lookups).
+ *
+ * Every SKU an instance serves is first taken over (store_set_takeover):
+ * the cold path bumps its epoch in MariaDB and loads it with its orders, so
+ * a previous owner's next batch fails the fence. A batch refused by the
+ * fence makes this instance forget the SKUs in it; the next request takes
+ * them over again from MariaDB's state. */
+
+static bool sharded(const server *s)
+{
+    return s->ring != NULL;
+}
+
+static uint32_t owner_of(const server *s, const char *sku)
+{
+    return ring_owner(s->ring, sku, strlen(sku));
+}
+
+static const ring_node *node_at(const server *s, uint32_t i)
+{
+    const ring_node *nodes;
+    size_t n = ring_nodes(s->ring, &nodes);
+    assert(i < n);
+    (void)n;
+    return &nodes[i];
+}
+
+/* Ends a request that was counted in c->inflight. */
+static void req_finish(server *s, req *r)
+{
+    conn *c = r->c;
+    out_flush(s, c);
+    req_put(s, r);
+    assert(c->inflight > 0);
+    c->inflight--;
+    if (c->state == C_DEAD && c->inflight == 0)
+        conn_free(c);
+    else
+        conn_update_read(c);
+}
+
+static void pack_unavailable_owner(server *s, uint32_t msgid, const char *message, const char *owner)
+{
+    codec_pack_response_err_head(&s->pk, msgid, "unavailable", message, true, 1);
+    codec_pack_kv_str(&s->pk, "owner", owner);
+    codec_pack_response_err_tail(&s->pk);
+}
+
+/* The engine error named by a relayed error map, for the counters. */
+static int relayed_result(const msgpack_object *error)
+{
+    if (error == NULL || error->type == MSGPACK_OBJECT_NIL)
+        return ENG_OK;
+    const msgpack_object *code = error->type == MSGPACK_OBJECT_MAP ? codec_map_get(error, "code") : NULL;
+    if (code != NULL && code->type == MSGPACK_OBJECT_STR) {
+        for (int e = 1; e < ENG_E_COUNT_; e++) {
+            const char *name = eng_err_code((eng_err)e);
+            if (strlen(name) == code->via.str.size && memcmp(name, code->via.str.ptr, code->via.str.size) == 0)
+                return e;
+        }
+    }
+    return ENG_E_INTERNAL;
+}
+
+static void fwd_reply_cb(void *ctx, const msgpack_object *error, const msgpack_object *result,
+                         const char *reason)
+{
+    req *r = ctx;
+    server *s = r->c->srv;
+    if (reason != NULL) {
+        s->fwd_failed++;
+        count_at(s, r->m, ENG_E_UNAVAILABLE, r->start_ns);
+        char msg[96];
+        snprintf(msg, sizeof msg, "owner not reachable (%s); retry with the same order_id", reason);
+        pack_unavailable_owner(s, r->msgid, msg, node_at(s, r->node)->name);
+    } else {
+        count_at(s, r->m, relayed_result(error), r->start_ns);
+        msgpack_pack_array(&s->pk, 4);
+        msgpack_pack_int(&s->pk, RPC_RESPONSE);
+        msgpack_pack_uint32(&s->pk, r->msgid);
+        if (error)
+            msgpack_pack_object(&s->pk, *error);
+        else
+            msgpack_pack_nil(&s->pk);
+        if (result)
+            msgpack_pack_object(&s->pk, *result);
+        else
+            msgpack_pack_nil(&s->pk);
+    }
+    req_finish(s, r);
+}
+
+/* Sends r to its owner node; the reply comes back through fwd_reply_cb. */
+static void forward(server *s, conn *c, req *r, uint32_t msgid, enum method m, uint32_t node,
+                    const msgpack_object *params_map, int64_t deadline_ms)
+{
+    r->c = c;
+    r->msgid = msgid;
+    r->m = m;
+    r->node = node;
+    if (r->start_ns == 0)
+        r->start_ns = s->frame_start_ns;
+    c->inflight++;
+    s->fwd_calls++;
+    const ring_node *n = node_at(s, node);
+    peer_call(s->peers, n->host, n->port, rpc_method_name(m), params_map, "_fwd",
+              ring_version(s->ring), (uint32_t)deadline_ms, fwd_reply_cb, r);
+}
+
+/* The params of an order call rebuilt from its op, with the SKU as hint
+ * (the request's own params are gone once handle_request returns). */
+static void order_params(req *r, msgpack_object_kv kv[2], msgpack_object *map)
+{
+    kv[0].key.type = MSGPACK_OBJECT_STR;
+    kv[0].key.via.str.ptr = "order_id";
+    kv[0].key.via.str.size = 8;
+    kv[0].val.type = MSGPACK_OBJECT_STR;
+    kv[0].val.via.str.ptr = r->op.order_id;
+    kv[0].val.via.str.size = (uint32_t)strlen(r->op.order_id);
+    kv[1].key.type = MSGPACK_OBJECT_STR;
+    kv[1].key.via.str.ptr = "sku";
+    kv[1].key.via.str.size = 3;
+    kv[1].val.type = MSGPACK_OBJECT_STR;
+    kv[1].val.via.str.ptr = r->op.sku;
+    kv[1].val.via.str.size = (uint32_t)strlen(r->op.sku);
+    map->type = MSGPACK_OBJECT_MAP;
+    map->via.map.size = 2;
+    map->via.map.ptr = kv;
+}
+
+static bool cold_enabled(const server *s);
+static void local_request(server *s, conn *c, req *r, uint32_t msgid, enum method m, int64_t deadline_ms);
+
+/* MariaDB said which SKU the order is on: route it as if the client had
+ * named that SKU. */
+static void order_found_cb(const char *order_id, int result, const char *sku, void *arg)
+{
+    (void)order_id;
+    req *r = arg;
+    conn *c = r->c;
+    server *s = c->srv;
+    c->inflight--;  /* taken again by whatever handles it now */
+    if (result <= 0) {
+        r->op.err = result == 0 ? ENG_E_NOT_FOUND : ENG_E_UNAVAILABLE;
+        c->inflight++;
+        count_at(s, r->m, r->op.err, r->start_ns);
+        pack_eng_error(s, r->msgid, &r->op);
+        req_finish(s, r);
+        return;
+    }
+    snprintf(r->op.sku, sizeof r->op.sku, "%s", sku);
+    uint32_t o = owner_of(s, sku);
+    if (o != s->self) {
+        msgpack_object_kv kv[2];
+        msgpack_object map;
+        order_params(r, kv, &map);
+        forward(s, c, r, r->msgid, r->m, o, &map, r->deadline_ms);
+        return;
+    }
+    local_request(s, c, r, r->msgid, r->m, r->deadline_ms);
+    if (c->state == C_DEAD && c->inflight == 0)
+        conn_free(c);
+}
+
+/* Routes a request on a sharded instance. Returns true when it was
+ * answered or sent elsewhere; false when this instance handles it. */
+static bool route(server *s, conn *c, req *r, const rpc_msg *msg, enum method m, const rpc_parsed *pp)
+{
+    if (m == M_PING || m == M_STATS || m == M_CLUSTER_RING)
+        return false;
+    eng_op *op = &r->op;
+    bool by_sku = m == M_RESERVE || m == M_STOCK_GET || m == M_SKU_PUT || m == M_ADJUST || pp->sku_hint;
+    if (!by_sku) {
+        if (engine_order_sku(s->eng, op->order_id, op->sku))
+            return false;  /* held here, so its SKU is ours */
+        if (pp->fwd || s->st == NULL)
+            return false;  /* a peer already looked: not_found here */
+        r->c = c;
+        r->msgid = msg->msgid;
+        r->m = m;
+        r->start_ns = s->frame_start_ns;
+        r->deadline_ms = pp->deadline_ms;
+        c->inflight++;
+        s->order_lookups++;
+        if (store_find_order_sku(s->st, op->order_id, order_found_cb, r) != 0) {
+            c->inflight--;
+            op->err = ENG_E_BUSY;
+            count(s, m, op->err);
+            pack_eng_error(s, msg->msgid, op);
+            out_flush(s, c);
+            req_put(s, r);
+        }
+        return true;
+    }
+    uint32_t o = owner_of(s, op->sku);
+    if (o == s->self)
+        return false;
+    if (pp->fwd) {
+        /* Our ring and the sender's disagree (a change under way): never
+         * decide for a SKU this instance does not own. */
+        s->not_owner++;
+        count(s, m, ENG_E_UNAVAILABLE);
+        pack_unavailable_owner(s, msg->msgid, "not the owner of this sku (ring change); retry",
+                               node_at(s, o)->name);
+        out_flush(s, c);
+        req_put(s, r);
+        return true;
+    }
+    forward(s, c, r, msg->msgid, m, o, &msg->params->via.array.ptr[0], pp->deadline_ms);
+    return true;
+}
+
+static void pack_ring(server *s)
+{
+    msgpack_packer *pk = &s->pk;
+    const ring_node *nodes;
+    const ring_point *points;
+    size_t n = ring_nodes(s->ring, &nodes), np = ring_points(s->ring, &points);
+    char ver[24];
+    snprintf(ver, sizeof ver, "%016llx", (unsigned long long)ring_version(s->ring));
+    msgpack_pack_map(pk, 5);
+    codec_pack_kv_str(pk, "node", s->cfg->node);
+    codec_pack_kv_str(pk, "version", ver);
+    codec_pack_kv_int(pk, "vnodes", (int64_t)(np / n));
+    codec_pack_cstr(pk, "nodes");
+    msgpack_pack_array(pk, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        msgpack_pack_map(pk, 3);
+        codec_pack_kv_str(pk, "name", nodes[i].name);
+        codec_pack_kv_str(pk, "host", nodes[i].host);
+        codec_pack_kv_int(pk, "port", nodes[i].port);
+    }
+    codec_pack_cstr(pk, "points");
+    msgpack_pack_array(pk, (uint32_t)np);
+    for (size_t i = 0; i < np; i++) {
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_uint64(pk, points[i].hash);
+        msgpack_pack_uint32(pk, points[i].node);
+    }
+}
+
+/* cluster.ring: the ring, or on a single node a ring of itself. */
+static void pack_ring_or_self(server *s)
+{
+    if (s->ring != NULL) {
+        pack_ring(s);
+        return;
+    }
+    ring_node self;
+    memset(&self, 0, sizeof self);
+    /* --node is 1..64 bytes and --listen an IPv4 literal: both fit. */
+    memcpy(self.name, s->cfg->node, strnlen(s->cfg->node, RING_NAME_MAX));
+    memcpy(self.host, s->cfg->listen_host, strnlen(s->cfg->listen_host, RING_HOST_MAX));
+    self.port = s->cfg->listen_port;
+    s->ring = ring_new(&self, 1, RING_VNODES_DEFAULT);
+    if (s->ring == NULL) {
+        msgpack_pack_nil(&s->pk);  /* out of memory: an empty result */
+        return;
+    }
+    s->self = 0;
+    pack_ring(s);
+    ring_free(s->ring);
+    s->ring = NULL;
+}
+
+/* Remembers a SKU to drop from memory once it is idle (see forget_sweep). */
+static void forget_later(server *s, const char *sku)
+{
+    if (s->n_forget == s->cap_forget) {
+        size_t cap = s->cap_forget ? s->cap_forget * 2 : 64;
+        char **f = realloc(s->forget, cap * sizeof *f);
+        if (f == NULL)
+            return;  /* the fence keeps it safe; it is retried at the next fence refusal */
+        s->forget = f;
+        s->cap_forget = cap;
+    }
+    char *d = strdup(sku);
+    if (d != NULL)
+        s->forget[s->n_forget++] = d;
+}
+
+/* Drops the SKUs waiting to be forgotten that are idle now; the busy ones
+ * stay for the next tick. Their queued requests answer `unavailable`
+ * (retryable): the retry goes to the owner. */
+static void forget_sweep(server *s)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_forget; i++) {
+        char *sku = s->forget[i];
+        /* Owned again (a fence refusal on our own SKU): forget all the same;
+         * the next request takes it over from MariaDB. */
+        if (engine_forget_sku(s->eng, sku, ENG_E_UNAVAILABLE))
+            free(sku);
+        else
+            s->forget[k++] = sku;
+    }
+    s->n_forget = k;
+}
+
+static void note_not_owned(const char *sku, void *arg)
+{
+    server *s = arg;
+    if (owner_of(s, sku) != s->self)
+        forget_later(s, sku);
+}
+
+/* SIGHUP with a new peer list: a new ring; SKUs that moved away are
+ * forgotten when idle (their in-flight batches commit or fail the fence
+ * first); SKUs that moved here are taken over at their first request. */
+static void ring_reload(server *s)
+{
+    const stockd_config *cfg = s->cfg;
+    if (cfg->peers[0] == '\0' || s->ring == NULL) {
+        if ((cfg->peers[0] == '\0') != (s->ring == NULL))
+            LOG_W("reload: switching between single node and cluster needs a restart");
+        return;
+    }
+    ring_node nodes[RING_NODES_MAX];
+    size_t n = 0;
+    char err[160];
+    if (ring_parse_peers(cfg->peers, nodes, RING_NODES_MAX, &n, err, sizeof err) != 0) {
+        LOG_E("reload: peers refused", "error", err);
+        return;
+    }
+    ring *nr = ring_new(nodes, n, RING_VNODES_DEFAULT);
+    int self = nr ? ring_find(nr, cfg->node) : -1;
+    if (nr == NULL || self < 0) {
+        LOG_E("reload: peers refused", "error", nr ? "this node is not in the list" : "out of memory");
+        ring_free(nr);
+        return;
+    }
+    if (ring_version(nr) == ring_version(s->ring)) {
+        ring_free(nr);
+        return;
+    }
+    ring_free(s->ring);
+    s->ring = nr;
+    s->self = (uint32_t)self;
+    s->ring_changes++;
+    engine_each_sku(s->eng, note_not_owned, s);
+    forget_sweep(s);
+    char ver[24], cnt[16];
+    snprintf(ver, sizeof ver, "%016llx", (unsigned long long)ring_version(nr));
+    snprintf(cnt, sizeof cnt, "%zu", n);
+    LOG_I("ring changed", "version", ver, "nodes", cnt);
+}
+
 static void handle_request(server *s, conn *c, const rpc_msg *msg)
 {
     enum method m = rpc_method_lookup(msg->method, msg->method_len);
@@ -779,36 +1185,50 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
         req_put(s, r);
         return;
     }
-    if (cold_intercept(s, c, r, msg->msgid, m, pp.deadline_ms))
+    r->c = c;
+    r->msgid = msg->msgid;
+    r->m = m;
+    r->start_ns = s->frame_start_ns;
+    r->deadline_ms = pp.deadline_ms;
+    if (sharded(s) && route(s, c, r, msg, m, &pp))
+        return;
+    local_request(s, c, r, msg->msgid, m, pp.deadline_ms);
+}
+
+/* A request this instance answers itself: from memory, after a cold load
+ * (or takeover), or through the engine. Not counted in c->inflight yet. */
+static void local_request(server *s, conn *c, req *r, uint32_t msgid, enum method m, int64_t deadline_ms)
+{
+    eng_op *op = &r->op;
+    if (cold_intercept(s, c, r, msgid, m, deadline_ms))
         return;
     if (rpc_method_read_only(m)) {
-        handle_read_only(s, c, msg->msgid, m, op);
+        handle_read_only(s, c, msgid, m, op);
         req_put(s, r);
         return;
     }
     op->kind = op_kind_of[m];
     r->c = c;
-    r->msgid = msg->msgid;
+    r->msgid = msgid;
     r->m = m;
-    r->start_ns = s->frame_start_ns;
     /* A store known to be down answers at once rather than queueing work
      * that cannot commit. */
     eng_err err = (s->st == NULL || !store_up(s->st) || s->draining) ? ENG_E_UNAVAILABLE
                                                       : engine_submit(s->eng, op, now_ms());
     if (err != ENG_OK) {
         op->err = err;
-        count(s, m, err);
-        pack_eng_error(s, msg->msgid, op);
+        count_at(s, m, err, r->start_ns);
+        pack_eng_error(s, msgid, op);
         out_flush(s, c);
         req_put(s, r);
         return;
     }
     c->inflight++;
     evtimer_assign(&r->timer, s->base, deadline_cb, r);
-    if (pp.deadline_ms == (int64_t)s->cfg->default_deadline_ms && s->deadline_tv_default) {
+    if (deadline_ms == (int64_t)s->cfg->default_deadline_ms && s->deadline_tv_default) {
         evtimer_add(&r->timer, s->deadline_tv_default);
     } else {
-        struct timeval tv = {pp.deadline_ms / 1000, (pp.deadline_ms % 1000) * 1000};
+        struct timeval tv = {deadline_ms / 1000, (deadline_ms % 1000) * 1000};
         evtimer_add(&r->timer, &tv);
     }
     pump_schedule(s);
@@ -847,9 +1267,28 @@ static void pack_stats(server *s)
     store_stats ss = {0};
     if (s->st)
         store_stats_get(s->st, &ss);
-    msgpack_pack_map(pk, 10);
+    msgpack_pack_map(pk, 11);
     codec_pack_kv_str(pk, "node", s->cfg->node);
     codec_pack_kv_int(pk, "uptime_ms", now_ms() - s->started_ms);
+
+    codec_pack_cstr(pk, "cluster");
+    peer_stats ps = {0};
+    if (s->peers)
+        peer_stats_get(s->peers, &ps);
+    msgpack_pack_map(pk, 11);
+    codec_pack_kv_bool(pk, "sharded", s->ring != NULL);
+    codec_pack_kv_int(pk, "nodes", s->ring ? (int64_t)ring_nodes(s->ring, &(const ring_node *){NULL}) : 1);
+    char ver[24];
+    snprintf(ver, sizeof ver, "%016llx", s->ring ? (unsigned long long)ring_version(s->ring) : 0ULL);
+    codec_pack_kv_str(pk, "ring_version", ver);
+    codec_pack_kv_int(pk, "ring_changes", (int64_t)s->ring_changes);
+    codec_pack_kv_int(pk, "forwarded", (int64_t)s->fwd_calls);
+    codec_pack_kv_int(pk, "forward_failed", (int64_t)s->fwd_failed);
+    codec_pack_kv_int(pk, "not_owner", (int64_t)s->not_owner);
+    codec_pack_kv_int(pk, "fence_drops", (int64_t)s->fence_drops);
+    codec_pack_kv_int(pk, "order_lookups", (int64_t)s->order_lookups);
+    codec_pack_kv_int(pk, "forget_pending", (int64_t)s->n_forget);
+    codec_pack_kv_int(pk, "peer_inflight", ps.inflight);
 
     codec_pack_cstr(pk, "connections");
     msgpack_pack_map(pk, 4);
@@ -987,6 +1426,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     server *s = arg;
+    if (s->n_forget > 0)
+        forget_sweep(s);
     if (engine_expire_due(s->eng, now_ms()) > 0)
         pump_schedule(s);
 }
@@ -1000,6 +1441,16 @@ static void on_commit(eng_batch *b, eng_outcome outcome, const char *err, void *
               "error", err ? err : "");
     if (outcome == ENG_COMMITTED)
         note_committed(s, b);
+    if (outcome == ENG_ABORTED && s->ring != NULL && err != NULL && strstr(err, "epoch fence")) {
+        /* Another instance took (some of) these SKUs over: our memory of
+         * them is stale. Forget them; a request that still comes here
+         * takes them over again from MariaDB. */
+        const eng_sku_row *rows;
+        size_t n = eng_batch_sku_rows(b, &rows);
+        for (size_t i = 0; i < n; i++)
+            forget_later(s, rows[i].sku);
+        s->fence_drops += n;
+    }
     engine_batch_done(s->eng, b, outcome);
     if (outcome == ENG_UNKNOWN)
         store_resolve(s->st, b);
@@ -1310,7 +1761,60 @@ server *server_new(struct event_base *base, const stockd_config *cfg, char *err,
     event_add(s->tick_ev, &tick);
     struct timeval dl = {cfg->default_deadline_ms / 1000, (cfg->default_deadline_ms % 1000) * 1000};
     s->deadline_tv_default = event_base_init_common_timeout(base, &dl);
+    if (cfg->peers[0] != '\0') {
+        ring_node nodes[RING_NODES_MAX];
+        size_t n = 0;
+        if (ring_parse_peers(cfg->peers, nodes, RING_NODES_MAX, &n, err, err_len) != 0)
+            return NULL;
+        s->ring = ring_new(nodes, n, RING_VNODES_DEFAULT);
+        s->peers = peer_pool_new(base);
+        int self = s->ring ? ring_find(s->ring, cfg->node) : -1;
+        if (s->ring == NULL || s->peers == NULL || self < 0) {
+            snprintf(err, err_len, self < 0 && s->ring ? "peers must name this node" : "out of memory");
+            return NULL;
+        }
+        s->self = (uint32_t)self;
+    }
     return s;
+}
+
+bool server_sharded(const server *s)
+{
+    return s->ring != NULL;
+}
+
+static void prefetch_owned(const char *sku, size_t len, void *arg)
+{
+    server *s = arg;
+    if (len == 0 || len > ENG_ID_MAX || s->n_cold >= STORE_LOAD_QUEUE_MAX / 2)
+        return;
+    char name[ENG_ID_MAX + 1];
+    memcpy(name, sku, len);
+    name[len] = '\0';
+    if (owner_of(s, name) != s->self || engine_knows_sku(s->eng, name))
+        return;
+    cold_sku *k;
+    HASH_FIND_STR(s->cold, name, k);
+    if (k != NULL || (k = calloc(1, sizeof(*k))) == NULL)
+        return;
+    memcpy(k->sku, name, len + 1);
+    if (store_load_sku(s->st, k->sku, cold_loaded, s) != 0) {
+        free(k);
+        return;
+    }
+    HASH_ADD_STR(s->cold, sku, k);
+    s->n_cold++;
+    s->cold_loads++;
+}
+
+int server_take_over_owned(server *s, char *err, size_t err_len)
+{
+    assert(s->ring != NULL && s->st != NULL);
+    store_set_takeover(s->st, s->eng);
+    /* Every SKU this node owns is taken over in the background from the
+     * start, so that its holds expire on time even if nobody asks for it;
+     * a request for one not loaded yet waits on its load as usual. */
+    return store_each_sku(s->st, prefetch_owned, s, err, err_len);
 }
 
 engine *server_engine(server *s)
@@ -1398,6 +1902,11 @@ void server_free(server *s)
     cache_free(s->cache);         /* before the engine: pending SETs fail now */
     bloom_free(s->bloom);
     cold_free_all(s);
+    peer_pool_free(s->peers);     /* forwarded calls fail now: their conns are still here */
+    ring_free(s->ring);
+    for (size_t i = 0; i < s->n_forget; i++)
+        free(s->forget[i]);
+    free(s->forget);
     if (s->listener)
         evconnlistener_free(s->listener);
     while (s->conns) {
@@ -1447,6 +1956,7 @@ void server_reload(server *s)
      * check, so paused ones may resume now. */
     for (conn *c = s->conns; c != NULL; c = c->next)
         conn_update_read(c);
+    ring_reload(s);
     s->reloads++;
 }
 

@@ -201,10 +201,20 @@ typedef enum reader_state {
 } reader_state;
 
 typedef struct load_req {
-    char sku[ENG_ID_MAX + 1];
-    store_load_fn fn;
+    char sku[ENG_ID_MAX + 1];     /* or the order_id, for an order lookup */
+    store_load_fn fn;             /* a SKU load */
+    store_find_fn ofn;            /* or an order lookup */
     void *arg;
 } load_req;
+
+/* Fails one request: a load or a lookup. */
+static void load_req_fail(const load_req *r)
+{
+    if (r->ofn)
+        r->ofn(r->sku, -1, NULL, r->arg);
+    else
+        r->fn(r->sku, -1, NULL, r->arg);
+}
 
 typedef struct store_reader {
     reader_state state;
@@ -230,7 +240,8 @@ typedef struct store_reader {
  * owner's next batch fails its fence, and then reads the rows and their
  * orders under the row locks it holds: what it reads is final. */
 enum {
-    RD_STEP_BEGIN = 0, RD_STEP_BUMP, RD_STEP_SKUS, RD_STEP_ORDERS, RD_STEP_COMMIT, RD_STEP_DONE
+    RD_STEP_BEGIN = 0, RD_STEP_BUMP, RD_STEP_SKUS, RD_STEP_ORDERS, RD_STEP_COMMIT, RD_STEP_DONE,
+    RD_STEP_FIND      /* an order lookup: one SELECT of (order_id, sku) */
 };
 
 struct store {
@@ -1695,7 +1706,7 @@ static void rd_fail_batch(store *s)
     rd->n_batch = 0;
     for (size_t i = 0; i < n; i++) {
         s->st.sku_loads_failed++;
-        rd->batch[i].fn(rd->batch[i].sku, -1, NULL, rd->batch[i].arg);
+        load_req_fail(&rd->batch[i]);
     }
 }
 
@@ -1782,7 +1793,7 @@ static void lq_pop(store_reader *rd, load_req *out)
 /* " WHERE sku IN (...)" over the running batch. */
 static void rd_sql_in(store_reader *rd)
 {
-    sb_str(&rd->sql, " WHERE sku IN (");
+    sb_str(&rd->sql, rd->step == RD_STEP_FIND ? " WHERE order_id IN (" : " WHERE sku IN (");
     for (size_t i = 0; i < rd->n_batch; i++) {
         if (i)
             sb_str(&rd->sql, ",");
@@ -1815,6 +1826,10 @@ static void rd_send_step(store *s)
     case RD_STEP_COMMIT:
         sb_str(&rd->sql, "COMMIT");
         break;
+    case RD_STEP_FIND:
+        sb_str(&rd->sql, "SELECT order_id,sku FROM orders");
+        rd_sql_in(rd);
+        break;
     default:
         assert(!"no statement for this step");
     }
@@ -1842,12 +1857,15 @@ static void rd_start_query(store *s)
     if (rd->state != RD_IDLE || rd->q_len == 0)
         return;
     rd->n_batch = 0;
-    while (rd->q_len && rd->n_batch < STORE_LOAD_BATCH_MAX) {
+    /* One kind a batch: SKU loads, or order lookups. */
+    bool find = rd->q[rd->q_head].ofn != NULL;
+    while (rd->q_len && rd->n_batch < STORE_LOAD_BATCH_MAX &&
+           (rd->q[rd->q_head].ofn != NULL) == find) {
         load_req *r = &rd->batch[rd->n_batch];
         lq_pop(rd, r);
         rd->n_batch++;
     }
-    rd->step = s->takeover ? RD_STEP_BEGIN : RD_STEP_SKUS;
+    rd->step = find ? RD_STEP_FIND : s->takeover ? RD_STEP_BEGIN : RD_STEP_SKUS;
     rd_send_step(s);
 }
 
@@ -1864,10 +1882,44 @@ static void rd_load_orders(store *s, MYSQL_RES *res)
     }
 }
 
+/* An order lookup's result: (order_id, sku) rows. */
+static void rd_deliver_find(store *s)
+{
+    store_reader *rd = &s->rd;
+    MYSQL_RES *res = rd->res;
+    rd->res = NULL;
+    size_t n = rd->n_batch;
+    rd->n_batch = 0;
+    load_req batch[STORE_LOAD_BATCH_MAX];
+    memcpy(batch, rd->batch, n * sizeof *batch);
+    char skus[STORE_LOAD_BATCH_MAX][ENG_ID_MAX + 1];
+    bool found[STORE_LOAD_BATCH_MAX] = {false};
+    MYSQL_ROW row;
+    while (res && (row = mysql_fetch_row(res))) {
+        unsigned long *len = mysql_fetch_lengths(res);
+        for (size_t i = 0; i < n; i++) {
+            if (!row[0] || !row[1] || strlen(batch[i].sku) != len[0] ||
+                memcmp(batch[i].sku, row[0], len[0]) != 0 || len[1] < 1 || len[1] > ENG_ID_MAX)
+                continue;
+            memcpy(skus[i], row[1], len[1]);
+            skus[i][len[1]] = '\0';
+            found[i] = true;
+        }
+    }
+    if (res)
+        mysql_free_result(res);
+    for (size_t i = 0; i < n; i++)
+        batch[i].ofn(batch[i].sku, found[i] ? 1 : 0, found[i] ? skus[i] : NULL, batch[i].arg);
+}
+
 /* The results are stored: answer every request of the batch. */
 static void rd_deliver(store *s)
 {
     store_reader *rd = &s->rd;
+    if (rd->step == RD_STEP_FIND) {
+        rd_deliver_find(s);
+        return;
+    }
     MYSQL_RES *res = rd->res, *res_orders = rd->res_orders;
     rd->res = rd->res_orders = NULL;
     bool found[STORE_LOAD_BATCH_MAX] = {false};
@@ -1923,7 +1975,8 @@ static void rd_deliver(store *s)
 static void rd_next_step(store *s)
 {
     store_reader *rd = &s->rd;
-    rd->step = s->takeover ? rd->step + 1 : RD_STEP_DONE;
+    if (rd->step != RD_STEP_FIND)
+        rd->step = s->takeover ? rd->step + 1 : RD_STEP_DONE;
     if (rd->step < RD_STEP_DONE) {
         rd_send_step(s);
         return;
@@ -1951,12 +2004,12 @@ static void rd_step(store *s)
             rd_down(s, msg);
             return;
         }
-        if (rd->step != RD_STEP_SKUS && rd->step != RD_STEP_ORDERS) {
+        if (rd->step != RD_STEP_SKUS && rd->step != RD_STEP_ORDERS && rd->step != RD_STEP_FIND) {
             rd_next_step(s);
             return;
         }
         rd->state = RD_RESULT;
-        int st = mysql_store_result_start(rd->step == RD_STEP_SKUS ? &rd->res : &rd->res_orders, rd->my);
+        int st = mysql_store_result_start(rd->step == RD_STEP_ORDERS ? &rd->res_orders : &rd->res, rd->my);
         if (st) {
             rd_wait(s, st);
             return;
@@ -1964,7 +2017,7 @@ static void rd_step(store *s)
         /* fall through: stored at once */
         /* FALLTHROUGH */
     case RD_RESULT:
-        if (!(rd->step == RD_STEP_SKUS ? rd->res : rd->res_orders) && mysql_errno(rd->my)) {
+        if (!(rd->step == RD_STEP_ORDERS ? rd->res_orders : rd->res) && mysql_errno(rd->my)) {
             snprintf(msg, sizeof msg, "load result: %s", mysql_error(rd->my));
             rd_down(s, msg);
             return;
@@ -1996,7 +2049,7 @@ static void rd_io_cb(evutil_socket_t fd, short what, void *arg)
         st = mysql_real_query_cont(&rd->qret, rd->my, st);
         break;
     case RD_RESULT:
-        st = mysql_store_result_cont(rd->step == RD_STEP_SKUS ? &rd->res : &rd->res_orders, rd->my, st);
+        st = mysql_store_result_cont(rd->step == RD_STEP_ORDERS ? &rd->res_orders : &rd->res, rd->my, st);
         break;
     case RD_IDLE:
         rd_down(s, "server closed the connection");
@@ -2038,7 +2091,7 @@ static void rd_defer_cb(evutil_socket_t fd, short what, void *arg)
             load_req r;
             lq_pop(rd, &r);
             s->st.sku_loads_failed++;
-            r.fn(r.sku, -1, NULL, r.arg);
+            load_req_fail(&r);
         }
         return;
     }
@@ -2084,11 +2137,11 @@ static void rd_free(store *s)
     free(rd->q);
 }
 
-int store_load_sku(store *s, const char *sku, store_load_fn fn, void *arg)
+static int rd_enqueue(store *s, const char *sku, store_load_fn fn, store_find_fn ofn, void *arg)
 {
     store_reader *rd = &s->rd;
     size_t n = strlen(sku);
-    assert(fn && n >= 1 && n <= ENG_ID_MAX);
+    assert((fn || ofn) && n >= 1 && n <= ENG_ID_MAX);
     if (rd->q_len >= STORE_LOAD_QUEUE_MAX)
         return -1;
     if (rd->q_len == rd->q_cap) {
@@ -2106,6 +2159,7 @@ int store_load_sku(store *s, const char *sku, store_load_fn fn, void *arg)
     load_req r;
     memcpy(r.sku, sku, n + 1);
     r.fn = fn;
+    r.ofn = ofn;
     r.arg = arg;
     lq_push(rd, &r);
     s->st.sku_loads++;
@@ -2119,4 +2173,14 @@ int store_load_sku(store *s, const char *sku, store_load_fn fn, void *arg)
 void store_set_takeover(store *s, engine *e)
 {
     s->takeover = e;
+}
+
+int store_load_sku(store *s, const char *sku, store_load_fn fn, void *arg)
+{
+    return rd_enqueue(s, sku, fn, NULL, arg);
+}
+
+int store_find_order_sku(store *s, const char *order_id, store_find_fn fn, void *arg)
+{
+    return rd_enqueue(s, order_id, NULL, fn, arg);
 }

@@ -237,6 +237,10 @@ bool engine_sku_supplier(const engine *e, const char *sku, eng_supplier_map *out
  * Returns false, changing nothing, while the SKU is in a batch: try again
  * after the batch ends. True when gone (or never here). */
 bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err);
+/* True when order_id is in memory in any state, a queued reserve's
+ * placeholder included; copies its SKU into sku_out (ENG_ID_MAX + 1 bytes)
+ * unless NULL. */
+bool engine_order_sku(const engine *e, const char *order_id, char *sku_out);
 /* Calls fn for every SKU in memory; fn must not change the engine. */
 void engine_each_sku(const engine *e, void (*fn)(const char *sku, void *arg), void *arg);
 

@@ -49,6 +49,12 @@ void server_drain(server *s, unsigned drain_ms);
  * engine queue and batch limits, per-connection limits, the default
  * deadline. Listen address, database and node need a restart. */
 void server_reload(server *s);
+/* True when started with --peers (a cluster). */
+bool server_sharded(const server *s);
+/* Sharded startup, instead of loading state: every load becomes a takeover
+ * (epoch bump + rows + orders), and the SKUs this node owns are queued for
+ * takeover in the background. Blocking scan of SKU names; 0 or -1 with err. */
+int server_take_over_owned(server *s, char *err, size_t err_len);
 
 /* ---- figures for operators (http.c's /metrics, the same as `stats`) ---- */
 #define SERVER_METHODS_MAX 16

@@ -135,6 +135,8 @@ typedef struct store_sku_row {
 } store_sku_row;
 
 typedef void (*store_load_fn)(const char *sku, int result, const store_sku_row *row, void *arg);
+/* result 1: sku is the order's SKU; 0: no such order; -1: failed. */
+typedef void (*store_find_fn)(const char *order_id, int result, const char *sku, void *arg);
 
 /* Queues a load of sku (1..ENG_ID_MAX bytes). 0, or -1 when the queue holds
  * STORE_LOAD_QUEUE_MAX requests (fn not called). */
@@ -147,6 +149,11 @@ int store_load_sku(store *s, const char *sku, store_load_fn fn, void *arg);
  * (result 1). A failed takeover (result -1) changed nothing it relied on:
  * if its bump committed, the next takeover bumps again. */
 void store_set_takeover(store *s, engine *e);
+
+/* Looks up the SKU of an order (sharding: routing an order call that names
+ * no SKU, in a cluster sharing one MariaDB). Same queue, batching and
+ * callback rules as store_load_sku(); fn is called exactly once. */
+int store_find_order_sku(store *s, const char *order_id, store_find_fn fn, void *arg);
 
 /* True when at least one connection is up. */
 bool store_up(const store *s);
