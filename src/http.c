@@ -2,8 +2,8 @@
  *
  * Every figure comes from server_metrics_get(), the same counters and
  * histograms `stats` reads, so the two agree. Nothing is exported that
- * stockd does not measure yet (Redis cache, Bloom filter and supplier
- * figures appear when those modules expose them).
+ * stockd does not measure yet (supplier calls, snapshot age, alerts and
+ * oversell-risk events appear when those modules exist).
  */
 #include "stockd/http.h"
 
@@ -188,6 +188,62 @@ static void metrics_store(struct evbuffer *b, const server_metrics *m)
     sample_u(b, "stockd_mariadb_connections", "state=\"busy\"", st->conns_busy);
 }
 
+static void metrics_read_path(struct evbuffer *b, const server_metrics *m)
+{
+    family(b, "stockd_cold_sku_loads_total", "counter",
+           "SKU loads from MariaDB for SKUs not in memory, by result.");
+    sample_u(b, "stockd_cold_sku_loads_total", "result=\"started\"", m->cold_loads);
+    sample_u(b, "stockd_cold_sku_loads_total", "result=\"loaded\"", m->cold_loaded);
+    sample_u(b, "stockd_cold_sku_loads_total", "result=\"missing\"", m->cold_missing);
+    sample_u(b, "stockd_cold_sku_loads_total", "result=\"failed\"", m->cold_failed);
+    family(b, "stockd_cold_sku_waits_total", "counter", "Requests that waited for a SKU load.");
+    sample_u(b, "stockd_cold_sku_waits_total", NULL, m->cold_waits);
+    family(b, "stockd_cold_sku_loads_in_flight", "gauge", "SKU loads running now.");
+    sample_u(b, "stockd_cold_sku_loads_in_flight", NULL, m->cold_in_flight);
+    if (m->has_bloom) {
+        const bloom_stats *bs = &m->bloom;
+        family(b, "stockd_bloom_items", "gauge", "SKUs added to the Bloom filter of known SKUs.");
+        sample_u(b, "stockd_bloom_items", NULL, bs->items);
+        family(b, "stockd_bloom_capacity", "gauge", "SKUs the Bloom filter was sized for.");
+        sample_u(b, "stockd_bloom_capacity", NULL, bs->capacity);
+        family(b, "stockd_bloom_fp_ratio", "gauge",
+               "Estimated false positive ratio at the current fill.");
+        sample_f(b, "stockd_bloom_fp_ratio", NULL, (double)bs->fp_ppm_estimate / 1e6);
+        family(b, "stockd_bloom_checks_total", "counter", "Bloom filter lookups by answer.");
+        sample_u(b, "stockd_bloom_checks_total", "answer=\"maybe\"",
+                 bs->checks > bs->negatives ? bs->checks - bs->negatives : 0);
+        sample_u(b, "stockd_bloom_checks_total", "answer=\"no\"", bs->negatives);
+        family(b, "stockd_bloom_false_positives_total", "counter",
+               "Lookups the filter passed that MariaDB did not know.");
+        sample_u(b, "stockd_bloom_false_positives_total", NULL, bs->false_positives);
+    }
+    if (m->has_cache) {
+        const cache_stats *cs = &m->cache;
+        family(b, "stockd_redis_up", "gauge", "1 when the Redis read cache is connected.");
+        sample_u(b, "stockd_redis_up", NULL, cs->up);
+        family(b, "stockd_redis_connects_total", "counter", "Redis connection attempts by result.");
+        sample_u(b, "stockd_redis_connects_total", "result=\"up\"", cs->connects);
+        sample_u(b, "stockd_redis_connects_total", "result=\"failed\"", cs->connect_failures);
+        family(b, "stockd_redis_drops_total", "counter", "Redis connections lost, by cause.");
+        sample_u(b, "stockd_redis_drops_total", "cause=\"timeout\"", cs->timeouts);
+        sample_u(b, "stockd_redis_drops_total", "cause=\"other\"",
+                 cs->drops >= cs->timeouts ? cs->drops - cs->timeouts : 0);
+        family(b, "stockd_cache_marks_total", "counter", "Cache refreshes asked for, by fate.");
+        uint64_t not_queued = cs->marks_coalesced + cs->marks_dropped;
+        sample_u(b, "stockd_cache_marks_total", "fate=\"queued\"",
+                 cs->marks > not_queued ? cs->marks - not_queued : 0);
+        sample_u(b, "stockd_cache_marks_total", "fate=\"coalesced\"", cs->marks_coalesced);
+        sample_u(b, "stockd_cache_marks_total", "fate=\"dropped\"", cs->marks_dropped);
+        family(b, "stockd_cache_sets_total", "counter", "Cache writes by result.");
+        sample_u(b, "stockd_cache_sets_total", "result=\"ok\"", cs->sets_ok);
+        sample_u(b, "stockd_cache_sets_total", "result=\"failed\"", cs->sets_failed);
+        family(b, "stockd_cache_sets_in_flight", "gauge", "Cache commands waiting for replies.");
+        sample_u(b, "stockd_cache_sets_in_flight", NULL, cs->inflight);
+        family(b, "stockd_cache_dirty_skus", "gauge", "SKUs waiting for a cache refresh.");
+        sample_u(b, "stockd_cache_dirty_skus", NULL, cs->dirty);
+    }
+}
+
 static void metrics_process(struct evbuffer *b, const server_metrics *m)
 {
     family(b, "stockd_build_info", "gauge", "Version of this stockd.");
@@ -227,6 +283,7 @@ static void on_metrics(struct evhttp_request *req, http_srv *h)
     metrics_conns(b, &m);
     metrics_engine(b, &m);
     metrics_store(b, &m);
+    metrics_read_path(b, &m);
     reply_text(req, 200, "OK", b, "text/plain; version=0.0.4; charset=utf-8");
     evbuffer_free(b);
 }

@@ -206,7 +206,9 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
     case F_ORDER_ID:
         if (!get_str(v, op->order_id, ENG_ID_MAX, false, e, "order_id"))
             return false;
-        if (!order_id_valid(op->order_id, strlen(op->order_id))) {
+        /* All the bytes sent, not strlen: "\0x" or "ab\0x" would otherwise
+         * pass as "" or alias the order "ab" (found by fuzz_request). */
+        if (!order_id_valid(op->order_id, v->via.str.size)) {
             e->problem = "only A-Z a-z 0-9 . _ : - allowed";
             return false;
         }
@@ -277,7 +279,8 @@ bool rpc_parse_params(enum method m, const msgpack_object *params, eng_op *op, r
         int f = field_lookup(k->via.str.ptr, k->via.str.size);
         if (f < 0 || !(spec->allowed & B(f))) {
             size_t n = k->via.str.size < ENG_ID_MAX ? k->via.str.size : ENG_ID_MAX;
-            memcpy(e->unknown, k->via.str.ptr, n);
+            if (n > 0)  /* "" may be a NULL pointer in msgpack-c */
+                memcpy(e->unknown, k->via.str.ptr, n);
             e->unknown[n] = '\0';
             if (!rpc_utf8_valid((const unsigned char *)e->unknown, n))
                 strcpy(e->unknown, "?");

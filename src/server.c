@@ -1990,4 +1990,16 @@ void server_metrics_get(server *s, server_metrics *out)
     engine_stats_get(s->eng, &out->engine);
     if (s->st)
         store_stats_get(s->st, &out->store);
+    out->has_bloom = s->bloom != NULL;
+    if (s->bloom)
+        bloom_stats_get(s->bloom, &out->bloom);
+    out->has_cache = s->cache != NULL;
+    if (s->cache)
+        cache_stats_get(s->cache, &out->cache);
+    out->cold_loads = s->cold_loads;
+    out->cold_waits = s->cold_waits;
+    out->cold_loaded = s->cold_loaded;
+    out->cold_missing = s->cold_missing;
+    out->cold_failed = s->cold_failed;
+    out->cold_in_flight = s->n_cold;
 }

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "stockd/client.h"
+#include "stockd/codec.h"
 
 enum { EXIT_SERVER = 1, EXIT_USAGE = 2, EXIT_TRANSPORT = 3 };
 
@@ -30,6 +31,8 @@ typedef struct ctl_opts {
     int timeout_ms;
     bool has_hold, has_deadline, has_own, has_reported;
     int64_t hold_ms, deadline_ms, own, reported;
+    bool has_interval, has_count;
+    int64_t interval_ms, top_count;  /* top: refresh period, frames (0 = until ^C) */
     const char *supplier;
     const char *pos[CTL_MAX_POS];
     int npos;
@@ -50,6 +53,8 @@ static const char ctl_usage_text[] =
     "  adjust SKU DELTA REASON            move own_on_hand by DELTA (admin)\n"
     "  import FILE.csv                    sku.put per row; header: sku,own_on_hand[,supplier_reported]\n"
     "  stats                              server counters\n"
+    "  top [--interval MS] [--count N]    live view of stats: requests/s by method,\n"
+    "                                     p50/p99, queues, batches, MariaDB (^C quits)\n"
     "\n"
     "options:\n"
     "  --addr HOST:PORT   server (default: $STOCKD_ADDR, else " STOCKD_DEFAULT_ADDR ")\n"
@@ -442,6 +447,14 @@ static int ctl_parse_args(int argc, char **argv, ctl_opts *o)
             if (!parse_i64(v, 1, INT64_MAX, &o->deadline_ms))
                 return ctl_usage("bad --deadline '%s' (ms)", v);
             o->has_deadline = true;
+        } else if (OPT("--interval")) {
+            if (!parse_i64(v, 100, 60000, &o->interval_ms))
+                return ctl_usage("bad --interval '%s' (100..60000 ms)", v);
+            o->has_interval = true;
+        } else if (OPT("--count")) {
+            if (!parse_i64(v, 0, 1000000000, &o->top_count))
+                return ctl_usage("bad --count '%s'", v);
+            o->has_count = true;
         } else if (OPT("--own")) {
             if (!parse_i64(v, 0, CTL_MAX_QTY_ARG, &o->own))
                 return ctl_usage("bad --own '%s'", v);
@@ -552,6 +565,199 @@ static int cmd_stats(stockd_client *c, const ctl_opts *o)
     return ctl_print_result(c, o);
 }
 
+/* ------------------------------------------------------------------ top */
+
+/* `stockctl top`: a live view of `stats`, refreshed every --interval ms.
+ * Rates are deltas between two polls divided by the local time between
+ * them; p50/p99 are the server's, over its whole uptime. A lost connection
+ * is shown and retried at the next refresh. */
+
+#define TOP_METHODS_MAX 16
+#define TOP_NAME_MAX 32
+
+typedef struct top_method {
+    char name[TOP_NAME_MAX];
+    int64_t total, ok, p50, p99;
+} top_method;
+
+typedef struct top_snap {
+    int64_t t_ms;                   /* local monotonic time of the poll */
+    char node[72];
+    int64_t uptime_ms, conns;
+    top_method m[TOP_METHODS_MAX];
+    int nm;
+    int64_t queued, queued_max_sku, per_sku_max, total_max;
+    int64_t batches, batch_ops, in_flight;
+    int64_t commits_ok, commits_aborted, commits_unknown, commit_mean_us, commit_max_us;
+    int64_t db_conns_up, skus, orders, outcome_unknown;
+    bool store_up;
+} top_snap;
+
+static int64_t top_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const msgpack_object *top_sub(const msgpack_object *m, const char *key)
+{
+    const msgpack_object *v = m ? codec_map_get(m, key) : NULL;
+    return v && v->type == MSGPACK_OBJECT_MAP ? v : NULL;
+}
+
+static int64_t top_int(const msgpack_object *m, const char *key)
+{
+    const msgpack_object *v = m ? codec_map_get(m, key) : NULL;
+    if (v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 <= INT64_MAX)
+        return (int64_t)v->via.u64;
+    if (v && v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return v->via.i64;
+    if (v && v->type == MSGPACK_OBJECT_BOOLEAN)
+        return v->via.boolean;
+    return 0;
+}
+
+static void top_str(const msgpack_object *o, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (o && o->type == MSGPACK_OBJECT_STR) {
+        size_t n = o->via.str.size < len - 1 ? o->via.str.size : len - 1;
+        memcpy(buf, o->via.str.ptr, n);
+        buf[n] = '\0';
+    }
+}
+
+/* Copies what the view shows out of a stats map (valid until the next call). */
+static void top_take(const msgpack_object *st, top_snap *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->t_ms = top_now_ms();
+    top_str(codec_map_get(st, "node"), s->node, sizeof(s->node));
+    s->uptime_ms = top_int(st, "uptime_ms");
+    s->conns = top_int(top_sub(st, "connections"), "current");
+    const msgpack_object *req = top_sub(st, "requests"), *lat = top_sub(st, "latency_us");
+    for (uint32_t i = 0; req && i < req->via.map.size && s->nm < TOP_METHODS_MAX; i++) {
+        const msgpack_object_kv *kv = &req->via.map.ptr[i];
+        if (kv->val.type != MSGPACK_OBJECT_MAP)
+            continue;
+        top_method *m = &s->m[s->nm++];
+        top_str(&kv->key, m->name, sizeof(m->name));
+        for (uint32_t r = 0; r < kv->val.via.map.size; r++) {
+            const msgpack_object *n = &kv->val.via.map.ptr[r].val;
+            if (n->type == MSGPACK_OBJECT_POSITIVE_INTEGER && n->via.u64 <= INT64_MAX)
+                m->total += (int64_t)n->via.u64;
+        }
+        m->ok = top_int(&kv->val, "ok");
+        const msgpack_object *l = top_sub(lat, m->name);
+        m->p50 = top_int(l, "p50");
+        m->p99 = top_int(l, "p99");
+    }
+    const msgpack_object *q = top_sub(st, "queue"), *b = top_sub(st, "batches");
+    const msgpack_object *c = top_sub(st, "commits"), *state = top_sub(st, "state");
+    s->queued = top_int(q, "queued");
+    s->queued_max_sku = top_int(q, "queued_max_sku");
+    s->per_sku_max = top_int(q, "per_sku_max");
+    s->total_max = top_int(q, "total_max");
+    s->batches = top_int(b, "batches");
+    s->batch_ops = top_int(b, "batch_ops");
+    s->in_flight = top_int(b, "in_flight");
+    s->commits_ok = top_int(c, "ok");
+    s->commits_aborted = top_int(c, "aborted");
+    s->commits_unknown = top_int(c, "unknown");
+    s->commit_mean_us = top_int(c, "latency_us_mean");
+    s->commit_max_us = top_int(c, "latency_us_max");
+    s->db_conns_up = top_int(c, "conns_up");
+    s->skus = top_int(state, "skus");
+    s->orders = top_int(state, "orders");
+    s->outcome_unknown = top_int(state, "outcome_unknown");
+    s->store_up = top_int(state, "store_up") != 0;
+}
+
+static const top_method *top_find(const top_snap *s, const char *name)
+{
+    for (int i = 0; i < s->nm; i++)
+        if (strcmp(s->m[i].name, name) == 0)
+            return &s->m[i];
+    return NULL;
+}
+
+static void top_draw(const top_snap *cur, const top_snap *prev, const char *addr)
+{
+    int64_t up = cur->uptime_ms / 1000;
+    double dt = prev ? (double)(cur->t_ms - prev->t_ms) / 1000.0 : 0.0;
+    printf("\033[H\033[2Jstockd top  %s  node %s  up %" PRId64 "h%02" PRId64 "m%02" PRId64
+           "s  conns %" PRId64 "  store %s\n\n",
+           addr, cur->node, up / 3600, up / 60 % 60, up % 60, cur->conns,
+           cur->store_up ? "UP" : "DOWN");
+    printf("%-14s %10s %12s %9s %10s %10s\n", "METHOD", "REQ/S", "TOTAL", "ERRORS", "P50_US",
+           "P99_US");
+    int64_t all = 0;
+    double all_rate = 0;
+    for (int i = 0; i < cur->nm; i++) {
+        const top_method *m = &cur->m[i], *p = prev ? top_find(prev, m->name) : NULL;
+        char rate[24] = "-";
+        if (prev && dt > 0) {
+            double r = (double)(m->total - (p ? p->total : 0)) / dt;
+            snprintf(rate, sizeof(rate), "%.1f", r);
+            all_rate += r;
+        }
+        all += m->total;
+        printf("%-14s %10s %12" PRId64 " %9" PRId64 " %10" PRId64 " %10" PRId64 "\n", m->name,
+               rate, m->total, m->total - m->ok, m->p50, m->p99);
+    }
+    if (prev && dt > 0)
+        printf("%-14s %10.1f %12" PRId64 "\n", "all", all_rate, all);
+    printf("\nQUEUE    waiting %" PRId64 " of %" PRId64 "   longest SKU queue seen %" PRId64
+           " of %" PRId64 "\n", cur->queued, cur->total_max, cur->queued_max_sku,
+           cur->per_sku_max);
+    printf("BATCHES  %" PRId64 " (mean %.1f ops)   in flight %" PRId64 "\n", cur->batches,
+           cur->batches ? (double)cur->batch_ops / (double)cur->batches : 0.0, cur->in_flight);
+    printf("COMMITS  ok %" PRId64 "  aborted %" PRId64 "  unknown %" PRId64 "   mean %" PRId64
+           " us  max %" PRId64 " us\n", cur->commits_ok, cur->commits_aborted,
+           cur->commits_unknown, cur->commit_mean_us, cur->commit_max_us);
+    printf("MARIADB  %s, %" PRId64 " connections up\n", cur->store_up ? "up" : "DOWN",
+           cur->db_conns_up);
+    printf("STATE    skus %" PRId64 "  orders %" PRId64 "  answered outcome-unknown %" PRId64
+           "\n", cur->skus, cur->orders, cur->outcome_unknown);
+    fflush(stdout);
+}
+
+static void top_sleep_ms(int64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static int cmd_top(stockd_client *c, const ctl_opts *o)
+{
+    top_snap snaps[2];
+    top_snap *cur = &snaps[0], *prev = NULL;
+    for (int64_t n = 0; o->top_count == 0 || n < o->top_count; n++) {
+        if (n > 0)
+            top_sleep_ms(o->interval_ms);
+        const msgpack_object *st;
+        stockd_rc rc = stockd_client_connected(c) ? STOCKD_OK
+                                                  : stockd_client_connect(c, o->addr, o->timeout_ms);
+        if (rc == STOCKD_OK)
+            rc = stockd_stats(c, &st);
+        if (rc != STOCKD_OK) {
+            printf("\033[H\033[2Jstockd top  %s  unreachable: %s (retrying every %" PRId64
+                   " ms)\n", o->addr, stockd_client_errstr(c), o->interval_ms);
+            fflush(stdout);
+            stockd_client_close(c);
+            prev = NULL;
+            continue;
+        }
+        top_take(st, cur);
+        top_draw(cur, prev, o->addr);
+        prev = cur;
+        cur = cur == &snaps[0] ? &snaps[1] : &snaps[0];
+    }
+    return 0;
+}
+
 static int ctl_import(stockd_client *c, const char *path, bool json);
 
 static int cmd_import(stockd_client *c, const ctl_opts *o)
@@ -578,6 +784,7 @@ static const ctl_cmd ctl_cmds[] = {
     {"adjust", 3, "SKU DELTA REASON", cmd_adjust},
     {"import", 1, "FILE.csv", cmd_import},
     {"stats", 0, "", cmd_stats},
+    {"top", 0, "[--interval MS] [--count N]", cmd_top},
 };
 
 /* Options that belong to one command only. */
@@ -588,6 +795,8 @@ static int ctl_check_cmd_opts(const ctl_opts *o, const char *cmd)
         return ctl_usage("--hold and --deadline only apply to reserve");
     if ((o->has_own || o->has_reported || o->supplier) && !is_put)
         return ctl_usage("--own, --supplier-reported and --supplier only apply to sku-put");
+    if ((o->has_interval || o->has_count) && strcmp(cmd, "top") != 0)
+        return ctl_usage("--interval and --count only apply to top");
     return -1;
 }
 
@@ -906,7 +1115,7 @@ static int ctl_import(stockd_client *c, const char *path, bool json)
 
 int main(int argc, char **argv)
 {
-    ctl_opts o = {.timeout_ms = STOCKD_DEFAULT_TIMEOUT_MS};
+    ctl_opts o = {.timeout_ms = STOCKD_DEFAULT_TIMEOUT_MS, .interval_ms = 1000};
     int r = ctl_parse_args(argc, argv, &o);
     if (r >= 0)
         return r;

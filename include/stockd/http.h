@@ -12,7 +12,9 @@
  *
  * Only GET and HEAD; other paths are 404. Requests are answered at once
  * from memory: nothing here waits on a backend. Headers are capped at
- * 8 KiB and bodies refused, a slow client is dropped after 10 s.
+ * 8 KiB and bodies refused, a slow client is dropped after 10 s. libevent
+ * 2.1 has no cap on HTTP connections: bind it to loopback or a management
+ * network, never to the clients' side.
  * Errors: http_new returns NULL with a message in err.
  */
 #ifndef STOCKD_HTTP_H

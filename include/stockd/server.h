@@ -24,6 +24,8 @@
 
 #include "stockd/config.h"
 #include "stockd/engine.h"
+#include "stockd/bloom.h"
+#include "stockd/cache.h"
 #include "stockd/hist.h"
 #include "stockd/store.h"
 
@@ -82,6 +84,12 @@ typedef struct server_metrics {
     uint32_t queue_per_sku_max, queue_total_max;
     eng_stats engine;
     store_stats store;
+    /* read path (the same figures as stats' read_path) */
+    bool has_bloom, has_cache;
+    bloom_stats bloom;
+    cache_stats cache;
+    uint64_t cold_loads, cold_waits, cold_loaded, cold_missing, cold_failed;
+    uint32_t cold_in_flight;
 } server_metrics;
 
 /* Fills out; the hist pointers stay valid until server_free(). */

@@ -166,6 +166,17 @@ def test_metrics_match_stats_under_load(ops):
         st["connections"]["total"]
     assert promcheck.value(fams, "stockd_connections") == st["connections"]["current"]
     assert b["batches"] > 0 and b["batch_ops"] > b["batches"], b  # load was batched
+    # read path: Bloom filter and Redis cache, where stats has them
+    rp = st.get("read_path")
+    if rp:
+        cache, bloom = rp["cache"], rp["bloom"]
+        assert promcheck.value(fams, "stockd_redis_up") == int(cache["up"])
+        assert promcheck.value(fams, "stockd_cache_sets_total", result="ok") == cache["sets_ok"]
+        assert promcheck.value(fams, "stockd_bloom_items") == bloom["items"]
+        assert promcheck.value(fams, "stockd_bloom_checks_total", answer="no") == \
+            bloom["negatives"]
+        assert promcheck.value(fams, "stockd_cold_sku_loads_total", result="started") == \
+            rp["cold"]["loads"]
 
 
 def test_sighup_reload(make_stockd, db, tmp_path):
@@ -296,3 +307,18 @@ def test_sigterm_drain_under_load(make_stockd, db):
     assert "signal: draining" in log and "stockd stopped" in log
     print("drain: %d acknowledged, %d sent before the signal unanswered (closed), exit in %.2fs"
           % (len(acked), len(unanswered_before), took))
+
+
+def test_order_id_with_nul_refused(ops):
+    """Found by fuzz_request: an order_id holding NUL passed validation as the
+    C string before the NUL ("" or an alias of another order)."""
+    with ops.client() as c:
+        c.ok("sku.put", {"sku": "nul-1", "own_on_hand": 5})
+        c.ok("reserve", {"order_id": "ab", "sku": "nul-1", "qty": 1})
+        for oid in ("\x00F1", "ab\x00x"):
+            for method, params in (("reserve", {"order_id": oid, "sku": "nul-1", "qty": 1}),
+                                   ("order.get", {"order_id": oid}),
+                                   ("release", {"order_id": oid})):
+                e = c.err(method, params)
+                assert e["code"] == "invalid" and e["field"] == "order_id", (method, oid, e)
+        assert c.ok("stock.get", {"sku": "nul-1"})["available"] == 4
