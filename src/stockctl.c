@@ -591,6 +591,8 @@ typedef struct top_snap {
     int64_t commits_ok, commits_aborted, commits_unknown, commit_mean_us, commit_max_us;
     int64_t db_conns_up, skus, orders, outcome_unknown;
     bool store_up;
+    bool has_redis, redis_up;       /* from read_path.cache, when the server has it */
+    int64_t redis_dirty, redis_sets_failed;
 } top_snap;
 
 static int64_t top_now_ms(void)
@@ -672,6 +674,13 @@ static void top_take(const msgpack_object *st, top_snap *s)
     s->orders = top_int(state, "orders");
     s->outcome_unknown = top_int(state, "outcome_unknown");
     s->store_up = top_int(state, "store_up") != 0;
+    const msgpack_object *cache = top_sub(top_sub(st, "read_path"), "cache");
+    if (cache) {
+        s->has_redis = true;
+        s->redis_up = top_int(cache, "up") != 0;
+        s->redis_dirty = top_int(cache, "dirty");
+        s->redis_sets_failed = top_int(cache, "sets_failed");
+    }
 }
 
 static const top_method *top_find(const top_snap *s, const char *name)
@@ -718,6 +727,10 @@ static void top_draw(const top_snap *cur, const top_snap *prev, const char *addr
            cur->commits_unknown, cur->commit_mean_us, cur->commit_max_us);
     printf("MARIADB  %s, %" PRId64 " connections up\n", cur->store_up ? "up" : "DOWN",
            cur->db_conns_up);
+    if (cur->has_redis)
+        printf("REDIS    %s, %" PRId64 " SKUs waiting for a cache refresh, %" PRId64
+               " cache writes failed\n", cur->redis_up ? "up" : "DOWN",
+               cur->redis_dirty, cur->redis_sets_failed);
     printf("STATE    skus %" PRId64 "  orders %" PRId64 "  answered outcome-unknown %" PRId64
            "\n", cur->skus, cur->orders, cur->outcome_unknown);
     fflush(stdout);

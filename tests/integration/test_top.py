@@ -60,7 +60,7 @@ def test_top_under_tmux(stockd):
         total, errors, p50, p99 = (int(m.group(i)) for i in range(2, 6))
         assert total > 0 and errors == 0 and 0 < p50 <= p99, screen
         for label in ("METHOD", "REQ/S", "P50_US", "P99_US", "QUEUE", "BATCHES", "COMMITS",
-                      "MARIADB  up", "node " + stockd.name, "store UP"):
+                      "MARIADB  up", "REDIS", "node " + stockd.name, "store UP"):
             assert label in screen, "%r missing:\n%s" % (label, screen)
     finally:
         stop.set()
