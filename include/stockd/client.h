@@ -209,4 +209,63 @@ stockd_rc stockd_stats(stockd_client *c, const msgpack_object **stats);
  * valid until the next call; NULL if none. */
 const msgpack_object *stockd_client_last_result(const stockd_client *c);
 
+/* ---- sharded clusters: the ring and ring-aware routing ----
+ *
+ * A sharded deployment spreads SKUs over instances by consistent hashing
+ * (docs/deploy.md). Any instance answers any request (forwarding it to the
+ * SKU's owner), so a plain client pointed at a balancer is correct. A
+ * ring-aware client saves the forwarding hop: it fetches `cluster.ring`
+ * (nodes, addresses, version and the virtual-node points), computes each
+ * SKU's owner with the server's own hash (XXH3-64 of the SKU's bytes; the
+ * first point at or after it, wrapping) and talks to the owner directly.
+ * When an owner answers `unavailable` or cannot be reached, the ring may
+ * have changed: the client fetches it again (from any member, else the
+ * seed) and, if the SKU has a new owner, asks that one once.
+ */
+#define STOCKD_RING_NODES_MAX 64
+#define STOCKD_RING_VNODES_MAX 4096      /* points per node accepted from a server */
+#define STOCKD_RING_ADDR_MAX 80          /* "IP:PORT" or "[IPv6]:PORT" */
+#define STOCKD_RING_VERSION_MAX 40
+
+typedef struct stockd_ring stockd_ring;
+
+/* Calls cluster.ring on c and returns a checked copy in *out (the caller
+ * frees it). A reply of the wrong shape is STOCKD_ERR_PROTOCOL. */
+stockd_rc stockd_ring_fetch(stockd_client *c, stockd_ring **out);
+void stockd_ring_free(stockd_ring *r);                    /* NULL is fine */
+size_t stockd_ring_node_count(const stockd_ring *r);
+const char *stockd_ring_node_name(const stockd_ring *r, size_t i);
+const char *stockd_ring_node_addr(const stockd_ring *r, size_t i);   /* "IP:PORT" */
+const char *stockd_ring_version(const stockd_ring *r);
+/* Index of the node that owns the SKU's bytes. Pure; no I/O. */
+size_t stockd_ring_owner(const stockd_ring *r, const void *sku, size_t len);
+
+/* A blocking ring-aware router: one lazily opened stockd_client per node.
+ * Same threading rule as a client: one thread at a time. */
+typedef struct stockd_cluster stockd_cluster;
+
+stockd_cluster *stockd_cluster_new(void);                 /* NULL only when out of memory */
+void stockd_cluster_free(stockd_cluster *cl);             /* closes everything; NULL is fine */
+/* Fetches the ring through seed_addr (any member, or the balancer). */
+stockd_rc stockd_cluster_connect(stockd_cluster *cl, const char *seed_addr, int timeout_ms);
+void stockd_cluster_set_timeout(stockd_cluster *cl, int timeout_ms);   /* per node call */
+/* Fetches the ring again; connections to nodes that kept their address stay. */
+stockd_rc stockd_cluster_refresh(stockd_cluster *cl);
+const stockd_ring *stockd_cluster_ring(const stockd_cluster *cl);
+unsigned stockd_cluster_refreshes(const stockd_cluster *cl);
+/* The connected client of the SKU's owner, for pipelining on it; NULL with
+ * *rc and stockd_cluster_errstr() when it cannot be reached. */
+stockd_client *stockd_cluster_client_for(stockd_cluster *cl, const char *sku, stockd_rc *rc);
+/* Typed calls sent to the owner (order ops carry "sku" as the routing
+ * hint). Return codes as for a client; on STOCKD_ERR_SERVER the error is
+ * stockd_cluster_error(). */
+stockd_rc stockd_cluster_reserve(stockd_cluster *cl, const stockd_reserve_req *req,
+                                 stockd_order *out);
+/* method: "confirm", "release", "ship" or "order.get" */
+stockd_rc stockd_cluster_order_op(stockd_cluster *cl, const char *method, const char *order_id,
+                                  const char *sku, stockd_order *out);
+stockd_rc stockd_cluster_stock_get(stockd_cluster *cl, const char *sku, stockd_stock *out);
+const stockd_error *stockd_cluster_error(const stockd_cluster *cl);
+const char *stockd_cluster_errstr(const stockd_cluster *cl);
+
 #endif

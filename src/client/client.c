@@ -10,6 +10,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,6 +24,8 @@
 #include <unistd.h>
 
 #include "stockd/codec.h"
+
+#include <xxhash.h>
 
 #define CLIENT_MAX_DEPTH 32u               /* msgpack-c's own limit */
 #define CLIENT_SEND_AT_BYTES (64u * 1024u) /* queued bytes that trigger a send */
@@ -978,4 +981,389 @@ stockd_rc stockd_stats(stockd_client *c, const msgpack_object **stats)
     if (rc == STOCKD_OK)
         *stats = r.result;
     return rc;
+}
+
+/* ------------------------------------------------------------ the ring */
+
+/* A copy of cluster.ring: the nodes and the points as the server sent them
+ * (checked), so a lookup here is the server's own lookup. */
+struct stockd_ring {
+    size_t n_nodes;
+    char names[STOCKD_RING_NODES_MAX][STOCKD_MAX_ID_BYTES + 1];
+    char addrs[STOCKD_RING_NODES_MAX][STOCKD_RING_ADDR_MAX];
+    char version[STOCKD_RING_VERSION_MAX];
+    uint64_t *hashes;            /* sorted, n_points */
+    uint16_t *owners;            /* node index of each point */
+    size_t n_points;
+};
+
+void stockd_ring_free(stockd_ring *r)
+{
+    if (r == NULL)
+        return;
+    free(r->hashes);
+    free(r->owners);
+    free(r);
+}
+
+size_t stockd_ring_node_count(const stockd_ring *r) { return r->n_nodes; }
+const char *stockd_ring_version(const stockd_ring *r) { return r->version; }
+
+const char *stockd_ring_node_name(const stockd_ring *r, size_t i)
+{
+    assert(i < r->n_nodes);
+    return r->names[i];
+}
+
+const char *stockd_ring_node_addr(const stockd_ring *r, size_t i)
+{
+    assert(i < r->n_nodes);
+    return r->addrs[i];
+}
+
+size_t stockd_ring_owner(const stockd_ring *r, const void *sku, size_t len)
+{
+    assert(r->n_points > 0);
+    uint64_t h = XXH3_64bits(sku, len);
+    size_t lo = 0, hi = r->n_points;      /* the first point with hash >= h */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (r->hashes[mid] < h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return r->owners[lo == r->n_points ? 0 : lo];
+}
+
+static bool ring_str_ok(const msgpack_object *o, size_t max)
+{
+    return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size > 0 && o->via.str.size <= max;
+}
+
+/* One {"name","host","port"} of the nodes array. */
+static const char *ring_take_node(stockd_ring *r, size_t i, const msgpack_object *n)
+{
+    if (n->type != MSGPACK_OBJECT_MAP)
+        return "a node is not a map";
+    const msgpack_object *name = codec_map_get(n, "name"), *host = codec_map_get(n, "host");
+    const msgpack_object *port = codec_map_get(n, "port");
+    if (!ring_str_ok(name, STOCKD_MAX_ID_BYTES) || !ring_str_ok(host, 64))
+        return "a node lacks a name or host (1..64 bytes)";
+    if (!port || port->type != MSGPACK_OBJECT_POSITIVE_INTEGER || port->via.u64 == 0 ||
+        port->via.u64 > 65535)
+        return "a node's port is not 1..65535";
+    client_copy_str(name, r->names[i], sizeof r->names[i]);
+    char hbuf[65];
+    client_copy_str(host, hbuf, sizeof hbuf);
+    bool v6 = strchr(hbuf, ':') != NULL;
+    snprintf(r->addrs[i], sizeof r->addrs[i], v6 ? "[%s]:%u" : "%s:%u", hbuf,
+             (unsigned)port->via.u64);
+    for (size_t k = 0; k < i; k++)
+        if (strcmp(r->names[k], r->names[i]) == 0)
+            return "a node is named twice";
+    return NULL;
+}
+
+/* The [[hash, node], ...] array, sorted by hash. */
+static const char *ring_take_points(stockd_ring *r, const msgpack_object *pts)
+{
+    if (!pts || pts->type != MSGPACK_OBJECT_ARRAY || pts->via.array.size == 0)
+        return "no points";
+    size_t n = pts->via.array.size;
+    if (n > r->n_nodes * STOCKD_RING_VNODES_MAX)
+        return "more points than nodes x vnodes allow";
+    r->hashes = malloc(n * sizeof *r->hashes);
+    r->owners = malloc(n * sizeof *r->owners);
+    if (!r->hashes || !r->owners)
+        return "out of memory";
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *p = &pts->via.array.ptr[i];
+        if (p->type != MSGPACK_OBJECT_ARRAY || p->via.array.size != 2 ||
+            p->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            p->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            p->via.array.ptr[1].via.u64 >= r->n_nodes)
+            return "a point is not [hash, node index]";
+        r->hashes[i] = p->via.array.ptr[0].via.u64;
+        r->owners[i] = (uint16_t)p->via.array.ptr[1].via.u64;
+        if (i > 0 && r->hashes[i] < r->hashes[i - 1])
+            return "points are not sorted by hash";
+    }
+    r->n_points = n;
+    return NULL;
+}
+
+static const char *ring_parse(stockd_ring *r, const msgpack_object *res)
+{
+    const msgpack_object *nodes = codec_map_get(res, "nodes");
+    if (!nodes || nodes->type != MSGPACK_OBJECT_ARRAY || nodes->via.array.size == 0 ||
+        nodes->via.array.size > STOCKD_RING_NODES_MAX)
+        return "nodes is not an array of 1..64";
+    r->n_nodes = nodes->via.array.size;
+    for (size_t i = 0; i < r->n_nodes; i++) {
+        const char *why = ring_take_node(r, i, &nodes->via.array.ptr[i]);
+        if (why)
+            return why;
+    }
+    const msgpack_object *v = codec_map_get(res, "version");
+    if (v && v->type == MSGPACK_OBJECT_STR)
+        client_copy_str(v, r->version, sizeof r->version);
+    else if (v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        snprintf(r->version, sizeof r->version, "%016" PRIx64, v->via.u64);
+    else
+        return "no version";
+    return ring_take_points(r, codec_map_get(res, "points"));
+}
+
+stockd_rc stockd_ring_fetch(stockd_client *c, stockd_ring **out)
+{
+    *out = NULL;
+    msgpack_packer *pk;
+    stockd_reply rep;
+    stockd_rc rc = stockd_request_begin(c, "cluster.ring", &pk);
+    if (rc != STOCKD_OK)
+        return rc;
+    if (msgpack_pack_map(pk, 0) != 0)
+        return client_end_typed(c, -1, NULL);
+    rc = stockd_request_call(c, &rep);
+    if (rc != STOCKD_OK)
+        return rc;
+    stockd_ring *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return client_fail(c, STOCKD_ERR_USAGE, "out of memory for the ring");
+    const char *why = ring_parse(r, rep.result);
+    if (why) {
+        stockd_ring_free(r);
+        return client_fail(c, STOCKD_ERR_PROTOCOL, "cluster.ring: %s", why);
+    }
+    *out = r;
+    return STOCKD_OK;
+}
+
+/* ------------------------------------------------- ring-aware routing */
+
+struct stockd_cluster {
+    char seed[STOCKD_RING_ADDR_MAX];
+    int timeout_ms;
+    stockd_ring *ring;
+    stockd_client *conns[STOCKD_RING_NODES_MAX];   /* by ring node index; lazily connected */
+    stockd_client *last;                            /* the client of the last call */
+    unsigned refreshes;
+    char errstr[320];
+};
+
+stockd_cluster *stockd_cluster_new(void)
+{
+    stockd_cluster *cl = calloc(1, sizeof *cl);
+    if (cl)
+        cl->timeout_ms = STOCKD_DEFAULT_TIMEOUT_MS;
+    return cl;
+}
+
+static void cluster_drop_conns(stockd_cluster *cl)
+{
+    for (size_t i = 0; i < STOCKD_RING_NODES_MAX; i++) {
+        stockd_client_free(cl->conns[i]);
+        cl->conns[i] = NULL;
+    }
+    cl->last = NULL;
+}
+
+void stockd_cluster_free(stockd_cluster *cl)
+{
+    if (cl == NULL)
+        return;
+    cluster_drop_conns(cl);
+    stockd_ring_free(cl->ring);
+    free(cl);
+}
+
+void stockd_cluster_set_timeout(stockd_cluster *cl, int timeout_ms)
+{
+    if (timeout_ms > 0)
+        cl->timeout_ms = timeout_ms;
+}
+
+const stockd_ring *stockd_cluster_ring(const stockd_cluster *cl) { return cl->ring; }
+const char *stockd_cluster_errstr(const stockd_cluster *cl) { return cl->errstr; }
+unsigned stockd_cluster_refreshes(const stockd_cluster *cl) { return cl->refreshes; }
+
+const stockd_error *stockd_cluster_error(const stockd_cluster *cl)
+{
+    static const stockd_error none;   /* read-only: not mutable global state */
+    return cl->last ? stockd_client_error(cl->last) : &none;
+}
+
+/* Fetches the ring from addr; on success it replaces the current one and
+ * the per-node connections whose address changed are dropped. */
+static stockd_rc cluster_fetch_from(stockd_cluster *cl, const char *addr)
+{
+    stockd_client *c = stockd_client_new();
+    if (c == NULL)
+        return STOCKD_ERR_USAGE;
+    stockd_ring *r = NULL;
+    stockd_rc rc = stockd_client_connect(c, addr, cl->timeout_ms);
+    if (rc == STOCKD_OK)
+        rc = stockd_ring_fetch(c, &r);
+    if (rc != STOCKD_OK) {
+        snprintf(cl->errstr, sizeof cl->errstr, "cluster.ring from %s: %s", addr,
+                 stockd_client_errstr(c));
+        stockd_client_free(c);
+        return rc;
+    }
+    stockd_client_free(c);
+    stockd_client *keep[STOCKD_RING_NODES_MAX] = {0};
+    for (size_t i = 0; i < r->n_nodes && cl->ring; i++) {
+        for (size_t k = 0; k < cl->ring->n_nodes; k++) {
+            if (cl->conns[k] && strcmp(cl->ring->addrs[k], r->addrs[i]) == 0 &&
+                strcmp(cl->ring->names[k], r->names[i]) == 0) {
+                keep[i] = cl->conns[k];
+                cl->conns[k] = NULL;
+            }
+        }
+    }
+    cluster_drop_conns(cl);
+    memcpy(cl->conns, keep, sizeof keep);
+    stockd_ring_free(cl->ring);
+    cl->ring = r;
+    return STOCKD_OK;
+}
+
+stockd_rc stockd_cluster_connect(stockd_cluster *cl, const char *seed_addr, int timeout_ms)
+{
+    if (seed_addr == NULL || strlen(seed_addr) >= sizeof cl->seed) {
+        snprintf(cl->errstr, sizeof cl->errstr, "bad seed address");
+        return STOCKD_ERR_USAGE;
+    }
+    snprintf(cl->seed, sizeof cl->seed, "%s", seed_addr);
+    stockd_cluster_set_timeout(cl, timeout_ms);
+    return cluster_fetch_from(cl, cl->seed);
+}
+
+stockd_rc stockd_cluster_refresh(stockd_cluster *cl)
+{
+    cl->refreshes++;
+    /* Any member knows the ring; the seed (often a balancer) last. */
+    for (size_t i = 0; cl->ring && i < cl->ring->n_nodes; i++) {
+        char addr[STOCKD_RING_ADDR_MAX];
+        snprintf(addr, sizeof addr, "%s", cl->ring->addrs[i]);
+        if (cluster_fetch_from(cl, addr) == STOCKD_OK)
+            return STOCKD_OK;
+    }
+    return cluster_fetch_from(cl, cl->seed);
+}
+
+stockd_client *stockd_cluster_client_for(stockd_cluster *cl, const char *sku, stockd_rc *rc)
+{
+    *rc = STOCKD_ERR_USAGE;
+    if (cl->ring == NULL || sku == NULL) {
+        snprintf(cl->errstr, sizeof cl->errstr, "no ring (stockd_cluster_connect first)");
+        return NULL;
+    }
+    size_t i = stockd_ring_owner(cl->ring, sku, strlen(sku));
+    if (cl->conns[i] == NULL && (cl->conns[i] = stockd_client_new()) == NULL) {
+        snprintf(cl->errstr, sizeof cl->errstr, "out of memory");
+        return NULL;
+    }
+    stockd_client *c = cl->conns[i];
+    cl->last = c;
+    if (!stockd_client_connected(c)) {
+        *rc = stockd_client_connect(c, cl->ring->addrs[i], cl->timeout_ms);
+        if (*rc != STOCKD_OK) {
+            snprintf(cl->errstr, sizeof cl->errstr, "%s (%s): %s", cl->ring->names[i],
+                     cl->ring->addrs[i], stockd_client_errstr(c));
+            return NULL;
+        }
+    }
+    *rc = STOCKD_OK;
+    return c;
+}
+
+typedef enum cluster_op { CL_RESERVE, CL_ORDER_OP, CL_STOCK_GET } cluster_op;
+
+typedef struct cluster_call {
+    cluster_op op;
+    const stockd_reserve_req *req;
+    const char *method, *order_id, *sku;
+    stockd_order *order;
+    stockd_stock *stock;
+} cluster_call;
+
+static stockd_rc cluster_send(stockd_client *c, const cluster_call *k)
+{
+    if (k->op == CL_RESERVE)
+        return stockd_reserve(c, k->req, k->order);
+    if (k->op == CL_STOCK_GET)
+        return stockd_stock_get(c, k->sku, k->stock);
+    msgpack_packer *pk;
+    stockd_rc rc = stockd_request_begin(c, k->method, &pk);
+    if (rc != STOCKD_OK)
+        return rc;
+    /* "sku" is the routing hint: the owner need not look the order up. */
+    int prc = msgpack_pack_map(pk, 2) | codec_pack_kv_str(pk, "order_id", k->order_id) |
+              codec_pack_kv_str(pk, "sku", k->sku);
+    uint32_t id = 0;
+    rc = client_end_typed(c, prc, &id);
+    return client_wait_order(c, rc, id, k->order);
+}
+
+/* Sends to the owner; when the answer says the ring may have moved
+ * (unavailable, or the owner unreachable), refreshes the ring once and, if
+ * the SKU has a new owner, asks it. Every operation here is safe to repeat:
+ * reserve is idempotent by order_id, the others by their state machine. */
+static stockd_rc cluster_call_routed(stockd_cluster *cl, const cluster_call *k)
+{
+    stockd_rc rc = STOCKD_ERR_USAGE;
+    size_t len = strlen(k->sku);
+    for (int attempt = 0; attempt < 2 && cl->ring; attempt++) {
+        char owner[STOCKD_RING_ADDR_MAX];
+        snprintf(owner, sizeof owner, "%s", cl->ring->addrs[stockd_ring_owner(cl->ring, k->sku, len)]);
+        stockd_client *c = stockd_cluster_client_for(cl, k->sku, &rc);
+        if (c != NULL) {
+            rc = cluster_send(c, k);
+            snprintf(cl->errstr, sizeof cl->errstr, "%s", stockd_client_errstr(c));
+            bool moved = rc == STOCKD_ERR_TRANSPORT ||
+                         (rc == STOCKD_ERR_SERVER &&
+                          strcmp(stockd_client_error(c)->code, "unavailable") == 0);
+            if (!moved)
+                return rc;
+        } else if (rc != STOCKD_ERR_TRANSPORT) {
+            return rc;
+        }
+        if (attempt == 1 || stockd_cluster_refresh(cl) != STOCKD_OK)
+            return rc;
+        const char *now = cl->ring->addrs[stockd_ring_owner(cl->ring, k->sku, len)];
+        if (strcmp(now, owner) == 0 && rc == STOCKD_ERR_SERVER)
+            return rc;   /* the same owner said unavailable: the caller retries later */
+    }
+    if (cl->ring == NULL)
+        snprintf(cl->errstr, sizeof cl->errstr, "no ring (stockd_cluster_connect first)");
+    return rc;
+}
+
+stockd_rc stockd_cluster_reserve(stockd_cluster *cl, const stockd_reserve_req *req,
+                                 stockd_order *out)
+{
+    if (req == NULL || req->sku == NULL)
+        return STOCKD_ERR_USAGE;
+    cluster_call k = {.op = CL_RESERVE, .req = req, .sku = req->sku, .order = out};
+    return cluster_call_routed(cl, &k);
+}
+
+stockd_rc stockd_cluster_order_op(stockd_cluster *cl, const char *method, const char *order_id,
+                                  const char *sku, stockd_order *out)
+{
+    if (method == NULL || order_id == NULL || sku == NULL)
+        return STOCKD_ERR_USAGE;
+    cluster_call k = {.op = CL_ORDER_OP, .method = method, .order_id = order_id, .sku = sku,
+                      .order = out};
+    return cluster_call_routed(cl, &k);
+}
+
+stockd_rc stockd_cluster_stock_get(stockd_cluster *cl, const char *sku, stockd_stock *out)
+{
+    if (sku == NULL)
+        return STOCKD_ERR_USAGE;
+    cluster_call k = {.op = CL_STOCK_GET, .sku = sku, .stock = out};
+    return cluster_call_routed(cl, &k);
 }
