@@ -86,6 +86,7 @@ typedef struct bench_opts {
     bool dist_seq;                   /* --dist seq: SKU k mod N for the k-th pick */
     char sku_prefix[32];             /* --sku-prefix: SKUs "<prefix>-<i>", "" = b<nonce>-<i> */
     bool no_setup;                   /* --no-setup: stockd SKUs are not created */
+    bool ring_aware;                 /* --ring-aware: to each SKU's owner (mode_rpc.c) */
     int32_t qty;
     int64_t stock;                   /* initial stock per SKU */
     int64_t hold_ms;                 /* stockd: reserve as a hold; 0 = confirmed */

@@ -9,6 +9,15 @@
  *
  * Setup creates the run's SKUs with sku.put, pipelined over every
  * connection. The audit reads stockd's own MariaDB (--db) directly.
+ *
+ * --ring-aware (a sharded cluster): the ring is fetched once with the C
+ * client library (stockd_ring_fetch through the first --target, which may
+ * be a balancer) and each SKU's owner computed up front. Each of the
+ * --connections is then a bundle of one connection per node; the driver
+ * sees the bundle (capacity --pipeline) and a request goes out on the
+ * bundle's connection to its SKU's owner, so no request is forwarded. A
+ * bundle never has more than --pipeline requests in flight, so neither has
+ * any of its connections.
  */
 #include "db.h"
 
@@ -26,6 +35,7 @@
 #include <event2/event.h>
 #include <msgpack.h>
 
+#include "stockd/client.h"
 #include "stockd/codec.h"
 
 #define RPC_FRAME_MAX (1u << 20)
@@ -65,8 +75,14 @@ typedef struct rpc_conn {
 
 typedef struct rpc_stats {
     bool have;
+    uint32_t answers;                 /* nodes that answered (summed below) */
     int64_t batches, batch_ops, commits;
 } rpc_stats;
+
+/* --ring-aware: one connection per node, in ring node order. */
+typedef struct rpc_bundle {
+    rpc_conn **node;
+} rpc_bundle;
 
 typedef struct rpc_mode {
     bool is_ping;
@@ -83,7 +99,22 @@ typedef struct rpc_mode {
     /* stats */
     uint32_t stats_done;
     rpc_stats stats_before, stats_after, *stats_into;
+    /* --ring-aware */
+    bool ring;
+    uint32_t n_nodes;                 /* 1 without a ring */
+    uint8_t *owner_of;                /* per SKU index: its node */
+    rpc_bundle *bundles;              /* --connections of them */
+    rpc_conn **bundle_conns;          /* n_bundles x n_nodes pointers into conns */
+    stockd_cluster *router;           /* the C library's blocking ring-aware client */
 } rpc_mode;
+
+/* The connection a request for sku goes out on. */
+static rpc_conn *rpc_route(rpc_mode *m, void *driver_conn, uint32_t sku)
+{
+    if (!m->ring)
+        return driver_conn;
+    return ((rpc_bundle *)driver_conn)->node[m->owner_of[sku]];
+}
 
 /* ---- sending ---- */
 
@@ -176,7 +207,7 @@ static int rpc_send_step(rpc_conn *c, bench_req *q)
 static void rpc_send(bench_run *r, void *state, bench_req *q)
 {
     rpc_mode *m = state;
-    rpc_conn *c = q->conn;
+    rpc_conn *c = rpc_route(m, q->conn, q->sku);
     q->stage = rpc_pick_kind(m, bench_opts_of(r));
     q->tries = 0;
     q->not_reservation = m->is_ping || q->stage == BENCH_MIX_GET || q->stage == BENCH_MIX_RELEASE;
@@ -260,6 +291,16 @@ static void rpc_send_stats(rpc_conn *c)
 static void rpc_pump_puts(rpc_mode *m)
 {
     const bench_opts *o = bench_opts_of(m->conns[0].r);
+    if (m->ring) {                    /* each put to its owner, bundles in turn */
+        while (m->puts_next < o->skus) {
+            uint32_t b = m->puts_next % o->connections;
+            rpc_conn *c = m->bundles[b].node[m->owner_of[m->puts_next]];
+            if (c->dead || c->n_free == 0)
+                return;               /* a reply to c pumps again */
+            rpc_send_put(c, m->puts_next++);
+        }
+        return;
+    }
     for (uint32_t i = 0; i < m->n_conns && m->puts_next < o->skus; i++) {
         rpc_conn *c = &m->conns[i];
         while (!c->dead && c->n_free > 0 && m->puts_next < o->skus)
@@ -291,10 +332,14 @@ static void rpc_take_stats(rpc_mode *m, const msgpack_object *result)
     const msgpack_object *cm = codec_map_get(result, "commits");
     if (b == NULL || cm == NULL || b->type != MSGPACK_OBJECT_MAP || cm->type != MSGPACK_OBJECT_MAP)
         return;
-    s->batches = map_int(b, "batches");
-    s->batch_ops = map_int(b, "batch_ops");
-    s->commits = map_int(cm, "ok");
-    s->have = s->batches >= 0 && s->batch_ops >= 0 && s->commits >= 0;
+    int64_t batches = map_int(b, "batches"), ops = map_int(b, "batch_ops");
+    int64_t commits = map_int(cm, "ok");
+    if (batches < 0 || ops < 0 || commits < 0)
+        return;
+    s->batches += batches;            /* --ring-aware: summed over the nodes */
+    s->batch_ops += ops;
+    s->commits += commits;
+    s->answers++;
 }
 
 /* The error's "code" as a short outcome name; "error" when it has none. */
@@ -496,24 +541,41 @@ static void rpc_close(bench_run *r, void *state)
         msgpack_zone_destroy(&c->zone);
     }
     free(m->conns);
+    free(m->owner_of);
+    free(m->bundles);
+    free(m->bundle_conns);
+    stockd_cluster_free(m->router);
     free(m);
 }
 
+/* A live connection with a free slot to node k (any node without a ring). */
+static rpc_conn *rpc_conn_to(rpc_mode *m, uint32_t k)
+{
+    for (uint32_t i = 0; i < m->n_conns; i++) {
+        rpc_conn *c = &m->conns[i];
+        if ((!m->ring || i % m->n_nodes == k) && !c->dead && c->n_free > 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* stats from every node (one without a ring), summed. */
 static int rpc_fetch_stats(bench_run *r, rpc_mode *m, rpc_stats *into)
 {
     memset(into, 0, sizeof *into);
-    rpc_conn *c = NULL;
-    for (uint32_t i = 0; i < m->n_conns && c == NULL; i++)
-        if (!m->conns[i].dead && m->conns[i].n_free > 0)
-            c = &m->conns[i];
-    if (c == NULL)
-        return -1;
     m->stats_into = into;
-    uint32_t target = m->stats_done + 1;
-    rpc_send_stats(c);
+    uint32_t target = m->stats_done;
+    for (uint32_t k = 0; k < m->n_nodes; k++) {
+        rpc_conn *c = rpc_conn_to(m, k);
+        if (c == NULL)
+            break;
+        target++;
+        rpc_send_stats(c);
+    }
     int rc = bench_wait(r, &m->stats_done, target, 5000);
     m->stats_into = NULL;
-    return rc == 0 && into->have ? 0 : -1;
+    into->have = rc == 0 && into->answers == m->n_nodes;
+    return into->have ? 0 : -1;
 }
 
 static int rpc_create_skus(bench_run *r, rpc_mode *m, char *err, size_t err_len)
@@ -534,6 +596,60 @@ static int rpc_create_skus(bench_run *r, rpc_mode *m, char *err, size_t err_len)
     return 0;
 }
 
+/* --ring-aware: fetches cluster.ring through the first target (blocking:
+ * setup runs before the clock), fills nodes[] and every SKU's owner. */
+static int rpc_ring_setup(bench_run *r, rpc_mode *m, bench_addr *nodes, char *err, size_t err_len)
+{
+    const bench_opts *o = bench_opts_of(r);
+    char seed[BENCH_HOST_LEN + 16];
+    snprintf(seed, sizeof seed, "%s:%u", o->targets[0].host, o->targets[0].port);
+    m->router = stockd_cluster_new();
+    assert(m->router != NULL);
+    if (stockd_cluster_connect(m->router, seed, 5000) != STOCKD_OK) {
+        snprintf(err, err_len, "--ring-aware: %s", stockd_cluster_errstr(m->router));
+        return -1;
+    }
+    const stockd_ring *ring = stockd_cluster_ring(m->router);
+    m->n_nodes = (uint32_t)stockd_ring_node_count(ring);
+    assert(m->n_nodes >= 1 && m->n_nodes <= STOCKD_RING_NODES_MAX);
+    if ((uint64_t)o->connections * m->n_nodes > BENCH_CONNS_MAX) {
+        snprintf(err, err_len, "--ring-aware: %u connections x %u nodes is over %u",
+                 o->connections, m->n_nodes, BENCH_CONNS_MAX);
+        return -1;
+    }
+    for (uint32_t k = 0; k < m->n_nodes; k++) {
+        char e[160];
+        if (bench_parse_addr(stockd_ring_node_addr(ring, k), NULL, &nodes[k], e, sizeof e) != 0) {
+            snprintf(err, err_len, "--ring-aware: node %s: %s", stockd_ring_node_name(ring, k), e);
+            return -1;
+        }
+    }
+    m->owner_of = malloc(o->skus);
+    assert(m->owner_of != NULL);
+    for (uint32_t i = 0; i < o->skus; i++) {
+        char sku[BENCH_NAME_LEN];
+        bench_sku_name(r, i, sku, sizeof sku);
+        m->owner_of[i] = (uint8_t)stockd_ring_owner(ring, sku, strlen(sku));
+    }
+    printf("ring-aware: %u nodes, ring version %s, %u connections to each\n", m->n_nodes,
+           stockd_ring_version(ring), o->connections);
+    m->ring = true;
+    return 0;
+}
+
+/* Connection b * n_nodes + k is bundle b's connection to node k. */
+static void rpc_ring_bundle(rpc_mode *m, uint32_t n_bundles)
+{
+    m->bundles = calloc(n_bundles, sizeof *m->bundles);
+    m->bundle_conns = calloc((size_t)n_bundles * m->n_nodes, sizeof *m->bundle_conns);
+    assert(m->bundles != NULL && m->bundle_conns != NULL);
+    for (uint32_t b = 0; b < n_bundles; b++) {
+        m->bundles[b].node = &m->bundle_conns[(size_t)b * m->n_nodes];
+        for (uint32_t k = 0; k < m->n_nodes; k++)
+            m->bundles[b].node[k] = &m->conns[(size_t)b * m->n_nodes + k];
+    }
+}
+
 static int rpc_open_common(bench_run *r, void **state, bool is_ping, char *err, size_t err_len)
 {
     const bench_opts *o = bench_opts_of(r);
@@ -546,11 +662,17 @@ static int rpc_open_common(bench_run *r, void **state, bool is_ping, char *err, 
     *state = m;
     m->is_ping = is_ping;
     m->rng = o->seed ^ 0x6d6978ULL;
-    m->conns = calloc(o->connections, sizeof *m->conns);
+    m->n_nodes = 1;
+    bench_addr nodes[STOCKD_RING_NODES_MAX];
+    if (o->ring_aware && rpc_ring_setup(r, m, nodes, err, err_len) != 0)
+        goto fail;
+    uint32_t n_conns = o->connections * m->n_nodes;
+    m->conns = calloc(n_conns, sizeof *m->conns);
     assert(m->conns != NULL);
-    for (uint32_t i = 0; i < o->connections; i++) {
+    for (uint32_t i = 0; i < n_conns; i++) {
+        const bench_addr *a = m->ring ? &nodes[i % m->n_nodes] : &o->targets[i % o->n_targets];
         m->n_conns++;
-        if (rpc_conn_start(r, m, &m->conns[i], &o->targets[i % o->n_targets], err, err_len) != 0)
+        if (rpc_conn_start(r, m, &m->conns[i], a, err, err_len) != 0)
             goto fail;
     }
     if (bench_wait(r, &m->n_settled, m->n_conns, 10000) != 0) {
@@ -559,15 +681,25 @@ static int rpc_open_common(bench_run *r, void **state, bool is_ping, char *err, 
     }
     for (uint32_t i = 0; i < m->n_conns; i++) {
         if (!m->conns[i].up) {
-            const bench_addr *a = &o->targets[i % o->n_targets];
+            const bench_addr *a = m->ring ? &nodes[i % m->n_nodes] : &o->targets[i % o->n_targets];
             snprintf(err, err_len, "connect %s:%u: refused", a->host, a->port);
             goto fail;
         }
     }
+    if (m->ring)
+        rpc_ring_bundle(m, o->connections);
     if (!is_ping && !o->no_setup && rpc_create_skus(r, m, err, err_len) != 0)
         goto fail;
     if (!is_ping)
         (void)rpc_fetch_stats(r, m, &m->stats_before);
+    if (m->ring) {
+        for (uint32_t b = 0; b < o->connections; b++) {
+            uint32_t idx = bench_add_conn(r, &m->bundles[b], o->pipeline);
+            for (uint32_t k = 0; k < m->n_nodes; k++)
+                m->bundles[b].node[k]->idx = idx;
+        }
+        return 0;
+    }
     for (uint32_t i = 0; i < m->n_conns; i++)
         m->conns[i].idx = bench_add_conn(r, &m->conns[i], m->conns[i].cap);
     return 0;
@@ -586,9 +718,36 @@ static int rpc_open_ping(bench_run *r, void **state, char *err, size_t err_len)
     return rpc_open_common(r, state, true, err, err_len);
 }
 
+#define RPC_RING_CHECK_SKUS 16u
+
+/* --ring-aware: a few SKUs read back through the library's blocking router
+ * (ring refresh and owner connections included), so a wrong owner or a
+ * broken router shows in the output and not only in the figures. */
+static void rpc_ring_check(bench_run *r, rpc_mode *m)
+{
+    const bench_opts *o = bench_opts_of(r);
+    uint32_t n = o->skus < RPC_RING_CHECK_SKUS ? o->skus : RPC_RING_CHECK_SKUS, ok = 0;
+    if (o->no_setup)
+        return;
+    for (uint32_t i = 0; i < n; i++) {
+        char sku[BENCH_NAME_LEN];
+        bench_sku_name(r, i, sku, sizeof sku);
+        stockd_stock st;
+        stockd_rc rc = stockd_cluster_stock_get(m->router, sku, &st);
+        if (rc == STOCKD_OK && strcmp(st.sku, sku) == 0)
+            ok++;
+        else
+            fprintf(stderr, "stockbench: ring check %s: %s\n", sku, stockd_cluster_errstr(m->router));
+    }
+    printf("ring check: %u/%u SKUs read from their owners through the router (%u ring refreshes)\n",
+           ok, n, stockd_cluster_refreshes(m->router));
+}
+
 static void rpc_after(bench_run *r, void *state, bench_result *res)
 {
     rpc_mode *m = state;
+    if (m->ring && !m->is_ping)
+        rpc_ring_check(r, m);
     if (!m->stats_before.have || rpc_fetch_stats(r, m, &m->stats_after) != 0)
         return;
     res->has_server_stats = true;

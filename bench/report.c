@@ -137,6 +137,7 @@ static json_t *workload_json(const bench_opts *o)
         json_array_append_new(targets, json_string(buf));
     }
     json_object_set_new(w, "targets", targets);
+    json_object_set_new(w, "ring_aware", json_boolean(o->ring_aware));
     json_object_set_new(w, "skus", json_integer(o->skus));
     json_object_set_new(w, "dist", json_string(o->zipf_s > 0 ? "zipf" : "uniform"));
     if (o->zipf_s > 0)

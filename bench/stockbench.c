@@ -42,6 +42,9 @@ static const char USAGE[] =
 "\n"
 "where:\n"
 "  --target HOST:PORT[,HOST:PORT...]  stockd (ping, stockd); connections round-robin\n"
+"  --ring-aware    stockd, ping: fetch cluster.ring through the first --target (a\n"
+"                  member or the balancer) and send each request straight to its\n"
+"                  SKU's owner; --connections become connections per node\n"
 "  --db URL        mysql://user:pass@IP:port/db: stockd's database (its audit) and the\n"
 "                  server the peer modes use        [default $STOCKD_DB]\n"
 "  --peer-db NAME  database the peer modes create tables in  [bench_peer]\n"
@@ -269,7 +272,7 @@ enum {
     OPT_MODE = 256, OPT_COMPARE, OPT_TARGET, OPT_DB, OPT_PEER_DB, OPT_REDIS, OPT_TOKEN,
     OPT_SKUS, OPT_DIST, OPT_QTY, OPT_STOCK, OPT_HOLD, OPT_CONNS, OPT_PIPE, OPT_DURATION,
     OPT_REQUESTS, OPT_RATE, OPT_WARMUP, OPT_DRAIN, OPT_SEED, OPT_JSON, OPT_PLOT, OPT_KEEP,
-    OPT_NO_PROGRESS, OPT_VERSION, OPT_MIX, OPT_SKU_PREFIX, OPT_NO_SETUP,
+    OPT_NO_PROGRESS, OPT_VERSION, OPT_MIX, OPT_SKU_PREFIX, OPT_NO_SETUP, OPT_RING_AWARE,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -288,6 +291,7 @@ static const struct option LONG_OPTS[] = {
     {"mix", required_argument, NULL, OPT_MIX},
     {"sku-prefix", required_argument, NULL, OPT_SKU_PREFIX},
     {"no-setup", no_argument, NULL, OPT_NO_SETUP},
+    {"ring-aware", no_argument, NULL, OPT_RING_AWARE},
     {"connections", required_argument, NULL, OPT_CONNS},
     {"pipeline", required_argument, NULL, OPT_PIPE},
     {"duration", required_argument, NULL, OPT_DURATION},
@@ -360,6 +364,7 @@ static int apply_opt(int c, const char *arg, bench_opts *o, bool *db_given, bool
         snprintf(o->sku_prefix, sizeof o->sku_prefix, "%s", arg);
         return 0;
     case OPT_NO_SETUP: o->no_setup = true; return 0;
+    case OPT_RING_AWARE: o->ring_aware = true; return 0;
     case OPT_QTY: rc = parse_u64("--qty", arg, 1, BENCH_QTY_MAX, &u); o->qty = (int32_t)u; return rc;
     case OPT_STOCK:
         if (strcmp(arg, "unlimited") == 0) {
