@@ -365,6 +365,15 @@ static void forget_later(server *s, const char *sku);
 static void forget_sweep(server *s);
 static void req_finish(server *s, req *r);
 
+/* A read of something that is not there: answered now. */
+static void reply_read_miss(server *s, conn *c, uint32_t msgid, enum method m, eng_op *op, eng_err err)
+{
+    op->err = err;
+    count(s, m, err);
+    pack_eng_error(s, msgid, op);
+    out_flush(s, c);
+}
+
 static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, eng_op *op)
 {
     msgpack_packer *pk = &s->pk;
@@ -382,10 +391,7 @@ static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, 
     } else if (m == M_STOCK_GET) {
         eng_stock_view v;
         if (!engine_stock_get(s->eng, op->sku, &v)) {
-            op->err = ENG_E_UNKNOWN_SKU;
-            count(s, m, op->err);
-            pack_eng_error(s, msgid, op);
-            out_flush(s, c);
+            reply_read_miss(s, c, msgid, m, op, ENG_E_UNKNOWN_SKU);
             return;
         }
         codec_pack_response_ok_head(pk, msgid);
@@ -394,10 +400,7 @@ static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, 
         assert(m == M_ORDER_GET);
         eng_order_view v;
         if (!engine_order_get(s->eng, op->order_id, &v)) {
-            op->err = ENG_E_NOT_FOUND;
-            count(s, m, op->err);
-            pack_eng_error(s, msgid, op);
-            out_flush(s, c);
+            reply_read_miss(s, c, msgid, m, op, ENG_E_NOT_FOUND);
             return;
         }
         codec_pack_response_ok_head(pk, msgid);
