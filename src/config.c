@@ -702,7 +702,7 @@ void config_defaults(stockd_config *c) {
     c->redis_backoff_max_ms = 500;
     c->bloom_fp_ppm = 1000;
     c->bloom_min_skus = 1000000;
-    c->cold_loads_max = 1024;
+    c->cold_loads_max = 16384;
 }
 
 int config_load(stockd_config *c, int argc, char **argv, char **envp, char *err,
@@ -814,8 +814,10 @@ const char *config_usage(void) {
 "  --bloom-min-skus N         Bloom filter capacity floor; it is sized for\n"
 "                             max(N, 2 x SKUs at startup), 1..1000000000\n"
 "                             (env STOCKD_BLOOM_MIN_SKUS; default 1000000)\n"
-"  --cold-loads-max N         SKUs being loaded from MariaDB at once, 1..100000\n"
-"                             (env STOCKD_COLD_LOADS_MAX; default 1024)\n"
+"  --cold-loads-max N         SKUs being loaded (or, in a cluster, taken over) from\n"
+"                             MariaDB at once, 1..100000; beyond it requests for\n"
+"                             other cold SKUs get 'busy' (env STOCKD_COLD_LOADS_MAX;\n"
+"                             default 16384)\n"
 "\n"
 "Numbers are plain decimal. queue-per-sku-max must not exceed queue-total-max.\n"
 "Unknown STOCKD_* variables are ignored; unknown flags and file keys are errors.\n";

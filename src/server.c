@@ -104,6 +104,7 @@ struct server {
     /* read path: cold SKUs, Bloom filter, Redis cache */
     struct cold_sku *cold;        /* uthash by sku: loads in flight */
     uint32_t n_cold;
+    uint32_t n_prefetch;          /* of n_cold: startup takeovers nobody waits on yet */
     uint64_t cold_loads, cold_waits, cold_loaded, cold_missing, cold_failed;
     bloom *bloom;
     cache *cache;
@@ -435,6 +436,7 @@ typedef struct cold_sku {
     char sku[ENG_ID_MAX + 1];
     req *head, *tail;             /* waiters, linked through next_free */
     uint32_t n_waiters;
+    bool prefetch;                /* started by the startup takeover, not a request */
 } cold_sku;
 
 static bool method_names_sku(enum method m)
@@ -530,6 +532,8 @@ static void cold_loaded(const char *sku, int result, const store_sku_row *row, v
     assert(k != NULL);
     HASH_DEL(s->cold, k);
     s->n_cold--;
+    if (k->prefetch)
+        s->n_prefetch--;
     if (result == 1) {
         /* Nobody could have created it meanwhile: its requests waited here.
          * A takeover (sharded) loaded it, with its orders, already. */
@@ -593,7 +597,9 @@ static bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum meth
             cold_refuse(s, c, r, msgid, m, ENG_E_UNKNOWN_SKU);
             return true;
         }
-        if (s->st == NULL || s->n_cold >= s->cfg->cold_loads_max) {
+        /* The startup takeover's own loads do not count: requests must not
+         * be refused `busy` while it runs. */
+        if (s->st == NULL || s->n_cold - s->n_prefetch >= s->cfg->cold_loads_max) {
             cold_refuse(s, c, r, msgid, m, s->st == NULL ? ENG_E_UNAVAILABLE : ENG_E_BUSY);
             return true;
         }
@@ -1801,12 +1807,14 @@ static void prefetch_owned(const char *sku, size_t len, void *arg)
     if (k != NULL || (k = calloc(1, sizeof(*k))) == NULL)
         return;
     memcpy(k->sku, name, len + 1);
+    k->prefetch = true;
     if (store_load_sku(s->st, k->sku, cold_loaded, s) != 0) {
         free(k);
         return;
     }
     HASH_ADD_STR(s->cold, sku, k);
     s->n_cold++;
+    s->n_prefetch++;
     s->cold_loads++;
 }
 

@@ -232,6 +232,7 @@ typedef struct store_reader {
     load_req batch[STORE_LOAD_BATCH_MAX];  /* the ones in the running query */
     size_t n_batch;
     int step;               /* RD_STEP_*: where a load is in its statements */
+    int deadlocks;          /* takeover attempts of this batch lost to InnoDB deadlocks */
     MYSQL_RES *res_orders;  /* takeover: the orders of the loaded SKUs */
 } store_reader;
 
@@ -240,8 +241,9 @@ typedef struct store_reader {
  * owner's next batch fails its fence, and then reads the rows and their
  * orders under the row locks it holds: what it reads is final. */
 enum {
-    RD_STEP_BEGIN = 0, RD_STEP_BUMP, RD_STEP_SKUS, RD_STEP_ORDERS, RD_STEP_COMMIT, RD_STEP_DONE,
-    RD_STEP_FIND      /* an order lookup: one SELECT of (order_id, sku) */
+    RD_STEP_ISOLATION = 0, RD_STEP_BEGIN, RD_STEP_BUMP, RD_STEP_SKUS, RD_STEP_ORDERS, RD_STEP_COMMIT, RD_STEP_DONE,
+    RD_STEP_FIND,     /* an order lookup: one SELECT of (order_id, sku) */
+    RD_STEP_RETRY     /* a takeover lost a lock conflict: ROLLBACK, then again */
 };
 
 struct store {
@@ -1808,6 +1810,13 @@ static void rd_send_step(store *s)
     store_reader *rd = &s->rd;
     sb_reset(&rd->sql);
     switch (rd->step) {
+    case RD_STEP_ISOLATION:
+        /* READ COMMITTED: the bump of SKUs that do not exist yet takes no
+         * gap locks, so it cannot deadlock with a batch inserting them.
+         * The rows that do exist are locked by the bump, so what the
+         * SELECTs read after it is final either way. */
+        sb_str(&rd->sql, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
+        break;
     case RD_STEP_BEGIN:
         sb_str(&rd->sql, "START TRANSACTION");
         break;
@@ -1829,6 +1838,9 @@ static void rd_send_step(store *s)
     case RD_STEP_FIND:
         sb_str(&rd->sql, "SELECT order_id,sku FROM orders");
         rd_sql_in(rd);
+        break;
+    case RD_STEP_RETRY:
+        sb_str(&rd->sql, "ROLLBACK");
         break;
     default:
         assert(!"no statement for this step");
@@ -1865,7 +1877,8 @@ static void rd_start_query(store *s)
         lq_pop(rd, r);
         rd->n_batch++;
     }
-    rd->step = find ? RD_STEP_FIND : s->takeover ? RD_STEP_BEGIN : RD_STEP_SKUS;
+    rd->step = find ? RD_STEP_FIND : s->takeover ? RD_STEP_ISOLATION : RD_STEP_SKUS;
+    rd->deadlocks = 0;
     rd_send_step(s);
 }
 
@@ -1975,12 +1988,15 @@ static void rd_deliver(store *s)
 static void rd_next_step(store *s)
 {
     store_reader *rd = &s->rd;
-    if (rd->step != RD_STEP_FIND)
+    if (rd->step == RD_STEP_RETRY)
+        rd->step = RD_STEP_ISOLATION;
+    else if (rd->step != RD_STEP_FIND)
         rd->step = s->takeover ? rd->step + 1 : RD_STEP_DONE;
     if (rd->step < RD_STEP_DONE) {
         rd_send_step(s);
         return;
     }
+    assert(rd->step == RD_STEP_DONE || rd->step == RD_STEP_FIND);
     event_del(rd->timer);
     rd->state = RD_IDLE;
     rd_watch_idle(s);
@@ -1999,8 +2015,18 @@ static void rd_step(store *s)
         return;
     case RD_QUERY:
         if (rd->qret != 0) {
-            snprintf(msg, sizeof msg, "load: MariaDB %u: %s", mysql_errno(rd->my),
-                     mysql_error(rd->my));
+            unsigned e = mysql_errno(rd->my);
+            /* InnoDB rolled the takeover back (deadlock or lock wait
+             * timeout) and the connection is fine: run it again, a few
+             * times, before failing its loads. */
+            if ((e == 1213 || e == 1205) && s->takeover && rd->step >= RD_STEP_BUMP &&
+                rd->step < RD_STEP_DONE && ++rd->deadlocks <= 3) {
+                s->st.sku_load_retries++;
+                rd->step = RD_STEP_RETRY;
+                rd_send_step(s);
+                return;
+            }
+            snprintf(msg, sizeof msg, "load: MariaDB %u: %s", e, mysql_error(rd->my));
             rd_down(s, msg);
             return;
         }

@@ -68,7 +68,7 @@ typedef struct stockd_config {
     uint32_t redis_backoff_max_ms;  /* longest reconnect backoff, default 500 */
     uint32_t bloom_fp_ppm;          /* target false positives per million, default 1000 */
     uint32_t bloom_min_skus;        /* capacity floor, default 1000000 */
-    uint32_t cold_loads_max;        /* SKU loads in flight, default 1024 */
+    uint32_t cold_loads_max;        /* SKU loads in flight, default 16384 */
 
     char config_file[CFG_STR_MAX];  /* --config */
     bool check_only;                /* --check-config */

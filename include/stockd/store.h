@@ -83,6 +83,7 @@ typedef struct store_stats {
     uint64_t sku_load_queries;    /* SELECTs sent for them */
     uint64_t sku_loads_found;
     uint64_t sku_loads_failed;
+    uint64_t sku_load_retries;    /* takeovers run again after an InnoDB deadlock */
     uint32_t conns_up;
     uint32_t conns_busy;
 } store_stats;
