@@ -200,6 +200,28 @@ static void metrics_read_path(struct evbuffer *b, const server_metrics *m)
     sample_u(b, "stockd_cold_sku_waits_total", NULL, m->cold_waits);
     family(b, "stockd_cold_sku_loads_in_flight", "gauge", "SKU loads running now.");
     sample_u(b, "stockd_cold_sku_loads_in_flight", NULL, m->cold_in_flight);
+    family(b, "stockd_cluster_sharded", "gauge", "1 when started with --peers.");
+    sample_u(b, "stockd_cluster_sharded", NULL, m->sharded);
+    family(b, "stockd_cluster_ring_settled", "gauge",
+           "1 when the startup takeovers are done and no SKU waits to leave.");
+    sample_u(b, "stockd_cluster_ring_settled", NULL, m->ring_settled);
+    family(b, "stockd_cluster_takeovers_pending", "gauge", "Startup takeovers not finished yet.");
+    sample_u(b, "stockd_cluster_takeovers_pending", NULL, m->takeovers_pending);
+    family(b, "stockd_cluster_forget_pending", "gauge", "SKUs that moved away, still busy here.");
+    sample_u(b, "stockd_cluster_forget_pending", NULL, m->forget_pending);
+    family(b, "stockd_cluster_forwarded_total", "counter", "Requests forwarded to their owner, by outcome.");
+    sample_u(b, "stockd_cluster_forwarded_total", "outcome=\"sent\"", m->forwarded);
+    sample_u(b, "stockd_cluster_forwarded_total", "outcome=\"failed\"", m->forward_failed);
+    family(b, "stockd_cluster_not_owner_total", "counter",
+           "Forwarded requests refused: this node is not the owner (rings disagree).");
+    sample_u(b, "stockd_cluster_not_owner_total", NULL, m->not_owner);
+    family(b, "stockd_cluster_fence_drops_total", "counter",
+           "SKUs forgotten after their epoch fence refused a batch.");
+    sample_u(b, "stockd_cluster_fence_drops_total", NULL, m->fence_drops);
+    family(b, "stockd_cluster_order_lookups_total", "counter", "Order SKU lookups in MariaDB for routing.");
+    sample_u(b, "stockd_cluster_order_lookups_total", NULL, m->order_lookups);
+    family(b, "stockd_cluster_ring_changes_total", "counter", "Ring changes applied by SIGHUP.");
+    sample_u(b, "stockd_cluster_ring_changes_total", NULL, m->ring_changes);
     if (m->has_bloom) {
         const bloom_stats *bs = &m->bloom;
         family(b, "stockd_bloom_items", "gauge", "SKUs added to the Bloom filter of known SKUs.");
@@ -251,7 +273,7 @@ static void metrics_process(struct evbuffer *b, const server_metrics *m)
     family(b, "stockd_uptime_seconds", "gauge", "Seconds since start.");
     sample_f(b, "stockd_uptime_seconds", NULL, (double)m->uptime_ms / 1000.0);
     family(b, "stockd_ready", "gauge", "1 when /readyz answers 200.");
-    sample_u(b, "stockd_ready", NULL, m->listening && m->store_up && !m->draining);
+    sample_u(b, "stockd_ready", NULL, m->listening && m->store_up && !m->draining && m->ring_settled);
     family(b, "stockd_draining", "gauge", "1 after SIGTERM/SIGINT, while draining.");
     sample_u(b, "stockd_draining", NULL, m->draining);
     family(b, "stockd_config_reloads_total", "counter", "Configuration reloads (SIGHUP).");
@@ -303,6 +325,9 @@ static void on_readyz(struct evhttp_request *req, http_srv *h)
         evbuffer_add_printf(b, "mariadb down\n");
     if (m.draining)
         evbuffer_add_printf(b, "draining\n");
+    if (!m.ring_settled)
+        evbuffer_add_printf(b, "ring not settled: %u startup takeovers pending, %u SKUs waiting to leave\n",
+                            m.takeovers_pending, m.forget_pending);
     bool ready = evbuffer_get_length(b) == 0;
     if (ready)
         evbuffer_add_printf(b, "ready\n");

@@ -2013,4 +2013,14 @@ void server_metrics_get(server *s, server_metrics *out)
     out->cold_missing = s->cold_missing;
     out->cold_failed = s->cold_failed;
     out->cold_in_flight = s->n_cold;
+    out->sharded = s->ring != NULL;
+    out->takeovers_pending = s->n_prefetch;
+    out->forget_pending = (uint32_t)s->n_forget;
+    out->ring_settled = s->n_prefetch == 0 && s->n_forget == 0;
+    out->forwarded = s->fwd_calls;
+    out->forward_failed = s->fwd_failed;
+    out->not_owner = s->not_owner;
+    out->fence_drops = s->fence_drops;
+    out->order_lookups = s->order_lookups;
+    out->ring_changes = s->ring_changes;
 }

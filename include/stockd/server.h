@@ -90,6 +90,11 @@ typedef struct server_metrics {
     cache_stats cache;
     uint64_t cold_loads, cold_waits, cold_loaded, cold_missing, cold_failed;
     uint32_t cold_in_flight;
+    /* cluster (the same figures as stats' cluster) */
+    bool sharded;
+    bool ring_settled;              /* startup takeovers done, no SKU waiting to leave */
+    uint32_t takeovers_pending, forget_pending;
+    uint64_t forwarded, forward_failed, not_owner, fence_drops, order_lookups, ring_changes;
 } server_metrics;
 
 /* Fills out; the hist pointers stay valid until server_free(). */
