@@ -65,7 +65,7 @@ typedef struct req {
     struct event timer;           /* deadline while queued */
     int64_t deadline_ms;          /* a change waiting on a cold SKU's load */
     struct req *next_free;        /* free list; cold SKU waiters */
-    uint32_t node;                /* sharding: the peer a forwarded request went to */
+    char owner[RING_NAME_MAX + 1]; /* sharding: the node a forwarded request went to */
 } req;
 
 struct server {
@@ -886,7 +886,7 @@ static void fwd_reply_cb(void *ctx, const msgpack_object *error, const msgpack_o
         count_at(s, r->m, ENG_E_UNAVAILABLE, r->start_ns);
         char msg[96];
         snprintf(msg, sizeof msg, "owner not reachable (%s); retry with the same order_id", reason);
-        pack_unavailable_owner(s, r->msgid, msg, node_at(s, r->node)->name);
+        pack_unavailable_owner(s, r->msgid, msg, r->owner);
     } else {
         count_at(s, r->m, relayed_result(error), r->start_ns);
         msgpack_pack_array(&s->pk, 4);
@@ -911,12 +911,13 @@ static void forward(server *s, conn *c, req *r, uint32_t msgid, enum method m, u
     r->c = c;
     r->msgid = msgid;
     r->m = m;
-    r->node = node;
+    const ring_node *n = node_at(s, node);
+    /* By name, not index: a SIGHUP may replace the ring before the reply. */
+    memcpy(r->owner, n->name, sizeof r->owner);
     if (r->start_ns == 0)
         r->start_ns = s->frame_start_ns;
     c->inflight++;
     s->fwd_calls++;
-    const ring_node *n = node_at(s, node);
     peer_call(s->peers, n->host, n->port, rpc_method_name(m), params_map, "_fwd",
               ring_version(s->ring), (uint32_t)deadline_ms, fwd_reply_cb, r);
 }
@@ -984,9 +985,21 @@ static bool route(server *s, conn *c, req *r, const rpc_msg *msg, enum method m,
         return false;
     eng_op *op = &r->op;
     bool by_sku = m == M_RESERVE || m == M_STOCK_GET || m == M_SKU_PUT || m == M_ADJUST || pp->sku_hint;
+    if (!by_sku && engine_order_sku(s->eng, op->order_id, op->sku)) {
+        /* Held here: its SKU is ours, unless it moved away and waits to be
+         * forgotten; then it goes to the owner like any call naming it. */
+        if (owner_of(s, op->sku) == s->self)
+            return false;
+        if (!pp->fwd) {
+            msgpack_object_kv kv[2];
+            msgpack_object map;
+            order_params(r, kv, &map);
+            forward(s, c, r, msg->msgid, m, owner_of(s, op->sku), &map, pp->deadline_ms);
+            return true;
+        }
+        by_sku = true;  /* forwarded to a non-owner: refused below */
+    }
     if (!by_sku) {
-        if (engine_order_sku(s->eng, op->order_id, op->sku))
-            return false;  /* held here, so its SKU is ours */
         if (pp->fwd || s->st == NULL)
             return false;  /* a peer already looked: not_found here */
         r->c = c;
