@@ -37,7 +37,8 @@ typedef enum cfg_kind {
     CFG_K_REDIS_URL,  /* redis: redis:// URL into redis_url/host/port */
     CFG_K_NODE,       /* node name: 1..64 of [A-Za-z0-9._:-] */
     CFG_K_PEERS,      /* peers: name=IP:PORT,... (ring_parse_peers) */
-    CFG_K_SECRET,     /* admin token: never echoed in messages */
+    CFG_K_SECRET,     /* tokens, keys: never echoed in messages (char[CFG_STR_MAX]) */
+    CFG_K_SUPPLIER_URL, /* supplier gateway: "" or http(s)://... */
     CFG_K_LOG_LEVEL,  /* debug|info|warn|error */
     CFG_K_U32,        /* ranged unsigned integer */
     CFG_K_BOOL,       /* yes|no (also true|false, 1|0) into a bool */
@@ -61,6 +62,12 @@ static const cfg_opt cfg_opts[] = {
     {"node", CFG_K_NODE, offsetof(stockd_config, node), 0, 0},
     {"peers", CFG_K_PEERS, offsetof(stockd_config, peers), 0, 0},
     {"admin-token", CFG_K_SECRET, offsetof(stockd_config, admin_token), 0, 0},
+    {"supplier-url", CFG_K_SUPPLIER_URL, offsetof(stockd_config, supplier_url), 0, 0},
+    {"supplier-app-key", CFG_K_SECRET, offsetof(stockd_config, supplier_app_key), 0, 0},
+    {"supplier-app-secret", CFG_K_SECRET, offsetof(stockd_config, supplier_app_secret), 0, 0},
+    {"supplier-token", CFG_K_SECRET, offsetof(stockd_config, supplier_token), 0, 0},
+    U32("supplier-sync-ms", supplier_sync_ms, 100, 86400000),
+    U32("supplier-concurrency", supplier_concurrency, 1, 256),
     {"log-level", CFG_K_LOG_LEVEL, offsetof(stockd_config, log_level), 0, 0},
     U32("max-message-bytes", max_message_bytes, 1024, 16777216),
     U32("max-depth", max_depth, 2, 32),
@@ -419,11 +426,21 @@ static int cfg_apply(stockd_config *c, const cfg_opt *o, const char *v, const ch
         return 0;
     }
     case CFG_K_SECRET:
-        if (vn >= sizeof c->admin_token || !cfg_token_ok(v))
+        /* Every secret field is char[CFG_STR_MAX]; the value is never quoted. */
+        if (vn >= CFG_STR_MAX || !cfg_token_ok(v))
             return cfg_fail(err, err_len,
                             "%s: token must be under %d printable bytes without blanks", where,
                             CFG_STR_MAX);
-        memcpy(c->admin_token, v, vn + 1);
+        memcpy((char *)c + o->off, v, vn + 1);
+        return 0;
+    case CFG_K_SUPPLIER_URL:
+        if (vn >= CFG_STR_MAX)
+            return cfg_fail(err, err_len, "%s: URL is too long", where);
+        if (vn > 0 && strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+            return cfg_fail(err, err_len, "%s: URL must start with http:// or https://", where);
+        if (!cfg_token_ok(v))
+            return cfg_fail(err, err_len, "%s: URL must be printable without blanks", where);
+        memcpy(c->supplier_url, v, vn + 1);
         return 0;
     case CFG_K_LOG_LEVEL:
         if (!cfg_log_level_ok(v))
@@ -651,6 +668,11 @@ static int cfg_check_relations(const stockd_config *c, char *err, size_t err_len
         if (!self)
             return cfg_fail(err, err_len, "peers must name this node (--node %s)", c->node);
     }
+    if (c->supplier_url[0] &&
+        (!c->supplier_app_key[0] || !c->supplier_app_secret[0] || !c->supplier_token[0]))
+        return cfg_fail(err, err_len,
+                        "supplier-url needs supplier-app-key, supplier-app-secret and "
+                        "supplier-token");
     if (c->batch_sku_ops_max > c->batch_ops_max)
         return cfg_fail(err, err_len, "batch-sku-ops-max (%u) must not exceed batch-ops-max (%u)",
                         c->batch_sku_ops_max, c->batch_ops_max);
@@ -703,6 +725,8 @@ void config_defaults(stockd_config *c) {
     c->bloom_fp_ppm = 1000;
     c->bloom_min_skus = 1000000;
     c->cold_loads_max = 16384;
+    c->supplier_sync_ms = 300000;
+    c->supplier_concurrency = 4;
 }
 
 int config_load(stockd_config *c, int argc, char **argv, char **envp, char *err,
@@ -818,6 +842,17 @@ const char *config_usage(void) {
 "                             MariaDB at once, 1..100000; beyond it requests for\n"
 "                             other cold SKUs get 'busy' (env STOCKD_COLD_LOADS_MAX;\n"
 "                             default 16384)\n"
+"\n"
+"Supplier (1688 Open Platform):\n"
+"  --supplier-url URL         gateway base URL, http(s)://HOST[:PORT][/...]; empty =\n"
+"                             supplier sync off (env STOCKD_SUPPLIER_URL; default empty)\n"
+"  --supplier-app-key KEY     the app key (env STOCKD_SUPPLIER_APP_KEY)\n"
+"  --supplier-app-secret S    the app secret, never logged (env STOCKD_SUPPLIER_APP_SECRET)\n"
+"  --supplier-token TOKEN     the access token, never logged (env STOCKD_SUPPLIER_TOKEN)\n"
+"  --supplier-sync-ms MS      full snapshot sync of every mapped offer, 100..86400000\n"
+"                             (env STOCKD_SUPPLIER_SYNC_MS; default 300000)\n"
+"  --supplier-concurrency N   product.get calls in flight, 1..256\n"
+"                             (env STOCKD_SUPPLIER_CONCURRENCY; default 4)\n"
 "\n"
 "Numbers are plain decimal. queue-per-sku-max must not exceed queue-total-max.\n"
 "Unknown STOCKD_* variables are ignored; unknown flags and file keys are errors.\n";

@@ -30,6 +30,7 @@ struct eng_sku {
     struct sku_write *inflight;   /* its write in the batch holding it */
     eng_op *q_head, *q_tail;
     uint32_t q_len;
+    eng_op *report_q;             /* its queued supplier report, if any: at most one */
     eng_sku *ready_next;
     eng_order *orders;            /* every order of this SKU (sku_next list) */
     UT_hash_handle hh;
@@ -115,11 +116,18 @@ static const char *const status_names[ENG_ST_COUNT_] = {
 };
 static const char *const mapping_names[ENG_MAP_COUNT_] = {"none", "manual", "ok"};
 static const char *const move_names[ENG_MOVE_COUNT_] = {
-    "reserve", "release", "expire", "ship", "adjust", "put",
+    "reserve", "release", "expire", "ship", "adjust", "put", "sync",
 };
 static const char *const op_names[ENG_OP_COUNT_] = {
     "reserve", "confirm", "release", "ship", "expire", "sku.put", "stock.adjust",
+    "supplier.report",
 };
+
+/* Ops the engine queues itself: owned by the engine, never passed to done(). */
+static bool op_internal(const eng_op *op)
+{
+    return op->kind == ENG_OP_EXPIRE || op->kind == ENG_OP_SUPPLIER_REPORT;
+}
 
 const char *eng_err_code(eng_err err)
 {
@@ -398,6 +406,8 @@ static void fifo_unlink(engine *e, eng_op *op)
         s->q_tail = op->prev;
     s->q_len--;
     e->st.queued--;
+    if (s->report_q == op)
+        s->report_q = NULL;
     op->next = op->prev = NULL;
     op->state_ = OP_IDLE;
 }
@@ -594,7 +604,7 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
 {
     (void)now_ms;
     assert(op->state_ == OP_IDLE);
-    assert(op->kind != ENG_OP_EXPIRE);
+    assert(!op_internal(op));
     op->err = ENG_OK;
     op->outcome_unknown = false;
     e->st.ops_submitted++;
@@ -788,6 +798,38 @@ uint32_t engine_expire_due(engine *e, int64_t now_ms)
         n++;
     }
     return n;
+}
+
+bool engine_supplier_report(engine *e, const char *sku, int64_t reported, int64_t synced_at_ms)
+{
+    return engine_supplier_report_for(e, sku, NULL, reported, synced_at_ms);
+}
+
+bool engine_supplier_report_for(engine *e, const char *sku, const eng_supplier_map *expect,
+                                int64_t reported, int64_t synced_at_ms)
+{
+    assert(reported >= 0 && reported <= ENG_STOCK_MAX);
+    eng_sku *s = sku_find(e, sku);
+    if (s == NULL)
+        return false;
+    /* Coalesced: a report still waiting (the SKU is blocked, e.g. the store
+     * is down) takes the newer figure, so syncs cannot grow the FIFO. */
+    eng_op *op = s->report_q;
+    if (op == NULL) {
+        if ((op = internal_op_new(e)) == NULL)
+            return false;
+        op->kind = ENG_OP_SUPPLIER_REPORT;
+        copy_id(op->sku, s->name);
+        fifo_push(e, s, op);  /* internal: bypasses the queue limits */
+        s->report_q = op;
+    }
+    assert(op->kind == ENG_OP_SUPPLIER_REPORT && op->state_ == OP_QUEUED);
+    op->supplier_reported = reported;
+    op->synced_at_ms = synced_at_ms;
+    op->has_supplier = expect != NULL;
+    if (expect != NULL)
+        op->supplier = *expect;
+    return true;
 }
 
 int64_t engine_next_expiry_ms(const engine *e, int64_t now_ms)
@@ -1062,6 +1104,32 @@ static void decide_adjust(eng_batch *b, eng_op *op, eng_sku *s)
     stock_view(s, &s->c, s->mapping, &op->stock);
 }
 
+static bool same_map(const eng_supplier_map *a, const eng_supplier_map *b)
+{
+    return a->offer_id == b->offer_id && a->sku_id == b->sku_id &&
+           strcmp(a->spec_id, b->spec_id) == 0 && strcmp(a->supplier_id, b->supplier_id) == 0;
+}
+
+/* A supplier figure: only for a mapped SKU still mapped as it was read.
+ * Returns whether it wrote (the SKU row, for synced_at, even when the
+ * figure is unchanged; a ledger row only when it changed). */
+static bool decide_supplier_report(eng_batch *b, eng_op *op, eng_sku *s)
+{
+    if (!s->exists || s->mapping != ENG_MAP_OK || s->map == NULL)
+        return false;
+    if (op->has_supplier && !same_map(&op->supplier, s->map))
+        return false;
+    int64_t d_rep = op->supplier_reported - s->c.supplier_reported;
+    s->c.supplier_reported = op->supplier_reported;
+    if (op->synced_at_ms > s->c.supplier_synced_at_ms)
+        s->c.supplier_synced_at_ms = op->synced_at_ms;
+    sku_recompute_sellable(s);
+    counters_check(&s->c);
+    if (d_rep != 0)
+        ledger_add(b, s, "", ENG_MOVE_SYNC, 0, 0, 0, d_rep, "");
+    return true;
+}
+
 /* Decides one op against its SKU's working state; returns whether it
  * wrote anything. Any write makes the SKU row dirty, so every batch that
  * touches a SKU passes that SKU's epoch fence. */
@@ -1085,6 +1153,8 @@ static bool decide(engine *e, eng_batch *b, eng_op *op)
     case ENG_OP_ADJUST:
         decide_adjust(b, op, s);
         break;
+    case ENG_OP_SUPPLIER_REPORT:
+        return decide_supplier_report(b, op, s);
     default:
         assert(!"bad op kind");
     }
@@ -1181,7 +1251,7 @@ static void answer_ops(engine *e, eng_batch *b, eng_err err, bool unknown, bool 
     size_t kept = 0;
     while (op != NULL) {
         eng_op *next = op->next;
-        if (op->kind == ENG_OP_EXPIRE) {
+        if (op_internal(op)) {
             if (keep_internal) {
                 op->next = NULL;
                 if (keep_tail)
@@ -1306,6 +1376,10 @@ void engine_cancel_all(engine *e, eng_err err)
         while (s->q_head != NULL) {
             eng_op *op = s->q_head;
             engine_cancel(e, op);
+            if (op->kind == ENG_OP_SUPPLIER_REPORT) {
+                internal_op_free(e, op);  /* the next sync reports again */
+                continue;
+            }
             if (op->kind == ENG_OP_EXPIRE) {
                 /* Its heap entry was popped when it was queued: the hold
                  * must come due again, or it would never expire. */
@@ -1371,7 +1445,7 @@ bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err)
     while (s->q_head != NULL) {
         eng_op *op = s->q_head;
         engine_cancel(e, op);
-        if (op->kind == ENG_OP_EXPIRE) {
+        if (op_internal(op)) {
             internal_op_free(e, op);
             continue;
         }

@@ -15,6 +15,7 @@
 #include "stockd/log.h"
 #include "stockd/server.h"
 #include "stockd/store.h"
+#include "stockd/supplier.h"
 
 extern char **environ;
 
@@ -168,6 +169,14 @@ int main(int argc, char **argv)
         LOG_E("listen failed", "error", err);
         return 1;
     }
+    if (cfg.supplier_url[0] != '\0' && supplier_global_init() != 0) {
+        LOG_E("supplier setup failed", "error", "curl_global_init");
+        return 1;
+    }
+    if (server_supplier_start(srv, err, sizeof(err)) != 0) {
+        LOG_E("supplier setup failed", "error", err);
+        return 1;
+    }
     http_srv *http = NULL;
     if (cfg.http_port > 0 &&
         (http = http_new(base, srv, cfg.http_host, cfg.http_port, err, sizeof(err))) == NULL) {
@@ -193,6 +202,8 @@ int main(int argc, char **argv)
     http_free(http);
     server_free(srv);
     store_free(st);
+    if (cfg.supplier_url[0] != '\0')
+        supplier_global_cleanup();
     event_base_free(base);
     mysql_library_end();
     return 0;

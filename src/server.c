@@ -36,6 +36,7 @@
 #include "stockd/hist.h"
 #include "stockd/log.h"
 #include "stockd/rpc_parse.h"
+#include "stockd/supplier_sync.h"
 
 #define FRAMES_PER_READ_MAX 512   /* fairness: frames decoded per wakeup */
 #define EXPIRY_TICK_MS 50
@@ -115,6 +116,7 @@ struct server {
     char **forget;                /* SKUs to drop from memory when idle */
     size_t n_forget, cap_forget;
     uint64_t fwd_calls, fwd_failed, not_owner, fence_drops, order_lookups, ring_changes;
+    supplier_sync *supsync;       /* NULL: supplier sync off (no --supplier-url) */
 };
 
 _Static_assert(M_COUNT <= SERVER_METHODS_MAX && RES_COUNT <= SERVER_RESULTS_MAX,
@@ -1281,6 +1283,28 @@ static void pack_latency(server *s)
     }
 }
 
+/* "supplier": the snapshot sync; enabled false (zeros) without --supplier-url. */
+static void pack_supplier(server *s)
+{
+    msgpack_packer *pk = &s->pk;
+    supsync_stats ys = {0};
+    if (s->supsync)
+        supsync_stats_get(s->supsync, &ys);
+    codec_pack_cstr(pk, "supplier");
+    msgpack_pack_map(pk, 11);
+    codec_pack_kv_bool(pk, "enabled", s->supsync != NULL);
+    codec_pack_kv_int(pk, "syncs", (int64_t)ys.syncs);
+    codec_pack_kv_int(pk, "calls", (int64_t)ys.calls);
+    codec_pack_kv_int(pk, "ok", (int64_t)ys.ok);
+    codec_pack_kv_int(pk, "failed", (int64_t)ys.failed);
+    codec_pack_kv_int(pk, "skipped", (int64_t)ys.skipped);
+    codec_pack_kv_int(pk, "reports", (int64_t)ys.reports);
+    codec_pack_kv_int(pk, "offers", ys.offers);
+    codec_pack_kv_int(pk, "in_flight", ys.in_flight);
+    codec_pack_kv_int(pk, "last_sync_ms", ys.last_sync_ms);
+    codec_pack_kv_int(pk, "last_duration_ms", ys.last_duration_ms);
+}
+
 static void pack_stats(server *s)
 {
     msgpack_packer *pk = &s->pk;
@@ -1289,7 +1313,7 @@ static void pack_stats(server *s)
     store_stats ss = {0};
     if (s->st)
         store_stats_get(s->st, &ss);
-    msgpack_pack_map(pk, 11);
+    msgpack_pack_map(pk, 12);
     codec_pack_kv_str(pk, "node", s->cfg->node);
     codec_pack_kv_int(pk, "uptime_ms", now_ms() - s->started_ms);
 
@@ -1376,6 +1400,7 @@ static void pack_stats(server *s)
     codec_pack_kv_int(pk, "conns_up", ss.conns_up);
 
     pack_read_path(s);
+    pack_supplier(s);
     codec_pack_cstr(pk, "state");
     msgpack_pack_map(pk, 5);
     codec_pack_kv_int(pk, "skus", (int64_t)es.skus);
@@ -1909,6 +1934,7 @@ void server_drain(server *s, unsigned drain_ms)
     if (s->draining)
         return;
     s->draining = true;
+    supsync_stop(s->supsync);     /* new figures would keep the engine from going quiet */
     if (s->listener)
         evconnlistener_disable(s->listener);
     /* Poll for quiet every 20 ms; leave at drain_ms whatever remains. */
@@ -1919,10 +1945,29 @@ void server_drain(server *s, unsigned drain_ms)
     event_base_loopexit(s->base, &lim);
 }
 
+static void supsync_kick(void *arg)
+{
+    pump_schedule(arg);
+}
+
+int server_supplier_start(server *s, char *err, size_t err_len)
+{
+    if (s->cfg->supplier_url[0] == '\0')
+        return 0;
+    s->supsync = supsync_new(s->base, s->cfg, s->eng, supsync_kick, s, err, err_len);
+    if (s->supsync == NULL)
+        return -1;
+    char ms[16];
+    snprintf(ms, sizeof(ms), "%u", s->cfg->supplier_sync_ms);
+    LOG_I("supplier sync on", "sync_ms", ms);  /* no URL: it may carry credentials */
+    return 0;
+}
+
 void server_free(server *s)
 {
     if (s == NULL)
         return;
+    supsync_free(s->supsync);     /* first: its calls end without touching the engine */
     cache_free(s->cache);         /* before the engine: pending SETs fail now */
     bloom_free(s->bloom);
     cold_free_all(s);

@@ -70,6 +70,14 @@ typedef struct stockd_config {
     uint32_t bloom_min_skus;        /* capacity floor, default 1000000 */
     uint32_t cold_loads_max;        /* SKU loads in flight, default 16384 */
 
+    /* supplier (1688): "" url = off; the secrets are never echoed */
+    char supplier_url[CFG_STR_MAX];        /* --supplier-url http(s)://... */
+    char supplier_app_key[CFG_STR_MAX];    /* --supplier-app-key */
+    char supplier_app_secret[CFG_STR_MAX]; /* --supplier-app-secret */
+    char supplier_token[CFG_STR_MAX];      /* --supplier-token */
+    uint32_t supplier_sync_ms;      /* snapshot period, default 300000, 100..86400000 */
+    uint32_t supplier_concurrency;  /* product.get in flight, default 4, 1..256 */
+
     char config_file[CFG_STR_MAX];  /* --config */
     bool check_only;                /* --check-config */
     bool help;                      /* --help */

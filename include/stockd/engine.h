@@ -78,6 +78,7 @@ typedef enum eng_op_kind {
     ENG_OP_EXPIRE,        /* internal: a hold lapsed */
     ENG_OP_SKU_PUT,
     ENG_OP_ADJUST,
+    ENG_OP_SUPPLIER_REPORT, /* internal: a supplier figure from a sync */
     ENG_OP_COUNT_
 } eng_op_kind;
 
@@ -149,7 +150,8 @@ typedef struct eng_op {
     bool has_supplier_reported;
     int64_t supplier_reported;
     bool has_supplier;
-    eng_supplier_map supplier;
+    eng_supplier_map supplier;    /* sku.put; supplier report: the mapping it was read for */
+    int64_t synced_at_ms;         /* supplier report */
     void *ctx;                    /* the caller's; untouched by the engine */
 
     /* out: valid in done() and for errors returned by engine_submit() */
@@ -250,6 +252,19 @@ uint32_t engine_expire_due(engine *e, int64_t now_ms);
 /* Milliseconds until the earliest hold expires, or -1 when none. */
 int64_t engine_next_expiry_ms(const engine *e, int64_t now_ms);
 
+/* ---- supplier sync ----
+ * Queues an internal op that sets the SKU's supplier_reported to reported
+ * (0..ENG_STOCK_MAX) and supplier_synced_at to synced_at_ms, decided in the
+ * SKU's arrival order like any change (memory owned by the engine; bypasses
+ * the queue limits, like expiries). When decided it changes nothing if the
+ * SKU is gone or its mapping is not ENG_MAP_OK, or (expect not NULL) its
+ * mapping is no longer *expect (sku.put re-mapped it while the answer was
+ * on its way). A change writes a ledger row with move "sync". Returns false
+ * when the SKU is not in memory or out of memory: nothing queued. */
+bool engine_supplier_report(engine *e, const char *sku, int64_t reported, int64_t synced_at_ms);
+bool engine_supplier_report_for(engine *e, const char *sku, const eng_supplier_map *expect,
+                                int64_t reported, int64_t synced_at_ms);
+
 /* ---- batches ----
  * Decides queued ops of ready SKUs into a new batch. Returns NULL when no
  * SKU is ready. A returned batch with eng_batch_is_empty() wrote nothing and
@@ -302,6 +317,7 @@ typedef enum eng_move {
     ENG_MOVE_SHIP,                /* own units left the warehouse */
     ENG_MOVE_ADJUST,              /* own_on_hand moved by admin */
     ENG_MOVE_PUT,                 /* own_on_hand / supplier figure set by admin */
+    ENG_MOVE_SYNC,                /* supplier_reported set by a supplier sync */
     ENG_MOVE_COUNT_
 } eng_move;
 

@@ -51,6 +51,10 @@ void server_drain(server *s, unsigned drain_ms);
  * engine queue and batch limits, per-connection limits, the default
  * deadline. Listen address, database and node need a restart. */
 void server_reload(server *s);
+/* With --supplier-url: starts the periodic supplier snapshot sync
+ * (supplier_sync.h); supplier_global_init() must have run. Without it: 0,
+ * nothing. 0 or -1 with err. */
+int server_supplier_start(server *s, char *err, size_t err_len);
 /* True when started with --peers (a cluster). */
 bool server_sharded(const server *s);
 /* Sharded startup, instead of loading state: every load becomes a takeover

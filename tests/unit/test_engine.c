@@ -460,6 +460,210 @@ static void test_forget_sku(void **state)
     engine_free(e);
 }
 
+/* ---- supplier reports (sync) ---- */
+
+static eng_supplier_map mkmap(int64_t offer, const char *spec)
+{
+    eng_supplier_map m;
+    memset(&m, 0, sizeof(m));
+    snprintf(m.supplier_id, sizeof(m.supplier_id), "1688");
+    snprintf(m.spec_id, sizeof(m.spec_id), "%s", spec);
+    m.offer_id = offer;
+    return m;
+}
+
+/* sku.put with own stock and a 1688 mapping (supplier figure left as is). */
+static void put_mapped(engine *e, const char *sku, int64_t own, int64_t offer, const char *spec)
+{
+    eng_op *op = op_new(ENG_OP_SKU_PUT, NULL, sku, 0);
+    op->has_own_on_hand = true;
+    op->own_on_hand = own;
+    op->has_supplier = true;
+    op->supplier = mkmap(offer, spec);
+    assert_int_equal(engine_submit(e, op, 1), ENG_OK);
+    run(e, 1, ENG_COMMITTED);
+    assert_int_equal(op->err, ENG_OK);
+    free(op);
+    n_done = 0;
+}
+
+static eng_stock_view stock(engine *e, const char *sku)
+{
+    eng_stock_view v;
+    assert_true(engine_stock_get(e, sku, &v));
+    return v;
+}
+
+static void test_supplier_report(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put_mapped(e, "m", 5, 77, "spec-a");
+    assert_true(engine_supplier_report(e, "m", 100, 50));
+    eng_batch *b = engine_next_batch(e, 60);
+    assert_non_null(b);
+    const eng_sku_row *srows;
+    const eng_ledger_row *lrows;
+    assert_int_equal(eng_batch_sku_rows(b, &srows), 1);
+    assert_int_equal(srows[0].c.supplier_reported, 100);
+    assert_int_equal(srows[0].c.supplier_sellable, 100);
+    assert_int_equal(srows[0].c.supplier_synced_at_ms, 50);
+    assert_int_equal(srows[0].mapping, ENG_MAP_OK);
+    assert_int_equal(eng_batch_ledger_rows(b, &lrows), 1);
+    assert_int_equal(lrows[0].move, ENG_MOVE_SYNC);
+    assert_string_equal(eng_move_name(lrows[0].move), "sync");
+    assert_int_equal(lrows[0].d_supplier_reported, 100);
+    assert_int_equal(stock(e, "m").c.supplier_reported, 0);  /* not before the commit */
+    engine_batch_done(e, b, ENG_COMMITTED);
+    assert_int_equal(n_done, 0);  /* internal: nobody to answer */
+    assert_int_equal(avail(e, "m"), 105);
+    /* A reserve takes own units first, then supplier units. */
+    eng_op *r = op_new(ENG_OP_RESERVE, "o1", "m", 10);
+    assert_int_equal(engine_submit(e, r, 70), ENG_OK);
+    run(e, 70, ENG_COMMITTED);
+    assert_int_equal(r->err, ENG_OK);
+    assert_int_equal(r->order.from_own, 5);
+    assert_int_equal(r->order.from_supplier, 5);
+    /* The figure falls under what is reserved: nothing more to sell. */
+    assert_true(engine_supplier_report(e, "m", 3, 80));
+    run(e, 80, ENG_COMMITTED);
+    eng_stock_view v = stock(e, "m");
+    assert_int_equal(v.c.supplier_reported, 3);
+    assert_int_equal(v.c.supplier_reserved, 5);
+    assert_int_equal(v.available, 0);
+    /* An unchanged figure still records when it was seen, without a ledger row. */
+    assert_true(engine_supplier_report(e, "m", 3, 90));
+    b = engine_next_batch(e, 90);
+    assert_int_equal(eng_batch_sku_rows(b, &srows), 1);
+    assert_int_equal(srows[0].c.supplier_synced_at_ms, 90);
+    assert_int_equal(eng_batch_ledger_rows(b, &lrows), 0);
+    engine_batch_done(e, b, ENG_COMMITTED);
+    assert_int_equal(stock(e, "m").c.supplier_synced_at_ms, 90);
+    free(r);
+    engine_free(e);
+}
+
+static void test_supplier_report_unmapped(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "manual", 1, 4);
+    put(e, "own", 2, -1);
+    assert_false(engine_supplier_report(e, "nope", 5, 10));
+    assert_true(engine_supplier_report(e, "manual", 50, 10));
+    assert_true(engine_supplier_report(e, "own", 50, 10));
+    eng_batch *b;
+    while ((b = engine_next_batch(e, 10)) != NULL) {
+        assert_true(eng_batch_is_empty(b));
+        engine_batch_done(e, b, ENG_COMMITTED);
+    }
+    assert_int_equal(stock(e, "manual").c.supplier_reported, 4);
+    assert_int_equal(stock(e, "own").c.supplier_reported, 0);
+    assert_int_equal(avail(e, "own"), 2);
+    assert_int_equal(n_done, 0);
+    engine_free(e);
+}
+
+/* Reports are decided in the SKU's arrival order, between reservations. */
+static void test_supplier_report_order(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put_mapped(e, "m", 0, 1, "a");
+    eng_op *r1 = op_new(ENG_OP_RESERVE, "o1", "m", 3);
+    eng_op *r2 = op_new(ENG_OP_RESERVE, "o2", "m", 3);
+    assert_int_equal(engine_submit(e, r1, 5), ENG_OK);
+    assert_true(engine_supplier_report(e, "m", 4, 5));
+    assert_int_equal(engine_submit(e, r2, 5), ENG_OK);
+    eng_batch *b = engine_next_batch(e, 5);
+    assert_int_equal(eng_batch_ops(b), 3);
+    engine_batch_done(e, b, ENG_COMMITTED);
+    assert_int_equal(n_done, 2);
+    assert_int_equal(r1->err, ENG_E_INSUFFICIENT);
+    assert_int_equal(r2->err, ENG_OK);
+    assert_int_equal(r2->order.from_supplier, 3);
+    assert_int_equal(avail(e, "m"), 1);
+    free(r1), free(r2);
+    engine_free(e);
+}
+
+static void test_supplier_report_abort_unknown(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put_mapped(e, "m", 1, 1, "a");
+    assert_true(engine_supplier_report(e, "m", 9, 5));
+    run(e, 5, ENG_ABORTED);
+    assert_int_equal(n_done, 0);
+    assert_int_equal(stock(e, "m").c.supplier_reported, 0);
+    assert_int_equal(stock(e, "m").c.supplier_synced_at_ms, 0);
+    for (int committed = 0; committed < 2; committed++) {
+        assert_true(engine_supplier_report(e, "m", 20 + committed, 6));
+        eng_batch *b = engine_next_batch(e, 6);
+        engine_batch_done(e, b, ENG_UNKNOWN);
+        /* Blocked until resolved: a newer report waits. */
+        assert_true(engine_supplier_report(e, "m", 30 + committed, 7));
+        assert_null(engine_next_batch(e, 7));
+        engine_batch_resolve(e, b, committed);
+        assert_int_equal(stock(e, "m").c.supplier_reported, committed ? 21 : 0);
+        run(e, 8, ENG_COMMITTED);
+        assert_int_equal(stock(e, "m").c.supplier_reported, 30 + committed);
+    }
+    assert_int_equal(n_done, 0);
+    eng_stats st;
+    engine_stats_get(e, &st);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.batches_in_flight, 0);
+    engine_free(e);
+}
+
+/* A blocked SKU keeps one report, the newest; a re-mapped SKU ignores a
+ * report read for its old mapping. */
+static void test_supplier_report_coalesce_and_remap(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put_mapped(e, "m", 0, 1, "a");
+    eng_op *adj = op_new(ENG_OP_ADJUST, NULL, "m", 0);
+    adj->delta = 1;
+    assert_int_equal(engine_submit(e, adj, 2), ENG_OK);
+    eng_batch *b = engine_next_batch(e, 2);
+    for (int i = 1; i <= 50; i++)
+        assert_true(engine_supplier_report(e, "m", i, 2 + i));
+    eng_stats st;
+    engine_stats_get(e, &st);
+    assert_int_equal(st.queued, 1);
+    engine_batch_done(e, b, ENG_COMMITTED);
+    run(e, 3, ENG_COMMITTED);
+    eng_stock_view v = stock(e, "m");
+    assert_int_equal(v.c.supplier_reported, 50);
+    assert_int_equal(v.c.supplier_synced_at_ms, 52);
+    /* Read for (1, "a"), but sku.put moves the SKU to (1, "b") first. */
+    eng_supplier_map old = mkmap(1, "a");
+    eng_op *remap = op_new(ENG_OP_SKU_PUT, NULL, "m", 0);
+    remap->has_supplier = true;
+    remap->supplier = mkmap(1, "b");
+    assert_int_equal(engine_submit(e, remap, 60), ENG_OK);
+    assert_true(engine_supplier_report_for(e, "m", &old, 7, 60));
+    run(e, 60, ENG_COMMITTED);
+    assert_int_equal(stock(e, "m").c.supplier_reported, 50);
+    eng_supplier_map now = mkmap(1, "b");
+    assert_true(engine_supplier_report_for(e, "m", &now, 7, 61));
+    run(e, 61, ENG_COMMITTED);
+    assert_int_equal(stock(e, "m").c.supplier_reported, 7);
+    /* Queued reports vanish with a forgotten SKU and at shutdown, unanswered. */
+    n_done = 0;
+    assert_true(engine_supplier_report(e, "m", 8, 62));
+    engine_cancel_all(e, ENG_E_UNAVAILABLE);
+    assert_true(engine_supplier_report(e, "m", 9, 63));
+    assert_true(engine_forget_sku(e, "m", ENG_E_UNAVAILABLE));
+    assert_int_equal(n_done, 0);
+    engine_stats_get(e, &st);
+    assert_int_equal(st.queued, 0);
+    free(adj), free(remap);
+    engine_free(e);
+}
+
 /* ---- random walk ---- */
 
 #define RW_SKUS 4
@@ -510,7 +714,10 @@ static void test_random_walk(void **state)
     for (int s = 0; s < RW_SKUS; s++) {
         char sku[8];
         snprintf(sku, sizeof(sku), "k%d", s);
-        put(e, sku, 5, 3);
+        if (s % 2 == 0)
+            put(e, sku, 5, 3);
+        else
+            put_mapped(e, sku, 5, s, "spec");
     }
     int64_t now = 10;
     eng_op *ops[64];
@@ -530,6 +737,11 @@ static void test_random_walk(void **state)
                 ops[k++] = op;
             else
                 free(op);
+        }
+        if (rnd() % 3 == 0) {
+            char sku[8];
+            snprintf(sku, sizeof(sku), "k%d", (int)(rnd() % RW_SKUS));
+            assert_true(engine_supplier_report(e, sku, (int64_t)(rnd() % 8), now));
         }
         if (rnd() % 7 == 0 && k > 0)
             engine_cancel(e, ops[0]);
@@ -575,6 +787,11 @@ int main(void)
         cmocka_unit_test(test_new_sku_put_then_reserve_pipelined),
         cmocka_unit_test(test_pipelined_reserve_then_confirm),
         cmocka_unit_test(test_forget_sku),
+        cmocka_unit_test(test_supplier_report),
+        cmocka_unit_test(test_supplier_report_unmapped),
+        cmocka_unit_test(test_supplier_report_order),
+        cmocka_unit_test(test_supplier_report_abort_unknown),
+        cmocka_unit_test(test_supplier_report_coalesce_and_remap),
         cmocka_unit_test(test_random_walk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
