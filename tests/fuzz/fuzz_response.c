@@ -6,8 +6,8 @@
  *
  * The first input byte chooses where the stream is cut into two reads, so
  * incremental framing (NEED_MORE, then OK once more bytes came) is fuzzed
- * too. stockd's own supplier (1688) response parser does not exist yet;
- * when it does, it gets a target of its own next to this one.
+ * too. stockd's own supplier (1688) answers have their own target,
+ * fuzz_supplier_parse.
  */
 #include <assert.h>
 #include <stdint.h>
