@@ -292,12 +292,28 @@ static void req_put(server *s, req *r)
 static void conn_free(conn *c);
 static void conn_update_read(conn *c);
 
+/* Sends what was packed for a request counted in c->inflight and ends it:
+ * the one way every answer that waited (engine, deadline, cold load,
+ * forward) leaves, so the connection is freed exactly when its last
+ * request is answered. */
+static void req_finish(server *s, req *r)
+{
+    conn *c = r->c;
+    out_flush(s, c);
+    req_put(s, r);
+    assert(c->inflight > 0);
+    c->inflight--;
+    if (c->state == C_DEAD && c->inflight == 0)
+        conn_free(c);
+    else
+        conn_update_read(c);
+}
+
 /* The engine answered a request: reply and release it. */
 static void done_cb(eng_op *op, void *arg)
 {
     server *s = arg;
     req *r = op->ctx;
-    conn *c = r->c;
     evtimer_del(&r->timer);
     count_at(s, r->m, op->err, r->start_ns);
     if (op->outcome_unknown)
@@ -311,14 +327,7 @@ static void done_cb(eng_op *op, void *arg)
     } else {
         pack_eng_error(s, r->msgid, op);
     }
-    out_flush(s, c);
-    req_put(s, r);
-    assert(c->inflight > 0);
-    c->inflight--;
-    if (c->state == C_DEAD && c->inflight == 0)
-        conn_free(c);
-    else
-        conn_update_read(c);
+    req_finish(s, r);
 }
 
 static void deadline_cb(evutil_socket_t fd, short what, void *arg)
@@ -326,20 +335,13 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     req *r = arg;
-    conn *c = r->c;
-    server *s = c->srv;
+    server *s = r->c->srv;
     if (!engine_cancel(s->eng, &r->op))
         return;  /* already decided: the commit (bounded by its timeout) answers */
     r->op.err = ENG_E_DEADLINE;
     count_at(s, r->m, ENG_E_DEADLINE, r->start_ns);
     pack_eng_error(s, r->msgid, &r->op);
-    out_flush(s, c);
-    req_put(s, r);
-    c->inflight--;
-    if (c->state == C_DEAD && c->inflight == 0)
-        conn_free(c);
-    else
-        conn_update_read(c);
+    req_finish(s, r);
 }
 
 /* Constant-time: the comparison takes the same time wherever it differs. */
@@ -366,7 +368,6 @@ static void pack_stats(server *s);
 static void pack_ring_or_self(server *s);
 static void forget_later(server *s, const char *sku);
 static void forget_sweep(server *s);
-static void req_finish(server *s, req *r);
 
 /* A read of something that is not there: answered now. */
 static void reply_read_miss(server *s, conn *c, uint32_t msgid, enum method m, eng_op *op, eng_err err)
@@ -461,7 +462,6 @@ static bool cold_enabled(const server *s)
 /* Answers a request that waited on a cold load and releases it. */
 static void cold_reply(server *s, req *r, eng_err err, const eng_stock_view *v)
 {
-    conn *c = r->c;
     count_at(s, r->m, err, r->start_ns);
     r->op.err = err;
     if (err == ENG_OK) {
@@ -470,14 +470,7 @@ static void cold_reply(server *s, req *r, eng_err err, const eng_stock_view *v)
     } else {
         pack_eng_error(s, r->msgid, &r->op);
     }
-    out_flush(s, c);
-    req_put(s, r);
-    assert(c->inflight > 0);
-    c->inflight--;
-    if (c->state == C_DEAD && c->inflight == 0)
-        conn_free(c);
-    else
-        conn_update_read(c);
+    req_finish(s, r);
 }
 
 /* Hands a change that waited on a cold load to the engine, as
@@ -839,20 +832,6 @@ static const ring_node *node_at(const server *s, uint32_t i)
     assert(i < n);
     (void)n;
     return &nodes[i];
-}
-
-/* Ends a request that was counted in c->inflight. */
-static void req_finish(server *s, req *r)
-{
-    conn *c = r->c;
-    out_flush(s, c);
-    req_put(s, r);
-    assert(c->inflight > 0);
-    c->inflight--;
-    if (c->state == C_DEAD && c->inflight == 0)
-        conn_free(c);
-    else
-        conn_update_read(c);
 }
 
 static void pack_unavailable_owner(server *s, uint32_t msgid, const char *message, const char *owner)
