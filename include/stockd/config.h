@@ -77,6 +77,17 @@ typedef struct stockd_config {
     char supplier_token[CFG_STR_MAX];      /* --supplier-token */
     uint32_t supplier_sync_ms;      /* snapshot period, default 300000, 100..86400000 */
     uint32_t supplier_concurrency;  /* product.get in flight, default 4, 1..256 */
+    uint32_t supplier_validate_ms;  /* link validation round, default 1800000, 100..86400000 */
+    uint32_t supplier_upstream_lag_ms; /* DESIGN §2 upstream_lag, default 300000, 0..86400000 */
+    char supplier_address[CFG_STR_MAX]; /* addressParam JSON for preview/create, default {"addressId":1} */
+    uint32_t supplier_purchase_concurrency; /* purchase jobs worked at once, default 8, 1..256 */
+    uint32_t supplier_purchase_backoff_max_ms; /* retry wait cap, default 60000, 100..3600000 */
+    uint32_t supplier_rate_per_s;   /* token bucket refill per app key, default 20, 1..100000 */
+    uint32_t supplier_timeout_ms;   /* one API call, default 10000, 100..600000 */
+    double supplier_trust;          /* default trust factor, 0..1, default 1 */
+    double supplier_event_trust;    /* trust in event mode, 0..1, default 0.5 */
+    double supplier_trust_cut;      /* kept after an insufficient-stock failure, 0..1, default 0.5 */
+    double supplier_trust_step;     /* added per purchase, 0..1, default 0.05 */
 
     char config_file[CFG_STR_MAX];  /* --config */
     bool check_only;                /* --check-config */

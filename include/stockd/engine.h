@@ -79,6 +79,9 @@ typedef enum eng_op_kind {
     ENG_OP_SKU_PUT,
     ENG_OP_ADJUST,
     ENG_OP_SUPPLIER_REPORT, /* internal: a supplier figure from a sync */
+    ENG_OP_PURCHASED,     /* purchase worker: bought upstream (caller-owned, on_done) */
+    ENG_OP_PURCHASE_FAILED, /* purchase worker: failed for good, roll back (on_done) */
+    ENG_OP_SUPPLIER_PUT,  /* admin: a supplier's trust settings (no SKU) */
     ENG_OP_COUNT_
 } eng_op_kind;
 
@@ -86,6 +89,8 @@ typedef enum eng_mapping {
     ENG_MAP_NONE = 0,     /* no supplier stock */
     ENG_MAP_MANUAL,       /* supplier_reported set by hand (no API access) */
     ENG_MAP_OK,           /* mapped to a 1688 offer/spec */
+    ENG_MAP_BROKEN,       /* the live offer no longer matches: supplier stock not sold
+                           * until sku.put maps it afresh (the map is kept for support) */
     ENG_MAP_COUNT_
 } eng_mapping;
 
@@ -104,7 +109,23 @@ typedef struct eng_supplier_map {
     char spec_id[ENG_ID_MAX + 1];
     int64_t offer_id;
     int64_t sku_id;       /* 0 when not given */
+    int64_t cap;          /* most supplier units ever sellable; -1 = no cap */
+    uint64_t fingerprint; /* of the spec's price and attributes (supplier_sync.h);
+                           * 0 = not seen yet: the first sync adopts the live one */
 } eng_supplier_map;
+
+/* A supplier's trust (DESIGN.md §2, issue 4 item 7): supplier_sellable =
+ * min(floor(supplier_reported x effective), cap), effective = event_trust
+ * while event_mode, else trust. Adaptive: a purchase that failed for
+ * insufficient stock multiplies the effective factor by limits.trust_cut;
+ * every purchased order adds limits.trust_step to it, up to ceiling. All
+ * factors are within 0..1 and trust, event_trust <= ceiling. */
+typedef struct eng_trust {
+    double trust;
+    double ceiling;
+    bool event_mode;
+    double event_trust;
+} eng_trust;
 
 /* What readers see of a SKU: the committed state. */
 typedef struct eng_stock_view {
@@ -112,6 +133,9 @@ typedef struct eng_stock_view {
     int64_t available;
     eng_counters c;
     eng_mapping mapping;
+    bool has_map;                 /* mapping OK or BROKEN: map and trust are valid */
+    eng_supplier_map map;
+    double trust;                 /* the effective factor applied now */
 } eng_stock_view;
 
 /* What readers see of an order: the committed record. */
@@ -128,7 +152,20 @@ typedef struct eng_order_view {
     int64_t hold_expires_at_ms;   /* 0: none */
     char upstream_order_id[ENG_ID_MAX + 1];  /* "": none */
     char reason[ENG_REASON_MAX + 1];         /* "": none */
+    int64_t purchased_at_ms;      /* 0: not bought upstream */
+    bool supplier_settled;        /* its bought units left supplier_reserved (a later
+                                   * snapshot shows them, DESIGN.md §2) */
 } eng_order_view;
+
+/* Why a purchase failed for good (ENG_OP_PURCHASE_FAILED). */
+typedef enum eng_fail_kind {
+    ENG_FAIL_OTHER = 0,   /* rolled back; the SKU keeps its figures */
+    ENG_FAIL_STOCK,       /* the check proved the supplier short (500_004):
+                           * supplier_reported := 0 until the next sync, trust cut */
+    ENG_FAIL_LINK,        /* the offer/spec is gone or changed (500_001, 500_003,
+                           * offline): the mapping becomes BROKEN */
+    ENG_FAIL_COUNT_
+} eng_fail_kind;
 
 typedef struct eng_sku eng_sku;
 typedef struct eng_order eng_order;
@@ -152,7 +189,16 @@ typedef struct eng_op {
     bool has_supplier;
     eng_supplier_map supplier;    /* sku.put; supplier report: the mapping it was read for */
     int64_t synced_at_ms;         /* supplier report */
+    char upstream_order_id[ENG_ID_MAX + 1]; /* purchased */
+    eng_fail_kind fail_kind;      /* purchase failed; reason says why */
+    bool has_trust;               /* supplier.put: supplier.supplier_id names it */
+    eng_trust trust;
     void *ctx;                    /* the caller's; untouched by the engine */
+    /* When set, the engine calls on_done(op, on_done_arg) for this op
+     * instead of the engine-wide done callback (ops from modules other
+     * than the RPC server, e.g. the purchase worker). */
+    void (*on_done)(struct eng_op *op, void *arg);
+    void *on_done_arg;
 
     /* out: valid in done() and for errors returned by engine_submit() */
     eng_err err;
@@ -176,6 +222,11 @@ typedef struct eng_limits {
     uint32_t batch_ops_max;       /* ops decided into one batch */
     uint32_t batch_sku_ops_max;   /* ops of one SKU in one batch */
     uint32_t expire_per_tick_max; /* holds expired per engine_expire_due() */
+    int64_t upstream_lag_ms;      /* bought units stay in supplier_reserved until a
+                                   * snapshot taken this long after the purchase */
+    eng_trust trust_default;      /* for suppliers without a supplier.put */
+    double trust_cut;             /* 0..1: factor kept after an insufficient-stock failure */
+    double trust_step;            /* 0..1: added after each purchase */
 } eng_limits;
 
 void eng_limits_default(eng_limits *l);
@@ -194,6 +245,11 @@ typedef struct eng_stats {
     uint32_t batches_in_flight;
     uint64_t skus;
     uint64_t orders;
+    uint64_t purchases_pending;   /* confirmed orders with supplier units, not yet bought */
+    uint64_t purchased;           /* ENG_OP_PURCHASED committed (this process) */
+    uint64_t purchase_failed;     /* ENG_OP_PURCHASE_FAILED committed */
+    uint64_t mappings_broken;     /* mappings marked broken */
+    uint64_t settled_units;       /* bought units moved out of supplier_reserved */
 } eng_stats;
 
 typedef struct engine engine;
@@ -219,6 +275,18 @@ bool engine_load_order(engine *e, const eng_order_view *o);
  * conflict, full queues) and queues the op. now_ms is the caller's clock.
  * Syntax (lengths, ranges) is the caller's job and asserted here. */
 eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms);
+/* Kinds beyond reserve/confirm/release/ship/sku.put/adjust:
+ *  ENG_OP_PURCHASED / ENG_OP_PURCHASE_FAILED (order_id; upstream_order_id,
+ *    or reason + fail_kind): see "purchase jobs" below. Not subject to the
+ *    queue limits (the worker has claimed the job; it must be able to end it).
+ *  ENG_OP_SUPPLIER_PUT (supplier.supplier_id, has_trust, trust valid per
+ *    eng_trust_valid): queued on the engine's one global FIFO, decided at
+ *    the start of the next batch; writes a supplier row; on success
+ *    op->trust holds the settings. The sellable figure of every SKU of that
+ *    supplier follows at once (sellable is derived when read or decided).
+ * sku.put with has_supplier: supplier.cap (-1 none) and a fingerprint of 0
+ * (adopted at the next sync) unless the caller gives one; it repairs a
+ * BROKEN mapping. engine_load_sku() keeps the map of a BROKEN mapping. */
 bool engine_cancel(engine *e, eng_op *op);
 
 /* Reads of committed state. Return false when unknown. */
@@ -253,17 +321,91 @@ uint32_t engine_expire_due(engine *e, int64_t now_ms);
 int64_t engine_next_expiry_ms(const engine *e, int64_t now_ms);
 
 /* ---- supplier sync ----
- * Queues an internal op that sets the SKU's supplier_reported to reported
- * (0..ENG_STOCK_MAX) and supplier_synced_at to synced_at_ms, decided in the
- * SKU's arrival order like any change (memory owned by the engine; bypasses
- * the queue limits, like expiries). When decided it changes nothing if the
- * SKU is gone or its mapping is not ENG_MAP_OK, or (expect not NULL) its
- * mapping is no longer *expect (sku.put re-mapped it while the answer was
- * on its way). A change writes a ledger row with move "sync". Returns false
- * when the SKU is not in memory or out of memory: nothing queued. */
+ * Queues an internal op carrying what a sync saw of a mapped SKU, decided
+ * in the SKU's arrival order like any change (memory owned by the engine;
+ * bypasses the queue limits, like expiries; coalesced: at most one waits
+ * per SKU and a newer observation replaces it, except that a waiting
+ * "broken" is never replaced by a figure). When decided it changes nothing
+ * if the SKU is gone or its mapping is not ENG_MAP_OK, or (expect not
+ * NULL) its mapping is no longer *expect (sku.put re-mapped it while the
+ * answer was on its way; compared without cap and fingerprint). Otherwise:
+ *  - broken != "" : the mapping becomes ENG_MAP_BROKEN (sellable 0 at once),
+ *    an alert row "mapping_broken" with that reason;
+ *  - else fingerprint != 0 and the mapping has none: adopted;
+ *    fingerprint != 0 and differs: BROKEN with reason "fingerprint changed";
+ *  - else supplier_reported := reported, synced_at := synced_at_ms (a ledger
+ *    row "sync" when the figure changed), and every purchased (or shipped)
+ *    order of the SKU not yet settled whose purchased_at + upstream_lag_ms
+ *    <= synced_at_ms is settled: its from_supplier leaves supplier_reserved
+ *    (ledger row "settle"), at most ENG_SETTLE_PER_REPORT per report.
+ * synced_at_ms must be when the snapshot was asked for (not answered): a
+ * figure is never credited with a purchase it cannot reflect.
+ * Returns false when the SKU is not in memory or out of memory: nothing
+ * queued. */
+#define ENG_SETTLE_PER_REPORT 64
+
+typedef struct eng_supplier_obs {
+    int64_t reported;             /* 0..ENG_STOCK_MAX */
+    int64_t synced_at_ms;
+    uint64_t fingerprint;         /* 0: not computed */
+    char broken[ENG_REASON_MAX + 1]; /* "": the link is fine */
+} eng_supplier_obs;
+
+bool engine_supplier_observe(engine *e, const char *sku, const eng_supplier_map *expect,
+                             const eng_supplier_obs *obs);
+/* Shorthands: a figure only (no fingerprint, not broken). */
 bool engine_supplier_report(engine *e, const char *sku, int64_t reported, int64_t synced_at_ms);
 bool engine_supplier_report_for(engine *e, const char *sku, const eng_supplier_map *expect,
                                 int64_t reported, int64_t synced_at_ms);
+
+/* ---- supplier trust ----
+ * Suppliers are known from the mappings of loaded SKUs, from
+ * engine_load_supplier() and from supplier.put. One without settings uses
+ * limits.trust_default. Reads give the committed settings. */
+bool engine_load_supplier(engine *e, const char *supplier_id, const eng_trust *t);
+bool engine_supplier_trust(const engine *e, const char *supplier_id, eng_trust *out);
+/* Calls fn for every supplier with settings in memory. */
+void engine_each_supplier(const engine *e,
+                          void (*fn)(const char *supplier_id, const eng_trust *t, void *arg),
+                          void *arg);
+
+/* ---- purchase jobs (the transactional outbox) ----
+ * An order that becomes CONFIRMED with from_supplier > 0 writes a job row
+ * (state "pending") in the same batch. After the commit (or when such an
+ * order is loaded from the store) it is a pending purchase. The worker
+ * claims pending purchases one at a time:
+ *   engine_purchase_claim() -> true: *out describes the oldest unclaimed
+ *       committed pending purchase, which is now claimed (no other claim
+ *       returns it). false: none.
+ * and ends each claim by submitting ENG_OP_PURCHASED or
+ * ENG_OP_PURCHASE_FAILED (order_id, on_done set), or by
+ * engine_purchase_unclaim() (it gives up for now: claimable again).
+ * ENG_OP_PURCHASED on a CONFIRMED order: status PURCHASED,
+ * upstream_order_id, purchased_at = now; the job row becomes "done"; the
+ * supplier's trust rises by trust_step. On an order that left CONFIRMED
+ * meanwhile (released by its gateway): the status stays, upstream_order_id
+ * is recorded and an alert "purchase_after_release" asks support to cancel
+ * upstream. ENG_OP_PURCHASE_FAILED on a CONFIRMED order: status FAILED with
+ * reason, all its stock returned (ledger "fail"), the job row "failed", an
+ * alert "purchase_failed"; then by fail_kind (STOCK: supplier_reported := 0
+ * and the trust cut; LINK: mapping BROKEN). On any other status it changes
+ * nothing (ENG_E_INVALID_STATE). Orders dropped from memory
+ * (engine_forget_sku) lose their claim silently: the worker's op then
+ * gets ENG_E_NOT_FOUND. */
+typedef struct eng_purchase {
+    char order_id[ENG_ID_MAX + 1];
+    char sku[ENG_ID_MAX + 1];
+    int32_t qty;                  /* from_supplier */
+    bool mapped;                  /* the SKU's committed mapping is OK: map valid */
+    eng_supplier_map map;
+    bool recovered;               /* loaded from the store, not confirmed by this
+                                   * process: a create may already have been sent */
+} eng_purchase;
+
+bool engine_purchase_claim(engine *e, eng_purchase *out);
+void engine_purchase_unclaim(engine *e, const char *order_id);
+/* Pending purchases not claimed / claimed now. */
+void engine_purchase_counts(const engine *e, uint32_t *unclaimed, uint32_t *claimed);
 
 /* ---- batches ----
  * Decides queued ops of ready SKUs into a new batch. Returns NULL when no
@@ -307,8 +449,38 @@ typedef struct eng_sku_row {
 
 typedef struct eng_order_row {
     bool insert;                  /* new order: INSERT, else UPDATE */
+    bool notify;                  /* its status became purchased, failed or expired in
+                                   * this batch: order.subscribe listeners hear of it */
     eng_order_view o;
 } eng_order_row;
+
+/* Purchase outbox rows: insert (state "pending", map = the SKU's mapping
+ * at confirm) or update of state to "done" / "failed". */
+typedef enum eng_job_state { ENG_JOB_PENDING = 0, ENG_JOB_DONE, ENG_JOB_FAILED, ENG_JOB_COUNT_ } eng_job_state;
+typedef struct eng_job_row {
+    bool insert;
+    const char *order_id;
+    const char *sku;
+    int32_t qty;
+    eng_supplier_map map;         /* insert only */
+    eng_job_state state;
+    int64_t at_ms;
+} eng_job_row;
+
+/* Support alerts, written in the batch that decided them (none lost). */
+typedef struct eng_alert_row {
+    const char *kind;             /* "purchase_failed", "mapping_broken", "purchase_after_release" */
+    const char *sku;
+    const char *order_id;         /* "" when none */
+    const char *reason;
+    int64_t at_ms;
+} eng_alert_row;
+
+/* A supplier whose trust settings changed in the batch: upsert. */
+typedef struct eng_supplier_row {
+    const char *supplier_id;
+    eng_trust t;
+} eng_supplier_row;
 
 typedef enum eng_move {
     ENG_MOVE_RESERVE = 0,         /* stock promised to an order */
@@ -318,6 +490,8 @@ typedef enum eng_move {
     ENG_MOVE_ADJUST,              /* own_on_hand moved by admin */
     ENG_MOVE_PUT,                 /* own_on_hand / supplier figure set by admin */
     ENG_MOVE_SYNC,                /* supplier_reported set by a supplier sync */
+    ENG_MOVE_FAIL,                /* returned: the purchase failed for good */
+    ENG_MOVE_SETTLE,              /* bought units now in the supplier's own figure */
     ENG_MOVE_COUNT_
 } eng_move;
 
@@ -339,6 +513,9 @@ size_t eng_batch_ops(const eng_batch *b);
 size_t eng_batch_sku_rows(const eng_batch *b, const eng_sku_row **rows);
 size_t eng_batch_order_rows(const eng_batch *b, const eng_order_row **rows);
 size_t eng_batch_ledger_rows(const eng_batch *b, const eng_ledger_row **rows);
+size_t eng_batch_job_rows(const eng_batch *b, const eng_job_row **rows);
+size_t eng_batch_alert_rows(const eng_batch *b, const eng_alert_row **rows);
+size_t eng_batch_supplier_rows(const eng_batch *b, const eng_supplier_row **rows);
 
 /* Names for the wire and the store. */
 const char *eng_err_code(eng_err err);          /* "insufficient", ... */
@@ -349,6 +526,12 @@ const char *eng_mapping_name(eng_mapping m);
 bool eng_mapping_parse(const char *s, eng_mapping *out);
 const char *eng_move_name(eng_move m);
 const char *eng_op_name(eng_op_kind k);
+const char *eng_job_state_name(eng_job_state st);
+const char *eng_fail_kind_name(eng_fail_kind k);
 int64_t eng_available(const eng_counters *c);
+/* min(floor(reported x factor), cap (< 0: none)), 0 when factor is 0. */
+int64_t eng_sellable(int64_t reported, double factor, int64_t cap);
+double eng_trust_effective(const eng_trust *t);
+bool eng_trust_valid(const eng_trust *t);
 
 #endif

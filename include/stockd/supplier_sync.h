@@ -11,9 +11,29 @@
  * reservations; the caller's kick() then pumps the engine.
  *
  * Figures: the amountOnSale of the SKU's spec (matched by spec_id, or by
- * sku_id when the mapping has one). A spec missing from the answer or an
- * offline product reports 0 for now; marking the mapping "broken" (and
- * alerting support) is a later slice. A failed call changes nothing: the
+ * sku_id when the mapping has one), with the spec's fingerprint
+ * (supplier_sku.fingerprint: price and attributes) and synced_at = when the
+ * call was first submitted, through engine_supplier_observe().
+ * Validation (every answer): a spec missing from the answer ("spec
+ * removed"), a product not published ("offline: <status>"), an unknown
+ * offer (definitive product.get error) or a fingerprint different from the
+ * mapping's (decided in the engine) mark the mapping BROKEN; the engine
+ * writes the alert. Every validate_ms a round runs even if sync_ms is longer.
+ *
+ * Incremental sync: supsync_poke_sku() asks for the SKU's offer at once
+ * (after a committed order that took supplier units, after a failed
+ * check). Coalesced: one call per offer in flight; pokes during a call
+ * make exactly one more call after it; pokes wait for a free slot
+ * (concurrency) ahead of a snapshot round's remaining offers.
+ *
+ * Message push (supsync_push): the body of a POST from 1688's message
+ * service (form fields message=<json> and _aop_signature =
+ * UPPER(HEX(HMAC-SHA1(app_secret, "message" + message)))), checked in
+ * constant time. PRODUCT_PRODUCT_INVENTORY_CHANGE applies each entry's
+ * skuOnSale at once to the SKUs mapped with that offerId and skuId
+ * (entries for mappings without a sku_id poke the offer instead);
+ * PRODUCT_RELATION_VIEW_PRODUCT_* (change, expire, repost) poke the offers
+ * named, so the next answer validates the link. A failed call changes nothing: the
  * figures stay as they were until a later round succeeds. Failures are
  * counted and logged at most once per round (never with secrets: the
  * client redacts them).
@@ -41,18 +61,31 @@ typedef struct supsync_stats {
     uint64_t failed;         /* calls that ended retryable or definitive, or refused */
     uint64_t skipped;        /* offers skipped: their last call still running, or over a cap */
     uint64_t reports;        /* figures queued into the engine */
+    uint64_t pokes;          /* incremental syncs asked for */
+    uint64_t broken;         /* "broken" observations queued (spec removed, offline, unknown) */
+    uint64_t pushes;         /* push messages accepted */
+    uint64_t push_refused;   /* push messages refused (signature, malformed) */
     int64_t last_sync_ms;    /* wall clock when the last round finished; 0 = none yet */
     int64_t last_duration_ms;
     uint32_t offers;         /* offers in the current or last round */
     uint32_t in_flight;      /* calls running now */
 } supsync_stats;
 
-/* Creates the sync and its supplier client from cfg (supplier_url must be
- * set) and arms the timer; the first round runs after sync_ms/10 (at most
- * 1 s) so a fresh start is synced early. kick(kick_arg) is called after
- * figures were queued. NULL with err on a bad config or out of memory. */
+/* Creates the sync on client (not owned; it must outlive the sync) and
+ * arms the timer; the first round runs after sync_ms/10 (at most 1 s) so a
+ * fresh start is synced early. kick(kick_arg) is called after figures
+ * were queued. NULL with err on a bad config or out of memory. */
+struct supplier_client;
 supplier_sync *supsync_new(struct event_base *base, const stockd_config *cfg, engine *eng,
-                           void (*kick)(void *arg), void *kick_arg, char *err, size_t err_len);
+                           struct supplier_client *client, void (*kick)(void *arg),
+                           void *kick_arg, char *err, size_t err_len);
+/* Incremental sync of the offer the SKU is mapped to (committed mapping
+ * OK); nothing when it has none. Never calls kick from inside. */
+void supsync_poke_sku(supplier_sync *ss, const char *sku);
+/* Message push ingest. Returns the HTTP status to answer: 200 applied (or
+ * an ignored type), 400 malformed, 401 bad signature, 413 over 64 KiB,
+ * 503 stopped. msg (cap >= 128) gets a one-line reason. */
+int supsync_push(supplier_sync *ss, const char *body, size_t len, char *msg, size_t msg_cap);
 /* Stops the timer and the client (pending calls end, nothing more is
  * queued into the engine). NULL is fine. Not from inside a callback. */
 void supsync_free(supplier_sync *ss);

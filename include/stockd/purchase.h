@@ -1,0 +1,88 @@
+/* purchase.h — the purchase worker: the consumer of the transactional
+ * outbox (issue 4 item 5). It turns the engine's pending purchases
+ * (engine.h "purchase jobs") into 1688 orders, on the loop, through the
+ * shared supplier_client (one token bucket per app key for sync and
+ * purchases alike).
+ *
+ * One job, claimed with engine_purchase_claim(), at most
+ * cfg->supplier_purchase_concurrency at once:
+ *   1. lookup (only when the job is `recovered` or an earlier create of
+ *      this process ended with an unknown outcome): trade.get.buyerView by
+ *      outOrderId = order_id. Found and not closed -> PURCHASED with its id.
+ *   2. the SKU's committed mapping must be OK, else FAILED (LINK,
+ *      "mapping broken").
+ *   3. check: createOrder.preview of (offer_id, spec_id, qty) with the
+ *      configured address. Definitive failure -> FAILED: 500_004 ->
+ *      STOCK; 500_001 / 500_003 / offline -> LINK; other codes -> OTHER.
+ *      Retryable -> back off and start again at 1.
+ *   4. create: trade.fastCreateOrder with outOrderId = order_id,
+ *      idempotent = false (the client never repeats it after an unknown
+ *      outcome; this worker looks up first, step 1). ok -> PURCHASED with
+ *      the upstream orderId; definitive -> FAILED as in 3; retryable ->
+ *      unknown outcome: back off, then start at 1 with the lookup.
+ *   5. the outcome op (ENG_OP_PURCHASED / ENG_OP_PURCHASE_FAILED with
+ *      on_done) goes into the order's SKU FIFO; when it is committed the
+ *      job is over. ENG_E_UNAVAILABLE (store trouble) -> back off and
+ *      submit the same outcome again; ENG_E_NOT_FOUND / INVALID_STATE (the
+ *      order left memory or changed) -> the job is dropped.
+ * Backoff per job: 200 ms doubling to cfg->supplier_purchase_backoff_max_ms,
+ * with jitter in [d/2, d]. A job waiting in backoff holds its claim and a
+ * concurrency slot. After a failed check the SKU's offer is synced at once
+ * (hooks.poke_sku).
+ *
+ * Jobs survive restarts because the orders do: a CONFIRMED order with
+ * supplier units is a pending purchase when loaded (recovered = true),
+ * and the lookup in step 1 keeps a restarted worker from buying twice.
+ *
+ * Callbacks (hooks) are called from the loop, never inside purchase_*()
+ * calls made by the owner.
+ */
+#ifndef STOCKD_PURCHASE_H
+#define STOCKD_PURCHASE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "stockd/config.h"
+#include "stockd/engine.h"
+#include "stockd/supplier.h"
+
+struct event_base;
+typedef struct purchase purchase;
+
+typedef struct purchase_hooks {
+    void (*kick)(void *arg);                       /* outcome ops were submitted: pump */
+    void (*poke_sku)(const char *sku, void *arg);  /* a check failed: sync this SKU now */
+    void *arg;
+} purchase_hooks;
+
+typedef struct purchase_stats {
+    uint64_t claimed;        /* jobs taken */
+    uint64_t lookups;        /* buyerView calls */
+    uint64_t previews;       /* createOrder.preview calls */
+    uint64_t creates;        /* fastCreateOrder calls */
+    uint64_t purchased;      /* outcome PURCHASED committed */
+    uint64_t failed;         /* outcome FAILED committed */
+    uint64_t retries;        /* backoffs after retryable answers or store trouble */
+    uint64_t dropped;        /* jobs whose order left memory or changed */
+    uint32_t active;         /* jobs claimed now */
+} purchase_stats;
+
+/* client is not owned and must outlive the worker. NULL with err on out
+ * of memory. The worker claims jobs when woken (purchase_wake) and on its
+ * own timer (every second, for jobs loaded at startup). */
+purchase *purchase_new(struct event_base *base, const stockd_config *cfg, engine *eng,
+                       supplier_client *client, const purchase_hooks *hooks,
+                       char *err, size_t err_len);
+/* New pending purchases may exist (a batch committed some): claim soon. */
+void purchase_wake(purchase *p);
+/* Draining: claims no more jobs; jobs in backoff are unclaimed at once;
+ * calls on the wire end normally. */
+void purchase_stop(purchase *p);
+/* Frees the worker; claimed jobs are unclaimed. Supplier calls still on the
+ * wire must have ended (free the client first: it answers them now, and
+ * the worker ignores answers after purchase_stop). NULL is fine. */
+void purchase_free(purchase *p);
+void purchase_stats_get(const purchase *p, purchase_stats *out);
+
+#endif
