@@ -13,6 +13,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,8 @@ typedef enum cfg_kind {
     CFG_K_SUPPLIER_URL, /* supplier gateway: "" or http(s)://... */
     CFG_K_LOG_LEVEL,  /* debug|info|warn|error */
     CFG_K_U32,        /* ranged unsigned integer */
+    CFG_K_DOUBLE,     /* ranged finite double (dmin..dmax) */
+    CFG_K_JSON_OBJECT, /* "{...}" text, shape-checked, into char[CFG_STR_MAX] */
     CFG_K_BOOL,       /* yes|no (also true|false, 1|0) into a bool */
     CFG_K_FLAG_ONLY,  /* --config, --check-config, --help, --version */
 } cfg_kind;
@@ -50,25 +53,39 @@ typedef struct cfg_opt {
     cfg_kind kind;
     size_t off;        /* offset of the field in stockd_config (U32, strings) */
     uint32_t min, max; /* U32 only */
+    double dmin, dmax; /* DOUBLE only */
 } cfg_opt;
 
-#define U32(n, field, lo, hi) {n, CFG_K_U32, offsetof(stockd_config, field), lo, hi}
+#define OPT(n, kind, off) {n, kind, off, 0, 0, 0, 0}
+#define U32(n, field, lo, hi) {n, CFG_K_U32, offsetof(stockd_config, field), lo, hi, 0, 0}
+#define DBL(n, field, lo, hi) {n, CFG_K_DOUBLE, offsetof(stockd_config, field), 0, 0, lo, hi}
 
 static const cfg_opt cfg_opts[] = {
-    {"listen", CFG_K_HOSTPORT, 0, 0, 0},
-    {"http", CFG_K_HTTP, 0, 0, 0},
-    {"db", CFG_K_DB_URL, 0, 0, 0},
-    {"redis", CFG_K_REDIS_URL, 0, 0, 0},
-    {"node", CFG_K_NODE, offsetof(stockd_config, node), 0, 0},
-    {"peers", CFG_K_PEERS, offsetof(stockd_config, peers), 0, 0},
-    {"admin-token", CFG_K_SECRET, offsetof(stockd_config, admin_token), 0, 0},
-    {"supplier-url", CFG_K_SUPPLIER_URL, offsetof(stockd_config, supplier_url), 0, 0},
-    {"supplier-app-key", CFG_K_SECRET, offsetof(stockd_config, supplier_app_key), 0, 0},
-    {"supplier-app-secret", CFG_K_SECRET, offsetof(stockd_config, supplier_app_secret), 0, 0},
-    {"supplier-token", CFG_K_SECRET, offsetof(stockd_config, supplier_token), 0, 0},
+    OPT("listen", CFG_K_HOSTPORT, 0),
+    OPT("http", CFG_K_HTTP, 0),
+    OPT("db", CFG_K_DB_URL, 0),
+    OPT("redis", CFG_K_REDIS_URL, 0),
+    OPT("node", CFG_K_NODE, offsetof(stockd_config, node)),
+    OPT("peers", CFG_K_PEERS, offsetof(stockd_config, peers)),
+    OPT("admin-token", CFG_K_SECRET, offsetof(stockd_config, admin_token)),
+    OPT("supplier-url", CFG_K_SUPPLIER_URL, offsetof(stockd_config, supplier_url)),
+    OPT("supplier-app-key", CFG_K_SECRET, offsetof(stockd_config, supplier_app_key)),
+    OPT("supplier-app-secret", CFG_K_SECRET, offsetof(stockd_config, supplier_app_secret)),
+    OPT("supplier-token", CFG_K_SECRET, offsetof(stockd_config, supplier_token)),
     U32("supplier-sync-ms", supplier_sync_ms, 100, 86400000),
     U32("supplier-concurrency", supplier_concurrency, 1, 256),
-    {"log-level", CFG_K_LOG_LEVEL, offsetof(stockd_config, log_level), 0, 0},
+    U32("supplier-validate-ms", supplier_validate_ms, 100, 86400000),
+    U32("supplier-upstream-lag-ms", supplier_upstream_lag_ms, 0, 86400000),
+    OPT("supplier-address", CFG_K_JSON_OBJECT, offsetof(stockd_config, supplier_address)),
+    U32("supplier-purchase-concurrency", supplier_purchase_concurrency, 1, 256),
+    U32("supplier-purchase-backoff-max-ms", supplier_purchase_backoff_max_ms, 100, 3600000),
+    U32("supplier-rate-per-s", supplier_rate_per_s, 1, 100000),
+    U32("supplier-timeout-ms", supplier_timeout_ms, 100, 600000),
+    DBL("supplier-trust", supplier_trust, 0.0, 1.0),
+    DBL("supplier-event-trust", supplier_event_trust, 0.0, 1.0),
+    DBL("supplier-trust-cut", supplier_trust_cut, 0.0, 1.0),
+    DBL("supplier-trust-step", supplier_trust_step, 0.0, 1.0),
+    OPT("log-level", CFG_K_LOG_LEVEL, offsetof(stockd_config, log_level)),
     U32("max-message-bytes", max_message_bytes, 1024, 16777216),
     U32("max-depth", max_depth, 2, 32),
     U32("max-inflight-per-conn", max_inflight_per_conn, 1, 65536),
@@ -85,17 +102,17 @@ static const cfg_opt cfg_opts[] = {
     U32("commit-timeout-ms", commit_timeout_ms, 100, 600000),
     U32("db-connect-timeout-ms", db_connect_timeout_ms, 100, 600000),
     U32("db-backoff-max-ms", db_backoff_max_ms, 10, 600000),
-    {"preload-skus", CFG_K_BOOL, offsetof(stockd_config, preload_skus), 0, 0},
+    OPT("preload-skus", CFG_K_BOOL, offsetof(stockd_config, preload_skus)),
     U32("cache-ttl-s", cache_ttl_s, 1, 86400),
     U32("redis-timeout-ms", redis_timeout_ms, 10, 60000),
     U32("redis-backoff-max-ms", redis_backoff_max_ms, 10, 600000),
     U32("bloom-fp-ppm", bloom_fp_ppm, 1, 500000),
     U32("bloom-min-skus", bloom_min_skus, 1, 1000000000),
     U32("cold-loads-max", cold_loads_max, 1, 100000),
-    {"config", CFG_K_FLAG_ONLY, 0, 0, 0},
-    {"check-config", CFG_K_FLAG_ONLY, 0, 0, 0},
-    {"help", CFG_K_FLAG_ONLY, 0, 0, 0},
-    {"version", CFG_K_FLAG_ONLY, 0, 0, 0},
+    OPT("config", CFG_K_FLAG_ONLY, 0),
+    OPT("check-config", CFG_K_FLAG_ONLY, 0),
+    OPT("help", CFG_K_FLAG_ONLY, 0),
+    OPT("version", CFG_K_FLAG_ONLY, 0),
 };
 #define CFG_OPTS_N (sizeof cfg_opts / sizeof cfg_opts[0])
 
@@ -360,6 +377,62 @@ static int cfg_apply_u32(stockd_config *c, const cfg_opt *o, const char *v, cons
     return 0;
 }
 
+/* Strict: the whole string is one finite decimal number (no blanks, no hex,
+ * no inf/nan), within the option's range. */
+static int cfg_apply_double(stockd_config *c, const cfg_opt *o, const char *v,
+                            const char *where, char *err, size_t err_len) {
+    size_t vn = strlen(v);
+    bool plain = vn > 0 && vn <= 32;
+    for (size_t i = 0; plain && i < vn; i++) /* strtod also takes hex, inf, nan, blanks */
+        plain = (v[i] >= '0' && v[i] <= '9') || v[i] == '.' || v[i] == 'e' || v[i] == 'E' ||
+                v[i] == '-' || v[i] == '+';
+    char *end = NULL;
+    errno = 0;
+    double x = plain ? strtod(v, &end) : 0.0;
+    if (!plain || end != v + vn || errno == ERANGE || !isfinite(x))
+        return cfg_fail(err, err_len, "%s: '%.32s' is not a number", where, v);
+    if (!(x >= o->dmin && x <= o->dmax))
+        return cfg_fail(err, err_len, "%s: %.32s is out of range %g..%g", where, v, o->dmin,
+                        o->dmax);
+    *(double *)((char *)c + o->off) = x;
+    return 0;
+}
+
+/* A shape check of one JSON object, enough to catch a truncated or
+ * mistyped value at startup (the gateway judges the content): '{' first,
+ * '}' last, strings closed, escapes complete, brackets balanced and
+ * nested correctly, no control bytes, depth bounded. */
+static bool cfg_json_object_ok(const char *s, size_t n) {
+    enum { DEPTH_MAX = 16 };
+    char stack[DEPTH_MAX];
+    size_t depth = 0;
+    bool in_str = false;
+    if (n < 2 || s[0] != '{' || s[n - 1] != '}') return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch == 0x7f) return false;
+        if (in_str) {
+            if (ch == '\\') {
+                if (++i >= n) return false;
+            } else if (ch == '"') {
+                in_str = false;
+            }
+            continue;
+        }
+        if (ch == '"') {
+            in_str = true;
+        } else if (ch == '{' || ch == '[') {
+            if (depth == DEPTH_MAX) return false;
+            stack[depth++] = ch == '{' ? '}' : ']';
+        } else if (ch == '}' || ch == ']') {
+            if (depth == 0 || stack[depth - 1] != (char)ch) return false;
+            /* the outer object closes only at the very end */
+            if (--depth == 0 && i != n - 1) return false;
+        }
+    }
+    return !in_str && depth == 0;
+}
+
 /* Parses value v for option o into c; where names the source for messages
  * ("flag --db", "STOCKD_DB", "file.ini:3: db"). Writes nothing on error. */
 static int cfg_apply(stockd_config *c, const cfg_opt *o, const char *v, const char *where,
@@ -371,6 +444,15 @@ static int cfg_apply(stockd_config *c, const cfg_opt *o, const char *v, const ch
     switch (o->kind) {
     case CFG_K_U32:
         return cfg_apply_u32(c, o, v, where, err, err_len);
+    case CFG_K_DOUBLE:
+        return cfg_apply_double(c, o, v, where, err, err_len);
+    case CFG_K_JSON_OBJECT:
+        if (vn >= CFG_STR_MAX || !cfg_json_object_ok(v, vn))
+            return cfg_fail(err, err_len,
+                            "%s: must be one JSON object {...} under %d bytes", where,
+                            CFG_STR_MAX);
+        memcpy((char *)c + o->off, v, vn + 1);
+        return 0;
     case CFG_K_BOOL:
         if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
             *(bool *)((char *)c + o->off) = true;
@@ -727,6 +809,17 @@ void config_defaults(stockd_config *c) {
     c->cold_loads_max = 16384;
     c->supplier_sync_ms = 300000;
     c->supplier_concurrency = 4;
+    c->supplier_validate_ms = 1800000;
+    c->supplier_upstream_lag_ms = 300000;
+    memcpy(c->supplier_address, "{\"addressId\":1}", sizeof "{\"addressId\":1}");
+    c->supplier_purchase_concurrency = 8;
+    c->supplier_purchase_backoff_max_ms = 60000;
+    c->supplier_rate_per_s = 20;
+    c->supplier_timeout_ms = 10000;
+    c->supplier_trust = 1.0;
+    c->supplier_event_trust = 0.5;
+    c->supplier_trust_cut = 0.5;
+    c->supplier_trust_step = 0.05;
 }
 
 int config_load(stockd_config *c, int argc, char **argv, char **envp, char *err,
@@ -853,6 +946,32 @@ const char *config_usage(void) {
 "                             (env STOCKD_SUPPLIER_SYNC_MS; default 300000)\n"
 "  --supplier-concurrency N   product.get calls in flight, 1..256\n"
 "                             (env STOCKD_SUPPLIER_CONCURRENCY; default 4)\n"
+"  --supplier-validate-ms MS  link validation round over every mapping, 100..86400000\n"
+"                             (env STOCKD_SUPPLIER_VALIDATE_MS; default 1800000)\n"
+"  --supplier-upstream-lag-ms MS  bought units stay reserved upstream this long\n"
+"                             before a snapshot may count them, 0..86400000\n"
+"                             (env STOCKD_SUPPLIER_UPSTREAM_LAG_MS; default 300000)\n"
+"  --supplier-address JSON    addressParam of preview and order calls, one JSON\n"
+"                             object under 256 bytes (env STOCKD_SUPPLIER_ADDRESS;\n"
+"                             default {\"addressId\":1})\n"
+"  --supplier-purchase-concurrency N  purchase jobs worked at once, 1..256\n"
+"                             (env STOCKD_SUPPLIER_PURCHASE_CONCURRENCY; default 8)\n"
+"  --supplier-purchase-backoff-max-ms MS  longest wait before a purchase retry,\n"
+"                             100..3600000 (env STOCKD_SUPPLIER_PURCHASE_BACKOFF_MAX_MS;\n"
+"                             default 60000)\n"
+"  --supplier-rate-per-s N    API calls per second per app key (token bucket),\n"
+"                             1..100000 (env STOCKD_SUPPLIER_RATE_PER_S; default 20)\n"
+"  --supplier-timeout-ms MS   one API call, 100..600000\n"
+"                             (env STOCKD_SUPPLIER_TIMEOUT_MS; default 10000)\n"
+"  --supplier-trust F         share of the supplier's stock offered, 0..1\n"
+"                             (env STOCKD_SUPPLIER_TRUST; default 1)\n"
+"  --supplier-event-trust F   the same while stock comes from push events, 0..1\n"
+"                             (env STOCKD_SUPPLIER_EVENT_TRUST; default 0.5)\n"
+"  --supplier-trust-cut F     trust kept (multiplied) after an insufficient-stock\n"
+"                             purchase failure, 0..1 (env STOCKD_SUPPLIER_TRUST_CUT;\n"
+"                             default 0.5)\n"
+"  --supplier-trust-step F    trust regained per successful purchase, 0..1\n"
+"                             (env STOCKD_SUPPLIER_TRUST_STEP; default 0.05)\n"
 "\n"
 "Numbers are plain decimal. queue-per-sku-max must not exceed queue-total-max.\n"
 "Unknown STOCKD_* variables are ignored; unknown flags and file keys are errors.\n";

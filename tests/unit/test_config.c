@@ -79,6 +79,20 @@ static void test_defaults(void **state) {
     assert_int_equal(c.db_connect_timeout_ms, 2000);
     assert_int_equal(c.db_backoff_max_ms, 2000);
     assert_false(c.help || c.version || c.check_only);
+    assert_string_equal(c.supplier_url, "");
+    assert_int_equal(c.supplier_sync_ms, 300000);
+    assert_int_equal(c.supplier_concurrency, 4);
+    assert_int_equal(c.supplier_validate_ms, 1800000);
+    assert_int_equal(c.supplier_upstream_lag_ms, 300000);
+    assert_string_equal(c.supplier_address, "{\"addressId\":1}");
+    assert_int_equal(c.supplier_purchase_concurrency, 8);
+    assert_int_equal(c.supplier_purchase_backoff_max_ms, 60000);
+    assert_int_equal(c.supplier_rate_per_s, 20);
+    assert_int_equal(c.supplier_timeout_ms, 10000);
+    assert_true(c.supplier_trust == 1.0);
+    assert_true(c.supplier_event_trust == 0.5);
+    assert_true(c.supplier_trust_cut == 0.5);
+    assert_true(c.supplier_trust_step == 0.05);
 }
 
 /* ---- precedence ---------------------------------------------------------- */
@@ -446,6 +460,141 @@ static void test_ini_errors_have_lines(void **state) {
     assert_contains(err, "not a regular file");
 }
 
+/* ---- supplier options ------------------------------------------------------ */
+
+typedef struct sup_case {
+    const char *name;   /* flag name */
+    const char *good;   /* accepted value */
+    const char *bad;    /* out-of-range value */
+} sup_case;
+
+static const sup_case sup_cases[] = {
+    {"supplier-validate-ms", "100", "99"},
+    {"supplier-upstream-lag-ms", "0", "86400001"},
+    {"supplier-purchase-concurrency", "256", "0"},
+    {"supplier-purchase-backoff-max-ms", "3600000", "3600001"},
+    {"supplier-rate-per-s", "100000", "0"},
+    {"supplier-timeout-ms", "600000", "99"},
+    {"supplier-trust", "0", "1.01"},
+    {"supplier-event-trust", "1", "-0.1"},
+    {"supplier-trust-cut", "0.25", "2"},
+    {"supplier-trust-step", "1e-2", "1e3"},
+    {"supplier-address", "{\"addressId\":7}", "{\"addressId\":7"},
+};
+
+static void test_supplier_values(void **state) {
+    (void)state;
+    char err[ERR_LEN];
+    stockd_config c;
+    assert_int_equal(
+        load(&c, NULL, err,
+             ARGS("--supplier-validate-ms", "100", "--supplier-upstream-lag-ms", "0",
+                  "--supplier-purchase-concurrency", "256",
+                  "--supplier-purchase-backoff-max-ms", "3600000", "--supplier-rate-per-s",
+                  "100000", "--supplier-timeout-ms", "600000", "--supplier-trust", "0",
+                  "--supplier-event-trust", "1", "--supplier-trust-cut", "0.25",
+                  "--supplier-trust-step", "1e-2", "--supplier-address",
+                  "{\"addressId\":7,\"x\":[1,{\"a\":\"}\\\"\"}]}", "--check-config")),
+        0);
+    assert_int_equal(c.supplier_validate_ms, 100);
+    assert_int_equal(c.supplier_upstream_lag_ms, 0);
+    assert_int_equal(c.supplier_purchase_concurrency, 256);
+    assert_int_equal(c.supplier_purchase_backoff_max_ms, 3600000);
+    assert_int_equal(c.supplier_rate_per_s, 100000);
+    assert_int_equal(c.supplier_timeout_ms, 600000);
+    assert_true(c.supplier_trust == 0.0);
+    assert_true(c.supplier_event_trust == 1.0);
+    assert_true(c.supplier_trust_cut == 0.25);
+    assert_true(c.supplier_trust_step == 0.01);
+    assert_string_equal(c.supplier_address, "{\"addressId\":7,\"x\":[1,{\"a\":\"}\\\"\"}]}");
+    assert_true(c.check_only);
+
+    /* each good value through the flag; each bad one refused naming the key,
+     * from a flag, the environment and a file */
+    for (size_t i = 0; i < sizeof sup_cases / sizeof sup_cases[0]; i++) {
+        const sup_case *t = &sup_cases[i];
+        char flag[80], env[96], ini[160], key[64];
+        snprintf(flag, sizeof flag, "--%s=%s", t->name, t->good);
+        assert_int_equal(load(&c, NULL, err, ARGS(flag)), 0);
+        snprintf(flag, sizeof flag, "--%s=%s", t->name, t->bad);
+        if (load(&c, NULL, err, ARGS(flag)) != -1) fail_msg("accepted %s", flag);
+        snprintf(key, sizeof key, "flag --%s", t->name);
+        assert_contains(err, key);
+        snprintf(key, sizeof key, "STOCKD_%s", t->name);
+        for (char *p = key; *p; p++) *p = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+        snprintf(env, sizeof env, "%s=%s", key, t->bad);
+        char *envp[] = {env, NULL};
+        assert_int_equal(load(&c, envp, err, NULL), -1);
+        assert_contains(err, key);
+        snprintf(key, sizeof key, "%s", t->name);
+        for (char *p = key; *p; p++) *p = *p == '-' ? '_' : *p;
+        snprintf(ini, sizeof ini, "[stockd]\n%s = %s\n", key, t->bad);
+        assert_int_equal(load_ini(&c, err, ini), -1);
+        assert_contains(err, key);
+        snprintf(ini, sizeof ini, "[stockd]\n%s = %s\n", key, t->good);
+        assert_int_equal(load_ini(&c, err, ini), 0);
+    }
+    assert_int_equal(load(&c, NULL, err, ARGS("--supplier-trust", "1.5")), -1);
+    assert_contains(err, "out of range 0..1");
+    assert_int_equal(load(&c, NULL, err, ARGS("--supplier-validate-ms", "99")), -1);
+    assert_contains(err, "out of range 100..86400000");
+}
+
+static void test_supplier_strict_doubles_and_address(void **state) {
+    (void)state;
+    char err[ERR_LEN];
+    stockd_config c;
+    static const char *const bad_num[] = {"", " 0.5", "0.5 ", "0,5", "0x0.8", "nan", "inf",
+                                          "-nan", "1e999", ".", "e1", "0.5x", "--1", "1e"};
+    for (size_t i = 0; i < sizeof bad_num / sizeof bad_num[0]; i++) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "--supplier-trust=%s", bad_num[i]);
+        if (load(&c, NULL, err, ARGS(flag)) != -1) fail_msg("accepted '%s'", bad_num[i]);
+        assert_contains(err, "flag --supplier-trust");
+    }
+    static const char *const ok_num[] = {"0", "1", "0.5", ".5", "5e-1", "1.0", "-0", "+0.3"};
+    for (size_t i = 0; i < sizeof ok_num / sizeof ok_num[0]; i++) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "--supplier-trust-step=%s", ok_num[i]);
+        if (load(&c, NULL, err, ARGS(flag)) != 0) fail_msg("refused '%s': %s", ok_num[i], err);
+    }
+    static const char *const bad_addr[] = {
+        "", "addressId=1", "[1]", "{", "}", "{\"a\":1", "\"a\":1}", "{\"a\":\"x}", "{\"a\":[1}",
+        "{\"a\":{}}}", "{}{}", "{\"a\":\"\\\"}", "{\"a\":\"x\ty\"}", " {}", "{} ",
+    };
+    for (size_t i = 0; i < sizeof bad_addr / sizeof bad_addr[0]; i++) {
+        char flag[96];
+        snprintf(flag, sizeof flag, "--supplier-address=%s", bad_addr[i]);
+        if (load(&c, NULL, err, ARGS(flag)) != -1) fail_msg("accepted address '%s'", bad_addr[i]);
+        assert_contains(err, "flag --supplier-address");
+    }
+    assert_int_equal(load(&c, NULL, err, ARGS("--supplier-address={}")), 0);
+    assert_string_equal(c.supplier_address, "{}");
+    /* 255 bytes fit, 256 do not */
+    char big[300], flag[320];
+    memset(big, ' ', sizeof big);
+    big[0] = '{';
+    big[254] = '}';
+    big[255] = '\0';
+    snprintf(flag, sizeof flag, "--supplier-address=%s", big);
+    assert_int_equal(load(&c, NULL, err, ARGS(flag)), 0);
+    assert_int_equal(strlen(c.supplier_address), 255);
+    big[254] = ' ';
+    big[255] = '}';
+    big[256] = '\0';
+    snprintf(flag, sizeof flag, "--supplier-address=%s", big);
+    assert_int_equal(load(&c, NULL, err, ARGS(flag)), -1);
+    assert_contains(err, "flag --supplier-address");
+    /* the INI file keeps a JSON value as written */
+    assert_int_equal(load_ini(&c, err, "supplier_address = {\"addressId\":42}\n"), 0);
+    assert_string_equal(c.supplier_address, "{\"addressId\":42}");
+    char *envp[] = {"STOCKD_SUPPLIER_ADDRESS={\"addressId\":3}", "STOCKD_SUPPLIER_TRUST=0.75",
+                    NULL};
+    assert_int_equal(load(&c, envp, err, NULL), 0);
+    assert_string_equal(c.supplier_address, "{\"addressId\":3}");
+    assert_true(c.supplier_trust == 0.75);
+}
+
 /* ---- usage -------------------------------------------------------------- */
 
 static void test_usage_documents_everything(void **state) {
@@ -455,7 +604,12 @@ static void test_usage_documents_everything(void **state) {
         "max-depth", "max-inflight-per-conn", "max-connections", "idle-timeout-ms",
         "max-output-bytes", "queue-per-sku-max", "queue-total-max", "batch-ops-max",
         "batch-sku-ops-max", "expire-per-tick-max", "default-deadline-ms", "db-connections",
-        "commit-timeout-ms", "db-connect-timeout-ms", "db-backoff-max-ms"};
+        "commit-timeout-ms", "db-connect-timeout-ms", "db-backoff-max-ms", "supplier-url",
+        "supplier-app-key", "supplier-app-secret", "supplier-token", "supplier-sync-ms",
+        "supplier-concurrency", "supplier-validate-ms", "supplier-upstream-lag-ms",
+        "supplier-address", "supplier-purchase-concurrency", "supplier-purchase-backoff-max-ms",
+        "supplier-rate-per-s", "supplier-timeout-ms", "supplier-trust", "supplier-event-trust",
+        "supplier-trust-cut", "supplier-trust-step"};
     const char *u = config_usage();
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char flag[64], env[64];
@@ -541,6 +695,8 @@ int main(void) {
         cmocka_unit_test(test_numbers_and_ranges),
         cmocka_unit_test(test_related_limits),
         cmocka_unit_test(test_env_unknown_ignored),
+        cmocka_unit_test(test_supplier_values),
+        cmocka_unit_test(test_supplier_strict_doubles_and_address),
         cmocka_unit_test(test_db_url),
         cmocka_unit_test(test_redis_url),
         cmocka_unit_test(test_hostport),
