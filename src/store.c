@@ -29,7 +29,7 @@
 #include "stockd/log.h"
 
 #define STORE_CONNS_MAX 16
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 /* The statement of one batch; the stack's max_allowed_packet is 64 MiB and
  * MariaDB's default is 16 MiB, so stay under the smaller. */
 #define STORE_SQL_MAX_BYTES (15u << 20)
@@ -502,6 +502,55 @@ static const char *const schema_v1[] = {
     ") ENGINE=InnoDB",
 };
 
+/* Issue 4: supplier cap and fingerprint, broken mappings (no DDL: mapping is
+ * a name), purchase bookkeeping of orders, the purchase outbox, support
+ * alerts and supplier trust. Every statement is idempotent (IF NOT EXISTS),
+ * so a step cut short by a crash simply runs again. */
+static const char *const schema_v2[] = {
+    "ALTER TABLE sku"
+    " ADD COLUMN IF NOT EXISTS supplier_cap BIGINT NULL,"
+    " ADD COLUMN IF NOT EXISTS fingerprint BIGINT UNSIGNED NULL",
+
+    "ALTER TABLE orders"
+    " ADD COLUMN IF NOT EXISTS purchased_at BIGINT NULL,"
+    " ADD COLUMN IF NOT EXISTS supplier_settled TINYINT NOT NULL DEFAULT 0",
+
+    "CREATE TABLE IF NOT EXISTS purchase_jobs ("
+    " order_id VARBINARY(64) NOT NULL PRIMARY KEY,"
+    " sku VARBINARY(64) NOT NULL,"
+    " supplier_id VARBINARY(64) NULL,"
+    " offer_id BIGINT NULL,"
+    " spec_id VARBINARY(64) NULL,"
+    " sku_id BIGINT NULL,"
+    " qty INT NOT NULL,"
+    " state VARCHAR(16) NOT NULL,"
+    " created_at BIGINT NOT NULL,"
+    " updated_at BIGINT NOT NULL,"
+    " KEY state (state)"
+    ") ENGINE=InnoDB",
+
+    "CREATE TABLE IF NOT EXISTS alerts ("
+    " id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " kind VARCHAR(32) NOT NULL,"
+    " sku VARBINARY(64) NOT NULL,"
+    " order_id VARBINARY(64) NULL,"
+    " reason VARBINARY(255) NOT NULL,"
+    " at BIGINT NOT NULL,"
+    " node VARCHAR(64) NULL,"
+    " batch_id BIGINT UNSIGNED NULL,"
+    " KEY at (at)"
+    ") ENGINE=InnoDB",
+
+    "CREATE TABLE IF NOT EXISTS supplier ("
+    " supplier_id VARBINARY(64) NOT NULL PRIMARY KEY,"
+    " trust DOUBLE NOT NULL,"
+    " trust_ceiling DOUBLE NOT NULL,"
+    " event_mode TINYINT NOT NULL,"
+    " event_trust DOUBLE NOT NULL,"
+    " updated_at BIGINT NOT NULL"
+    ") ENGINE=InnoDB",
+};
+
 typedef struct schema_step {
     int version;
     const char *const *sql;
@@ -510,6 +559,7 @@ typedef struct schema_step {
 
 static const schema_step schema_steps[] = {
     {1, schema_v1, sizeof schema_v1 / sizeof schema_v1[0]},
+    {2, schema_v2, sizeof schema_v2 / sizeof schema_v2[0]},
 };
 
 /* Database names go between backticks: allow only what needs no quoting. */
@@ -615,9 +665,18 @@ out:
 
 /* ---- batch SQL ------------------------------------------------------------- */
 
+/* The map columns of a row: a map is written for OK and for BROKEN (kept
+ * for support and for the repair); NONE and MANUAL clear them. */
+static const eng_supplier_map *sku_row_map(const eng_sku_row *r)
+{
+    if (r->mapping != ENG_MAP_OK && r->mapping != ENG_MAP_BROKEN)
+        return NULL;
+    return r->map;
+}
+
 static void sql_sku_values(sbuf *b, const eng_sku_row *r, int64_t at)
 {
-    const eng_supplier_map *m = r->mapping == ENG_MAP_OK ? r->map : NULL;
+    const eng_supplier_map *m = sku_row_map(r);
     sb_str(b, "(");
     sb_hex_str(b, r->sku);
     sb_str(b, ",");
@@ -646,17 +705,33 @@ static void sql_sku_values(sbuf *b, const eng_sku_row *r, int64_t at)
     sb_i64(b, r->epoch);
     sb_str(b, ",0,");
     sb_i64(b, at);
+    sb_str(b, ",");
+    /* NULL cap = no cap (-1 in the engine), NULL fingerprint = not seen (0). */
+    if (m && m->cap >= 0)
+        sb_i64(b, m->cap);
+    else
+        sb_str(b, "NULL");
+    sb_str(b, ",");
+    if (m && m->fingerprint)
+        sb_u64(b, m->fingerprint);
+    else
+        sb_str(b, "NULL");
     sb_str(b, ")");
 }
 
 #define SKU_COLS "INSERT INTO sku (sku,own_on_hand,own_reserved,"                     \
                  "supplier_reported,supplier_sellable,supplier_reserved,"             \
                  "supplier_synced_at,mapping,supplier_id,offer_id,spec_id,"           \
-                 "sku_id,epoch,version,updated_at) VALUES\n"
+                 "sku_id,epoch,version,updated_at,supplier_cap,fingerprint) VALUES\n"
 
 /* Every fenced column assignment: taken only where the row's epoch is the
  * one the engine decided under. */
 #define FENCED(col) col "=IF(epoch=VALUES(epoch),VALUES(" col ")," col "),"
+/* A map column: like FENCED, but a BROKEN row that came without its map
+ * (supplier_id NULL: every real map names its supplier) keeps the columns
+ * it has, so support still sees what the SKU was mapped to. */
+#define FENCED_MAP(col) col "=IF(epoch=VALUES(epoch) AND NOT (VALUES(mapping)='broken'" \
+                        " AND VALUES(supplier_id) IS NULL),VALUES(" col ")," col "),"
 
 /* New SKUs in one INSERT (a duplicate fails the batch). Changed SKUs in one
  * multi-row upsert whose every assignment is fenced on epoch: a row whose
@@ -688,8 +763,9 @@ static void sql_skus(sbuf *b, const eng_batch *batch, int64_t at)
         sb_str(b, "\nON DUPLICATE KEY UPDATE "
                   FENCED("own_on_hand") FENCED("own_reserved") FENCED("supplier_reported")
                   FENCED("supplier_sellable") FENCED("supplier_reserved")
-                  FENCED("supplier_synced_at") FENCED("mapping") FENCED("supplier_id")
-                  FENCED("offer_id") FENCED("spec_id") FENCED("sku_id") FENCED("updated_at")
+                  FENCED("supplier_synced_at") FENCED("mapping") FENCED_MAP("supplier_id")
+                  FENCED_MAP("offer_id") FENCED_MAP("spec_id") FENCED_MAP("sku_id")
+                  FENCED_MAP("supplier_cap") FENCED_MAP("fingerprint") FENCED("updated_at")
                   "version=IF(epoch=VALUES(epoch),version+1,version);\n"
                   "IF ROW_COUNT()<>");
         sb_u64(b, 2 * (uint64_t)k);
@@ -723,12 +799,14 @@ static void sql_order_values(sbuf *b, const eng_order_view *o)
     sb_hex_or_null(b, o->upstream_order_id);
     sb_str(b, ",");
     sb_hex_or_null(b, o->reason);
-    sb_str(b, ")");
+    sb_str(b, ",");
+    sb_i64_or_null(b, o->purchased_at_ms);
+    sb_str(b, o->supplier_settled ? ",1)" : ",0)");
 }
 
 #define ORDER_COLS "INSERT INTO orders (order_id,sku,qty,status,from_own,from_supplier," \
                    "available,created_at,updated_at,hold_expires_at,upstream_order_id,"  \
-                   "reason) VALUES\n"
+                   "reason,purchased_at,supplier_settled) VALUES\n"
 
 /* New orders in one INSERT (a duplicate order_id fails the batch), changed
  * orders in one upsert. */
@@ -753,7 +831,9 @@ static void sql_orders(sbuf *b, const eng_batch *batch)
                       "from_own=VALUES(from_own),from_supplier=VALUES(from_supplier),"
                       "available=VALUES(available),updated_at=VALUES(updated_at),"
                       "hold_expires_at=VALUES(hold_expires_at),"
-                      "upstream_order_id=VALUES(upstream_order_id),reason=VALUES(reason)");
+                      "upstream_order_id=VALUES(upstream_order_id),reason=VALUES(reason),"
+                      "purchased_at=VALUES(purchased_at),"
+                      "supplier_settled=VALUES(supplier_settled)");
         sb_str(b, ";\n");
     }
 }
@@ -794,6 +874,156 @@ static void sql_ledger(sbuf *b, const eng_batch *batch, uint64_t batch_id)
         sb_str(b, ";\n");
 }
 
+/* A string column of at most max bytes (VARBINARY(255) reasons): cut, not
+ * refused, so a long reason never fails a batch. */
+static void sb_hex_cut(sbuf *b, const char *s, size_t max)
+{
+    size_t n = s ? strnlen(s, max) : 0;
+    sb_hex(b, s ? s : "", n);
+}
+
+#define JOB_COLS "INSERT INTO purchase_jobs (order_id,sku,supplier_id,offer_id,spec_id," \
+                 "sku_id,qty,state,created_at,updated_at) VALUES\n"
+
+static void sql_job_values(sbuf *b, const eng_job_row *r, const eng_supplier_map *m)
+{
+    sb_str(b, "(");
+    sb_hex_str(b, r->order_id);
+    sb_str(b, ",");
+    sb_hex_str(b, r->sku);
+    sb_str(b, ",");
+    sb_hex_or_null(b, m ? m->supplier_id : NULL);
+    sb_str(b, ",");
+    sb_i64_or_null(b, m ? m->offer_id : 0);
+    sb_str(b, ",");
+    sb_hex_or_null(b, m ? m->spec_id : NULL);
+    sb_str(b, ",");
+    sb_i64_or_null(b, m ? m->sku_id : 0);
+    sb_str(b, ",");
+    sb_i64(b, r->qty);
+    sb_str(b, ",'");
+    sb_str(b, eng_job_state_name(r->state));
+    sb_str(b, "',");
+    sb_i64(b, r->at_ms);
+    sb_str(b, ",");
+    sb_i64(b, r->at_ms);
+    sb_str(b, ")");
+}
+
+/* Purchase outbox. New jobs in one INSERT (a duplicate fails the batch, as
+ * for orders). State changes in one upsert that changes only state and
+ * updated_at: an order confirmed before schema 2 has no job row, and its
+ * first state change then creates one (without a map) instead of vanishing
+ * into an UPDATE that matched nothing. A change row without a SKU (not
+ * expected) falls back to a plain UPDATE. */
+static void sql_jobs(sbuf *b, const eng_batch *batch)
+{
+    const eng_job_row *rows;
+    size_t n = eng_batch_job_rows(batch, &rows);
+    for (int pass = 0; pass < 2; pass++) {
+        bool want_insert = pass == 0;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            const eng_job_row *r = &rows[i];
+            assert(r->order_id && r->order_id[0]);
+            if (r->insert != want_insert || (!want_insert && (!r->sku || !r->sku[0])))
+                continue;
+            sb_str(b, k == 0 ? JOB_COLS : ",\n");
+            sql_job_values(b, r, want_insert ? &r->map : NULL);
+            k++;
+        }
+        if (k == 0)
+            continue;
+        if (!want_insert)
+            sb_str(b, "\nON DUPLICATE KEY UPDATE state=VALUES(state),updated_at=VALUES(updated_at)");
+        sb_str(b, ";\n");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const eng_job_row *r = &rows[i];
+        if (r->insert || (r->sku && r->sku[0]))
+            continue;
+        sb_str(b, "UPDATE purchase_jobs SET state='");
+        sb_str(b, eng_job_state_name(r->state));
+        sb_str(b, "',updated_at=");
+        sb_i64(b, r->at_ms);
+        sb_str(b, " WHERE order_id=");
+        sb_hex_str(b, r->order_id);
+        sb_str(b, ";\n");
+    }
+}
+
+static void sql_alerts(sbuf *b, const store *s, const eng_batch *batch, uint64_t batch_id)
+{
+    const eng_alert_row *rows;
+    size_t n = eng_batch_alert_rows(batch, &rows);
+    for (size_t i = 0; i < n; i++) {
+        const eng_alert_row *r = &rows[i];
+        assert(r->kind && r->kind[0] && r->sku && r->sku[0]);
+        sb_str(b, i == 0 ? "INSERT INTO alerts (kind,sku,order_id,reason,at,node,batch_id)"
+                           " VALUES\n"
+                         : ",\n");
+        sb_str(b, "(");
+        sb_hex_cut(b, r->kind, STORE_ALERT_KIND_MAX);
+        sb_str(b, ",");
+        sb_hex_str(b, r->sku);
+        sb_str(b, ",");
+        sb_hex_or_null(b, r->order_id);
+        sb_str(b, ",");
+        sb_hex_cut(b, r->reason, 255);
+        sb_str(b, ",");
+        sb_i64(b, r->at_ms);
+        sb_str(b, ",");
+        sb_hex_str(b, s->node);
+        sb_str(b, ",");
+        sb_u64(b, batch_id);
+        sb_str(b, ")");
+    }
+    if (n)
+        sb_str(b, ";\n");
+}
+
+/* A trust factor: 0..1 by contract; "%.17g" round-trips a double exactly.
+ * Anything else fails the batch rather than writing nonsense. */
+static void sb_factor(sbuf *b, double v)
+{
+    if (!(v >= 0.0 && v <= 1.0)) {
+        if (!b->err)
+            b->err = "trust factor outside 0..1";
+        return;
+    }
+    char tmp[40];
+    int n = snprintf(tmp, sizeof tmp, "%.17g", v);
+    sb_add(b, tmp, (size_t)n);
+}
+
+static void sql_suppliers(sbuf *b, const eng_batch *batch, int64_t at)
+{
+    const eng_supplier_row *rows;
+    size_t n = eng_batch_supplier_rows(batch, &rows);
+    for (size_t i = 0; i < n; i++) {
+        const eng_supplier_row *r = &rows[i];
+        assert(r->supplier_id && r->supplier_id[0]);
+        sb_str(b, i == 0 ? "INSERT INTO supplier (supplier_id,trust,trust_ceiling,event_mode,"
+                           "event_trust,updated_at) VALUES\n"
+                         : ",\n");
+        sb_str(b, "(");
+        sb_hex_str(b, r->supplier_id);
+        sb_str(b, ",");
+        sb_factor(b, r->t.trust);
+        sb_str(b, ",");
+        sb_factor(b, r->t.ceiling);
+        sb_str(b, r->t.event_mode ? ",1," : ",0,");
+        sb_factor(b, r->t.event_trust);
+        sb_str(b, ",");
+        sb_i64(b, at);
+        sb_str(b, ")");
+    }
+    if (n)
+        sb_str(b, "\nON DUPLICATE KEY UPDATE trust=VALUES(trust),"
+                  "trust_ceiling=VALUES(trust_ceiling),event_mode=VALUES(event_mode),"
+                  "event_trust=VALUES(event_trust),updated_at=VALUES(updated_at);\n");
+}
+
 static void sql_batch_log(sbuf *b, const store *s, uint64_t batch_id, const char *state)
 {
     sb_str(b, "INSERT INTO batch_log (batch_id,node,state,at) VALUES (");
@@ -820,9 +1050,13 @@ static void sql_build_commit(sbuf *b, const store *s, const eng_batch *batch,
     /* First: the tombstone key that store_resolve() races against. */
     sql_batch_log(b, s, batch_id, "committed");
     sb_str(b, ";\n");
-    sql_skus(b, batch, now_ms());
+    int64_t at = now_ms();
+    sql_suppliers(b, batch, at);
+    sql_skus(b, batch, at);
     sql_orders(b, batch);
+    sql_jobs(b, batch);
     sql_ledger(b, batch, batch_id);
+    sql_alerts(b, s, batch, batch_id);
     sb_str(b, "COMMIT;\nEND");
 }
 
@@ -1471,6 +1705,33 @@ static bool col_i64(MYSQL_ROW row, int i, int64_t *out)
     return true;
 }
 
+static bool col_u64(MYSQL_ROW row, int i, uint64_t *out)
+{
+    if (!row[i]) {
+        *out = 0;       /* NULL fingerprint: not seen yet */
+        return true;
+    }
+    char *end;
+    errno = 0;
+    if (row[i][0] == '-')
+        return false;
+    unsigned long long v = strtoull(row[i], &end, 10);
+    if (errno || end == row[i] || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* supplier_cap: NULL is "no cap" (-1), never 0 (a real cap of nothing). */
+static bool col_cap(MYSQL_ROW row, int i, int64_t *out)
+{
+    if (!row[i]) {
+        *out = -1;
+        return true;
+    }
+    return col_i64(row, i, out) && *out >= 0;
+}
+
 /* The columns of SKU_SELECT into r; false on a bad row. */
 static bool parse_sku_row(MYSQL_ROW row, const unsigned long *len, store_sku_row *r)
 {
@@ -1486,7 +1747,14 @@ static bool parse_sku_row(MYSQL_ROW row, const unsigned long *len, store_sku_row
            col_str(row, len, 8, r->map.supplier_id, sizeof r->map.supplier_id, true) &&
            col_i64(row, 9, &r->map.offer_id) &&
            col_str(row, len, 10, r->map.spec_id, sizeof r->map.spec_id, true) &&
-           col_i64(row, 11, &r->map.sku_id) && col_i64(row, 12, &r->epoch);
+           col_i64(row, 11, &r->map.sku_id) && col_i64(row, 12, &r->epoch) &&
+           col_cap(row, 13, &r->map.cap) && col_u64(row, 14, &r->map.fingerprint);
+}
+
+/* The map engine_load_sku() takes: OK and BROKEN mappings carry one. */
+const eng_supplier_map *store_sku_row_map(const store_sku_row *r)
+{
+    return r->mapping == ENG_MAP_OK || r->mapping == ENG_MAP_BROKEN ? &r->map : NULL;
 }
 
 static bool load_sku_row(engine *e, MYSQL_ROW row, const unsigned long *len)
@@ -1494,18 +1762,18 @@ static bool load_sku_row(engine *e, MYSQL_ROW row, const unsigned long *len)
     store_sku_row r;
     if (!parse_sku_row(row, len, &r))
         return false;
-    return engine_load_sku(e, r.sku, &r.c, r.mapping, r.mapping == ENG_MAP_OK ? &r.map : NULL,
-                           r.epoch);
+    return engine_load_sku(e, r.sku, &r.c, r.mapping, store_sku_row_map(&r), r.epoch);
 }
 
 #define ORDER_SELECT "SELECT order_id,sku,qty,status,from_own,from_supplier,available," \
-                     "created_at,updated_at,hold_expires_at,upstream_order_id,reason FROM orders"
+                     "created_at,updated_at,hold_expires_at,upstream_order_id,reason," \
+                     "purchased_at,supplier_settled FROM orders"
 
 /* The columns of ORDER_SELECT into o; false on a bad row. */
 static bool parse_order_row(MYSQL_ROW row, const unsigned long *len, eng_order_view *o)
 {
     char status_s[32];
-    int64_t qty, from_own, from_supplier;
+    int64_t qty, from_own, from_supplier, settled;
     memset(o, 0, sizeof *o);
     if (!col_str(row, len, 0, o->order_id, sizeof o->order_id, false) || !o->order_id[0] ||
         !col_str(row, len, 1, o->sku, sizeof o->sku, false) || !col_i64(row, 2, &qty) ||
@@ -1515,8 +1783,12 @@ static bool parse_order_row(MYSQL_ROW row, const unsigned long *len, eng_order_v
         !col_i64(row, 7, &o->created_at_ms) || !col_i64(row, 8, &o->updated_at_ms) ||
         !col_i64(row, 9, &o->hold_expires_at_ms) ||
         !col_str(row, len, 10, o->upstream_order_id, sizeof o->upstream_order_id, true) ||
-        !col_str(row, len, 11, o->reason, sizeof o->reason, true))
+        !col_str(row, len, 11, o->reason, sizeof o->reason, true) ||
+        !col_i64(row, 12, &o->purchased_at_ms) || !col_i64(row, 13, &settled))
         return false;
+    if (o->purchased_at_ms < 0 || settled < 0 || settled > 1)
+        return false;
+    o->supplier_settled = settled == 1;
     if (qty < 1 || qty > ENG_QTY_MAX || from_own < 0 || from_supplier < 0 ||
         from_own + from_supplier != qty)
         return false;
@@ -1574,7 +1846,37 @@ static int load_table(MYSQL *my, engine *e, const char *what, const char *sql,
 
 #define SKU_SELECT "SELECT sku,own_on_hand,own_reserved,supplier_reported," \
                    "supplier_sellable,supplier_reserved,supplier_synced_at,mapping," \
-                   "supplier_id,offer_id,spec_id,sku_id,epoch FROM sku"
+                   "supplier_id,offer_id,spec_id,sku_id,epoch,supplier_cap,fingerprint FROM sku"
+
+#define SUPPLIER_SELECT "SELECT supplier_id,trust,trust_ceiling,event_mode,event_trust FROM supplier"
+
+static bool col_double(MYSQL_ROW row, int i, double *out)
+{
+    if (!row[i])
+        return false;
+    char *end;
+    errno = 0;
+    double v = strtod(row[i], &end);
+    if (errno || end == row[i] || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* A supplier's trust settings; the engine judges the values. */
+static bool load_supplier_row(engine *e, MYSQL_ROW row, const unsigned long *len)
+{
+    char id[ENG_ID_MAX + 1];
+    eng_trust t = {0};
+    int64_t mode;
+    if (!col_str(row, len, 0, id, sizeof id, false) || !id[0] ||
+        !col_double(row, 1, &t.trust) || !col_double(row, 2, &t.ceiling) ||
+        !row[3] || !col_i64(row, 3, &mode) || mode < 0 || mode > 1 ||
+        !col_double(row, 4, &t.event_trust))
+        return false;
+    t.event_mode = mode == 1;
+    return engine_load_supplier(e, id, &t);
+}
 
 int store_load_all(store *s, engine *e, char *err, size_t err_len)
 {
@@ -1586,8 +1888,14 @@ int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t e
     MYSQL *my = db_connect_blocking(s, false, s->db.database, err, err_len);
     if (!my)
         return -1;
-    uint64_t skus = 0, orders = 0;
-    int rc = load_table(my, e, "sku",
+    uint64_t suppliers = 0, skus = 0, orders = 0;
+    /* Suppliers first: every SKU then meets its supplier's settings. All
+     * of them, whatever preload_skus says: there are few, and cold SKUs
+     * loaded later need them too. */
+    int rc = load_table(my, e, "supplier", SUPPLIER_SELECT, load_supplier_row, &suppliers,
+                        err, err_len);
+    if (rc == 0)
+        rc = load_table(my, e, "sku",
                         preload_skus ? SKU_SELECT
                                      : SKU_SELECT " WHERE sku IN (SELECT DISTINCT sku FROM orders)",
                         load_sku_row, &skus, err, err_len);
@@ -1595,11 +1903,84 @@ int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t e
         rc = load_table(my, e, "orders", ORDER_SELECT, load_order_row, &orders, err, err_len);
     mysql_close(my);
     if (rc == 0) {
-        char a[24], b[24];
+        char a[24], b[24], c[24];
         snprintf(a, sizeof a, "%" PRIu64, skus);
         snprintf(b, sizeof b, "%" PRIu64, orders);
-        LOG_I("store: loaded", "skus", a, "orders", b);
+        snprintf(c, sizeof c, "%" PRIu64, suppliers);
+        LOG_I("store: loaded", "skus", a, "orders", b, "suppliers", c);
     }
+    return rc;
+}
+
+/* ---- recent alerts (startup) --------------------------------------------- */
+
+/* A string column cut to fit out (out_size - 1 bytes), and at a NUL. */
+static void col_cut(MYSQL_ROW row, const unsigned long *len, int i, char *out, size_t out_size)
+{
+    size_t n = row[i] ? len[i] : 0;
+    if (n >= out_size)
+        n = out_size - 1;
+    if (n)
+        memcpy(out, row[i], n);
+    out[n] = '\0';
+}
+
+static bool parse_alert_row(MYSQL_ROW row, const unsigned long *len, store_alert *a)
+{
+    memset(a, 0, sizeof *a);
+    if (!col_i64(row, 0, &a->id) || !row[0] ||
+        !col_str(row, len, 2, a->sku, sizeof a->sku, false) || !a->sku[0] ||
+        !col_str(row, len, 3, a->order_id, sizeof a->order_id, true) ||
+        !col_i64(row, 5, &a->at_ms))
+        return false;
+    col_cut(row, len, 1, a->kind, sizeof a->kind);
+    col_cut(row, len, 4, a->reason, sizeof a->reason);
+    return a->kind[0] != '\0';
+}
+
+int store_recent_alerts(store *s, uint32_t max, void (*fn)(const store_alert *a, void *arg),
+                        void *arg, char *err, size_t err_len)
+{
+    assert(s && fn);
+    if (max == 0)
+        return 0;
+    MYSQL *my = db_connect_blocking(s, false, s->db.database, err, err_len);
+    if (!my)
+        return -1;
+    /* The newest max by id (commit order), handed out oldest first. */
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT id,kind,sku,order_id,reason,at FROM"
+             " (SELECT id,kind,sku,order_id,reason,at FROM alerts ORDER BY id DESC LIMIT %" PRIu32
+             ") t ORDER BY id",
+             max);
+    int rc = -1;
+    MYSQL_RES *r = NULL;
+    if (mysql_real_query(my, sql, strlen(sql)) != 0 || !(r = mysql_use_result(my))) {
+        set_err(err, err_len, "load alerts: %s", mysql_error(my));
+        goto out;
+    }
+    uint64_t bad = 0;
+    MYSQL_ROW row;
+    while ((row = mysql_fetch_row(r))) {
+        store_alert a;
+        /* A bad row is history, not state: skip it rather than refuse to start. */
+        if (parse_alert_row(row, mysql_fetch_lengths(r), &a))
+            fn(&a, arg);
+        else
+            bad++;
+    }
+    rc = mysql_errno(my) ? -1 : 0;
+    if (rc)
+        set_err(err, err_len, "load alerts: %s", mysql_error(my));
+    mysql_free_result(r);
+    if (bad) {
+        char n[24];
+        snprintf(n, sizeof n, "%" PRIu64, bad);
+        LOG_W("store: alert rows skipped", "rows", n);
+    }
+out:
+    mysql_close(my);
     return rc;
 }
 
@@ -1958,7 +2339,7 @@ static void rd_deliver(store *s)
             const store_sku_row *r = &rows_ok[i];
             if (ok_row[i] && !engine_knows_sku(s->takeover, r->sku) &&
                 !engine_load_sku(s->takeover, r->sku, &r->c, r->mapping,
-                                 r->mapping == ENG_MAP_OK ? &r->map : NULL, r->epoch))
+                                 store_sku_row_map(r), r->epoch))
                 ok_row[i] = false;
         }
         rd_load_orders(s, res_orders);

@@ -13,9 +13,12 @@
  *     UPDATE sku SET ..., version = version + 1 WHERE sku = ? AND epoch = ?;
  *     IF ROW_COUNT() <> 1 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'epoch fence'; END IF;
  *     ... (one fenced UPDATE or INSERT per SKU row)
+ *     INSERT INTO supplier ... ON DUPLICATE KEY UPDATE ... (trust settings)
  *     INSERT INTO orders ... (new orders; duplicate order_id fails the batch)
  *     INSERT INTO orders ... ON DUPLICATE KEY UPDATE ... (changed orders)
+ *     INSERT INTO purchase_jobs ... (new jobs), then state changes (upsert)
  *     INSERT INTO ledger ...
+ *     INSERT INTO alerts ... (node, batch_id)
  *     COMMIT;
  *   END
  *
@@ -104,8 +107,28 @@ int store_load_all(store *s, engine *e, char *err, size_t err_len);
 
 /* Like store_load_all(), but with preload_skus false only the SKUs that
  * orders refer to are loaded (orders need their SKU); every other SKU is
- * "cold" and loaded on first use with store_load_sku(). */
+ * "cold" and loaded on first use with store_load_sku(). Both load every
+ * supplier row first (engine_load_supplier). */
 int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t err_len);
+
+/* ---- support alerts (startup) ----
+ * Blocking, startup only: the newest max rows of the alerts table, handed
+ * to fn oldest first (the server keeps them in a ring for alerts.list).
+ * kind and reason are cut to fit; rows that do not parse are skipped.
+ * 0 or -1 with err. */
+#define STORE_ALERT_KIND_MAX 32
+
+typedef struct store_alert {
+    int64_t id;
+    char kind[STORE_ALERT_KIND_MAX + 1];
+    char sku[ENG_ID_MAX + 1];
+    char order_id[ENG_ID_MAX + 1];        /* "": none */
+    char reason[ENG_REASON_MAX + 1];
+    int64_t at_ms;
+} store_alert;
+
+int store_recent_alerts(store *s, uint32_t max, void (*fn)(const store_alert *a, void *arg),
+                        void *arg, char *err, size_t err_len);
 
 /* Blocking, startup only: the number of SKU rows, then every SKU name (for
  * the Bloom filter of known SKUs). 0 or -1 with err. */
@@ -131,9 +154,14 @@ typedef struct store_sku_row {
     char sku[ENG_ID_MAX + 1];
     eng_counters c;
     eng_mapping mapping;
-    eng_supplier_map map;         /* valid when mapping is ENG_MAP_OK */
+    eng_supplier_map map;         /* valid when mapping is ENG_MAP_OK or ENG_MAP_BROKEN
+                                   * (cap -1 = none, fingerprint 0 = not seen) */
     int64_t epoch;
 } store_sku_row;
+
+/* The map to hand to engine_load_sku() for r: &r->map for OK and BROKEN
+ * mappings, else NULL. */
+const eng_supplier_map *store_sku_row_map(const store_sku_row *r);
 
 typedef void (*store_load_fn)(const char *sku, int result, const store_sku_row *row, void *arg);
 /* result 1: sku is the order's SKU; 0: no such order; -1: failed. */
