@@ -1,4 +1,5 @@
-/* http.c — /metrics, /healthz, /readyz over evhttp (see http.h).
+/* http.c — /metrics, /healthz, /readyz and POST /1688/push over evhttp
+ * (see http.h).
  *
  * Every figure comes from server_metrics_get(), the same counters and
  * histograms `stats` reads, so the two agree. Nothing is exported that
@@ -20,9 +21,16 @@
 
 #include "stockd/hist.h"
 #include "stockd/log.h"
+#include "stockd/supplier_sync.h"
 
 #define HTTP_HEADERS_MAX_BYTES 8192
 #define HTTP_TIMEOUT_S 10
+#define HTTP_PUSH_BODY_MAX (64u << 10) /* supsync_push's limit; evhttp answers 413 above */
+
+/* TODO(server owner): server.h is to declare this accessor (NULL when the
+ * supplier sync is off). Weak until server.c defines it, so stockd links
+ * meanwhile: an undefined weak symbol is NULL and the push answers 503. */
+supplier_sync *server_supsync(server *s) __attribute__((weak));
 
 struct http_srv {
     struct evhttp *http;
@@ -336,13 +344,57 @@ static void on_readyz(struct evhttp_request *req, http_srv *h)
     evbuffer_free(b);
 }
 
+static void reply_short(struct evhttp_request *req, int code, const char *text)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (b != NULL)
+        evbuffer_add_printf(b, "%s\n", text);
+    reply_text(req, code, code == 200 ? "OK" : "Refused", b, "text/plain; charset=utf-8");
+    if (b != NULL)
+        evbuffer_free(b);
+}
+
+/* POST /1688/push: a 1688 message push, judged by supsync_push(). */
+static void on_push(struct evhttp_request *req, http_srv *h)
+{
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        reply_short(req, 405, "POST only");
+        return;
+    }
+    supplier_sync *ss = server_supsync ? server_supsync(h->srv) : NULL;
+    if (ss == NULL) {
+        reply_short(req, 503, "supplier sync off");
+        return;
+    }
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    const char *body = len > 0 ? (const char *)evbuffer_pullup(in, -1) : "";
+    char msg[256];
+    int code = body != NULL ? supsync_push(ss, body, len, msg, sizeof(msg)) : 503;
+    if (body == NULL)
+        snprintf(msg, sizeof(msg), "out of memory");
+    reply_short(req, code, msg);
+}
+
+static bool is_read(struct evhttp_request *req)
+{
+    enum evhttp_cmd_type c = evhttp_request_get_command(req);
+    return c == EVHTTP_REQ_GET || c == EVHTTP_REQ_HEAD;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     http_srv *h = arg;
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (path == NULL)
         path = "";
-    if (strcmp(path, "/metrics") == 0) {
+    if (strcmp(path, "/1688/push") == 0) {
+        on_push(req, h);
+    } else if (!is_read(req)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        reply_short(req, 405, "GET or HEAD only");
+    } else if (strcmp(path, "/metrics") == 0) {
         on_metrics(req, h);
     } else if (strcmp(path, "/readyz") == 0) {
         on_readyz(req, h);
@@ -354,7 +406,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         if (b != NULL)
             evbuffer_free(b);
     } else {
-        evhttp_send_error(req, 404, "not found: /metrics, /healthz, /readyz");
+        evhttp_send_error(req, 404, "not found: /metrics, /healthz, /readyz, POST /1688/push");
     }
 }
 
@@ -371,9 +423,10 @@ http_srv *http_new(struct event_base *base, server *srv, const char *host, int p
         return NULL;
     }
     h->srv = srv;
-    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
     evhttp_set_max_headers_size(h->http, HTTP_HEADERS_MAX_BYTES);
-    evhttp_set_max_body_size(h->http, 0);
+    /* Bodies only for the push; a bigger one is refused (413) while read. */
+    evhttp_set_max_body_size(h->http, HTTP_PUSH_BODY_MAX);
     evhttp_set_timeout(h->http, HTTP_TIMEOUT_S);
     evhttp_set_gencb(h->http, on_request, h);
     if (strcmp(host, "localhost") == 0)

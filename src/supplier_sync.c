@@ -1,58 +1,89 @@
-/* supplier_sync.c — periodic snapshot sync: product.get per mapped offer,
- * figures into the SKUs' FIFOs (see include/stockd/supplier_sync.h).
+/* supplier_sync.c — snapshot rounds, pokes and message push for supplier
+ * stock: product.get per mapped offer, observations into the SKUs' FIFOs
+ * (see include/stockd/supplier_sync.h).
  *
- * An offer record lives from the round that found it until its call is
- * answered (or, never started, until the next round rebuilds the list).
- * Its SKU list is the one seen when the round began: a SKU re-mapped or
- * forgotten meanwhile is filtered by engine_supplier_report_for().
+ * The offer index: one record per offer with its mapped SKUs, rebuilt from
+ * the engine at every round (and, rate-limited, when a push names an offer
+ * it does not know: a mapping made since the last round). A record lives
+ * while it has SKUs, a call or a queue place. Its SKU list may be stale:
+ * every use re-reads the SKU's committed mapping, and the engine drops an
+ * observation whose mapping changed meanwhile (expect).
+ *
+ * Two queues wait for a call slot: pokes first, then the round's offers.
+ * An offer is in at most one queue or in flight, never both: a poke during
+ * its call sets `again` (one more call after it, however many pokes).
  */
 #include "stockd/supplier_sync.h"
 
 #include <assert.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <event2/event.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
 #include <uthash.h>
 
 #include "stockd/log.h"
 #include "stockd/supplier.h"
+#include "stockd/supplier_sign.h"
+
+#define SUPSYNC_PUSH_MAX (64u << 10)     /* push body bytes */
+#define SUPSYNC_PUSH_PARAMS_MAX 16       /* form fields in one push */
+#define SUPSYNC_PUSH_ENTRIES_MAX 1000    /* inventory entries / product ids per push */
+#define SUPSYNC_REINDEX_MIN_MS 1000      /* push misses rebuild the index at most this often */
+#define SUPSYNC_SECRET_MAX 256
 
 typedef struct so_sku {
     char name[ENG_ID_MAX + 1];
-    eng_supplier_map map;
 } so_sku;
+
+enum { Q_NONE = 0, Q_POKE, Q_SNAP };
 
 typedef struct so_offer {
     int64_t offer_id;
+    uint8_t queue;                /* Q_*: which queue holds it */
     bool in_flight;
-    uint64_t round;               /* last round that saw it */
+    bool again;                   /* poked during its call: one more after it */
+    bool round_member;            /* the current round waits for its call */
+    int64_t submitted_ms;         /* wall clock when the running call was submitted */
     uint32_t n, cap;
     so_sku *skus;
-    struct so_offer *next_pending;
-    struct supplier_sync *owner;
+    struct so_offer *qprev, *qnext;
+    struct supplier_sync *owner;  /* NULL: orphaned by supsync_free, its call still out */
     UT_hash_handle hh;
 } so_offer;
+
+typedef struct so_queue {
+    so_offer *head, *tail;
+} so_queue;
 
 struct supplier_sync {
     struct event_base *base;
     engine *eng;
-    supplier_client *cli;
-    struct event *timer;
+    supplier_client *cli;         /* not owned */
+    struct event *timer;          /* snapshot rounds */
+    struct event *vtimer;         /* validation rounds (when shorter than sync_ms) */
     void (*kick)(void *);
     void *kick_arg;
     uint32_t concurrency;
     uint32_t sync_ms;
+    uint32_t validate_ms;
     bool closing;
-    so_offer *offers;             /* uthash by offer_id */
-    so_offer *pend_head, *pend_tail;
+    char secret[SUPSYNC_SECRET_MAX];
+    size_t secret_len;
+    so_offer *offers;             /* uthash by offer_id: the index */
     uint32_t n_offers;
+    so_queue pokes, snaps;
     uint64_t round;
     bool round_open;
+    uint32_t round_pending;       /* round members not answered yet */
     bool logged_this_round;       /* failures are logged once per round */
     int64_t round_start_ms;
+    int64_t index_mono_ms;        /* when the index was last rebuilt */
     supsync_stats st;
 };
 
@@ -63,8 +94,58 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------ queues */
+
+static so_queue *queue_of(supplier_sync *ss, uint8_t q)
+{
+    assert(q == Q_POKE || q == Q_SNAP);
+    return q == Q_POKE ? &ss->pokes : &ss->snaps;
+}
+
+static void q_append(supplier_sync *ss, uint8_t q, so_offer *o)
+{
+    assert(o->queue == Q_NONE && !o->in_flight);
+    so_queue *Q = queue_of(ss, q);
+    o->qprev = Q->tail;
+    o->qnext = NULL;
+    if (Q->tail)
+        Q->tail->qnext = o;
+    else
+        Q->head = o;
+    Q->tail = o;
+    o->queue = q;
+}
+
+static void q_remove(supplier_sync *ss, so_offer *o)
+{
+    if (o->queue == Q_NONE)
+        return;
+    so_queue *Q = queue_of(ss, o->queue);
+    if (o->qprev)
+        o->qprev->qnext = o->qnext;
+    else
+        Q->head = o->qnext;
+    if (o->qnext)
+        o->qnext->qprev = o->qprev;
+    else
+        Q->tail = o->qprev;
+    o->qprev = o->qnext = NULL;
+    o->queue = Q_NONE;
+}
+
+/* ------------------------------------------------------------ index */
+
 static void offer_free(supplier_sync *ss, so_offer *o)
 {
+    assert(!o->in_flight);
+    q_remove(ss, o);
     HASH_DEL(ss->offers, o);
     assert(ss->n_offers > 0);
     ss->n_offers--;
@@ -72,10 +153,29 @@ static void offer_free(supplier_sync *ss, so_offer *o)
     free(o);
 }
 
-/* ------------------------------------------------------------ round */
-
-static bool offer_add_sku(so_offer *o, const char *sku, const eng_supplier_map *map)
+static so_offer *offer_get(supplier_sync *ss, int64_t offer_id, bool create)
 {
+    so_offer *o;
+    HASH_FIND(hh, ss->offers, &offer_id, sizeof(offer_id), o);
+    if (o != NULL || !create)
+        return o;
+    if (ss->n_offers >= SUPSYNC_OFFERS_MAX || (o = calloc(1, sizeof(*o))) == NULL)
+        return NULL;
+    o->offer_id = offer_id;
+    o->owner = ss;
+    HASH_ADD(hh, ss->offers, offer_id, sizeof(o->offer_id), o);
+    ss->n_offers++;
+    return o;
+}
+
+static bool offer_add_sku(so_offer *o, const char *sku, bool dedupe)
+{
+    if (dedupe) {
+        for (uint32_t i = 0; i < o->n; i++) {
+            if (strcmp(o->skus[i].name, sku) == 0)
+                return true;
+        }
+    }
     if (o->n == o->cap) {
         if (o->cap >= SUPSYNC_SKUS_PER_OFFER_MAX)
             return false;
@@ -88,54 +188,156 @@ static bool offer_add_sku(so_offer *o, const char *sku, const eng_supplier_map *
         o->skus = n;
         o->cap = cap;
     }
-    so_sku *s = &o->skus[o->n++];
-    snprintf(s->name, sizeof(s->name), "%s", sku);
-    s->map = *map;
+    snprintf(o->skus[o->n++].name, sizeof(o->skus[0].name), "%s", sku);
     return true;
 }
 
-static void collect_sku(const char *sku, void *arg)
+static void index_sku(const char *sku, void *arg)
 {
     supplier_sync *ss = arg;
     eng_supplier_map map;
     if (!engine_sku_supplier(ss->eng, sku, &map) || map.offer_id <= 0)
         return;
-    so_offer *o;
-    HASH_FIND(hh, ss->offers, &map.offer_id, sizeof(map.offer_id), o);
-    if (o != NULL && o->in_flight) {
-        /* One call per offer: its running call answers for it. */
-        if (o->round != ss->round)
-            ss->st.skipped++;
-        o->round = ss->round;
-        return;
-    }
-    if (o == NULL) {
-        if (ss->n_offers >= SUPSYNC_OFFERS_MAX || (o = calloc(1, sizeof(*o))) == NULL) {
-            ss->st.skipped++;
-            return;
-        }
-        o->offer_id = map.offer_id;
-        o->owner = ss;
-        o->round = ss->round;
-        HASH_ADD(hh, ss->offers, offer_id, sizeof(o->offer_id), o);
-        ss->n_offers++;
-        if (ss->pend_tail)
-            ss->pend_tail->next_pending = o;
-        else
-            ss->pend_head = o;
-        ss->pend_tail = o;
-    }
-    if (!offer_add_sku(o, sku, &map))
+    so_offer *o = offer_get(ss, map.offer_id, true);
+    if (o == NULL || !offer_add_sku(o, sku, false))
         ss->st.skipped++;
 }
 
+/* One walk over the SKUs in memory; records left without SKUs go unless a
+ * call or a queue still holds them. */
+static void index_rebuild(supplier_sync *ss)
+{
+    so_offer *o, *tmp;
+    HASH_ITER(hh, ss->offers, o, tmp)
+        o->n = 0;
+    engine_each_sku(ss->eng, index_sku, ss);
+    HASH_ITER(hh, ss->offers, o, tmp) {
+        if (o->n == 0 && !o->in_flight && o->queue == Q_NONE)
+            offer_free(ss, o);
+    }
+    ss->index_mono_ms = mono_ms();
+}
+
+/* The offer's record for a push; a miss rebuilds the index once per push
+ * message and at most every SUPSYNC_REINDEX_MIN_MS (a mapping made since
+ * the last round is not in it yet). */
+static so_offer *offer_for_push(supplier_sync *ss, int64_t offer_id, bool *rebuilt)
+{
+    so_offer *o = offer_get(ss, offer_id, false);
+    if ((o == NULL || o->n == 0) && !*rebuilt &&
+        mono_ms() - ss->index_mono_ms >= SUPSYNC_REINDEX_MIN_MS) {
+        *rebuilt = true;
+        index_rebuild(ss);
+        o = offer_get(ss, offer_id, false);
+    }
+    return o != NULL && o->n > 0 ? o : NULL;
+}
+
+/* ------------------------------------------------------------ observations */
+
+/* Queues one observation for a SKU whose committed mapping is cur. */
+static bool observe(supplier_sync *ss, const char *sku, const eng_supplier_map *cur,
+                    const eng_supplier_obs *obs)
+{
+    if (!engine_supplier_observe(ss->eng, sku, cur, obs))
+        return false;  /* the SKU left memory meanwhile, or out of memory */
+    if (obs->broken[0] != '\0') {
+        ss->st.broken++;
+        LOG_W("supplier sync: mapping broken", "sku", sku, "reason", obs->broken);
+    } else {
+        ss->st.reports++;
+    }
+    return true;
+}
+
+static int64_t clamp_stock(int64_t v)
+{
+    return v < 0 ? 0 : v < ENG_STOCK_MAX ? v : ENG_STOCK_MAX;
+}
+
+/* What an ok product.get answer says about one mapping. */
+static void obs_from_product(const supplier_product *p, const eng_supplier_map *m,
+                             eng_supplier_obs *obs)
+{
+    if (!p->published) {
+        snprintf(obs->broken, sizeof(obs->broken), "offline: %s",
+                 p->status[0] ? p->status : "unknown");
+        return;
+    }
+    if (!p->support_online_trade) {
+        snprintf(obs->broken, sizeof(obs->broken), "offline: no online trade");
+        return;
+    }
+    if (p->n_skus == 0 && p->amount_on_sale >= 0) {  /* an offer without specs */
+        obs->reported = clamp_stock(p->amount_on_sale);
+        return;
+    }
+    for (size_t i = 0; i < p->n_skus; i++) {
+        const supplier_sku *k = &p->skus[i];
+        bool hit = m->spec_id[0] != '\0' ? strcmp(k->spec_id, m->spec_id) == 0
+                                         : (m->sku_id != 0 && k->sku_id == m->sku_id);
+        if (hit) {
+            obs->reported = clamp_stock(k->amount_on_sale);
+            obs->fingerprint = k->fingerprint;
+            return;
+        }
+    }
+    snprintf(obs->broken, sizeof(obs->broken), "spec removed");
+}
+
+/* A definitive business answer that the product does not exist (1688:
+ * errMsg "商品[id]不存在", or a *NOT_EXIST code). Gateway and local
+ * refusals (bad signature, ACL, our own parse) say nothing about the offer. */
+static bool offer_unknown(const supplier_result *r)
+{
+    if (r->outcome != SUPPLIER_DEFINITIVE || (r->http_status != 0 && r->http_status != 200))
+        return false;
+    if (strncmp(r->code, "gw.", 3) == 0 || strncmp(r->code, "http.", 5) == 0 ||
+        strncmp(r->code, "client.", 7) == 0)
+        return false;
+    return strstr(r->message, "\xe4\xb8\x8d\xe5\xad\x98\xe5\x9c\xa8") != NULL ||  /* 不存在 */
+           strcasestr(r->code, "NOT_EXIST") != NULL || strcasestr(r->code, "NotExist") != NULL;
+}
+
+/* Applies an answer (p, or unknown != NULL: the offer is gone) to every
+ * SKU of the offer still mapped to it. */
+static void apply_answer(supplier_sync *ss, const so_offer *o, const supplier_product *p)
+{
+    uint32_t queued = 0;
+    for (uint32_t i = 0; i < o->n; i++) {
+        eng_supplier_map cur;
+        if (!engine_sku_supplier(ss->eng, o->skus[i].name, &cur) || cur.offer_id != o->offer_id)
+            continue;  /* re-mapped, broken or gone since the index was built */
+        eng_supplier_obs obs = {.synced_at_ms = o->submitted_ms};
+        if (p != NULL)
+            obs_from_product(p, &cur, &obs);
+        else
+            snprintf(obs.broken, sizeof(obs.broken), "offer unknown");
+        if (observe(ss, o->skus[i].name, &cur, &obs))
+            queued++;
+    }
+    if (queued > 0 && ss->kick)
+        ss->kick(ss->kick_arg);
+}
+
+/* ------------------------------------------------------------ calls */
+
 static void round_maybe_end(supplier_sync *ss)
 {
-    if (!ss->round_open || ss->pend_head != NULL || ss->st.in_flight > 0)
+    if (!ss->round_open || ss->round_pending > 0)
         return;
     ss->round_open = false;
     ss->st.last_sync_ms = wall_ms();
     ss->st.last_duration_ms = ss->st.last_sync_ms - ss->round_start_ms;
+}
+
+static void round_leave(supplier_sync *ss, so_offer *o)
+{
+    if (!o->round_member)
+        return;
+    o->round_member = false;
+    assert(ss->round_pending > 0);
+    ss->round_pending--;
 }
 
 static void note_failure(supplier_sync *ss, int64_t offer_id, const supplier_result *r)
@@ -153,102 +355,122 @@ static void note_failure(supplier_sync *ss, int64_t offer_id, const supplier_res
           "code", r ? r->code : "", "message", r ? r->message : "");
 }
 
-/* The figure for one mapped SKU from an ok answer. A spec missing from the
- * answer or an offline product gives 0 for now; the "broken mapping" state
- * (stop selling, alert support) is a later slice of issue 4. */
-static int64_t figure_for(const supplier_product *p, const eng_supplier_map *m)
+/* Asks for a call of o now (a poke): ahead of the round's offers. */
+static void request_call(supplier_sync *ss, so_offer *o)
 {
-    if (!p->published || !p->support_online_trade)
-        return 0;
-    for (size_t i = 0; i < p->n_skus; i++) {
-        const supplier_sku *k = &p->skus[i];
-        bool hit = (m->spec_id[0] != '\0' && strcmp(k->spec_id, m->spec_id) == 0) ||
-                   (m->sku_id != 0 && k->sku_id == m->sku_id);
-        if (hit)
-            return k->amount_on_sale < ENG_STOCK_MAX ? k->amount_on_sale : ENG_STOCK_MAX;
+    if (o->in_flight) {
+        o->again = true;
+        return;
     }
-    if (p->n_skus == 0 && p->amount_on_sale >= 0)  /* an offer without specs */
-        return p->amount_on_sale < ENG_STOCK_MAX ? p->amount_on_sale : ENG_STOCK_MAX;
-    return 0;
+    if (o->queue == Q_POKE)
+        return;
+    q_remove(ss, o);
+    q_append(ss, Q_POKE, o);
 }
 
 static void start_calls(supplier_sync *ss);
-
-static void apply_product(supplier_sync *ss, const so_offer *o, const supplier_product *p)
-{
-    int64_t now = wall_ms();
-    uint32_t queued = 0;
-    for (uint32_t i = 0; i < o->n; i++) {
-        int64_t fig = figure_for(p, &o->skus[i].map);
-        /* false: the SKU left memory meanwhile (forgotten, taken over). */
-        if (engine_supplier_report_for(ss->eng, o->skus[i].name, &o->skus[i].map, fig, now))
-            queued++;
-    }
-    ss->st.reports += queued;
-    if (queued > 0 && ss->kick)
-        ss->kick(ss->kick_arg);
-}
 
 static void product_done(const supplier_reply *reply, void *arg)
 {
     so_offer *o = arg;
     supplier_sync *ss = o->owner;
+    if (ss == NULL) {  /* the sync is gone: only the record is left to free */
+        free(o->skus);
+        free(o);
+        return;
+    }
     assert(o->in_flight && ss->st.in_flight > 0);
     o->in_flight = false;
     ss->st.in_flight--;
     if (ss->closing)
-        return;  /* supsync_free frees every offer */
+        return;  /* supsync_free frees the records */
     if (reply->res.outcome == SUPPLIER_OK) {
         ss->st.ok++;
-        apply_product(ss, o, &reply->u.product);
+        apply_answer(ss, o, &reply->u.product);
     } else {
         note_failure(ss, o->offer_id, &reply->res);
+        if (offer_unknown(&reply->res))
+            apply_answer(ss, o, NULL);
     }
-    offer_free(ss, o);
+    round_leave(ss, o);
+    if (o->again) {
+        o->again = false;
+        request_call(ss, o);
+    }
     start_calls(ss);
     round_maybe_end(ss);
 }
 
+static so_offer *next_queued(supplier_sync *ss)
+{
+    so_offer *o = ss->pokes.head ? ss->pokes.head : ss->snaps.head;
+    if (o != NULL)
+        q_remove(ss, o);
+    return o;
+}
+
 static void start_calls(supplier_sync *ss)
 {
-    while (ss->pend_head != NULL && ss->st.in_flight < ss->concurrency && !ss->closing) {
-        so_offer *o = ss->pend_head;
-        ss->pend_head = o->next_pending;
-        if (ss->pend_head == NULL)
-            ss->pend_tail = NULL;
-        o->next_pending = NULL;
-        if (supplier_product_get(ss->cli, o->offer_id, product_done, o) != 0) {
-            note_failure(ss, o->offer_id, NULL);
+    while (!ss->closing && ss->st.in_flight < ss->concurrency) {
+        so_offer *o = next_queued(ss);
+        if (o == NULL)
+            break;
+        if (o->n == 0) {  /* its SKUs left since it was queued */
+            round_leave(ss, o);
             offer_free(ss, o);
             continue;
         }
+        int64_t now = wall_ms();
+        if (supplier_product_get(ss->cli, o->offer_id, product_done, o) != 0) {
+            note_failure(ss, o->offer_id, NULL);
+            round_leave(ss, o);
+            continue;
+        }
+        o->submitted_ms = now;
         o->in_flight = true;
         ss->st.in_flight++;
         ss->st.calls++;
     }
 }
 
+/* ------------------------------------------------------------ rounds */
+
 static void round_start(supplier_sync *ss)
 {
-    /* Offers not started last round are rebuilt from the engine now. */
-    so_offer *o, *tmp;
-    HASH_ITER(hh, ss->offers, o, tmp) {
-        if (!o->in_flight)
-            offer_free(ss, o);
-    }
-    ss->pend_head = ss->pend_tail = NULL;
+    if (ss->closing)
+        return;
+    index_rebuild(ss);
     ss->round++;
     ss->st.syncs++;
     ss->round_open = true;
+    ss->round_pending = 0;
     ss->logged_this_round = false;
     ss->round_start_ms = wall_ms();
-    engine_each_sku(ss->eng, collect_sku, ss);
     uint32_t n = 0;
-    for (o = ss->pend_head; o != NULL; o = o->next_pending)
+    so_offer *o, *tmp;
+    HASH_ITER(hh, ss->offers, o, tmp) {
+        o->round_member = false;
+        if (o->n == 0)
+            continue;
+        if (o->in_flight) {
+            ss->st.skipped++;  /* one call per offer: the running one answers for it */
+            continue;
+        }
+        if (o->queue == Q_NONE)
+            q_append(ss, Q_SNAP, o);
+        o->round_member = true;
+        ss->round_pending++;
         n++;
+    }
     ss->st.offers = n;
     start_calls(ss);
     round_maybe_end(ss);
+}
+
+static void arm(struct event *ev, uint32_t ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(ev, &tv);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -257,17 +479,343 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     supplier_sync *ss = arg;
     round_start(ss);
-    struct timeval tv = {ss->sync_ms / 1000, (ss->sync_ms % 1000) * 1000};
-    evtimer_add(ss->timer, &tv);
+    arm(ss->timer, ss->sync_ms);
+}
+
+static void vtimer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    supplier_sync *ss = arg;
+    round_start(ss);  /* a full round validates every link it answers for */
+    arm(ss->vtimer, ss->validate_ms);
+}
+
+/* ------------------------------------------------------------ pokes */
+
+void supsync_poke_sku(supplier_sync *ss, const char *sku)
+{
+    if (ss == NULL || ss->closing || sku == NULL)
+        return;
+    eng_supplier_map map;
+    if (!engine_sku_supplier(ss->eng, sku, &map) || map.offer_id <= 0)
+        return;
+    so_offer *o = offer_get(ss, map.offer_id, true);
+    if (o == NULL || !offer_add_sku(o, sku, true)) {
+        ss->st.skipped++;
+        if (o != NULL && o->n == 0 && !o->in_flight && o->queue == Q_NONE)
+            offer_free(ss, o);
+        return;
+    }
+    ss->st.pokes++;
+    request_call(ss, o);
+    start_calls(ss);  /* callbacks come later, from the loop: no kick here */
+}
+
+/* ------------------------------------------------------------ push */
+
+/* An id as decimal text of len bytes: 1..19 digits, >= 1. */
+static bool id_text(const char *s, size_t len, int64_t *out)
+{
+    if (len == 0 || len > 19)
+        return false;
+    int64_t x = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        int d = s[i] - '0';
+        if (x > (INT64_MAX - d) / 10)
+            return false;
+        x = x * 10 + d;
+    }
+    *out = x;
+    return x > 0;
+}
+
+/* An id as a JSON integer or a decimal string, >= 1. */
+static bool json_id(const json_t *v, int64_t *out)
+{
+    if (json_is_integer(v)) {
+        *out = (int64_t)json_integer_value(v);
+        return *out > 0;
+    }
+    return json_is_string(v) && id_text(json_string_value(v), json_string_length(v), out);
+}
+
+typedef struct push_tally {
+    uint32_t applied, poked, stale, unknown;
+    bool rebuilt;
+} push_tally;
+
+/* The time a pushed figure speaks for: its bizTime, else the message's
+ * gmtBorn, never later than now (a clock ahead must not settle purchases
+ * the figure cannot reflect). */
+static int64_t push_time(const json_t *entry, int64_t born, int64_t now)
+{
+    json_t *b = json_object_get(entry, "bizTime");
+    int64_t t = json_is_integer(b) ? (int64_t)json_integer_value(b) : born;
+    return t > 0 && t <= now ? t : now;
+}
+
+static void push_inventory_entry(supplier_sync *ss, const json_t *e, int64_t born,
+                                 push_tally *t)
+{
+    int64_t offer_id, sku_id;
+    json_t *on_sale = json_object_get(e, "skuOnSale");
+    if (!json_id(json_object_get(e, "offerId"), &offer_id) ||
+        !json_id(json_object_get(e, "skuId"), &sku_id) || !json_is_integer(on_sale) ||
+        json_integer_value(on_sale) < 0) {
+        t->unknown++;
+        return;
+    }
+    so_offer *o = offer_for_push(ss, offer_id, &t->rebuilt);
+    if (o == NULL) {
+        t->unknown++;  /* not an offer we sell */
+        return;
+    }
+    int64_t at = push_time(e, born, wall_ms());
+    bool poke = false;
+    for (uint32_t i = 0; i < o->n; i++) {
+        eng_supplier_map cur;
+        eng_stock_view v;
+        const char *sku = o->skus[i].name;
+        if (!engine_sku_supplier(ss->eng, sku, &cur) || cur.offer_id != offer_id)
+            continue;
+        if (cur.sku_id == 0) {
+            poke = true;  /* mapped by spec only: cannot tell which entry is its */
+            continue;
+        }
+        if (cur.sku_id != sku_id)
+            continue;
+        /* A retried message may come after a newer snapshot: keep the newer. */
+        if (engine_stock_get(ss->eng, sku, &v) && v.c.supplier_synced_at_ms > at) {
+            t->stale++;
+            continue;
+        }
+        eng_supplier_obs obs = {.reported = clamp_stock(json_integer_value(on_sale)),
+                                .synced_at_ms = at};
+        if (observe(ss, sku, &cur, &obs))
+            t->applied++;
+    }
+    if (poke) {
+        ss->st.pokes++;
+        request_call(ss, o);
+        t->poked++;
+    }
+}
+
+static int push_inventory(supplier_sync *ss, const json_t *data, int64_t born, push_tally *t,
+                          char *msg, size_t cap)
+{
+    const json_t *list = json_object_get(data, "OfferInventoryChangeList");
+    if (!json_is_array(list)) {
+        snprintf(msg, cap, "data.OfferInventoryChangeList is not an array");
+        return 400;
+    }
+    if (json_array_size(list) > SUPSYNC_PUSH_ENTRIES_MAX) {
+        snprintf(msg, cap, "more than %u entries", SUPSYNC_PUSH_ENTRIES_MAX);
+        return 400;
+    }
+    size_t i;
+    const json_t *e;
+    json_array_foreach(list, i, e) {
+        if (json_is_object(e))
+            push_inventory_entry(ss, e, born, t);
+        else
+            t->unknown++;
+    }
+    return 200;
+}
+
+static void push_poke_offer(supplier_sync *ss, int64_t offer_id, push_tally *t)
+{
+    so_offer *o = offer_for_push(ss, offer_id, &t->rebuilt);
+    if (o == NULL) {
+        t->unknown++;
+        return;
+    }
+    ss->st.pokes++;
+    request_call(ss, o);
+    t->poked++;
+}
+
+/* productIds: "1,2,3" (1688) or an array of ids. */
+static int push_relation(supplier_sync *ss, const json_t *data, push_tally *t, char *msg,
+                         size_t cap)
+{
+    const json_t *ids = json_object_get(data, "productIds");
+    if (json_is_array(ids)) {
+        if (json_array_size(ids) > SUPSYNC_PUSH_ENTRIES_MAX) {
+            snprintf(msg, cap, "more than %u productIds", SUPSYNC_PUSH_ENTRIES_MAX);
+            return 400;
+        }
+        size_t i;
+        const json_t *v;
+        int64_t id;
+        json_array_foreach(ids, i, v) {
+            if (json_id(v, &id))
+                push_poke_offer(ss, id, t);
+            else
+                t->unknown++;
+        }
+        return 200;
+    }
+    if (!json_is_string(ids)) {
+        snprintf(msg, cap, "data.productIds missing");
+        return 400;
+    }
+    const char *s = json_string_value(ids);
+    uint32_t n = 0;
+    while (*s) {
+        const char *end = strchr(s, ',');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        if (++n > SUPSYNC_PUSH_ENTRIES_MAX) {
+            snprintf(msg, cap, "more than %u productIds", SUPSYNC_PUSH_ENTRIES_MAX);
+            return 400;
+        }
+        while (len > 0 && *s == ' ') {
+            s++;
+            len--;
+        }
+        int64_t id;
+        if (id_text(s, len, &id))
+            push_poke_offer(ss, id, t);
+        else if (len > 0)
+            t->unknown++;
+        s = end ? end + 1 : s + len;
+    }
+    return 200;
+}
+
+/* The message's data: an object, or (some deliveries) its JSON text. */
+static json_t *push_data(json_t *doc)
+{
+    json_t *d = json_object_get(doc, "data");
+    if (json_is_object(d))
+        return json_incref(d);
+    if (json_is_string(d))
+        return json_loadb(json_string_value(d), json_string_length(d), 0, NULL);
+    return NULL;
+}
+
+static int push_dispatch(supplier_sync *ss, json_t *doc, char *msg, size_t cap)
+{
+    const char *type = json_string_value(json_object_get(doc, "type"));
+    if (type == NULL) {
+        snprintf(msg, cap, "message has no type");
+        return 400;
+    }
+    bool inventory = strcmp(type, "PRODUCT_PRODUCT_INVENTORY_CHANGE") == 0;
+    bool relation = strncmp(type, "PRODUCT_RELATION_VIEW_PRODUCT_", 30) == 0;
+    if (!inventory && !relation) {
+        snprintf(msg, cap, "ignored: type not used");
+        return 200;
+    }
+    json_t *data = push_data(doc);
+    if (!json_is_object(data)) {
+        json_decref(data);
+        snprintf(msg, cap, "message data is not an object");
+        return 400;
+    }
+    json_t *b = json_object_get(doc, "gmtBorn");
+    int64_t born = json_is_integer(b) ? (int64_t)json_integer_value(b) : 0;
+    push_tally t = {0};
+    int rc = inventory ? push_inventory(ss, data, born, &t, msg, cap)
+                       : push_relation(ss, data, &t, msg, cap);
+    json_decref(data);
+    if (rc != 200)
+        return rc;
+    if (t.applied > 0 && ss->kick)
+        ss->kick(ss->kick_arg);
+    if (t.poked > 0)
+        start_calls(ss);
+    snprintf(msg, cap, "ok: %u applied, %u offers poked, %u stale, %u not ours", t.applied,
+             t.poked, t.stale, t.unknown);
+    return 200;
+}
+
+/* Signature and envelope; buf holds len + 1 bytes (decoded in place). */
+static int push_check(supplier_sync *ss, char *buf, size_t len, char *msg, size_t cap)
+{
+    supplier_param params[SUPSYNC_PUSH_PARAMS_MAX];
+    size_t n = 0;
+    if (supplier_form_parse(buf, len, params, SUPSYNC_PUSH_PARAMS_MAX, &n) != 0) {
+        snprintf(msg, cap, "malformed form body");
+        return 400;
+    }
+    const supplier_param *m = supplier_param_find(params, n, "message");
+    const supplier_param *sig = supplier_param_find(params, n, "_aop_signature");
+    if (m == NULL) {
+        snprintf(msg, cap, "no message field");
+        return 400;
+    }
+    char want[SUPPLIER_SIGN_HEX_LEN + 1];
+    /* Params-only variant: HMAC-SHA1(secret, "message" + message). */
+    if (sig == NULL || supplier_sign(ss->secret, ss->secret_len, "", m, 1, want) != 0 ||
+        !supplier_sign_equal(want, sig->value)) {
+        snprintf(msg, cap, "bad signature");
+        return 401;
+    }
+    json_error_t jerr;
+    json_t *doc = json_loadb(m->value, m->value_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        snprintf(msg, cap, "message is not a JSON object");
+        return 400;
+    }
+    int rc = push_dispatch(ss, doc, msg, cap);
+    json_decref(doc);
+    return rc;
+}
+
+int supsync_push(supplier_sync *ss, const char *body, size_t len, char *msg, size_t msg_cap)
+{
+    assert(msg != NULL && msg_cap >= 128 && (body != NULL || len == 0));
+    if (ss == NULL || ss->closing) {
+        snprintf(msg, msg_cap, "supplier sync stopped");
+        return 503;
+    }
+    if (len > SUPSYNC_PUSH_MAX) {
+        ss->st.push_refused++;
+        snprintf(msg, msg_cap, "body over %u bytes", SUPSYNC_PUSH_MAX);
+        return 413;
+    }
+    char *buf = malloc(len + 1);
+    if (buf == NULL) {
+        snprintf(msg, msg_cap, "out of memory");
+        return 503;
+    }
+    if (len > 0)
+        memcpy(buf, body, len);
+    buf[len] = '\0';
+    int rc = push_check(ss, buf, len, msg, msg_cap);
+    free(buf);
+    if (rc == 200)
+        ss->st.pushes++;
+    else
+        ss->st.push_refused++;
+    if (rc != 200) {
+        char code[8];
+        snprintf(code, sizeof(code), "%d", rc);
+        LOG_W("supplier push refused", "status", code, "reason", msg);
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------ lifecycle */
 
 supplier_sync *supsync_new(struct event_base *base, const stockd_config *cfg, engine *eng,
-                           void (*kick)(void *arg), void *kick_arg, char *err, size_t err_len)
+                           struct supplier_client *client, void (*kick)(void *arg),
+                           void *kick_arg, char *err, size_t err_len)
 {
-    assert(cfg->supplier_url[0] != '\0');
+    assert(base && cfg && eng && client);
     assert(cfg->supplier_sync_ms >= 1 && cfg->supplier_concurrency >= 1);
+    size_t slen = strlen(cfg->supplier_app_secret);
+    if (slen == 0 || slen >= SUPSYNC_SECRET_MAX) {
+        snprintf(err, err_len, "supplier sync: app secret missing or over %d bytes",
+                 SUPSYNC_SECRET_MAX - 1);
+        return NULL;
+    }
     supplier_sync *ss = calloc(1, sizeof(*ss));
     if (ss == NULL) {
         snprintf(err, err_len, "out of memory");
@@ -275,35 +823,29 @@ supplier_sync *supsync_new(struct event_base *base, const stockd_config *cfg, en
     }
     ss->base = base;
     ss->eng = eng;
+    ss->cli = client;
     ss->kick = kick;
     ss->kick_arg = kick_arg;
     ss->sync_ms = cfg->supplier_sync_ms;
+    ss->validate_ms = cfg->supplier_validate_ms;
     ss->concurrency = cfg->supplier_concurrency;
-    supplier_client_config cc;
-    supplier_client_config_defaults(&cc);
-    cc.base_url = cfg->supplier_url;
-    cc.app_key = cfg->supplier_app_key;
-    cc.app_secret = cfg->supplier_app_secret;
-    cc.access_token = cfg->supplier_token;
-    if (cc.max_in_flight < ss->concurrency)
-        cc.max_in_flight = ss->concurrency;
-    /* A failed round is simply repeated next period: do not let retries of
-     * one round run into the next one. */
-    if (cc.backoff_max_ms > ss->sync_ms)
-        cc.backoff_max_ms = ss->sync_ms;
-    if (cc.backoff_base_ms > cc.backoff_max_ms)
-        cc.backoff_base_ms = cc.backoff_max_ms;
-    char e[256];
-    ss->cli = supplier_client_new(base, &cc, e, sizeof(e));
+    memcpy(ss->secret, cfg->supplier_app_secret, slen);
+    ss->secret_len = slen;
+    ss->index_mono_ms = mono_ms() - SUPSYNC_REINDEX_MIN_MS;
     ss->timer = evtimer_new(base, timer_cb, ss);
-    if (ss->cli == NULL || ss->timer == NULL) {
-        snprintf(err, err_len, "supplier client: %s", ss->cli == NULL ? e : "out of memory");
+    /* Validation rounds only matter when they come more often than syncs. */
+    if (ss->validate_ms > 0 && ss->validate_ms < ss->sync_ms)
+        ss->vtimer = evtimer_new(base, vtimer_cb, ss);
+    if (ss->timer == NULL || (ss->validate_ms > 0 && ss->validate_ms < ss->sync_ms &&
+                              ss->vtimer == NULL)) {
+        snprintf(err, err_len, "supplier sync: out of memory");
         supsync_free(ss);
         return NULL;
     }
     uint32_t first = ss->sync_ms / 10 < 1000 ? ss->sync_ms / 10 : 1000;
-    struct timeval tv = {first / 1000, (first % 1000) * 1000};
-    evtimer_add(ss->timer, &tv);
+    arm(ss->timer, first);
+    if (ss->vtimer)
+        arm(ss->vtimer, ss->validate_ms);
     return ss;
 }
 
@@ -314,10 +856,21 @@ void supsync_free(supplier_sync *ss)
     ss->closing = true;
     if (ss->timer)
         event_free(ss->timer);
-    supplier_client_free(ss->cli);  /* pending calls answer now; nothing is applied */
+    if (ss->vtimer)
+        event_free(ss->vtimer);
+    /* The client is not ours: calls still out answer later (or when the
+     * client is freed) into records that no longer know the sync. */
     so_offer *o, *tmp;
-    HASH_ITER(hh, ss->offers, o, tmp)
-        offer_free(ss, o);
+    HASH_ITER(hh, ss->offers, o, tmp) {
+        if (o->in_flight) {
+            q_remove(ss, o);
+            HASH_DEL(ss->offers, o);
+            o->owner = NULL;
+        } else {
+            offer_free(ss, o);
+        }
+    }
+    OPENSSL_cleanse(ss->secret, sizeof(ss->secret));
     free(ss);
 }
 
@@ -327,6 +880,8 @@ void supsync_stop(supplier_sync *ss)
         return;
     ss->closing = true;  /* product_done applies nothing; start_calls starts nothing */
     evtimer_del(ss->timer);
+    if (ss->vtimer)
+        evtimer_del(ss->vtimer);
 }
 
 void supsync_stats_get(const supplier_sync *ss, supsync_stats *out)

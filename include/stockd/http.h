@@ -9,10 +9,14 @@
  *   GET /readyz   200 "ready" when state is loaded, the client port is
  *                 listening, MariaDB is up and the server is not draining;
  *                 else 503 with the reasons, one per line.
+ *   POST /1688/push  the 1688 message push (supsync_push, via the server's
+ *                 server_supsync()): its status (200, 400, 401, 413) and a
+ *                 one-line text; 503 when the supplier sync is off.
  *
- * Only GET and HEAD; other paths are 404. Requests are answered at once
- * from memory: nothing here waits on a backend. Headers are capped at
- * 8 KiB and bodies refused, a slow client is dropped after 10 s. libevent
+ * GET and HEAD elsewhere (POST there is 405); other paths are 404.
+ * Requests are answered at once from memory: nothing here waits on a
+ * backend. Headers are capped at 8 KiB and bodies at 64 KiB (only the push
+ * reads one; evhttp answers 413 above), a slow client is dropped after 10 s. libevent
  * 2.1 has no cap on HTTP connections: bind it to loopback or a management
  * network, never to the clients' side.
  * Errors: http_new returns NULL with a message in err.

@@ -15,10 +15,13 @@
  * (supplier_sku.fingerprint: price and attributes) and synced_at = when the
  * call was first submitted, through engine_supplier_observe().
  * Validation (every answer): a spec missing from the answer ("spec
- * removed"), a product not published ("offline: <status>"), an unknown
- * offer (definitive product.get error) or a fingerprint different from the
- * mapping's (decided in the engine) mark the mapping BROKEN; the engine
- * writes the alert. Every validate_ms a round runs even if sync_ms is longer.
+ * removed"; matched by spec_id), a product not published ("offline:
+ * <status>") or not for online trade ("offline: no online trade"), an
+ * unknown offer (a definitive business error saying the product does not
+ * exist: "offer unknown"; gateway refusals never break a mapping) or a
+ * fingerprint different from the mapping's (decided in the engine) mark
+ * the mapping BROKEN; the engine writes the alert. Every validate_ms a
+ * round runs even if sync_ms is longer.
  *
  * Incremental sync: supsync_poke_sku() asks for the SKU's offer at once
  * (after a committed order that took supplier units, after a failed
@@ -33,7 +36,12 @@
  * skuOnSale at once to the SKUs mapped with that offerId and skuId
  * (entries for mappings without a sku_id poke the offer instead);
  * PRODUCT_RELATION_VIEW_PRODUCT_* (change, expire, repost) poke the offers
- * named, so the next answer validates the link. A failed call changes nothing: the
+ * named, so the next answer validates the link. SKUs are found by offer
+ * through an index rebuilt at every round; a push naming an offer missing
+ * from it rebuilds it (at most once a second). A pushed figure older than
+ * the SKU's committed synced_at (a retried delivery) is dropped; its
+ * synced_at is the entry's bizTime (else gmtBorn), never later than now.
+ * A failed call changes nothing: the
  * figures stay as they were until a later round succeeds. Failures are
  * counted and logged at most once per round (never with secrets: the
  * client redacts them).
