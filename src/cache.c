@@ -33,7 +33,7 @@
 #define CACHE_WATCHDOG_MIN_MS 5u
 
 enum cache_state { CS_DOWN = 0, CS_CONNECTING, CS_SETTLING, CS_UP };
-enum cmd_kind { CMD_PING = 0, CMD_SET, CMD_USER };
+enum cmd_kind { CMD_PING = 0, CMD_SET, CMD_USER, CMD_XADD };
 
 typedef struct cache_cmd {
     cache *c;
@@ -297,6 +297,14 @@ static void reply_cb(redisAsyncContext *ac, void *r, void *privdata)
     case CMD_USER:
         cmd->fn(reply, cmd->arg);
         break;
+    case CMD_XADD:
+        /* No retry: a resent XADD after a lost reply could duplicate the
+         * entry, and MariaDB holds every alert anyway. */
+        if (reply != NULL && reply->type == REDIS_REPLY_STRING)
+            c->st.alerts_ok++;
+        else
+            c->st.alerts_failed++;
+        break;
     }
     cmd_free(cmd);
     flush_schedule(c);
@@ -512,6 +520,36 @@ int cache_command_argv(cache *c, int argc, const char **argv, const size_t *argv
         cmd_free(cmd);
         return -1;
     }
+    return 0;
+}
+
+int cache_xadd_alert(cache *c, const char *kind, const char *sku, const char *order_id,
+                     const char *reason, int64_t at_ms)
+{
+    if (c->state != CS_UP || c->ac == NULL || c->inflight >= CACHE_INFLIGHT_MAX) {
+        c->st.alerts_skipped++;
+        return -1;
+    }
+    char at[24];
+    snprintf(at, sizeof at, "%" PRId64, at_ms);
+    const char *argv[] = {"XADD", CACHE_ALERTS_STREAM, "MAXLEN", "~", CACHE_ALERTS_MAXLEN, "*",
+                          "kind", kind, "sku", sku, "order_id", order_id,
+                          "reason", reason, "at", at};
+    enum { N = sizeof(argv) / sizeof(argv[0]) };
+    size_t len[N];
+    for (int i = 0; i < N; i++)
+        len[i] = strlen(argv[i]);
+    cache_cmd *cmd = cmd_new(c, CMD_XADD);
+    if (cmd == NULL) {
+        c->st.alerts_skipped++;
+        return -1;
+    }
+    if (redisAsyncCommandArgv(c->ac, reply_cb, cmd, N, argv, len) != REDIS_OK) {
+        cmd_free(cmd);
+        c->st.alerts_skipped++;
+        return -1;
+    }
+    c->st.alerts_sent++;
     return 0;
 }
 

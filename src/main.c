@@ -100,6 +100,12 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     LOG_I("configuration reloaded", "log_level", c->log_level, "queue_total_max", q);
 }
 
+/* MariaDB's newest support alerts, oldest first, into alerts.list's ring. */
+static void load_alert(const store_alert *a, void *arg)
+{
+    server_alert_load(arg, a->kind, a->sku, a->order_id, a->reason, a->at_ms);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -158,6 +164,10 @@ int main(int argc, char **argv)
     server_set_store(srv, st);
     if (server_sharded(srv) ? server_take_over_owned(srv, err, sizeof(err))
                             : store_load_state(st, server_engine(srv), cfg.preload_skus, err, sizeof(err))) {
+        LOG_E("state load failed", "error", err);
+        return 1;
+    }
+    if (store_recent_alerts(st, SERVER_ALERTS_MAX, load_alert, srv, err, sizeof(err)) != 0) {
         LOG_E("state load failed", "error", err);
         return 1;
     }

@@ -7,7 +7,8 @@
 
 static const char *const method_names[M_COUNT] = {
     "ping", "reserve", "confirm", "release", "ship", "order.get",
-    "stock.get", "sku.put", "stock.adjust", "stats", "cluster.ring", "(unknown)",
+    "stock.get", "sku.put", "stock.adjust", "stats", "cluster.ring",
+    "order.subscribe", "alerts.list", "supplier.put", "supplier.get", "(unknown)",
 };
 
 const char *rpc_method_name(enum method m)
@@ -18,12 +19,15 @@ const char *rpc_method_name(enum method m)
 
 enum field {
     F_ORDER_ID = 0, F_SKU, F_QTY, F_HOLD_MS, F_DEADLINE_MS, F_DELTA, F_REASON,
-    F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_FWD, F_COUNT
+    F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_FWD,
+    F_LIMIT, F_SUPPLIER_ID, F_TRUST, F_TRUST_CEILING, F_EVENT_MODE, F_EVENT_TRUST, F_COUNT
 };
 static const char *const field_names[F_COUNT] = {
     "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
     "own_on_hand", "supplier", "supplier_reported", "token", "_fwd",
+    "limit", "supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust",
 };
+_Static_assert(F_COUNT <= 32, "field bits must fit in rpc_parsed.seen");
 #define B(f) (1u << (f))
 
 typedef struct method_spec {
@@ -47,6 +51,11 @@ static const method_spec specs[M_COUNT] = {
                   B(F_SKU) | B(F_DELTA) | B(F_REASON), true},
     [M_STATS] = {B(F_TOKEN), 0, false},
     [M_CLUSTER_RING] = {B(F_TOKEN), 0, false},
+    [M_ORDER_SUBSCRIBE] = {B(F_TOKEN), 0, false},
+    [M_ALERTS_LIST] = {B(F_LIMIT) | B(F_TOKEN), 0, false},
+    [M_SUPPLIER_PUT] = {B(F_SUPPLIER_ID) | B(F_TRUST) | B(F_TRUST_CEILING) | B(F_EVENT_MODE) |
+                        B(F_EVENT_TRUST) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_SUPPLIER_ID), true},
+    [M_SUPPLIER_GET] = {B(F_SUPPLIER_ID) | B(F_TOKEN), B(F_SUPPLIER_ID), false},
 };
 
 bool rpc_utf8_valid(const unsigned char *p, size_t n)
@@ -144,6 +153,30 @@ static bool get_int(const msgpack_object *v, int64_t lo, int64_t hi, int64_t *ou
     return false;
 }
 
+/* A factor 0..1: a float (32 or 64 bit), or the integers 0 and 1. */
+static bool get_factor(const msgpack_object *v, double *out, rpc_perr *e, const char *f)
+{
+    e->field = f;
+    double x;
+    if (v->type == MSGPACK_OBJECT_FLOAT32 || v->type == MSGPACK_OBJECT_FLOAT64)
+        x = v->via.f64;
+    else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 <= 1)
+        x = (double)v->via.u64;
+    else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER || v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        e->problem = "out of range (0..1)";
+        return false;
+    } else {
+        e->problem = "must be a number";
+        return false;
+    }
+    if (!(x >= 0.0 && x <= 1.0)) {  /* NaN fails too */
+        e->problem = "out of range (0..1)";
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
 static bool parse_supplier(const msgpack_object *v, eng_supplier_map *m, rpc_perr *e)
 {
     e->field = "supplier";
@@ -152,6 +185,7 @@ static bool parse_supplier(const msgpack_object *v, eng_supplier_map *m, rpc_per
         return false;
     }
     memset(m, 0, sizeof(*m));
+    m->cap = -1;
     unsigned seen = 0;
     for (uint32_t i = 0; i < v->via.map.size; i++) {
         const msgpack_object *k = &v->via.map.ptr[i].key, *val = &v->via.map.ptr[i].val;
@@ -176,9 +210,12 @@ static bool parse_supplier(const msgpack_object *v, eng_supplier_map *m, rpc_per
         } else if (kn == 6 && memcmp(kp, "sku_id", 6) == 0) {
             if (!get_int(val, 1, INT64_MAX, &m->sku_id, e, "supplier.sku_id"))
                 return false;
+        } else if (kn == 3 && memcmp(kp, "cap", 3) == 0) {
+            if (!get_int(val, 0, ENG_STOCK_MAX, &m->cap, e, "supplier.cap"))
+                return false;
         } else {
             e->field = "supplier";
-            e->problem = "unknown key (supplier_id, offer_id, spec_id, sku_id)";
+            e->problem = "unknown key (supplier_id, offer_id, spec_id, sku_id, cap)";
             return false;
         }
     }
@@ -249,6 +286,25 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
         e->problem = "must be a string";
         pp->token = v;
         return v->type == MSGPACK_OBJECT_STR;
+    case F_LIMIT:
+        return get_int(v, 1, RPC_ALERTS_LIMIT_MAX, &pp->limit, e, "limit");
+    case F_SUPPLIER_ID:
+        return get_str(v, op->supplier.supplier_id, ENG_ID_MAX, true, e, "supplier_id");
+    case F_TRUST:
+        pp->has_trust = true;
+        return get_factor(v, &op->trust.trust, e, "trust");
+    case F_TRUST_CEILING:
+        pp->has_ceiling = true;
+        return get_factor(v, &op->trust.ceiling, e, "trust_ceiling");
+    case F_EVENT_TRUST:
+        pp->has_event_trust = true;
+        return get_factor(v, &op->trust.event_trust, e, "event_trust");
+    case F_EVENT_MODE:
+        pp->has_event_mode = true;
+        e->field = "event_mode";
+        e->problem = "must be a boolean";
+        op->trust.event_mode = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
+        return v->type == MSGPACK_OBJECT_BOOLEAN;
     case F_FWD:
         e->field = "_fwd";
         e->problem = "must be a positive integer (set by stockd peers)";
@@ -325,5 +381,6 @@ bool rpc_method_admin(enum method m)
 bool rpc_method_read_only(enum method m)
 {
     return m == M_PING || m == M_STATS || m == M_STOCK_GET || m == M_ORDER_GET ||
-           m == M_CLUSTER_RING;
+           m == M_CLUSTER_RING || m == M_ORDER_SUBSCRIBE || m == M_ALERTS_LIST ||
+           m == M_SUPPLIER_GET;
 }

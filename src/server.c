@@ -35,7 +35,9 @@
 #include "stockd/ring.h"
 #include "stockd/hist.h"
 #include "stockd/log.h"
+#include "stockd/purchase.h"
 #include "stockd/rpc_parse.h"
+#include "stockd/supplier.h"
 #include "stockd/supplier_sync.h"
 
 #define FRAMES_PER_READ_MAX 512   /* fairness: frames decoded per wakeup */
@@ -52,6 +54,8 @@ typedef struct conn {
     struct bufferevent *bev;
     enum conn_state state;
     bool read_paused;
+    bool subscribed;              /* order.subscribe: in srv->subs[sub_idx] */
+    uint32_t sub_idx;
     uint32_t inflight;            /* requests in the engine */
     uint64_t id;
     struct conn *prev, *next;
@@ -67,6 +71,7 @@ typedef struct req {
     int64_t deadline_ms;          /* a change waiting on a cold SKU's load */
     struct req *next_free;        /* free list; cold SKU waiters */
     char owner[RING_NAME_MAX + 1]; /* sharding: the node a forwarded request went to */
+    int32_t limit;                /* alerts.list */
 } req;
 
 struct server {
@@ -117,7 +122,26 @@ struct server {
     size_t n_forget, cap_forget;
     uint64_t fwd_calls, fwd_failed, not_owner, fence_drops, order_lookups, ring_changes;
     supplier_sync *supsync;       /* NULL: supplier sync off (no --supplier-url) */
+    supplier_client *supc;        /* shared by sync and purchases (one app key) */
+    purchase *purch;
+    /* order.subscribe listeners (order.update notifications) */
+    conn *subs[SERVER_SUBSCRIBERS_MAX];
+    uint32_t n_subs;
+    uint64_t notify_sent, notify_dropped;
+    /* support alerts: the newest SERVER_ALERTS_MAX, a ring (alerts.list) */
+    struct alert_ent *alerts;
+    uint32_t alerts_head;         /* next slot to write */
+    uint32_t n_alerts;
+    uint64_t alerts_total, alerts_no_cache;
 };
+
+typedef struct alert_ent {
+    char kind[STORE_ALERT_KIND_MAX + 1];
+    char sku[ENG_ID_MAX + 1];
+    char order_id[ENG_ID_MAX + 1];
+    char reason[ENG_REASON_MAX + 1];
+    int64_t at_ms;
+} alert_ent;
 
 _Static_assert(M_COUNT <= SERVER_METHODS_MAX && RES_COUNT <= SERVER_RESULTS_MAX,
                "server_metrics arrays too small");
@@ -149,9 +173,11 @@ static void out_flush(server *s, conn *c)
     msgpack_sbuffer_clear(&s->out);
 }
 
+/* The supplier mapping and trust appear only for mapping ok/broken, so the
+ * records of own-stock SKUs stay byte for byte what they were. */
 static void pack_stock(msgpack_packer *pk, const eng_stock_view *v)
 {
-    msgpack_pack_map(pk, 9);
+    msgpack_pack_map(pk, 9 + (v->has_map ? 2 : 0));
     codec_pack_kv_str(pk, "sku", v->sku);
     codec_pack_kv_int(pk, "available", v->available);
     codec_pack_kv_int(pk, "own_on_hand", v->c.own_on_hand);
@@ -161,6 +187,21 @@ static void pack_stock(msgpack_packer *pk, const eng_stock_view *v)
     codec_pack_kv_int(pk, "supplier_reserved", v->c.supplier_reserved);
     codec_pack_kv_int(pk, "supplier_synced_at", v->c.supplier_synced_at_ms);
     codec_pack_kv_str(pk, "mapping", eng_mapping_name(v->mapping));
+    if (!v->has_map)
+        return;
+    const eng_supplier_map *m = &v->map;
+    bool sku_id = m->sku_id != 0, cap = m->cap >= 0;
+    codec_pack_cstr(pk, "supplier");
+    msgpack_pack_map(pk, 3 + sku_id + cap);
+    codec_pack_kv_str(pk, "supplier_id", m->supplier_id);
+    codec_pack_kv_int(pk, "offer_id", m->offer_id);
+    codec_pack_kv_str(pk, "spec_id", m->spec_id);
+    if (sku_id)
+        codec_pack_kv_int(pk, "sku_id", m->sku_id);
+    if (cap)
+        codec_pack_kv_int(pk, "cap", m->cap);
+    codec_pack_cstr(pk, "trust");
+    msgpack_pack_double(pk, v->trust);
 }
 
 static void pack_order(msgpack_packer *pk, const eng_order_view *o)
@@ -168,7 +209,8 @@ static void pack_order(msgpack_packer *pk, const eng_order_view *o)
     bool hold = o->hold_expires_at_ms > 0;
     bool up = o->upstream_order_id[0] != '\0';
     bool why = o->reason[0] != '\0';
-    msgpack_pack_map(pk, 9 + hold + up + why);
+    bool bought = o->purchased_at_ms > 0;
+    msgpack_pack_map(pk, 9 + hold + up + why + 2 * bought);
     codec_pack_kv_str(pk, "order_id", o->order_id);
     codec_pack_kv_str(pk, "sku", o->sku);
     codec_pack_kv_int(pk, "qty", o->qty);
@@ -184,6 +226,26 @@ static void pack_order(msgpack_packer *pk, const eng_order_view *o)
         codec_pack_kv_str(pk, "upstream_order_id", o->upstream_order_id);
     if (why)
         codec_pack_kv_str(pk, "reason", o->reason);
+    if (bought) {
+        codec_pack_kv_int(pk, "purchased_at", o->purchased_at_ms);
+        codec_pack_kv_bool(pk, "supplier_settled", o->supplier_settled);
+    }
+}
+
+/* supplier.put / supplier.get */
+static void pack_trust(msgpack_packer *pk, const char *supplier_id, const eng_trust *t)
+{
+    msgpack_pack_map(pk, 6);
+    codec_pack_kv_str(pk, "supplier_id", supplier_id);
+    codec_pack_cstr(pk, "trust");
+    msgpack_pack_double(pk, t->trust);
+    codec_pack_cstr(pk, "trust_ceiling");
+    msgpack_pack_double(pk, t->ceiling);
+    codec_pack_kv_bool(pk, "event_mode", t->event_mode);
+    codec_pack_cstr(pk, "event_trust");
+    msgpack_pack_double(pk, t->event_trust);
+    codec_pack_cstr(pk, "effective");
+    msgpack_pack_double(pk, eng_trust_effective(t));
 }
 
 static const char *err_message(eng_err err)
@@ -290,6 +352,7 @@ static void req_put(server *s, req *r)
 }
 
 static void conn_free(conn *c);
+static void conn_close(conn *c);
 static void conn_update_read(conn *c);
 
 /* Sends what was packed for a request counted in c->inflight and ends it:
@@ -322,6 +385,8 @@ static void done_cb(eng_op *op, void *arg)
         codec_pack_response_ok_head(&s->pk, r->msgid);
         if (r->m == M_SKU_PUT || r->m == M_ADJUST)
             pack_stock(&s->pk, &op->stock);
+        else if (r->m == M_SUPPLIER_PUT)
+            pack_trust(&s->pk, op->supplier.supplier_id, &op->trust);
         else
             pack_order(&s->pk, &op->order);
     } else {
@@ -378,10 +443,36 @@ static void reply_read_miss(server *s, conn *c, uint32_t msgid, enum method m, e
     out_flush(s, c);
 }
 
-static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, eng_op *op)
+static bool subscribe(server *s, conn *c);
+static void pack_alerts(server *s, uint32_t limit);
+
+static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, req *r)
 {
     msgpack_packer *pk = &s->pk;
-    if (m == M_PING) {
+    eng_op *op = &r->op;
+    if (m == M_ORDER_SUBSCRIBE) {
+        if (!subscribe(s, c)) {
+            count(s, m, ENG_E_BUSY);
+            reply_simple_error(s, c, msgid, "busy", "too many order.subscribe connections", true,
+                               NULL, NULL);
+            return;
+        }
+        codec_pack_response_ok_head(pk, msgid);
+        msgpack_pack_map(pk, 1);
+        codec_pack_kv_bool(pk, "subscribed", true);
+    } else if (m == M_ALERTS_LIST) {
+        codec_pack_response_ok_head(pk, msgid);
+        pack_alerts(s, r->limit > 0 ? (uint32_t)r->limit : RPC_ALERTS_LIMIT_DEFAULT);
+    } else if (m == M_SUPPLIER_GET) {
+        eng_trust t;
+        if (!engine_supplier_trust(s->eng, op->supplier.supplier_id, &t)) {
+            count(s, m, ENG_E_NOT_FOUND);
+            reply_simple_error(s, c, msgid, "not_found", "supplier not found", false, NULL, NULL);
+            return;
+        }
+        codec_pack_response_ok_head(pk, msgid);
+        pack_trust(pk, op->supplier.supplier_id, &t);
+    } else if (m == M_PING) {
         codec_pack_response_ok_head(pk, msgid);
         msgpack_pack_map(pk, 2);
         codec_pack_kv_str(pk, "node", s->cfg->node);
@@ -417,6 +508,7 @@ static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, 
 static const eng_op_kind op_kind_of[M_COUNT] = {
     [M_RESERVE] = ENG_OP_RESERVE, [M_CONFIRM] = ENG_OP_CONFIRM, [M_RELEASE] = ENG_OP_RELEASE,
     [M_SHIP] = ENG_OP_SHIP, [M_SKU_PUT] = ENG_OP_SKU_PUT, [M_ADJUST] = ENG_OP_ADJUST,
+    [M_SUPPLIER_PUT] = ENG_OP_SUPPLIER_PUT,
 };
 
 /* ------------------------------------------------------------ cold SKUs, read cache
@@ -533,8 +625,8 @@ static void cold_loaded(const char *sku, int result, const store_sku_row *row, v
         /* Nobody could have created it meanwhile: its requests waited here.
          * A takeover (sharded) loaded it, with its orders, already. */
         if (engine_knows_sku(s->eng, sku) ||
-            engine_load_sku(s->eng, sku, &row->c, row->mapping,
-                            row->mapping == ENG_MAP_OK ? &row->map : NULL, row->epoch)) {
+            engine_load_sku(s->eng, sku, &row->c, row->mapping, store_sku_row_map(row),
+                            row->epoch)) {
             s->cold_loaded++;
             if (s->cache)
                 cache_mark(s->cache, sku);  /* storefronts find it in Redis from now on */
@@ -632,10 +724,139 @@ static bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum meth
     return true;
 }
 
+/* ------------------------------------------------------------ order.subscribe, alerts */
+
+/* Idempotent; false when SERVER_SUBSCRIBERS_MAX connections listen already. */
+static bool subscribe(server *s, conn *c)
+{
+    if (c->subscribed)
+        return true;
+    if (s->n_subs >= SERVER_SUBSCRIBERS_MAX)
+        return false;
+    c->subscribed = true;
+    c->sub_idx = s->n_subs;
+    s->subs[s->n_subs++] = c;
+    return true;
+}
+
+static void unsubscribe(server *s, conn *c)
+{
+    if (!c->subscribed)
+        return;
+    assert(c->sub_idx < s->n_subs && s->subs[c->sub_idx] == c);
+    conn *last = s->subs[--s->n_subs];
+    s->subs[c->sub_idx] = last;
+    last->sub_idx = c->sub_idx;
+    c->subscribed = false;
+}
+
+/* [2, "order.update", [order record]] to every listener. One that does not
+ * read (output over max_output_bytes) is closed rather than buffered for. */
+static void notify_order(server *s, const eng_order_view *o)
+{
+    if (s->n_subs == 0)
+        return;
+    assert(s->out.size == 0);
+    msgpack_pack_array(&s->pk, 3);
+    msgpack_pack_int(&s->pk, RPC_NOTIFY);
+    codec_pack_cstr(&s->pk, "order.update");
+    msgpack_pack_array(&s->pk, 1);
+    pack_order(&s->pk, o);
+    /* Backwards: a close swaps the last listener into slot i, already done. */
+    for (uint32_t i = s->n_subs; i-- > 0;) {
+        conn *c = s->subs[i];
+        assert(c->bev != NULL);
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        if (evbuffer_get_length(out) > s->cfg->max_output_bytes) {
+            char id[24];
+            snprintf(id, sizeof id, "%llu", (unsigned long long)c->id);
+            LOG_W("order.subscribe listener not reading: closed", "conn", id);
+            s->notify_dropped++;
+            conn_close(c);
+            continue;
+        }
+        evbuffer_add(out, s->out.data, s->out.size);
+        s->notify_sent++;
+    }
+    msgpack_sbuffer_clear(&s->out);
+}
+
+static void copy_cut(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void alert_remember(server *s, const char *kind, const char *sku, const char *order_id,
+                           const char *reason, int64_t at_ms)
+{
+    if (s->alerts == NULL)
+        return;
+    alert_ent *a = &s->alerts[s->alerts_head];
+    copy_cut(a->kind, sizeof a->kind, kind);
+    copy_cut(a->sku, sizeof a->sku, sku);
+    copy_cut(a->order_id, sizeof a->order_id, order_id ? order_id : "");
+    copy_cut(a->reason, sizeof a->reason, reason ? reason : "");
+    a->at_ms = at_ms;
+    s->alerts_head = (s->alerts_head + 1) % SERVER_ALERTS_MAX;
+    if (s->n_alerts < SERVER_ALERTS_MAX)
+        s->n_alerts++;
+}
+
+void server_alert_load(server *s, const char *kind, const char *sku, const char *order_id,
+                       const char *reason, int64_t at_ms)
+{
+    alert_remember(s, kind, sku, order_id, reason, at_ms);
+}
+
+/* A committed alert: the log, the ring, and Redis (best effort). */
+static void alert_note(server *s, const eng_alert_row *a)
+{
+    char at[24];
+    snprintf(at, sizeof at, "%lld", (long long)a->at_ms);
+    LOG_W("support alert", "kind", a->kind, "sku", a->sku, "order_id", a->order_id,
+          "reason", a->reason, "at", at);
+    s->alerts_total++;
+    alert_remember(s, a->kind, a->sku, a->order_id, a->reason, a->at_ms);
+    if (s->cache != NULL)
+        (void)cache_xadd_alert(s->cache, a->kind, a->sku, a->order_id, a->reason, a->at_ms);
+    else
+        s->alerts_no_cache++;
+}
+
+/* alerts.list: newest first. */
+static void pack_alerts(server *s, uint32_t limit)
+{
+    msgpack_packer *pk = &s->pk;
+    uint32_t n = limit < s->n_alerts ? limit : s->n_alerts;
+    msgpack_pack_array(pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        const alert_ent *a = &s->alerts[(s->alerts_head + SERVER_ALERTS_MAX - 1 - i) % SERVER_ALERTS_MAX];
+        bool oid = a->order_id[0] != '\0';
+        msgpack_pack_map(pk, 4 + oid);
+        codec_pack_kv_str(pk, "kind", a->kind);
+        codec_pack_kv_str(pk, "sku", a->sku);
+        if (oid)
+            codec_pack_kv_str(pk, "order_id", a->order_id);
+        codec_pack_kv_str(pk, "reason", a->reason);
+        codec_pack_kv_int(pk, "at", a->at_ms);
+    }
+}
+
+/* What a committed batch asks for once the engine has applied it (the
+ * batch and its rows are gone by then: SKU names are copied). */
+typedef struct post_commit {
+    bool wake;                    /* new purchase jobs */
+    size_t n_pokes;
+    char (*pokes)[ENG_ID_MAX + 1]; /* SKUs whose new orders took supplier units */
+} post_commit;
+
 /* A batch committed: refresh the Redis keys of its SKUs (coalesced and
  * pipelined by the cache module after this round of callbacks, from the
- * committed state), and put new SKUs into the Bloom filter. */
-static void note_committed(server *s, eng_batch *b)
+ * committed state), put new SKUs into the Bloom filter, tell order.subscribe
+ * listeners, note alerts, and collect what must follow the commit. */
+static void note_committed(server *s, eng_batch *b, post_commit *pc)
 {
     const eng_sku_row *rows;
     size_t n = eng_batch_sku_rows(b, &rows);
@@ -645,6 +866,42 @@ static void note_committed(server *s, eng_batch *b)
         if (s->cache)
             cache_mark(s->cache, rows[i].sku);
     }
+    const eng_order_row *orows;
+    size_t no = eng_batch_order_rows(b, &orows);
+    size_t want = 0;
+    for (size_t i = 0; i < no; i++) {
+        if (orows[i].notify)
+            notify_order(s, &orows[i].o);
+        want += orows[i].insert && orows[i].o.from_supplier > 0;
+    }
+    if (want > 0 && s->supsync != NULL && (pc->pokes = malloc(want * sizeof *pc->pokes)) != NULL) {
+        for (size_t i = 0; i < no; i++) {
+            if (orows[i].insert && orows[i].o.from_supplier > 0)
+                memcpy(pc->pokes[pc->n_pokes++], orows[i].o.sku, ENG_ID_MAX + 1);
+        }
+    }
+    const eng_job_row *jobs;
+    size_t nj = eng_batch_job_rows(b, &jobs);
+    for (size_t i = 0; i < nj && !pc->wake; i++)
+        pc->wake = jobs[i].insert;
+    const eng_alert_row *alerts;
+    size_t na = eng_batch_alert_rows(b, &alerts);
+    for (size_t i = 0; i < na; i++)
+        alert_note(s, &alerts[i]);
+}
+
+/* After engine_batch_done / engine_batch_resolve: the committed state is
+ * visible, so the worker can claim the new jobs and the sync finds the
+ * SKUs' committed mappings. */
+static void post_committed(server *s, post_commit *pc)
+{
+    if (pc->wake && s->purch != NULL)
+        purchase_wake(s->purch);
+    for (size_t i = 0; i < pc->n_pokes; i++)
+        supsync_poke_sku(s->supsync, pc->pokes[i]);
+    free(pc->pokes);
+    pc->pokes = NULL;
+    pc->n_pokes = 0;
 }
 
 /* Appends a decimal integer field ("name":v) to a JSON object in buf. */
@@ -962,7 +1219,9 @@ static void order_found_cb(const char *order_id, int result, const char *sku, vo
  * answered or sent elsewhere; false when this instance handles it. */
 static bool route(server *s, conn *c, req *r, const rpc_msg *msg, enum method m, const rpc_parsed *pp)
 {
-    if (m == M_PING || m == M_STATS || m == M_CLUSTER_RING)
+    /* Not about one SKU: answered by the instance asked (per node). */
+    if (m == M_PING || m == M_STATS || m == M_CLUSTER_RING || m == M_ORDER_SUBSCRIBE ||
+        m == M_ALERTS_LIST || m == M_SUPPLIER_PUT || m == M_SUPPLIER_GET)
         return false;
     eng_op *op = &r->op;
     bool by_sku = m == M_RESERVE || m == M_STOCK_GET || m == M_SKU_PUT || m == M_ADJUST || pp->sku_hint;
@@ -1153,6 +1412,40 @@ static void ring_reload(server *s)
     LOG_I("ring changed", "version", ver, "nodes", cnt);
 }
 
+/* supplier.put: fields not given keep the committed settings (or the
+ * defaults of a supplier without any). Two partial puts in flight at once
+ * both start from the committed settings: the later one wins whole. */
+static bool supplier_put_merge(server *s, eng_op *op, const rpc_parsed *pp, rpc_perr *pe)
+{
+    eng_trust cur;
+    if (!engine_supplier_trust(s->eng, op->supplier.supplier_id, &cur)) {
+        cur.trust = s->cfg->supplier_trust;
+        cur.ceiling = 1.0;
+        cur.event_mode = false;
+        cur.event_trust = s->cfg->supplier_event_trust;
+    }
+    eng_trust *t = &op->trust;
+    if (!pp->has_trust)
+        t->trust = cur.trust;
+    if (!pp->has_ceiling)
+        t->ceiling = cur.ceiling;
+    if (!pp->has_event_mode)
+        t->event_mode = cur.event_mode;
+    if (!pp->has_event_trust)
+        t->event_trust = cur.event_trust;
+    op->has_trust = true;
+    if (eng_trust_valid(t))
+        return true;
+    /* Name a field the caller gave: the one that broke the rule. */
+    bool trust_bad = t->trust > t->ceiling;
+    pe->field = trust_bad ? (pp->has_trust ? "trust" : "trust_ceiling")
+                          : (pp->has_event_trust ? "event_trust" : "trust_ceiling");
+    pe->problem = pp->has_ceiling && !(trust_bad ? pp->has_trust : pp->has_event_trust)
+                      ? "below the current trust or event_trust"
+                      : "must not exceed trust_ceiling";
+    return false;
+}
+
 static void handle_request(server *s, conn *c, const rpc_msg *msg)
 {
     enum method m = rpc_method_lookup(msg->method, msg->method_len);
@@ -1188,11 +1481,17 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
         req_put(s, r);
         return;
     }
+    if (m == M_SUPPLIER_PUT && !supplier_put_merge(s, op, &pp, &pe)) {
+        reply_invalid(s, c, msg->msgid, m, pe.field, pe.problem);
+        req_put(s, r);
+        return;
+    }
     r->c = c;
     r->msgid = msg->msgid;
     r->m = m;
     r->start_ns = s->frame_start_ns;
     r->deadline_ms = pp.deadline_ms;
+    r->limit = (int32_t)pp.limit;
     if (sharded(s) && route(s, c, r, msg, m, &pp))
         return;
     local_request(s, c, r, msg->msgid, m, pp.deadline_ms);
@@ -1206,7 +1505,7 @@ static void local_request(server *s, conn *c, req *r, uint32_t msgid, enum metho
     if (cold_intercept(s, c, r, msgid, m, deadline_ms))
         return;
     if (rpc_method_read_only(m)) {
-        handle_read_only(s, c, msgid, m, op);
+        handle_read_only(s, c, msgid, m, r);
         req_put(s, r);
         return;
     }
@@ -1262,15 +1561,23 @@ static void pack_latency(server *s)
     }
 }
 
-/* "supplier": the snapshot sync; enabled false (zeros) without --supplier-url. */
-static void pack_supplier(server *s)
+/* "supplier": the snapshot sync, the purchase worker, the engine's
+ * purchase figures and the shared 1688 client; enabled false (zeros but the
+ * engine's) without --supplier-url. */
+static void pack_supplier(server *s, const eng_stats *es)
 {
     msgpack_packer *pk = &s->pk;
     supsync_stats ys = {0};
+    purchase_stats ps = {0};
+    supplier_stats cs = {0};
     if (s->supsync)
         supsync_stats_get(s->supsync, &ys);
+    if (s->purch)
+        purchase_stats_get(s->purch, &ps);
+    if (s->supc)
+        supplier_client_stats(s->supc, &cs);
     codec_pack_cstr(pk, "supplier");
-    msgpack_pack_map(pk, 11);
+    msgpack_pack_map(pk, 22);
     codec_pack_kv_bool(pk, "enabled", s->supsync != NULL);
     codec_pack_kv_int(pk, "syncs", (int64_t)ys.syncs);
     codec_pack_kv_int(pk, "calls", (int64_t)ys.calls);
@@ -1282,6 +1589,62 @@ static void pack_supplier(server *s)
     codec_pack_kv_int(pk, "in_flight", ys.in_flight);
     codec_pack_kv_int(pk, "last_sync_ms", ys.last_sync_ms);
     codec_pack_kv_int(pk, "last_duration_ms", ys.last_duration_ms);
+    codec_pack_kv_int(pk, "pokes", (int64_t)ys.pokes);
+    codec_pack_kv_int(pk, "broken", (int64_t)ys.broken);
+    codec_pack_kv_int(pk, "pushes", (int64_t)ys.pushes);
+    codec_pack_kv_int(pk, "push_refused", (int64_t)ys.push_refused);
+    codec_pack_kv_int(pk, "purchases_pending", (int64_t)es->purchases_pending);
+    codec_pack_kv_int(pk, "purchased", (int64_t)es->purchased);
+    codec_pack_kv_int(pk, "purchase_failed", (int64_t)es->purchase_failed);
+    codec_pack_kv_int(pk, "mappings_broken", (int64_t)es->mappings_broken);
+    codec_pack_kv_int(pk, "settled_units", (int64_t)es->settled_units);
+    codec_pack_cstr(pk, "purchase");
+    msgpack_pack_map(pk, 9);
+    codec_pack_kv_int(pk, "claimed", (int64_t)ps.claimed);
+    codec_pack_kv_int(pk, "lookups", (int64_t)ps.lookups);
+    codec_pack_kv_int(pk, "previews", (int64_t)ps.previews);
+    codec_pack_kv_int(pk, "creates", (int64_t)ps.creates);
+    codec_pack_kv_int(pk, "purchased", (int64_t)ps.purchased);
+    codec_pack_kv_int(pk, "failed", (int64_t)ps.failed);
+    codec_pack_kv_int(pk, "retries", (int64_t)ps.retries);
+    codec_pack_kv_int(pk, "dropped", (int64_t)ps.dropped);
+    codec_pack_kv_int(pk, "active", ps.active);
+    codec_pack_cstr(pk, "client");
+    msgpack_pack_map(pk, 11);
+    codec_pack_kv_int(pk, "calls", (int64_t)cs.calls);
+    codec_pack_kv_int(pk, "attempts", (int64_t)cs.attempts);
+    codec_pack_kv_int(pk, "retries", (int64_t)cs.retries);
+    codec_pack_kv_int(pk, "ok", (int64_t)cs.ok);
+    codec_pack_kv_int(pk, "retryable", (int64_t)cs.retryable);
+    codec_pack_kv_int(pk, "definitive", (int64_t)cs.definitive);
+    codec_pack_kv_int(pk, "refused", (int64_t)cs.refused);
+    codec_pack_kv_int(pk, "in_flight", cs.in_flight);
+    codec_pack_kv_int(pk, "queued", cs.queued);
+    codec_pack_kv_int(pk, "backing_off", cs.backing_off);
+    codec_pack_kv_int(pk, "max_in_flight_seen", cs.max_in_flight_seen);
+}
+
+/* "alerts" (support alerts: ring, Redis stream) and "notify"
+ * (order.subscribe listeners). */
+static void pack_alerts_notify(server *s)
+{
+    msgpack_packer *pk = &s->pk;
+    cache_stats cs = {0};
+    if (s->cache)
+        cache_stats_get(s->cache, &cs);
+    codec_pack_cstr(pk, "alerts");
+    msgpack_pack_map(pk, 6);
+    codec_pack_kv_int(pk, "total", (int64_t)s->alerts_total);
+    codec_pack_kv_int(pk, "kept", s->n_alerts);
+    codec_pack_kv_int(pk, "stream_sent", (int64_t)cs.alerts_sent);
+    codec_pack_kv_int(pk, "stream_ok", (int64_t)cs.alerts_ok);
+    codec_pack_kv_int(pk, "stream_failed", (int64_t)cs.alerts_failed);
+    codec_pack_kv_int(pk, "stream_skipped", (int64_t)(cs.alerts_skipped + s->alerts_no_cache));
+    codec_pack_cstr(pk, "notify");
+    msgpack_pack_map(pk, 3);
+    codec_pack_kv_int(pk, "subscribers", s->n_subs);
+    codec_pack_kv_int(pk, "sent", (int64_t)s->notify_sent);
+    codec_pack_kv_int(pk, "dropped", (int64_t)s->notify_dropped);
 }
 
 static void pack_stats(server *s)
@@ -1292,7 +1655,7 @@ static void pack_stats(server *s)
     store_stats ss = {0};
     if (s->st)
         store_stats_get(s->st, &ss);
-    msgpack_pack_map(pk, 12);
+    msgpack_pack_map(pk, 14);
     codec_pack_kv_str(pk, "node", s->cfg->node);
     codec_pack_kv_int(pk, "uptime_ms", now_ms() - s->started_ms);
 
@@ -1379,7 +1742,8 @@ static void pack_stats(server *s)
     codec_pack_kv_int(pk, "conns_up", ss.conns_up);
 
     pack_read_path(s);
-    pack_supplier(s);
+    pack_supplier(s, &es);
+    pack_alerts_notify(s);
     codec_pack_cstr(pk, "state");
     msgpack_pack_map(pk, 5);
     codec_pack_kv_int(pk, "skus", (int64_t)es.skus);
@@ -1465,8 +1829,9 @@ static void on_commit(eng_batch *b, eng_outcome outcome, const char *err, void *
     if (outcome != ENG_COMMITTED)
         LOG_W("batch not committed", "outcome", outcome == ENG_ABORTED ? "aborted" : "unknown",
               "error", err ? err : "");
+    post_commit pc = {0};
     if (outcome == ENG_COMMITTED)
-        note_committed(s, b);
+        note_committed(s, b, &pc);
     if (outcome == ENG_ABORTED && s->ring != NULL && err != NULL && strstr(err, "epoch fence")) {
         /* Another instance took (some of) these SKUs over: our memory of
          * them is stale. Forget them; a request that still comes here
@@ -1478,6 +1843,7 @@ static void on_commit(eng_batch *b, eng_outcome outcome, const char *err, void *
         s->fence_drops += n;
     }
     engine_batch_done(s->eng, b, outcome);
+    post_committed(s, &pc);
     if (outcome == ENG_UNKNOWN)
         store_resolve(s->st, b);
     pump_schedule(s);
@@ -1487,9 +1853,11 @@ static void on_resolve(eng_batch *b, bool committed, void *arg)
 {
     server *s = arg;
     LOG_I("unknown batch resolved", "committed", committed ? "yes" : "no");
+    post_commit pc = {0};
     if (committed)
-        note_committed(s, b);
+        note_committed(s, b, &pc);
     engine_batch_resolve(s->eng, b, committed);
+    post_committed(s, &pc);
     pump_schedule(s);
 }
 
@@ -1533,6 +1901,7 @@ static void conn_close(conn *c)
     server *s = c->srv;
     if (c->state == C_DEAD)
         return;
+    unsubscribe(s, c);
     if (c->bev) {
         bufferevent_free(c->bev);
         c->bev = NULL;
@@ -1756,6 +2125,23 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 
 /* ------------------------------------------------------------ lifecycle */
 
+static void limits_from_cfg(const stockd_config *cfg, eng_limits *lim)
+{
+    eng_limits_default(lim);
+    lim->queue_per_sku_max = cfg->queue_per_sku_max;
+    lim->queue_total_max = cfg->queue_total_max;
+    lim->batch_ops_max = cfg->batch_ops_max;
+    lim->batch_sku_ops_max = cfg->batch_sku_ops_max;
+    lim->expire_per_tick_max = cfg->expire_per_tick_max;
+    lim->upstream_lag_ms = cfg->supplier_upstream_lag_ms;
+    lim->trust_default.trust = cfg->supplier_trust;
+    lim->trust_default.ceiling = 1.0;
+    lim->trust_default.event_mode = false;
+    lim->trust_default.event_trust = cfg->supplier_event_trust;
+    lim->trust_cut = cfg->supplier_trust_cut;
+    lim->trust_step = cfg->supplier_trust_step;
+}
+
 server *server_new(struct event_base *base, const stockd_config *cfg, char *err, size_t err_len)
 {
     server *s = calloc(1, sizeof(*s));
@@ -1767,15 +2153,13 @@ server *server_new(struct event_base *base, const stockd_config *cfg, char *err,
     s->cfg = cfg;
     s->started_ms = now_ms();
     eng_limits lim;
-    eng_limits_default(&lim);
-    lim.queue_per_sku_max = cfg->queue_per_sku_max;
-    lim.queue_total_max = cfg->queue_total_max;
-    lim.batch_ops_max = cfg->batch_ops_max;
-    lim.batch_sku_ops_max = cfg->batch_sku_ops_max;
-    lim.expire_per_tick_max = cfg->expire_per_tick_max;
+    limits_from_cfg(cfg, &lim);
     s->eng = engine_new(&lim, done_cb, s);
-    if (s->eng == NULL || !msgpack_zone_init(&s->zone, 8192)) {
+    s->alerts = calloc(SERVER_ALERTS_MAX, sizeof *s->alerts);
+    if (s->eng == NULL || s->alerts == NULL || !msgpack_zone_init(&s->zone, 8192)) {
         snprintf(err, err_len, "out of memory");
+        engine_free(s->eng);
+        free(s->alerts);
         free(s);
         return NULL;
     }
@@ -1913,7 +2297,10 @@ void server_drain(server *s, unsigned drain_ms)
     if (s->draining)
         return;
     s->draining = true;
-    supsync_stop(s->supsync);     /* new figures would keep the engine from going quiet */
+    if (s->supsync)
+        supsync_stop(s->supsync); /* new figures would keep the engine from going quiet */
+    if (s->purch)
+        purchase_stop(s->purch);  /* no new claims; calls on the wire end normally */
     if (s->listener)
         evconnlistener_disable(s->listener);
     /* Poll for quiet every 20 ms; leave at drain_ms whatever remains. */
@@ -1924,29 +2311,89 @@ void server_drain(server *s, unsigned drain_ms)
     event_base_loopexit(s->base, &lim);
 }
 
-static void supsync_kick(void *arg)
+static void supplier_kick(void *arg)
 {
     pump_schedule(arg);
+}
+
+static void supplier_poke(const char *sku, void *arg)
+{
+    server *s = arg;
+    supsync_poke_sku(s->supsync, sku);
+}
+
+/* One client (one app key, one token bucket) for the sync and the
+ * purchase worker alike, as 1688 limits the app, not the caller. */
+static supplier_client *supplier_client_from_cfg(server *s, char *err, size_t err_len)
+{
+    const stockd_config *cfg = s->cfg;
+    supplier_client_config cc;
+    supplier_client_config_defaults(&cc);
+    cc.base_url = cfg->supplier_url;
+    cc.app_key = cfg->supplier_app_key;
+    cc.app_secret = cfg->supplier_app_secret;
+    cc.access_token = cfg->supplier_token;
+    cc.timeout_ms = cfg->supplier_timeout_ms;
+    if (cc.connect_timeout_ms > cc.timeout_ms)
+        cc.connect_timeout_ms = cc.timeout_ms;
+    cc.rate_per_s = cfg->supplier_rate_per_s;
+    uint32_t slots = cfg->supplier_concurrency + cfg->supplier_purchase_concurrency;
+    cc.max_in_flight = slots < SUPPLIER_IN_FLIGHT_MAX ? slots : SUPPLIER_IN_FLIGHT_MAX;
+    /* A failed sync round is simply repeated next period: retries of one
+     * round must not run into the next one. */
+    if (cc.backoff_max_ms > cfg->supplier_sync_ms)
+        cc.backoff_max_ms = cfg->supplier_sync_ms;
+    if (cc.backoff_base_ms > cc.backoff_max_ms)
+        cc.backoff_base_ms = cc.backoff_max_ms;
+    char e[256];
+    supplier_client *cli = supplier_client_new(s->base, &cc, e, sizeof e);
+    if (cli == NULL)
+        snprintf(err, err_len, "supplier client: %s", e);
+    return cli;
 }
 
 int server_supplier_start(server *s, char *err, size_t err_len)
 {
     if (s->cfg->supplier_url[0] == '\0')
         return 0;
-    s->supsync = supsync_new(s->base, s->cfg, s->eng, supsync_kick, s, err, err_len);
+    s->supc = supplier_client_from_cfg(s, err, err_len);
+    if (s->supc == NULL)
+        return -1;
+    s->supsync = supsync_new(s->base, s->cfg, s->eng, s->supc, supplier_kick, s, err, err_len);
     if (s->supsync == NULL)
         return -1;
-    char ms[16];
+    purchase_hooks hooks = {.kick = supplier_kick, .poke_sku = supplier_poke, .arg = s};
+    s->purch = purchase_new(s->base, s->cfg, s->eng, s->supc, &hooks, err, err_len);
+    if (s->purch == NULL)
+        return -1;
+    char ms[16], pc[16];
     snprintf(ms, sizeof(ms), "%u", s->cfg->supplier_sync_ms);
-    LOG_I("supplier sync on", "sync_ms", ms);  /* no URL: it may carry credentials */
+    snprintf(pc, sizeof(pc), "%u", s->cfg->supplier_purchase_concurrency);
+    /* no URL: it may carry credentials */
+    LOG_I("supplier sync and purchases on", "sync_ms", ms, "purchase_concurrency", pc);
     return 0;
+}
+
+supplier_sync *server_supsync(server *s)
+{
+    return s->supsync;
 }
 
 void server_free(server *s)
 {
     if (s == NULL)
         return;
-    supsync_free(s->supsync);     /* first: its calls end without touching the engine */
+    /* The client first: it answers every call still pending (the sync
+     * and the worker ignore answers once stopped), then the users. */
+    if (s->supsync)
+        supsync_stop(s->supsync);
+    if (s->purch)
+        purchase_stop(s->purch);
+    if (s->supc)
+        supplier_client_free(s->supc);
+    purchase_free(s->purch);      /* unclaims its jobs: before the engine */
+    supsync_free(s->supsync);
+    free(s->alerts);
     cache_free(s->cache);         /* before the engine: pending SETs fail now */
     bloom_free(s->bloom);
     cold_free_all(s);
@@ -1989,12 +2436,7 @@ void server_reload(server *s)
 {
     const stockd_config *cfg = s->cfg;
     eng_limits lim;
-    eng_limits_default(&lim);
-    lim.queue_per_sku_max = cfg->queue_per_sku_max;
-    lim.queue_total_max = cfg->queue_total_max;
-    lim.batch_ops_max = cfg->batch_ops_max;
-    lim.batch_sku_ops_max = cfg->batch_sku_ops_max;
-    lim.expire_per_tick_max = cfg->expire_per_tick_max;
+    limits_from_cfg(cfg, &lim);
     engine_set_limits(s->eng, &lim);
     /* libevent keeps a few common-timeout queues; a new default deadline
      * gets its own, and requests already queued keep their timers. */

@@ -73,6 +73,10 @@ typedef struct cache_stats {
     uint64_t sets_ok;
     uint64_t sets_failed;       /* error reply or no reply */
     uint64_t flushes;           /* pipelines written */
+    uint64_t alerts_sent;       /* XADDs to stockd:alerts sent */
+    uint64_t alerts_ok;
+    uint64_t alerts_failed;     /* error reply or no reply (MariaDB still has them) */
+    uint64_t alerts_skipped;    /* not sent: Redis down or too many commands waiting */
     uint32_t dirty;             /* SKUs waiting now */
     uint32_t inflight;          /* commands waiting for replies now */
 } cache_stats;
@@ -93,6 +97,15 @@ bool cache_up(const cache *c);
  * -1 when down or CACHE_INFLIGHT_MAX commands are waiting (fn not called). */
 int cache_command_argv(cache *c, int argc, const char **argv, const size_t *argvlen,
                        cache_reply_fn fn, void *arg);
+
+/* Support alerts: best effort, fire and forget. When up, sends
+ *   XADD stockd:alerts MAXLEN ~ 100000 * kind K sku S order_id O reason R at T
+ * (T unix ms in decimal). Returns 0 when sent, -1 when skipped (down, or
+ * CACHE_INFLIGHT_MAX commands waiting); both are counted in the stats. */
+#define CACHE_ALERTS_STREAM "stockd:alerts"
+#define CACHE_ALERTS_MAXLEN "100000"
+int cache_xadd_alert(cache *c, const char *kind, const char *sku, const char *order_id,
+                     const char *reason, int64_t at_ms);
 
 void cache_stats_get(const cache *c, cache_stats *out);
 

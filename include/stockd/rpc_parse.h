@@ -22,8 +22,12 @@
  * and requests whose method could not be read. */
 enum method {
     M_PING = 0, M_RESERVE, M_CONFIRM, M_RELEASE, M_SHIP, M_ORDER_GET,
-    M_STOCK_GET, M_SKU_PUT, M_ADJUST, M_STATS, M_CLUSTER_RING, M_UNKNOWN, M_COUNT
+    M_STOCK_GET, M_SKU_PUT, M_ADJUST, M_STATS, M_CLUSTER_RING,
+    M_ORDER_SUBSCRIBE, M_ALERTS_LIST, M_SUPPLIER_PUT, M_SUPPLIER_GET, M_UNKNOWN, M_COUNT
 };
+
+#define RPC_ALERTS_LIMIT_MAX 1000
+#define RPC_ALERTS_LIMIT_DEFAULT 100
 
 const char *rpc_method_name(enum method m);
 /* M_UNKNOWN when p[0..n) names no method. */
@@ -41,6 +45,11 @@ typedef struct rpc_parsed {
     bool fwd;                       /* "_fwd": forwarded by a peer (sharding) */
     uint64_t fwd_ring;              /* the forwarder's ring version */
     bool sku_hint;                  /* order methods: "sku" given to route by */
+    int64_t limit;                  /* alerts.list; preset to 0 = the default */
+    /* supplier.put / supplier.get: op->supplier.supplier_id names the
+     * supplier; the trust fields given go to op->trust, the has_* say which
+     * (the caller merges the rest from the committed settings). */
+    bool has_trust, has_ceiling, has_event_mode, has_event_trust;
 } rpc_parsed;
 
 /* Why parsing failed: field and problem are static strings or point into

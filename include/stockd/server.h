@@ -21,6 +21,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "stockd/config.h"
 #include "stockd/engine.h"
@@ -51,10 +52,28 @@ void server_drain(server *s, unsigned drain_ms);
  * engine queue and batch limits, per-connection limits, the default
  * deadline. Listen address, database and node need a restart. */
 void server_reload(server *s);
-/* With --supplier-url: starts the periodic supplier snapshot sync
- * (supplier_sync.h); supplier_global_init() must have run. Without it: 0,
+/* With --supplier-url: creates the one supplier client (supplier.h) and on
+ * it the snapshot sync (supplier_sync.h) and the purchase worker
+ * (purchase.h); supplier_global_init() must have run. Without it: 0,
  * nothing. 0 or -1 with err. */
 int server_supplier_start(server *s, char *err, size_t err_len);
+/* The supplier sync (http.c: POST /1688/push), NULL without --supplier-url.
+ * With --supplier-url server_supplier_start() also starts the purchase
+ * worker (purchase.h) on the same supplier client. */
+struct supplier_sync;
+struct supplier_sync *server_supsync(server *s);
+
+/* Support alerts kept in memory for alerts.list (the newest
+ * SERVER_ALERTS_MAX; MariaDB keeps them all). Committed alerts are added by
+ * the server itself; at startup main.c feeds MariaDB's newest ones, oldest
+ * first, through server_alert_load(). */
+#define SERVER_ALERTS_MAX 1000
+void server_alert_load(server *s, const char *kind, const char *sku, const char *order_id,
+                       const char *reason, int64_t at_ms);
+
+/* Connections that called order.subscribe at once; more are refused busy. */
+#define SERVER_SUBSCRIBERS_MAX 1024
+
 /* True when started with --peers (a cluster). */
 bool server_sharded(const server *s);
 /* Sharded startup, instead of loading state: every load becomes a takeover
