@@ -1,2 +1,609 @@
-/* purchase.c — the purchase worker (include/stockd/purchase.h). Being written. */
+/* purchase.c — the purchase worker (include/stockd/purchase.h).
+ *
+ * A job is one claimed pending purchase. It lives from the claim until its
+ * outcome op is committed (or it is dropped or unclaimed) and is always in
+ * exactly one state:
+ *   PJ_WAIT    its timer is armed (backoff, or the first step soon);
+ *   PJ_CALL    one supplier call is on the wire, the callback ends it;
+ *   PJ_ENGINE  its outcome op is in the engine, on_done ends it.
+ * So every job has exactly one thing that will move it on, and stop/free
+ * know what to do with each (unclaim a waiting job, let the others end).
+ *
+ * The outcome op lives in the job: the engine's on_done gets the job
+ * itself as its argument, so an op still in the engine when the worker is
+ * freed finds its job "orphaned" and only frees it.
+ */
 #include "stockd/purchase.h"
+
+#include <assert.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "stockd/log.h"
+
+#define PJ_BACKOFF_BASE_MS 200u
+#define PJ_TICK_MS 1000
+/* Attempts double the wait; past this shift it is at the cap anyway. */
+#define PJ_BACKOFF_SHIFT_MAX 24u
+
+typedef enum pj_state { PJ_WAIT = 0, PJ_CALL, PJ_ENGINE } pj_state;
+
+typedef struct pjob {
+    struct purchase *owner;       /* NULL: orphaned by purchase_free */
+    struct pjob *prev, *next;     /* the worker's list of jobs */
+    eng_purchase ep;              /* as claimed */
+    pj_state state;
+    bool need_lookup;             /* recovered, or a create ended unknown */
+    bool have_outcome;            /* op holds a decided outcome (resubmit it) */
+    unsigned attempts;            /* backoffs so far */
+    struct event *timer;
+    eng_op op;
+} pjob;
+
+struct purchase {
+    struct event_base *base;
+    const stockd_config *cfg;
+    engine *eng;
+    supplier_client *cli;
+    purchase_hooks hooks;
+    struct event *tick;           /* every PJ_TICK_MS: claim what is there */
+    struct event *wake;           /* purchase_wake and freed slots: claim soon */
+    pjob *jobs;
+    uint64_t rng;                 /* xorshift64 state for the jitter, never 0 */
+    bool stopped;
+    purchase_stats st;
+};
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t rng_next(purchase *p)
+{
+    uint64_t x = p->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    p->rng = x;
+    return x;
+}
+
+/* ------------------------------------------------------------ job list */
+
+static void job_unlink(purchase *p, pjob *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        p->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    j->prev = j->next = NULL;
+    assert(p->st.active > 0);
+    p->st.active--;
+}
+
+static void job_destroy(pjob *j)
+{
+    if (j->timer)
+        event_free(j->timer);
+    free(j);
+}
+
+/* The job is over (committed, dropped or unclaimed): its slot is free, so
+ * more may be claimed, from the loop (never inside an engine callback). */
+static void job_end(purchase *p, pjob *j, bool unclaim)
+{
+    if (unclaim)
+        engine_purchase_unclaim(p->eng, j->ep.order_id);
+    job_unlink(p, j);
+    job_destroy(j);
+    if (!p->stopped)
+        event_active(p->wake, 0, 0);
+}
+
+/* ------------------------------------------------------------ outcomes */
+
+/* Copies "<api>: <code> <message>" into out (ENG_REASON_MAX + 1 bytes), cut
+ * on a UTF-8 boundary: 1688 messages are Chinese. The client has already
+ * redacted the secret and the token from code and message. */
+static void reason_of(char *out, supplier_api api, const supplier_result *r)
+{
+    char buf[sizeof(r->code) + sizeof(r->message) + 64];
+    snprintf(buf, sizeof(buf), "%s: %s %s", supplier_api_name(api), r->code, r->message);
+    size_t n = strlen(buf);
+    if (n > ENG_REASON_MAX) {
+        n = ENG_REASON_MAX;
+        while (n > 0 && ((unsigned char)buf[n] & 0xC0) == 0x80)
+            n--;  /* buf[n] is the first byte cut off: do not split its char */
+    }
+    while (n > 0 && buf[n - 1] == ' ')
+        n--;      /* an empty message leaves no trailing blank */
+    memcpy(out, buf, n);
+    out[n] = '\0';
+}
+
+/* What a definitive refusal of preview or create says about the order
+ * (purchase.h step 3). The offer being gone or offline is recognised by
+ * code where 1688 has one, else by the product-not-found wording. */
+static eng_fail_kind fail_kind_of(const supplier_result *r)
+{
+    const char *c = r->code, *m = r->message;
+    if (strcmp(c, "500_004") == 0 || strstr(c, "BOOKED_BEYOND_THE_MAX_QUANTITY"))
+        return ENG_FAIL_STOCK;
+    if (strcmp(c, "500_001") == 0 || strcmp(c, "500_003") == 0 ||
+        strstr(c, "PRODUCT_TRADE_STAT"))
+        return ENG_FAIL_LINK;
+    bool product = strstr(m, "商品") || strstr(m, "product") || strstr(m, "offer") ||
+                   strstr(m, "Product") || strstr(m, "Offer");
+    bool gone = strstr(m, "不存在") || strstr(m, "下架") || strstr(m, "offline") ||
+                strstr(m, "not exist");
+    return product && gone ? ENG_FAIL_LINK : ENG_FAIL_OTHER;
+}
+
+static void op_done(eng_op *op, void *arg);
+
+static void outcome_init(pjob *j, eng_op_kind kind)
+{
+    memset(&j->op, 0, sizeof(j->op));
+    j->op.kind = kind;
+    snprintf(j->op.order_id, sizeof(j->op.order_id), "%s", j->ep.order_id);
+    snprintf(j->op.sku, sizeof(j->op.sku), "%s", j->ep.sku);
+    j->op.on_done = op_done;
+    j->op.on_done_arg = j;
+    j->have_outcome = true;
+}
+
+static void set_purchased(pjob *j, const char *upstream_id)
+{
+    assert(upstream_id[0] != '\0' && strlen(upstream_id) <= ENG_ID_MAX);
+    outcome_init(j, ENG_OP_PURCHASED);
+    snprintf(j->op.upstream_order_id, sizeof(j->op.upstream_order_id), "%s", upstream_id);
+    LOG_D("purchase: bought upstream", "order_id", j->ep.order_id, "sku", j->ep.sku,
+          "upstream_order_id", upstream_id);
+}
+
+static void set_failed(pjob *j, eng_fail_kind kind, const char *reason)
+{
+    outcome_init(j, ENG_OP_PURCHASE_FAILED);
+    j->op.fail_kind = kind;
+    snprintf(j->op.reason, sizeof(j->op.reason), "%s", reason);
+    LOG_W("purchase failed", "order_id", j->ep.order_id, "sku", j->ep.sku, "kind",
+          eng_fail_kind_name(kind), "reason", j->op.reason);
+}
+
+/* ------------------------------------------------------------ steps */
+
+static void job_step(purchase *p, pjob *j);
+
+/* Waits before the next try: 200 ms doubling per backoff to the cap,
+ * uniform in [d/2, d] so jobs that failed together do not retry together. */
+static void job_backoff(purchase *p, pjob *j)
+{
+    assert(j->state != PJ_ENGINE);
+    if (p->stopped) {  /* draining: no new tries; a later start looks it up */
+        job_end(p, j, true);
+        return;
+    }
+    uint32_t cap = p->cfg->supplier_purchase_backoff_max_ms;
+    unsigned shift = j->attempts < PJ_BACKOFF_SHIFT_MAX ? j->attempts : PJ_BACKOFF_SHIFT_MAX;
+    uint64_t d = (uint64_t)PJ_BACKOFF_BASE_MS << shift;
+    if (d > cap)
+        d = cap;
+    uint64_t wait = d / 2 + rng_next(p) % (d - d / 2 + 1);
+    j->attempts++;
+    p->st.retries++;
+    j->state = PJ_WAIT;
+    struct timeval tv = {.tv_sec = (time_t)(wait / 1000),
+                         .tv_usec = (suseconds_t)(wait % 1000) * 1000};
+    evtimer_add(j->timer, &tv);
+}
+
+static void job_submit(purchase *p, pjob *j)
+{
+    assert(j->have_outcome);
+    j->state = PJ_ENGINE;
+    eng_err e = engine_submit(p->eng, &j->op, wall_ms());
+    switch (e) {
+    case ENG_OK:
+        if (p->hooks.kick)
+            p->hooks.kick(p->hooks.arg);
+        return;
+    case ENG_E_NOT_FOUND:
+    case ENG_E_INVALID_STATE:
+        /* The order left memory (SKU taken over) or changed: not ours now. */
+        p->st.dropped++;
+        job_end(p, j, false);
+        return;
+    case ENG_E_INVALID:
+    case ENG_E_INTERNAL:
+        /* A bug, not weather: retrying would loop. The job row stays
+         * pending in the store, so a restart tries again. */
+        LOG_E("purchase: outcome refused by the engine", "order_id", j->ep.order_id,
+              "err", eng_err_code(e));
+        p->st.dropped++;
+        job_end(p, j, false);
+        return;
+    default:
+        j->state = PJ_WAIT;
+        job_backoff(p, j);
+        return;
+    }
+}
+
+static void lookup_done(const supplier_reply *reply, void *arg);
+static void preview_done(const supplier_reply *reply, void *arg);
+static void create_done(const supplier_reply *reply, void *arg);
+
+static void job_line(const pjob *j, const eng_supplier_map *map, supplier_cargo_line *line)
+{
+    memset(line, 0, sizeof(*line));
+    line->offer_id = map->offer_id;
+    snprintf(line->spec_id, sizeof(line->spec_id), "%s", map->spec_id);
+    line->sku_id = map->sku_id;
+    line->quantity = j->ep.qty;
+    line->amount_fen = -1;
+    line->unit_price_fen = -1;
+}
+
+/* One pass of purchase.h steps 1..3 (4 follows the preview's answer). */
+static void job_step(purchase *p, pjob *j)
+{
+    assert(j->state == PJ_WAIT);
+    if (j->have_outcome) {
+        job_submit(p, j);
+        return;
+    }
+    int rc;
+    if (j->need_lookup) {
+        j->state = PJ_CALL;
+        rc = supplier_buyer_view(p->cli, NULL, j->ep.order_id, lookup_done, j);
+        if (rc == 0) {
+            p->st.lookups++;
+            return;
+        }
+    } else {
+        /* The committed mapping now, not at the claim: a sku.put may have
+         * repaired or re-mapped it while this job waited. */
+        eng_supplier_map map;
+        if (!engine_sku_supplier(p->eng, j->ep.sku, &map) || map.offer_id <= 0) {
+            set_failed(j, ENG_FAIL_LINK, "mapping broken");
+            job_submit(p, j);
+            return;
+        }
+        supplier_cargo_line line;
+        job_line(j, &map, &line);
+        j->state = PJ_CALL;
+        rc = supplier_order_preview(p->cli, &line, 1, p->cfg->supplier_address, NULL,
+                                    preview_done, j);
+        if (rc == 0) {
+            p->st.previews++;
+            return;
+        }
+    }
+    /* Refused at once (queue full): nothing was sent, try again later. */
+    j->state = PJ_WAIT;
+    job_backoff(p, j);
+}
+
+/* Common head of the supplier callbacks: the job's call is over. Returns
+ * NULL when nobody wants the answer (the worker was freed). */
+static purchase *call_over(pjob *j)
+{
+    assert(j->state == PJ_CALL);
+    j->state = PJ_WAIT;
+    if (j->owner == NULL) {
+        job_destroy(j);
+        return NULL;
+    }
+    return j->owner;
+}
+
+/* A definitive refusal of a check or a create: the order fails, and the
+ * offer is synced at once so the SKU stops selling what is not there. */
+static void check_failed(purchase *p, pjob *j, const supplier_reply *reply)
+{
+    char reason[ENG_REASON_MAX + 1];
+    reason_of(reason, reply->api, &reply->res);
+    set_failed(j, fail_kind_of(&reply->res), reason);
+    if (p->hooks.poke_sku)
+        p->hooks.poke_sku(j->ep.sku, p->hooks.arg);
+    job_submit(p, j);
+}
+
+static bool upstream_closed(const char *status)
+{
+    return strcmp(status, "cancel") == 0 || strcmp(status, "terminated") == 0;
+}
+
+static void lookup_done(const supplier_reply *reply, void *arg)
+{
+    pjob *j = arg;
+    purchase *p = call_over(j);
+    if (p == NULL)
+        return;
+    const supplier_result *r = &reply->res;
+    if (r->outcome == SUPPLIER_OK) {
+        const supplier_order_view *v = &reply->u.view;
+        if (upstream_closed(v->status)) {
+            /* Bought once but closed upstream (e.g. unpaid past its timeout):
+             * a create with the same outOrderId would only return the closed
+             * order, so the order fails rather than buying under a new id. */
+            char reason[ENG_REASON_MAX + 1];
+            snprintf(reason, sizeof(reason), "upstream order closed: %s", v->status);
+            set_failed(j, ENG_FAIL_OTHER, reason);
+        } else {
+            set_purchased(j, v->order_id);
+        }
+        job_submit(p, j);
+        return;
+    }
+    if (r->outcome == SUPPLIER_DEFINITIVE && strcmp(r->code, "ORDER_NOT_EXIST") == 0) {
+        j->need_lookup = false;  /* never bought: check and create */
+        if (p->stopped) {
+            job_end(p, j, true);
+            return;
+        }
+        job_step(p, j);
+        return;
+    }
+    /* Retryable, or a refusal (token, signature, ...) that says nothing
+     * about the order: failing it could leave an upstream order nobody
+     * tracks, so wait and ask again. */
+    if (r->outcome == SUPPLIER_DEFINITIVE)
+        LOG_W("purchase: lookup refused, will retry", "order_id", j->ep.order_id, "code",
+              r->code, "message", r->message);
+    job_backoff(p, j);
+}
+
+static void preview_done(const supplier_reply *reply, void *arg)
+{
+    pjob *j = arg;
+    purchase *p = call_over(j);
+    if (p == NULL)
+        return;
+    const supplier_result *r = &reply->res;
+    if (r->outcome == SUPPLIER_DEFINITIVE) {
+        check_failed(p, j, reply);
+        return;
+    }
+    if (r->outcome == SUPPLIER_RETRYABLE || p->stopped) {
+        job_backoff(p, j);  /* stopped: unclaims */
+        return;
+    }
+    eng_supplier_map map;
+    if (!engine_sku_supplier(p->eng, j->ep.sku, &map) || map.offer_id <= 0) {
+        set_failed(j, ENG_FAIL_LINK, "mapping broken");
+        job_submit(p, j);
+        return;
+    }
+    supplier_cargo_line line;
+    job_line(j, &map, &line);
+    /* idempotent = false: after an unknown outcome the client does not
+     * repeat it; this worker looks the order up first (need_lookup). */
+    j->state = PJ_CALL;
+    if (supplier_create_order(p->cli, &line, 1, p->cfg->supplier_address, NULL,
+                              j->ep.order_id, false, create_done, j) == 0) {
+        p->st.creates++;
+        return;
+    }
+    j->state = PJ_WAIT;
+    job_backoff(p, j);
+}
+
+static void create_done(const supplier_reply *reply, void *arg)
+{
+    pjob *j = arg;
+    purchase *p = call_over(j);
+    if (p == NULL)
+        return;
+    const supplier_result *r = &reply->res;
+    if (r->outcome == SUPPLIER_OK) {
+        assert(reply->u.created.n_orders >= 1);
+        set_purchased(j, reply->u.created.order_ids[0]);
+        job_submit(p, j);
+        return;
+    }
+    if (r->outcome == SUPPLIER_DEFINITIVE) {
+        check_failed(p, j, reply);
+        return;
+    }
+    /* The create may have run: never create again without looking. */
+    j->need_lookup = true;
+    job_backoff(p, j);
+}
+
+static void job_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pjob *j = arg;
+    job_step(j->owner, j);
+}
+
+/* The engine answered the outcome op (from engine_batch_done or a cancel):
+ * the job ends, or waits and submits the same outcome again. */
+static void op_done(eng_op *op, void *arg)
+{
+    pjob *j = arg;
+    assert(op == &j->op && j->state == PJ_ENGINE);
+    j->state = PJ_WAIT;
+    purchase *p = j->owner;
+    if (p == NULL) {
+        job_destroy(j);
+        return;
+    }
+    switch (op->err) {
+    case ENG_OK:
+        if (op->kind == ENG_OP_PURCHASED)
+            p->st.purchased++;
+        else
+            p->st.failed++;
+        job_end(p, j, false);
+        return;
+    case ENG_E_NOT_FOUND:
+    case ENG_E_INVALID_STATE:
+        p->st.dropped++;
+        job_end(p, j, false);
+        return;
+    default:
+        /* Store trouble (also with outcome_unknown: a repeat of the same
+         * outcome is decided against the committed state). */
+        if (p->stopped) {
+            job_end(p, j, true);
+            return;
+        }
+        job_backoff(p, j);
+        return;
+    }
+}
+
+/* ------------------------------------------------------------ claiming */
+
+static void claim_more(purchase *p)
+{
+    while (!p->stopped && p->st.active < p->cfg->supplier_purchase_concurrency) {
+        pjob *j = calloc(1, sizeof(*j));
+        if (j == NULL)
+            return;
+        j->timer = evtimer_new(p->base, job_timer, j);
+        if (j->timer == NULL) {
+            free(j);
+            return;
+        }
+        if (!engine_purchase_claim(p->eng, &j->ep)) {
+            job_destroy(j);
+            return;
+        }
+        assert(j->ep.qty > 0);
+        j->owner = p;
+        j->need_lookup = j->ep.recovered;
+        j->state = PJ_WAIT;
+        j->next = p->jobs;
+        if (p->jobs)
+            p->jobs->prev = j;
+        p->jobs = j;
+        p->st.active++;
+        p->st.claimed++;
+        job_step(p, j);
+    }
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    claim_more(arg);
+}
+
+/* ------------------------------------------------------------ public */
+
+purchase *purchase_new(struct event_base *base, const stockd_config *cfg, engine *eng,
+                       supplier_client *client, const purchase_hooks *hooks,
+                       char *err, size_t err_len)
+{
+    assert(base && cfg && eng && client);
+    assert(cfg->supplier_purchase_concurrency >= 1);
+    purchase *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        goto oom;
+    p->base = base;
+    p->cfg = cfg;
+    p->eng = eng;
+    p->cli = client;
+    if (hooks)
+        p->hooks = *hooks;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    p->rng = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^
+             ((uint64_t)getpid() << 32);
+    if (p->rng == 0)
+        p->rng = 0x9E3779B97F4A7C15ull;
+    p->tick = event_new(base, -1, EV_PERSIST, wake_cb, p);
+    p->wake = event_new(base, -1, 0, wake_cb, p);
+    if (p->tick == NULL || p->wake == NULL)
+        goto oom;
+    struct timeval tv = {.tv_sec = PJ_TICK_MS / 1000, .tv_usec = (PJ_TICK_MS % 1000) * 1000};
+    evtimer_add(p->tick, &tv);
+    event_active(p->wake, 0, 0);  /* jobs loaded at startup: claim at once */
+    return p;
+oom:
+    if (err && err_len)
+        snprintf(err, err_len, "purchase: out of memory");
+    purchase_free(p);
+    return NULL;
+}
+
+void purchase_wake(purchase *p)
+{
+    if (p == NULL || p->stopped)
+        return;
+    event_active(p->wake, 0, 0);
+}
+
+void purchase_stop(purchase *p)
+{
+    if (p == NULL || p->stopped)
+        return;
+    p->stopped = true;
+    event_del(p->tick);
+    event_del(p->wake);
+    pjob *j = p->jobs;
+    while (j) {
+        pjob *next = j->next;
+        if (j->state == PJ_WAIT) {
+            event_del(j->timer);
+            job_end(p, j, true);
+        }
+        j = next;
+    }
+}
+
+void purchase_free(purchase *p)
+{
+    if (p == NULL)
+        return;
+    p->stopped = true;
+    while (p->jobs) {
+        pjob *j = p->jobs;
+        if (j->state == PJ_ENGINE && !engine_cancel(p->eng, &j->op)) {
+            /* In a batch: its on_done frees it. */
+            job_unlink(p, j);
+            j->owner = NULL;
+        } else if (j->state == PJ_CALL) {
+            /* Should not happen (the client is freed first); its callback
+             * frees it. */
+            job_unlink(p, j);
+            j->owner = NULL;
+        } else {
+            event_del(j->timer);
+            engine_purchase_unclaim(p->eng, j->ep.order_id);
+            job_unlink(p, j);
+            job_destroy(j);
+        }
+    }
+    if (p->tick)
+        event_free(p->tick);
+    if (p->wake)
+        event_free(p->wake);
+    free(p);
+}
+
+void purchase_stats_get(const purchase *p, purchase_stats *out)
+{
+    assert(out);
+    if (p == NULL) {
+        memset(out, 0, sizeof(*out));
+        return;
+    }
+    *out = p->st;
+}

@@ -8,12 +8,20 @@
  * cfg->supplier_purchase_concurrency at once:
  *   1. lookup (only when the job is `recovered` or an earlier create of
  *      this process ended with an unknown outcome): trade.get.buyerView by
- *      outOrderId = order_id. Found and not closed -> PURCHASED with its id.
+ *      outOrderId = order_id. Found and not closed -> PURCHASED with its id
+ *      (idOfStr). Found but closed (status cancel / terminated, e.g. unpaid
+ *      past its pay timeout) -> FAILED (OTHER, "upstream order closed:
+ *      <status>"): a create with the same outOrderId would only return the
+ *      closed order. ORDER_NOT_EXIST -> go on with 2. Retryable, or any
+ *      other refusal (it says nothing about the order) -> back off, ask again.
  *   2. the SKU's committed mapping must be OK, else FAILED (LINK,
  *      "mapping broken").
  *   3. check: createOrder.preview of (offer_id, spec_id, qty) with the
- *      configured address. Definitive failure -> FAILED: 500_004 ->
- *      STOCK; 500_001 / 500_003 / offline -> LINK; other codes -> OTHER.
+ *      configured address. Definitive failure -> FAILED: 500_004 (and
+ *      *BOOKED_BEYOND_THE_MAX_QUANTITY) -> STOCK; 500_001 / 500_003 /
+ *      *PRODUCT_TRADE_STAT* / a message saying the product does not exist or
+ *      is offline -> LINK; other codes -> OTHER. reason = "<api>: <code>
+ *      <message>" cut to ENG_REASON_MAX on a UTF-8 boundary.
  *      Retryable -> back off and start again at 1.
  *   4. create: trade.fastCreateOrder with outOrderId = order_id,
  *      idempotent = false (the client never repeats it after an unknown
@@ -24,7 +32,10 @@
  *      on_done) goes into the order's SKU FIFO; when it is committed the
  *      job is over. ENG_E_UNAVAILABLE (store trouble) -> back off and
  *      submit the same outcome again; ENG_E_NOT_FOUND / INVALID_STATE (the
- *      order left memory or changed) -> the job is dropped.
+ *      order left memory or changed) -> the job is dropped (not unclaimed:
+ *      claiming it again would loop).
+ * The mapping used in 2..4 is read again (engine_sku_supplier) at every
+ * pass, so a sku.put that re-mapped the SKU while a job waited is honoured.
  * Backoff per job: 200 ms doubling to cfg->supplier_purchase_backoff_max_ms,
  * with jitter in [d/2, d]. A job waiting in backoff holds its claim and a
  * concurrency slot. After a failed check the SKU's offer is synced at once
@@ -77,11 +88,17 @@ purchase *purchase_new(struct event_base *base, const stockd_config *cfg, engine
 /* New pending purchases may exist (a batch committed some): claim soon. */
 void purchase_wake(purchase *p);
 /* Draining: claims no more jobs; jobs in backoff are unclaimed at once;
- * calls on the wire end normally. */
+ * calls on the wire end normally: an answer that decides the order still
+ * submits its outcome op (pump the engine until drained), any other answer
+ * unclaims the job (a restart looks it up first). */
 void purchase_stop(purchase *p);
 /* Frees the worker; claimed jobs are unclaimed. Supplier calls still on the
- * wire must have ended (free the client first: it answers them now, and
- * the worker ignores answers after purchase_stop). NULL is fine. */
+ * wire should have ended (free the client first: it answers them now with
+ * retryable(ABORTED), which unclaims them). The engine must still exist:
+ * outcome ops still queued in it are cancelled (engine_cancel); one already
+ * in a batch keeps its memory until its on_done, which then only frees it.
+ * So: purchase_stop, drain, supplier_client_free, purchase_free,
+ * engine_free. NULL is fine. */
 void purchase_free(purchase *p);
 void purchase_stats_get(const purchase *p, purchase_stats *out);
 
