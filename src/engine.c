@@ -17,6 +17,10 @@
 
 #include <uthash.h>
 
+/* Rows of one kind (orders, ledger, jobs, alerts) one op may add, beyond a
+ * supplier report's settlements. */
+#define OP_ROWS_MAX 4
+
 enum op_state { OP_IDLE = 0, OP_QUEUED, OP_BATCHED };
 
 struct eng_sku {
@@ -31,6 +35,7 @@ struct eng_sku {
     eng_op *q_head, *q_tail;
     uint32_t q_len;
     eng_op *report_q;             /* its queued supplier report, if any: at most one */
+    bool global;                  /* the engine's FIFO for ops without a SKU */
     eng_sku *ready_next;
     eng_order *orders;            /* every order of this SKU (sku_next list) */
     UT_hash_handle hh;
@@ -45,6 +50,12 @@ struct eng_order {
     int64_t available, created_at_ms, updated_at_ms, hold_expires_at_ms;
     char *upstream_order_id;      /* heap, NULL when none */
     char *reason;                 /* heap, NULL when none */
+    int64_t purchased_at_ms;
+    bool supplier_settled;
+    bool in_purchases;            /* on the engine's pending-purchase list */
+    bool claimed;                 /* taken by the purchase worker */
+    bool recovered;               /* pending since it was loaded from the store */
+    eng_order *pp_next, *pp_prev; /* pending-purchase list */
     struct order_write *inflight;
     eng_order *sku_next, *sku_prev; /* the SKU's order list */
     UT_hash_handle hh;
@@ -62,6 +73,20 @@ struct sku_write {
 struct order_write {
     eng_order *o;
     eng_order_view before;        /* status NONE: created by this batch */
+};
+
+/* A supplier's trust settings. Created on first use and kept until
+ * engine_free (so pointers to it stay valid). */
+typedef struct eng_supp {
+    char id[ENG_ID_MAX + 1];
+    eng_trust t;
+    uint64_t last_batch;          /* id + 1 of the last batch that changed it; 0 none */
+    UT_hash_handle hh;
+} eng_supp;
+
+struct sup_write {
+    eng_supp *p;
+    eng_trust before;
 };
 
 enum batch_state { B_FREE = 0, B_FLIGHT, B_UNKNOWN };
@@ -82,6 +107,15 @@ struct eng_batch {
     size_t n_ow;
     eng_ledger_row *ledger;
     size_t n_ledger;
+    size_t rows_cap;              /* of order_rows/ow/ledger/jobs/alerts */
+    eng_job_row *jobs;
+    size_t n_jobs;
+    eng_alert_row *alerts;
+    char (*alert_text)[ENG_REASON_MAX + 1]; /* alerts[i].reason: outlives the ops */
+    size_t n_alerts;
+    struct sup_write *supw;
+    eng_supplier_row *sup_rows;
+    size_t n_supw;
     eng_batch *next_free;
 };
 
@@ -102,6 +136,10 @@ struct engine {
     struct heap_item *heap;       /* min-heap of committed holds */
     size_t heap_len, heap_cap;
     eng_op *free_ops;             /* internal expire ops */
+    eng_supp *supps;              /* uthash by id */
+    eng_sku global;               /* FIFO of ops without a SKU (supplier.put) */
+    eng_order *pp_head, *pp_tail; /* committed pending purchases, oldest first */
+    uint32_t pp_claimed;
     eng_stats st;
 };
 
@@ -114,14 +152,26 @@ static const char *const err_codes[ENG_E_COUNT_] = {
 static const char *const status_names[ENG_ST_COUNT_] = {
     "none", "held", "confirmed", "purchased", "shipped", "released", "expired", "failed",
 };
-static const char *const mapping_names[ENG_MAP_COUNT_] = {"none", "manual", "ok"};
+static const char *const mapping_names[ENG_MAP_COUNT_] = {"none", "manual", "ok", "broken"};
 static const char *const move_names[ENG_MOVE_COUNT_] = {
-    "reserve", "release", "expire", "ship", "adjust", "put", "sync",
+    "reserve", "release", "expire", "ship", "adjust", "put", "sync", "fail", "settle",
 };
 static const char *const op_names[ENG_OP_COUNT_] = {
     "reserve", "confirm", "release", "ship", "expire", "sku.put", "stock.adjust",
-    "supplier.report",
+    "supplier.report", "purchased", "purchase.failed", "supplier.put",
 };
+static const char *const job_state_names[ENG_JOB_COUNT_] = {"pending", "done", "failed",
+                                                            "cancelled"};
+static const char *const fail_kind_names[ENG_FAIL_COUNT_] = {"other", "stock", "link"};
+
+/* Answers a caller-owned op through its own callback, or the engine's. */
+static void op_done(engine *e, eng_op *op)
+{
+    if (op->on_done != NULL)
+        op->on_done(op, op->on_done_arg);
+    else
+        e->done(op, e->done_arg);
+}
 
 /* Ops the engine queues itself: owned by the engine, never passed to done(). */
 static bool op_internal(const eng_op *op)
@@ -186,6 +236,42 @@ const char *eng_move_name(eng_move m)
     return move_names[m];
 }
 
+const char *eng_job_state_name(eng_job_state st)
+{
+    return (unsigned)st < ENG_JOB_COUNT_ ? job_state_names[st] : "?";
+}
+
+const char *eng_fail_kind_name(eng_fail_kind k)
+{
+    return (unsigned)k < ENG_FAIL_COUNT_ ? fail_kind_names[k] : "?";
+}
+
+bool eng_trust_valid(const eng_trust *t)
+{
+    /* Written so that NaN fails every comparison. */
+    return t->ceiling >= 0.0 && t->ceiling <= 1.0 && t->trust >= 0.0 &&
+           t->trust <= t->ceiling && t->event_trust >= 0.0 && t->event_trust <= t->ceiling;
+}
+
+double eng_trust_effective(const eng_trust *t)
+{
+    return t->event_mode ? t->event_trust : t->trust;
+}
+
+int64_t eng_sellable(int64_t reported, double factor, int64_t cap)
+{
+    assert(reported >= 0 && reported <= ENG_STOCK_MAX);
+    if (!(factor > 0.0))
+        return 0;
+    /* Rounded down, and never above the figure: trust only ever discounts. */
+    int64_t v = factor >= 1.0 ? reported : (int64_t)((double)reported * factor);
+    if (v > reported)
+        v = reported;
+    if (cap >= 0 && v > cap)
+        v = cap;
+    return v < 0 ? 0 : v;
+}
+
 const char *eng_op_name(eng_op_kind k)
 {
     assert(k >= 0 && k < ENG_OP_COUNT_);
@@ -207,6 +293,11 @@ void eng_limits_default(eng_limits *l)
     l->batch_ops_max = 4096;
     l->batch_sku_ops_max = 2048;
     l->expire_per_tick_max = 1000;
+    l->upstream_lag_ms = 300000;
+    l->trust_default = (eng_trust){.trust = 1.0, .ceiling = 1.0, .event_mode = false,
+                                   .event_trust = 0.5};
+    l->trust_cut = 0.5;
+    l->trust_step = 0.05;
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -242,11 +333,49 @@ static void set_str(char **field, const char *s)
     *field = dup_or_null(s);
 }
 
-/* The stock the supplier side may sell: trust and caps come with the
- * supplier issue; for now the reported (or manual) figure is believed. */
-static void sku_recompute_sellable(eng_sku *s)
+static eng_supp *supp_find(const engine *e, const char *id)
 {
-    s->c.supplier_sellable = s->mapping == ENG_MAP_NONE ? 0 : s->c.supplier_reported;
+    eng_supp *p = NULL;
+    HASH_FIND_STR(e->supps, id, p);
+    return p;
+}
+
+static eng_supp *supp_get(engine *e, const char *id)
+{
+    eng_supp *p = supp_find(e, id);
+    if (p != NULL)
+        return p;
+    if ((p = calloc(1, sizeof(*p))) == NULL)
+        return NULL;
+    copy_id(p->id, id);
+    p->t = e->lim.trust_default;
+    HASH_ADD_STR(e->supps, id, p);
+    return p;
+}
+
+static const eng_trust *supp_trust(const engine *e, const char *id)
+{
+    const eng_supp *p = supp_find(e, id);
+    return p != NULL ? &p->t : &e->lim.trust_default;
+}
+
+/* What stockd dares to sell of the supplier's figure (DESIGN.md §2): all of
+ * a manual figure, min(floor(reported x trust), cap) of a mapped one,
+ * nothing without a working mapping. Derived whenever read or decided, so
+ * a trust change reaches every SKU of the supplier at once. */
+static int64_t sellable_of(const engine *e, eng_mapping m, const eng_supplier_map *map,
+                           int64_t reported)
+{
+    if (m == ENG_MAP_MANUAL)
+        return reported;
+    if (m != ENG_MAP_OK || map == NULL)
+        return 0;
+    return eng_sellable(reported, eng_trust_effective(supp_trust(e, map->supplier_id)), map->cap);
+}
+
+static void sku_recompute_sellable(const engine *e, eng_sku *s)
+{
+    s->c.supplier_sellable = sellable_of(e, s->mapping, s->map, s->c.supplier_reported);
 }
 
 static void order_to_view(const eng_order *o, eng_order_view *v)
@@ -271,6 +400,8 @@ static void order_to_view(const eng_order *o, eng_order_view *v)
         n = ENG_REASON_MAX;
     memcpy(v->reason, o->reason ? o->reason : "", n);
     v->reason[n] = '\0';
+    v->purchased_at_ms = o->purchased_at_ms;
+    v->supplier_settled = o->supplier_settled;
 }
 
 static void order_from_view(eng_order *o, const eng_order_view *v)
@@ -285,6 +416,63 @@ static void order_from_view(eng_order *o, const eng_order_view *v)
     o->hold_expires_at_ms = v->hold_expires_at_ms;
     set_str(&o->upstream_order_id, v->upstream_order_id);
     set_str(&o->reason, v->reason);
+    o->purchased_at_ms = v->purchased_at_ms;
+    o->supplier_settled = v->supplier_settled;
+}
+
+/* ---- pending purchases: committed CONFIRMED orders with supplier units of
+ * a SKU that has a 1688 map (ok or broken; a manual figure is bought by
+ * hand). Kept in step with the committed state only. */
+
+static bool purchase_due(const eng_order *o)
+{
+    return o->status == ENG_ST_CONFIRMED && o->from_supplier > 0 && o->sku->map != NULL &&
+           (o->sku->mapping == ENG_MAP_OK || o->sku->mapping == ENG_MAP_BROKEN);
+}
+
+static void pp_remove(engine *e, eng_order *o)
+{
+    if (!o->in_purchases)
+        return;
+    if (o->pp_prev)
+        o->pp_prev->pp_next = o->pp_next;
+    else
+        e->pp_head = o->pp_next;
+    if (o->pp_next)
+        o->pp_next->pp_prev = o->pp_prev;
+    else
+        e->pp_tail = o->pp_prev;
+    o->pp_next = o->pp_prev = NULL;
+    o->in_purchases = false;
+    if (o->claimed) {
+        assert(e->pp_claimed > 0);
+        e->pp_claimed--;
+    }
+    o->claimed = false;
+    assert(e->st.purchases_pending > 0);
+    e->st.purchases_pending--;
+}
+
+static void pp_sync(engine *e, eng_order *o, bool recovered)
+{
+    bool due = purchase_due(o);
+    if (due == o->in_purchases)
+        return;
+    if (!due) {
+        pp_remove(e, o);
+        return;
+    }
+    o->in_purchases = true;
+    o->claimed = false;
+    o->recovered = recovered;
+    o->pp_next = NULL;
+    o->pp_prev = e->pp_tail;
+    if (e->pp_tail)
+        e->pp_tail->pp_next = o;
+    else
+        e->pp_head = o;
+    e->pp_tail = o;
+    e->st.purchases_pending++;
 }
 
 static void order_free(engine *e, eng_order *o)
@@ -296,6 +484,7 @@ static void order_free(engine *e, eng_order *o)
         o->sku->orders = o->sku_next;
     if (o->sku_next)
         o->sku_next->sku_prev = o->sku_prev;
+    pp_remove(e, o);
     HASH_DEL(e->orders, o);
     free(o->upstream_order_id);
     free(o->reason);
@@ -492,6 +681,8 @@ engine *engine_new(const eng_limits *limits, eng_done_fn done, void *done_arg)
     e->done = done;
     e->done_arg = done_arg;
     e->next_batch_id = 1;
+    e->global.global = true;
+    e->global.exists = true;
     return e;
 }
 
@@ -502,6 +693,11 @@ static void batch_free_mem(eng_batch *b)
     free(b->ow);
     free(b->order_rows);
     free(b->ledger);
+    free(b->jobs);
+    free(b->alerts);
+    free(b->alert_text);
+    free(b->supw);
+    free(b->sup_rows);
     free(b);
 }
 
@@ -530,6 +726,11 @@ void engine_free(engine *e)
         HASH_DEL(e->skus, s);
         free(s->map);
         free(s);
+    }
+    eng_supp *p, *ptmp;
+    HASH_ITER(hh, e->supps, p, ptmp) {
+        HASH_DEL(e->supps, p);
+        free(p);
     }
     while (e->free_ops) {
         eng_op *op = e->free_ops;
@@ -566,16 +767,24 @@ bool engine_load_sku(engine *e, const char *name, const eng_counters *c,
     s->c = *c;
     s->mapping = mapping;
     s->epoch = epoch;
-    if (mapping == ENG_MAP_OK && map != NULL) {
+    if ((mapping == ENG_MAP_OK || mapping == ENG_MAP_BROKEN) && map != NULL) {
+        if (map->supplier_id[0] == '\0' || map->cap < -1 || map->cap > ENG_STOCK_MAX)
+            return false;
         if (s->map == NULL && (s->map = malloc(sizeof(*s->map))) == NULL)
             return false;
         *s->map = *map;
     } else {
         free(s->map);
         s->map = NULL;
-        if (s->mapping == ENG_MAP_OK)
+        if (s->mapping == ENG_MAP_OK || s->mapping == ENG_MAP_BROKEN)
             s->mapping = ENG_MAP_MANUAL;
     }
+    /* The stored sellable was derived with the trust of its day. */
+    sku_recompute_sellable(e, s);
+    /* Its orders may become (or stop being) pending purchases with it. */
+    for (eng_order *o = s->orders; o != NULL; o = o->sku_next)
+        if (o->status != ENG_ST_NONE && o->inflight == NULL)
+            pp_sync(e, o, true);
     return true;
 }
 
@@ -595,7 +804,35 @@ bool engine_load_order(engine *e, const eng_order_view *v)
     order_from_view(o, v);
     if (o->status == ENG_ST_HELD && !heap_push(e, o->hold_expires_at_ms, o))
         return false;
+    pp_sync(e, o, true);
     return true;
+}
+
+bool engine_load_supplier(engine *e, const char *supplier_id, const eng_trust *t)
+{
+    size_t n = strlen(supplier_id);
+    if (n == 0 || n > ENG_ID_MAX || !eng_trust_valid(t))
+        return false;
+    eng_supp *p = supp_get(e, supplier_id);
+    if (p == NULL)
+        return false;
+    p->t = *t;
+    return true;
+}
+
+bool engine_supplier_trust(const engine *e, const char *supplier_id, eng_trust *out)
+{
+    *out = *supp_trust(e, supplier_id);
+    return supp_find(e, supplier_id) != NULL;
+}
+
+void engine_each_supplier(const engine *e,
+                          void (*fn)(const char *supplier_id, const eng_trust *t, void *arg),
+                          void *arg)
+{
+    eng_supp *p, *tmp;
+    HASH_ITER(hh, e->supps, p, tmp)
+        fn(p->id, &p->t, arg);
 }
 
 /* ------------------------------------------------------------ submit */
@@ -649,6 +886,19 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
         if (s == NULL || (!s->exists && s->q_len == 0 && s->inflight == NULL))
             return op->err = ENG_E_UNKNOWN_SKU;
         break;
+    case ENG_OP_PURCHASED:
+    case ENG_OP_PURCHASE_FAILED:
+        o = order_find(e, op->order_id);
+        if (o == NULL || o->status == ENG_ST_NONE)
+            return op->err = ENG_E_NOT_FOUND;
+        /* The worker holds a claim it must be able to end: no queue limit. */
+        fifo_push(e, o->sku, op);
+        return ENG_OK;
+    case ENG_OP_SUPPLIER_PUT:
+        if (!op->has_trust || !eng_trust_valid(&op->trust) || op->supplier.supplier_id[0] == '\0')
+            return op->err = ENG_E_INVALID;
+        s = &e->global;
+        break;
     default:
         return op->err = ENG_E_INTERNAL;
     }
@@ -687,12 +937,22 @@ bool engine_cancel(engine *e, eng_op *op)
 
 /* ------------------------------------------------------------ reads */
 
-static void stock_view(const eng_sku *s, const eng_counters *c, eng_mapping m, eng_stock_view *out)
+static void stock_view(const engine *e, const eng_sku *s, const eng_counters *c, eng_mapping m,
+                       const eng_supplier_map *map, eng_stock_view *out)
 {
     copy_id(out->sku, s->name);
     out->c = *c;
     out->mapping = m;
-    out->available = eng_available(c);
+    out->has_map = (m == ENG_MAP_OK || m == ENG_MAP_BROKEN) && map != NULL;
+    if (out->has_map) {
+        out->map = *map;
+        out->trust = eng_trust_effective(supp_trust(e, map->supplier_id));
+    } else {
+        memset(&out->map, 0, sizeof(out->map));
+        out->trust = 0.0;
+    }
+    out->c.supplier_sellable = sellable_of(e, m, map, c->supplier_reported);
+    out->available = eng_available(&out->c);
 }
 
 bool engine_stock_get(const engine *e, const char *sku, eng_stock_view *out)
@@ -704,12 +964,12 @@ bool engine_stock_get(const engine *e, const char *sku, eng_stock_view *out)
         const struct sku_write *w = s->inflight;
         if (!w->before_exists)
             return false;
-        stock_view(s, &w->before, w->before_mapping, out);
+        stock_view(e, s, &w->before, w->before_mapping, s->map ? &w->before_map : NULL, out);
         return true;
     }
     if (!s->exists)
         return false;
-    stock_view(s, &s->c, s->mapping, out);
+    stock_view(e, s, &s->c, s->mapping, s->map, out);
     return true;
 }
 
@@ -808,7 +1068,14 @@ bool engine_supplier_report(engine *e, const char *sku, int64_t reported, int64_
 bool engine_supplier_report_for(engine *e, const char *sku, const eng_supplier_map *expect,
                                 int64_t reported, int64_t synced_at_ms)
 {
-    assert(reported >= 0 && reported <= ENG_STOCK_MAX);
+    eng_supplier_obs obs = {.reported = reported, .synced_at_ms = synced_at_ms};
+    return engine_supplier_observe(e, sku, expect, &obs);
+}
+
+bool engine_supplier_observe(engine *e, const char *sku, const eng_supplier_map *expect,
+                             const eng_supplier_obs *obs)
+{
+    assert(obs->reported >= 0 && obs->reported <= ENG_STOCK_MAX);
     eng_sku *s = sku_find(e, sku);
     if (s == NULL)
         return false;
@@ -824,12 +1091,60 @@ bool engine_supplier_report_for(engine *e, const char *sku, const eng_supplier_m
         s->report_q = op;
     }
     assert(op->kind == ENG_OP_SUPPLIER_REPORT && op->state_ == OP_QUEUED);
-    op->supplier_reported = reported;
-    op->synced_at_ms = synced_at_ms;
+    /* A waiting "broken" stands: a later figure must not hide it. */
+    if (op->reason[0] != '\0' && obs->broken[0] == '\0')
+        return true;
+    op->supplier_reported = obs->reported;
+    op->synced_at_ms = obs->synced_at_ms;
+    op->fingerprint = obs->fingerprint;
+    size_t n = strnlen(obs->broken, ENG_REASON_MAX);
+    memcpy(op->reason, obs->broken, n);
+    op->reason[n] = '\0';
     op->has_supplier = expect != NULL;
     if (expect != NULL)
         op->supplier = *expect;
     return true;
+}
+
+/* ------------------------------------------------------------ purchases */
+
+bool engine_purchase_claim(engine *e, eng_purchase *out)
+{
+    eng_order *o = e->pp_head;
+    while (o != NULL && o->claimed)
+        o = o->pp_next;
+    if (o == NULL)
+        return false;
+    o->claimed = true;
+    e->pp_claimed++;
+    memset(out, 0, sizeof(*out));
+    copy_id(out->order_id, o->id);
+    copy_id(out->sku, o->sku->name);
+    out->qty = o->from_supplier;
+    out->recovered = o->recovered;
+    /* The committed mapping: an in-flight batch may be changing it. */
+    const eng_sku *s = o->sku;
+    eng_mapping m = s->inflight ? s->inflight->before_mapping : s->mapping;
+    out->mapped = m == ENG_MAP_OK && s->map != NULL;
+    if (out->mapped)
+        out->map = s->inflight ? s->inflight->before_map : *s->map;
+    return true;
+}
+
+void engine_purchase_unclaim(engine *e, const char *order_id)
+{
+    eng_order *o = order_find(e, order_id);
+    if (o == NULL || !o->in_purchases || !o->claimed)
+        return;
+    o->claimed = false;
+    assert(e->pp_claimed > 0);
+    e->pp_claimed--;
+}
+
+void engine_purchase_counts(const engine *e, uint32_t *unclaimed, uint32_t *claimed)
+{
+    *claimed = e->pp_claimed;
+    *unclaimed = (uint32_t)(e->st.purchases_pending - e->pp_claimed);
 }
 
 int64_t engine_next_expiry_ms(const engine *e, int64_t now_ms)
@@ -849,22 +1164,34 @@ static eng_batch *batch_get(engine *e)
         e->free_batches = b->next_free;
     } else {
         size_t cap = e->lim.batch_ops_max;
+        /* An op writes at most OP_ROWS_MAX rows of each kind, a supplier
+         * report up to ENG_SETTLE_PER_REPORT more; batch_full() stops
+         * taking ops before any array could overflow. */
+        size_t rows = 2 * cap + ENG_SETTLE_PER_REPORT + 2 * OP_ROWS_MAX;
         b = calloc(1, sizeof(*b));
         if (b == NULL)
             return NULL;
         b->cap = cap;
+        b->rows_cap = rows;
         b->sw = calloc(cap, sizeof(*b->sw));
         b->sku_rows = calloc(cap, sizeof(*b->sku_rows));
-        b->ow = calloc(cap, sizeof(*b->ow));
-        b->order_rows = calloc(cap, sizeof(*b->order_rows));
-        b->ledger = calloc(cap, sizeof(*b->ledger));
-        if (!b->sw || !b->sku_rows || !b->ow || !b->order_rows || !b->ledger) {
+        b->ow = calloc(rows, sizeof(*b->ow));
+        b->order_rows = calloc(rows, sizeof(*b->order_rows));
+        b->ledger = calloc(rows, sizeof(*b->ledger));
+        b->jobs = calloc(rows, sizeof(*b->jobs));
+        b->alerts = calloc(rows, sizeof(*b->alerts));
+        b->alert_text = calloc(rows, sizeof(*b->alert_text));
+        b->supw = calloc(cap, sizeof(*b->supw));
+        b->sup_rows = calloc(cap, sizeof(*b->sup_rows));
+        if (!b->sw || !b->sku_rows || !b->ow || !b->order_rows || !b->ledger || !b->jobs ||
+            !b->alerts || !b->alert_text || !b->supw || !b->sup_rows) {
             batch_free_mem(b);
             return NULL;
         }
     }
     b->ops_head = b->ops_tail = NULL;
     b->n_ops = b->n_sw = b->n_ow = b->n_ledger = 0;
+    b->n_jobs = b->n_alerts = b->n_supw = 0;
     b->next_free = NULL;
     b->state = B_FLIGHT;
     return b;
@@ -899,11 +1226,20 @@ static struct sku_write *take_sku(eng_batch *b, eng_sku *s)
     return w;
 }
 
+/* True when the batch may not take another op: a single op could then
+ * overflow one of its row arrays. */
+static bool batch_full(const eng_batch *b)
+{
+    size_t room = b->rows_cap - ENG_SETTLE_PER_REPORT - OP_ROWS_MAX;
+    return b->n_ops >= b->cap || b->n_ow >= room || b->n_ledger >= room ||
+           b->n_jobs >= room || b->n_alerts >= room;
+}
+
 static void touch_order(eng_batch *b, eng_order *o)
 {
     if (o->inflight != NULL)
         return;
-    assert(b->n_ow < b->cap);
+    assert(b->n_ow < b->rows_cap);
     struct order_write *w = &b->ow[b->n_ow++];
     w->o = o;
     order_to_view(o, &w->before);
@@ -914,7 +1250,7 @@ static void ledger_add(eng_batch *b, const eng_sku *s, const char *order_id, eng
                        int64_t d_on_hand, int64_t d_own_res, int64_t d_sup_res,
                        int64_t d_sup_rep, const char *reason)
 {
-    assert(b->n_ledger < b->cap);
+    assert(b->n_ledger < b->rows_cap);
     eng_ledger_row *r = &b->ledger[b->n_ledger++];
     r->sku = s->name;
     r->order_id = order_id;
@@ -925,6 +1261,90 @@ static void ledger_add(eng_batch *b, const eng_sku *s, const char *order_id, eng
     r->d_supplier_reported = d_sup_rep;
     r->reason = reason;
     r->at_ms = b->now_ms;
+}
+
+static void job_add(eng_batch *b, const eng_order *o, bool insert, eng_job_state st)
+{
+    assert(b->n_jobs < b->rows_cap);
+    eng_job_row *j = &b->jobs[b->n_jobs++];
+    j->insert = insert;
+    j->order_id = o->id;
+    j->sku = o->sku->name;
+    j->qty = o->from_supplier;
+    if (insert && o->sku->map != NULL)
+        j->map = *o->sku->map;
+    else
+        memset(&j->map, 0, sizeof(j->map));
+    j->state = st;
+    j->at_ms = b->now_ms;
+}
+
+/* kind is a literal and order_id an order's own (orders outlive their
+ * batches); the reason is copied: the op that gave it may be answered,
+ * and freed, before an UNKNOWN batch is resolved. */
+static void alert_add(eng_batch *b, const char *kind, const eng_sku *s, const char *order_id,
+                      const char *reason)
+{
+    assert(b->n_alerts < b->rows_cap);
+    char *text = b->alert_text[b->n_alerts];
+    eng_alert_row *a = &b->alerts[b->n_alerts++];
+    size_t n = strlen(reason);
+    if (n > ENG_REASON_MAX)
+        n = ENG_REASON_MAX;
+    memcpy(text, reason, n);
+    text[n] = '\0';
+    a->kind = kind;
+    a->sku = s->name;
+    a->order_id = order_id;
+    a->reason = text;
+    a->at_ms = b->now_ms;
+}
+
+/* A supplier's settings are about to change in this batch: keep the
+ * before-image once per batch. NULL on out of memory (nothing changes). */
+static eng_supp *touch_supp(engine *e, eng_batch *b, const char *id)
+{
+    eng_supp *p = supp_get(e, id);
+    if (p == NULL)
+        return NULL;
+    if (p->last_batch != b->id + 1) {
+        assert(b->n_supw < b->cap);
+        b->supw[b->n_supw].p = p;
+        b->supw[b->n_supw].before = p->t;
+        b->n_supw++;
+        p->last_batch = b->id + 1;
+    }
+    return p;
+}
+
+/* Adaptive trust (engine.h eng_trust): the factor in use moves. */
+static void trust_adapt(engine *e, eng_batch *b, const eng_sku *s, bool success)
+{
+    if (s->map == NULL)
+        return;
+    eng_supp *p = touch_supp(e, b, s->map->supplier_id);
+    if (p == NULL)
+        return;
+    double *f = p->t.event_mode ? &p->t.event_trust : &p->t.trust;
+    if (success) {
+        *f += e->lim.trust_step;
+        if (*f > p->t.ceiling)
+            *f = p->t.ceiling;
+    } else {
+        *f *= e->lim.trust_cut;
+    }
+    assert(eng_trust_valid(&p->t));
+}
+
+/* The live offer no longer matches the mapping: stop selling its stock. */
+static void map_break(engine *e, eng_batch *b, eng_sku *s, const char *reason)
+{
+    if (s->mapping != ENG_MAP_OK)
+        return;
+    s->mapping = ENG_MAP_BROKEN;
+    sku_recompute_sellable(e, s);
+    alert_add(b, "mapping_broken", s, "", reason);
+    e->st.mappings_broken++;
 }
 
 /* Returns an order's stock to the SKU (release, expire). */
@@ -980,6 +1400,8 @@ static void decide_reserve(engine *e, eng_batch *b, eng_op *op, eng_order *o)
     o->hold_expires_at_ms = op->hold_ms > 0 ? b->now_ms + op->hold_ms : 0;
     o->available = eng_available(&s->c);
     ledger_add(b, s, o->id, ENG_MOVE_RESERVE, 0, from_own, from_sup, 0, "");
+    if (purchase_due(o))
+        job_add(b, o, true, ENG_JOB_PENDING);
     order_to_view(o, &op->order);
 }
 
@@ -1001,6 +1423,8 @@ static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *o)
             o->hold_expires_at_ms = 0;
             o->updated_at_ms = b->now_ms;
             o->available = eng_available(&o->sku->c);
+            if (purchase_due(o))
+                job_add(b, o, true, ENG_JOB_PENDING);
         } else if (o->status == ENG_ST_EXPIRED) {
             op->err = ENG_E_EXPIRED;
         } else if (o->status == ENG_ST_RELEASED || o->status == ENG_ST_FAILED) {
@@ -1008,6 +1432,8 @@ static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *o)
         }
         break;
     case ENG_OP_RELEASE:
+        if (o->status == ENG_ST_CONFIRMED && purchase_due(o))
+            job_add(b, o, false, ENG_JOB_CANCELLED);
         if (o->status == ENG_ST_HELD || o->status == ENG_ST_CONFIRMED)
             order_return_stock(b, o, ENG_ST_RELEASED, ENG_MOVE_RELEASE);
         else if (o->status != ENG_ST_RELEASED && o->status != ENG_ST_EXPIRED)
@@ -1045,7 +1471,94 @@ static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *o)
         order_to_view(o, &op->order);
 }
 
-static void decide_sku_put(eng_batch *b, eng_op *op, eng_sku *s)
+/* The purchase worker bought the order's supplier units upstream. */
+static void decide_purchased(engine *e, eng_batch *b, eng_op *op, eng_order *o)
+{
+    if (o == NULL || o->status == ENG_ST_NONE) {
+        op->err = ENG_E_NOT_FOUND;
+        return;
+    }
+    const char *up = o->upstream_order_id ? o->upstream_order_id : "";
+    if (o->status == ENG_ST_CONFIRMED && o->from_supplier > 0) {
+        touch_order(b, o);
+        o->status = ENG_ST_PURCHASED;
+        set_str(&o->upstream_order_id, op->upstream_order_id);
+        o->purchased_at_ms = o->updated_at_ms = b->now_ms;
+        o->available = eng_available(&o->sku->c);
+        job_add(b, o, false, ENG_JOB_DONE);
+        trust_adapt(e, b, o->sku, true);
+        e->st.purchased++;
+    } else if ((o->status == ENG_ST_RELEASED || o->status == ENG_ST_EXPIRED) &&
+               strcmp(up, op->upstream_order_id) != 0) {
+        /* Bought after the gateway let the order go: the units are the
+         * shop's now, on a 1688 order nobody sells. Support cancels it. */
+        touch_order(b, o);
+        set_str(&o->upstream_order_id, op->upstream_order_id);
+        o->updated_at_ms = b->now_ms;
+        alert_add(b, "purchase_after_release", o->sku, o->id, op->upstream_order_id);
+    } else if (!(o->status == ENG_ST_PURCHASED || o->status == ENG_ST_SHIPPED ||
+                 o->status == ENG_ST_RELEASED || o->status == ENG_ST_EXPIRED)) {
+        op->err = ENG_E_INVALID_STATE;
+        op->err_status = o->status;
+        return;
+    }
+    order_to_view(o, &op->order);
+}
+
+/* The purchase failed for good: the order is rolled back, and the SKU
+ * learns what the check proved. */
+static void decide_purchase_failed(engine *e, eng_batch *b, eng_op *op, eng_order *o)
+{
+    if (o == NULL || o->status == ENG_ST_NONE) {
+        op->err = ENG_E_NOT_FOUND;
+        return;
+    }
+    if (o->status == ENG_ST_FAILED) {
+        order_to_view(o, &op->order);  /* a repeat */
+        return;
+    }
+    if (o->status != ENG_ST_CONFIRMED || o->from_supplier == 0) {
+        op->err = ENG_E_INVALID_STATE;
+        op->err_status = o->status;
+        return;
+    }
+    eng_sku *s = o->sku;
+    job_add(b, o, false, ENG_JOB_FAILED);
+    order_return_stock(b, o, ENG_ST_FAILED, ENG_MOVE_FAIL);
+    set_str(&o->reason, op->reason[0] ? op->reason : eng_fail_kind_name(op->fail_kind));
+    alert_add(b, "purchase_failed", s, o->id, op->reason);
+    switch (op->fail_kind) {
+    case ENG_FAIL_STOCK:
+        /* The check proved the figure wrong; believe nothing until the
+         * next sync, and believe this supplier less from now on. */
+        if (s->c.supplier_reported != 0)
+            ledger_add(b, s, "", ENG_MOVE_SYNC, 0, 0, 0, -s->c.supplier_reported, "check: insufficient");
+        s->c.supplier_reported = 0;
+        trust_adapt(e, b, s, false);
+        break;
+    case ENG_FAIL_LINK:
+        map_break(e, b, s, op->reason);
+        break;
+    default:
+        break;
+    }
+    sku_recompute_sellable(e, s);
+    o->available = eng_available(&s->c);
+    e->st.purchase_failed++;
+    order_to_view(o, &op->order);
+}
+
+static void decide_supplier_put(engine *e, eng_batch *b, eng_op *op)
+{
+    eng_supp *p = touch_supp(e, b, op->supplier.supplier_id);
+    if (p == NULL) {
+        op->err = ENG_E_INTERNAL;
+        return;
+    }
+    p->t = op->trust;
+}
+
+static void decide_sku_put(engine *e, eng_batch *b, eng_op *op, eng_sku *s)
 {
     eng_counters c = s->exists ? s->c : (eng_counters){0};
     eng_mapping mapping = s->exists ? s->mapping : ENG_MAP_NONE;
@@ -1076,13 +1589,13 @@ static void decide_sku_put(eng_batch *b, eng_op *op, eng_sku *s)
     s->c = c;
     s->mapping = mapping;
     s->exists = true;
-    sku_recompute_sellable(s);
+    sku_recompute_sellable(e, s);
     counters_check(&s->c);
     ledger_add(b, s, "", ENG_MOVE_PUT, d_on_hand, 0, 0, d_rep, "");
-    stock_view(s, &s->c, s->mapping, &op->stock);
+    stock_view(e, s, &s->c, s->mapping, s->map, &op->stock);
 }
 
-static void decide_adjust(eng_batch *b, eng_op *op, eng_sku *s)
+static void decide_adjust(engine *e, eng_batch *b, eng_op *op, eng_sku *s)
 {
     if (!s->exists) {
         op->err = ENG_E_UNKNOWN_SKU;
@@ -1101,7 +1614,7 @@ static void decide_adjust(eng_batch *b, eng_op *op, eng_sku *s)
     s->c.own_on_hand = nv;
     counters_check(&s->c);
     ledger_add(b, s, "", ENG_MOVE_ADJUST, op->delta, 0, 0, 0, op->reason);
-    stock_view(s, &s->c, s->mapping, &op->stock);
+    stock_view(e, s, &s->c, s->mapping, s->map, &op->stock);
 }
 
 static bool same_map(const eng_supplier_map *a, const eng_supplier_map *b)
@@ -1110,23 +1623,55 @@ static bool same_map(const eng_supplier_map *a, const eng_supplier_map *b)
            strcmp(a->spec_id, b->spec_id) == 0 && strcmp(a->supplier_id, b->supplier_id) == 0;
 }
 
-/* A supplier figure: only for a mapped SKU still mapped as it was read.
+/* Bought units a snapshot taken at synced_at_ms must already show leave
+ * supplier_reserved, each exactly once (DESIGN.md §2). */
+static void settle_bought(engine *e, eng_batch *b, eng_sku *s, int64_t synced_at_ms)
+{
+    uint32_t n = 0;
+    for (eng_order *o = s->orders; o != NULL && n < ENG_SETTLE_PER_REPORT; o = o->sku_next) {
+        if ((o->status != ENG_ST_PURCHASED && o->status != ENG_ST_SHIPPED) ||
+            o->supplier_settled || o->from_supplier == 0 || o->purchased_at_ms <= 0 ||
+            o->purchased_at_ms > synced_at_ms - e->lim.upstream_lag_ms)
+            continue;
+        touch_order(b, o);
+        o->supplier_settled = true;
+        s->c.supplier_reserved -= o->from_supplier;
+        counters_check(&s->c);
+        ledger_add(b, s, o->id, ENG_MOVE_SETTLE, 0, 0, -o->from_supplier, 0, "");
+        e->st.settled_units += (uint64_t)o->from_supplier;
+        n++;
+    }
+}
+
+/* What a sync saw: only for a mapped SKU still mapped as it was read.
  * Returns whether it wrote (the SKU row, for synced_at, even when the
  * figure is unchanged; a ledger row only when it changed). */
-static bool decide_supplier_report(eng_batch *b, eng_op *op, eng_sku *s)
+static bool decide_supplier_report(engine *e, eng_batch *b, eng_op *op, eng_sku *s)
 {
     if (!s->exists || s->mapping != ENG_MAP_OK || s->map == NULL)
         return false;
     if (op->has_supplier && !same_map(&op->supplier, s->map))
         return false;
+    if (op->reason[0] != '\0') {
+        map_break(e, b, s, op->reason);
+        return true;
+    }
+    if (op->fingerprint != 0 && s->map->fingerprint != op->fingerprint) {
+        if (s->map->fingerprint != 0) {
+            map_break(e, b, s, "fingerprint changed (price or attributes)");
+            return true;
+        }
+        s->map->fingerprint = op->fingerprint;  /* first sight: adopted */
+    }
     int64_t d_rep = op->supplier_reported - s->c.supplier_reported;
     s->c.supplier_reported = op->supplier_reported;
     if (op->synced_at_ms > s->c.supplier_synced_at_ms)
         s->c.supplier_synced_at_ms = op->synced_at_ms;
-    sku_recompute_sellable(s);
     counters_check(&s->c);
     if (d_rep != 0)
         ledger_add(b, s, "", ENG_MOVE_SYNC, 0, 0, 0, d_rep, "");
+    settle_bought(e, b, s, op->synced_at_ms);
+    sku_recompute_sellable(e, s);
     return true;
 }
 
@@ -1136,7 +1681,7 @@ static bool decide_supplier_report(eng_batch *b, eng_op *op, eng_sku *s)
 static bool decide(engine *e, eng_batch *b, eng_op *op)
 {
     eng_sku *s = op->sku_p;
-    size_t ledger_before = b->n_ledger, ow_before = b->n_ow;
+    size_t ledger_before = b->n_ledger, ow_before = b->n_ow, alerts_before = b->n_alerts;
     switch (op->kind) {
     case ENG_OP_RESERVE:
         decide_reserve(e, b, op, order_find(e, op->order_id));
@@ -1148,17 +1693,26 @@ static bool decide(engine *e, eng_batch *b, eng_op *op)
         decide_order_op(e, b, op, order_find(e, op->order_id));
         break;
     case ENG_OP_SKU_PUT:
-        decide_sku_put(b, op, s);
+        decide_sku_put(e, b, op, s);
         break;
     case ENG_OP_ADJUST:
-        decide_adjust(b, op, s);
+        decide_adjust(e, b, op, s);
         break;
     case ENG_OP_SUPPLIER_REPORT:
-        return decide_supplier_report(b, op, s);
+        return decide_supplier_report(e, b, op, s);
+    case ENG_OP_PURCHASED:
+        decide_purchased(e, b, op, order_find(e, op->order_id));
+        break;
+    case ENG_OP_PURCHASE_FAILED:
+        decide_purchase_failed(e, b, op, order_find(e, op->order_id));
+        break;
+    case ENG_OP_SUPPLIER_PUT:
+        decide_supplier_put(e, b, op);
+        return false;  /* no SKU row: its supplier row makes the batch */
     default:
         assert(!"bad op kind");
     }
-    return b->n_ledger != ledger_before || b->n_ow != ow_before;
+    return b->n_ledger != ledger_before || b->n_ow != ow_before || b->n_alerts != alerts_before;
 }
 
 static void batch_append_op(eng_batch *b, eng_op *op)
@@ -1186,7 +1740,7 @@ static void batch_seal(eng_batch *b)
         r->insert = !b->sw[i].before_exists;
         r->c = s->c;
         r->mapping = s->mapping;
-        r->map = s->mapping == ENG_MAP_OK ? s->map : NULL;
+        r->map = (s->mapping == ENG_MAP_OK || s->mapping == ENG_MAP_BROKEN) ? s->map : NULL;
         r->epoch = s->epoch;
     }
     b->n_sku_rows = k;
@@ -1194,6 +1748,13 @@ static void batch_seal(eng_batch *b)
         eng_order_row *r = &b->order_rows[i];
         r->insert = b->ow[i].before.status == ENG_ST_NONE;
         order_to_view(b->ow[i].o, &r->o);
+        eng_status st = r->o.status;
+        r->notify = st != b->ow[i].before.status &&
+                    (st == ENG_ST_PURCHASED || st == ENG_ST_FAILED || st == ENG_ST_EXPIRED);
+    }
+    for (size_t i = 0; i < b->n_supw; i++) {
+        b->sup_rows[i].supplier_id = b->supw[i].p->id;
+        b->sup_rows[i].t = b->supw[i].p->t;
     }
 }
 
@@ -1212,16 +1773,16 @@ eng_batch *engine_next_batch(engine *e, int64_t now_ms)
     b->id = e->next_batch_id++;
     b->now_ms = now_ms;
     eng_sku *s;
-    while (b->n_ops < b->cap && (s = ready_pop(e)) != NULL) {
+    while (!batch_full(b) && (s = ready_pop(e)) != NULL) {
         if (s->q_len == 0 || s->inflight != NULL)
             continue;
         struct sku_write *w = take_sku(b, s);
+        if (s->exists && !s->global)
+            sku_recompute_sellable(e, s);  /* trust may have moved since its last batch */
         uint32_t n = s->q_len;
         if (n > e->lim.batch_sku_ops_max)
             n = e->lim.batch_sku_ops_max;
-        if (n > b->cap - b->n_ops)
-            n = (uint32_t)(b->cap - b->n_ops);
-        for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; i < n && !batch_full(b); i++) {
             eng_op *op = s->q_head;
             fifo_unlink(e, op);
             op->state_ = OP_BATCHED;
@@ -1272,7 +1833,7 @@ static void answer_ops(engine *e, eng_batch *b, eng_err err, bool unknown, bool 
                 op->outcome_unknown = unknown;
             }
             e->st.ops_done++;
-            e->done(op, e->done_arg);  /* may free op */
+            op_done(e, op);  /* may free op */
         }
         op = next;
     }
@@ -1291,6 +1852,7 @@ static void batch_finalize(engine *e, eng_batch *b)
         if (o->status == ENG_ST_HELD &&
             (before->status != ENG_ST_HELD || before->hold_expires_at_ms != o->hold_expires_at_ms))
             (void)heap_push(e, o->hold_expires_at_ms, o); /* OOM: expired by confirm */
+        pp_sync(e, o, false);
     }
     for (size_t i = 0; i < b->n_sw; i++) {
         eng_sku *s = b->sw[i].sku;
@@ -1306,6 +1868,13 @@ static void batch_restore(engine *e, eng_batch *b)
         eng_order *o = b->ow[i].o;
         order_from_view(o, &b->ow[i].before);
         o->inflight = NULL;
+    }
+    /* Trust settings come back unless a later batch moved them again (then
+     * that batch's view stands: trust is advice, not an account). */
+    for (size_t i = b->n_supw; i-- > 0;) {
+        eng_supp *p = b->supw[i].p;
+        if (p->last_batch == b->id + 1)
+            p->t = b->supw[i].before;
     }
     for (size_t i = 0; i < b->n_ow; i++)
         order_maybe_drop(e, b->ow[i].o);
@@ -1369,29 +1938,36 @@ void engine_batch_resolve(engine *e, eng_batch *b, bool committed)
     batch_put(e, b);
 }
 
+static void cancel_fifo(engine *e, eng_sku *s, eng_err err);
+
 void engine_cancel_all(engine *e, eng_err err)
 {
     eng_sku *s, *tmp;
-    HASH_ITER(hh, e->skus, s, tmp) {
-        while (s->q_head != NULL) {
-            eng_op *op = s->q_head;
-            engine_cancel(e, op);
-            if (op->kind == ENG_OP_SUPPLIER_REPORT) {
-                internal_op_free(e, op);  /* the next sync reports again */
-                continue;
-            }
-            if (op->kind == ENG_OP_EXPIRE) {
-                /* Its heap entry was popped when it was queued: the hold
-                 * must come due again, or it would never expire. */
-                eng_order *o = order_find(e, op->order_id);
-                if (o != NULL && o->status == ENG_ST_HELD)
-                    (void)heap_push(e, o->hold_expires_at_ms, o);
-                internal_op_free(e, op);
-                continue;
-            }
-            op->err = err;
-            e->done(op, e->done_arg);
+    HASH_ITER(hh, e->skus, s, tmp)
+        cancel_fifo(e, s, err);
+    cancel_fifo(e, &e->global, err);
+}
+
+static void cancel_fifo(engine *e, eng_sku *s, eng_err err)
+{
+    while (s->q_head != NULL) {
+        eng_op *op = s->q_head;
+        engine_cancel(e, op);
+        if (op->kind == ENG_OP_SUPPLIER_REPORT) {
+            internal_op_free(e, op);  /* the next sync reports again */
+            continue;
         }
+        if (op->kind == ENG_OP_EXPIRE) {
+            /* Its heap entry was popped when it was queued: the hold
+             * must come due again, or it would never expire. */
+            eng_order *o = order_find(e, op->order_id);
+            if (o != NULL && o->status == ENG_ST_HELD)
+                (void)heap_push(e, o->hold_expires_at_ms, o);
+            internal_op_free(e, op);
+            continue;
+        }
+        op->err = err;
+        op_done(e, op);
     }
 }
 
@@ -1407,7 +1983,8 @@ uint64_t eng_batch_id(const eng_batch *b)
 
 bool eng_batch_is_empty(const eng_batch *b)
 {
-    return b->n_sku_rows == 0 && b->n_ow == 0 && b->n_ledger == 0;
+    return b->n_sku_rows == 0 && b->n_ow == 0 && b->n_ledger == 0 && b->n_jobs == 0 &&
+           b->n_alerts == 0 && b->n_supw == 0;
 }
 
 size_t eng_batch_ops(const eng_batch *b)
@@ -1433,6 +2010,24 @@ size_t eng_batch_ledger_rows(const eng_batch *b, const eng_ledger_row **rows)
     return b->n_ledger;
 }
 
+size_t eng_batch_job_rows(const eng_batch *b, const eng_job_row **rows)
+{
+    *rows = b->jobs;
+    return b->n_jobs;
+}
+
+size_t eng_batch_alert_rows(const eng_batch *b, const eng_alert_row **rows)
+{
+    *rows = b->alerts;
+    return b->n_alerts;
+}
+
+size_t eng_batch_supplier_rows(const eng_batch *b, const eng_supplier_row **rows)
+{
+    *rows = b->sup_rows;
+    return b->n_supw;
+}
+
 bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err)
 {
     eng_sku *s = sku_find(e, sku);
@@ -1450,7 +2045,7 @@ bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err)
             continue;
         }
         op->err = queued_err;
-        e->done(op, e->done_arg);
+        op_done(e, op);
     }
     /* Heap entries of its held orders go stale by status; clear them. */
     for (size_t i = 0; i < e->heap_len;) {

@@ -189,6 +189,7 @@ typedef struct eng_op {
     bool has_supplier;
     eng_supplier_map supplier;    /* sku.put; supplier report: the mapping it was read for */
     int64_t synced_at_ms;         /* supplier report */
+    uint64_t fingerprint;         /* supplier report: 0 none; reason: "broken" when set */
     char upstream_order_id[ENG_ID_MAX + 1]; /* purchased */
     eng_fail_kind fail_kind;      /* purchase failed; reason says why */
     bool has_trust;               /* supplier.put: supplier.supplier_id names it */
@@ -363,6 +364,8 @@ bool engine_supplier_report_for(engine *e, const char *sku, const eng_supplier_m
  * engine_load_supplier() and from supplier.put. One without settings uses
  * limits.trust_default. Reads give the committed settings. */
 bool engine_load_supplier(engine *e, const char *supplier_id, const eng_trust *t);
+/* Fills out with the supplier's settings (limits.trust_default when it has
+ * none); returns true when it has its own. */
 bool engine_supplier_trust(const engine *e, const char *supplier_id, eng_trust *out);
 /* Calls fn for every supplier with settings in memory. */
 void engine_each_supplier(const engine *e,
@@ -455,8 +458,14 @@ typedef struct eng_order_row {
 } eng_order_row;
 
 /* Purchase outbox rows: insert (state "pending", map = the SKU's mapping
- * at confirm) or update of state to "done" / "failed". */
-typedef enum eng_job_state { ENG_JOB_PENDING = 0, ENG_JOB_DONE, ENG_JOB_FAILED, ENG_JOB_COUNT_ } eng_job_state;
+ * at confirm) or update of state to "done" / "failed" / "cancelled". */
+typedef enum eng_job_state {
+    ENG_JOB_PENDING = 0,
+    ENG_JOB_DONE,                 /* bought upstream */
+    ENG_JOB_FAILED,               /* the order failed and was rolled back */
+    ENG_JOB_CANCELLED,            /* the gateway released the order before the purchase */
+    ENG_JOB_COUNT_
+} eng_job_state;
 typedef struct eng_job_row {
     bool insert;
     const char *order_id;

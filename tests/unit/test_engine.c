@@ -469,6 +469,7 @@ static eng_supplier_map mkmap(int64_t offer, const char *spec)
     snprintf(m.supplier_id, sizeof(m.supplier_id), "1688");
     snprintf(m.spec_id, sizeof(m.spec_id), "%s", spec);
     m.offer_id = offer;
+    m.cap = -1;
     return m;
 }
 
@@ -678,6 +679,314 @@ static uint64_t rnd(void)
     return rng;
 }
 
+
+/* ---- supplier round: purchases, failures, links, trust, settlement ---- */
+
+static eng_op *outcome_op(eng_op_kind k, const char *order_id)
+{
+    eng_op *op = op_new(k, order_id, "", 0);
+    op->on_done = on_done;
+    return op;
+}
+
+/* A mapped SKU with no own stock and `reported` supplier units. */
+static void put_supplier_sku(engine *e, const char *sku, int64_t reported)
+{
+    put_mapped(e, sku, 0, 7, "spec");
+    assert_true(engine_supplier_report(e, sku, reported, 1));
+    run(e, 1, ENG_COMMITTED);
+}
+
+static void reserve_now(engine *e, const char *id, const char *sku, int qty, int64_t now)
+{
+    eng_op *r = op_new(ENG_OP_RESERVE, id, sku, qty);
+    assert_int_equal(engine_submit(e, r, now), ENG_OK);
+    eng_batch *b = engine_next_batch(e, now);
+    assert_non_null(b);
+    const eng_job_row *jobs;
+    size_t nj = eng_batch_job_rows(b, &jobs);
+    assert_int_equal(nj, 1);  /* the outbox row rides in the same batch */
+    assert_true(jobs[0].insert);
+    assert_int_equal(jobs[0].state, ENG_JOB_PENDING);
+    assert_int_equal(jobs[0].map.offer_id, 7);
+    engine_batch_done(e, b, ENG_COMMITTED);
+    assert_int_equal(r->err, ENG_OK);
+    free(r);
+    n_done = 0;
+}
+
+static void test_purchase_flow_and_settle(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    eng_limits l;
+    eng_limits_default(&l);
+    l.upstream_lag_ms = 1000;
+    engine_set_limits(e, &l);
+    put_supplier_sku(e, "s", 10);
+    reserve_now(e, "o1", "s", 4, 10);
+    uint32_t un, cl;
+    engine_purchase_counts(e, &un, &cl);
+    assert_int_equal(un, 1);
+    eng_purchase p;
+    assert_true(engine_purchase_claim(e, &p));
+    assert_string_equal(p.order_id, "o1");
+    assert_int_equal(p.qty, 4);
+    assert_true(p.mapped);
+    assert_false(p.recovered);
+    eng_purchase p2;
+    assert_false(engine_purchase_claim(e, &p2));  /* claimed once */
+    eng_op *ok = outcome_op(ENG_OP_PURCHASED, "o1");
+    snprintf(ok->upstream_order_id, sizeof(ok->upstream_order_id), "3000000000000000001");
+    assert_int_equal(engine_submit(e, ok, 20), ENG_OK);
+    eng_batch *b = engine_next_batch(e, 20);
+    const eng_order_row *orows;
+    assert_int_equal(eng_batch_order_rows(b, &orows), 1);
+    assert_true(orows[0].notify);
+    assert_int_equal(orows[0].o.status, ENG_ST_PURCHASED);
+    engine_batch_done(e, b, ENG_COMMITTED);
+    assert_int_equal(ok->err, ENG_OK);
+    assert_int_equal(ok->order.purchased_at_ms, 20);
+    engine_purchase_counts(e, &un, &cl);
+    assert_int_equal(un + cl, 0);
+    /* Bought units stay reserved until a snapshot taken lag after the buy. */
+    eng_stock_view v = stock(e, "s");
+    assert_int_equal(v.c.supplier_reserved, 4);
+    assert_int_equal(v.available, 6);
+    assert_true(engine_supplier_report(e, "s", 10, 500));  /* too early: still shows them */
+    run(e, 600, ENG_COMMITTED);
+    assert_int_equal(stock(e, "s").c.supplier_reserved, 4);
+    assert_true(engine_supplier_report(e, "s", 6, 1020));  /* taken >= 20 + 1000 */
+    run(e, 1100, ENG_COMMITTED);
+    v = stock(e, "s");
+    assert_int_equal(v.c.supplier_reserved, 0);
+    assert_int_equal(v.c.supplier_reported, 6);
+    assert_int_equal(v.available, 6);
+    eng_order_view ov;
+    assert_true(engine_order_get(e, "o1", &ov));
+    assert_true(ov.supplier_settled);
+    /* ...exactly once. */
+    assert_true(engine_supplier_report(e, "s", 6, 5000));
+    run(e, 5000, ENG_COMMITTED);
+    assert_int_equal(stock(e, "s").c.supplier_reserved, 0);
+    assert_int_equal(stock(e, "s").available, 6);
+    free(ok);
+    engine_free(e);
+}
+
+static void test_purchase_failed_stock(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put_supplier_sku(e, "s", 100);
+    reserve_now(e, "o1", "s", 5, 10);
+    eng_purchase p;
+    assert_true(engine_purchase_claim(e, &p));
+    eng_op *f = outcome_op(ENG_OP_PURCHASE_FAILED, "o1");
+    f->fail_kind = ENG_FAIL_STOCK;
+    snprintf(f->reason, sizeof(f->reason), "preview: 500_004 short");
+    assert_int_equal(engine_submit(e, f, 20), ENG_OK);
+    eng_batch *b = engine_next_batch(e, 20);
+    const eng_alert_row *al;
+    const eng_job_row *jobs;
+    const eng_supplier_row *sr;
+    assert_int_equal(eng_batch_alert_rows(b, &al), 1);
+    assert_string_equal(al[0].kind, "purchase_failed");
+    assert_string_equal(al[0].order_id, "o1");
+    assert_int_equal(eng_batch_job_rows(b, &jobs), 1);
+    assert_int_equal(jobs[0].state, ENG_JOB_FAILED);
+    assert_int_equal(eng_batch_supplier_rows(b, &sr), 1);
+    assert_true(sr[0].t.trust < 0.51 && sr[0].t.trust > 0.49);
+    engine_batch_done(e, b, ENG_COMMITTED);
+    assert_int_equal(f->err, ENG_OK);
+    assert_int_equal(f->order.status, ENG_ST_FAILED);
+    eng_stock_view v = stock(e, "s");
+    assert_int_equal(v.c.supplier_reserved, 0);
+    assert_int_equal(v.c.supplier_reported, 0);  /* until the next sync */
+    assert_int_equal(v.available, 0);
+    /* The next figure is believed only at the cut trust. */
+    assert_true(engine_supplier_report(e, "s", 100, 30));
+    run(e, 30, ENG_COMMITTED);
+    v = stock(e, "s");
+    assert_int_equal(v.c.supplier_sellable, 50);
+    assert_true(v.trust > 0.49 && v.trust < 0.51);
+    /* A repeat of the outcome changes nothing. */
+    n_done = 0;
+    assert_int_equal(engine_submit(e, f, 40), ENG_OK);
+    run(e, 40, ENG_COMMITTED);
+    assert_int_equal(f->err, ENG_OK);
+    assert_int_equal(stock(e, "s").available, 50);
+    free(f);
+    engine_free(e);
+}
+
+static void test_purchase_failed_link_and_repair(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put_supplier_sku(e, "s", 10);
+    reserve_now(e, "o1", "s", 2, 10);
+    eng_op *f = outcome_op(ENG_OP_PURCHASE_FAILED, "o1");
+    f->fail_kind = ENG_FAIL_LINK;
+    snprintf(f->reason, sizeof(f->reason), "preview: 500_003 spec gone");
+    assert_int_equal(engine_submit(e, f, 20), ENG_OK);
+    eng_batch *b = engine_next_batch(e, 20);
+    const eng_alert_row *al;
+    assert_int_equal(eng_batch_alert_rows(b, &al), 2);
+    assert_string_equal(al[1].kind, "mapping_broken");
+    const eng_sku_row *sr;
+    assert_int_equal(eng_batch_sku_rows(b, &sr), 1);
+    assert_int_equal(sr[0].mapping, ENG_MAP_BROKEN);
+    assert_non_null(sr[0].map);  /* kept for support */
+    engine_batch_done(e, b, ENG_COMMITTED);
+    eng_stock_view v = stock(e, "s");
+    assert_int_equal(v.mapping, ENG_MAP_BROKEN);
+    assert_true(v.has_map);
+    assert_int_equal(v.available, 0);
+    /* Figures for a broken mapping change nothing. */
+    assert_true(engine_supplier_report(e, "s", 50, 30));
+    run(e, 30, ENG_COMMITTED);
+    assert_int_equal(stock(e, "s").available, 0);
+    eng_op *r = op_new(ENG_OP_RESERVE, "o2", "s", 1);
+    assert_int_equal(engine_submit(e, r, 31), ENG_OK);
+    run(e, 31, ENG_COMMITTED);
+    assert_int_equal(r->err, ENG_E_INSUFFICIENT);
+    /* sku.put with a fresh mapping repairs it. */
+    put_mapped(e, "s", 0, 8, "spec2");
+    assert_int_equal(stock(e, "s").mapping, ENG_MAP_OK);
+    assert_true(engine_supplier_report(e, "s", 5, 40));
+    run(e, 40, ENG_COMMITTED);
+    assert_int_equal(stock(e, "s").available, 5);
+    free(f);
+    free(r);
+    engine_free(e);
+}
+
+static void test_observe_broken_and_fingerprint(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put_supplier_sku(e, "s", 10);
+    eng_supplier_map m = mkmap(7, "spec");
+    eng_supplier_obs obs = {.reported = 10, .synced_at_ms = 5, .fingerprint = 0xabc};
+    assert_true(engine_supplier_observe(e, "s", &m, &obs));  /* adopted */
+    run(e, 5, ENG_COMMITTED);
+    eng_stock_view v = stock(e, "s");
+    assert_int_equal(v.mapping, ENG_MAP_OK);
+    assert_int_equal((int64_t)v.map.fingerprint, 0xabc);
+    obs.fingerprint = 0xabd;  /* the price moved */
+    assert_true(engine_supplier_observe(e, "s", &m, &obs));
+    eng_batch *b = engine_next_batch(e, 6);
+    const eng_alert_row *al;
+    assert_int_equal(eng_batch_alert_rows(b, &al), 1);
+    assert_string_equal(al[0].kind, "mapping_broken");
+    engine_batch_done(e, b, ENG_COMMITTED);
+    assert_int_equal(stock(e, "s").mapping, ENG_MAP_BROKEN);
+    assert_int_equal(stock(e, "s").available, 0);
+    /* A waiting "broken" is not replaced by a later figure. */
+    put_mapped(e, "t", 0, 9, "x");
+    eng_supplier_map mt = mkmap(9, "x");
+    eng_supplier_obs gone = {.reported = 0, .synced_at_ms = 7};
+    snprintf(gone.broken, sizeof(gone.broken), "spec removed");
+    assert_true(engine_supplier_observe(e, "t", &mt, &gone));
+    eng_supplier_obs fig = {.reported = 40, .synced_at_ms = 8};
+    assert_true(engine_supplier_observe(e, "t", &mt, &fig));
+    run(e, 8, ENG_COMMITTED);
+    assert_int_equal(stock(e, "t").mapping, ENG_MAP_BROKEN);
+    engine_free(e);
+}
+
+static void test_trust_and_cap(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    eng_op *op = op_new(ENG_OP_SKU_PUT, NULL, "c", 0);
+    op->has_supplier = true;
+    op->supplier = mkmap(3, "z");
+    op->supplier.cap = 7;
+    assert_int_equal(engine_submit(e, op, 1), ENG_OK);
+    run(e, 1, ENG_COMMITTED);
+    free(op);
+    assert_true(engine_supplier_report(e, "c", 100, 2));
+    run(e, 2, ENG_COMMITTED);
+    assert_int_equal(stock(e, "c").c.supplier_sellable, 7);  /* the cap */
+    assert_int_equal(eng_sellable(100, 0.33, -1), 33);
+    assert_int_equal(eng_sellable(5, 0.0, -1), 0);
+    /* supplier.put: event mode with its own trust; every SKU follows at once. */
+    eng_op *sp = op_new(ENG_OP_SUPPLIER_PUT, NULL, "", 0);
+    snprintf(sp->supplier.supplier_id, sizeof(sp->supplier.supplier_id), "1688");
+    sp->has_trust = true;
+    sp->trust = (eng_trust){.trust = 1.0, .ceiling = 1.0, .event_mode = true, .event_trust = 0.05};
+    assert_int_equal(engine_submit(e, sp, 3), ENG_OK);
+    eng_batch *b = engine_next_batch(e, 3);
+    assert_non_null(b);
+    assert_false(eng_batch_is_empty(b));
+    const eng_supplier_row *sr;
+    assert_int_equal(eng_batch_supplier_rows(b, &sr), 1);
+    engine_batch_done(e, b, ENG_COMMITTED);
+    assert_int_equal(sp->err, ENG_OK);
+    assert_int_equal(stock(e, "c").c.supplier_sellable, 5);
+    assert_int_equal(stock(e, "c").available, 5);
+    /* An aborted supplier.put leaves the settings as they were. */
+    sp->trust.event_mode = false;
+    n_done = 0;
+    assert_int_equal(engine_submit(e, sp, 4), ENG_OK);
+    run(e, 4, ENG_ABORTED);
+    eng_trust t;
+    assert_true(engine_supplier_trust(e, "1688", &t));
+    assert_true(t.event_mode);
+    sp->trust.ceiling = 2.0;
+    assert_int_equal(engine_submit(e, sp, 5), ENG_E_INVALID);
+    free(sp);
+    engine_free(e);
+}
+
+static void test_purchase_recovered_on_load(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    eng_counters c = {.supplier_reported = 10, .supplier_reserved = 3};
+    eng_supplier_map m = mkmap(7, "spec");
+    assert_true(engine_load_sku(e, "s", &c, ENG_MAP_OK, &m, 1));
+    eng_order_view v;
+    memset(&v, 0, sizeof(v));
+    snprintf(v.order_id, sizeof(v.order_id), "old");
+    snprintf(v.sku, sizeof(v.sku), "s");
+    v.qty = 3;
+    v.from_supplier = 3;
+    v.status = ENG_ST_CONFIRMED;
+    assert_true(engine_load_order(e, &v));
+    eng_purchase p;
+    assert_true(engine_purchase_claim(e, &p));
+    assert_true(p.recovered);
+    engine_purchase_unclaim(e, "old");
+    assert_true(engine_purchase_claim(e, &p));
+    /* Released meanwhile: a late purchase is recorded and support told. */
+    eng_op *rel = op_new(ENG_OP_RELEASE, "old", "s", 0);
+    assert_int_equal(engine_submit(e, rel, 10), ENG_OK);
+    eng_batch *b = engine_next_batch(e, 10);
+    const eng_job_row *jobs;
+    assert_int_equal(eng_batch_job_rows(b, &jobs), 1);
+    assert_int_equal(jobs[0].state, ENG_JOB_CANCELLED);
+    engine_batch_done(e, b, ENG_COMMITTED);
+    uint32_t un, cl;
+    engine_purchase_counts(e, &un, &cl);
+    assert_int_equal(un + cl, 0);
+    eng_op *ok = outcome_op(ENG_OP_PURCHASED, "old");
+    snprintf(ok->upstream_order_id, sizeof(ok->upstream_order_id), "99");
+    assert_int_equal(engine_submit(e, ok, 11), ENG_OK);
+    b = engine_next_batch(e, 11);
+    const eng_alert_row *al;
+    assert_int_equal(eng_batch_alert_rows(b, &al), 1);
+    assert_string_equal(al[0].kind, "purchase_after_release");
+    engine_batch_done(e, b, ENG_COMMITTED);
+    assert_int_equal(ok->err, ENG_OK);
+    assert_int_equal(ok->order.status, ENG_ST_RELEASED);
+    free(rel);
+    free(ok);
+    engine_free(e);
+}
+
 static void check_invariants(engine *e)
 {
     for (int s = 0; s < RW_SKUS; s++) {
@@ -790,6 +1099,12 @@ int main(void)
         cmocka_unit_test(test_supplier_report),
         cmocka_unit_test(test_supplier_report_unmapped),
         cmocka_unit_test(test_supplier_report_order),
+        cmocka_unit_test(test_purchase_flow_and_settle),
+        cmocka_unit_test(test_purchase_failed_stock),
+        cmocka_unit_test(test_purchase_failed_link_and_repair),
+        cmocka_unit_test(test_observe_broken_and_fingerprint),
+        cmocka_unit_test(test_trust_and_cap),
+        cmocka_unit_test(test_purchase_recovered_on_load),
         cmocka_unit_test(test_supplier_report_abort_unknown),
         cmocka_unit_test(test_supplier_report_coalesce_and_remap),
         cmocka_unit_test(test_random_walk),
