@@ -34,6 +34,10 @@ typedef struct ctl_opts {
     bool has_interval, has_count;
     int64_t interval_ms, top_count;  /* top: refresh period, frames (0 = until ^C) */
     const char *supplier;
+    bool has_cap, has_limit, has_trust, has_ceiling, has_event, has_event_trust;
+    int64_t cap, limit;
+    double trust, ceiling, event_trust;
+    bool event_on;
     const char *pos[CTL_MAX_POS];
     int npos;
 } ctl_opts;
@@ -48,11 +52,20 @@ static const char ctl_usage_text[] =
     "                                     reserve QTY units (held for MS ms with --hold)\n"
     "  confirm ORDER | release ORDER | ship ORDER | order ORDER\n"
     "  sku-put SKU [--own N] [--supplier-reported N]\n"
-    "              [--supplier SUPPLIER_ID:OFFER_ID:SPEC_ID[:SKU_ID]]\n"
-    "                                     create or update a SKU (admin)\n"
+    "              [--supplier SUPPLIER_ID:OFFER_ID:SPEC_ID[:SKU_ID]] [--cap N]\n"
+    "                                     create or update a SKU (admin); --cap: most\n"
+    "                                     supplier units ever sellable (with --supplier)\n"
     "  adjust SKU DELTA REASON            move own_on_hand by DELTA (admin)\n"
     "  import FILE.csv                    sku.put per row; header: sku,own_on_hand[,supplier_reported]\n"
     "  stats                              server counters\n"
+    "  alerts [--limit N]                 newest support alerts (1..1000, default 100):\n"
+    "                                     at, kind, sku, order_id, reason\n"
+    "  supplier-get SUPPLIER              a supplier's trust settings\n"
+    "  supplier-put SUPPLIER [--trust X] [--ceiling X] [--event on|off] [--event-trust X]\n"
+    "                                     set trust settings (admin; factors 0..1; what\n"
+    "                                     is not given keeps its current value)\n"
+    "  watch [--count N]                  print order.update notifications (purchased,\n"
+    "                                     failed, expired) until ^C or N of them\n"
     "  top [--interval MS] [--count N]    live view of stats: requests/s by method,\n"
     "                                     p50/p99, queues, batches, MariaDB (^C quits)\n"
     "\n"
@@ -400,6 +413,19 @@ static bool parse_supplier(char *buf, stockd_sku_put_req *req)
     return true;
 }
 
+static bool parse_factor(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || !*s)
+        return false;
+    double v = strtod(s, &end);
+    if (errno || *end || !(v >= 0.0 && v <= 1.0))
+        return false;
+    *out = v;
+    return true;
+}
+
 static bool is_number_like(const char *a)
 {
     return a[0] == '-' && a[1] >= '0' && a[1] <= '9';
@@ -459,6 +485,31 @@ static int ctl_parse_args(int argc, char **argv, ctl_opts *o)
             if (!parse_i64(v, 0, CTL_MAX_QTY_ARG, &o->own))
                 return ctl_usage("bad --own '%s'", v);
             o->has_own = true;
+        } else if (OPT("--cap")) {
+            if (!parse_i64(v, 0, 1000000000000LL, &o->cap))
+                return ctl_usage("bad --cap '%s' (0..10^12)", v);
+            o->has_cap = true;
+        } else if (OPT("--limit")) {
+            if (!parse_i64(v, 1, 1000, &o->limit))
+                return ctl_usage("bad --limit '%s' (1..1000)", v);
+            o->has_limit = true;
+        } else if (OPT("--trust")) {
+            if (!parse_factor(v, &o->trust))
+                return ctl_usage("bad --trust '%s' (0..1)", v);
+            o->has_trust = true;
+        } else if (OPT("--ceiling")) {
+            if (!parse_factor(v, &o->ceiling))
+                return ctl_usage("bad --ceiling '%s' (0..1)", v);
+            o->has_ceiling = true;
+        } else if (OPT("--event-trust")) {
+            if (!parse_factor(v, &o->event_trust))
+                return ctl_usage("bad --event-trust '%s' (0..1)", v);
+            o->has_event_trust = true;
+        } else if (OPT("--event")) {
+            if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
+                return ctl_usage("bad --event '%s' (on or off)", v);
+            o->event_on = strcmp(v, "on") == 0;
+            o->has_event = true;
         } else if (OPT("--supplier-reported")) {
             if (!parse_i64(v, 0, CTL_MAX_QTY_ARG, &o->reported))
                 return ctl_usage("bad --supplier-reported '%s'", v);
@@ -543,6 +594,10 @@ static int cmd_sku_put(stockd_client *c, const ctl_opts *o)
             return ctl_usage("bad --supplier '%s' (SUPPLIER_ID:OFFER_ID:SPEC_ID[:SKU_ID])",
                              o->supplier);
     }
+    if (o->has_cap && !o->supplier)
+        return ctl_usage("--cap needs --supplier");
+    req.has_cap = o->has_cap;
+    req.cap = o->cap;
     stockd_stock st;
     return ctl_stock_done(c, o, stockd_sku_put(c, &req, &st), &st);
 }
@@ -563,6 +618,117 @@ static int cmd_stats(stockd_client *c, const ctl_opts *o)
     if (rc != STOCKD_OK)
         return ctl_report_failure(c, o, rc);
     return ctl_print_result(c, o);
+}
+
+/* ------------------------------------------------------ supplier round */
+
+static void alert_cell(const msgpack_object *m, const char *key, int width)
+{
+    const msgpack_object *v = codec_map_get(m, key);
+    if (v && v->type == MSGPACK_OBJECT_STR)
+        printf("%-*.*s", width, (int)v->via.str.size, v->via.str.ptr);
+    else
+        printf("%-*s", width, "-");
+}
+
+static int cmd_alerts(stockd_client *c, const ctl_opts *o)
+{
+    const msgpack_object *arr;
+    stockd_rc rc = stockd_alerts_list(c, o->has_limit ? (unsigned)o->limit : 0, &arr);
+    if (rc != STOCKD_OK)
+        return ctl_report_failure(c, o, rc);
+    if (o->json)
+        return ctl_print_result(c, o);
+    printf("%-24s  %-22s  %-20s  %-20s  %s\n", "at", "kind", "sku", "order_id", "reason");
+    for (uint32_t i = 0; i < arr->via.array.size; i++) {
+        const msgpack_object *a = &arr->via.array.ptr[i];
+        if (a->type != MSGPACK_OBJECT_MAP)
+            continue;
+        int64_t at = 0;
+        const msgpack_object *t = codec_map_get(a, "at");
+        if (t && t->type == MSGPACK_OBJECT_POSITIVE_INTEGER && t->via.u64 < INT64_MAX)
+            at = (int64_t)t->via.u64;
+        time_t sec = (time_t)(at / 1000);
+        struct tm tm;
+        char when[32] = "-";
+        if (at > 0 && gmtime_r(&sec, &tm))
+            snprintf(when + strftime(when, 24, "%Y-%m-%dT%H:%M:%S", &tm), 8, ".%03dZ",
+                     (int)(at % 1000));
+        printf("%-24s  ", when);
+        alert_cell(a, "kind", 22);
+        printf("  ");
+        alert_cell(a, "sku", 20);
+        printf("  ");
+        alert_cell(a, "order_id", 20);
+        printf("  ");
+        alert_cell(a, "reason", 0);
+        putchar('\n');
+    }
+    if (arr->via.array.size == 0)
+        printf("(no alerts)\n");
+    return 0;
+}
+
+static int cmd_supplier_put(stockd_client *c, const ctl_opts *o)
+{
+    stockd_supplier_put_req req = {
+        .supplier_id = o->pos[1], .has_trust = o->has_trust, .trust = o->trust,
+        .has_ceiling = o->has_ceiling, .ceiling = o->ceiling, .has_event_mode = o->has_event,
+        .event_mode = o->event_on, .has_event_trust = o->has_event_trust,
+        .event_trust = o->event_trust};
+    const msgpack_object *r;
+    stockd_rc rc = stockd_supplier_put(c, &req, &r);
+    if (rc != STOCKD_OK)
+        return ctl_report_failure(c, o, rc);
+    return ctl_print_result(c, o);
+}
+
+static int cmd_supplier_get(stockd_client *c, const ctl_opts *o)
+{
+    const msgpack_object *r;
+    stockd_rc rc = stockd_supplier_get(c, o->pos[1], &r);
+    if (rc != STOCKD_OK)
+        return ctl_report_failure(c, o, rc);
+    return ctl_print_result(c, o);
+}
+
+/* One line per order.update; with --json the order record as JSON. */
+static int cmd_watch(stockd_client *c, const ctl_opts *o)
+{
+    stockd_rc rc = stockd_order_subscribe(c);
+    if (rc != STOCKD_OK)
+        return ctl_report_failure(c, o, rc);
+    if (!o->json) {
+        printf("watching order updates (purchased, failed, expired); ^C to stop\n");
+        fflush(stdout);
+    }
+    for (int64_t n = 0; !o->has_count || o->top_count == 0 || n < o->top_count;) {
+        const msgpack_object *msg;
+        rc = stockd_next_notification(c, 1000, &msg);
+        if (rc != STOCKD_OK)
+            return ctl_report_failure(c, o, rc);
+        if (msg == NULL)
+            continue;
+        stockd_order ord;
+        if (stockd_notification_order(c, msg, &ord) != STOCKD_OK)
+            continue;  /* another kind of notification: not ours to show */
+        n++;
+        if (o->json) {
+            json_obj(stdout, &msg->via.array.ptr[2].via.array.ptr[0]);
+            fputc('\n', stdout);
+        } else {
+            printf("order %s %s: %" PRId64 " x %s (own %" PRId64 ", supplier %" PRId64 ")",
+                   ord.order_id, ord.status, ord.qty, ord.sku, ord.from_own, ord.from_supplier);
+            if (ord.upstream_order_id[0])
+                printf(" upstream %s", ord.upstream_order_id);
+            if (ord.reason[0])
+                printf(" reason: %s", ord.reason);
+            human_time(stdout, ord.updated_at);
+            putchar('\n');
+        }
+        fflush(stdout);
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ top */
@@ -798,6 +964,11 @@ static const ctl_cmd ctl_cmds[] = {
     {"import", 1, "FILE.csv", cmd_import},
     {"stats", 0, "", cmd_stats},
     {"top", 0, "[--interval MS] [--count N]", cmd_top},
+    {"alerts", 0, "[--limit N]", cmd_alerts},
+    {"supplier-put", 1, "SUPPLIER [--trust X] [--ceiling X] [--event on|off] [--event-trust X]",
+     cmd_supplier_put},
+    {"supplier-get", 1, "SUPPLIER", cmd_supplier_get},
+    {"watch", 0, "[--count N]", cmd_watch},
 };
 
 /* Options that belong to one command only. */
@@ -806,10 +977,17 @@ static int ctl_check_cmd_opts(const ctl_opts *o, const char *cmd)
     bool is_reserve = strcmp(cmd, "reserve") == 0, is_put = strcmp(cmd, "sku-put") == 0;
     if ((o->has_hold || o->has_deadline) && !is_reserve)
         return ctl_usage("--hold and --deadline only apply to reserve");
-    if ((o->has_own || o->has_reported || o->supplier) && !is_put)
-        return ctl_usage("--own, --supplier-reported and --supplier only apply to sku-put");
-    if ((o->has_interval || o->has_count) && strcmp(cmd, "top") != 0)
-        return ctl_usage("--interval and --count only apply to top");
+    if ((o->has_own || o->has_reported || o->supplier || o->has_cap) && !is_put)
+        return ctl_usage("--own, --supplier-reported, --supplier and --cap only apply to sku-put");
+    if (o->has_interval && strcmp(cmd, "top") != 0)
+        return ctl_usage("--interval only applies to top");
+    if (o->has_count && strcmp(cmd, "top") != 0 && strcmp(cmd, "watch") != 0)
+        return ctl_usage("--count only applies to top and watch");
+    if (o->has_limit && strcmp(cmd, "alerts") != 0)
+        return ctl_usage("--limit only applies to alerts");
+    if ((o->has_trust || o->has_ceiling || o->has_event || o->has_event_trust) &&
+        strcmp(cmd, "supplier-put") != 0)
+        return ctl_usage("--trust, --ceiling, --event and --event-trust only apply to supplier-put");
     return -1;
 }
 

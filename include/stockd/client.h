@@ -87,6 +87,8 @@ typedef struct stockd_order {
     int64_t hold_expires_at;  /* 0 when not held */
     char upstream_order_id[65];
     char reason[256];
+    int64_t purchased_at;     /* 0 when not bought upstream */
+    bool supplier_settled;    /* with purchased_at: its units left supplier_reserved */
 } stockd_order;
 
 /* The stock view of one SKU (stock.get, sku.put, stock.adjust). */
@@ -99,7 +101,15 @@ typedef struct stockd_stock {
     int64_t supplier_sellable;
     int64_t supplier_reserved;
     int64_t supplier_synced_at; /* unix ms, 0 when never synced */
-    char mapping[16];           /* e.g. "none", "manual", "ok" */
+    char mapping[16];           /* "none", "manual", "ok", "broken" */
+    /* mapping "ok" or "broken" only: the 1688 mapping and the trust factor */
+    bool has_supplier;
+    char supplier_id[STOCKD_MAX_ID_BYTES + 1];
+    int64_t offer_id;
+    char spec_id[STOCKD_MAX_ID_BYTES + 1];
+    int64_t sku_id;             /* 0 when none */
+    int64_t cap;                /* -1 when none */
+    double trust;               /* the effective factor applied now */
 } stockd_stock;
 
 typedef struct stockd_reserve_req {
@@ -123,7 +133,17 @@ typedef struct stockd_sku_put_req {
     const char *spec_id;
     bool has_sku_id;
     int64_t sku_id;
+    bool has_cap;             /* with has_supplier: most supplier units ever sellable */
+    int64_t cap;
 } stockd_sku_put_req;
+
+/* supplier.put (admin): fields not sent keep the supplier's current settings. */
+typedef struct stockd_supplier_put_req {
+    const char *supplier_id;
+    bool has_trust, has_ceiling, has_event_mode, has_event_trust;
+    double trust, ceiling, event_trust;   /* 0..1 */
+    bool event_mode;
+} stockd_supplier_put_req;
 
 /* One reply taken off the wire. Objects live until the next call. */
 typedef struct stockd_reply {
@@ -203,6 +223,34 @@ stockd_rc stockd_stock_get(stockd_client *c, const char *sku, stockd_stock *out)
 stockd_rc stockd_sku_put(stockd_client *c, const stockd_sku_put_req *req, stockd_stock *out);
 stockd_rc stockd_stock_adjust(stockd_client *c, const char *sku, int64_t delta,
                               const char *reason, stockd_stock *out);
+/* ---- supplier round (issue 4) ----
+ * Results are the raw maps / array, valid until the next call. */
+stockd_rc stockd_supplier_put(stockd_client *c, const stockd_supplier_put_req *req,
+                              const msgpack_object **result);
+stockd_rc stockd_supplier_get(stockd_client *c, const char *supplier_id,
+                              const msgpack_object **result);
+/* limit 1..1000, 0 = the server's default (100); *alerts is an array of
+ * alert maps, newest first. */
+stockd_rc stockd_alerts_list(stockd_client *c, unsigned limit, const msgpack_object **alerts);
+
+/* ---- notifications (order.subscribe) ----
+ * After stockd_order_subscribe() the server sends [2, "order.update",
+ * [order record]] whenever one of its orders becomes purchased, failed or
+ * expired. Notifications that arrive while the client waits for a reply
+ * are queued (at most STOCKD_MAX_QUEUED_NOTIFICATIONS; beyond that the
+ * oldest is dropped and counted). stockd_next_notification() hands out the
+ * next one, waiting up to timeout_ms (0: only what is already here):
+ * STOCKD_OK with *msg the whole [2, method, params] array, valid until the
+ * next call; or STOCKD_OK with *msg NULL when none came in time (the
+ * connection stays usable). Replies that arrive meanwhile are kept for
+ * stockd_recv. */
+#define STOCKD_MAX_QUEUED_NOTIFICATIONS 1024u
+stockd_rc stockd_order_subscribe(stockd_client *c);
+stockd_rc stockd_next_notification(stockd_client *c, int timeout_ms, const msgpack_object **msg);
+/* The order record of an order.update notification; PROTOCOL when msg is not one. */
+stockd_rc stockd_notification_order(stockd_client *c, const msgpack_object *msg, stockd_order *out);
+unsigned long stockd_notifications_dropped(const stockd_client *c);
+
 /* The raw stats map, valid until the next call. */
 stockd_rc stockd_stats(stockd_client *c, const msgpack_object **stats);
 /* The result map of the last successful reply (typed helpers included),

@@ -62,6 +62,10 @@ struct stockd_client {
     held_reply *held;
     size_t n_held, cap_held;
 
+    held_reply *notes;         /* notifications not handed out yet, oldest first */
+    size_t n_notes, cap_notes;
+    unsigned long notes_dropped;
+
     uint8_t *cur;              /* bytes of the reply handed out last */
     msgpack_unpacked cur_u;
     const msgpack_object *last_result;
@@ -89,6 +93,9 @@ static void client_drop_held(stockd_client *c)
     for (size_t i = 0; i < c->n_held; i++)
         free(c->held[i].bytes);
     c->n_held = 0;
+    for (size_t i = 0; i < c->n_notes; i++)
+        free(c->notes[i].bytes);
+    c->n_notes = 0;
 }
 
 void stockd_client_close(stockd_client *c)
@@ -174,6 +181,7 @@ void stockd_client_free(stockd_client *c)
     msgpack_sbuffer_destroy(&c->out);
     free(c->in);
     free(c->held);
+    free(c->notes);
     free(c);
 }
 
@@ -516,8 +524,9 @@ static stockd_rc client_take(stockd_client *c, uint8_t *bytes, size_t len, stock
     reply->result = m.result;
     if (m.error->type != MSGPACK_OBJECT_NIL)
         return client_parse_error(c, m.error);
-    if (m.result->type != MSGPACK_OBJECT_MAP)
-        return client_fail(c, STOCKD_ERR_PROTOCOL, "result is not a map");
+    /* A map; alerts.list answers an array. */
+    if (m.result->type != MSGPACK_OBJECT_MAP && m.result->type != MSGPACK_OBJECT_ARRAY)
+        return client_fail(c, STOCKD_ERR_PROTOCOL, "result is neither a map nor an array");
     c->last_result = m.result;
     return STOCKD_OK;
 }
@@ -542,6 +551,29 @@ static stockd_rc client_hold(stockd_client *c, uint32_t msgid, uint8_t *bytes, s
         c->cap_held = cap;
     }
     c->held[c->n_held++] = (held_reply){msgid, bytes, len};
+    return STOCKD_OK;
+}
+
+/* Queues a notification frame (takes bytes); the oldest goes when full. */
+static stockd_rc client_note(stockd_client *c, uint8_t *bytes, size_t len)
+{
+    if (c->n_notes >= STOCKD_MAX_QUEUED_NOTIFICATIONS) {
+        free(c->notes[0].bytes);
+        memmove(&c->notes[0], &c->notes[1], (c->n_notes - 1) * sizeof(c->notes[0]));
+        c->n_notes--;
+        c->notes_dropped++;
+    }
+    if (c->n_notes == c->cap_notes) {
+        size_t cap = c->cap_notes ? c->cap_notes * 2 : 16;
+        held_reply *h = realloc(c->notes, cap * sizeof(*h));
+        if (!h) {
+            free(bytes);
+            return client_broken(c, STOCKD_ERR_TRANSPORT, "out of memory for notifications");
+        }
+        c->notes = h;
+        c->cap_notes = cap;
+    }
+    c->notes[c->n_notes++] = (held_reply){0, bytes, len};
     return STOCKD_OK;
 }
 
@@ -588,8 +620,10 @@ static stockd_rc client_recv(stockd_client *c, bool any, uint32_t msgid, stockd_
                 client_broken(c, rc, "%s", why);
                 break;
             }
-            if (m.type == RPC_NOTIFY) {   /* not in the contract today: ignore */
-                free(bytes);
+            if (m.type == RPC_NOTIFY) {   /* order.update: for stockd_next_notification */
+                rc = client_note(c, bytes, len);
+                if (rc != STOCKD_OK)
+                    break;
                 continue;
             }
             if (m.type != RPC_RESPONSE) {
@@ -778,11 +812,13 @@ stockd_rc stockd_send_stock_get(stockd_client *c, const char *sku, uint32_t *msg
 
 static int client_pack_supplier(msgpack_packer *pk, const stockd_sku_put_req *req)
 {
-    return codec_pack_cstr(pk, "supplier") || msgpack_pack_map(pk, 3 + req->has_sku_id) ||
+    return codec_pack_cstr(pk, "supplier") ||
+           msgpack_pack_map(pk, 3 + req->has_sku_id + req->has_cap) ||
            codec_pack_kv_str(pk, "supplier_id", req->supplier_id) ||
            codec_pack_kv_int(pk, "offer_id", req->offer_id) ||
            codec_pack_kv_str(pk, "spec_id", req->spec_id) ||
-           (req->has_sku_id && codec_pack_kv_int(pk, "sku_id", req->sku_id));
+           (req->has_sku_id && codec_pack_kv_int(pk, "sku_id", req->sku_id)) ||
+           (req->has_cap && codec_pack_kv_int(pk, "cap", req->cap));
 }
 
 stockd_rc stockd_send_sku_put(stockd_client *c, const stockd_sku_put_req *req, uint32_t *msgid)
@@ -844,6 +880,9 @@ stockd_rc stockd_reply_order(stockd_client *c, const stockd_reply *r, stockd_ord
     client_copy_str(codec_map_get(m, "upstream_order_id"), out->upstream_order_id,
                     sizeof(out->upstream_order_id));
     client_copy_str(codec_map_get(m, "reason"), out->reason, sizeof(out->reason));
+    (void)client_get_int(m, "purchased_at", &out->purchased_at);
+    const msgpack_object *settled = codec_map_get(m, "supplier_settled");
+    out->supplier_settled = settled && settled->type == MSGPACK_OBJECT_BOOLEAN && settled->via.boolean;
     return STOCKD_OK;
 }
 
@@ -863,6 +902,19 @@ stockd_rc stockd_reply_stock(stockd_client *c, const stockd_reply *r, stockd_sto
     (void)client_get_int(m, "supplier_reserved", &out->supplier_reserved);
     (void)client_get_int(m, "supplier_synced_at", &out->supplier_synced_at);
     client_copy_str(codec_map_get(m, "mapping"), out->mapping, sizeof(out->mapping));
+    out->cap = -1;
+    const msgpack_object *sup = codec_map_get(m, "supplier");
+    if (sup && sup->type == MSGPACK_OBJECT_MAP) {
+        out->has_supplier = true;
+        client_copy_str(codec_map_get(sup, "supplier_id"), out->supplier_id, sizeof(out->supplier_id));
+        client_copy_str(codec_map_get(sup, "spec_id"), out->spec_id, sizeof(out->spec_id));
+        (void)client_get_int(sup, "offer_id", &out->offer_id);
+        (void)client_get_int(sup, "sku_id", &out->sku_id);
+        (void)client_get_int(sup, "cap", &out->cap);
+    }
+    const msgpack_object *t = codec_map_get(m, "trust");
+    if (t && (t->type == MSGPACK_OBJECT_FLOAT64 || t->type == MSGPACK_OBJECT_FLOAT32))
+        out->trust = t->via.f64;
     return STOCKD_OK;
 }
 
@@ -981,6 +1033,176 @@ stockd_rc stockd_stats(stockd_client *c, const msgpack_object **stats)
     if (rc == STOCKD_OK)
         *stats = r.result;
     return rc;
+}
+
+/* ------------------------------------------------- supplier round (issue 4) */
+
+/* Sends a request whose params were packed (pack_rc) and waits for it. */
+static stockd_rc client_call_raw(stockd_client *c, int pack_rc, const msgpack_object **result)
+{
+    stockd_reply r;
+    *result = NULL;
+    if (pack_rc != 0)
+        return client_end_typed(c, pack_rc, NULL);
+    stockd_rc rc = stockd_request_call(c, &r);
+    if (rc == STOCKD_OK)
+        *result = r.result;
+    return rc;
+}
+
+static int client_pack_factor(msgpack_packer *pk, const char *key, double v)
+{
+    return codec_pack_cstr(pk, key) || msgpack_pack_double(pk, v);
+}
+
+stockd_rc stockd_supplier_put(stockd_client *c, const stockd_supplier_put_req *req,
+                              const msgpack_object **result)
+{
+    *result = NULL;
+    if (!req || !req->supplier_id)
+        return client_fail(c, STOCKD_ERR_USAGE, "supplier.put needs supplier_id");
+    msgpack_packer *pk;
+    stockd_rc rc = stockd_request_begin(c, "supplier.put", &pk);
+    if (rc != STOCKD_OK)
+        return rc;
+    uint32_t n = 1 + req->has_trust + req->has_ceiling + req->has_event_mode +
+                 req->has_event_trust + c->has_token;
+    int r = msgpack_pack_map(pk, n) || codec_pack_kv_str(pk, "supplier_id", req->supplier_id) ||
+            (req->has_trust && client_pack_factor(pk, "trust", req->trust)) ||
+            (req->has_ceiling && client_pack_factor(pk, "trust_ceiling", req->ceiling)) ||
+            (req->has_event_mode && codec_pack_kv_bool(pk, "event_mode", req->event_mode)) ||
+            (req->has_event_trust && client_pack_factor(pk, "event_trust", req->event_trust)) ||
+            client_pack_token(c, pk);
+    return client_call_raw(c, r, result);
+}
+
+stockd_rc stockd_supplier_get(stockd_client *c, const char *supplier_id,
+                              const msgpack_object **result)
+{
+    *result = NULL;
+    if (!supplier_id)
+        return client_fail(c, STOCKD_ERR_USAGE, "supplier.get needs supplier_id");
+    msgpack_packer *pk;
+    stockd_rc rc = stockd_request_begin(c, "supplier.get", &pk);
+    if (rc != STOCKD_OK)
+        return rc;
+    int r = msgpack_pack_map(pk, 1) || codec_pack_kv_str(pk, "supplier_id", supplier_id);
+    return client_call_raw(c, r, result);
+}
+
+stockd_rc stockd_alerts_list(stockd_client *c, unsigned limit, const msgpack_object **alerts)
+{
+    *alerts = NULL;
+    msgpack_packer *pk;
+    stockd_rc rc = stockd_request_begin(c, "alerts.list", &pk);
+    if (rc != STOCKD_OK)
+        return rc;
+    int r = msgpack_pack_map(pk, limit > 0) ||
+            (limit > 0 && codec_pack_kv_int(pk, "limit", limit));
+    rc = client_call_raw(c, r, alerts);
+    if (rc == STOCKD_OK && (*alerts)->type != MSGPACK_OBJECT_ARRAY) {
+        *alerts = NULL;
+        return client_fail(c, STOCKD_ERR_PROTOCOL, "alerts.list result is not an array");
+    }
+    return rc;
+}
+
+stockd_rc stockd_order_subscribe(stockd_client *c)
+{
+    msgpack_packer *pk;
+    const msgpack_object *res;
+    stockd_rc rc = stockd_request_begin(c, "order.subscribe", &pk);
+    if (rc != STOCKD_OK)
+        return rc;
+    return client_call_raw(c, msgpack_pack_map(pk, 0), &res);
+}
+
+unsigned long stockd_notifications_dropped(const stockd_client *c) { return c->notes_dropped; }
+
+/* Hands out the oldest queued notification as the current frame. */
+static stockd_rc client_take_note(stockd_client *c, const msgpack_object **msg)
+{
+    held_reply h = c->notes[0];
+    memmove(&c->notes[0], &c->notes[1], (c->n_notes - 1) * sizeof(h));
+    c->n_notes--;
+    c->cur = h.bytes;
+    rpc_msg m;
+    stockd_rc rc = client_unpack(c, h.bytes, h.len, &c->cur_u, &m);
+    if (rc == STOCKD_OK)
+        *msg = &c->cur_u.data;
+    return rc;
+}
+
+stockd_rc stockd_next_notification(stockd_client *c, int timeout_ms, const msgpack_object **msg)
+{
+    client_reset_call(c);
+    *msg = NULL;
+    if (c->req_open)
+        return client_fail(c, STOCKD_ERR_USAGE, "a request is open (call stockd_request_end)");
+    if (c->n_notes > 0)
+        return client_take_note(c, msg);
+    if (c->fd < 0)
+        return client_fail(c, STOCKD_ERR_TRANSPORT, "not connected");
+    int64_t deadline = client_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    stockd_rc rc = client_flush_until(c, client_now_ms() + c->timeout_ms);
+    if (rc != STOCKD_OK)
+        return rc;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    for (;;) {
+        uint8_t *bytes;
+        size_t len;
+        rc = client_next_frame(c, &bytes, &len);
+        if (rc != STOCKD_OK)
+            break;
+        if (bytes) {
+            rpc_msg m;
+            rc = client_unpack(c, bytes, len, &u, &m);
+            if (rc == STOCKD_OK && m.type == RPC_NOTIFY) {
+                msgpack_unpacked_destroy(&u);
+                if ((rc = client_note(c, bytes, len)) != STOCKD_OK)
+                    return rc;
+                return client_take_note(c, msg);
+            }
+            /* A reply to a request in flight: kept for stockd_recv. */
+            if (rc == STOCKD_OK && m.type == RPC_RESPONSE && c->n_held < c->inflight) {
+                rc = client_hold(c, m.msgid, bytes, len);
+                if (rc != STOCKD_OK)
+                    break;
+                continue;
+            }
+            free(bytes);
+            rc = client_broken(c, STOCKD_ERR_PROTOCOL, "unexpected message from server");
+            break;
+        }
+        int ev = client_wait(c, POLLIN, deadline);
+        if (ev == 0)
+            break;  /* nothing in time: rc is OK, *msg NULL */
+        if (ev < 0) {
+            rc = client_broken(c, STOCKD_ERR_TRANSPORT, "poll: %s", strerror(errno));
+            break;
+        }
+        if (client_read_some(c) < 0) {
+            rc = STOCKD_ERR_TRANSPORT;
+            break;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+stockd_rc stockd_notification_order(stockd_client *c, const msgpack_object *msg, stockd_order *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!msg || msg->type != MSGPACK_OBJECT_ARRAY || msg->via.array.size != 3)
+        return client_fail(c, STOCKD_ERR_PROTOCOL, "not a notification");
+    const msgpack_object *method = &msg->via.array.ptr[1], *params = &msg->via.array.ptr[2];
+    if (method->type != MSGPACK_OBJECT_STR || method->via.str.size != 12 ||
+        memcmp(method->via.str.ptr, "order.update", 12) != 0 ||
+        params->type != MSGPACK_OBJECT_ARRAY || params->via.array.size != 1)
+        return client_fail(c, STOCKD_ERR_PROTOCOL, "not an order.update notification");
+    stockd_reply r = {.result = &params->via.array.ptr[0]};
+    return stockd_reply_order(c, &r, out);
 }
 
 /* ------------------------------------------------------------ the ring */
