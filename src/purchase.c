@@ -255,6 +255,19 @@ static void job_line(const pjob *j, const eng_supplier_map *map, supplier_cargo_
     line->unit_price_fen = -1;
 }
 
+/* Before buying: the order must still be CONFIRMED in memory. One released
+ * (or forgotten: SKU taken over) while the job waited is not bought; the
+ * engine has dropped its pending purchase, claim included. */
+static bool job_still_wanted(purchase *p, pjob *j)
+{
+    eng_order_view v;
+    if (engine_order_get(p->eng, j->ep.order_id, &v) && v.status == ENG_ST_CONFIRMED)
+        return true;
+    p->st.dropped++;
+    job_end(p, j, false);
+    return false;
+}
+
 /* One pass of purchase.h steps 1..3 (4 follows the preview's answer). */
 static void job_step(purchase *p, pjob *j)
 {
@@ -272,6 +285,8 @@ static void job_step(purchase *p, pjob *j)
             return;
         }
     } else {
+        if (!job_still_wanted(p, j))
+            return;
         /* The committed mapping now, not at the claim: a sku.put may have
          * repaired or re-mapped it while this job waited. */
         eng_supplier_map map;
@@ -380,6 +395,8 @@ static void preview_done(const supplier_reply *reply, void *arg)
         job_backoff(p, j);  /* stopped: unclaims */
         return;
     }
+    if (!job_still_wanted(p, j))
+        return;
     eng_supplier_map map;
     if (!engine_sku_supplier(p->eng, j->ep.sku, &map) || map.offer_id <= 0) {
         set_failed(j, ENG_FAIL_LINK, "mapping broken");
