@@ -438,3 +438,167 @@ def wait_until(pred, timeout, step=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
         time.sleep(step)
+
+
+# ---------------------------------------------------------------- supplier round (issue 4)
+# Helpers for the supplier tests (test_supplier_*.py). Additive: nothing above
+# uses them. Terminal order states after a purchase job: purchased or failed.
+SUPPLIER_STOCK_EXTRA = {"trust", "supplier"}   # stock.get keys of the supplier round
+
+
+def supplier_flags(api_port, secret, token, app_key="1000000", **opts):
+    """stockd flags pointing at a fake1688 on api_port; opts are further
+    --supplier-* flags by name with '_' for '-' (sync_ms=300 ->
+    --supplier-sync-ms 300)."""
+    args = ["--supplier-url", "http://127.0.0.1:%d" % api_port,
+            "--supplier-app-key", app_key, "--supplier-app-secret", secret,
+            "--supplier-token", token]
+    for k, v in opts.items():
+        args += ["--supplier-" + k.replace("_", "-"), str(v)]
+    return args
+
+
+def check_supplier_stock(st):
+    """A stock map of the supplier round: the core keys, optionally trust and
+    supplier, and the availability formula."""
+    assert isinstance(st, dict), st
+    missing = STOCK_KEYS - set(st)
+    assert not missing, "stock map lacks %s: %r" % (sorted(missing), st)
+    extra = set(st) - STOCK_KEYS - SUPPLIER_STOCK_EXTRA
+    assert not extra, "stock map has unexpected keys %s: %r" % (sorted(extra), st)
+    assert st["available"] == available_of(st), "available != formula: %r" % st
+    return st
+
+
+def _has_column(db, table, column):
+    return bool(db.query("SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                         "DATABASE() AND table_name = %s AND column_name = %s",
+                         (table, column)))
+
+
+def audit_supplier(db, skus):
+    """The counter check of the supplier round (DESIGN.md §2) on MariaDB's rows:
+    own_reserved = sum of from_own over held/confirmed/purchased orders;
+    supplier_reserved = sum of from_supplier over held/confirmed orders plus
+    purchased/shipped orders not yet settled (orders.supplier_settled; without
+    that column, purchased orders count as live as in audit()); nothing
+    negative. Unlike audit() it allows supplier_reserved > supplier_sellable:
+    a failed check or a later snapshot may lower the figure below what was
+    already promised or bought. Returns {sku: row}."""
+    settled = _has_column(db, "orders", "supplier_settled")
+    unsettled = ("(o.status IN ('held','confirmed') OR (o.status IN ('purchased','shipped') "
+                 "AND NOT o.supplier_settled))" if settled
+                 else "o.status IN ('held','confirmed','purchased')")
+    bad, out = [], {}
+    for k in skus:
+        row = db.sku(k)
+        assert row is not None, "sku %s missing in MariaDB" % k
+        out[k] = row
+        own = db.query("SELECT COALESCE(SUM(from_own),0) AS n FROM orders WHERE sku = %s AND "
+                       "status IN ('held','confirmed','purchased')", (k.encode(),))[0]["n"]
+        sup = db.query("SELECT COALESCE(SUM(o.from_supplier),0) AS n FROM orders o WHERE "
+                       "o.sku = %s AND " + unsettled, (k.encode(),))[0]["n"]
+        for f in ("own_on_hand", "own_reserved", "supplier_reported", "supplier_sellable",
+                  "supplier_reserved"):
+            if row[f] is not None and row[f] < 0:
+                bad.append("%s: %s=%d < 0" % (k, f, row[f]))
+        if row["own_reserved"] != own:
+            bad.append("%s: own_reserved=%d, live orders hold from_own=%d"
+                       % (k, row["own_reserved"], own))
+        if row["supplier_reserved"] != sup:
+            bad.append("%s: supplier_reserved=%d, unsettled orders hold from_supplier=%d"
+                       % (k, row["supplier_reserved"], sup))
+    assert not bad, "supplier audit failed:\n  " + "\n  ".join(bad[:50])
+    return out
+
+
+def orders_by_status(client, order_ids):
+    """{order_id: order record} through order.get."""
+    return {o: client.ok("order.get", {"order_id": o}) for o in order_ids}
+
+
+def wait_orders_final(client, order_ids, timeout, final=("purchased", "failed")):
+    """Polls order.get until every order is in one of `final`; returns
+    {order_id: record}. On timeout the assertion lists the stragglers."""
+    deadline = time.monotonic() + timeout
+    recs = {}
+    while True:
+        recs = orders_by_status(client, order_ids)
+        left = {o: r["status"] for o, r in recs.items() if r["status"] not in final}
+        if not left:
+            return recs
+        if time.monotonic() > deadline:
+            raise AssertionError("after %.1fs %d orders still not in %s: %r"
+                                 % (timeout, len(left), final, dict(list(left.items())[:10])))
+        time.sleep(0.1)
+
+
+def alerts_list(client, limit=1000):
+    """alerts.list: a list of alert maps (the reply may be the list or
+    {"alerts": [...]})."""
+    err, res = client.call("alerts.list", {"limit": limit})
+    assert err is None, "alerts.list failed: %r" % (err,)
+    if isinstance(res, dict):
+        res = res.get("alerts")
+    assert isinstance(res, list), res
+    return res
+
+
+def db_alerts(db, sku):
+    """Rows of MariaDB's alerts table for one SKU (kind, sku, order_id, reason, at)."""
+    return db.query("SELECT * FROM alerts WHERE sku = %s ORDER BY at", (sku.encode(),))
+
+
+def redis_alerts(redis_url, sku, count=100000):
+    """Entries of the Redis stream stockd:alerts for one SKU, as dicts of str."""
+    import redis  # noqa: PLC0415 - only the supplier tests need it
+    u = urllib.parse.urlparse(redis_url)
+    r = redis.Redis(host=u.hostname, port=u.port or 6379, socket_timeout=5)
+    try:
+        out = []
+        for _id, fields in r.xrange("stockd:alerts", "-", "+", count=count):
+            d = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
+            if d.get("sku") == sku:
+                out.append(d)
+        return out
+    finally:
+        r.close()
+
+
+def order_updates(rpc, timeout):
+    """Reads the connection for up to `timeout` seconds and returns the order
+    records of every [2, "order.update", [record]] notification seen (other
+    messages stay where Rpc keeps them)."""
+    from stockrpc import RpcTimeout  # noqa: PLC0415
+    got, keep = [], []
+    deadline = time.monotonic() + timeout
+    while True:
+        while rpc.others:
+            m = rpc.others.pop(0)
+            if (isinstance(m, list) and len(m) == 3 and m[0] == 2 and m[1] == "order.update"
+                    and isinstance(m[2], list) and m[2] and isinstance(m[2][0], dict)):
+                got.append(m[2][0])
+            else:
+                keep.append(m)
+        if got or time.monotonic() >= deadline:
+            break
+        try:
+            rpc._fill(deadline)
+        except RpcTimeout:
+            break
+    rpc.others[:0] = keep
+    return got
+
+
+def wait_order_update(rpc, order_id, status, timeout):
+    """Waits for an order.update notification of order_id with status;
+    returns its record."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        for rec in order_updates(rpc, max(0.01, deadline - time.monotonic())):
+            seen.append((rec.get("order_id"), rec.get("status")))
+            if rec.get("order_id") == order_id and rec.get("status") == status:
+                return rec
+    raise AssertionError("no order.update %s -> %s within %.1fs; saw %r"
+                         % (order_id, status, timeout, seen[:20]))
