@@ -446,7 +446,7 @@ typedef struct eng_sku_row {
     bool insert;                  /* new SKU: INSERT, else fenced UPDATE */
     eng_counters c;
     eng_mapping mapping;
-    const eng_supplier_map *map;  /* NULL when mapping is not ENG_MAP_OK */
+    const eng_supplier_map *map;  /* NULL unless mapping is ENG_MAP_OK or ENG_MAP_BROKEN */
     int64_t epoch;                /* fence: UPDATE ... WHERE epoch = this */
 } eng_sku_row;
 
