@@ -141,6 +141,53 @@ class Rpc:
         assert isinstance(res, dict), res
         return res
 
+    # -- notifications (order.subscribe) ---------------------------------
+    def next_notification(self, timeout=None, method=None):
+        """Returns the next notification [2, method, params] (of that method
+        when given; others are dropped), or None when none came in time.
+        Replies that arrive meanwhile are kept for wait()."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            for i, m in enumerate(self.others):
+                if isinstance(m, list) and len(m) == 3 and m[0] == 2:
+                    del self.others[i]
+                    if method is None or m[1] == method:
+                        return m
+                    break
+            else:
+                try:
+                    self._fill(deadline)
+                except RpcTimeout:
+                    return None
+
+    def next_order_update(self, timeout=None):
+        """The order record of the next order.update notification, or None."""
+        m = self.next_notification(timeout, "order.update")
+        if m is None:
+            return None
+        assert isinstance(m[2], list) and len(m[2]) == 1 and isinstance(m[2][0], dict), m
+        return m[2][0]
+
+    # -- supplier round helpers ------------------------------------------
+    def subscribe(self):
+        return self.ok("order.subscribe", {})
+
+    def alerts(self, limit=None, timeout=None):
+        """alerts.list: the list of alert maps, newest first."""
+        err, res = self.call("alerts.list", {} if limit is None else {"limit": limit}, timeout)
+        if err is not None:
+            raise AssertionError("alerts.list failed: %r" % (err,))
+        assert isinstance(res, list), res
+        return res
+
+    def supplier_put(self, supplier_id, **fields):
+        p = {"supplier_id": supplier_id}
+        p.update(fields)
+        return self.ok("supplier.put", p)
+
+    def supplier_get(self, supplier_id):
+        return self.ok("supplier.get", {"supplier_id": supplier_id})
+
     def err(self, method, params=None, timeout=None):
         """Calls and insists on an error; returns the error map."""
         err, res = self.call(method, params, timeout)

@@ -322,3 +322,102 @@ def test_order_id_with_nul_refused(ops):
                 e = c.err(method, params)
                 assert e["code"] == "invalid" and e["field"] == "order_id", (method, oid, e)
         assert c.ok("stock.get", {"sku": "nul-1"})["available"] == 4
+
+
+# ---------------------------------------------------------------- issue 4: supplier round
+
+def test_stats_supplier_alerts_notify(ops):
+    with ops.client() as c:
+        st = c.ok("stats", {})
+    sup = st["supplier"]
+    assert sup["enabled"] is False, sup
+    for k in ("syncs", "calls", "ok", "failed", "pokes", "broken", "pushes", "push_refused",
+              "purchases_pending", "purchased", "purchase_failed", "mappings_broken",
+              "settled_units"):
+        assert isinstance(sup[k], int), (k, sup)
+    assert set(sup["purchase"]) == {"claimed", "lookups", "previews", "creates", "purchased",
+                                    "failed", "retries", "dropped", "active"}, sup
+    assert {"calls", "attempts", "in_flight", "queued"} <= set(sup["client"]), sup
+    assert set(st["alerts"]) == {"total", "kept", "stream_sent", "stream_ok", "stream_failed",
+                                 "stream_skipped"}, st["alerts"]
+    assert set(st["notify"]) == {"subscribers", "sent", "dropped"}, st["notify"]
+    assert set(st["state"]) == {"skus", "orders", "holds_expired", "store_up", "outcome_unknown"}
+
+
+def test_notify_counts_and_unsubscribe_on_close(ops):
+    with ops.client() as c:
+        before = c.ok("stats", {})["notify"]
+        with ops.client() as l1, ops.client() as l2:
+            l1.subscribe()
+            l2.subscribe()
+            assert c.ok("stats", {})["notify"]["subscribers"] == before["subscribers"] + 2
+            c.ok("sku.put", {"sku": "ops-sub", "own_on_hand": 5})
+            c.ok("reserve", {"order_id": "ops-sub-o1", "sku": "ops-sub", "qty": 1, "hold_ms": 1000})
+            for lst in (l1, l2):
+                o = lst.next_order_update(timeout=8)
+                assert o is not None and o["order_id"] == "ops-sub-o1" and o["status"] == "expired"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            after = c.ok("stats", {})["notify"]
+            if after["subscribers"] == before["subscribers"]:
+                break
+            time.sleep(0.05)
+        assert after["subscribers"] == before["subscribers"], after
+        assert after["sent"] >= before["sent"] + 2, (before, after)
+
+
+def _ctl(ops, *args, timeout=15):
+    from itestlib import stockctl_bin
+    b = stockctl_bin()
+    if not os.path.isfile(b):
+        pytest.skip("stockctl not built: %s" % b)
+    return subprocess.run([b, "--addr", "%s:%d" % (HOST, ops.port)] + list(args),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_stockctl_supplier_commands(ops):
+    p = _ctl(ops, "supplier-put", "ctl-sup", "--trust", "0.4", "--event", "on",
+             "--event-trust", "0.2")
+    assert p.returncode == 0, p.stderr
+    p = _ctl(ops, "--json", "supplier-get", "ctl-sup")
+    assert p.returncode == 0, p.stderr
+    import json
+    t = json.loads(p.stdout)
+    assert t["trust"] == 0.4 and t["event_mode"] is True and t["effective"] == 0.2, t
+    p = _ctl(ops, "supplier-get", "ctl-none")
+    assert p.returncode == 1 and "not_found" in p.stderr, (p.stdout, p.stderr)
+    p = _ctl(ops, "supplier-put", "ctl-sup", "--trust", "1.5")
+    assert p.returncode == 2, p.stderr
+    p = _ctl(ops, "alerts", "--limit", "5")
+    assert p.returncode == 0 and p.stdout.startswith("at "), (p.stdout, p.stderr)
+    p = _ctl(ops, "--json", "alerts")
+    assert p.returncode == 0 and isinstance(json.loads(p.stdout), list), p.stdout
+    p = _ctl(ops, "alerts", "--limit", "0")
+    assert p.returncode == 2, p.stderr
+
+
+def test_stockctl_watch(ops):
+    from itestlib import stockctl_bin
+    b = stockctl_bin()
+    if not os.path.isfile(b):
+        pytest.skip("stockctl not built: %s" % b)
+    w = subprocess.Popen([b, "--addr", "%s:%d" % (HOST, ops.port), "--json", "watch",
+                          "--count", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        with ops.client() as c:
+            deadline = time.monotonic() + 5
+            while c.ok("stats", {})["notify"]["subscribers"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            c.ok("sku.put", {"sku": "ops-watch", "own_on_hand": 5})
+            c.ok("reserve", {"order_id": "ops-watch-o1", "sku": "ops-watch", "qty": 1,
+                             "hold_ms": 1000})
+        out, err = w.communicate(timeout=10)
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    assert w.returncode == 0, err
+    import json
+    rec = json.loads(out.strip().splitlines()[-1])
+    assert rec["order_id"] == "ops-watch-o1" and rec["status"] == "expired", rec

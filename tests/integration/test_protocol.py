@@ -152,3 +152,144 @@ def test_busy_and_inflight_backpressure(make_stockd, db):
     assert "busy" in codes.values(), "queue-per-sku-max 2 never answered busy"
     rows = db.orders("order_id LIKE 'busy-%%'")
     assert set(rows) == {"busy-%03d" % i for i, k in codes.items() if k == "ok"}
+
+
+# ---------------------------------------------------------------- issue 4: supplier round
+
+TRUST_KEYS = {"supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust", "effective"}
+
+
+def test_order_subscribe_hears_expiry(stockd, client):
+    """A listener gets [2, "order.update", [record]] when a held order expires."""
+    with stockd.client() as listener:
+        assert listener.ok("order.subscribe", {}) == {"subscribed": True}
+        assert listener.ok("order.subscribe", {}) == {"subscribed": True}  # idempotent
+        client.ok("sku.put", {"sku": "sub-1", "own_on_hand": 3})
+        r = client.ok("reserve", {"order_id": "sub-o1", "sku": "sub-1", "qty": 2, "hold_ms": 1000})
+        assert r["status"] == "held"
+        # Replies still work on a subscribed connection, matched by msgid.
+        assert listener.ok("ping", {})["node"] == stockd.name
+        m = listener.next_notification(timeout=8)
+        assert m is not None, "no order.update within 8 s of a 1 s hold"
+        assert m[0] == 2 and m[1] == "order.update" and isinstance(m[2], list) and len(m[2]) == 1, m
+        o = m[2][0]
+        check_order_map(o)
+        assert o["order_id"] == "sub-o1" and o["status"] == "expired", o
+        assert "purchased_at" not in o and "supplier_settled" not in o, o
+        # Other connections heard nothing.
+        with pytest.raises(RpcTimeout):
+            client.read_any(0.2)
+    assert client.ok("stock.get", {"sku": "sub-1"})["available"] == 3
+
+
+def test_order_subscribe_bad_params(client):
+    e = client.err("order.subscribe", {"x": 1})
+    assert e["code"] == "invalid" and e["field"] == "x", e
+
+
+def test_alerts_list(client):
+    a = client.alerts()
+    assert isinstance(a, list)
+    for al in a:
+        assert {"kind", "sku", "reason", "at"} <= set(al) <= {"kind", "sku", "order_id", "reason", "at"}
+    assert len(client.alerts(1)) <= 1
+    assert len(client.alerts(1000)) == len(a) or len(a) == 100
+
+
+@pytest.mark.parametrize("limit,problem", [(0, "out of range"), (1001, "out of range"),
+                                           (-1, "out of range"), ("10", "must be an integer"),
+                                           (1.5, "must be an integer")])
+def test_alerts_list_bad_limit(client, limit, problem):
+    e = client.err("alerts.list", {"limit": limit})
+    assert e["code"] == "invalid" and e["field"] == "limit" and problem in e["message"], e
+
+
+def test_supplier_put_get(client):
+    e = client.err("supplier.get", {"supplier_id": "sup-none-such"})
+    assert e["code"] == "not_found" and e["retryable"] is False, e
+    t = client.supplier_put("sup-p1", trust=0.5)
+    assert set(t) == TRUST_KEYS, t
+    assert t["supplier_id"] == "sup-p1" and t["trust"] == 0.5 and t["effective"] == 0.5, t
+    assert t["trust_ceiling"] == 1.0 and t["event_mode"] is False, t
+    assert all(isinstance(t[k], float) for k in ("trust", "trust_ceiling", "event_trust", "effective"))
+    assert client.supplier_get("sup-p1") == t
+    # Fields not given keep the current settings; ints 0 and 1 are factors too.
+    t2 = client.supplier_put("sup-p1", event_mode=True, event_trust=0.25)
+    assert t2["trust"] == 0.5 and t2["event_mode"] is True and t2["effective"] == 0.25, t2
+    t3 = client.supplier_put("sup-p1", event_mode=False, trust=1)
+    assert t3["trust"] == 1.0 and t3["event_trust"] == 0.25 and t3["effective"] == 1.0, t3
+    t4 = client.supplier_put("sup-p1", trust=0, trust_ceiling=0.5)
+    assert t4["trust"] == 0.0 and t4["trust_ceiling"] == 0.5, t4
+    assert client.supplier_get("sup-p1") == t4
+
+
+@pytest.mark.parametrize("params,field", [
+    ({}, "supplier_id"),
+    ({"supplier_id": ""}, "supplier_id"),
+    ({"supplier_id": 7}, "supplier_id"),
+    ({"supplier_id": "x" * 65}, "supplier_id"),
+    ({"supplier_id": "s", "trust": 1.5}, "trust"),
+    ({"supplier_id": "s", "trust": -0.1}, "trust"),
+    ({"supplier_id": "s", "trust": 2}, "trust"),
+    ({"supplier_id": "s", "trust": "0.5"}, "trust"),
+    ({"supplier_id": "s", "trust": float("nan")}, "trust"),
+    ({"supplier_id": "s", "trust_ceiling": 1.01}, "trust_ceiling"),
+    ({"supplier_id": "s", "event_trust": -1}, "event_trust"),
+    ({"supplier_id": "s", "event_mode": 1}, "event_mode"),
+    ({"supplier_id": "s", "trust": 0.9, "trust_ceiling": 0.5}, "trust"),
+    ({"supplier_id": "s", "event_trust": 0.9, "trust_ceiling": 0.8, "trust": 0.1}, "event_trust"),
+    ({"supplier_id": "s", "bogus": 1}, "bogus"),
+])
+def test_supplier_put_invalid(client, params, field):
+    e = client.err("supplier.put", params)
+    assert e["code"] == "invalid" and e["field"] == field, (params, e)
+
+
+def test_supplier_get_invalid(client):
+    for params, field in (({}, "supplier_id"), ({"supplier_id": 1}, "supplier_id"),
+                          ({"supplier_id": "s", "trust": 1.0}, "trust")):
+        e = client.err("supplier.get", params)
+        assert e["code"] == "invalid" and e["field"] == field, (params, e)
+
+
+def test_sku_put_supplier_cap_and_record(client):
+    sup = {"supplier_id": "sup-cap", "offer_id": 123456, "spec_id": "spec-a", "cap": 30}
+    st = client.ok("sku.put", {"sku": "cap-1", "own_on_hand": 1, "supplier": sup,
+                               "supplier_reported": 100})
+    assert st["mapping"] == "ok", st
+    assert st["supplier"] == {"supplier_id": "sup-cap", "offer_id": 123456, "spec_id": "spec-a",
+                              "cap": 30}, st
+    assert isinstance(st["trust"], float) and 0.0 <= st["trust"] <= 1.0, st
+    assert set(st) == STOCK_KEYS | {"supplier", "trust"}, st
+    assert st["supplier_sellable"] <= 30, st
+    assert client.ok("stock.get", {"sku": "cap-1"})["supplier"] == st["supplier"]
+    # Without cap and with sku_id: cap absent, sku_id shown.
+    sup2 = {"supplier_id": "sup-cap", "offer_id": 123456, "spec_id": "spec-a", "sku_id": 99}
+    st2 = client.ok("sku.put", {"sku": "cap-1", "supplier": sup2})
+    assert st2["supplier"] == {"supplier_id": "sup-cap", "offer_id": 123456, "spec_id": "spec-a",
+                               "sku_id": 99}, st2
+    # Own-stock SKUs keep the old record, key for key.
+    check_stock_map(client.ok("sku.put", {"sku": "cap-own", "own_on_hand": 1}))
+
+
+@pytest.mark.parametrize("cap,problem", [(-1, "out of range"), (10**12 + 1, "out of range"),
+                                         ("5", "must be an integer")])
+def test_sku_put_supplier_cap_invalid(client, cap, problem):
+    sup = {"supplier_id": "s", "offer_id": 1, "spec_id": "x", "cap": cap}
+    e = client.err("sku.put", {"sku": "cap-bad", "supplier": sup})
+    assert e["code"] == "invalid" and e["field"] == "supplier.cap" and problem in e["message"], e
+
+
+def test_supplier_put_needs_admin_token(make_stockd):
+    s = make_stockd(args=["--admin-token", "s3cret"], name="itest-token-sup")
+    with s.client() as c:
+        for p in ({"supplier_id": "tok-sup", "trust": 0.5},
+                  {"supplier_id": "tok-sup", "trust": 0.5, "token": "wrong"}):
+            e = c.err("supplier.put", p)
+            assert e["code"] == "unauthorized", (p, e)
+        t = c.ok("supplier.put", {"supplier_id": "tok-sup", "trust": 0.5, "token": "s3cret"})
+        assert t["trust"] == 0.5
+        # Reads need no token.
+        assert c.ok("supplier.get", {"supplier_id": "tok-sup"})["trust"] == 0.5
+        assert isinstance(c.alerts(), list)
+        c.ok("order.subscribe", {})
