@@ -27,11 +27,6 @@
 #define HTTP_TIMEOUT_S 10
 #define HTTP_PUSH_BODY_MAX (64u << 10) /* supsync_push's limit; evhttp answers 413 above */
 
-/* TODO(server owner): server.h is to declare this accessor (NULL when the
- * supplier sync is off). Weak until server.c defines it, so stockd links
- * meanwhile: an undefined weak symbol is NULL and the push answers 503. */
-supplier_sync *server_supsync(server *s) __attribute__((weak));
-
 struct http_srv {
     struct evhttp *http;
     server *srv;
@@ -362,7 +357,7 @@ static void on_push(struct evhttp_request *req, http_srv *h)
         reply_short(req, 405, "POST only");
         return;
     }
-    supplier_sync *ss = server_supsync ? server_supsync(h->srv) : NULL;
+    supplier_sync *ss = server_supsync(h->srv);  /* NULL: sync off */
     if (ss == NULL) {
         reply_short(req, 503, "supplier sync off");
         return;

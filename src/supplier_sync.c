@@ -299,6 +299,15 @@ static bool offer_unknown(const supplier_result *r)
            strcasestr(r->code, "NOT_EXIST") != NULL || strcasestr(r->code, "NotExist") != NULL;
 }
 
+/* True when the SKU's committed figure speaks for a later time than at: a
+ * push applied while this answer was on its way (or a retried push behind
+ * a newer snapshot). The older figure must not replace it. */
+static bool newer_than(supplier_sync *ss, const char *sku, int64_t at)
+{
+    eng_stock_view v;
+    return engine_stock_get(ss->eng, sku, &v) && v.c.supplier_synced_at_ms > at;
+}
+
 /* Applies an answer (p, or unknown != NULL: the offer is gone) to every
  * SKU of the offer still mapped to it. */
 static void apply_answer(supplier_sync *ss, const so_offer *o, const supplier_product *p)
@@ -313,6 +322,8 @@ static void apply_answer(supplier_sync *ss, const so_offer *o, const supplier_pr
             obs_from_product(p, &cur, &obs);
         else
             snprintf(obs.broken, sizeof(obs.broken), "offer unknown");
+        if (obs.broken[0] == '\0' && newer_than(ss, o->skus[i].name, obs.synced_at_ms))
+            continue;
         if (observe(ss, o->skus[i].name, &cur, &obs))
             queued++;
     }
@@ -577,7 +588,6 @@ static void push_inventory_entry(supplier_sync *ss, const json_t *e, int64_t bor
     bool poke = false;
     for (uint32_t i = 0; i < o->n; i++) {
         eng_supplier_map cur;
-        eng_stock_view v;
         const char *sku = o->skus[i].name;
         if (!engine_sku_supplier(ss->eng, sku, &cur) || cur.offer_id != offer_id)
             continue;
@@ -588,7 +598,7 @@ static void push_inventory_entry(supplier_sync *ss, const json_t *e, int64_t bor
         if (cur.sku_id != sku_id)
             continue;
         /* A retried message may come after a newer snapshot: keep the newer. */
-        if (engine_stock_get(ss->eng, sku, &v) && v.c.supplier_synced_at_ms > at) {
+        if (newer_than(ss, sku, at)) {
             t->stale++;
             continue;
         }

@@ -41,6 +41,8 @@
  * from it rebuilds it (at most once a second). A pushed figure older than
  * the SKU's committed synced_at (a retried delivery) is dropped; its
  * synced_at is the entry's bizTime (else gmtBorn), never later than now.
+ * Likewise a product.get figure asked for before the committed synced_at
+ * (a push landed while it was on its way) is dropped (broken still counts).
  * A failed call changes nothing: the
  * figures stay as they were until a later round succeeds. Failures are
  * counted and logged at most once per round (never with secrets: the

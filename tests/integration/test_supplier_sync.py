@@ -8,7 +8,10 @@ one offer of two specs reporting 100 and 7; stockd started with --supplier-*
 pointing at it and --supplier-sync-ms 300; two SKUs mapped to the specs plus
 own stock. Checked: the figures arrive, a change at the fake arrives at the
 next sync, a reserve takes supplier units, gateway 5xx for a while changes
-nothing and is counted, the figures come back after, secrets never in logs.
+nothing and is counted, the figures come back after; a spec removed at the
+supplier breaks its mapping (sellable 0, one alert row, the other spec keeps
+syncing) until sku.put maps it afresh; the offer offline breaks every
+mapping of it; secrets never in logs.
 """
 import http.client
 import json
@@ -23,7 +26,7 @@ import time
 import pytest
 
 import itestlib
-from itestlib import audit, check_stock_map, wait_until
+from itestlib import audit_supplier, check_supplier_stock, wait_until
 
 OFFER = 610000000001
 SPEC_A = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -99,7 +102,7 @@ def env(make_stockd, db):
 
 def stock(c, sku):
     st = c.ok("stock.get", {"sku": sku})
-    check_stock_map(st)
+    check_supplier_stock(st)
     return st
 
 
@@ -150,8 +153,10 @@ def test_sync_figures_reserve_and_outage(env, db):
         fake.ok("POST", "/stock", {"offer_id": OFFER, "spec_id": SPEC_A, "reported": 40})
         wait_figures(c, {"sync-a": 40, "sync-b": 7}, timeout=2.0)
 
-        # 3. A reserve takes own units, then supplier units.
-        o = c.ok("reserve", {"order_id": "sync-o1", "sku": "sync-b", "qty": 6})
+        # 3. A reserve takes own units, then supplier units (held: a
+        # confirmed one would be bought upstream and lower the figure).
+        o = c.ok("reserve", {"order_id": "sync-o1", "sku": "sync-b", "qty": 6,
+                             "hold_ms": 600000})
         assert (o["from_own"], o["from_supplier"]) == (2, 4), o
         st = stock(c, "sync-b")
         assert st["supplier_reserved"] == 4 and st["available"] == 3, st
@@ -175,13 +180,43 @@ def test_sync_figures_reserve_and_outage(env, db):
         after = supplier_stats(c)
         assert after["ok"] > before["ok"] and after["last_sync_ms"] > 0, after
 
-        # 5. A spec gone from the answer reports 0 (the broken-mapping state
-        # is a later slice).
+        # 5. A spec gone from the answer breaks the mapping: its supplier
+        # stock is not sold any more, support gets an alert; the other spec
+        # of the offer keeps syncing.
+        broken_before = supplier_stats(c)["broken"]
         fake.ok("POST", "/link", {"offer_id": OFFER, "action": "spec_removed",
                                   "spec_id": SPEC_A})
-        got = wait_figures(c, {"sync-a": 0}, timeout=2.0)
-        assert got["sync-a"]["available"] == 5, got
-        audit(db)
+        wait_until(lambda: stock(c, "sync-a")["mapping"] == "broken", 2.0,
+                   what="mapping of sync-a broken")
+        st = stock(c, "sync-a")
+        assert st["supplier_sellable"] == 0 and st["available"] == 5, st
+        assert stock(c, "sync-b")["mapping"] == "ok"
+        assert supplier_stats(c)["broken"] == broken_before + 1
+        rows = db.query("SELECT kind, reason FROM alerts WHERE sku=%s", ("sync-a",))
+        assert [(r["kind"], r["reason"]) for r in rows] == \
+            [("mapping_broken", "spec removed")], rows
+        # Later rounds leave the broken mapping alone (one alert, no calls for it).
+        time.sleep(3 * SYNC_MS / 1000.0)
+        assert stock(c, "sync-a")["mapping"] == "broken"
+        assert len(db.query("SELECT id FROM alerts WHERE sku=%s", ("sync-a",))) == 1
+        fake.ok("POST", "/stock", {"offer_id": OFFER, "spec_id": SPEC_B, "reported": 9})
+        wait_figures(c, {"sync-b": 9}, timeout=2.0)
+
+        # 6. sku.put maps it afresh (to the remaining spec): selling again.
+        c.ok("sku.put", {"sku": "sync-a", "supplier": {
+            "supplier_id": "1688", "offer_id": OFFER, "spec_id": SPEC_B}})
+        got = wait_figures(c, {"sync-a": 9}, timeout=2.0)
+        assert got["sync-a"]["mapping"] == "ok", got
+
+        # 7. The offer taken offline breaks every mapping of it.
+        fake.ok("POST", "/link", {"offer_id": OFFER, "action": "offline"})
+        wait_until(lambda: all(stock(c, k)["mapping"] == "broken" for k in ("sync-a", "sync-b")),
+                   2.0, what="offline breaks both mappings")
+        rows = db.query("SELECT reason FROM alerts WHERE sku=%s ORDER BY id", ("sync-b",))
+        assert [r["reason"] for r in rows] == ["offline: member expired"], rows
+        # The held order keeps its 4 supplier units above a sellable of 0:
+        # the supplier audit allows that (the plain one would call it oversold).
+        audit_supplier(db, ["sync-a", "sync-b", "sync-own"])
     finally:
         c.close()
     log = open(s.log_path, errors="replace").read()
