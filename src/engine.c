@@ -1663,6 +1663,10 @@ static bool decide_supplier_report(engine *e, eng_batch *b, eng_op *op, eng_sku 
         }
         s->map->fingerprint = op->fingerprint;  /* first sight: adopted */
     }
+    /* A figure asked for before the one we hold (a retried push, a slow
+     * call) is older news: it must not undo the newer one. */
+    if (op->synced_at_ms < s->c.supplier_synced_at_ms)
+        return true;
     int64_t d_rep = op->supplier_reported - s->c.supplier_reported;
     s->c.supplier_reported = op->supplier_reported;
     if (op->synced_at_ms > s->c.supplier_synced_at_ms)

@@ -334,7 +334,8 @@ int64_t engine_next_expiry_ms(const engine *e, int64_t now_ms);
  *    an alert row "mapping_broken" with that reason;
  *  - else fingerprint != 0 and the mapping has none: adopted;
  *    fingerprint != 0 and differs: BROKEN with reason "fingerprint changed";
- *  - else supplier_reported := reported, synced_at := synced_at_ms (a ledger
+ *  - else, unless synced_at_ms is older than the SKU's synced_at (older
+ *    news is dropped), supplier_reported := reported, synced_at := synced_at_ms (a ledger
  *    row "sync" when the figure changed), and every purchased (or shipped)
  *    order of the SKU not yet settled whose purchased_at + upstream_lag_ms
  *    <= synced_at_ms is settled: its from_supplier leaves supplier_reserved

@@ -599,11 +599,11 @@ static void test_supplier_report_abort_unknown(void **state)
     assert_int_equal(stock(e, "m").c.supplier_reported, 0);
     assert_int_equal(stock(e, "m").c.supplier_synced_at_ms, 0);
     for (int committed = 0; committed < 2; committed++) {
-        assert_true(engine_supplier_report(e, "m", 20 + committed, 6));
+        assert_true(engine_supplier_report(e, "m", 20 + committed, 6 + 10 * committed));
         eng_batch *b = engine_next_batch(e, 6);
         engine_batch_done(e, b, ENG_UNKNOWN);
         /* Blocked until resolved: a newer report waits. */
-        assert_true(engine_supplier_report(e, "m", 30 + committed, 7));
+        assert_true(engine_supplier_report(e, "m", 30 + committed, 7 + 10 * committed));
         assert_null(engine_next_batch(e, 7));
         engine_batch_resolve(e, b, committed);
         assert_int_equal(stock(e, "m").c.supplier_reported, committed ? 21 : 0);
