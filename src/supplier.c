@@ -534,6 +534,7 @@ static void pump_timer_cb(evutil_socket_t fd, short kind, void *arg)
 static supplier_xfer map_curl(CURL *e, CURLcode rc, bool too_large)
 {
     curl_off_t connect_us = 0;
+    long sent = 0;
     switch (rc) {
     case CURLE_OK: return SUPPLIER_XFER_OK;
     case CURLE_FILESIZE_EXCEEDED: return SUPPLIER_XFER_TOO_LARGE;
@@ -543,9 +544,12 @@ static supplier_xfer map_curl(CURL *e, CURLcode rc, bool too_large)
     case CURLE_COULDNT_CONNECT:
         return SUPPLIER_XFER_CONNECT;
     case CURLE_OPERATION_TIMEDOUT:
-        /* Never connected: the request was not sent. */
+        /* Not sent only when it never connected AND wrote no request
+         * bytes: a reused keep-alive connection reports a connect time of
+         * 0 although the request went out (and may have bought). */
         curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connect_us);
-        return connect_us == 0 ? SUPPLIER_XFER_CONNECT : SUPPLIER_XFER_TIMEOUT;
+        curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
+        return connect_us == 0 && sent == 0 ? SUPPLIER_XFER_CONNECT : SUPPLIER_XFER_TIMEOUT;
     case CURLE_OUT_OF_MEMORY:
     case CURLE_BAD_FUNCTION_ARGUMENT:
     case CURLE_UNSUPPORTED_PROTOCOL:
