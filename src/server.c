@@ -919,10 +919,11 @@ static bool cache_render(const char *sku, char *key, size_t key_cap, char *value
 {
     server *s = arg;
     eng_stock_view v;
-    eng_supplier_map map;
     if (!engine_stock_get(s->eng, sku, &v))
         return false;
-    const char *supplier = engine_sku_supplier(s->eng, sku, &map) ? map.supplier_id : "own";
+    /* A broken mapping keeps its key: the storefront reads the same key
+     * and sees the supplier figure drop, not a stale value until the TTL. */
+    const char *supplier = v.has_map ? v.map.supplier_id : "own";
     int kn = snprintf(key, key_cap, "stock:%s:%s", supplier, sku);
     if (kn < 0 || (size_t)kn >= key_cap)
         return false;
@@ -2067,8 +2068,9 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
     conn *c = arg;
-    if ((what & BEV_EVENT_TIMEOUT) && c->inflight > 0 && c->state == C_OPEN) {
-        bufferevent_enable(c->bev, EV_READ);  /* busy, not idle */
+    if ((what & BEV_EVENT_TIMEOUT) && (c->inflight > 0 || c->subscribed) && c->state == C_OPEN) {
+        /* Busy, not idle; a listener waits for notifications by design. */
+        bufferevent_enable(c->bev, EV_READ);
         return;
     }
     conn_close(c);
