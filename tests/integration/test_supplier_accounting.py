@@ -83,11 +83,16 @@ class Watch:
             raise AssertionError("%s not reached in %.1fs: %r" % (what, timeout, last.get("st")))
         return last["st"]
 
-    def early(self, since_ms, deadline_ms, want_at_least):
-        """Observations in [since, deadline) showing supplier_reserved below
-        want_at_least: a settlement before purchased_at + U."""
-        return [(t, st["supplier_reserved"]) for t, st in self.seen
-                if since_ms <= t < deadline_ms and st["supplier_reserved"] < want_at_least]
+    def mark(self):
+        """A point in the observations: only later ones count for early()."""
+        return len(self.seen)
+
+    def early(self, mark, deadline_ms, want_at_least):
+        """Observations after mark, answered before deadline_ms, showing
+        supplier_reserved below want_at_least: a settlement before
+        purchased_at + U."""
+        return [(t, st["supplier_reserved"]) for t, st in self.seen[mark:]
+                if t < deadline_ms and st["supplier_reserved"] < want_at_least]
 
 
 def expect(st, reserved, available, what, reported=None):
@@ -117,7 +122,7 @@ def test_scripted_purchases_between_snapshots(env):
 
         # 1. Between two snapshots: o1 (6 = own 4 + supplier 2) and o2 (3)
         # confirmed, o3 (5) held, o4 (2) held and released.
-        t_start = now_ms()
+        t_start, m_start = now_ms(), w.mark()
         o1 = c.ok("reserve", {"order_id": "acct-o1", "sku": SKU, "qty": 6})
         assert (o1["from_own"], o1["from_supplier"]) == (4, 2), o1
         assert o1["available"] == (4 - 4) + (50 - 2), o1
@@ -151,10 +156,10 @@ def test_scripted_purchases_between_snapshots(env):
         st = w.until(lambda st: st["supplier_reserved"] == 5,
                      (p2 + U_MS - now_ms() + 4 * S_MS) / 1000.0 + 2, "o1 and o2 settled")
         expect(st, 5, (4 - 4) + (45 - 5), "C: settled", reported=45)
-        assert not w.early(t_start, p1 + U_MS, 2 + 3 + 5), (
-            "settled before purchased_at + U: %r" % w.early(t_start, p1 + U_MS, 10))
-        assert not w.early(t_start, p2 + U_MS, 3 + 5), (
-            "o2 settled before purchased_at + U: %r" % w.early(t_start, p2 + U_MS, 8))
+        assert not w.early(m_start, p1 + U_MS, 2 + 3 + 5), (
+            "settled before purchased_at + U: %r" % w.early(m_start, p1 + U_MS, 10))
+        assert not w.early(m_start, p2 + U_MS, 3 + 5), (
+            "o2 settled before purchased_at + U: %r" % w.early(m_start, p2 + U_MS, 8))
         t_c = st["supplier_synced_at"]
         st = w.until(lambda st: st["supplier_synced_at"] >= t_c + 3 * S_MS, 3 * S_MS / 1000.0 + 2,
                      "three more snapshots")
@@ -168,7 +173,7 @@ def test_scripted_purchases_between_snapshots(env):
 
         # 2. The held o3 is confirmed and bought; someone else buys 7 at the
         # supplier at the same time.
-        t_d = now_ms()
+        t_d, m_d = now_ms(), w.mark()
         c.ok("confirm", {"order_id": "acct-o3"})
         fake.ok("POST", "/stock", {"offer_id": OFFER, "spec_id": SPEC, "delta": -7})
         p3 = wait_orders_final(c, ["acct-o3"], timeout=5)["acct-o3"]
@@ -181,8 +186,8 @@ def test_scripted_purchases_between_snapshots(env):
         st = w.until(lambda st: st["supplier_reserved"] == 0 and st["supplier_reported"] == 33,
                      (p3 + U_MS - now_ms() + 4 * S_MS) / 1000.0 + 2, "o3 settled, 33 reported")
         expect(st, 0, (4 - 4) + (33 - 0), "D: all settled", reported=45 - 5 - 7)
-        assert not w.early(t_d, p3 + U_MS, 5), (
-            "o3 settled before purchased_at + U: %r" % w.early(t_d, p3 + U_MS, 5))
+        assert not w.early(m_d, p3 + U_MS, 5), (
+            "o3 settled before purchased_at + U: %r" % w.early(m_d, p3 + U_MS, 5))
         assert [r["d_supplier_reserved"] for r in settle_rows(s.db, "acct-o3")] == [-5]
         assert fake.ok("GET", "/products/%d" % OFFER)["product"]["skus"][0]["real"] == 33
         out = fake.ok("GET", "/counters")["out_orders"]
