@@ -773,6 +773,7 @@ bool engine_load_sku(engine *e, const char *name, const eng_counters *c,
         if (s->map == NULL && (s->map = malloc(sizeof(*s->map))) == NULL)
             return false;
         *s->map = *map;
+        (void)supp_get(e, map->supplier_id);  /* known from now on (supplier.get) */
     } else {
         free(s->map);
         s->map = NULL;
@@ -1577,6 +1578,7 @@ static void decide_sku_put(engine *e, eng_batch *b, eng_op *op, eng_sku *s)
         }
         *s->map = op->supplier;
         mapping = ENG_MAP_OK;
+        (void)supp_get(e, op->supplier.supplier_id);  /* OOM: defaults all the same */
     }
     if (op->has_supplier_reported) {
         c.supplier_reported = op->supplier_reported;
