@@ -111,7 +111,7 @@ def test_spec_removed_caught_by_check(env):
         o = c.ok("reserve", {"order_id": "lnk-a1", "sku": sku, "qty": 2})
         assert (o["status"], o["from_supplier"]) == ("confirmed", 2), o
         rec = wait_orders_final(c, ["lnk-a1"], timeout=10)["lnk-a1"]
-        assert rec["status"] == "failed" and rec.get("reason"), rec
+        assert rec["status"] == "failed" and "500_003" in rec.get("reason", ""), rec
         assert "lnk-a1" not in fake.ok("GET", "/counters")["out_orders"] or \
             fake.ok("GET", "/counters")["out_orders"]["lnk-a1"]["orders"] == 0
         st = stock(c, sku)
