@@ -268,6 +268,26 @@ static bool job_still_wanted(purchase *p, pjob *j)
     return false;
 }
 
+static void job_submit(purchase *p, pjob *j);
+
+/* The line to check or buy, from the committed mapping now, not at the
+ * claim: a sku.put may have repaired or re-mapped it while the job waited.
+ * False when the job is over: not wanted any more, or failed for a broken
+ * mapping (its outcome submitted). */
+static bool job_current_line(purchase *p, pjob *j, supplier_cargo_line *line)
+{
+    if (!job_still_wanted(p, j))
+        return false;
+    eng_supplier_map map;
+    if (!engine_sku_supplier(p->eng, j->ep.sku, &map) || map.offer_id <= 0) {
+        set_failed(j, ENG_FAIL_LINK, "mapping broken");
+        job_submit(p, j);
+        return false;
+    }
+    job_line(j, &map, line);
+    return true;
+}
+
 /* One pass of purchase.h steps 1..3 (4 follows the preview's answer). */
 static void job_step(purchase *p, pjob *j)
 {
@@ -285,18 +305,9 @@ static void job_step(purchase *p, pjob *j)
             return;
         }
     } else {
-        if (!job_still_wanted(p, j))
-            return;
-        /* The committed mapping now, not at the claim: a sku.put may have
-         * repaired or re-mapped it while this job waited. */
-        eng_supplier_map map;
-        if (!engine_sku_supplier(p->eng, j->ep.sku, &map) || map.offer_id <= 0) {
-            set_failed(j, ENG_FAIL_LINK, "mapping broken");
-            job_submit(p, j);
-            return;
-        }
         supplier_cargo_line line;
-        job_line(j, &map, &line);
+        if (!job_current_line(p, j, &line))
+            return;
         j->state = PJ_CALL;
         rc = supplier_order_preview(p->cli, &line, 1, p->cfg->supplier_address, NULL,
                                     preview_done, j);
@@ -395,16 +406,9 @@ static void preview_done(const supplier_reply *reply, void *arg)
         job_backoff(p, j);  /* stopped: unclaims */
         return;
     }
-    if (!job_still_wanted(p, j))
-        return;
-    eng_supplier_map map;
-    if (!engine_sku_supplier(p->eng, j->ep.sku, &map) || map.offer_id <= 0) {
-        set_failed(j, ENG_FAIL_LINK, "mapping broken");
-        job_submit(p, j);
-        return;
-    }
     supplier_cargo_line line;
-    job_line(j, &map, &line);
+    if (!job_current_line(p, j, &line))
+        return;
     /* idempotent = false: after an unknown outcome the client does not
      * repeat it; this worker looks the order up first (need_lookup). */
     j->state = PJ_CALL;
