@@ -1565,6 +1565,34 @@ static void pack_latency(server *s)
 /* "supplier": the snapshot sync, the purchase worker, the engine's
  * purchase figures and the shared 1688 client; enabled false (zeros but the
  * engine's) without --supplier-url. */
+/* stats.supplier.trust: the factor each known supplier's SKUs are sold
+ * at now, for the first STATS_TRUST_MAX suppliers (a bounded answer). */
+#define STATS_TRUST_MAX 100
+
+struct trust_pack {
+    msgpack_packer *pk;
+    uint32_t n;
+};
+
+static void trust_count(const char *id, const eng_trust *t, void *arg)
+{
+    (void)id;
+    (void)t;
+    struct trust_pack *tp = arg;
+    if (tp->n < STATS_TRUST_MAX)
+        tp->n++;
+}
+
+static void trust_one(const char *id, const eng_trust *t, void *arg)
+{
+    struct trust_pack *tp = arg;
+    if (tp->n == 0)
+        return;
+    tp->n--;
+    codec_pack_cstr(tp->pk, id);
+    msgpack_pack_double(tp->pk, eng_trust_effective(t));
+}
+
 static void pack_supplier(server *s, const eng_stats *es)
 {
     msgpack_packer *pk = &s->pk;
@@ -1578,7 +1606,12 @@ static void pack_supplier(server *s, const eng_stats *es)
     if (s->supc)
         supplier_client_stats(s->supc, &cs);
     codec_pack_cstr(pk, "supplier");
-    msgpack_pack_map(pk, 22);
+    msgpack_pack_map(pk, 23);
+    struct trust_pack tp = {.pk = pk, .n = 0};
+    engine_each_supplier(s->eng, trust_count, &tp);
+    codec_pack_cstr(pk, "trust");
+    msgpack_pack_map(pk, tp.n);
+    engine_each_supplier(s->eng, trust_one, &tp);
     codec_pack_kv_bool(pk, "enabled", s->supsync != NULL);
     codec_pack_kv_int(pk, "syncs", (int64_t)ys.syncs);
     codec_pack_kv_int(pk, "calls", (int64_t)ys.calls);

@@ -335,6 +335,7 @@ def test_stats_supplier_alerts_notify(ops):
               "purchases_pending", "purchased", "purchase_failed", "mappings_broken",
               "settled_units"):
         assert isinstance(sup[k], int), (k, sup)
+    assert isinstance(sup["trust"], dict), sup
     assert set(sup["purchase"]) == {"claimed", "lookups", "previews", "creates", "purchased",
                                     "failed", "retries", "dropped", "active"}, sup
     assert {"calls", "attempts", "in_flight", "queued"} <= set(sup["client"]), sup
