@@ -41,6 +41,11 @@
 #define ENG_HOLD_MS_MIN 1000
 #define ENG_HOLD_MS_MAX 86400000
 #define ENG_STOCK_MAX 1000000000000LL /* any counter, absolute */
+#define ENG_LINES_MAX 50         /* lines of one order (issue 8) */
+/* The engine's key of an order: order_id, or "<order_id>#<line_no>" for
+ * line line_no >= 1 of a cross-shard order kept as a part (see "orders of
+ * several lines" below). '#' is never in a client's order_id. */
+#define ENG_KEY_MAX (ENG_ID_MAX + 3)
 
 typedef enum eng_err {
     ENG_OK = 0,
@@ -138,11 +143,21 @@ typedef struct eng_stock_view {
     double trust;                 /* the effective factor applied now */
 } eng_stock_view;
 
-/* What readers see of an order: the committed record. */
+/* What readers see of an order: the committed record.
+ * For an order of several lines (a "cart", n_lines > 1) held here whole,
+ * engine_order_get() gives the whole order: sku is line 0's, qty and
+ * from_own / from_supplier are sums over the lines, status is the order's
+ * (eng_order_status_of below), purchased_at / supplier_settled are set
+ * once every line with supplier units has them; engine_order_lines() gives
+ * the lines. A store row (eng_order_row) is always ONE line: line_no,
+ * n_lines, that line's sku / qty / split / status, the order's other
+ * fields. For a part (one line of a cross-shard order) it is that line. */
 typedef struct eng_order_view {
     char order_id[ENG_ID_MAX + 1];
     char sku[ENG_ID_MAX + 1];
     int32_t qty;
+    int32_t line_no;              /* 0..n_lines-1; 0 for a whole order */
+    int32_t n_lines;              /* 1..ENG_LINES_MAX: lines of the whole order */
     eng_status status;
     int32_t from_own;
     int32_t from_supplier;
@@ -171,6 +186,55 @@ typedef struct eng_sku eng_sku;
 typedef struct eng_order eng_order;
 typedef struct eng_batch eng_batch;
 
+/* ---- orders of several lines (issue 8) ----
+ * A reserve may carry lines (1..ENG_LINES_MAX) instead of sku/qty. Lines
+ * naming the same SKU are summed first; the order's lines are the distinct
+ * SKUs in order of first appearance (line_no 0, 1, ...). On one engine the
+ * op waits until it heads the FIFO of every SKU it names (one "ticket" per
+ * SKU, pushed at once: arrival order is a total order, so no deadlock) and
+ * is decided in one batch: all lines or none. An insufficient or unknown
+ * line fails the whole op; err_line names the first such line (an index
+ * into op->lines, the first line naming that SKU) and err_available its
+ * availability. confirm / release / ship / expiry / purchase failure act on
+ * the whole order the same way (tickets on every line's SKU):
+ *  - confirm / expiry: the hold is the order's (one hold_expires_at);
+ *  - release: only when every line is held or confirmed, else
+ *    ENG_E_INVALID_STATE with err_status of the first line that is not;
+ *  - ship: only when every line may ship (confirmed own-only, or
+ *    purchased), else ENG_E_INVALID_STATE;
+ *  - purchases are per line (eng_purchase.line_no); a line's purchase that
+ *    fails for good fails the order: every line still confirmed is
+ *    returned (status failed); lines already purchased stay purchased
+ *    (their units are bought; the alert says so).
+ * eng_order_status_of() gives the order's status from its lines.
+ *
+ * Parts (cross-shard orders, coordinated by the caller): a reserve with
+ * part_lines = N > 1 and line_no = k and sku/qty is line k of an order of
+ * N lines whose other lines live elsewhere. It is an order of its own,
+ * keyed "<order_id>#<k>" (k >= 1) or order_id (k = 0); ops naming it carry
+ * the same part_lines / line_no. A part's hold is never ended by the
+ * engine: when it lapses it is handed to the caller (engine_part_due),
+ * which settles it with confirm + decided (the coordinator decided to
+ * confirm the order: confirmed even though the hold lapsed) or release +
+ * as_expired (status expired). engine_set_parts_mode(true) (sharded) loads
+ * every stored line of an order with n_lines > 1 as a part; otherwise the
+ * lines of an order load into one whole order (line 0 first). */
+typedef struct eng_line_in {
+    char sku[ENG_ID_MAX + 1];
+    int32_t qty;                  /* 1..ENG_QTY_MAX; the sum over one SKU too */
+} eng_line_in;
+
+/* A line of an order as readers see it (committed). */
+typedef struct eng_line_view {
+    int32_t line_no;
+    char sku[ENG_ID_MAX + 1];
+    int32_t qty;
+    int32_t from_own;
+    int32_t from_supplier;
+    eng_status status;
+    char upstream_order_id[ENG_ID_MAX + 1]; /* "": none */
+} eng_line_view;
+
 /* One request. The caller fills the "in" part, owns the memory and keeps it
  * alive from a successful engine_submit() until done() is called for it. */
 typedef struct eng_op {
@@ -179,6 +243,14 @@ typedef struct eng_op {
     char order_id[ENG_ID_MAX + 1];
     char sku[ENG_ID_MAX + 1];
     int32_t qty;                  /* reserve */
+    const eng_line_in *lines;     /* reserve with lines (n_lines > 0): caller memory, alive
+                                   * until done; sku / qty unused */
+    uint32_t n_lines;
+    int32_t part_lines;           /* > 1: the op names part line_no of an order of that
+                                   * many lines (reserve: sku/qty are that line); 0: not */
+    int32_t line_no;              /* parts; and ENG_OP_PURCHASED / _FAILED: the line bought */
+    bool decided;                 /* confirm of a part: confirm even if its hold lapsed */
+    bool as_expired;              /* release of a part: end it as expired */
     int64_t hold_ms;              /* reserve: 0 = confirm at once */
     int64_t delta;                /* adjust */
     char reason[ENG_REASON_MAX + 1]; /* adjust */
@@ -205,6 +277,8 @@ typedef struct eng_op {
     eng_err err;
     bool outcome_unknown;         /* with ENG_E_UNAVAILABLE */
     int64_t err_available;        /* with ENG_E_INSUFFICIENT */
+    int32_t err_line;             /* reserve with lines, ENG_E_INSUFFICIENT / ENG_E_UNKNOWN_SKU:
+                                   * index into lines of the first line not met; else -1 */
     eng_status err_status;        /* with ENG_E_INVALID_STATE */
     eng_order_view order;         /* order ops, on success */
     eng_stock_view stock;         /* sku.put / adjust, on success */
@@ -213,6 +287,8 @@ typedef struct eng_op {
     struct eng_op *next, *prev;   /* SKU FIFO, then batch list */
     eng_sku *sku_p;
     int state_;
+    struct eng_op *tk_parent;     /* a ticket: the op it stands for in this SKU's FIFO */
+    struct eng_op *tk_next;       /* the op's tickets, or the next ticket of the op */
 } eng_op;
 
 typedef void (*eng_done_fn)(eng_op *op, void *arg);
@@ -270,6 +346,8 @@ bool engine_load_sku(engine *e, const char *sku, const eng_counters *c,
                      eng_mapping mapping, const eng_supplier_map *map,
                      int64_t epoch);
 bool engine_load_order(engine *e, const eng_order_view *o);
+/* Sharded: stored lines of multi-line orders load as parts (see above). */
+void engine_set_parts_mode(engine *e, bool parts);
 
 /* ---- operations ----
  * engine_submit validates what needs state (unknown sku, unknown order,
@@ -293,6 +371,18 @@ bool engine_cancel(engine *e, eng_op *op);
 /* Reads of committed state. Return false when unknown. */
 bool engine_stock_get(const engine *e, const char *sku, eng_stock_view *out);
 bool engine_order_get(const engine *e, const char *order_id, eng_order_view *out);
+/* The committed lines of the whole order order_id (a single-SKU order has
+ * one line), at most max into out; returns how many (0: unknown). */
+size_t engine_order_lines(const engine *e, const char *order_id, eng_line_view *out, size_t max);
+/* A part: line line_no of order_id (see "parts"); false when unknown. */
+bool engine_part_get(const engine *e, const char *order_id, int32_t line_no, eng_order_view *out);
+/* The order's status from its lines' statuses: failed if any line failed;
+ * else the common status; else (confirmed and purchased lines) purchased
+ * when every confirmed line has no supplier units, confirmed otherwise. */
+eng_status eng_order_status_of(const eng_line_view *lines, size_t n);
+/* The engine key of line line_no of an order kept as parts (out:
+ * ENG_KEY_MAX + 1 bytes). */
+void eng_part_key(const char *order_id, int32_t line_no, char *out);
 /* True when the engine holds an entry for sku: loaded, or being created by
  * a queued or in-flight sku.put. False: the SKU is unknown here or "cold"
  * (in MariaDB, not loaded); only then may the caller engine_load_sku() it
@@ -320,6 +410,19 @@ void engine_each_sku(const engine *e, void (*fn)(const char *sku, void *arg), vo
 uint32_t engine_expire_due(engine *e, int64_t now_ms);
 /* Milliseconds until the earliest hold expires, or -1 when none. */
 int64_t engine_next_expiry_ms(const engine *e, int64_t now_ms);
+/* A part whose hold lapsed is not expired by engine_expire_due(): it is
+ * handed here, at most once per lapse (again after a restart or reload).
+ * Returns true with *out (order_id, line_no, part_lines) while one is due
+ * by now_ms. The caller must settle it (confirm + decided, or release +
+ * as_expired) or call engine_part_retry() to be handed it again after
+ * retry_ms (e.g. MariaDB down). */
+typedef struct eng_part_ref {
+    char order_id[ENG_ID_MAX + 1];
+    int32_t line_no;
+    int32_t part_lines;
+} eng_part_ref;
+bool engine_part_due(engine *e, int64_t now_ms, eng_part_ref *out);
+void engine_part_retry(engine *e, const eng_part_ref *p, int64_t at_ms);
 
 /* ---- supplier sync ----
  * Queues an internal op carrying what a sync saw of a mapped SKU, decided
@@ -398,6 +501,10 @@ void engine_each_supplier(const engine *e,
  * gets ENG_E_NOT_FOUND. */
 typedef struct eng_purchase {
     char order_id[ENG_ID_MAX + 1];
+    int32_t line_no;              /* the line bought (0 for a single-SKU order); the
+                                   * upstream outOrderId is order_id for line 0, else
+                                   * "<order_id>#<line_no>"; outcome ops carry it */
+    int32_t part_lines;           /* > 1 when the line is a part (the outcome op carries it) */
     char sku[ENG_ID_MAX + 1];
     int32_t qty;                  /* from_supplier */
     bool mapped;                  /* the SKU's committed mapping is OK: map valid */
@@ -453,8 +560,12 @@ typedef struct eng_sku_row {
 
 typedef struct eng_order_row {
     bool insert;                  /* new order: INSERT, else UPDATE */
-    bool notify;                  /* its status became purchased, failed or expired in
-                                   * this batch: order.subscribe listeners hear of it */
+    bool notify;                  /* the order's status (whole order, or the part) became
+                                   * purchased, failed or expired in this batch:
+                                   * order.subscribe listeners hear of it. Set on one row
+                                   * per order per batch; tell them after
+                                   * engine_batch_done() from engine_order_get() /
+                                   * engine_part_get(), so a cart is told whole. */
     eng_order_view o;
 } eng_order_row;
 
@@ -470,6 +581,7 @@ typedef enum eng_job_state {
 typedef struct eng_job_row {
     bool insert;
     const char *order_id;
+    int32_t line_no;              /* jobs are per line: key (order_id, line_no) */
     const char *sku;
     int32_t qty;
     eng_supplier_map map;         /* insert only */

@@ -184,6 +184,38 @@ void store_set_takeover(store *s, engine *e);
  * callback rules as store_load_sku(); fn is called exactly once. */
 int store_find_order_sku(store *s, const char *order_id, store_find_fn fn, void *arg);
 
+/* ---- orders of several lines (issue 8) ----
+ * Orders are stored one row per line: orders (order_id, line_no) with
+ * n_lines; purchase_jobs likewise per line. store_find_order_sku() gives
+ * line 0's SKU. */
+
+/* Every stored line of order_id (routing a cross-shard order): fn gets
+ * result n >= 0 lines (0: no such order; lines sorted by line_no, valid
+ * during the call) or -1 (failed, retryable). Same queue, batching and
+ * callback rules as store_load_sku(). */
+typedef struct store_line_ref {
+    int32_t line_no;
+    int32_t n_lines;
+    char sku[ENG_ID_MAX + 1];
+} store_line_ref;
+typedef void (*store_lines_fn)(const char *order_id, int result, const store_line_ref *lines,
+                               void *arg);
+int store_find_order_lines(store *s, const char *order_id, store_lines_fn fn, void *arg);
+
+/* The one decision on a cross-shard order, first writer wins (table
+ * cart_decisions): INSERT IGNORE of want, then the row that stands is read
+ * back, in one round trip. fn gets that decision (STORE_DECIDE_*) or -1
+ * (failed: nothing known, retry). The coordinator decides CONFIRM only once
+ * every part is held; a part whose hold lapsed asks for ABORT, so a late
+ * coordinator and a lapsing part can never disagree. */
+typedef enum store_decision {
+    STORE_DECIDE_CONFIRM = 1,
+    STORE_DECIDE_ABORT = 2,
+} store_decision;
+typedef void (*store_decide_fn)(const char *order_id, int result, void *arg);
+int store_cart_decide(store *s, const char *order_id, store_decision want, store_decide_fn fn,
+                      void *arg);
+
 /* True when at least one connection is up. */
 bool store_up(const store *s);
 /* True when a connection is up and idle: store_commit() will take a batch. */
