@@ -109,6 +109,8 @@ static const cfg_opt cfg_opts[] = {
     U32("bloom-fp-ppm", bloom_fp_ppm, 1, 500000),
     U32("bloom-min-skus", bloom_min_skus, 1, 1000000000),
     U32("cold-loads-max", cold_loads_max, 1, 100000),
+    U32("cart-hold-ms", cart_hold_ms, 1000, 86400000),
+    U32("cart-inflight-max", cart_inflight_max, 1, 1000000),
     OPT("config", CFG_K_FLAG_ONLY, 0),
     OPT("check-config", CFG_K_FLAG_ONLY, 0),
     OPT("help", CFG_K_FLAG_ONLY, 0),
@@ -807,6 +809,8 @@ void config_defaults(stockd_config *c) {
     c->bloom_fp_ppm = 1000;
     c->bloom_min_skus = 1000000;
     c->cold_loads_max = 16384;
+    c->cart_hold_ms = 10000;
+    c->cart_inflight_max = 10000;
     c->supplier_sync_ms = 300000;
     c->supplier_concurrency = 4;
     c->supplier_validate_ms = 1800000;
@@ -935,6 +939,15 @@ const char *config_usage(void) {
 "                             MariaDB at once, 1..100000; beyond it requests for\n"
 "                             other cold SKUs get 'busy' (env STOCKD_COLD_LOADS_MAX;\n"
 "                             default 16384)\n"
+"\n"
+"Orders of several lines across shards (with --peers):\n"
+"  --cart-hold-ms MS          hold of each part a coordinator places for a reserve\n"
+"                             without hold_ms; the time after which a part left by a\n"
+"                             crashed coordinator is settled, 1000..86400000\n"
+"                             (env STOCKD_CART_HOLD_MS; default 10000)\n"
+"  --cart-inflight-max N      orders of several lines coordinated at once by this\n"
+"                             node, 1..1000000; beyond it 'busy'\n"
+"                             (env STOCKD_CART_INFLIGHT_MAX; default 10000)\n"
 "\n"
 "Supplier (1688 Open Platform):\n"
 "  --supplier-url URL         gateway base URL, http(s)://HOST[:PORT][/...]; empty =\n"

@@ -70,6 +70,11 @@ typedef struct stockd_config {
     uint32_t bloom_min_skus;        /* capacity floor, default 1000000 */
     uint32_t cold_loads_max;        /* SKU loads in flight, default 16384 */
 
+    /* cross-shard orders of several lines (cart.c) */
+    uint32_t cart_hold_ms;          /* hold of a part placed for a reserve without hold_ms,
+                                     * default 10000, 1000..86400000 */
+    uint32_t cart_inflight_max;     /* coordinations at once, default 10000, 1..1000000 */
+
     /* supplier (1688): "" url = off; the secrets are never echoed */
     char supplier_url[CFG_STR_MAX];        /* --supplier-url http(s)://... */
     char supplier_app_key[CFG_STR_MAX];    /* --supplier-app-key */
