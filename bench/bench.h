@@ -40,6 +40,7 @@ struct event_base;
 #define BENCH_URL_LEN 512
 #define BENCH_HOST_LEN 64
 #define BENCH_BACKLOG_MAX (1u << 20) /* open loop: arrivals waiting for a slot */
+#define BENCH_LINES_MAX 50           /* --lines: SKUs per cart (stockd's limit) */
 
 typedef enum bench_mode_id {
     BENCH_MODE_STOCKD = 0,
@@ -87,7 +88,9 @@ typedef struct bench_opts {
     char sku_prefix[32];             /* --sku-prefix: SKUs "<prefix>-<i>", "" = b<nonce>-<i> */
     bool no_setup;                   /* --no-setup: stockd SKUs are not created */
     bool ring_aware;                 /* --ring-aware: to each SKU's owner (mode_rpc.c) */
-    int32_t qty;
+    int32_t qty;                     /* units per order, or per line of a cart */
+    uint32_t lines;                  /* --lines: 0 = single-SKU orders (no "lines" param);
+                                      * 1..BENCH_LINES_MAX = carts of that many distinct SKUs */
     int64_t stock;                   /* initial stock per SKU */
     int64_t hold_ms;                 /* stockd: reserve as a hold; 0 = confirmed */
     uint32_t mix[BENCH_MIX_COUNT_];  /* stockd: weights of the order kinds (--mix) */
@@ -152,8 +155,12 @@ typedef struct bench_run bench_run;
 typedef struct bench_req {
     uint64_t t_start_ns;             /* latency origin: intended (open loop) or send time */
     uint64_t seq;                    /* order number within the run */
-    uint32_t sku;                    /* index 0..skus-1 */
-    int32_t qty;
+    uint32_t sku;                    /* index 0..skus-1; a cart's line 0 (= line_sku[0]) */
+    int32_t qty;                     /* per line */
+    uint32_t n_lines;                /* 1 for a single-SKU order */
+    /* The order's SKUs: distinct, ascending (so every mode gets the same
+     * carts, and the lock-taking peers a global order that cannot deadlock). */
+    uint32_t line_sku[BENCH_LINES_MAX];
     bool measured;
     bool in_flight;
     bool not_reservation;            /* set by the mode: a success that reserved nothing */
@@ -219,6 +226,8 @@ uint64_t bench_rand(uint64_t *state);
 /* Names shared by every mode so a run's rows are easy to find. */
 void bench_sku_name(const bench_run *r, uint32_t idx, char *buf, size_t len);
 void bench_order_id(const bench_run *r, uint64_t seq, char *buf, size_t len);
+/* Lines per order of the run: --lines, or 1 without it. */
+uint32_t bench_lines_per_order(const bench_opts *o);
 
 /* ---- util.c ---- */
 int bench_parse_dburl(const char *url, bench_dburl *out, char *err, size_t err_len);

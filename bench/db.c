@@ -322,10 +322,10 @@ int peer_tables_create(bench_run *r, const peer_tables *t, char *err, size_t err
     if (bench_db_exec(m, sql, err, err_len) != 0)
         goto out;
     snprintf(sql, sizeof sql,
-             "CREATE TABLE %s (order_id VARBINARY(64) NOT NULL PRIMARY KEY,"
+             "CREATE TABLE %s (order_id VARBINARY(64) NOT NULL, line_no SMALLINT NOT NULL,"
              " sku VARBINARY(64) NOT NULL, qty INT NOT NULL,"
              " created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),"
-             " KEY (sku)) ENGINE=InnoDB", t->orders);
+             " PRIMARY KEY (order_id, line_no), KEY (sku)) ENGINE=InnoDB", t->orders);
     if (bench_db_exec(m, sql, err, err_len) != 0)
         goto out;
     rc = insert_stock_rows(m, r, t, err, err_len);
@@ -334,8 +334,37 @@ out:
     return rc;
 }
 
-/* No SKU below zero; one order row per success reply (replies that never
- * came may or may not have committed); stock taken = sum of order rows. */
+int peer_insert_sql(bench_run *r, const peer_tables *t, const bench_req *q, char *sql, size_t len)
+{
+    char oid[BENCH_NAME_LEN], sku[BENCH_NAME_LEN];
+    assert(q->n_lines >= 1 && q->n_lines <= BENCH_LINES_MAX);
+    bench_order_id(r, q->seq, oid, sizeof oid);
+    int n = snprintf(sql, len, "INSERT INTO %s (order_id, line_no, sku, qty) VALUES ", t->orders);
+    for (uint32_t i = 0; i < q->n_lines; i++) {
+        assert(n > 0 && (size_t)n < len);
+        bench_sku_name(r, q->line_sku[i], sku, sizeof sku);
+        n += snprintf(sql + n, len - (size_t)n, "%s('%s',%" PRIu32 ",'%s',%" PRId32 ")",
+                      i ? "," : "", oid, i, sku, q->qty);
+    }
+    assert(n > 0 && (size_t)n < len);
+    return n;
+}
+
+int peer_update_sql(bench_run *r, const peer_tables *t, const bench_req *q, uint32_t line,
+                    char *sql, size_t len)
+{
+    char sku[BENCH_NAME_LEN];
+    assert(line < q->n_lines);
+    bench_sku_name(r, q->line_sku[line], sku, sizeof sku);
+    int n = snprintf(sql, len, "UPDATE %s SET qty = qty - %" PRId32 " WHERE sku = '%s' AND qty >= %"
+                     PRId32, t->stock, q->qty, sku, q->qty);
+    assert(n > 0 && (size_t)n < len);
+    return n;
+}
+
+/* No SKU below zero; one order per success reply (replies that never
+ * came may or may not have committed), each with all its lines (--lines);
+ * stock taken = sum of order rows. */
 bench_audit_rc peer_tables_audit(bench_run *r, const peer_tables *t, const bench_result *res,
                                  char *msg, size_t msg_len)
 {
@@ -346,7 +375,7 @@ bench_audit_rc peer_tables_audit(bench_run *r, const peer_tables *t, const bench
         snprintf(msg, msg_len, "audit: %s", err);
         return BENCH_AUDIT_ERROR;
     }
-    int64_t negative, rows, skus, mismatched;
+    int64_t negative, rows, skus, mismatched, partial;
     bench_audit_rc rc = BENCH_AUDIT_ERROR;
     snprintf(sql, sizeof sql, "SELECT COUNT(*), SUM(qty < 0) FROM %s", t->stock);
     if (bench_db_scalar(m, sql, &skus, err, sizeof err) != 0)
@@ -354,8 +383,14 @@ bench_audit_rc peer_tables_audit(bench_run *r, const peer_tables *t, const bench
     snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE qty < 0", t->stock);
     if (bench_db_scalar(m, sql, &negative, err, sizeof err) != 0)
         goto fail;
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", t->orders);
+    snprintf(sql, sizeof sql, "SELECT COUNT(DISTINCT order_id) FROM %s", t->orders);
     if (bench_db_scalar(m, sql, &rows, err, sizeof err) != 0)
+        goto fail;
+    uint32_t n_lines = bench_lines_per_order(o);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM (SELECT order_id FROM %s GROUP BY order_id"
+             " HAVING COUNT(*) <> %" PRIu32 " OR COUNT(DISTINCT sku) <> %" PRIu32 ") x",
+             t->orders, n_lines, n_lines);
+    if (bench_db_scalar(m, sql, &partial, err, sizeof err) != 0)
         goto fail;
     snprintf(sql, sizeof sql,
              "SELECT COUNT(*) FROM %s s LEFT JOIN (SELECT sku, SUM(qty) q FROM %s GROUP BY sku) o"
@@ -365,16 +400,22 @@ bench_audit_rc peer_tables_audit(bench_run *r, const peer_tables *t, const bench
     mysql_close(m);
     uint64_t lo = res->ok_total, hi = res->ok_total + res->unknown_total;
     if ((uint64_t)skus != o->skus || negative != 0 || rows < 0 || (uint64_t)rows < lo ||
-        (uint64_t)rows > hi || mismatched != 0) {
+        (uint64_t)rows > hi || mismatched != 0 || partial != 0) {
         snprintf(msg, msg_len,
                  "FAILED: skus %" PRId64 "/%" PRIu32 ", oversold skus %" PRId64
-                 ", order rows %" PRId64 " vs success replies %" PRIu64 " (+%" PRIu64
-                 " unknown), skus whose stock != initial - orders %" PRId64,
-                 skus, o->skus, negative, rows, res->ok_total, res->unknown_total, mismatched);
+                 ", orders %" PRId64 " vs success replies %" PRIu64 " (+%" PRIu64
+                 " unknown), skus whose stock != initial - orders %" PRId64
+                 ", orders without all %" PRIu32 " lines %" PRId64,
+                 skus, o->skus, negative, rows, res->ok_total, res->unknown_total, mismatched,
+                 n_lines, partial);
         return BENCH_AUDIT_FAILED;
     }
-    snprintf(msg, msg_len, "ok (%" PRId64 " order rows, %" PRIu32 " skus, none oversold)", rows,
-             o->skus);
+    if (o->lines > 0)
+        snprintf(msg, msg_len, "ok (%" PRId64 " carts of %" PRIu32 " lines, all or nothing, %" PRIu32
+                 " skus, none oversold)", rows, n_lines, o->skus);
+    else
+        snprintf(msg, msg_len, "ok (%" PRId64 " order rows, %" PRIu32 " skus, none oversold)", rows,
+                 o->skus);
     return BENCH_AUDIT_OK;
 fail:
     mysql_close(m);

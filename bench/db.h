@@ -20,7 +20,7 @@
 
 #include "bench.h"
 
-#define BENCH_SQL_MAX 1024            /* one statement on the hot path */
+#define BENCH_SQL_MAX 4096            /* one statement on the hot path (a 50-line INSERT) */
 
 struct event_base;
 typedef struct bench_db bench_db;
@@ -52,6 +52,12 @@ typedef struct peer_tables {
 
 void peer_tables_name(bench_run *r, peer_tables *t);
 int peer_tables_create(bench_run *r, const peer_tables *t, char *err, size_t err_len);
+/* The order's INSERT: one row (order_id, line_no, sku, qty) per line.
+ * Returns the length (always < len). */
+int peer_insert_sql(bench_run *r, const peer_tables *t, const bench_req *q, char *sql, size_t len);
+/* The conditional UPDATE of line `line` of q. Returns the length. */
+int peer_update_sql(bench_run *r, const peer_tables *t, const bench_req *q, uint32_t line,
+                    char *sql, size_t len);
 bench_audit_rc peer_tables_audit(bench_run *r, const peer_tables *t, const bench_result *res,
                                  char *msg, size_t msg_len);
 void peer_tables_drop(bench_run *r, const peer_tables *t);

@@ -168,6 +168,47 @@ static uint32_t pick_sku(bench_run *r)
     return lo;
 }
 
+uint32_t bench_lines_per_order(const bench_opts *o)
+{
+    assert(o->lines <= BENCH_LINES_MAX);
+    return o->lines ? o->lines : 1;
+}
+
+static bool line_taken(const bench_req *q, uint32_t n, uint32_t sku)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (q->line_sku[i] == sku)
+            return true;
+    return false;
+}
+
+#define PICK_TRIES 64u
+
+/* The order's SKUs: distinct draws from --dist, then sorted. A draw that
+ * keeps hitting taken SKUs (a steep zipf over few SKUs) falls back to the
+ * next free index after it, so a cart always gets its lines (--skus >=
+ * --lines is checked at parse time). */
+static void pick_lines(bench_run *r, bench_req *q)
+{
+    uint32_t n = bench_lines_per_order(r->o);
+    assert(n <= r->o->skus);
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t s = pick_sku(r);
+        for (uint32_t t = 0; t < PICK_TRIES && line_taken(q, k, s); t++)
+            s = pick_sku(r);
+        while (line_taken(q, k, s))
+            s = (s + 1) % r->o->skus;
+        uint32_t i = k;                          /* insertion sort: n <= 50 */
+        while (i > 0 && q->line_sku[i - 1] > s) {
+            q->line_sku[i] = q->line_sku[i - 1];
+            i--;
+        }
+        q->line_sku[i] = s;
+    }
+    q->n_lines = n;
+    q->sku = q->line_sku[0];
+}
+
 static bool requests_exhausted(const bench_run *r)
 {
     return r->o->requests > 0 && r->issued_measured >= r->o->requests;
@@ -181,7 +222,7 @@ static void issue(bench_run *r, bench_req *q, uint64_t t_start_ns)
     assert(r->phase == RUN_ACTIVE);
     q->t_start_ns = t_start_ns;
     q->seq = r->next_seq++;
-    q->sku = pick_sku(r);
+    pick_lines(r, q);
     q->qty = r->o->qty;
     q->measured = t_start_ns >= r->t_measure_ns;
     q->in_flight = true;

@@ -6,6 +6,10 @@
  *   INSERT INTO orders ...          (only when the UPDATE changed a row)
  *   COMMIT                          (ROLLBACK when it did not)
  *
+ * A cart (--lines N) is the same transaction with N UPDATEs, one per line
+ * in ascending SKU order (a global lock order: no deadlock cycles), stopped
+ * at the first that matches no row (ROLLBACK), and one INSERT of N rows.
+ *
  * Sent as consecutive statements, not one multi-statement: the service has
  * to read the UPDATE's affected-row count to decide between INSERT+COMMIT
  * and ROLLBACK, and that is how an application (or an ORM) does it. The
@@ -51,10 +55,13 @@ static void row_query(row_conn *c, const char *sql, int len)
     }
 }
 
+/* q->tries is the line the UPDATE stage is at (carts: one UPDATE per line,
+ * in the cart's ascending SKU order, so two carts never wait on each other
+ * in a cycle). */
 static void row_stmt(row_conn *c, int stage)
 {
     bench_req *q = c->q;
-    char sql[BENCH_SQL_MAX], sku[BENCH_NAME_LEN], oid[BENCH_NAME_LEN];
+    char sql[BENCH_SQL_MAX];
     int n = 0;
     q->stage = stage;
     switch (stage) {
@@ -62,15 +69,10 @@ static void row_stmt(row_conn *c, int stage)
         n = snprintf(sql, sizeof sql, "START TRANSACTION");
         break;
     case ROW_UPDATE:
-        bench_sku_name(c->r, q->sku, sku, sizeof sku);
-        n = snprintf(sql, sizeof sql, "UPDATE %s SET qty = qty - %" PRId32
-                     " WHERE sku = '%s' AND qty >= %" PRId32, c->mode->t.stock, q->qty, sku, q->qty);
+        n = peer_update_sql(c->r, &c->mode->t, q, q->tries, sql, sizeof sql);
         break;
     case ROW_INSERT:
-        bench_sku_name(c->r, q->sku, sku, sizeof sku);
-        bench_order_id(c->r, q->seq, oid, sizeof oid);
-        n = snprintf(sql, sizeof sql, "INSERT INTO %s (order_id, sku, qty) VALUES ('%s', '%s', %"
-                     PRId32 ")", c->mode->t.orders, oid, sku, q->qty);
+        n = peer_insert_sql(c->r, &c->mode->t, q, sql, sizeof sql);
         break;
     case ROW_COMMIT:
         n = snprintf(sql, sizeof sql, "COMMIT");
@@ -114,11 +116,13 @@ static void row_step_cb(bench_db *db, unsigned err, uint64_t affected, const cha
     }
     switch (q->stage) {
     case ROW_BEGIN:
+        q->tries = 0;
         row_stmt(c, ROW_UPDATE);
         return;
     case ROW_UPDATE:
         if (affected == 1) {
-            row_stmt(c, ROW_INSERT);
+            q->tries++;
+            row_stmt(c, q->tries < q->n_lines ? ROW_UPDATE : ROW_INSERT);
         } else {
             q->outcome = "insufficient";
             row_stmt(c, ROW_ROLLBACK);

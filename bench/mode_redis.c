@@ -21,11 +21,30 @@ static const char LUA_RESERVE[] =
     "redis.call('DECRBY', KEYS[1], q)\n"
     "return 1\n";
 
+/* A cart (--lines): KEYS[1..n] the lines' stock keys, KEYS[n+1] the
+ * orders hash; ARGV qty (per line), order_id, then the n sku indexes.
+ * Every key is checked before any is touched: all lines or none. The
+ * record is "i:qty,i:qty,...". Same return codes as LUA_RESERVE. */
+static const char LUA_CART[] =
+    "local n = #KEYS - 1\n"
+    "local q = tonumber(ARGV[1])\n"
+    "for i = 1, n do\n"
+    "  local s = redis.call('GET', KEYS[i])\n"
+    "  if not s then return -1 end\n"
+    "  if tonumber(s) < q then return 0 end\n"
+    "end\n"
+    "local rec = {}\n"
+    "for i = 1, n do rec[i] = ARGV[i + 2] .. ':' .. ARGV[1] end\n"
+    "if redis.call('HSETNX', KEYS[n + 1], ARGV[2], table.concat(rec, ',')) == 0 then return -2 end\n"
+    "for i = 1, n do redis.call('DECRBY', KEYS[i], q) end\n"
+    "return 1\n";
+
 typedef struct redis_mode {
     rds_conn *conns;
     uint32_t n_conns;
     uint32_t n_settled;
     char sha[41];
+    char cart_sha[41];
     char orders_key[64];
     bool keys_made;
 } redis_mode;
@@ -212,10 +231,48 @@ static void lua_cb(redisAsyncContext *ac, void *reply, void *privdata)
     bench_done(c->r, q, outcome);
 }
 
+#define LUA_ARGV_MAX (2 * BENCH_LINES_MAX + 6)
+
+/* EVALSHA of LUA_CART; hiredis copies argv into its buffer at once. */
+static int lua_send_cart(bench_run *r, redis_mode *m, rds_conn *c, bench_req *q)
+{
+    char keys[BENCH_LINES_MAX][BENCH_NAME_LEN + 16], idx[BENCH_LINES_MAX][12];
+    char numkeys[12], qty[12], oid[BENCH_NAME_LEN];
+    const char *argv[LUA_ARGV_MAX];
+    size_t argc = 0;
+    assert(q->n_lines >= 1 && q->n_lines <= BENCH_LINES_MAX);
+    snprintf(numkeys, sizeof numkeys, "%" PRIu32, q->n_lines + 1);
+    snprintf(qty, sizeof qty, "%" PRId32, q->qty);
+    bench_order_id(r, q->seq, oid, sizeof oid);
+    argv[argc++] = "EVALSHA";
+    argv[argc++] = m->cart_sha;
+    argv[argc++] = numkeys;
+    for (uint32_t i = 0; i < q->n_lines; i++) {
+        stock_key(r, q->line_sku[i], keys[i], sizeof keys[i]);
+        argv[argc++] = keys[i];
+    }
+    argv[argc++] = m->orders_key;
+    argv[argc++] = qty;
+    argv[argc++] = oid;
+    for (uint32_t i = 0; i < q->n_lines; i++) {
+        snprintf(idx[i], sizeof idx[i], "%" PRIu32, q->line_sku[i]);
+        argv[argc++] = idx[i];
+    }
+    assert(argc <= LUA_ARGV_MAX);
+    return redisAsyncCommandArgv(c->ac, lua_cb, q, (int)argc, argv, NULL);
+}
+
 static void lua_send(bench_run *r, void *state, bench_req *q)
 {
     redis_mode *m = state;
     rds_conn *c = q->conn;
+    if (bench_opts_of(r)->lines > 0) {
+        if (c->ac == NULL || lua_send_cart(r, m, c, q) != REDIS_OK) {
+            bench_conn_dead(r, c->idx);
+            bench_done(r, q, "redis_conn_lost");
+        }
+        return;
+    }
     char key[BENCH_NAME_LEN + 16], oid[BENCH_NAME_LEN];
     stock_key(r, q->sku, key, sizeof key);
     bench_order_id(r, q->seq, oid, sizeof oid);
@@ -260,6 +317,8 @@ static int lua_setup_keys(bench_run *r, redis_mode *m, char *err, size_t err_len
         return -1;
     snprintf(m->orders_key, sizeof m->orders_key, "bench:orders:%s", bench_nonce(r));
     int rc = rds_script_load(c, LUA_RESERVE, m->sha, err, err_len);
+    if (rc == 0)
+        rc = rds_script_load(c, LUA_CART, m->cart_sha, err, err_len);
     lua_setup s = { .r = r, .stock = o->stock };
     m->keys_made = true;
     if (rc == 0)
@@ -285,10 +344,37 @@ static int lua_open(bench_run *r, void **state, char *err, size_t err_len)
     return 0;
 }
 
-/* Sums the recorded orders per SKU with HSCAN (values are "sku:qty"). */
-static int lua_scan_orders(redisContext *c, const char *key, uint32_t skus, int64_t *sold,
-                           uint64_t *rows, char *err, size_t err_len)
+/* One record "i:qty[,i:qty...]": adds to sold; returns its line count, or
+ * -1 when malformed. */
+static int lua_parse_record(const char *rec, uint32_t skus, int64_t *sold)
 {
+    int lines = 0;
+    const char *p = rec;
+    for (;;) {
+        char *end = NULL;
+        unsigned long idx = strtoul(p, &end, 10);
+        if (end == p || *end != ':' || idx >= skus || lines == BENCH_LINES_MAX)
+            return -1;
+        p = end + 1;
+        long long qty = strtoll(p, &end, 10);
+        if (end == p || qty <= 0 || (*end != ',' && *end != '\0'))
+            return -1;
+        sold[idx] += qty;
+        lines++;
+        if (*end == '\0')
+            return lines;
+        p = end + 1;
+    }
+}
+
+/* Sums the recorded orders per SKU with HSCAN (values are "sku:qty", a
+ * cart's "sku:qty,sku:qty,..."); *partial counts records without exactly
+ * `lines` lines. */
+static int lua_scan_orders(redisContext *c, const char *key, uint32_t skus, uint32_t lines,
+                           int64_t *sold, uint64_t *rows, uint64_t *partial, char *err,
+                           size_t err_len)
+{
+    *partial = 0;
     char cursor[32] = "0";
     *rows = 0;
     for (unsigned guard = 0; guard < 100000000u; guard++) {
@@ -302,14 +388,13 @@ static int lua_scan_orders(redisContext *c, const char *key, uint32_t skus, int6
         snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
         redisReply *kv = rep->element[1];
         for (size_t i = 1; i < kv->elements; i += 2) {
-            char *colon = NULL;
-            unsigned long idx = strtoul(kv->element[i]->str, &colon, 10);
-            if (colon == NULL || *colon != ':' || idx >= skus) {
+            int n = lua_parse_record(kv->element[i]->str, skus, sold);
+            if (n < 0) {
                 freeReplyObject(rep);
                 snprintf(err, err_len, "HSCAN: bad order record");
                 return -1;
             }
-            sold[idx] += strtoll(colon + 1, NULL, 10);
+            *partial += (uint32_t)n != lines;
             (*rows)++;
         }
         freeReplyObject(rep);
@@ -334,10 +419,12 @@ static bench_audit_rc lua_audit(bench_run *r, void *state, const bench_result *r
     int64_t *now = calloc(o->skus, sizeof *now), *sold = calloc(o->skus, sizeof *sold);
     assert(now != NULL && sold != NULL);
     lua_setup s = { .r = r, .now = now };
-    uint64_t rows = 0;
+    uint64_t rows = 0, partial = 0;
+    uint32_t lines = bench_lines_per_order(o);
     bench_audit_rc rc = BENCH_AUDIT_ERROR;
     if (rds_pipeline(c, o->skus, lua_append_get, lua_on_get, &s, err, sizeof err) != 0 ||
-        lua_scan_orders(c, m->orders_key, o->skus, sold, &rows, err, sizeof err) != 0) {
+        lua_scan_orders(c, m->orders_key, o->skus, lines, sold, &rows, &partial, err,
+                        sizeof err) != 0) {
         snprintf(msg, msg_len, "audit: %s", err);
         goto out;
     }
@@ -346,16 +433,22 @@ static bench_audit_rc lua_audit(bench_run *r, void *state, const bench_result *r
         negative += now[i] < 0;
         mismatched += o->stock - now[i] != sold[i];
     }
-    if (negative || mismatched || rows < res->ok_total || rows > res->ok_total + res->unknown_total) {
+    if (negative || mismatched || partial || rows < res->ok_total ||
+        rows > res->ok_total + res->unknown_total) {
         snprintf(msg, msg_len,
                  "FAILED: oversold skus %" PRIu64 ", order records %" PRIu64 " vs success replies %"
-                 PRIu64 " (+%" PRIu64 " unknown), skus whose stock != initial - orders %" PRIu64,
-                 negative, rows, res->ok_total, res->unknown_total, mismatched);
+                 PRIu64 " (+%" PRIu64 " unknown), skus whose stock != initial - orders %" PRIu64
+                 ", records without all %" PRIu32 " lines %" PRIu64,
+                 negative, rows, res->ok_total, res->unknown_total, mismatched, lines, partial);
         rc = BENCH_AUDIT_FAILED;
         goto out;
     }
-    snprintf(msg, msg_len, "ok (%" PRIu64 " order records, %" PRIu32 " skus, none oversold)", rows,
-             o->skus);
+    if (o->lines > 0)
+        snprintf(msg, msg_len, "ok (%" PRIu64 " cart records of %" PRIu32 " lines, %" PRIu32
+                 " skus, none oversold)", rows, lines, o->skus);
+    else
+        snprintf(msg, msg_len, "ok (%" PRIu64 " order records, %" PRIu32 " skus, none oversold)",
+                 rows, o->skus);
     rc = BENCH_AUDIT_OK;
 out:
     free(now);

@@ -96,6 +96,10 @@ typedef struct rpc_mode {
      * live_lo and at most live_hi (+ replies that never came) */
     uint64_t rng;
     uint64_t live_lo, live_hi;
+    /* --lines: replies whose cart detail contradicts the request (an
+     * insufficient naming no line of the cart, a record without its lines) */
+    uint64_t bad_detail;
+    char bad_detail_first[160];
     /* stats */
     uint32_t stats_done;
     rpc_stats stats_before, stats_after, *stats_into;
@@ -157,6 +161,23 @@ static bench_mix rpc_pick_kind(rpc_mode *m, const bench_opts *o)
     return BENCH_MIX_RESERVE;
 }
 
+/* "lines": [{"sku", "qty"}, ...]: the cart, one line per SKU (--lines). */
+static void rpc_pack_lines(rpc_conn *c, const bench_req *q)
+{
+    msgpack_packer *pk = &c->pk;
+    assert(q->n_lines >= 1 && q->n_lines <= BENCH_LINES_MAX);
+    msgpack_pack_str(pk, 5);
+    msgpack_pack_str_body(pk, "lines", 5);
+    msgpack_pack_array(pk, q->n_lines);
+    for (uint32_t i = 0; i < q->n_lines; i++) {
+        char sku[BENCH_NAME_LEN];
+        bench_sku_name(c->r, q->line_sku[i], sku, sizeof sku);
+        msgpack_pack_map(pk, 2);
+        codec_pack_kv_str(pk, "sku", sku);
+        codec_pack_kv_int(pk, "qty", q->qty);
+    }
+}
+
 /* Packs the request for the order's current step: q->stage is its kind
  * (bench_mix), q->tries its step (0 reserve or get, 1 confirm or release). */
 static void rpc_pack_step(rpc_conn *c, uint32_t msgid, const bench_req *q)
@@ -186,10 +207,16 @@ static void rpc_pack_step(rpc_conn *c, uint32_t msgid, const bench_req *q)
     int64_t hold_ms = q->stage == BENCH_MIX_HOLD ? (o->hold_ms ? o->hold_ms : RPC_HOLD_MS_DEFAULT)
                     : q->stage == BENCH_MIX_RESERVE ? o->hold_ms : 0;
     codec_pack_request_head(pk, msgid, "reserve");
-    msgpack_pack_map(pk, hold_ms > 0 ? 4 : 3);
-    codec_pack_kv_str(pk, "order_id", oid);
-    codec_pack_kv_str(pk, "sku", sku);
-    codec_pack_kv_int(pk, "qty", q->qty);
+    if (o->lines > 0) {
+        msgpack_pack_map(pk, hold_ms > 0 ? 3 : 2);
+        codec_pack_kv_str(pk, "order_id", oid);
+        rpc_pack_lines(c, q);
+    } else {
+        msgpack_pack_map(pk, hold_ms > 0 ? 4 : 3);
+        codec_pack_kv_str(pk, "order_id", oid);
+        codec_pack_kv_str(pk, "sku", sku);
+        codec_pack_kv_int(pk, "qty", q->qty);
+    }
     if (hold_ms > 0)
         codec_pack_kv_int(pk, "hold_ms", hold_ms);
 }
@@ -362,6 +389,50 @@ static bool error_outcome_unknown(const msgpack_object *err)
            memcmp(v->via.str.ptr, "unknown", 7) == 0;
 }
 
+static bool str_is(const msgpack_object *v, const char *s)
+{
+    size_t n = strlen(s);
+    return v != NULL && v->type == MSGPACK_OBJECT_STR && v->via.str.size == n &&
+           memcmp(v->via.str.ptr, s, n) == 0;
+}
+
+static void rpc_bad_detail(rpc_mode *m, const bench_req *q, const char *why)
+{
+    if (m->bad_detail++ == 0)
+        snprintf(m->bad_detail_first, sizeof m->bad_detail_first, "order %" PRIu64 ": %s",
+                 q->seq, why);
+}
+
+/* --lines, the reserve step of a cart: a success carries the record with
+ * all its lines; an insufficient names a line of the cart (index into the
+ * lines sent), that line's SKU and a non-negative availability. */
+static void rpc_check_cart(rpc_conn *c, const bench_req *q, bool ok, const char *code,
+                           const rpc_msg *msg)
+{
+    rpc_mode *m = c->mode;
+    if (ok) {
+        const msgpack_object *res = msg->result;
+        const msgpack_object *l = res && res->type == MSGPACK_OBJECT_MAP ? codec_map_get(res, "lines")
+                                                                         : NULL;
+        if (l == NULL || l->type != MSGPACK_OBJECT_ARRAY || l->via.array.size != q->n_lines)
+            rpc_bad_detail(m, q, "record without its lines");
+        return;
+    }
+    if (strcmp(code, "insufficient") != 0)
+        return;
+    int64_t line = map_int(msg->error, "line"), avail = map_int(msg->error, "available");
+    char sku[BENCH_NAME_LEN];
+    if (line < 0 || line >= (int64_t)q->n_lines || avail < 0) {
+        rpc_bad_detail(m, q, "insufficient without a valid line/available");
+        return;
+    }
+    bench_sku_name(c->r, q->line_sku[line], sku, sizeof sku);
+    if (!str_is(codec_map_get(msg->error, "sku"), sku))
+        rpc_bad_detail(m, q, "insufficient names another sku than its line");
+    else if (avail >= q->qty)
+        rpc_bad_detail(m, q, "insufficient line has available >= qty");
+}
+
 static void rpc_complete(rpc_conn *c, rpc_pending p, const rpc_msg *msg)
 {
     rpc_mode *m = c->mode;
@@ -371,6 +442,9 @@ static void rpc_complete(rpc_conn *c, rpc_pending p, const rpc_msg *msg)
         error_code(msg->error, code, sizeof code);
     switch (p.kind) {
     case RPC_K_ORDER:
+        if (bench_opts_of(c->r)->lines > 0 && !m->is_ping && p.q->tries == 0 &&
+            p.q->stage != BENCH_MIX_GET)
+            rpc_check_cart(c, p.q, ok, code, msg);
         rpc_order_reply(c, p.q, ok, code, !ok && error_outcome_unknown(msg->error));
         return;
     case RPC_K_PUT:
@@ -764,6 +838,39 @@ typedef struct audit_q {
     int64_t got;
 } audit_q;
 
+#define RPC_AUDIT_QS 5
+
+/* The audit's queries for the run's SKUs and orders. Orders are stored one
+ * row per line (PROTOCOL.md, issue 8): a cart counts once, its rows must
+ * be all live or none, all N of them, each with --qty; the counters check
+ * is per line row and holds unchanged. */
+static void rpc_audit_sql(const bench_opts *o, const char *n, audit_q *q)
+{
+    const char *live = "status IN ('held','confirmed','purchased','shipped')";
+    const char *holding = "status IN ('held','confirmed','purchased')";
+    snprintf(q[0].sql, sizeof q[0].sql, "SELECT COUNT(*) FROM sku WHERE sku LIKE 'b%s-%%'", n);
+    snprintf(q[1].sql, sizeof q[1].sql,
+             "SELECT COUNT(*) FROM sku WHERE sku LIKE 'b%s-%%' AND (own_reserved > own_on_hand"
+             " OR own_reserved < 0 OR supplier_reserved < 0)", n);
+    snprintf(q[2].sql, sizeof q[2].sql, "SELECT COUNT(%s) FROM orders WHERE order_id LIKE 'o%s-%%'"
+             " AND %s", o->lines ? "DISTINCT order_id" : "*", n, live);
+    snprintf(q[3].sql, sizeof q[3].sql,
+             "SELECT COUNT(*) FROM sku s LEFT JOIN (SELECT sku, SUM(from_own) fo, SUM(from_supplier) fs"
+             " FROM orders WHERE order_id LIKE 'o%s-%%' AND %s GROUP BY sku) o ON o.sku = s.sku"
+             " WHERE s.sku LIKE 'b%s-%%' AND (s.own_reserved <> COALESCE(o.fo, 0)"
+             " OR s.supplier_reserved <> COALESCE(o.fs, 0))", n, holding, n);
+    if (o->lines == 0) {
+        snprintf(q[4].sql, sizeof q[4].sql, "SELECT 0");
+        return;
+    }
+    snprintf(q[4].sql, sizeof q[4].sql,
+             "SELECT COUNT(*) FROM (SELECT order_id FROM orders WHERE order_id LIKE 'o%s-%%'"
+             " GROUP BY order_id HAVING SUM(%s) NOT IN (0, %" PRIu32 ") OR SUM(%s) > 0 AND"
+             " (COUNT(DISTINCT sku) <> %" PRIu32 " OR MIN(n_lines) <> %" PRIu32
+             " OR MAX(n_lines) <> %" PRIu32 " OR MIN(qty) <> %" PRId32 " OR MAX(qty) <> %" PRId32
+             ")) x", n, live, o->lines, live, o->lines, o->lines, o->lines, o->qty, o->qty);
+}
+
 static bench_audit_rc rpc_audit_stockd(bench_run *r, void *state, const bench_result *res,
                                        char *msg, size_t msg_len)
 {
@@ -783,22 +890,10 @@ static bench_audit_rc rpc_audit_stockd(bench_run *r, void *state, const bench_re
         snprintf(msg, msg_len, "audit: %s", err);
         return BENCH_AUDIT_ERROR;
     }
-    const char *n = bench_nonce(r);
-    const char *live = "status IN ('held','confirmed','purchased','shipped')";
-    const char *holding = "status IN ('held','confirmed','purchased')";
-    audit_q q[4] = { { .what = "skus" }, { .what = "oversold" }, { .what = "orders" }, { .what = "counters" } };
-    snprintf(q[0].sql, sizeof q[0].sql, "SELECT COUNT(*) FROM sku WHERE sku LIKE 'b%s-%%'", n);
-    snprintf(q[1].sql, sizeof q[1].sql,
-             "SELECT COUNT(*) FROM sku WHERE sku LIKE 'b%s-%%' AND (own_reserved > own_on_hand"
-             " OR own_reserved < 0 OR supplier_reserved < 0)", n);
-    snprintf(q[2].sql, sizeof q[2].sql, "SELECT COUNT(*) FROM orders WHERE order_id LIKE 'o%s-%%' AND %s",
-             n, live);
-    snprintf(q[3].sql, sizeof q[3].sql,
-             "SELECT COUNT(*) FROM sku s LEFT JOIN (SELECT sku, SUM(from_own) fo, SUM(from_supplier) fs"
-             " FROM orders WHERE order_id LIKE 'o%s-%%' AND %s GROUP BY sku) o ON o.sku = s.sku"
-             " WHERE s.sku LIKE 'b%s-%%' AND (s.own_reserved <> COALESCE(o.fo, 0)"
-             " OR s.supplier_reserved <> COALESCE(o.fs, 0))", n, holding, n);
-    for (unsigned i = 0; i < 4; i++) {
+    audit_q q[RPC_AUDIT_QS] = { { .what = "skus" }, { .what = "oversold" }, { .what = "orders" },
+                                { .what = "counters" }, { .what = "carts" } };
+    rpc_audit_sql(o, bench_nonce(r), q);
+    for (unsigned i = 0; i < RPC_AUDIT_QS; i++) {
         if (bench_db_scalar(db, q[i].sql, &q[i].got, err, sizeof err) != 0) {
             mysql_close(db);
             snprintf(msg, msg_len, "audit: %s", err);
@@ -808,16 +903,25 @@ static bench_audit_rc rpc_audit_stockd(bench_run *r, void *state, const bench_re
     mysql_close(db);
     uint64_t rows = (uint64_t)q[2].got;
     uint64_t lo = m->live_lo, hi = m->live_hi + res->unknown_total;
-    if ((uint64_t)q[0].got != o->skus || q[1].got != 0 || rows < lo || rows > hi || q[3].got != 0) {
+    if ((uint64_t)q[0].got != o->skus || q[1].got != 0 || rows < lo || rows > hi || q[3].got != 0 ||
+        q[4].got != 0 || m->bad_detail != 0) {
         snprintf(msg, msg_len,
-                 "FAILED: skus %" PRId64 "/%" PRIu32 ", oversold skus %" PRId64 ", live order rows %"
+                 "FAILED: skus %" PRId64 "/%" PRIu32 ", oversold skus %" PRId64 ", live orders %"
                  PRIu64 " vs %" PRIu64 "..%" PRIu64 " expected from the replies, skus whose reserved"
-                 " counters != sums over live orders %" PRId64,
-                 q[0].got, o->skus, q[1].got, rows, lo, hi, q[3].got);
+                 " counters != sums over live orders %" PRId64 ", carts not all-or-nothing %" PRId64
+                 ", replies with a wrong cart detail %" PRIu64 "%s%s",
+                 q[0].got, o->skus, q[1].got, rows, lo, hi, q[3].got, q[4].got, m->bad_detail,
+                 m->bad_detail ? " (first: " : "", m->bad_detail ? m->bad_detail_first : "");
+        if (m->bad_detail)
+            snprintf(msg + strlen(msg), msg_len - strlen(msg), ")");
         return BENCH_AUDIT_FAILED;
     }
-    snprintf(msg, msg_len, "ok (%" PRIu64 " live orders, %" PRIu32 " skus, none oversold,"
-             " counters = sums over orders)", rows, o->skus);
+    if (o->lines > 0)
+        snprintf(msg, msg_len, "ok (%" PRIu64 " live carts of %" PRIu32 " lines, all or nothing, %"
+                 PRIu32 " skus, none oversold, counters = sums over lines)", rows, o->lines, o->skus);
+    else
+        snprintf(msg, msg_len, "ok (%" PRIu64 " live orders, %" PRIu32 " skus, none oversold,"
+                 " counters = sums over orders)", rows, o->skus);
     return BENCH_AUDIT_OK;
 }
 

@@ -7,6 +7,13 @@
  *   DEL cache:stock:{sku}
  *   EVALSHA compare-and-delete lock:{sku} token
  *
+ * A cart (--lines N) takes the N locks one after another in ascending SKU
+ * order (a global order: no deadlock), each with the same retry and
+ * backoff, within one 3 s budget (lock_timeout releases those taken);
+ * reads the N cache keys with one MGET and each miss from MariaDB; runs
+ * the transaction with N UPDATEs (as mariadb-row); DELs the N cache keys
+ * in one command and releases the N locks.
+ *
  * Each worker owns one Redis and one MariaDB connection and carries one
  * order at a time (--pipeline does not apply).
  */
@@ -42,7 +49,12 @@ typedef struct sl_worker {
     struct event *ev_backoff;
     bench_req *q;
     uint64_t rng;
-    char sku[BENCH_NAME_LEN];
+    /* the order's lines (one without --lines), in the cart's ascending order */
+    char sku[BENCH_LINES_MAX][BENCH_NAME_LEN];
+    bool miss[BENCH_LINES_MAX];     /* cache miss: read from MariaDB */
+    uint32_t line;                  /* the line the LOCK / DB_READ / UPDATE stage is at */
+    uint32_t n_locked;              /* locks held: lines 0..n_locked-1 */
+    uint32_t unlock_pending;        /* unlock replies still to come */
     char token[64];
     char outcome[32];
 } sl_worker;
@@ -66,6 +78,84 @@ static void sl_abort(sl_worker *w, const char *outcome)
     bench_done(w->r, q, outcome);
 }
 
+static void sl_finish(sl_worker *w)
+{
+    bench_req *done = w->q;
+    w->q = NULL;
+    bench_done(w->r, done, done->outcome);
+}
+
+/* The next line at or after `from` that missed the cache, or n_lines. */
+static uint32_t sl_next_miss(const sl_worker *w, uint32_t from)
+{
+    while (from < w->q->n_lines && !w->miss[from])
+        from++;
+    return from;
+}
+
+/* A cache value for line i: sufficient, or the order is insufficient. */
+static bool sl_cached_ok(sl_worker *w, const redisReply *v, uint32_t i)
+{
+    w->miss[i] = v->type != REDIS_REPLY_STRING;
+    if (w->miss[i])
+        return true;
+    int64_t value = strtoll(v->str, NULL, 10);
+    if (value >= w->q->qty)
+        return true;
+    w->q->outcome = "insufficient";
+    return false;
+}
+
+static void sl_on_lock(sl_worker *w, const redisReply *rep)
+{
+    bench_req *q = w->q;
+    if (rep->type == REDIS_REPLY_STATUS) {
+        w->n_locked = ++w->line;
+        q->tries = 0;
+        if (w->line < q->n_lines) {
+            sl_step(w, SL_LOCK);
+            return;
+        }
+        sl_step(w, SL_CACHE_GET);
+        return;
+    }
+    if (bench_now_ns() - q->t_stage_ns > (uint64_t)SL_LOCK_WAIT_MS * 1000000u) {
+        q->outcome = "lock_timeout";
+        sl_step(w, SL_UNLOCK);                   /* the locks already taken */
+        return;
+    }
+    /* Exponential backoff with jitter, as such recipes are written. */
+    uint64_t cap = SL_BACKOFF_MIN_US << (q->tries < 6 ? q->tries : 6);
+    cap = cap > SL_BACKOFF_MAX_US ? SL_BACKOFF_MAX_US : cap;
+    uint64_t us = cap / 2 + bench_rand(&w->rng) % (cap / 2 + 1);
+    q->tries++;
+    struct timeval tv = { .tv_sec = 0, .tv_usec = (suseconds_t)us };
+    evtimer_add(w->ev_backoff, &tv);
+}
+
+/* GET (one line) or MGET (a cart): insufficient on any cached value below
+ * qty, else read the misses from MariaDB, else the transaction. */
+static void sl_on_cache(sl_worker *w, const redisReply *rep)
+{
+    bench_req *q = w->q;
+    bool ok = true;
+    if (q->n_lines == 1) {
+        ok = sl_cached_ok(w, rep, 0);
+    } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == q->n_lines) {
+        for (uint32_t i = 0; i < q->n_lines && ok; i++)
+            ok = sl_cached_ok(w, rep->element[i], i);
+    } else {
+        sl_abort(w, "redis_error");
+        return;
+    }
+    if (!ok) {
+        sl_step(w, SL_UNLOCK);
+        return;
+    }
+    w->line = sl_next_miss(w, 0);
+    sl_step(w, w->line < q->n_lines ? SL_DB_READ : SL_BEGIN);
+}
+
 static void sl_redis_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
@@ -84,43 +174,19 @@ static void sl_redis_cb(redisAsyncContext *ac, void *reply, void *privdata)
     }
     switch (q->stage) {
     case SL_LOCK:
-        if (rep->type == REDIS_REPLY_STATUS) {
-            sl_step(w, SL_CACHE_GET);
-            return;
-        }
-        if (bench_now_ns() - q->t_stage_ns > (uint64_t)SL_LOCK_WAIT_MS * 1000000u) {
-            bench_req *done = w->q;
-            w->q = NULL;
-            bench_done(w->r, done, "lock_timeout");
-            return;
-        }
-        /* Exponential backoff with jitter, as such recipes are written. */
-        uint64_t cap = SL_BACKOFF_MIN_US << (q->tries < 6 ? q->tries : 6);
-        cap = cap > SL_BACKOFF_MAX_US ? SL_BACKOFF_MAX_US : cap;
-        uint64_t us = cap / 2 + bench_rand(&w->rng) % (cap / 2 + 1);
-        q->tries++;
-        struct timeval tv = { .tv_sec = 0, .tv_usec = (suseconds_t)us };
-        evtimer_add(w->ev_backoff, &tv);
+        sl_on_lock(w, rep);
         return;
     case SL_CACHE_GET:
-        if (rep->type == REDIS_REPLY_STRING) {
-            q->value = strtoll(rep->str, NULL, 10);
-            if (q->value < q->qty)
-                q->outcome = "insufficient";
-            sl_step(w, q->value >= q->qty ? SL_BEGIN : SL_UNLOCK);
-            return;
-        }
-        sl_step(w, SL_DB_READ);
+        sl_on_cache(w, rep);
         return;
     case SL_CACHE_DEL:
         sl_step(w, SL_UNLOCK);
         return;
-    case SL_UNLOCK: {
-        bench_req *done = w->q;
-        w->q = NULL;
-        bench_done(w->r, done, done->outcome);
+    case SL_UNLOCK:
+        assert(w->unlock_pending > 0);
+        if (--w->unlock_pending == 0)
+            sl_finish(w);
         return;
-    }
     default:
         assert(!"redis reply in a MariaDB stage");
     }
@@ -133,6 +199,24 @@ static void sl_backoff_cb(evutil_socket_t fd, short what, void *arg)
     sl_worker *w = arg;
     if (w->q != NULL)
         sl_step(w, SL_LOCK);
+}
+
+/* A line read from MariaDB on a cache miss: refill the cache (reply not
+ * awaited), then the next miss or the transaction. */
+static void sl_on_db_read(sl_worker *w, const char *value)
+{
+    bench_req *q = w->q;
+    int64_t v = value ? strtoll(value, NULL, 10) : -1;
+    if (value != NULL && w->rc.ac != NULL)
+        redisAsyncCommand(w->rc.ac, NULL, NULL, "SET cache:stock:{%s} %s EX 60", w->sku[w->line],
+                          value);
+    if (v < q->qty) {
+        q->outcome = value ? "insufficient" : "unknown_sku";
+        sl_step(w, SL_UNLOCK);
+        return;
+    }
+    w->line = sl_next_miss(w, w->line + 1);
+    sl_step(w, w->line < q->n_lines ? SL_DB_READ : SL_BEGIN);
 }
 
 static void sl_db_cb(bench_db *db, unsigned err, uint64_t affected, const char *value, void *arg)
@@ -152,22 +236,16 @@ static void sl_db_cb(bench_db *db, unsigned err, uint64_t affected, const char *
     }
     switch (q->stage) {
     case SL_DB_READ:
-        q->value = value ? strtoll(value, NULL, 10) : -1;
-        if (value != NULL && w->rc.ac != NULL)  /* refill the cache; reply not awaited */
-            redisAsyncCommand(w->rc.ac, NULL, NULL, "SET cache:stock:{%s} %s EX 60", w->sku, value);
-        if (q->value < q->qty) {
-            q->outcome = value ? "insufficient" : "unknown_sku";
-            sl_step(w, SL_UNLOCK);
-        } else {
-            sl_step(w, SL_BEGIN);
-        }
+        sl_on_db_read(w, value);
         return;
     case SL_BEGIN:
+        w->line = 0;
         sl_step(w, SL_UPDATE);
         return;
     case SL_UPDATE:
         if (affected == 1) {
-            sl_step(w, SL_INSERT);
+            w->line++;
+            sl_step(w, w->line < q->n_lines ? SL_UPDATE : SL_INSERT);
         } else {
             q->outcome = "insufficient";
             sl_step(w, SL_ROLLBACK);
@@ -200,11 +278,41 @@ static void sl_sql(sl_worker *w, const char *sql, int n)
     }
 }
 
+/* cmd (MGET or DEL) over every line's cache key, in one command. */
+static int sl_cache_keys_cmd(sl_worker *w, const char *cmd)
+{
+    char keys[BENCH_LINES_MAX][BENCH_NAME_LEN + 16];
+    const char *argv[BENCH_LINES_MAX + 1];
+    uint32_t n = w->q->n_lines;
+    argv[0] = cmd;
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(keys[i], sizeof keys[i], "cache:stock:{%s}", w->sku[i]);
+        argv[i + 1] = keys[i];
+    }
+    return redisAsyncCommandArgv(w->rc.ac, sl_redis_cb, w, (int)n + 1, argv, NULL);
+}
+
+/* Releases the locks taken, all at once; the order ends with the last reply. */
+static void sl_unlock(sl_worker *w)
+{
+    if (w->n_locked == 0) {
+        sl_finish(w);
+        return;
+    }
+    w->unlock_pending = w->n_locked;
+    for (uint32_t i = 0; i < w->n_locked; i++) {
+        if (redisAsyncCommand(w->rc.ac, sl_redis_cb, w, "EVALSHA %s 1 lock:{%s} %s",
+                              w->mode->unlock_sha, w->sku[i], w->token) != REDIS_OK) {
+            sl_abort(w, "redis_conn_lost");
+            return;
+        }
+    }
+}
+
 static void sl_step(sl_worker *w, int stage)
 {
     bench_req *q = w->q;
-    const peer_tables *t = &w->mode->t;
-    char sql[BENCH_SQL_MAX], oid[BENCH_NAME_LEN];
+    char sql[BENCH_SQL_MAX];
     q->stage = stage;
     redisAsyncContext *ac = w->rc.ac;
     if (ac == NULL && (stage == SL_LOCK || stage == SL_CACHE_GET || stage == SL_CACHE_DEL ||
@@ -214,26 +322,24 @@ static void sl_step(sl_worker *w, int stage)
     }
     switch (stage) {
     case SL_LOCK:
-        sl_redis(w, redisAsyncCommand(ac, sl_redis_cb, w, "SET lock:{%s} %s NX PX %d", w->sku,
-                                      w->token, SL_LOCK_TTL_MS));
+        sl_redis(w, redisAsyncCommand(ac, sl_redis_cb, w, "SET lock:{%s} %s NX PX %d",
+                                      w->sku[w->line], w->token, SL_LOCK_TTL_MS));
         return;
     case SL_CACHE_GET:
-        sl_redis(w, redisAsyncCommand(ac, sl_redis_cb, w, "GET cache:stock:{%s}", w->sku));
+        sl_redis(w, sl_cache_keys_cmd(w, q->n_lines == 1 ? "GET" : "MGET"));
         return;
     case SL_DB_READ:
-        sl_sql(w, sql, snprintf(sql, sizeof sql, "SELECT qty FROM %s WHERE sku = '%s'", t->stock, w->sku));
+        sl_sql(w, sql, snprintf(sql, sizeof sql, "SELECT qty FROM %s WHERE sku = '%s'",
+                                w->mode->t.stock, w->sku[w->line]));
         return;
     case SL_BEGIN:
         sl_sql(w, sql, snprintf(sql, sizeof sql, "START TRANSACTION"));
         return;
     case SL_UPDATE:
-        sl_sql(w, sql, snprintf(sql, sizeof sql, "UPDATE %s SET qty = qty - %" PRId32
-                                " WHERE sku = '%s' AND qty >= %" PRId32, t->stock, q->qty, w->sku, q->qty));
+        sl_sql(w, sql, peer_update_sql(w->r, &w->mode->t, q, w->line, sql, sizeof sql));
         return;
     case SL_INSERT:
-        bench_order_id(w->r, q->seq, oid, sizeof oid);
-        sl_sql(w, sql, snprintf(sql, sizeof sql, "INSERT INTO %s (order_id, sku, qty) VALUES ('%s', '%s', %"
-                                PRId32 ")", t->orders, oid, w->sku, q->qty));
+        sl_sql(w, sql, peer_insert_sql(w->r, &w->mode->t, q, sql, sizeof sql));
         return;
     case SL_COMMIT:
         sl_sql(w, sql, snprintf(sql, sizeof sql, "COMMIT"));
@@ -242,11 +348,10 @@ static void sl_step(sl_worker *w, int stage)
         sl_sql(w, sql, snprintf(sql, sizeof sql, "ROLLBACK"));
         return;
     case SL_CACHE_DEL:
-        sl_redis(w, redisAsyncCommand(ac, sl_redis_cb, w, "DEL cache:stock:{%s}", w->sku));
+        sl_redis(w, sl_cache_keys_cmd(w, "DEL"));
         return;
     case SL_UNLOCK:
-        sl_redis(w, redisAsyncCommand(ac, sl_redis_cb, w, "EVALSHA %s 1 lock:{%s} %s",
-                                      w->mode->unlock_sha, w->sku, w->token));
+        sl_unlock(w);
         return;
     default:
         assert(!"bad stage");
@@ -260,7 +365,11 @@ static void sl_send(bench_run *r, void *state, bench_req *q)
     sl_worker *w = rc->owner;
     assert(w->q == NULL);
     w->q = q;
-    bench_sku_name(r, q->sku, w->sku, sizeof w->sku);
+    for (uint32_t i = 0; i < q->n_lines; i++)
+        bench_sku_name(r, q->line_sku[i], w->sku[i], sizeof w->sku[i]);
+    w->line = 0;
+    w->n_locked = 0;
+    w->unlock_pending = 0;
     snprintf(w->token, sizeof w->token, "%s:%" PRIu64, bench_nonce(r), q->seq);
     q->t_stage_ns = bench_now_ns();
     sl_step(w, SL_LOCK);

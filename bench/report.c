@@ -40,7 +40,13 @@ void bench_report_print(const bench_opts *o, const bench_result *r)
         printf("%-12s not run: %s\n", name, r->error);
         return;
     }
-    if (bench_mode_get(r->mode)->reserves)
+    if (bench_mode_get(r->mode)->reserves && o->lines > 0)
+        printf("%-12s carts/s %.1f  lines/s %.1f  (%" PRIu32 " lines per cart)  requests/s %.1f"
+               "  (%" PRIu64 " replies in %.2f s)\n", name,
+               per_s((double)r->successes, r->elapsed_s),
+               per_s((double)r->successes * o->lines, r->elapsed_s), o->lines,
+               per_s((double)r->requests, r->elapsed_s), r->requests, r->elapsed_s);
+    else if (bench_mode_get(r->mode)->reserves)
         printf("%-12s reservations/s %.1f  requests/s %.1f  (%" PRIu64 " replies in %.2f s)\n", name,
                per_s((double)r->successes, r->elapsed_s), per_s((double)r->requests, r->elapsed_s),
                r->requests, r->elapsed_s);
@@ -54,7 +60,7 @@ void bench_report_print(const bench_opts *o, const bench_result *r)
         printf(" %s=%" PRIu64, r->codes[i].name, r->codes[i].count);
     if (r->codes_dropped)
         printf(" (other codes)=%" PRIu64, r->codes_dropped);
-    printf("\n%-12s latency us:", "");
+    printf("\n%-12s latency us%s:", "", o->lines > 0 && bench_mode_get(r->mode)->reserves ? " per cart" : "");
     for (unsigned i = 0; i < 5; i++)
         printf(" %s %" PRIu64, i == 3 ? "p99.9" : QUANT_NAMES[i], hist_quantile(&r->hist, QUANTS[i]));
     printf("\n");
@@ -67,7 +73,6 @@ void bench_report_print(const bench_opts *o, const bench_result *r)
         printf("%-12s audit: %s\n", "", r->audit);
     else
         printf("audit: %s\n", r->audit);
-    (void)o;
     fflush(stdout);
 }
 
@@ -92,14 +97,14 @@ static void ratio(char *buf, size_t len, double v, double base)
 
 void bench_report_compare(const bench_opts *o, const bench_result *res, unsigned n)
 {
-    (void)o;
     const bench_result *b = compare_base(res, n);
     if (b == NULL)
         return;
     double b_res = per_s((double)b->successes, b->elapsed_s);
     double b_req = per_s((double)b->requests, b->elapsed_s);
-    printf("\n%-12s %12s %8s %12s %8s %8s %8s %8s %9s %8s  %s\n", "mode", "reserv/s",
-           "ratio", "req/s", "ratio", "p50 us", "p99 us", "p99.9", "max us", "errors", "audit");
+    printf("\n%-12s %12s %8s %12s %8s %8s %8s %8s %9s %8s  %s\n", "mode",
+           o->lines > 0 ? "carts/s" : "reserv/s", "ratio", "req/s", "ratio", "p50 us", "p99 us",
+           "p99.9", "max us", "errors", "audit");
     for (unsigned i = 0; i < n; i++) {
         const bench_result *r = &res[i];
         if (!r->ran) {
@@ -125,6 +130,9 @@ void bench_report_compare(const bench_opts *o, const bench_result *res, unsigned
                hist_quantile(&r->hist, 0.999), r->hist.max_us, errs, audit_word(r));
     }
     printf("(ratios are to %s)\n", bench_mode_name(b->mode));
+    if (o->lines > 0)
+        printf("(carts of %" PRIu32 " lines: lines/s = %" PRIu32 " x carts/s; latency is per cart)\n",
+               o->lines, o->lines);
 }
 
 static json_t *workload_json(const bench_opts *o)
@@ -143,6 +151,7 @@ static json_t *workload_json(const bench_opts *o)
     if (o->zipf_s > 0)
         json_object_set_new(w, "zipf_s", json_real(o->zipf_s));
     json_object_set_new(w, "qty", json_integer(o->qty));
+    json_object_set_new(w, "lines", json_integer(o->lines));
     json_object_set_new(w, "stock", json_integer(o->stock));
     json_object_set_new(w, "hold_ms", json_integer(o->hold_ms));
     json_object_set_new(w, "connections", json_integer(o->connections));
@@ -155,7 +164,7 @@ static json_t *workload_json(const bench_opts *o)
     return w;
 }
 
-static json_t *mode_json(const bench_result *r)
+static json_t *mode_json(const bench_opts *o, const bench_result *r)
 {
     json_t *m = json_object();
     if (!r->ran) {
@@ -163,6 +172,12 @@ static json_t *mode_json(const bench_result *r)
         return m;
     }
     json_object_set_new(m, "reservations_per_s", json_real(per_s((double)r->successes, r->elapsed_s)));
+    if (o->lines > 0 && bench_mode_get(r->mode)->reserves) {
+        json_object_set_new(m, "carts_per_s", json_real(per_s((double)r->successes, r->elapsed_s)));
+        json_object_set_new(m, "lines_per_s",
+                            json_real(per_s((double)r->successes * o->lines, r->elapsed_s)));
+        json_object_set_new(m, "lines_per_cart", json_integer(o->lines));
+    }
     json_object_set_new(m, "requests_per_s", json_real(per_s((double)r->requests, r->elapsed_s)));
     json_object_set_new(m, "requests", json_integer((json_int_t)r->requests));
     json_object_set_new(m, "successes", json_integer((json_int_t)r->successes));
@@ -198,7 +213,7 @@ int bench_report_json(const bench_opts *o, const bench_result *res, unsigned n, 
     json_object_set_new(root, "workload", workload_json(o));
     json_t *modes = json_object();
     for (unsigned i = 0; i < n; i++)
-        json_object_set_new(modes, bench_mode_name(res[i].mode), mode_json(&res[i]));
+        json_object_set_new(modes, bench_mode_name(res[i].mode), mode_json(o, &res[i]));
     json_object_set_new(root, "modes", modes);
     int rc = json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);

@@ -60,7 +60,13 @@ static const char USAGE[] =
 "                  after a stockd restart with --preload-skus no) or never made\n"
 "                  (unknown). No audit.\n"
 "  --no-setup      stockd: do not create the SKUs with sku.put\n"
-"  --qty N         units per order, 1..1000000                  [1]\n"
+"  --qty N         units per order (per line with --lines), 1..1000000  [1]\n"
+"  --lines N       carts: every order names N distinct SKUs (1..50), drawn with\n"
+"                  --dist from --skus (>= N) and sorted; stockd gets one reserve\n"
+"                  with \"lines\", mariadb-row one transaction of N UPDATEs in SKU\n"
+"                  order, redis-lua one script over N keys, seed-lock N locks in\n"
+"                  SKU order. All lines or none. Reports carts/s and lines/s\n"
+"                  [no lines: a single-SKU reserve {sku, qty}]\n"
 "  --stock N       initial stock per SKU, or 'unlimited' (1e9)  [unlimited]\n"
 "  --hold-ms MS    stockd: reserve as a hold of MS (1000..86400000) instead of confirmed\n"
 "  --mix K=W,...   stockd: order kinds by weight: reserve (as above), hold (a hold,\n"
@@ -273,6 +279,7 @@ enum {
     OPT_SKUS, OPT_DIST, OPT_QTY, OPT_STOCK, OPT_HOLD, OPT_CONNS, OPT_PIPE, OPT_DURATION,
     OPT_REQUESTS, OPT_RATE, OPT_WARMUP, OPT_DRAIN, OPT_SEED, OPT_JSON, OPT_PLOT, OPT_KEEP,
     OPT_NO_PROGRESS, OPT_VERSION, OPT_MIX, OPT_SKU_PREFIX, OPT_NO_SETUP, OPT_RING_AWARE,
+    OPT_LINES,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -286,6 +293,7 @@ static const struct option LONG_OPTS[] = {
     {"skus", required_argument, NULL, OPT_SKUS},
     {"dist", required_argument, NULL, OPT_DIST},
     {"qty", required_argument, NULL, OPT_QTY},
+    {"lines", required_argument, NULL, OPT_LINES},
     {"stock", required_argument, NULL, OPT_STOCK},
     {"hold-ms", required_argument, NULL, OPT_HOLD},
     {"mix", required_argument, NULL, OPT_MIX},
@@ -366,6 +374,8 @@ static int apply_opt(int c, const char *arg, bench_opts *o, bool *db_given, bool
     case OPT_NO_SETUP: o->no_setup = true; return 0;
     case OPT_RING_AWARE: o->ring_aware = true; return 0;
     case OPT_QTY: rc = parse_u64("--qty", arg, 1, BENCH_QTY_MAX, &u); o->qty = (int32_t)u; return rc;
+    case OPT_LINES:
+        rc = parse_u64("--lines", arg, 1, BENCH_LINES_MAX, &u); o->lines = (uint32_t)u; return rc;
     case OPT_STOCK:
         if (strcmp(arg, "unlimited") == 0) {
             o->stock = BENCH_STOCK_UNLIMITED;
@@ -406,6 +416,11 @@ static int finish_opts(bench_opts *o, bool db_given, bool redis_given)
         return usage_error("--warmup + --duration + --drain must be at most 3600 s");
     if (o->zipf_s > 0 && o->skus > 1000000)
         return usage_error("--dist zipf supports at most 1000000 SKUs");
+    if (o->lines > o->skus)
+        return usage_error("--lines %" PRIu32 " needs at least as many --skus (%" PRIu32 ")",
+                           o->lines, o->skus);
+    if (o->lines > 0 && o->sku_prefix[0])
+        return usage_error("--lines is for reservations; --sku-prefix is for reads");
     if (o->stock < o->qty && o->stock != 0)
         fprintf(stderr, "stockbench: note: --stock %" PRId64 " < --qty %" PRId32
                 ": every order will be refused\n", o->stock, o->qty);
