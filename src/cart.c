@@ -1,0 +1,1153 @@
+/* cart.c — the cross-shard coordinator for orders of several lines
+ * (include/stockd/cart.h).
+ *
+ * A coordination ("coord") is one client call. It moves through phases,
+ * and in each phase it waits for exactly one kind of thing:
+ *   CP_LINES    store_find_order_lines() (order calls only);
+ *   CP_PLACE    the forwarded part reserves (one peer call per part);
+ *   CP_DECIDE   store_cart_decide();
+ *   CP_CONFIRM  / CP_RELEASE / CP_OP  peer calls to the parts' owners;
+ *   CP_DEFER    an answer queued for delivery from the loop (never inside
+ *               cart_reserve / cart_order_op).
+ * Peer calls of one phase all end before the next phase starts (pending
+ * counts them), so a part's slot is written by one reply at a time.
+ *
+ * Why the decision row: a part whose hold lapsed and a late coordinator
+ * must agree on the order's fate. Both ask store_cart_decide(); the first
+ * writer wins and everybody follows what stands. The coordinator asks for
+ * CONFIRM only once every part is held, so CONFIRM standing means every
+ * part exists and may be confirmed (decided: true, even past its hold).
+ *
+ * Orphans: cart_free() detaches coordinations still waiting on peers
+ * (owner = NULL); their remaining callbacks only count down and free.
+ * Settle ops in the engine are orphaned the same way.
+ */
+#include "stockd/cart.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <msgpack.h>
+
+#include "stockd/codec.h"
+#include "stockd/log.h"
+
+#define CART_SLACK_MS 1000        /* peer timeout beyond the queue deadline sent (commit) */
+#define CART_PHASE_MIN_MS 1000    /* budget floor of phases after the first */
+#define CART_DEADLINE_MAX_MS 600000
+#define CART_RETRY_MS 1000        /* a lapsed part whose decision failed: again after */
+#define CART_SETTLING_MAX 4096    /* lapsed parts being settled at once */
+#define CART_MSG_MAX 160
+#define CART_CODE_MAX 32
+
+typedef enum coord_kind { CK_RESERVE = 0, CK_GET, CK_CONFIRM, CK_RELEASE, CK_SHIP } coord_kind;
+typedef enum coord_phase {
+    CP_LINES = 0, CP_PLACE, CP_DECIDE, CP_CONFIRM, CP_RELEASE, CP_OP, CP_DEFER
+} coord_phase;
+
+/* What one part's last call gave. */
+typedef enum part_res { PR_NONE = 0, PR_RECORD, PR_ERROR, PR_FAIL } part_res;
+
+typedef struct coord coord;
+
+typedef struct cpart {
+    coord *co;
+    char sku[ENG_ID_MAX + 1];
+    int32_t qty;
+    int32_t line_no;              /* the order's line (0..n_lines-1) */
+    int32_t client_line;          /* reserve: the client's index of the first line naming sku */
+    part_res res;
+    bool have_rec;                /* rec holds the part's latest record */
+    eng_order_view rec;
+    /* PR_ERROR: the owner's error; PR_FAIL: transport reason */
+    eng_err err;
+    char code[CART_CODE_MAX + 1];
+    char msg[CART_MSG_MAX + 1];
+    bool retryable;
+    bool has_available;
+    int64_t available;
+    char status[16];              /* invalid_state detail */
+} cpart;
+
+struct coord {
+    cart *owner;                  /* NULL: orphaned by cart_free */
+    coord *prev, *next;
+    coord_kind kind;
+    coord_phase phase;
+    uint32_t msgid;
+    char order_id[ENG_ID_MAX + 1];
+    int64_t hold_ms;              /* the client's (reserve) */
+    int64_t end_ms;               /* monotonic: the client's deadline */
+    cart_reply_fn fn;
+    void (*single_fn)(void *ctx, const char *sku);
+    void *ctx;
+    uint32_t n;                   /* parts */
+    int32_t n_lines;              /* the order's lines (order calls: from MariaDB) */
+    bool plain;                   /* reserve of one SKU: relayed as a plain reserve */
+    uint32_t pending;             /* peer calls in flight */
+    bool store_wait;              /* a store call in flight */
+    /* CP_DEFER: the answer to give */
+    eng_err defer_err;
+    const char *defer_msg;
+    bool defer_single;
+    /* after the decision: what to answer once the phase's calls end */
+    eng_err final_err;            /* ENG_OK: the merged record */
+    int32_t fail_part;            /* >= 0: answer that part's error (fail_copy) */
+    cpart fail_copy;              /* kept: the part's slot is reused by its release */
+    coord *defer_next;
+    cpart parts[ENG_LINES_MAX];
+};
+
+typedef struct settle {
+    cart *owner;                  /* NULL: orphaned */
+    struct settle *prev, *next;
+    eng_part_ref ref;
+    eng_op op;
+    bool store_wait;
+} settle;
+
+struct cart {
+    cart_env env;
+    coord *coords;
+    settle *settles;
+    coord *defer_head, *defer_tail;
+    struct event *defer_ev;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    cart_stats st;
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void copy_obj_str(const msgpack_object *v, char *dst, size_t cap)
+{
+    dst[0] = '\0';
+    if (v == NULL || v->type != MSGPACK_OBJECT_STR)
+        return;
+    size_t n = v->via.str.size < cap - 1 ? v->via.str.size : cap - 1;
+    memcpy(dst, v->via.str.ptr, n);
+    dst[n] = '\0';
+}
+
+static bool obj_int(const msgpack_object *v, int64_t *out)
+{
+    if (v == NULL)
+        return false;
+    if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (v->via.u64 > (uint64_t)INT64_MAX)
+            return false;
+        *out = (int64_t)v->via.u64;
+        return true;
+    }
+    if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        *out = v->via.i64;
+        return true;
+    }
+    return false;
+}
+
+static int64_t map_int(const msgpack_object *m, const char *key)
+{
+    int64_t v = 0;
+    return obj_int(codec_map_get(m, key), &v) ? v : 0;
+}
+
+static eng_err err_from_code(const char *code)
+{
+    for (int e = 1; e < ENG_E_COUNT_; e++)
+        if (strcmp(eng_err_code((eng_err)e), code) == 0)
+            return (eng_err)e;
+    return ENG_E_INTERNAL;
+}
+
+static bool status_ended(eng_status st)
+{
+    return st == ENG_ST_RELEASED || st == ENG_ST_EXPIRED || st == ENG_ST_FAILED;
+}
+
+/* Reads a part's reply into its slot. A record that does not parse is a
+ * transport-like failure: nothing is known. */
+static void part_take_reply(cpart *p, const msgpack_object *error, const msgpack_object *result,
+                            const char *reason)
+{
+    p->err = ENG_OK;
+    p->has_available = false;
+    p->status[0] = '\0';
+    if (reason != NULL) {
+        p->res = PR_FAIL;
+        p->err = ENG_E_UNAVAILABLE;
+        snprintf(p->code, sizeof p->code, "unavailable");
+        snprintf(p->msg, sizeof p->msg, "owner of sku %s not reachable (%s); retry with the same order_id",
+                 p->sku, reason);
+        p->retryable = true;
+        return;
+    }
+    if (error != NULL && error->type != MSGPACK_OBJECT_NIL) {
+        p->res = PR_ERROR;
+        if (error->type != MSGPACK_OBJECT_MAP) {
+            p->err = ENG_E_INTERNAL;
+            snprintf(p->code, sizeof p->code, "internal");
+            snprintf(p->msg, sizeof p->msg, "bad error from a peer");
+            p->retryable = true;
+            return;
+        }
+        copy_obj_str(codec_map_get(error, "code"), p->code, sizeof p->code);
+        copy_obj_str(codec_map_get(error, "message"), p->msg, sizeof p->msg);
+        p->err = err_from_code(p->code);
+        if (p->err == ENG_E_INTERNAL)
+            snprintf(p->code, sizeof p->code, "internal");
+        const msgpack_object *rt = codec_map_get(error, "retryable");
+        p->retryable = rt != NULL && rt->type == MSGPACK_OBJECT_BOOLEAN ? rt->via.boolean
+                                                                       : eng_err_retryable(p->err);
+        p->has_available = obj_int(codec_map_get(error, "available"), &p->available);
+        copy_obj_str(codec_map_get(error, "status"), p->status, sizeof p->status);
+        return;
+    }
+    eng_order_view *o = &p->rec;
+    char st[16];
+    copy_obj_str(result ? codec_map_get(result, "status") : NULL, st, sizeof st);
+    if (result == NULL || result->type != MSGPACK_OBJECT_MAP || !eng_status_parse(st, &o->status)) {
+        p->res = PR_FAIL;
+        p->err = ENG_E_INTERNAL;
+        snprintf(p->code, sizeof p->code, "internal");
+        snprintf(p->msg, sizeof p->msg, "bad order record from the owner of sku %s", p->sku);
+        p->retryable = true;
+        return;
+    }
+    p->res = PR_RECORD;
+    p->have_rec = true;
+    copy_obj_str(codec_map_get(result, "order_id"), o->order_id, sizeof o->order_id);
+    copy_obj_str(codec_map_get(result, "sku"), o->sku, sizeof o->sku);
+    o->qty = (int32_t)map_int(result, "qty");
+    o->from_own = (int32_t)map_int(result, "from_own");
+    o->from_supplier = (int32_t)map_int(result, "from_supplier");
+    o->available = map_int(result, "available");
+    o->created_at_ms = map_int(result, "created_at");
+    o->updated_at_ms = map_int(result, "updated_at");
+    o->hold_expires_at_ms = map_int(result, "hold_expires_at");
+    copy_obj_str(codec_map_get(result, "upstream_order_id"), o->upstream_order_id,
+                 sizeof o->upstream_order_id);
+    copy_obj_str(codec_map_get(result, "reason"), o->reason, sizeof o->reason);
+    o->purchased_at_ms = map_int(result, "purchased_at");
+    const msgpack_object *ss = codec_map_get(result, "supplier_settled");
+    o->supplier_settled = ss != NULL && ss->type == MSGPACK_OBJECT_BOOLEAN && ss->via.boolean;
+    o->line_no = p->line_no;
+}
+
+/* ------------------------------------------------------------ replies */
+
+static void pack_error(cart *c, uint32_t msgid, eng_err err, const char *code, const char *msg,
+                       bool retryable, const cpart *p, bool with_line)
+{
+    uint32_t extra = 0;
+    if (with_line && p != NULL)
+        extra += 2;
+    bool avail = p != NULL && err == ENG_E_INSUFFICIENT && p->has_available;
+    bool status = p != NULL && err == ENG_E_INVALID_STATE && p->status[0] != '\0';
+    extra += avail + status;
+    codec_pack_response_err_head(&c->pk, msgid, code ? code : eng_err_code(err), msg, retryable, extra);
+    if (with_line && p != NULL) {
+        codec_pack_kv_int(&c->pk, "line", p->client_line);
+        codec_pack_kv_str(&c->pk, "sku", p->sku);
+    }
+    if (avail)
+        codec_pack_kv_int(&c->pk, "available", p->available);
+    if (status)
+        codec_pack_kv_str(&c->pk, "status", p->status);
+    codec_pack_response_err_tail(&c->pk);
+}
+
+static void pack_part_error(cart *c, const coord *co, const cpart *p)
+{
+    pack_error(c, co->msgid, p->err, p->code, p->msg[0] ? p->msg : eng_err_code(p->err), p->retryable,
+               p, true);
+}
+
+/* The whole order from its parts' records: sums, the order's status from
+ * the lines, one entry per line. */
+static void pack_merged(cart *c, const coord *co)
+{
+    eng_line_view lv[ENG_LINES_MAX];
+    const cpart *first = NULL;
+    int64_t qty = 0, own = 0, sup = 0, created = 0, updated = 0, hold = 0, bought = 0;
+    bool all_bought = true, any_bought = false, settled = true;
+    const char *reason = "";
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < co->n; i++) {
+        const cpart *p = &co->parts[i];
+        if (!p->have_rec)
+            continue;
+        const eng_order_view *o = &p->rec;
+        if (first == NULL)
+            first = p;
+        memset(&lv[n], 0, sizeof lv[n]);
+        lv[n].line_no = p->line_no;
+        snprintf(lv[n].sku, sizeof lv[n].sku, "%s", p->sku);
+        lv[n].qty = o->qty;
+        lv[n].from_own = o->from_own;
+        lv[n].from_supplier = o->from_supplier;
+        lv[n].status = o->status;
+        snprintf(lv[n].upstream_order_id, sizeof lv[n].upstream_order_id, "%s", o->upstream_order_id);
+        n++;
+        qty += o->qty;
+        own += o->from_own;
+        sup += o->from_supplier;
+        if (created == 0 || (o->created_at_ms > 0 && o->created_at_ms < created))
+            created = o->created_at_ms;
+        if (o->updated_at_ms > updated)
+            updated = o->updated_at_ms;
+        if (o->hold_expires_at_ms > 0 && (hold == 0 || o->hold_expires_at_ms < hold))
+            hold = o->hold_expires_at_ms;
+        if (reason[0] == '\0' && o->reason[0] != '\0')
+            reason = o->reason;
+        if (o->from_supplier > 0) {
+            if (o->purchased_at_ms > 0) {
+                any_bought = true;
+                if (o->purchased_at_ms > bought)
+                    bought = o->purchased_at_ms;
+                settled = settled && o->supplier_settled;
+            } else {
+                all_bought = false;
+            }
+        }
+    }
+    assert(first != NULL);
+    bool has_bought = any_bought && all_bought;
+    bool has_reason = reason[0] != '\0';
+    codec_pack_response_ok_head(&c->pk, co->msgid);
+    msgpack_pack_map(&c->pk, 11 + (hold > 0) + has_reason + 2 * has_bought);
+    codec_pack_kv_str(&c->pk, "order_id", co->order_id);
+    codec_pack_kv_str(&c->pk, "sku", first->sku);
+    codec_pack_kv_int(&c->pk, "qty", qty);
+    codec_pack_kv_str(&c->pk, "status", eng_status_name(eng_order_status_of(lv, n)));
+    codec_pack_kv_int(&c->pk, "from_own", own);
+    codec_pack_kv_int(&c->pk, "from_supplier", sup);
+    codec_pack_kv_int(&c->pk, "available", first->rec.available);
+    codec_pack_kv_int(&c->pk, "created_at", created);
+    codec_pack_kv_int(&c->pk, "updated_at", updated);
+    if (hold > 0)
+        codec_pack_kv_int(&c->pk, "hold_expires_at", hold);
+    if (has_reason)
+        codec_pack_kv_str(&c->pk, "reason", reason);
+    if (has_bought) {
+        codec_pack_kv_int(&c->pk, "purchased_at", bought);
+        codec_pack_kv_bool(&c->pk, "supplier_settled", settled);
+    }
+    codec_pack_kv_int(&c->pk, "n_lines", co->n_lines);
+    codec_pack_cstr(&c->pk, "lines");
+    msgpack_pack_array(&c->pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        bool up = lv[i].upstream_order_id[0] != '\0';
+        msgpack_pack_map(&c->pk, 6 + up);
+        codec_pack_kv_int(&c->pk, "line", lv[i].line_no);
+        codec_pack_kv_str(&c->pk, "sku", lv[i].sku);
+        codec_pack_kv_int(&c->pk, "qty", lv[i].qty);
+        codec_pack_kv_int(&c->pk, "from_own", lv[i].from_own);
+        codec_pack_kv_int(&c->pk, "from_supplier", lv[i].from_supplier);
+        codec_pack_kv_str(&c->pk, "status", eng_status_name(lv[i].status));
+        if (up)
+            codec_pack_kv_str(&c->pk, "upstream_order_id", lv[i].upstream_order_id);
+    }
+}
+
+static void coord_unlink(cart *c, coord *co)
+{
+    if (co->prev)
+        co->prev->next = co->next;
+    else
+        c->coords = co->next;
+    if (co->next)
+        co->next->prev = co->prev;
+    co->prev = co->next = NULL;
+    assert(c->st.inflight > 0);
+    c->st.inflight--;
+}
+
+/* Hands the packed answer (in c->sb) to the server and frees co. */
+static void coord_answer(cart *c, coord *co)
+{
+    assert(co->pending == 0 && !co->store_wait);
+    coord_unlink(c, co);
+    co->fn(co->ctx, c->sb.data, c->sb.size);
+    msgpack_sbuffer_clear(&c->sb);
+    free(co);
+}
+
+static void coord_answer_err(cart *c, coord *co, eng_err err, const char *msg)
+{
+    msgpack_sbuffer_clear(&c->sb);
+    if (err == ENG_E_UNAVAILABLE)
+        c->st.unavailable++;
+    pack_error(c, co->msgid, err, NULL, msg, eng_err_retryable(err), NULL, false);
+    coord_answer(c, co);
+}
+
+static void coord_answer_part_err(cart *c, coord *co, const cpart *p)
+{
+    msgpack_sbuffer_clear(&c->sb);
+    if (p->err == ENG_E_UNAVAILABLE)
+        c->st.unavailable++;
+    pack_part_error(c, co, p);
+    coord_answer(c, co);
+}
+
+static void coord_answer_merged(cart *c, coord *co)
+{
+    msgpack_sbuffer_clear(&c->sb);
+    pack_merged(c, co);
+    coord_answer(c, co);
+}
+
+/* ------------------------------------------------------------ deferral */
+
+static void defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    cart *c = arg;
+    coord *co = c->defer_head;
+    c->defer_head = c->defer_tail = NULL;
+    while (co != NULL) {
+        coord *next = co->defer_next;
+        if (co->defer_single) {
+            coord_unlink(c, co);
+            co->single_fn(co->ctx, "");
+            free(co);
+        } else {
+            coord_answer_err(c, co, co->defer_err, co->defer_msg);
+        }
+        co = next;
+    }
+}
+
+static void coord_defer_err(cart *c, coord *co, eng_err err, const char *msg)
+{
+    co->phase = CP_DEFER;
+    co->defer_err = err;
+    co->defer_msg = msg;
+    co->defer_next = NULL;
+    if (c->defer_tail)
+        c->defer_tail->defer_next = co;
+    else
+        c->defer_head = co;
+    c->defer_tail = co;
+    event_active(c->defer_ev, EV_TIMEOUT, 0);
+}
+
+/* ------------------------------------------------------------ peer calls */
+
+static void part_reply_cb(void *ctx, const msgpack_object *error, const msgpack_object *result,
+                          const char *reason);
+
+/* Budget of a call of the current phase: what is left of the client's
+ * deadline, at least CART_PHASE_MIN_MS after the first phase. */
+static int64_t phase_budget(const coord *co)
+{
+    int64_t left = co->end_ms - mono_ms();
+    if (co->phase != CP_PLACE && left < CART_PHASE_MIN_MS)
+        left = CART_PHASE_MIN_MS;
+    if (left < 1)
+        left = 1;
+    if (left > CART_DEADLINE_MAX_MS)
+        left = CART_DEADLINE_MAX_MS;
+    return left;
+}
+
+static void kv_str(msgpack_object_kv *kv, const char *key, const char *val)
+{
+    kv->key.type = MSGPACK_OBJECT_STR;
+    kv->key.via.str.ptr = key;
+    kv->key.via.str.size = (uint32_t)strlen(key);
+    kv->val.type = MSGPACK_OBJECT_STR;
+    kv->val.via.str.ptr = val;
+    kv->val.via.str.size = (uint32_t)strlen(val);
+}
+
+static void kv_int(msgpack_object_kv *kv, const char *key, int64_t val)
+{
+    assert(val >= 0);
+    kv->key.type = MSGPACK_OBJECT_STR;
+    kv->key.via.str.ptr = key;
+    kv->key.via.str.size = (uint32_t)strlen(key);
+    kv->val.type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+    kv->val.via.u64 = (uint64_t)val;
+}
+
+static void kv_bool(msgpack_object_kv *kv, const char *key, bool val)
+{
+    kv->key.type = MSGPACK_OBJECT_STR;
+    kv->key.via.str.ptr = key;
+    kv->key.via.str.size = (uint32_t)strlen(key);
+    kv->val.type = MSGPACK_OBJECT_BOOLEAN;
+    kv->val.via.boolean = val;
+}
+
+/* Sends method for part p to its SKU's owner (this node included, through
+ * its own address: one path for every part). */
+static void part_call(cart *c, coord *co, cpart *p, const char *method)
+{
+    const ring_node *nodes;
+    size_t nn = ring_nodes(c->env.rg, &nodes);
+    uint32_t o = ring_owner(c->env.rg, p->sku, strlen(p->sku));
+    assert(o < nn);
+    (void)nn;
+    int64_t budget = phase_budget(co);
+    msgpack_object_kv kv[8];
+    uint32_t k = 0;
+    kv_str(&kv[k++], "order_id", co->order_id);
+    kv_str(&kv[k++], "sku", p->sku);
+    bool reserve = strcmp(method, "reserve") == 0;
+    if (reserve) {
+        kv_int(&kv[k++], "qty", p->qty);
+        int64_t hold = co->hold_ms > 0 ? co->hold_ms : (int64_t)c->env.cfg->cart_hold_ms;
+        if (!co->plain || co->hold_ms > 0)
+            kv_int(&kv[k++], "hold_ms", hold);
+    }
+    if (!co->plain) {
+        kv_int(&kv[k++], "part_lines", co->n_lines);
+        kv_int(&kv[k++], "line_no", p->line_no);
+    }
+    if (strcmp(method, "order.get") != 0)
+        kv_int(&kv[k++], "deadline_ms", budget);
+    if (strcmp(method, "confirm") == 0)
+        kv_bool(&kv[k++], "decided", true);
+    assert(k <= 8);
+    msgpack_object map = {.type = MSGPACK_OBJECT_MAP, .via.map = {.size = k, .ptr = kv}};
+    p->res = PR_NONE;
+    co->pending++;
+    peer_call(c->env.peers, nodes[o].host, nodes[o].port, method, &map, "_fwd",
+              ring_version(c->env.rg), (uint32_t)(budget + CART_SLACK_MS), part_reply_cb, p);
+}
+
+/* Calls method on every part that sel accepts; false when none was. */
+static bool parts_call(cart *c, coord *co, const char *method, bool (*sel)(const cpart *p))
+{
+    bool any = false;
+    for (uint32_t i = 0; i < co->n; i++) {
+        cpart *p = &co->parts[i];
+        if (sel != NULL && !sel(p))
+            continue;
+        part_call(c, co, p, method);
+        any = true;
+    }
+    return any;
+}
+
+/* ------------------------------------------------------------ phases */
+
+static void phase_end(cart *c, coord *co);
+static void decide_cb(const char *order_id, int result, void *arg);
+
+static void start_decide(cart *c, coord *co, store_decision want)
+{
+    co->phase = CP_DECIDE;
+    co->store_wait = true;
+    if (store_cart_decide(c->env.st, co->order_id, want, decide_cb, co) != 0) {
+        co->store_wait = false;
+        coord_answer_err(c, co, ENG_E_UNAVAILABLE, "decision not recorded (store busy); retry with the same order_id");
+    }
+}
+
+static bool sel_all(const cpart *p)
+{
+    (void)p;
+    return true;
+}
+
+/* Releases of an abort: every part that may exist (one never placed
+ * answers not_found, harmless); a part already ended needs none. */
+static bool sel_release(const cpart *p)
+{
+    if (p->res == PR_ERROR && p->err == ENG_E_CONFLICT)
+        return false;  /* not ours: the order_id names another order's line */
+    return !(p->have_rec && status_ended(p->rec.status));
+}
+
+static bool sel_held(const cpart *p)
+{
+    return p->have_rec && p->rec.status == ENG_ST_HELD;
+}
+
+static void start_release(cart *c, coord *co, eng_err final_err, int32_t fail_part)
+{
+    co->phase = CP_RELEASE;
+    co->final_err = final_err;
+    co->fail_part = fail_part;
+    if (fail_part >= 0)
+        co->fail_copy = co->parts[fail_part];
+    c->st.aborted++;
+    if (!parts_call(c, co, "release", sel_release))
+        phase_end(c, co);
+}
+
+static void start_confirm(cart *c, coord *co)
+{
+    co->phase = CP_CONFIRM;
+    c->st.confirmed++;
+    if (!parts_call(c, co, "confirm", sel_held))
+        phase_end(c, co);
+}
+
+/* Answers what an abort decided, once its releases are done. */
+static void finish_release(cart *c, coord *co)
+{
+    if (co->fail_part >= 0) {
+        coord_answer_part_err(c, co, &co->fail_copy);
+        return;
+    }
+    if (co->final_err != ENG_OK) {
+        coord_answer_err(c, co, co->final_err,
+                         co->final_err == ENG_E_EXPIRED ? "the order was aborted (a hold lapsed or a line failed)"
+                                                        : "order not settled; retry with the same order_id");
+        return;
+    }
+    /* The release replies are the records now; a part that refused
+     * (e.g. shipped) keeps its error as the answer. */
+    for (uint32_t i = 0; i < co->n; i++) {
+        cpart *p = &co->parts[i];
+        if (p->res == PR_FAIL) {
+            coord_answer_part_err(c, co, p);
+            return;
+        }
+    }
+    for (uint32_t i = 0; i < co->n; i++) {
+        cpart *p = &co->parts[i];
+        if (p->res == PR_ERROR && p->err != ENG_E_NOT_FOUND) {
+            coord_answer_part_err(c, co, p);
+            return;
+        }
+    }
+    bool any = false;
+    for (uint32_t i = 0; i < co->n; i++)
+        any = any || co->parts[i].have_rec;
+    if (!any)
+        coord_answer_err(c, co, ENG_E_NOT_FOUND, "order not found");
+    else
+        coord_answer_merged(c, co);
+}
+
+/* Answers after confirm / ship / get calls: the first failure, else the
+ * merged record. */
+static void finish_records(cart *c, coord *co, bool skip_not_found)
+{
+    for (uint32_t i = 0; i < co->n; i++) {
+        cpart *p = &co->parts[i];
+        if (p->res == PR_FAIL) {
+            coord_answer_part_err(c, co, p);
+            return;
+        }
+    }
+    bool any = false;
+    for (uint32_t i = 0; i < co->n; i++) {
+        cpart *p = &co->parts[i];
+        if (p->res == PR_ERROR && !(skip_not_found && p->err == ENG_E_NOT_FOUND)) {
+            coord_answer_part_err(c, co, p);
+            return;
+        }
+        any = any || p->have_rec;
+    }
+    if (!any)
+        coord_answer_err(c, co, ENG_E_NOT_FOUND, "order not found");
+    else
+        coord_answer_merged(c, co);
+}
+
+/* Reserve: every part answered (placed, refused or not reached). */
+static void place_done(cart *c, coord *co)
+{
+    if (co->plain) {
+        cpart *p = &co->parts[0];
+        if (p->res == PR_RECORD) {
+            co->n_lines = 1;
+            coord_answer_merged(c, co);  /* one line: the record with its lines */
+        } else {
+            coord_answer_part_err(c, co, p);
+        }
+        return;
+    }
+    int32_t fail = -1;
+    uint32_t held = 0, ended = 0;
+    for (uint32_t i = 0; i < co->n; i++) {
+        cpart *p = &co->parts[i];
+        if (p->res != PR_RECORD) {
+            if (fail < 0)
+                fail = (int32_t)i;
+            continue;
+        }
+        held += p->rec.status == ENG_ST_HELD;
+        ended += status_ended(p->rec.status);
+    }
+    co->fail_part = fail;
+    if (fail >= 0) {
+        start_decide(c, co, STORE_DECIDE_ABORT);
+        return;
+    }
+    if (ended == 0 && held == co->n && co->hold_ms > 0) {
+        coord_answer_merged(c, co);
+        return;
+    }
+    if (ended == co->n) {
+        coord_answer_merged(c, co);  /* a retry of an order already ended */
+        return;
+    }
+    start_decide(c, co, ended == 0 ? STORE_DECIDE_CONFIRM : STORE_DECIDE_ABORT);
+}
+
+static void decide_cb(const char *order_id, int result, void *arg)
+{
+    (void)order_id;
+    coord *co = arg;
+    co->store_wait = false;
+    cart *c = co->owner;
+    if (c == NULL) {
+        if (co->pending == 0)
+            free(co);
+        return;
+    }
+    assert(co->phase == CP_DECIDE);
+    if (result < 0) {
+        /* Nothing known: leave the parts; their holds lapse and settle. */
+        if (co->kind == CK_RESERVE && co->fail_part >= 0 && co->parts[co->fail_part].res == PR_ERROR)
+            coord_answer_part_err(c, co, &co->parts[co->fail_part]);
+        else
+            coord_answer_err(c, co, ENG_E_UNAVAILABLE,
+                             "order decision not recorded (MariaDB); retry with the same order_id");
+        return;
+    }
+    bool confirm = result == STORE_DECIDE_CONFIRM;
+    switch (co->kind) {
+    case CK_RESERVE:
+        if (confirm) {
+            /* Decided (now or by an earlier attempt): every part exists. */
+            co->final_err = ENG_OK;
+            start_confirm(c, co);
+        } else if (co->fail_part >= 0) {
+            start_release(c, co, ENG_OK, co->fail_part);
+        } else {
+            bool any_ended = false;
+            for (uint32_t i = 0; i < co->n; i++)
+                any_ended = any_ended || status_ended(co->parts[i].rec.status);
+            /* A fresh confirm that lost to a lapsed part: expired. A retry
+             * finding a half-ended order: finish the abort, show the record. */
+            start_release(c, co, any_ended ? ENG_OK : ENG_E_EXPIRED, -1);
+        }
+        return;
+    case CK_CONFIRM:
+        if (confirm && co->fail_part < 0) {
+            co->phase = CP_CONFIRM;
+            c->st.confirmed++;
+            parts_call(c, co, "confirm", sel_all);
+        } else {
+            start_release(c, co, ENG_E_EXPIRED, -1);
+        }
+        return;
+    case CK_RELEASE:
+        co->phase = CP_RELEASE;
+        co->final_err = ENG_OK;
+        co->fail_part = -1;
+        c->st.aborted++;
+        parts_call(c, co, "release", sel_all);
+        return;
+    default:
+        assert(!"decision for a call that needs none");
+    }
+}
+
+/* All peer calls of the phase ended. */
+static void phase_end(cart *c, coord *co)
+{
+    switch (co->phase) {
+    case CP_PLACE:
+        place_done(c, co);
+        return;
+    case CP_CONFIRM:
+        finish_records(c, co, false);
+        return;
+    case CP_RELEASE:
+        finish_release(c, co);
+        return;
+    case CP_OP:
+        finish_records(c, co, co->kind == CK_GET);
+        return;
+    default:
+        assert(!"peer calls ended in a phase without any");
+    }
+}
+
+static void part_reply_cb(void *ctx, const msgpack_object *error, const msgpack_object *result,
+                          const char *reason)
+{
+    cpart *p = ctx;
+    coord *co = p->co;
+    assert(co->pending > 0);
+    co->pending--;
+    if (co->owner == NULL) {
+        if (co->pending == 0 && !co->store_wait)
+            free(co);
+        return;
+    }
+    part_take_reply(p, error, result, reason);
+    if (co->pending == 0)
+        phase_end(co->owner, co);
+}
+
+/* ------------------------------------------------------------ API */
+
+static coord *coord_new(cart *c, coord_kind kind, uint32_t msgid, const char *order_id,
+                        int64_t deadline_ms, cart_reply_fn fn, void *ctx)
+{
+    coord *co = calloc(1, sizeof(*co));
+    if (co == NULL)
+        return NULL;
+    co->owner = c;
+    co->kind = kind;
+    co->msgid = msgid;
+    snprintf(co->order_id, sizeof co->order_id, "%s", order_id);
+    if (deadline_ms < 1)
+        deadline_ms = 1;
+    if (deadline_ms > CART_DEADLINE_MAX_MS)
+        deadline_ms = CART_DEADLINE_MAX_MS;
+    co->end_ms = mono_ms() + deadline_ms;
+    co->fn = fn;
+    co->ctx = ctx;
+    co->fail_part = -1;
+    for (uint32_t i = 0; i < ENG_LINES_MAX; i++)
+        co->parts[i].co = co;
+    co->next = c->coords;
+    if (c->coords)
+        c->coords->prev = co;
+    c->coords = co;
+    c->st.inflight++;
+    return co;
+}
+
+/* Out of memory: the answer still comes from the loop. A tiny static
+ * fallback would need its own queue; an allocation failure this small is
+ * fatal anyway. */
+static coord *coord_new_or_die(cart *c, coord_kind kind, uint32_t msgid, const char *order_id,
+                               int64_t deadline_ms, cart_reply_fn fn, void *ctx)
+{
+    coord *co = coord_new(c, kind, msgid, order_id, deadline_ms, fn, ctx);
+    if (co == NULL) {
+        LOG_E("cart: out of memory");
+        abort();
+    }
+    return co;
+}
+
+static bool over_limit(cart *c, coord *co)
+{
+    if (c->st.inflight <= c->env.cfg->cart_inflight_max)
+        return false;
+    c->st.busy++;
+    coord_defer_err(c, co, ENG_E_BUSY, "too many orders of several lines in flight; retry");
+    return true;
+}
+
+void cart_reserve(cart *c, uint32_t msgid, const char *order_id, const eng_line_in *lines,
+                  uint32_t n, int64_t hold_ms, int64_t deadline_ms, cart_reply_fn fn, void *ctx)
+{
+    assert(n >= 1 && n <= ENG_LINES_MAX);
+    coord *co = coord_new_or_die(c, CK_RESERVE, msgid, order_id, deadline_ms, fn, ctx);
+    c->st.reserves++;
+    co->hold_ms = hold_ms;
+    /* Normalize exactly as the engine does: one part per distinct SKU, in
+     * order of first appearance, quantities summed. */
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t k = 0;
+        while (k < co->n && strcmp(co->parts[k].sku, lines[i].sku) != 0)
+            k++;
+        cpart *p = &co->parts[k];
+        if (k == co->n) {
+            snprintf(p->sku, sizeof p->sku, "%s", lines[i].sku);
+            p->line_no = (int32_t)k;
+            p->client_line = (int32_t)i;
+            co->n++;
+        }
+        if ((int64_t)p->qty + lines[i].qty > ENG_QTY_MAX) {
+            coord_defer_err(c, co, ENG_E_INVALID, "the lines of one sku sum above the qty limit");
+            return;
+        }
+        p->qty += lines[i].qty;
+    }
+    if (over_limit(c, co))
+        return;
+    co->n_lines = (int32_t)co->n;
+    co->plain = co->n == 1;
+    co->phase = CP_PLACE;
+    parts_call(c, co, "reserve", sel_all);
+}
+
+static void lines_cb(const char *order_id, int result, const store_line_ref *lines, void *arg);
+
+void cart_order_op(cart *c, uint32_t msgid, const char *method, const char *order_id,
+                   int64_t deadline_ms, cart_reply_fn fn,
+                   void (*single_fn)(void *ctx, const char *sku), void *ctx)
+{
+    coord_kind kind;
+    if (strcmp(method, "order.get") == 0)
+        kind = CK_GET;
+    else if (strcmp(method, "confirm") == 0)
+        kind = CK_CONFIRM;
+    else if (strcmp(method, "release") == 0)
+        kind = CK_RELEASE;
+    else if (strcmp(method, "ship") == 0)
+        kind = CK_SHIP;
+    else
+        abort();  /* not an order call: a bug in the caller */
+    coord *co = coord_new_or_die(c, kind, msgid, order_id, deadline_ms, fn, ctx);
+    co->single_fn = single_fn;
+    if (over_limit(c, co))
+        return;
+    co->phase = CP_LINES;
+    co->store_wait = true;
+    if (store_find_order_lines(c->env.st, order_id, lines_cb, co) != 0) {
+        co->store_wait = false;
+        coord_defer_err(c, co, ENG_E_BUSY, "order lookups queue full; retry");
+    }
+}
+
+static void lines_cb(const char *order_id, int result, const store_line_ref *lines, void *arg)
+{
+    (void)order_id;
+    coord *co = arg;
+    co->store_wait = false;
+    cart *c = co->owner;
+    if (c == NULL) {
+        free(co);
+        return;
+    }
+    if (result < 0) {
+        coord_answer_err(c, co, ENG_E_UNAVAILABLE, "order lookup failed (MariaDB); retry");
+        return;
+    }
+    if (result == 0 || (result == 1 && lines[0].n_lines <= 1)) {
+        coord_unlink(c, co);
+        co->single_fn(co->ctx, result == 0 ? "" : lines[0].sku);
+        free(co);
+        return;
+    }
+    c->st.order_ops++;
+    uint32_t n = (uint32_t)result <= ENG_LINES_MAX ? (uint32_t)result : ENG_LINES_MAX;
+    co->n = n;
+    co->n_lines = lines[0].n_lines;
+    for (uint32_t i = 0; i < n; i++) {
+        cpart *p = &co->parts[i];
+        snprintf(p->sku, sizeof p->sku, "%s", lines[i].sku);
+        p->line_no = lines[i].line_no;
+        p->client_line = lines[i].line_no;
+    }
+    switch (co->kind) {
+    case CK_GET:
+        co->phase = CP_OP;
+        parts_call(c, co, "order.get", sel_all);
+        return;
+    case CK_SHIP:
+        co->phase = CP_OP;
+        parts_call(c, co, "ship", sel_all);
+        return;
+    case CK_CONFIRM:
+        /* A line never placed: the order can only be aborted. */
+        co->fail_part = (int32_t)n < co->n_lines ? 0 : -1;
+        start_decide(c, co, co->fail_part >= 0 ? STORE_DECIDE_ABORT : STORE_DECIDE_CONFIRM);
+        return;
+    case CK_RELEASE:
+        start_decide(c, co, STORE_DECIDE_ABORT);
+        return;
+    default:
+        assert(!"bad kind");
+    }
+}
+
+/* ------------------------------------------------------------ owner side */
+
+static void settle_free(cart *c, settle *s)
+{
+    if (c != NULL) {
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            c->settles = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        assert(c->st.settling > 0);
+        c->st.settling--;
+    }
+    free(s);
+}
+
+static void settle_retry(cart *c, settle *s)
+{
+    c->st.settle_retries++;
+    engine_part_retry(c->env.eng, &s->ref, wall_ms() + CART_RETRY_MS);
+    settle_free(c, s);
+}
+
+static void settle_op_done(eng_op *op, void *arg)
+{
+    settle *s = arg;
+    cart *c = s->owner;
+    assert(op == &s->op);
+    if (c == NULL) {
+        free(s);
+        return;
+    }
+    if (op->err == ENG_OK) {
+        if (op->kind == ENG_OP_CONFIRM)
+            c->st.settled_confirm++;
+        else
+            c->st.settled_expire++;
+        settle_free(c, s);
+    } else if (eng_err_retryable(op->err)) {
+        settle_retry(c, s);
+    } else {
+        /* Settled already (released, confirmed by its coordinator meanwhile). */
+        settle_free(c, s);
+    }
+}
+
+static void settle_decided(const char *order_id, int result, void *arg)
+{
+    (void)order_id;
+    settle *s = arg;
+    s->store_wait = false;
+    cart *c = s->owner;
+    if (c == NULL) {
+        free(s);
+        return;
+    }
+    if (result < 0) {
+        settle_retry(c, s);
+        return;
+    }
+    eng_order_view v;
+    if (!engine_part_get(c->env.eng, s->ref.order_id, s->ref.line_no, &v)) {
+        settle_free(c, s);  /* gone (SKU moved away): its new owner settles it */
+        return;
+    }
+    eng_op *op = &s->op;
+    memset(op, 0, sizeof *op);
+    op->kind = result == STORE_DECIDE_CONFIRM ? ENG_OP_CONFIRM : ENG_OP_RELEASE;
+    snprintf(op->order_id, sizeof op->order_id, "%s", s->ref.order_id);
+    snprintf(op->sku, sizeof op->sku, "%s", v.sku);
+    op->part_lines = s->ref.part_lines;
+    op->line_no = s->ref.line_no;
+    op->decided = op->kind == ENG_OP_CONFIRM;
+    op->as_expired = op->kind == ENG_OP_RELEASE;
+    op->on_done = settle_op_done;
+    op->on_done_arg = s;
+    eng_err e = engine_submit(c->env.eng, op, wall_ms());
+    if (e == ENG_OK) {
+        c->env.pump(c->env.pump_arg);
+        return;
+    }
+    if (eng_err_retryable(e))
+        settle_retry(c, s);
+    else
+        settle_free(c, s);
+}
+
+void cart_settle_due(cart *c)
+{
+    int64_t now = wall_ms();
+    for (uint32_t i = 0; i < CART_SETTLE_PER_CALL && c->st.settling < CART_SETTLING_MAX; i++) {
+        eng_part_ref ref;
+        if (!engine_part_due(c->env.eng, now, &ref))
+            return;
+        settle *s = calloc(1, sizeof(*s));
+        if (s == NULL) {
+            engine_part_retry(c->env.eng, &ref, now + CART_RETRY_MS);
+            return;
+        }
+        s->owner = c;
+        s->ref = ref;
+        s->next = c->settles;
+        if (c->settles)
+            c->settles->prev = s;
+        c->settles = s;
+        c->st.settling++;
+        s->store_wait = true;
+        if (store_cart_decide(c->env.st, ref.order_id, STORE_DECIDE_ABORT, settle_decided, s) != 0) {
+            s->store_wait = false;
+            settle_retry(c, s);
+            return;  /* the store's queue is full: later */
+        }
+    }
+}
+
+/* ------------------------------------------------------------ life */
+
+cart *cart_new(const cart_env *env)
+{
+    assert(env && env->base && env->peers && env->st && env->eng && env->rg && env->cfg && env->pump);
+    cart *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->env = *env;
+    c->defer_ev = event_new(env->base, -1, 0, defer_cb, c);
+    if (c->defer_ev == NULL) {
+        free(c);
+        return NULL;
+    }
+    msgpack_sbuffer_init(&c->sb);
+    msgpack_packer_init(&c->pk, &c->sb, msgpack_sbuffer_write);
+    return c;
+}
+
+void cart_set_ring(cart *c, const ring *rg, uint32_t self)
+{
+    c->env.rg = rg;
+    c->env.self = self;
+}
+
+void cart_free(cart *c)
+{
+    if (c == NULL)
+        return;
+    coord *co = c->coords;
+    while (co != NULL) {
+        coord *next = co->next;
+        co->owner = NULL;
+        /* Waiting on peers: freed when the pool fails those calls. Waiting
+         * on the store only, or deferred: the store abandons its calls
+         * without callbacks, so nothing else will. */
+        if (co->pending == 0)
+            free(co);
+        co = next;
+    }
+    settle *s = c->settles;
+    while (s != NULL) {
+        settle *next = s->next;
+        s->owner = NULL;
+        if (s->store_wait)
+            free(s);  /* abandoned by store_free */
+        /* else its op is in the engine: on_done frees it */
+        s = next;
+    }
+    event_free(c->defer_ev);
+    msgpack_sbuffer_destroy(&c->sb);
+    free(c);
+}
+
+void cart_stats_get(const cart *c, cart_stats *out)
+{
+    *out = c->st;
+}
