@@ -12,14 +12,18 @@
 #include "stockd/engine.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <uthash.h>
 
-/* Rows of one kind (orders, ledger, jobs, alerts) one op may add, beyond a
- * supplier report's settlements. */
+/* Rows of one kind (orders, ledger, jobs, alerts) one op may add per line
+ * of its order, beyond a supplier report's settlements. */
 #define OP_ROWS_MAX 4
+#define OP_ROWS_ALL (OP_ROWS_MAX * ENG_LINES_MAX)
+
+#define FOR_LINES(h, l) for (eng_order *l = (h); l != NULL; l = l->line_next)
 
 enum op_state { OP_IDLE = 0, OP_QUEUED, OP_BATCHED };
 
@@ -41,10 +45,25 @@ struct eng_sku {
     UT_hash_handle hh;
 };
 
+/* An order is one eng_order per line. The first line (the head) is the one
+ * in the hash; a whole order of several lines chains its other lines from
+ * the head (line_next), each linked into its own SKU's order list. A part
+ * (line of a cross-shard order) is a head of its own, keyed
+ * "<order_id>#<line_no>" (line_no >= 1). Order-wide fields (status, hold,
+ * times, reason) are kept on every line and move together. */
 struct eng_order {
-    char id[ENG_ID_MAX + 1];
+    char id[ENG_KEY_MAX + 1];     /* order_id, NUL-terminated; a part's key goes on
+                                   * after the NUL: "<order_id>\0#<line_no>" */
+    uint8_t key_len;              /* of the hash key in id */
     eng_status status;            /* working state; NONE = placeholder */
     int32_t qty, from_own, from_supplier;
+    int32_t line_no, n_lines;
+    bool part;                    /* a line of a cross-shard order, alone here */
+    bool part_listed;             /* on the engine's due-parts list */
+    eng_order *head;              /* the order's head (itself for a head) */
+    eng_order *line_next;         /* head: its next line; ... */
+    eng_order *due_next;          /* due-parts list */
+    uint64_t notify_mark;         /* head: batch id + 1 that set a notify row */
     uint32_t pending;             /* reserve ops queued or batched for it */
     eng_sku *sku;
     int64_t available, created_at_ms, updated_at_ms, hold_expires_at_ms;
@@ -98,6 +117,7 @@ struct eng_batch {
     eng_op *ops_head, *ops_tail;
     size_t n_ops;
     size_t cap;
+    size_t sw_cap;                /* cap + ENG_LINES_MAX: an order takes a SKU per line */
     struct sku_write *sw;
     eng_sku_row *sku_rows;
     size_t n_sw;
@@ -140,6 +160,8 @@ struct engine {
     eng_sku global;               /* FIFO of ops without a SKU (supplier.put) */
     eng_order *pp_head, *pp_tail; /* committed pending purchases, oldest first */
     uint32_t pp_claimed;
+    eng_order *due_head, *due_tail; /* parts whose hold lapsed, for the caller */
+    bool parts_mode;
     eng_stats st;
 };
 
@@ -176,7 +198,8 @@ static void op_done(engine *e, eng_op *op)
 /* Ops the engine queues itself: owned by the engine, never passed to done(). */
 static bool op_internal(const eng_op *op)
 {
-    return op->kind == ENG_OP_EXPIRE || op->kind == ENG_OP_SUPPLIER_REPORT;
+    return op->kind == ENG_OP_EXPIRE || op->kind == ENG_OP_SUPPLIER_REPORT ||
+           op->tk_parent != NULL;
 }
 
 const char *eng_err_code(eng_err err)
@@ -317,6 +340,57 @@ static void copy_id(char *dst, const char *src)
     memcpy(dst, src, n + 1);
 }
 
+void eng_part_key(const char *order_id, int32_t line_no, char *out)
+{
+    assert(strlen(order_id) <= ENG_ID_MAX && line_no >= 0 && line_no < ENG_LINES_MAX);
+    if (line_no == 0)
+        snprintf(out, ENG_KEY_MAX + 1, "%s", order_id);
+    else
+        snprintf(out, ENG_KEY_MAX + 1, "%s#%d", order_id, (int)line_no);
+}
+
+/* An order's hash key: the order_id, and for part k >= 1 "\0#k" after it,
+ * so the key's first string is always the order_id (rows, ledger, alerts). */
+typedef struct okey {
+    char b[ENG_KEY_MAX + 1];
+    size_t len;
+} okey;
+
+static void make_key(const char *order_id, int32_t line_no, bool part, okey *k)
+{
+    size_t n = strlen(order_id);
+    assert(n <= ENG_ID_MAX);
+    memcpy(k->b, order_id, n + 1);
+    k->len = n;
+    if (part && line_no > 0) {
+        int w = snprintf(k->b + n + 1, sizeof(k->b) - n - 1, "#%d", (int)line_no);
+        assert(w > 0 && (size_t)w < sizeof(k->b) - n - 1);
+        k->len = n + 1 + (size_t)w;
+    }
+}
+
+/* The key an op names its order by. */
+static void op_key(const eng_op *op, okey *k)
+{
+    make_key(op->order_id, op->line_no, op->part_lines > 1, k);
+}
+
+eng_status eng_order_status_of(const eng_line_view *lines, size_t n)
+{
+    assert(n > 0);
+    bool same = true, confirmed_sup = false;
+    for (size_t i = 0; i < n; i++) {
+        if (lines[i].status == ENG_ST_FAILED)
+            return ENG_ST_FAILED;
+        same = same && lines[i].status == lines[0].status;
+        confirmed_sup = confirmed_sup ||
+                        (lines[i].status == ENG_ST_CONFIRMED && lines[i].from_supplier > 0);
+    }
+    if (same)
+        return lines[0].status;
+    return confirmed_sup ? ENG_ST_CONFIRMED : ENG_ST_PURCHASED;
+}
+
 static char *dup_or_null(const char *s)
 {
     if (s == NULL || s[0] == '\0')
@@ -380,9 +454,14 @@ static void sku_recompute_sellable(const engine *e, eng_sku *s)
 
 static void order_to_view(const eng_order *o, eng_order_view *v)
 {
-    copy_id(v->order_id, o->id);
+    size_t k = strcspn(o->id, "#");
+    assert(k <= ENG_ID_MAX);
+    memcpy(v->order_id, o->id, k);
+    v->order_id[k] = '\0';
     copy_id(v->sku, o->sku->name);
     v->qty = o->qty;
+    v->line_no = o->line_no;
+    v->n_lines = o->n_lines;
     v->status = o->status;
     v->from_own = o->from_own;
     v->from_supplier = o->from_supplier;
@@ -402,6 +481,67 @@ static void order_to_view(const eng_order *o, eng_order_view *v)
     v->reason[n] = '\0';
     v->purchased_at_ms = o->purchased_at_ms;
     v->supplier_settled = o->supplier_settled;
+}
+
+/* The committed record of one line: its before-image while in a batch. */
+static void line_committed(const eng_order *o, eng_order_view *v)
+{
+    if (o->inflight != NULL)
+        *v = o->inflight->before;
+    else
+        order_to_view(o, v);
+}
+
+static void view_to_line(const eng_order_view *v, eng_line_view *l)
+{
+    l->line_no = v->line_no;
+    copy_id(l->sku, v->sku);
+    l->qty = v->qty;
+    l->from_own = v->from_own;
+    l->from_supplier = v->from_supplier;
+    l->status = v->status;
+    memcpy(l->upstream_order_id, v->upstream_order_id, sizeof(l->upstream_order_id));
+}
+
+/* The whole order from its lines (engine.h eng_order_view): committed
+ * state, or the working state when committed is false. */
+static void order_whole_view(const eng_order *h, bool committed, eng_order_view *out)
+{
+    eng_line_view lv[ENG_LINES_MAX];
+    memset(lv, 0, sizeof(lv[0]));
+    size_t n = 0;
+    bool all_bought = true, all_settled = true;
+    int64_t bought_at = 0;
+    FOR_LINES((eng_order *)h, l) {
+        eng_order_view v;
+        if (committed)
+            line_committed(l, &v);
+        else
+            order_to_view(l, &v);
+        assert(n < ENG_LINES_MAX);
+        view_to_line(&v, &lv[n++]);
+        if (l == h) {
+            *out = v;
+            out->qty = out->from_own = out->from_supplier = 0;
+        }
+        out->qty += v.qty;
+        out->from_own += v.from_own;
+        out->from_supplier += v.from_supplier;
+        if (v.updated_at_ms > out->updated_at_ms)
+            out->updated_at_ms = v.updated_at_ms;
+        if (out->reason[0] == '\0' && v.reason[0] != '\0')
+            memcpy(out->reason, v.reason, sizeof(out->reason));
+        if (v.from_supplier > 0) {
+            all_bought = all_bought && v.purchased_at_ms > 0;
+            all_settled = all_settled && v.supplier_settled;
+            if (v.purchased_at_ms > bought_at)
+                bought_at = v.purchased_at_ms;
+        }
+    }
+    out->status = eng_order_status_of(lv, n);
+    out->line_no = 0;
+    out->purchased_at_ms = all_bought ? bought_at : 0;
+    out->supplier_settled = all_bought && all_settled && bought_at > 0;
 }
 
 static void order_from_view(eng_order *o, const eng_order_view *v)
@@ -475,7 +615,7 @@ static void pp_sync(engine *e, eng_order *o, bool recovered)
     e->st.purchases_pending++;
 }
 
-static void order_free(engine *e, eng_order *o)
+static void line_free(engine *e, eng_order *o)
 {
     assert(o->inflight == NULL);
     if (o->sku_prev)
@@ -485,29 +625,100 @@ static void order_free(engine *e, eng_order *o)
     if (o->sku_next)
         o->sku_next->sku_prev = o->sku_prev;
     pp_remove(e, o);
-    HASH_DEL(e->orders, o);
     free(o->upstream_order_id);
     free(o->reason);
     free(o);
+}
+
+/* Frees an order: its head and every line. A part on the due list is
+ * unlinked first. */
+static void order_free(engine *e, eng_order *h)
+{
+    assert(h->head == h);
+    if (h->part_listed) {
+        eng_order **pp = &e->due_head, *prev = NULL;
+        while (*pp != h) {
+            prev = *pp;
+            pp = &(*pp)->due_next;
+        }
+        *pp = h->due_next;
+        if (e->due_tail == h)
+            e->due_tail = prev;
+    }
+    HASH_DEL(e->orders, h);
+    eng_order *l = h->line_next;
+    while (l != NULL) {
+        eng_order *next = l->line_next;
+        line_free(e, l);
+        l = next;
+    }
+    line_free(e, h);
     e->st.orders--;
 }
 
-static eng_order *order_new(engine *e, const char *id, eng_sku *s, int32_t qty)
+/* A line of s, not in the hash unless it is a head. */
+static eng_order *line_new(eng_sku *s, const okey *key, int32_t qty, int32_t line_no,
+                           int32_t n_lines)
 {
     eng_order *o = calloc(1, sizeof(*o));
     if (o == NULL)
         return NULL;
-    copy_id(o->id, id);
+    memcpy(o->id, key->b, key->len + 1);
+    o->key_len = (uint8_t)key->len;
     o->sku = s;
     o->qty = qty;
+    o->line_no = line_no;
+    o->n_lines = n_lines;
+    o->head = o;
     o->status = ENG_ST_NONE;
     o->sku_next = s->orders;
     if (s->orders)
         s->orders->sku_prev = o;
     s->orders = o;
-    HASH_ADD_STR(e->orders, id, o);
+    return o;
+}
+
+static eng_order *order_new(engine *e, const okey *key, eng_sku *s, int32_t qty)
+{
+    eng_order *o = line_new(s, key, qty, 0, 1);
+    if (o == NULL)
+        return NULL;
+    HASH_ADD(hh, e->orders, id, o->key_len, o);
     e->st.orders++;
     return o;
+}
+
+/* Appends line line_no to the whole order h (lines stay in line_no order). */
+static eng_order *order_add_line(eng_order *h, eng_sku *s, int32_t qty, int32_t line_no)
+{
+    okey k;
+    make_key(h->id, 0, false, &k);
+    eng_order *o = line_new(s, &k, qty, line_no, h->n_lines);
+    if (o == NULL)
+        return NULL;
+    o->head = h;
+    eng_order **pp = &h->line_next;
+    while (*pp != NULL && (*pp)->line_no < line_no)
+        pp = &(*pp)->line_next;
+    o->line_next = *pp;
+    *pp = o;
+    return o;
+}
+
+static eng_order *order_line(eng_order *h, int32_t line_no)
+{
+    FOR_LINES(h, l)
+        if (l->line_no == line_no)
+            return l;
+    return NULL;
+}
+
+static bool order_inflight(const eng_order *h)
+{
+    FOR_LINES((eng_order *)h, l)
+        if (l->inflight != NULL)
+            return true;
+    return false;
 }
 
 static eng_sku *sku_find(const engine *e, const char *name)
@@ -517,11 +728,19 @@ static eng_sku *sku_find(const engine *e, const char *name)
     return s;
 }
 
-static eng_order *order_find(const engine *e, const char *id)
+static eng_order *order_find(const engine *e, const okey *k)
 {
     eng_order *o = NULL;
-    HASH_FIND_STR(e->orders, id, o);
+    HASH_FIND(hh, e->orders, k->b, k->len, o);
     return o;
+}
+
+/* The order a plain order_id names (not a part k >= 1). */
+static eng_order *order_find_id(const engine *e, const char *order_id)
+{
+    okey k;
+    make_key(order_id, 0, false, &k);
+    return order_find(e, &k);
 }
 
 static eng_sku *sku_new(engine *e, const char *name)
@@ -717,9 +936,14 @@ void engine_free(engine *e)
     eng_order *o, *ot;
     HASH_ITER(hh, e->orders, o, ot) {
         HASH_DEL(e->orders, o);
-        free(o->upstream_order_id);
-        free(o->reason);
-        free(o);
+        eng_order *l = o;
+        while (l != NULL) {
+            eng_order *next = l->line_next;
+            free(l->upstream_order_id);
+            free(l->reason);
+            free(l);
+            l = next;
+        }
     }
     eng_sku *s, *stmp;
     HASH_ITER(hh, e->skus, s, stmp) {
@@ -789,21 +1013,63 @@ bool engine_load_sku(engine *e, const char *name, const eng_counters *c,
     return true;
 }
 
-bool engine_load_order(engine *e, const eng_order_view *v)
+void engine_set_parts_mode(engine *e, bool parts)
 {
+    e->parts_mode = parts;
+}
+
+/* The line v names, found or made: a part, the head of a whole order, or
+ * line v->line_no of the loaded head (line 0 loads first). */
+static eng_order *load_line(engine *e, const eng_order_view *v, eng_sku *s)
+{
+    bool part = v->n_lines > 1 && e->parts_mode;
+    okey key;
+    make_key(v->order_id, v->line_no, part, &key);
+    if (part || v->line_no == 0) {
+        eng_order *o = order_find(e, &key);
+        if (o == NULL) {
+            if ((o = order_new(e, &key, s, v->qty)) == NULL)
+                return NULL;
+            o->n_lines = v->n_lines;
+            o->line_no = v->line_no;
+            o->part = part;
+        }
+        return o->part == part && o->n_lines == v->n_lines ? o : NULL;
+    }
+    eng_order *h = order_find(e, &key);
+    if (h == NULL || h->part || h->n_lines != v->n_lines)
+        return NULL;
+    eng_order *l = order_line(h, v->line_no);
+    if (l == NULL && (l = order_add_line(h, s, v->qty, v->line_no)) == NULL)
+        return NULL;
+    return l;
+}
+
+bool engine_load_order(engine *e, const eng_order_view *view)
+{
+    eng_order_view one;
+    const eng_order_view *v = view;
+    if (view->n_lines == 0) {
+        /* A record from before lines (n_lines unset): one line. */
+        one = *view;
+        one.n_lines = 1;
+        one.line_no = 0;
+        v = &one;
+    }
     if (v->status <= ENG_ST_NONE || v->status >= ENG_ST_COUNT_)
+        return false;
+    if (v->n_lines < 1 || v->n_lines > ENG_LINES_MAX || v->line_no < 0 ||
+        v->line_no >= v->n_lines)
         return false;
     eng_sku *s = sku_find(e, v->sku);
     if (s == NULL || !s->exists)
         return false;
-    eng_order *o = order_find(e, v->order_id);
-    if (o == NULL && (o = order_new(e, v->order_id, s, v->qty)) == NULL)
-        return false;
-    if (o->sku != s)
+    eng_order *o = load_line(e, v, s);
+    if (o == NULL || o->sku != s)
         return false;  /* an order never changes SKU */
     assert(o->inflight == NULL);
     order_from_view(o, v);
-    if (o->status == ENG_ST_HELD && !heap_push(e, o->hold_expires_at_ms, o))
+    if (o->head == o && o->status == ENG_ST_HELD && !heap_push(e, o->hold_expires_at_ms, o))
         return false;
     pp_sync(e, o, true);
     return true;
@@ -838,45 +1104,310 @@ void engine_each_supplier(const engine *e,
 
 /* ------------------------------------------------------------ submit */
 
+static eng_op *internal_op_new(engine *e)
+{
+    eng_op *op = e->free_ops;
+    if (op != NULL) {
+        e->free_ops = op->next;
+    } else if ((op = malloc(sizeof(*op))) == NULL) {
+        return NULL;
+    }
+    memset(op, 0, sizeof(*op));
+    return op;
+}
+
+static void internal_op_free(engine *e, eng_op *op)
+{
+    op->next = e->free_ops;
+    e->free_ops = op;
+}
+
+/* A whole order of several lines (not a part): its ops take tickets. */
+static bool order_is_cart(const eng_order *h)
+{
+    return h->n_lines > 1 && !h->part;
+}
+
+static eng_order *order_of_op(const engine *e, const eng_op *op)
+{
+    okey key;
+    op_key(op, &key);
+    return order_find(e, &key);
+}
+
+/* The line an outcome op names: the order's line line_no (a part or a
+ * single order: the head). */
+static eng_order *line_of_op(const engine *e, const eng_op *op)
+{
+    eng_order *h = order_of_op(e, op);
+    if (h == NULL)
+        return NULL;
+    return order_is_cart(h) ? order_line(h, op->line_no) : h;
+}
+
+static void tickets_free(engine *e, eng_op *op)
+{
+    eng_op *t = op->tk_next;
+    while (t != NULL) {
+        eng_op *next = t->tk_next;
+        if (t->state_ == OP_QUEUED)
+            fifo_unlink(e, t);
+        eng_sku *s = t->sku_p;
+        internal_op_free(e, t);
+        ready_push(e, s);  /* its FIFO may have waited behind the ticket */
+        t = next;
+    }
+    op->tk_next = NULL;
+}
+
+/* Queues op on every SKU in skus[0..n) at once, one ticket each (DESIGN.md
+ * §3: arrival order on one loop is a total order, so waiting for the head
+ * of every FIFO cannot deadlock). */
+static eng_err push_tickets(engine *e, eng_op *op, eng_sku *const *skus, size_t n)
+{
+    assert(n >= 2 && op->tk_next == NULL);
+    eng_op **tail = &op->tk_next;
+    for (size_t i = 0; i < n; i++) {
+        eng_op *t = internal_op_new(e);
+        if (t == NULL) {
+            eng_op *u = op->tk_next;
+            while (u != NULL) {
+                eng_op *next = u->tk_next;
+                internal_op_free(e, u);
+                u = next;
+            }
+            op->tk_next = NULL;
+            return ENG_E_INTERNAL;
+        }
+        t->kind = op->kind;
+        t->tk_parent = op;
+        t->line_no = (int32_t)i;
+        *tail = t;
+        tail = &t->tk_next;
+    }
+    size_t i = 0;
+    for (eng_op *t = op->tk_next; t != NULL; t = t->tk_next)
+        fifo_push(e, skus[i++], t);
+    op->sku_p = NULL;
+    op->state_ = OP_QUEUED;
+    return ENG_OK;
+}
+
+static bool room_for(const engine *e, eng_sku *const *skus, size_t n)
+{
+    if (e->st.queued + n > e->lim.queue_total_max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (skus[i]->q_len >= e->lim.queue_per_sku_max)
+            return false;
+    return true;
+}
+
+/* Queues an op on an order: one FIFO, or a ticket on every line's SKU. */
+static eng_err queue_on_order(engine *e, eng_op *op, eng_order *h, bool limits)
+{
+    if (!order_is_cart(h)) {
+        if (limits && !room_for(e, &h->sku, 1))
+            return ENG_E_BUSY;
+        fifo_push(e, h->sku, op);
+        return ENG_OK;
+    }
+    eng_sku *skus[ENG_LINES_MAX];
+    size_t n = 0;
+    FOR_LINES(h, l)
+        skus[n++] = l->sku;
+    if (limits && !room_for(e, skus, n))
+        return ENG_E_BUSY;
+    return push_tickets(e, op, skus, n);
+}
+
+/* A SKU an order may be placed on: loaded, or being created by a queued
+ * or in-flight sku.put. */
+static eng_sku *sku_placeable(const engine *e, const char *name)
+{
+    eng_sku *s = sku_find(e, name);
+    if (s == NULL || (!s->exists && s->q_len == 0 && s->inflight == NULL))
+        return NULL;
+    return s;
+}
+
+/* The distinct SKUs of op->lines with summed quantities, in order of first
+ * appearance; first[i] is the index of the first line naming skus[i]. */
+typedef struct cart_lines {
+    size_t n;
+    const char *sku[ENG_LINES_MAX];
+    int64_t qty[ENG_LINES_MAX];
+    int32_t first[ENG_LINES_MAX];
+} cart_lines;
+
+static void cart_lines_of(const eng_op *op, cart_lines *c)
+{
+    assert(op->n_lines >= 1 && op->n_lines <= ENG_LINES_MAX);
+    c->n = 0;
+    for (uint32_t i = 0; i < op->n_lines; i++) {
+        const eng_line_in *in = &op->lines[i];
+        assert(in->qty >= 1 && in->qty <= ENG_QTY_MAX);
+        size_t k = 0;
+        while (k < c->n && strcmp(c->sku[k], in->sku) != 0)
+            k++;
+        if (k == c->n) {
+            c->sku[k] = in->sku;
+            c->qty[k] = 0;
+            c->first[k] = (int32_t)i;
+            c->n++;
+        }
+        c->qty[k] += in->qty;
+    }
+}
+
+/* The line index of the request that first named line l of the order. */
+static int32_t op_line_index(const eng_op *op, const eng_order *l)
+{
+    for (uint32_t i = 0; i < op->n_lines; i++)
+        if (strcmp(op->lines[i].sku, l->sku->name) == 0)
+            return (int32_t)i;
+    return -1;
+}
+
+static bool cart_matches(const eng_order *h, const cart_lines *c)
+{
+    if (h->part || h->n_lines != (int32_t)c->n)
+        return false;
+    size_t i = 0;
+    FOR_LINES((eng_order *)h, l) {
+        if (i >= c->n || strcmp(l->sku->name, c->sku[i]) != 0 || l->qty != c->qty[i])
+            return false;
+        i++;
+    }
+    return i == c->n;
+}
+
+static eng_err submit_cart_reserve(engine *e, eng_op *op, const cart_lines *cl)
+{
+    const cart_lines c = *cl;
+    eng_order *h = order_find_id(e, op->order_id);
+    eng_sku *skus[ENG_LINES_MAX];
+    if (h != NULL) {
+        if (!cart_matches(h, &c))
+            return op->err = ENG_E_CONFLICT;
+        size_t n = 0;
+        FOR_LINES(h, l)
+            skus[n++] = l->sku;
+    } else {
+        for (size_t i = 0; i < c.n; i++) {
+            if ((skus[i] = sku_placeable(e, c.sku[i])) == NULL) {
+                op->err_line = c.first[i];
+                return op->err = ENG_E_UNKNOWN_SKU;
+            }
+        }
+    }
+    if (!room_for(e, skus, c.n))
+        return op->err = ENG_E_BUSY;
+    bool created = false;
+    if (h == NULL) {
+        okey key;
+        make_key(op->order_id, 0, false, &key);
+        if ((h = order_new(e, &key, skus[0], (int32_t)c.qty[0])) == NULL)
+            return op->err = ENG_E_INTERNAL;
+        h->n_lines = (int32_t)c.n;
+        created = true;
+        for (size_t i = 1; i < c.n; i++) {
+            if (order_add_line(h, skus[i], (int32_t)c.qty[i], (int32_t)i) == NULL) {
+                order_free(e, h);
+                return op->err = ENG_E_INTERNAL;
+            }
+        }
+    }
+    if (push_tickets(e, op, skus, c.n) != ENG_OK) {
+        if (created)
+            order_free(e, h);
+        return op->err = ENG_E_INTERNAL;
+    }
+    h->pending++;
+    return ENG_OK;
+}
+
+/* A single-SKU reserve, or a part (part_lines > 1: line line_no). */
+static eng_err submit_reserve(engine *e, eng_op *op)
+{
+    assert(op->qty >= 1 && op->qty <= ENG_QTY_MAX);
+    okey key;
+    op_key(op, &key);
+    int32_t n_lines = op->part_lines > 1 ? op->part_lines : 1;
+    eng_order *o = order_find(e, &key);
+    eng_sku *s;
+    if (o != NULL) {
+        if (strcmp(o->sku->name, op->sku) != 0 || o->qty != op->qty || o->n_lines != n_lines ||
+            o->line_no != (n_lines > 1 ? op->line_no : 0))
+            return op->err = ENG_E_CONFLICT;
+        s = o->sku;
+    } else if ((s = sku_placeable(e, op->sku)) == NULL) {
+        op->err_line = op->n_lines > 0 ? 0 : -1;
+        return op->err = ENG_E_UNKNOWN_SKU;
+    }
+    if (!room_for(e, &s, 1))
+        return op->err = ENG_E_BUSY;
+    if (o == NULL) {
+        if ((o = order_new(e, &key, s, op->qty)) == NULL)
+            return op->err = ENG_E_INTERNAL;
+        if (n_lines > 1) {
+            o->part = true;
+            o->n_lines = n_lines;
+            o->line_no = op->line_no;
+        }
+    }
+    o->pending++;
+    fifo_push(e, s, op);
+    return ENG_OK;
+}
+
 eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
 {
     (void)now_ms;
     assert(op->state_ == OP_IDLE);
-    assert(!op_internal(op));
+    assert(!op_internal(op) && op->tk_next == NULL);
     op->err = ENG_OK;
     op->outcome_unknown = false;
+    op->err_line = -1;
     e->st.ops_submitted++;
+    assert(op->part_lines == 0 ||
+           (op->part_lines > 1 && op->part_lines <= ENG_LINES_MAX && op->line_no >= 0 &&
+            op->line_no < op->part_lines));
 
     eng_sku *s = NULL;
     eng_order *o = NULL;
     switch (op->kind) {
     case ENG_OP_RESERVE:
-        assert(op->qty >= 1 && op->qty <= ENG_QTY_MAX);
-        o = order_find(e, op->order_id);
-        if (o != NULL) {
-            if (strcmp(o->sku->name, op->sku) != 0 || o->qty != op->qty)
-                return op->err = ENG_E_CONFLICT;
-            s = o->sku;
-        } else {
-            s = sku_find(e, op->sku);
-            if (s == NULL)
-                return op->err = ENG_E_UNKNOWN_SKU;
-            /* A SKU without a row is only queued on when a sku.put that
-             * creates it is waiting or in flight. */
-            if (!s->exists && s->q_len == 0 && s->inflight == NULL)
-                return op->err = ENG_E_UNKNOWN_SKU;
+        if (op->n_lines > 0 && op->part_lines == 0) {
+            cart_lines c;
+            cart_lines_of(op, &c);
+            for (size_t i = 0; i < c.n; i++) {
+                if (c.qty[i] > ENG_QTY_MAX) {
+                    op->err_line = c.first[i];
+                    return op->err = ENG_E_INVALID;
+                }
+            }
+            if (c.n > 1)
+                return submit_cart_reserve(e, op, &c);
+            /* One SKU, however many lines: a plain order. */
+            copy_id(op->sku, c.sku[0]);
+            op->qty = (int32_t)c.qty[0];
         }
-        break;
+        return submit_reserve(e, op);
     case ENG_OP_CONFIRM:
     case ENG_OP_RELEASE:
     case ENG_OP_SHIP:
-        o = order_find(e, op->order_id);
+        o = order_of_op(e, op);
         /* A placeholder with reserves queued or in flight: wait behind
          * them in the same FIFO, so a pipelined reserve+confirm works. */
-        if (o == NULL || (o->status == ENG_ST_NONE && o->inflight == NULL && o->pending == 0))
+        if (o == NULL || (o->status == ENG_ST_NONE && !order_inflight(o) && o->pending == 0))
             return op->err = ENG_E_NOT_FOUND;
-        s = o->sku;
-        break;
+        /* A part answers only to ops that name it as a part. */
+        if (o->part != (op->part_lines > 1))
+            return op->err = o->part ? ENG_E_INVALID : ENG_E_NOT_FOUND;
+        if ((op->decided && op->kind != ENG_OP_CONFIRM) || (op->as_expired && op->kind != ENG_OP_RELEASE))
+            return op->err = ENG_E_INVALID;
+        return op->err = queue_on_order(e, op, o, true);
     case ENG_OP_SKU_PUT:
         s = sku_find(e, op->sku);
         if (s == NULL && (s = sku_new(e, op->sku)) == NULL)
@@ -888,13 +1419,17 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
             return op->err = ENG_E_UNKNOWN_SKU;
         break;
     case ENG_OP_PURCHASED:
-    case ENG_OP_PURCHASE_FAILED:
-        o = order_find(e, op->order_id);
+    case ENG_OP_PURCHASE_FAILED: {
+        o = line_of_op(e, op);
         if (o == NULL || o->status == ENG_ST_NONE)
             return op->err = ENG_E_NOT_FOUND;
-        /* The worker holds a claim it must be able to end: no queue limit. */
+        /* The worker holds a claim it must be able to end: no queue limit.
+         * A failure fails the whole order: it waits for every line. */
+        if (op->kind == ENG_OP_PURCHASE_FAILED)
+            return op->err = queue_on_order(e, op, o->head, false);
         fifo_push(e, o->sku, op);
         return ENG_OK;
+    }
     case ENG_OP_SUPPLIER_PUT:
         if (!op->has_trust || !eng_trust_valid(&op->trust) || op->supplier.supplier_id[0] == '\0')
             return op->err = ENG_E_INVALID;
@@ -903,13 +1438,8 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
     default:
         return op->err = ENG_E_INTERNAL;
     }
-    if (s->q_len >= e->lim.queue_per_sku_max || e->st.queued >= e->lim.queue_total_max)
+    if (!room_for(e, &s, 1))
         return op->err = ENG_E_BUSY;
-    if (op->kind == ENG_OP_RESERVE) {
-        if (o == NULL && (o = order_new(e, op->order_id, s, op->qty)) == NULL)
-            return op->err = ENG_E_INTERNAL;
-        o->pending++;
-    }
     fifo_push(e, s, op);
     return ENG_OK;
 }
@@ -917,7 +1447,8 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
 /* Drops a placeholder order nobody waits for any more. */
 static void order_maybe_drop(engine *e, eng_order *o)
 {
-    if (o->status == ENG_ST_NONE && o->pending == 0 && o->inflight == NULL)
+    o = o->head;
+    if (o->status == ENG_ST_NONE && o->pending == 0 && !order_inflight(o))
         order_free(e, o);
 }
 
@@ -925,9 +1456,14 @@ bool engine_cancel(engine *e, eng_op *op)
 {
     if (op->state_ != OP_QUEUED)
         return false;
-    fifo_unlink(e, op);
+    if (op->tk_next != NULL) {
+        tickets_free(e, op);
+        op->state_ = OP_IDLE;
+    } else {
+        fifo_unlink(e, op);
+    }
     if (op->kind == ENG_OP_RESERVE) {
-        eng_order *o = order_find(e, op->order_id);
+        eng_order *o = order_of_op(e, op);
         assert(o != NULL && o->pending > 0);
         o->pending--;
         order_maybe_drop(e, o);
@@ -997,43 +1533,56 @@ bool engine_sku_supplier(const engine *e, const char *sku, eng_supplier_map *out
     return true;
 }
 
+/* True when the order has a committed record. */
+static bool order_committed(const eng_order *h)
+{
+    if (h->inflight != NULL)
+        return h->inflight->before.status != ENG_ST_NONE;
+    return h->status != ENG_ST_NONE;
+}
+
 bool engine_order_get(const engine *e, const char *order_id, eng_order_view *out)
 {
-    const eng_order *o = order_find(e, order_id);
-    if (o == NULL)
+    const eng_order *o = order_find_id(e, order_id);
+    if (o == NULL || !order_committed(o))
         return false;
-    if (o->inflight != NULL) {
-        const struct order_write *w = o->inflight;
-        if (w->before.status == ENG_ST_NONE)
-            return false;
-        *out = w->before;
-        return true;
-    }
-    if (o->status == ENG_ST_NONE)
-        return false;
-    order_to_view(o, out);
+    if (order_is_cart(o))
+        order_whole_view(o, true, out);
+    else
+        line_committed(o, out);
     return true;
 }
 
-/* ------------------------------------------------------------ expiry */
-
-static eng_op *internal_op_new(engine *e)
+bool engine_part_get(const engine *e, const char *order_id, int32_t line_no, eng_order_view *out)
 {
-    eng_op *op = e->free_ops;
-    if (op != NULL) {
-        e->free_ops = op->next;
-    } else if ((op = malloc(sizeof(*op))) == NULL) {
-        return NULL;
+    if (line_no < 0 || line_no >= ENG_LINES_MAX)
+        return false;
+    okey key;
+    make_key(order_id, line_no, true, &key);
+    const eng_order *o = order_find(e, &key);
+    if (o == NULL || !o->part || !order_committed(o))
+        return false;
+    line_committed(o, out);
+    return true;
+}
+
+size_t engine_order_lines(const engine *e, const char *order_id, eng_line_view *out, size_t max)
+{
+    const eng_order *h = order_find_id(e, order_id);
+    if (h == NULL || !order_committed(h))
+        return 0;
+    size_t n = 0;
+    FOR_LINES((eng_order *)h, l) {
+        if (n == max)
+            break;
+        eng_order_view v;
+        line_committed(l, &v);
+        view_to_line(&v, &out[n++]);
     }
-    memset(op, 0, sizeof(*op));
-    return op;
+    return n;
 }
 
-static void internal_op_free(engine *e, eng_op *op)
-{
-    op->next = e->free_ops;
-    e->free_ops = op;
-}
+/* ------------------------------------------------------------ expiry */
 
 uint32_t engine_expire_due(engine *e, int64_t now_ms)
 {
@@ -1043,8 +1592,23 @@ uint32_t engine_expire_due(engine *e, int64_t now_ms)
         eng_order *o = it.o;
         /* Entries go stale when the hold was confirmed or released; the
          * order itself is committed and never freed, so o is valid. */
-        if (o->status != ENG_ST_HELD || o->hold_expires_at_ms != it.at_ms) {
+        bool retry = o->part && it.at_ms > o->hold_expires_at_ms;  /* engine_part_retry */
+        if (o->status != ENG_ST_HELD || (o->hold_expires_at_ms != it.at_ms && !retry)) {
             heap_pop(e);
+            continue;
+        }
+        if (o->part) {
+            /* Only the coordinator's decision may end a part's hold. */
+            heap_pop(e);
+            if (!o->part_listed) {
+                o->part_listed = true;
+                o->due_next = NULL;
+                if (e->due_tail)
+                    e->due_tail->due_next = o;
+                else
+                    e->due_head = o;
+                e->due_tail = o;
+            }
             continue;
         }
         eng_op *op = internal_op_new(e);
@@ -1052,13 +1616,50 @@ uint32_t engine_expire_due(engine *e, int64_t now_ms)
             break;  /* retried next tick */
         heap_pop(e);
         op->kind = ENG_OP_EXPIRE;
-        copy_id(op->order_id, o->id);
         copy_id(op->sku, o->sku->name);
         op->qty = o->qty;
-        fifo_push(e, o->sku, op);  /* internal: bypasses the queue limits */
+        eng_order_view v;
+        order_to_view(o, &v);
+        copy_id(op->order_id, v.order_id);
+        /* internal: bypasses the queue limits */
+        if (queue_on_order(e, op, o, false) != ENG_OK) {
+            internal_op_free(e, op);
+            (void)heap_push(e, o->hold_expires_at_ms, o);
+            break;
+        }
         n++;
     }
     return n;
+}
+
+bool engine_part_due(engine *e, int64_t now_ms, eng_part_ref *out)
+{
+    while (e->due_head != NULL) {
+        eng_order *o = e->due_head;
+        e->due_head = o->due_next;
+        if (e->due_head == NULL)
+            e->due_tail = NULL;
+        o->due_next = NULL;
+        o->part_listed = false;
+        if (o->status != ENG_ST_HELD || o->hold_expires_at_ms > now_ms)
+            continue;  /* settled or re-held meanwhile */
+        eng_order_view v;
+        order_to_view(o, &v);
+        copy_id(out->order_id, v.order_id);
+        out->line_no = o->line_no;
+        out->part_lines = o->n_lines;
+        return true;
+    }
+    return false;
+}
+
+void engine_part_retry(engine *e, const eng_part_ref *p, int64_t at_ms)
+{
+    okey key;
+    make_key(p->order_id, p->line_no, true, &key);
+    eng_order *o = order_find(e, &key);
+    if (o != NULL && o->part && o->status == ENG_ST_HELD)
+        (void)heap_push(e, at_ms, o);  /* OOM: handed out again after a reload */
 }
 
 bool engine_supplier_report(engine *e, const char *sku, int64_t reported, int64_t synced_at_ms)
@@ -1119,7 +1720,11 @@ bool engine_purchase_claim(engine *e, eng_purchase *out)
     o->claimed = true;
     e->pp_claimed++;
     memset(out, 0, sizeof(*out));
-    copy_id(out->order_id, o->id);
+    eng_order_view v;
+    order_to_view(o, &v);
+    copy_id(out->order_id, v.order_id);
+    out->line_no = o->line_no;
+    out->part_lines = o->part ? o->n_lines : 0;
     copy_id(out->sku, o->sku->name);
     out->qty = o->from_supplier;
     out->recovered = o->recovered;
@@ -1134,7 +1739,14 @@ bool engine_purchase_claim(engine *e, eng_purchase *out)
 
 void engine_purchase_unclaim(engine *e, const char *order_id)
 {
-    eng_order *o = order_find(e, order_id);
+    eng_op op = {.line_no = 0};
+    copy_id(op.order_id, order_id);
+    engine_purchase_unclaim_line(e, &op);
+}
+
+void engine_purchase_unclaim_line(engine *e, const eng_op *ref)
+{
+    eng_order *o = line_of_op(e, ref);
     if (o == NULL || !o->in_purchases || !o->claimed)
         return;
     o->claimed = false;
@@ -1168,14 +1780,15 @@ static eng_batch *batch_get(engine *e)
         /* An op writes at most OP_ROWS_MAX rows of each kind, a supplier
          * report up to ENG_SETTLE_PER_REPORT more; batch_full() stops
          * taking ops before any array could overflow. */
-        size_t rows = 2 * cap + ENG_SETTLE_PER_REPORT + 2 * OP_ROWS_MAX;
+        size_t rows = 2 * cap + ENG_SETTLE_PER_REPORT + 2 * OP_ROWS_ALL;
         b = calloc(1, sizeof(*b));
         if (b == NULL)
             return NULL;
         b->cap = cap;
+        b->sw_cap = cap + ENG_LINES_MAX;
         b->rows_cap = rows;
-        b->sw = calloc(cap, sizeof(*b->sw));
-        b->sku_rows = calloc(cap, sizeof(*b->sku_rows));
+        b->sw = calloc(b->sw_cap, sizeof(*b->sw));
+        b->sku_rows = calloc(b->sw_cap, sizeof(*b->sku_rows));
         b->ow = calloc(rows, sizeof(*b->ow));
         b->order_rows = calloc(rows, sizeof(*b->order_rows));
         b->ledger = calloc(rows, sizeof(*b->ledger));
@@ -1214,7 +1827,7 @@ static void batch_put(engine *e, eng_batch *b)
 static struct sku_write *take_sku(eng_batch *b, eng_sku *s)
 {
     assert(s->inflight == NULL);
-    assert(b->n_sw < b->cap);
+    assert(b->n_sw < b->sw_cap);
     struct sku_write *w = &b->sw[b->n_sw++];
     w->sku = s;
     w->dirty = false;
@@ -1231,9 +1844,9 @@ static struct sku_write *take_sku(eng_batch *b, eng_sku *s)
  * overflow one of its row arrays. */
 static bool batch_full(const eng_batch *b)
 {
-    size_t room = b->rows_cap - ENG_SETTLE_PER_REPORT - OP_ROWS_MAX;
-    return b->n_ops >= b->cap || b->n_ow >= room || b->n_ledger >= room ||
-           b->n_jobs >= room || b->n_alerts >= room;
+    size_t room = b->rows_cap - ENG_SETTLE_PER_REPORT - OP_ROWS_ALL;
+    return b->n_ops >= b->cap || b->n_sw >= b->cap || b->n_ow >= room ||
+           b->n_ledger >= room || b->n_jobs >= room || b->n_alerts >= room;
 }
 
 static void touch_order(eng_batch *b, eng_order *o)
@@ -1270,6 +1883,7 @@ static void job_add(eng_batch *b, const eng_order *o, bool insert, eng_job_state
     eng_job_row *j = &b->jobs[b->n_jobs++];
     j->insert = insert;
     j->order_id = o->id;
+    j->line_no = o->line_no;
     j->sku = o->sku->name;
     j->qty = o->from_supplier;
     if (insert && o->sku->map != NULL)
@@ -1363,33 +1977,22 @@ static void order_return_stock(eng_batch *b, eng_order *o, eng_status to, eng_mo
     ledger_add(b, s, o->id, move, 0, -o->from_own, -o->from_supplier, 0, "");
 }
 
-static void decide_reserve(engine *e, eng_batch *b, eng_op *op, eng_order *o)
+/* The op's view of its order: the whole order, or the line / part. */
+static void op_view(eng_op *op, const eng_order *o)
 {
-    assert(o->pending > 0);
-    o->pending--;
-    if (o->status != ENG_ST_NONE) {
-        /* A retry: the current record, nothing changes. */
-        if (strcmp(o->sku->name, op->sku) != 0 || o->qty != op->qty)
-            op->err = ENG_E_CONFLICT;
-        else
-            order_to_view(o, &op->order);
-        return;
-    }
+    if (order_is_cart(o->head))
+        order_whole_view(o->head, false, &op->order);
+    else
+        order_to_view(o, &op->order);
+}
+
+/* Takes a line's quantity: own stock first, then supplier stock. */
+static void reserve_line(eng_batch *b, const eng_op *op, eng_order *o)
+{
     eng_sku *s = o->sku;
-    int64_t avail = s->exists ? eng_available(&s->c) : 0;
-    if (!s->exists) {
-        op->err = ENG_E_UNKNOWN_SKU;
-    } else if (op->qty > avail) {
-        op->err = ENG_E_INSUFFICIENT;
-        op->err_available = avail;
-    }
-    if (op->err != ENG_OK) {
-        order_maybe_drop(e, o);
-        return;
-    }
     int64_t own_free = s->c.own_on_hand - s->c.own_reserved;
-    int32_t from_own = (int32_t)(op->qty < own_free ? op->qty : own_free);
-    int32_t from_sup = op->qty - from_own;
+    int32_t from_own = (int32_t)(o->qty < own_free ? o->qty : own_free);
+    int32_t from_sup = o->qty - from_own;
     touch_order(b, o);
     s->c.own_reserved += from_own;
     s->c.supplier_reserved += from_sup;
@@ -1403,63 +2006,168 @@ static void decide_reserve(engine *e, eng_batch *b, eng_op *op, eng_order *o)
     ledger_add(b, s, o->id, ENG_MOVE_RESERVE, 0, from_own, from_sup, 0, "");
     if (purchase_due(o))
         job_add(b, o, true, ENG_JOB_PENDING);
-    order_to_view(o, &op->order);
 }
 
-static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *o)
+/* The first line that cannot be met, or NULL: all lines are checked
+ * before any is taken (lines of one SKU were summed at submit). */
+static eng_order *first_unmet(eng_op *op, eng_order *h)
 {
-    if (o == NULL || o->status == ENG_ST_NONE) {
+    FOR_LINES(h, l) {
+        const eng_sku *s = l->sku;
+        int64_t avail = s->exists ? eng_available(&s->c) : 0;
+        if (!s->exists) {
+            op->err = ENG_E_UNKNOWN_SKU;
+        } else if (l->qty > avail) {
+            op->err = ENG_E_INSUFFICIENT;
+            op->err_available = avail;
+        } else {
+            continue;
+        }
+        op->err_line = op->n_lines > 0 ? op_line_index(op, l) : -1;
+        return l;
+    }
+    return NULL;
+}
+
+static void decide_reserve(engine *e, eng_batch *b, eng_op *op, eng_order *h)
+{
+    assert(h != NULL && h->head == h && h->pending > 0);
+    h->pending--;
+    if (h->status != ENG_ST_NONE) {
+        /* A retry: the current record, nothing changes. */
+        bool same;
+        if (order_is_cart(h)) {
+            cart_lines c;
+            cart_lines_of(op, &c);
+            same = op->n_lines > 0 && cart_matches(h, &c);
+        } else {
+            same = strcmp(h->sku->name, op->sku) == 0 && h->qty == op->qty;
+        }
+        if (!same)
+            op->err = ENG_E_CONFLICT;
+        else
+            op_view(op, h);
+        return;
+    }
+    if (first_unmet(op, h) != NULL) {
+        order_maybe_drop(e, h);
+        return;
+    }
+    FOR_LINES(h, l)
+        reserve_line(b, op, l);
+    op_view(op, h);
+}
+
+static bool line_shippable(const eng_order *l)
+{
+    return (l->status == ENG_ST_CONFIRMED && l->from_supplier == 0) ||
+           l->status == ENG_ST_PURCHASED;
+}
+
+static eng_status order_status_working(const eng_order *h)
+{
+    if (h->line_next == NULL)
+        return h->status;
+    eng_line_view lv[ENG_LINES_MAX];
+    size_t n = 0;
+    FOR_LINES((eng_order *)h, l) {
+        lv[n].status = l->status;
+        lv[n].from_supplier = l->from_supplier;
+        n++;
+    }
+    return eng_order_status_of(lv, n);
+}
+
+static void confirm_line(eng_batch *b, eng_order *o)
+{
+    touch_order(b, o);
+    o->status = ENG_ST_CONFIRMED;
+    o->hold_expires_at_ms = 0;
+    o->updated_at_ms = b->now_ms;
+    o->available = eng_available(&o->sku->c);
+    if (purchase_due(o))
+        job_add(b, o, true, ENG_JOB_PENDING);
+}
+
+static void ship_line(eng_batch *b, eng_order *o)
+{
+    eng_sku *s = o->sku;
+    touch_order(b, o);
+    s->c.own_on_hand -= o->from_own;
+    s->c.own_reserved -= o->from_own;
+    counters_check(&s->c);
+    o->status = ENG_ST_SHIPPED;
+    o->updated_at_ms = b->now_ms;
+    o->available = eng_available(&s->c);
+    ledger_add(b, s, o->id, ENG_MOVE_SHIP, -o->from_own, -o->from_own, 0, 0, "");
+}
+
+static void expire_all(eng_batch *b, eng_order *h)
+{
+    FOR_LINES(h, l)
+        order_return_stock(b, l, ENG_ST_EXPIRED, ENG_MOVE_EXPIRE);
+}
+
+/* confirm, release, ship, expire: on the whole order (every line), or on
+ * a part. All lines or none: the checks run before any line changes. */
+static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *h)
+{
+    if (h == NULL || h->status == ENG_ST_NONE) {
         op->err = ENG_E_NOT_FOUND;
         return;
     }
-    bool lapsed = o->status == ENG_ST_HELD && b->now_ms >= o->hold_expires_at_ms;
+    eng_status st = order_status_working(h);
+    bool lapsed = st == ENG_ST_HELD && b->now_ms >= h->hold_expires_at_ms;
+    eng_order *blocking = NULL;
     switch (op->kind) {
     case ENG_OP_CONFIRM:
-        if (lapsed) {
-            order_return_stock(b, o, ENG_ST_EXPIRED, ENG_MOVE_EXPIRE);
+        if (st == ENG_ST_HELD && lapsed && !(h->part && op->decided)) {
+            /* A part's lapse is the coordinator's to settle. */
+            if (!h->part)
+                expire_all(b, h);
             op->err = ENG_E_EXPIRED;
-        } else if (o->status == ENG_ST_HELD) {
-            touch_order(b, o);
-            o->status = ENG_ST_CONFIRMED;
-            o->hold_expires_at_ms = 0;
-            o->updated_at_ms = b->now_ms;
-            o->available = eng_available(&o->sku->c);
-            if (purchase_due(o))
-                job_add(b, o, true, ENG_JOB_PENDING);
-        } else if (o->status == ENG_ST_EXPIRED) {
+        } else if (st == ENG_ST_HELD) {
+            FOR_LINES(h, l)
+                confirm_line(b, l);
+        } else if (st == ENG_ST_EXPIRED) {
             op->err = ENG_E_EXPIRED;
-        } else if (o->status == ENG_ST_RELEASED || o->status == ENG_ST_FAILED) {
+        } else if (st == ENG_ST_RELEASED || st == ENG_ST_FAILED) {
             op->err = ENG_E_INVALID_STATE;
         }
         break;
     case ENG_OP_RELEASE:
-        if (o->status == ENG_ST_CONFIRMED && purchase_due(o))
-            job_add(b, o, false, ENG_JOB_CANCELLED);
-        if (o->status == ENG_ST_HELD || o->status == ENG_ST_CONFIRMED)
-            order_return_stock(b, o, ENG_ST_RELEASED, ENG_MOVE_RELEASE);
-        else if (o->status != ENG_ST_RELEASED && o->status != ENG_ST_EXPIRED)
+        FOR_LINES(h, l)
+            if (blocking == NULL && l->status != ENG_ST_HELD && l->status != ENG_ST_CONFIRMED)
+                blocking = l;
+        if (blocking == NULL) {
+            eng_status to = op->as_expired ? ENG_ST_EXPIRED : ENG_ST_RELEASED;
+            eng_move mv = op->as_expired ? ENG_MOVE_EXPIRE : ENG_MOVE_RELEASE;
+            FOR_LINES(h, l) {
+                if (l->status == ENG_ST_CONFIRMED && purchase_due(l))
+                    job_add(b, l, false, ENG_JOB_CANCELLED);
+                order_return_stock(b, l, to, mv);
+            }
+        } else if (st != ENG_ST_RELEASED && st != ENG_ST_EXPIRED) {
             op->err = ENG_E_INVALID_STATE;
+            st = blocking->status;
+        }
         break;
     case ENG_OP_SHIP:
         /* Supplier units ship only once bought upstream (purchased). */
-        if ((o->status == ENG_ST_CONFIRMED && o->from_supplier == 0) ||
-            o->status == ENG_ST_PURCHASED) {
-            eng_sku *s = o->sku;
-            touch_order(b, o);
-            s->c.own_on_hand -= o->from_own;
-            s->c.own_reserved -= o->from_own;
-            counters_check(&s->c);
-            o->status = ENG_ST_SHIPPED;
-            o->updated_at_ms = b->now_ms;
-            o->available = eng_available(&s->c);
-            ledger_add(b, s, o->id, ENG_MOVE_SHIP, -o->from_own, -o->from_own, 0, 0, "");
-        } else if (o->status != ENG_ST_SHIPPED) {
+        FOR_LINES(h, l)
+            if (blocking == NULL && !line_shippable(l))
+                blocking = l;
+        if (blocking == NULL) {
+            FOR_LINES(h, l)
+                ship_line(b, l);
+        } else if (st != ENG_ST_SHIPPED) {
             op->err = ENG_E_INVALID_STATE;
+            st = blocking->status;
         }
         break;
     case ENG_OP_EXPIRE:
-        if (lapsed) {
-            order_return_stock(b, o, ENG_ST_EXPIRED, ENG_MOVE_EXPIRE);
+        if (lapsed && !h->part) {
+            expire_all(b, h);
             e->st.holds_expired++;
         }
         break;
@@ -1467,9 +2175,9 @@ static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *o)
         assert(!"not an order op");
     }
     if (op->err == ENG_E_INVALID_STATE)
-        op->err_status = o->status;
+        op->err_status = st;
     if (op->err == ENG_OK)
-        order_to_view(o, &op->order);
+        op_view(op, h);
 }
 
 /* The purchase worker bought the order's supplier units upstream. */
@@ -1498,12 +2206,20 @@ static void decide_purchased(engine *e, eng_batch *b, eng_op *op, eng_order *o)
         o->updated_at_ms = b->now_ms;
         alert_add(b, "purchase_after_release", o->sku, o->id, op->upstream_order_id);
     } else if (!(o->status == ENG_ST_PURCHASED || o->status == ENG_ST_SHIPPED ||
-                 o->status == ENG_ST_RELEASED || o->status == ENG_ST_EXPIRED)) {
+                 o->status == ENG_ST_RELEASED || o->status == ENG_ST_EXPIRED ||
+                 o->status == ENG_ST_FAILED)) {
         op->err = ENG_E_INVALID_STATE;
         op->err_status = o->status;
         return;
+    } else if (o->status == ENG_ST_FAILED && strcmp(up, op->upstream_order_id) != 0) {
+        /* Another line failed the order after this one was sent: bought
+         * for an order that will not ship. */
+        touch_order(b, o);
+        set_str(&o->upstream_order_id, op->upstream_order_id);
+        o->updated_at_ms = b->now_ms;
+        alert_add(b, "purchase_after_release", o->sku, o->id, op->upstream_order_id);
     }
-    order_to_view(o, &op->order);
+    op_view(op, o);
 }
 
 /* The purchase failed for good: the order is rolled back, and the SKU
@@ -1515,7 +2231,7 @@ static void decide_purchase_failed(engine *e, eng_batch *b, eng_op *op, eng_orde
         return;
     }
     if (o->status == ENG_ST_FAILED) {
-        order_to_view(o, &op->order);  /* a repeat */
+        op_view(op, o);  /* a repeat */
         return;
     }
     if (o->status != ENG_ST_CONFIRMED || o->from_supplier == 0) {
@@ -1524,10 +2240,24 @@ static void decide_purchase_failed(engine *e, eng_batch *b, eng_op *op, eng_orde
         return;
     }
     eng_sku *s = o->sku;
+    const char *why = op->reason[0] ? op->reason : eng_fail_kind_name(op->fail_kind);
     job_add(b, o, false, ENG_JOB_FAILED);
     order_return_stock(b, o, ENG_ST_FAILED, ENG_MOVE_FAIL);
-    set_str(&o->reason, op->reason[0] ? op->reason : eng_fail_kind_name(op->fail_kind));
+    set_str(&o->reason, why);
     alert_add(b, "purchase_failed", s, o->id, op->reason);
+    if (order_is_cart(o->head)) {
+        /* All or nothing: the order's other lines not yet bought go too. */
+        char other[ENG_REASON_MAX + 1];
+        snprintf(other, sizeof other, "line %d failed: %.100s", (int)o->line_no, why);
+        FOR_LINES(o->head, l) {
+            if (l == o || l->status != ENG_ST_CONFIRMED)
+                continue;
+            if (purchase_due(l))
+                job_add(b, l, false, ENG_JOB_CANCELLED);
+            order_return_stock(b, l, ENG_ST_FAILED, ENG_MOVE_FAIL);
+            set_str(&l->reason, other);
+        }
+    }
     switch (op->fail_kind) {
     case ENG_FAIL_STOCK:
         /* The check proved the figure wrong; believe nothing until the
@@ -1546,7 +2276,7 @@ static void decide_purchase_failed(engine *e, eng_batch *b, eng_op *op, eng_orde
     sku_recompute_sellable(e, s);
     o->available = eng_available(&s->c);
     e->st.purchase_failed++;
-    order_to_view(o, &op->order);
+    op_view(op, o);
 }
 
 static void decide_supplier_put(engine *e, eng_batch *b, eng_op *op)
@@ -1690,13 +2420,13 @@ static bool decide(engine *e, eng_batch *b, eng_op *op)
     size_t ledger_before = b->n_ledger, ow_before = b->n_ow, alerts_before = b->n_alerts;
     switch (op->kind) {
     case ENG_OP_RESERVE:
-        decide_reserve(e, b, op, order_find(e, op->order_id));
+        decide_reserve(e, b, op, order_of_op(e, op));
         break;
     case ENG_OP_CONFIRM:
     case ENG_OP_RELEASE:
     case ENG_OP_SHIP:
     case ENG_OP_EXPIRE:
-        decide_order_op(e, b, op, order_find(e, op->order_id));
+        decide_order_op(e, b, op, order_of_op(e, op));
         break;
     case ENG_OP_SKU_PUT:
         decide_sku_put(e, b, op, s);
@@ -1707,10 +2437,10 @@ static bool decide(engine *e, eng_batch *b, eng_op *op)
     case ENG_OP_SUPPLIER_REPORT:
         return decide_supplier_report(e, b, op, s);
     case ENG_OP_PURCHASED:
-        decide_purchased(e, b, op, order_find(e, op->order_id));
+        decide_purchased(e, b, op, line_of_op(e, op));
         break;
     case ENG_OP_PURCHASE_FAILED:
-        decide_purchase_failed(e, b, op, order_find(e, op->order_id));
+        decide_purchase_failed(e, b, op, line_of_op(e, op));
         break;
     case ENG_OP_SUPPLIER_PUT:
         decide_supplier_put(e, b, op);
@@ -1753,15 +2483,80 @@ static void batch_seal(eng_batch *b)
     for (size_t i = 0; i < b->n_ow; i++) {
         eng_order_row *r = &b->order_rows[i];
         r->insert = b->ow[i].before.status == ENG_ST_NONE;
-        order_to_view(b->ow[i].o, &r->o);
+        const eng_order *o = b->ow[i].o;
+        order_to_view(o, &r->o);
         eng_status st = r->o.status;
         r->notify = st != b->ow[i].before.status &&
                     (st == ENG_ST_PURCHASED || st == ENG_ST_FAILED || st == ENG_ST_EXPIRED);
+        if (r->notify && order_is_cart(o->head)) {
+            /* Told once per batch, when the whole order reached it. */
+            eng_order *h = o->head;
+            r->notify = h->notify_mark != b->id + 1 && order_status_working(h) == st;
+            if (r->notify)
+                h->notify_mark = b->id + 1;
+        }
     }
     for (size_t i = 0; i < b->n_supw; i++) {
         b->sup_rows[i].supplier_id = b->supw[i].p->id;
         b->sup_rows[i].t = b->supw[i].p->t;
     }
+}
+
+static bool in_batch(const eng_batch *b, const eng_sku *s)
+{
+    return s->inflight != NULL && s->inflight >= b->sw && s->inflight < b->sw + b->n_sw;
+}
+
+/* True when every ticket of op heads its FIFO and its SKU is free or in b;
+ * *need is how many SKUs b would have to take. */
+static bool tickets_ready(const eng_batch *b, const eng_op *op, size_t *need)
+{
+    size_t n = 0;
+    for (const eng_op *t = op->tk_next; t != NULL; t = t->tk_next) {
+        const eng_sku *s = t->sku_p;
+        if (s->q_head != t)
+            return false;
+        if (s->inflight == NULL)
+            n++;
+        else if (!in_batch(b, s))
+            return false;
+    }
+    *need = n;
+    return true;
+}
+
+/* Decides an op that waited on several FIFOs, once it heads all of them:
+ * every SKU it names joins the batch, so the decision is one commit.
+ * False when it must wait (a sibling FIFO is behind, or the batch is full);
+ * then a later pass over the sibling SKU takes it. */
+static bool take_tickets(engine *e, eng_batch *b, eng_op *op)
+{
+    size_t need;
+    if (!tickets_ready(b, op, &need) || b->n_sw + need > b->sw_cap)
+        return false;
+    for (eng_op *t = op->tk_next; t != NULL; t = t->tk_next) {
+        eng_sku *s = t->sku_p;
+        if (s->inflight == NULL) {
+            (void)take_sku(b, s);
+            if (s->exists)
+                sku_recompute_sellable(e, s);
+        }
+        fifo_unlink(e, t);
+        t->sku_p = s;  /* fifo_unlink keeps it; read below */
+    }
+    op->state_ = OP_BATCHED;
+    batch_append_op(b, op);
+    bool wrote = decide(e, b, op);
+    eng_op *t = op->tk_next;
+    while (t != NULL) {
+        eng_op *next = t->tk_next;
+        if (wrote)
+            t->sku_p->inflight->dirty = true;
+        internal_op_free(e, t);
+        t = next;
+    }
+    op->tk_next = NULL;
+    return true;
 }
 
 bool engine_has_ready(const engine *e)
@@ -1782,14 +2577,22 @@ eng_batch *engine_next_batch(engine *e, int64_t now_ms)
     while (!batch_full(b) && (s = ready_pop(e)) != NULL) {
         if (s->q_len == 0 || s->inflight != NULL)
             continue;
+        size_t need;
+        if (s->q_head->tk_parent != NULL && !tickets_ready(b, s->q_head->tk_parent, &need))
+            continue;  /* waits on a sibling FIFO, whose pass takes it */
         struct sku_write *w = take_sku(b, s);
         if (s->exists && !s->global)
             sku_recompute_sellable(e, s);  /* trust may have moved since its last batch */
         uint32_t n = s->q_len;
         if (n > e->lim.batch_sku_ops_max)
             n = e->lim.batch_sku_ops_max;
-        for (uint32_t i = 0; i < n && !batch_full(b); i++) {
+        for (uint32_t i = 0; i < n && !batch_full(b) && s->q_head != NULL; i++) {
             eng_op *op = s->q_head;
+            if (op->tk_parent != NULL) {
+                if (!take_tickets(e, b, op->tk_parent))
+                    break;
+                continue;
+            }
             fifo_unlink(e, op);
             op->state_ = OP_BATCHED;
             batch_append_op(b, op);
@@ -1855,7 +2658,7 @@ static void batch_finalize(engine *e, eng_batch *b)
         eng_order *o = b->ow[i].o;
         const eng_order_view *before = &b->ow[i].before;
         o->inflight = NULL;
-        if (o->status == ENG_ST_HELD &&
+        if (o->head == o && o->status == ENG_ST_HELD &&
             (before->status != ENG_ST_HELD || before->hold_expires_at_ms != o->hold_expires_at_ms))
             (void)heap_push(e, o->hold_expires_at_ms, o); /* OOM: expired by confirm */
         pp_sync(e, o, false);
@@ -1882,8 +2685,10 @@ static void batch_restore(engine *e, eng_batch *b)
         if (p->last_batch == b->id + 1)
             p->t = b->supw[i].before;
     }
+    /* Lines go with their head (an order created by this batch). */
     for (size_t i = 0; i < b->n_ow; i++)
-        order_maybe_drop(e, b->ow[i].o);
+        if (b->ow[i].o->head == b->ow[i].o)
+            order_maybe_drop(e, b->ow[i].o);
     for (size_t i = 0; i < b->n_sw; i++) {
         struct sku_write *w = &b->sw[i];
         eng_sku *s = w->sku;
@@ -1899,7 +2704,7 @@ static void batch_restore(engine *e, eng_batch *b)
     for (eng_op *op = b->ops_head; op != NULL; op = op->next) {
         if (op->kind != ENG_OP_EXPIRE)
             continue;
-        eng_order *o = order_find(e, op->order_id);
+        eng_order *o = order_of_op(e, op);
         if (o != NULL && o->status == ENG_ST_HELD)
             (void)heap_push(e, o->hold_expires_at_ms, o);
     }
@@ -1954,27 +2759,33 @@ void engine_cancel_all(engine *e, eng_err err)
     cancel_fifo(e, &e->global, err);
 }
 
+/* Takes the op at a FIFO's head (or the op its ticket stands for, off
+ * every FIFO) out of the engine and answers it with err. An expiry's hold
+ * comes due again when reheap (its heap entry was popped when it was
+ * queued); a supplier report is dropped (the next sync reports again). */
+static void answer_queued(engine *e, eng_op *first, eng_err err, bool reheap)
+{
+    eng_op *op = first->tk_parent != NULL ? first->tk_parent : first;
+    bool ok = engine_cancel(e, op);
+    assert(ok);
+    (void)ok;
+    if (op->kind == ENG_OP_EXPIRE) {
+        eng_order *o = reheap ? order_of_op(e, op) : NULL;
+        if (o != NULL && o->status == ENG_ST_HELD)
+            (void)heap_push(e, o->hold_expires_at_ms, o);
+    }
+    if (op_internal(op)) {
+        internal_op_free(e, op);
+        return;
+    }
+    op->err = err;
+    op_done(e, op);
+}
+
 static void cancel_fifo(engine *e, eng_sku *s, eng_err err)
 {
-    while (s->q_head != NULL) {
-        eng_op *op = s->q_head;
-        engine_cancel(e, op);
-        if (op->kind == ENG_OP_SUPPLIER_REPORT) {
-            internal_op_free(e, op);  /* the next sync reports again */
-            continue;
-        }
-        if (op->kind == ENG_OP_EXPIRE) {
-            /* Its heap entry was popped when it was queued: the hold
-             * must come due again, or it would never expire. */
-            eng_order *o = order_find(e, op->order_id);
-            if (o != NULL && o->status == ENG_ST_HELD)
-                (void)heap_push(e, o->hold_expires_at_ms, o);
-            internal_op_free(e, op);
-            continue;
-        }
-        op->err = err;
-        op_done(e, op);
-    }
+    while (s->q_head != NULL)
+        answer_queued(e, s->q_head, err, true);
 }
 
 void engine_stats_get(const engine *e, eng_stats *out)
@@ -2041,21 +2852,21 @@ bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err)
         return true;
     if (s->inflight != NULL)
         return false;
+    /* An order with a line here goes whole; its other lines may be in a
+     * batch of their SKUs. */
+    for (eng_order *o = s->orders; o != NULL; o = o->sku_next)
+        if (order_inflight(o->head))
+            return false;
     /* Answer what waits; internal expiries are simply dropped (the next
      * owner reloads the holds and expires them). */
-    while (s->q_head != NULL) {
-        eng_op *op = s->q_head;
-        engine_cancel(e, op);
-        if (op_internal(op)) {
-            internal_op_free(e, op);
-            continue;
-        }
-        op->err = queued_err;
-        op_done(e, op);
-    }
+    while (s->q_head != NULL)
+        answer_queued(e, s->q_head, queued_err, false);
     /* Heap entries of its held orders go stale by status; clear them. */
     for (size_t i = 0; i < e->heap_len;) {
-        if (e->heap[i].o->sku == s) {
+        bool here = false;
+        FOR_LINES(e->heap[i].o, l)
+            here = here || l->sku == s;
+        if (here) {
             e->heap[i] = e->heap[--e->heap_len];
             continue;
         }
@@ -2063,10 +2874,9 @@ bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err)
     }
     heap_rebuild(e);
     while (s->orders != NULL) {
-        eng_order *o = s->orders;
-        assert(o->inflight == NULL);
-        o->pending = 0;
-        order_free(e, o);
+        eng_order *h = s->orders->head;
+        h->pending = 0;
+        order_free(e, h);
     }
     if (s->on_ready) {
         /* Unlink from the ready list. */
@@ -2095,7 +2905,7 @@ void engine_each_sku(const engine *e, void (*fn)(const char *sku, void *arg), vo
 
 bool engine_order_sku(const engine *e, const char *order_id, char *sku_out)
 {
-    const eng_order *o = order_find(e, order_id);
+    const eng_order *o = order_find_id(e, order_id);
     if (o == NULL)
         return false;
     if (sku_out != NULL)
