@@ -3,6 +3,8 @@
 #include "stockd/rpc_parse.h"
 
 #include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const method_names[M_COUNT] = {
@@ -20,15 +22,20 @@ const char *rpc_method_name(enum method m)
 enum field {
     F_ORDER_ID = 0, F_SKU, F_QTY, F_HOLD_MS, F_DEADLINE_MS, F_DELTA, F_REASON,
     F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_FWD,
-    F_LIMIT, F_SUPPLIER_ID, F_TRUST, F_TRUST_CEILING, F_EVENT_MODE, F_EVENT_TRUST, F_COUNT
+    F_LIMIT, F_SUPPLIER_ID, F_TRUST, F_TRUST_CEILING, F_EVENT_MODE, F_EVENT_TRUST,
+    F_LINES, F_PART_LINES, F_LINE_NO, F_DECIDED, F_COUNT
 };
 static const char *const field_names[F_COUNT] = {
     "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
     "own_on_hand", "supplier", "supplier_reported", "token", "_fwd",
     "limit", "supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust",
+    "lines", "part_lines", "line_no", "decided",
 };
 _Static_assert(F_COUNT <= 32, "field bits must fit in rpc_parsed.seen");
 #define B(f) (1u << (f))
+/* Fields of one line of a cross-shard order, sent only by stockd peers
+ * (requests carrying "_fwd"); a client's request with them is invalid. */
+#define PART_BITS (B(F_PART_LINES) | B(F_LINE_NO))
 
 typedef struct method_spec {
     uint32_t allowed;
@@ -38,12 +45,16 @@ typedef struct method_spec {
 
 static const method_spec specs[M_COUNT] = {
     [M_PING] = {B(F_TOKEN) | B(F_FWD), 0, false},
-    [M_RESERVE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_QTY) | B(F_HOLD_MS) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD),
-                   B(F_ORDER_ID) | B(F_SKU) | B(F_QTY), false},
-    [M_CONFIRM] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD), B(F_ORDER_ID), false},
-    [M_RELEASE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD), B(F_ORDER_ID), false},
-    [M_SHIP] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD), B(F_ORDER_ID), false},
-    [M_ORDER_GET] = {B(F_ORDER_ID) | B(F_SKU) | B(F_TOKEN) | B(F_FWD), B(F_ORDER_ID), false},
+    /* sku + qty or lines: checked after the fields (reserve_shape) */
+    [M_RESERVE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_QTY) | B(F_LINES) | B(F_HOLD_MS) | B(F_DEADLINE_MS) |
+                   B(F_TOKEN) | B(F_FWD) | PART_BITS, B(F_ORDER_ID), false},
+    [M_CONFIRM] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS |
+                   B(F_DECIDED), B(F_ORDER_ID), false},
+    [M_RELEASE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS,
+                   B(F_ORDER_ID), false},
+    [M_SHIP] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS,
+                B(F_ORDER_ID), false},
+    [M_ORDER_GET] = {B(F_ORDER_ID) | B(F_SKU) | B(F_TOKEN) | B(F_FWD) | PART_BITS, B(F_ORDER_ID), false},
     [M_STOCK_GET] = {B(F_SKU) | B(F_TOKEN) | B(F_FWD), B(F_SKU), false},
     [M_SKU_PUT] = {B(F_SKU) | B(F_OWN_ON_HAND) | B(F_SUPPLIER) | B(F_SUPPLIER_REPORTED) |
                    B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD), B(F_SKU), true},
@@ -227,6 +238,112 @@ static bool parse_supplier(const msgpack_object *v, eng_supplier_map *m, rpc_per
     return true;
 }
 
+/* Names a line's field in e->unknown ("lines[3].qty"), so the message
+ * points at the exact map the client got wrong. */
+static const char *line_field(rpc_perr *e, uint32_t i, const char *key)
+{
+    snprintf(e->unknown, sizeof e->unknown, "lines[%u]%s%s", i, key[0] ? "." : "", key);
+    return e->unknown;
+}
+
+/* One line: a map of exactly sku and qty, with the top-level rules. */
+static bool parse_line(const msgpack_object *v, uint32_t i, eng_line_in *out, rpc_perr *e)
+{
+    if (v->type != MSGPACK_OBJECT_MAP) {
+        e->field = line_field(e, i, "");
+        e->problem = "must be a map {sku, qty}";
+        return false;
+    }
+    unsigned seen = 0;
+    for (uint32_t k = 0; k < v->via.map.size; k++) {
+        const msgpack_object *key = &v->via.map.ptr[k].key, *val = &v->via.map.ptr[k].val;
+        bool is_sku = key->type == MSGPACK_OBJECT_STR && key->via.str.size == 3 &&
+                      memcmp(key->via.str.ptr, "sku", 3) == 0;
+        bool is_qty = key->type == MSGPACK_OBJECT_STR && key->via.str.size == 3 &&
+                      memcmp(key->via.str.ptr, "qty", 3) == 0;
+        if (!is_sku && !is_qty) {
+            e->field = line_field(e, i, "");
+            e->problem = "unknown key (a line is {sku, qty})";
+            return false;
+        }
+        unsigned bit = is_sku ? 1u : 2u;
+        if (seen & bit) {
+            e->field = line_field(e, i, is_sku ? "sku" : "qty");
+            e->problem = "given twice";
+            return false;
+        }
+        seen |= bit;
+        if (is_sku) {
+            if (!get_str(val, out->sku, ENG_ID_MAX, true, e, line_field(e, i, "sku")))
+                return false;
+        } else {
+            int64_t q;
+            if (!get_int(val, 1, ENG_QTY_MAX, &q, e, line_field(e, i, "qty")))
+                return false;
+            out->qty = (int32_t)q;
+        }
+    }
+    if (seen != 3) {
+        e->field = line_field(e, i, (seen & 1) ? "qty" : "sku");
+        e->problem = "required";
+        return false;
+    }
+    return true;
+}
+
+/* "lines": 1..ENG_LINES_MAX maps, checked whole on the stack before the
+ * one allocation (op->lines, freed by rpc_op_free_lines). Lines naming the
+ * same SKU are summed by the engine, so their sum obeys the qty limit too. */
+static bool parse_lines(const msgpack_object *v, eng_op *op, rpc_perr *e)
+{
+    e->field = "lines";
+    if (v->type != MSGPACK_OBJECT_ARRAY) {
+        e->problem = "must be an array of maps {sku, qty}";
+        return false;
+    }
+    uint32_t n = v->via.array.size;
+    if (n == 0 || n > ENG_LINES_MAX) {
+        e->problem = n == 0 ? "must not be empty" : "too many (at most 50 lines)";
+        return false;
+    }
+    _Static_assert(ENG_LINES_MAX == 50, "the message above names the limit");
+    eng_line_in tmp[ENG_LINES_MAX];
+    memset(tmp, 0, sizeof tmp);
+    for (uint32_t i = 0; i < n; i++) {
+        if (!parse_line(&v->via.array.ptr[i], i, &tmp[i], e))
+            return false;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        int64_t sum = tmp[i].qty;
+        for (uint32_t j = 0; j < i; j++) {
+            if (strcmp(tmp[j].sku, tmp[i].sku) == 0)
+                sum += tmp[j].qty;
+        }
+        if (sum > ENG_QTY_MAX) {
+            e->field = line_field(e, i, "qty");
+            e->problem = "the lines of one sku add up to more than 1000000";
+            return false;
+        }
+    }
+    eng_line_in *lines = malloc(n * sizeof *lines);
+    if (lines == NULL) {
+        e->problem = "out of memory";
+        return false;
+    }
+    memcpy(lines, tmp, n * sizeof *lines);
+    assert(op->lines == NULL);
+    op->lines = lines;
+    op->n_lines = n;
+    return true;
+}
+
+void rpc_op_free_lines(eng_op *op)
+{
+    free((void *)op->lines);
+    op->lines = NULL;
+    op->n_lines = 0;
+}
+
 static int field_lookup(const char *p, size_t n)
 {
     for (int f = 0; f < F_COUNT; f++) {
@@ -305,6 +422,23 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
         e->problem = "must be a boolean";
         op->trust.event_mode = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
         return v->type == MSGPACK_OBJECT_BOOLEAN;
+    case F_LINES:
+        return parse_lines(v, op, e);
+    case F_PART_LINES:
+        if (!get_int(v, 2, ENG_LINES_MAX, &x, e, "part_lines"))
+            return false;
+        op->part_lines = (int32_t)x;
+        return true;
+    case F_LINE_NO:
+        if (!get_int(v, 0, ENG_LINES_MAX - 1, &x, e, "line_no"))
+            return false;
+        op->line_no = (int32_t)x;
+        return true;
+    case F_DECIDED:
+        e->field = "decided";
+        e->problem = "must be a boolean";
+        op->decided = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
+        return v->type == MSGPACK_OBJECT_BOOLEAN;
     case F_FWD:
         e->field = "_fwd";
         e->problem = "must be a positive integer (set by stockd peers)";
@@ -313,6 +447,60 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
         return v->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
     }
     return false;
+}
+
+/* Part fields: only from peers ("_fwd" may come after them in the map,
+ * hence checked here), part_lines and line_no together, line_no below
+ * part_lines; decided counts only on a part. */
+static bool parts_check(eng_op *op, const rpc_parsed *pp, rpc_perr *e)
+{
+    uint32_t given = pp->seen & (PART_BITS | B(F_DECIDED));
+    if (given == 0)
+        return true;
+    if (!pp->fwd) {
+        e->field = field_names[__builtin_ctz(given)];
+        e->problem = "unknown field";
+        return false;
+    }
+    if (given == B(F_DECIDED)) {
+        /* A peer's confirm of a single-SKU order: nothing to override. */
+        op->decided = false;
+        return true;
+    }
+    if ((given & PART_BITS) != PART_BITS) {
+        e->field = (given & B(F_PART_LINES)) ? "line_no" : "part_lines";
+        e->problem = "required with the other part field";
+        return false;
+    }
+    if (op->line_no >= op->part_lines) {
+        e->field = "line_no";
+        e->problem = "out of range (0..part_lines-1)";
+        return false;
+    }
+    return true;
+}
+
+/* reserve: sku and qty, or lines (a part: sku and qty). */
+static bool reserve_shape(const eng_op *op, const rpc_parsed *pp, rpc_perr *e)
+{
+    bool lines = pp->seen & B(F_LINES);
+    uint32_t one = pp->seen & (B(F_SKU) | B(F_QTY));
+    if (lines && one) {
+        e->field = "lines";
+        e->problem = "give either lines or sku and qty, not both";
+        return false;
+    }
+    if (lines && op->part_lines > 0) {
+        e->field = "lines";
+        e->problem = "a part is one line (sku and qty)";
+        return false;
+    }
+    if (!lines && one != (B(F_SKU) | B(F_QTY))) {
+        e->field = (one & B(F_SKU)) ? "qty" : "sku";
+        e->problem = one ? "required" : "required (or lines)";
+        return false;
+    }
+    return true;
 }
 
 /* Validates params ([{...}]) against the method's fields into op. */
@@ -359,7 +547,7 @@ bool rpc_parse_params(enum method m, const msgpack_object *params, eng_op *op, r
         e->problem = "required";
         return false;
     }
-    return true;
+    return parts_check(op, pp, e) && (m != M_RESERVE || reserve_shape(op, pp, e));
 }
 
 

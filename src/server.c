@@ -30,6 +30,7 @@
 
 #include "stockd/bloom.h"
 #include "stockd/cache.h"
+#include "stockd/cart.h"
 #include "stockd/codec.h"
 #include "stockd/peer.h"
 #include "stockd/ring.h"
@@ -133,6 +134,11 @@ struct server {
     uint32_t alerts_head;         /* next slot to write */
     uint32_t n_alerts;
     uint64_t alerts_total, alerts_no_cache;
+    /* orders of several lines */
+    bool parts_mode;              /* sharded: multi-line orders are parts here */
+    cart *cart;                   /* sharded: the coordinator (NULL: not built in) */
+    uint64_t lines_reserves, lines_total, lines_coordinated;
+    eng_line_view line_buf[ENG_LINES_MAX]; /* pack_order scratch */
 };
 
 typedef struct alert_ent {
@@ -204,13 +210,41 @@ static void pack_stock(msgpack_packer *pk, const eng_stock_view *v)
     msgpack_pack_double(pk, v->trust);
 }
 
-static void pack_order(msgpack_packer *pk, const eng_order_view *o)
+/* The lines of a whole order of several lines (engine_order_lines). */
+static void pack_lines(msgpack_packer *pk, const eng_line_view *l, size_t n)
+{
+    codec_pack_cstr(pk, "lines");
+    msgpack_pack_array(pk, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        bool up = l[i].upstream_order_id[0] != '\0';
+        msgpack_pack_map(pk, 6 + up);
+        codec_pack_kv_int(pk, "line", l[i].line_no);
+        codec_pack_kv_str(pk, "sku", l[i].sku);
+        codec_pack_kv_int(pk, "qty", l[i].qty);
+        codec_pack_kv_int(pk, "from_own", l[i].from_own);
+        codec_pack_kv_int(pk, "from_supplier", l[i].from_supplier);
+        codec_pack_kv_str(pk, "status", eng_status_name(l[i].status));
+        if (up)
+            codec_pack_kv_str(pk, "upstream_order_id", l[i].upstream_order_id);
+    }
+}
+
+/* An order record. A single-SKU order's is byte for byte what it always
+ * was; a whole order of several lines adds "n_lines" and "lines" (its sku
+ * is line 0's, qty and the split are sums); a part (one line of a
+ * cross-shard order, sharded mode) adds "line" and "n_lines". */
+static void pack_order(server *s, msgpack_packer *pk, const eng_order_view *o)
 {
     bool hold = o->hold_expires_at_ms > 0;
     bool up = o->upstream_order_id[0] != '\0';
     bool why = o->reason[0] != '\0';
     bool bought = o->purchased_at_ms > 0;
-    msgpack_pack_map(pk, 9 + hold + up + why + 2 * bought);
+    bool multi = o->n_lines > 1;
+    bool part = multi && s->parts_mode;
+    size_t nl = 0;
+    if (multi && !part)
+        nl = engine_order_lines(s->eng, o->order_id, s->line_buf, ENG_LINES_MAX);
+    msgpack_pack_map(pk, 9 + hold + up + why + 2 * bought + multi + part + (nl > 0));
     codec_pack_kv_str(pk, "order_id", o->order_id);
     codec_pack_kv_str(pk, "sku", o->sku);
     codec_pack_kv_int(pk, "qty", o->qty);
@@ -230,6 +264,12 @@ static void pack_order(msgpack_packer *pk, const eng_order_view *o)
         codec_pack_kv_int(pk, "purchased_at", o->purchased_at_ms);
         codec_pack_kv_bool(pk, "supplier_settled", o->supplier_settled);
     }
+    if (multi)
+        codec_pack_kv_int(pk, "n_lines", o->n_lines);
+    if (part)
+        codec_pack_kv_int(pk, "line", o->line_no);
+    if (nl > 0)
+        pack_lines(pk, s->line_buf, nl);
 }
 
 /* supplier.put / supplier.get */
@@ -292,9 +332,22 @@ static void pack_eng_error(server *s, uint32_t msgid, const eng_op *op)
 {
     msgpack_packer *pk = &s->pk;
     eng_err err = op->err;
+    /* A reserve with lines names the first line not met (the client's
+     * index) and its SKU. */
+    bool line = (err == ENG_E_INSUFFICIENT || err == ENG_E_UNKNOWN_SKU) && op->n_lines > 0 &&
+                op->err_line >= 0 && (uint32_t)op->err_line < op->n_lines;
     if (err == ENG_E_INSUFFICIENT) {
-        codec_pack_response_err_head(pk, msgid, eng_err_code(err), err_message(err), false, 1);
+        codec_pack_response_err_head(pk, msgid, eng_err_code(err), err_message(err), false,
+                                     1 + 2 * line);
         codec_pack_kv_int(pk, "available", op->err_available);
+        if (line) {
+            codec_pack_kv_int(pk, "line", op->err_line);
+            codec_pack_kv_str(pk, "sku", op->lines[op->err_line].sku);
+        }
+    } else if (line) {
+        codec_pack_response_err_head(pk, msgid, eng_err_code(err), err_message(err), false, 2);
+        codec_pack_kv_int(pk, "line", op->err_line);
+        codec_pack_kv_str(pk, "sku", op->lines[op->err_line].sku);
     } else if (err == ENG_E_INVALID_STATE) {
         codec_pack_response_err_head(pk, msgid, eng_err_code(err), err_message(err), false, 1);
         codec_pack_kv_str(pk, "status", eng_status_name(op->err_status));
@@ -341,12 +394,15 @@ static req *req_get(server *s)
     }
     memset(&r->op, 0, sizeof(r->op));
     r->op.ctx = r;
+    r->op.err_line = -1;
     r->next_free = NULL;
     return r;
 }
 
+/* Releases a request; its lines (rpc_parse) go with it. */
 static void req_put(server *s, req *r)
 {
+    rpc_op_free_lines(&r->op);
     r->next_free = s->free_reqs;
     s->free_reqs = r;
 }
@@ -388,7 +444,7 @@ static void done_cb(eng_op *op, void *arg)
         else if (r->m == M_SUPPLIER_PUT)
             pack_trust(&s->pk, op->supplier.supplier_id, &op->trust);
         else
-            pack_order(&s->pk, &op->order);
+            pack_order(s, &s->pk, &op->order);
     } else {
         pack_eng_error(s, r->msgid, op);
     }
@@ -446,6 +502,26 @@ static void reply_read_miss(server *s, conn *c, uint32_t msgid, enum method m, e
 static bool subscribe(server *s, conn *c);
 static void pack_alerts(server *s, uint32_t limit);
 
+/* The committed record an order call names: a part (a peer's call with
+ * part_lines) or an order. */
+static bool order_read(const server *s, const eng_op *op, eng_order_view *out)
+{
+    if (op->part_lines > 0)
+        return engine_part_get(s->eng, op->order_id, op->line_no, out);
+    return engine_order_get(s->eng, op->order_id, out);
+}
+
+/* True when the order (or part) an order call names is in memory. */
+static bool order_known(const server *s, const eng_op *op)
+{
+    if (op->part_lines > 0) {
+        char key[ENG_KEY_MAX + 1];
+        eng_part_key(op->order_id, op->line_no, key);
+        return engine_order_sku(s->eng, key, NULL);
+    }
+    return engine_order_sku(s->eng, op->order_id, NULL);
+}
+
 static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, req *r)
 {
     msgpack_packer *pk = &s->pk;
@@ -494,12 +570,12 @@ static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, 
     } else {
         assert(m == M_ORDER_GET);
         eng_order_view v;
-        if (!engine_order_get(s->eng, op->order_id, &v)) {
+        if (!order_read(s, op, &v)) {
             reply_read_miss(s, c, msgid, m, op, ENG_E_NOT_FOUND);
             return;
         }
         codec_pack_response_ok_head(pk, msgid);
-        pack_order(pk, &v);
+        pack_order(s, pk, &v);
     }
     count(s, m, ENG_OK);
     out_flush(s, c);
@@ -583,25 +659,75 @@ static void cold_submit(server *s, req *r)
     pump_schedule(s);
 }
 
-/* One waiter, once its SKU's load ended with result (see store_load_fn). */
-static void cold_handle_waiter(server *s, req *r, int result)
+static eng_err cold_enqueue(server *s, req *r, const char *sku);
+
+/* The SKU a request would wait on: its own when the engine does not hold
+ * it, for a reserve with lines the first line's SKU not held (line set to
+ * its index, else -1). False when nothing it names is cold. */
+static bool cold_target(const server *s, const req *r, enum method m, const char **sku, int32_t *line)
+{
+    *line = -1;
+    if (!cold_enabled(s))
+        return false;
+    const eng_op *op = &r->op;
+    if (m == M_RESERVE && op->n_lines > 0) {
+        for (uint32_t i = 0; i < op->n_lines; i++) {
+            if (!engine_knows_sku(s->eng, op->lines[i].sku)) {
+                *sku = op->lines[i].sku;
+                *line = (int32_t)i;
+                return true;
+            }
+        }
+        return false;
+    }
+    /* An order call reaches here with its SKU known only when sharded (a
+     * hint or MariaDB's answer): its SKU may need taking over too. */
+    bool names_sku = method_names_sku(m) || (method_is_order(m) && op->sku[0] != '\0' && s->ring != NULL);
+    if (!names_sku || engine_knows_sku(s->eng, op->sku))
+        return false;
+    *sku = op->sku;
+    return true;
+}
+
+/* A reserve with lines whose load of loaded ended with result >= 0: every
+ * SKU of its lines must be held before the submit, so it waits on the
+ * next cold one, if any (one load at a time, in line order). */
+static void cold_lines_again(server *s, req *r, const char *loaded, int result)
+{
+    const char *sku;
+    int32_t line;
+    if (!cold_target(s, r, r->m, &sku, &line)) {
+        cold_submit(s, r);
+        return;
+    }
+    eng_err err = (result == 0 && strcmp(sku, loaded) == 0) ? ENG_E_UNKNOWN_SKU : cold_enqueue(s, r, sku);
+    if (err != ENG_OK) {
+        r->op.err_line = line;
+        cold_reply(s, r, err, NULL);
+    }
+}
+
+/* One waiter, once the load of sku ended with result (see store_load_fn). */
+static void cold_handle_waiter(server *s, req *r, const char *sku, int result)
 {
     eng_stock_view v;
     if (result < 0) {
         cold_reply(s, r, ENG_E_UNAVAILABLE, NULL);
+    } else if (r->m == M_RESERVE && r->op.n_lines > 0) {
+        cold_lines_again(s, r, sku, result);
     } else if (r->m == M_ORDER_GET) {
         eng_order_view o;
-        bool found = engine_order_get(s->eng, r->op.order_id, &o);
+        bool found = order_read(s, &r->op, &o);
         count_at(s, r->m, found ? ENG_OK : ENG_E_NOT_FOUND, r->start_ns);
         if (found) {
             codec_pack_response_ok_head(&s->pk, r->msgid);
-            pack_order(&s->pk, &o);
+            pack_order(s, &s->pk, &o);
         } else {
             r->op.err = ENG_E_NOT_FOUND;
             pack_eng_error(s, r->msgid, &r->op);
         }
         req_finish(s, r);
-    } else if (method_is_order(r->m) && !engine_order_sku(s->eng, r->op.order_id, NULL)) {
+    } else if (method_is_order(r->m) && !order_known(s, &r->op)) {
         cold_reply(s, r, ENG_E_NOT_FOUND, NULL);
     } else if (r->m == M_STOCK_GET)
         cold_reply(s, r, engine_stock_get(s->eng, r->op.sku, &v) ? ENG_OK : ENG_E_UNKNOWN_SKU, &v);
@@ -642,11 +768,13 @@ static void cold_loaded(const char *sku, int result, const store_sku_row *row, v
     if (result < 0)
         s->cold_failed++;
     req *r = k->head;
+    char name[ENG_ID_MAX + 1];
+    memcpy(name, k->sku, sizeof name);
     free(k);
     while (r != NULL) {
         req *next = r->next_free;
         r->next_free = NULL;
-        cold_handle_waiter(s, r, result);
+        cold_handle_waiter(s, r, name, result);
         r = next;
     }
 }
@@ -661,58 +789,38 @@ static void cold_refuse(server *s, conn *c, req *r, uint32_t msgid, enum method 
     req_put(s, r);
 }
 
-/* Takes a request naming a SKU the engine does not hold. Returns false when
- * the normal path should handle it (SKU held, preloaded state, a sku.put of
- * a certainly new SKU); true when it was answered or now waits. */
-static bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum method m,
-                           int64_t deadline_ms)
+/* Queues r (r->c, msgid, m, deadline_ms set) on the load of sku, starting
+ * it unless one is in flight. ENG_OK: queued (c->inflight untouched);
+ * ENG_E_UNKNOWN_SKU: the Bloom filter says certainly unknown; else the
+ * error to answer. */
+static eng_err cold_enqueue(server *s, req *r, const char *sku)
 {
-    const char *sku = r->op.sku;
-    /* An order call reaches here with its SKU known only when sharded (a
-     * hint or MariaDB's answer): its SKU may need taking over too. */
-    bool names_sku = method_names_sku(m) || (method_is_order(m) && sku[0] != '\0' && s->ring != NULL);
-    if (!names_sku || !cold_enabled(s) || engine_knows_sku(s->eng, sku))
-        return false;
     cold_sku *k;
     HASH_FIND_STR(s->cold, sku, k);
     if (k == NULL) {
         /* The Bloom filter only knows SKUs seen by this instance: a sharded
          * one may be handed SKUs another created. */
-        if (s->bloom != NULL && s->ring == NULL && !bloom_check(s->bloom, sku, strlen(sku))) {
-            if (m == M_SKU_PUT)
-                return false;
-            cold_refuse(s, c, r, msgid, m, ENG_E_UNKNOWN_SKU);
-            return true;
-        }
+        if (s->bloom != NULL && s->ring == NULL && !bloom_check(s->bloom, sku, strlen(sku)))
+            return ENG_E_UNKNOWN_SKU;
         /* The startup takeover's own loads do not count: requests must not
          * be refused `busy` while it runs. */
-        if (s->st == NULL || s->n_cold - s->n_prefetch >= s->cfg->cold_loads_max) {
-            cold_refuse(s, c, r, msgid, m, s->st == NULL ? ENG_E_UNAVAILABLE : ENG_E_BUSY);
-            return true;
-        }
+        if (s->st == NULL || s->n_cold - s->n_prefetch >= s->cfg->cold_loads_max)
+            return s->st == NULL ? ENG_E_UNAVAILABLE : ENG_E_BUSY;
         k = calloc(1, sizeof(*k));
-        if (k == NULL) {
-            cold_refuse(s, c, r, msgid, m, ENG_E_INTERNAL);
-            return true;
-        }
+        if (k == NULL)
+            return ENG_E_INTERNAL;
         snprintf(k->sku, sizeof k->sku, "%s", sku);
         if (store_load_sku(s->st, k->sku, cold_loaded, s) != 0) {
             free(k);
-            cold_refuse(s, c, r, msgid, m, ENG_E_BUSY);
-            return true;
+            return ENG_E_BUSY;
         }
         HASH_ADD_STR(s->cold, sku, k);
         s->n_cold++;
         s->cold_loads++;
     } else if (k->n_waiters >= s->cfg->queue_per_sku_max) {
-        cold_refuse(s, c, r, msgid, m, ENG_E_BUSY);
-        return true;
+        return ENG_E_BUSY;
     }
     s->cold_waits++;
-    r->c = c;
-    r->msgid = msgid;
-    r->m = m;
-    r->deadline_ms = deadline_ms;
     r->next_free = NULL;
     if (k->tail)
         k->tail->next_free = r;
@@ -720,7 +828,32 @@ static bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum meth
         k->head = r;
     k->tail = r;
     k->n_waiters++;
-    c->inflight++;
+    return ENG_OK;
+}
+
+/* Takes a request naming a SKU the engine does not hold. Returns false when
+ * the normal path should handle it (SKU held, preloaded state, a sku.put of
+ * a certainly new SKU); true when it was answered or now waits. */
+static bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum method m,
+                           int64_t deadline_ms)
+{
+    const char *sku;
+    int32_t line;
+    if (!cold_target(s, r, m, &sku, &line))
+        return false;
+    r->c = c;
+    r->msgid = msgid;
+    r->m = m;
+    r->deadline_ms = deadline_ms;
+    eng_err err = cold_enqueue(s, r, sku);
+    if (err == ENG_OK) {
+        c->inflight++;
+        return true;
+    }
+    if (err == ENG_E_UNKNOWN_SKU && m == M_SKU_PUT)
+        return false;
+    r->op.err_line = line;
+    cold_refuse(s, c, r, msgid, m, err);
     return true;
 }
 
@@ -761,7 +894,7 @@ static void notify_order(server *s, const eng_order_view *o)
     msgpack_pack_int(&s->pk, RPC_NOTIFY);
     codec_pack_cstr(&s->pk, "order.update");
     msgpack_pack_array(&s->pk, 1);
-    pack_order(&s->pk, o);
+    pack_order(s, &s->pk, o);
     /* Backwards: a close swaps the last listener into slot i, already done. */
     for (uint32_t i = s->n_subs; i-- > 0;) {
         conn *c = s->subs[i];
@@ -846,10 +979,18 @@ static void pack_alerts(server *s, uint32_t limit)
 
 /* What a committed batch asks for once the engine has applied it (the
  * batch and its rows are gone by then: SKU names are copied). */
+typedef struct notify_ref {
+    char order_id[ENG_ID_MAX + 1];
+    int32_t line_no;
+    bool part;
+} notify_ref;
+
 typedef struct post_commit {
     bool wake;                    /* new purchase jobs */
     size_t n_pokes;
     char (*pokes)[ENG_ID_MAX + 1]; /* SKUs whose new orders took supplier units */
+    size_t n_notes;
+    notify_ref *notes;            /* orders (or parts) order.subscribe hears of */
 } post_commit;
 
 /* A batch committed: refresh the Redis keys of its SKUs (coalesced and
@@ -868,11 +1009,22 @@ static void note_committed(server *s, eng_batch *b, post_commit *pc)
     }
     const eng_order_row *orows;
     size_t no = eng_batch_order_rows(b, &orows);
-    size_t want = 0;
+    size_t want = 0, notes = 0;
     for (size_t i = 0; i < no; i++) {
-        if (orows[i].notify)
-            notify_order(s, &orows[i].o);
+        notes += orows[i].notify;
         want += orows[i].insert && orows[i].o.from_supplier > 0;
+    }
+    /* Listeners hear of the whole order (a cart: every line) once the
+     * engine has applied the batch: collected here, told in post_committed. */
+    if (notes > 0 && s->n_subs > 0 && (pc->notes = malloc(notes * sizeof *pc->notes)) != NULL) {
+        for (size_t i = 0; i < no; i++) {
+            if (!orows[i].notify)
+                continue;
+            notify_ref *nr = &pc->notes[pc->n_notes++];
+            memcpy(nr->order_id, orows[i].o.order_id, sizeof nr->order_id);
+            nr->line_no = orows[i].o.line_no;
+            nr->part = s->parts_mode && orows[i].o.n_lines > 1;
+        }
     }
     if (want > 0 && s->supsync != NULL && (pc->pokes = malloc(want * sizeof *pc->pokes)) != NULL) {
         for (size_t i = 0; i < no; i++) {
@@ -902,6 +1054,17 @@ static void post_committed(server *s, post_commit *pc)
     free(pc->pokes);
     pc->pokes = NULL;
     pc->n_pokes = 0;
+    for (size_t i = 0; i < pc->n_notes; i++) {
+        const notify_ref *n = &pc->notes[i];
+        eng_order_view v;
+        bool found = n->part ? engine_part_get(s->eng, n->order_id, n->line_no, &v)
+                             : engine_order_get(s->eng, n->order_id, &v);
+        if (found)
+            notify_order(s, &v);
+    }
+    free(pc->notes);
+    pc->notes = NULL;
+    pc->n_notes = 0;
 }
 
 /* Appends a decimal integer field ("name":v) to a JSON object in buf. */
@@ -1046,6 +1209,7 @@ static void cold_free_all(server *s)
         HASH_DEL(s->cold, k);
         for (req *r = k->head; r != NULL;) {
             req *next = r->next_free;
+            rpc_op_free_lines(&r->op);
             free(r);
             r = next;
         }
@@ -1185,23 +1349,22 @@ static void order_params(req *r, msgpack_object_kv kv[2], msgpack_object *map)
 static bool cold_enabled(const server *s);
 static void local_request(server *s, conn *c, req *r, uint32_t msgid, enum method m, int64_t deadline_ms);
 
-/* MariaDB said which SKU the order is on: route it as if the client had
- * named that SKU. */
-static void order_found_cb(const char *order_id, int result, const char *sku, void *arg)
+/* An order call that waited (counted in c->inflight) is answered now
+ * with an engine error. */
+static void order_call_fail(server *s, req *r, eng_err err)
 {
-    (void)order_id;
-    req *r = arg;
+    r->op.err = err;
+    count_at(s, r->m, err, r->start_ns);
+    pack_eng_error(s, r->msgid, &r->op);
+    req_finish(s, r);
+}
+
+/* The order is known to be on sku: route the waiting call (counted in
+ * c->inflight) as if the client had named that SKU. */
+static void order_route_sku(server *s, req *r, const char *sku)
+{
     conn *c = r->c;
-    server *s = c->srv;
     c->inflight--;  /* taken again by whatever handles it now */
-    if (result <= 0) {
-        r->op.err = result == 0 ? ENG_E_NOT_FOUND : ENG_E_UNAVAILABLE;
-        c->inflight++;
-        count_at(s, r->m, r->op.err, r->start_ns);
-        pack_eng_error(s, r->msgid, &r->op);
-        req_finish(s, r);
-        return;
-    }
     snprintf(r->op.sku, sizeof r->op.sku, "%s", sku);
     uint32_t o = owner_of(s, sku);
     if (o != s->self) {
@@ -1216,6 +1379,128 @@ static void order_found_cb(const char *order_id, int result, const char *sku, vo
         conn_free(c);
 }
 
+/* MariaDB said which SKU the order is on (without the coordinator). */
+static void order_found_cb(const char *order_id, int result, const char *sku, void *arg)
+{
+    (void)order_id;
+    req *r = arg;
+    if (result <= 0)
+        order_call_fail(r->c->srv, r, result == 0 ? ENG_E_NOT_FOUND : ENG_E_UNAVAILABLE);
+    else
+        order_route_sku(r->c->srv, r, sku);
+}
+
+/* ------------------------------------------------------------ the coordinator (cart.h)
+ *
+ * Sharded only. A reserve with lines, and an order call naming no SKU for
+ * an order not held here as a single-SKU order, go to the coordinator,
+ * which answers with complete response bytes (or, for an order call, says
+ * the order has one SKU: routed as before). */
+
+static void cart_pump(void *arg)
+{
+    pump_schedule(arg);
+}
+
+static void coordinator_start(server *s)
+{
+    assert(s->ring != NULL && s->st != NULL && s->cart == NULL);
+    cart_env env = {
+        .base = s->base, .peers = s->peers, .st = s->st, .eng = s->eng, .rg = s->ring,
+        .self = s->self, .cfg = s->cfg, .pump = cart_pump, .pump_arg = s,
+    };
+    s->cart = cart_new(&env);
+    if (s->cart == NULL)
+        LOG_E("cart coordinator: out of memory; orders of several lines are refused");
+}
+
+/* The result slot of a complete response, for the counters. */
+static int response_result(const char *data, size_t len)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int res = ENG_E_INTERNAL;
+    if (msgpack_unpack_next(&u, data, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 4)
+        res = relayed_result(&u.data.via.array.ptr[2]);
+    msgpack_unpacked_destroy(&u);
+    return res;
+}
+
+/* cart_reply_fn: the coordinator's answer to a waiting request. */
+static void cart_reply_cb(void *ctx, const char *data, size_t len)
+{
+    req *r = ctx;
+    conn *c = r->c;
+    server *s = c->srv;
+    count_at(s, r->m, response_result(data, len), r->start_ns);
+    if (c->state != C_DEAD && c->bev != NULL)
+        evbuffer_add(bufferevent_get_output(c->bev), data, len);
+    req_finish(s, r);
+}
+
+/* cart_order_op's single_fn: not an order of several lines. */
+static void cart_single_cb(void *ctx, const char *sku)
+{
+    req *r = ctx;
+    if (sku[0] == '\0')
+        order_call_fail(r->c->srv, r, ENG_E_NOT_FOUND);
+    else
+        order_route_sku(r->c->srv, r, sku);
+}
+
+/* The one answer while there is no coordinator (out of memory at start). */
+static bool coordinator_off(server *s, conn *c, req *r, uint32_t msgid, enum method m)
+{
+    if (s->cart != NULL)
+        return false;
+    count(s, m, ENG_E_UNAVAILABLE);
+    reply_simple_error(s, c, msgid, "unavailable",
+                       "orders of several lines need the coordinator (not built yet)", true, NULL,
+                       NULL);
+    req_put(s, r);
+    return true;
+}
+
+/* Marks r as waiting on c (answered later through req_finish). */
+static void req_wait(server *s, conn *c, req *r, uint32_t msgid, enum method m, int64_t deadline_ms)
+{
+    r->c = c;
+    r->msgid = msgid;
+    r->m = m;
+    if (r->start_ns == 0)
+        r->start_ns = s->frame_start_ns;
+    r->deadline_ms = deadline_ms;
+    c->inflight++;
+}
+
+static void coordinate_reserve(server *s, conn *c, req *r, uint32_t msgid, int64_t deadline_ms)
+{
+    s->lines_coordinated++;
+    if (coordinator_off(s, c, r, msgid, M_RESERVE))
+        return;
+    req_wait(s, c, r, msgid, M_RESERVE, deadline_ms);
+    eng_op *op = &r->op;
+    cart_reserve(s->cart, msgid, op->order_id, op->lines, op->n_lines, op->hold_ms, deadline_ms,
+                 cart_reply_cb, r);
+}
+
+static void coordinate_order(server *s, conn *c, req *r, uint32_t msgid, enum method m,
+                             int64_t deadline_ms)
+{
+    assert(s->cart != NULL && method_is_order(m));
+    req_wait(s, c, r, msgid, m, deadline_ms);
+    cart_order_op(s->cart, msgid, rpc_method_name(m), r->op.order_id, deadline_ms, cart_reply_cb,
+                  cart_single_cb, r);
+}
+
+/* True when order_id is held here as one of several lines (a part). */
+static bool part_here(const server *s, const char *order_id)
+{
+    eng_order_view v;
+    return s->parts_mode && engine_order_get(s->eng, order_id, &v) && v.n_lines > 1;
+}
+
 /* Routes a request on a sharded instance. Returns true when it was
  * answered or sent elsewhere; false when this instance handles it. */
 static bool route(server *s, conn *c, req *r, const rpc_msg *msg, enum method m, const rpc_parsed *pp)
@@ -1225,6 +1510,16 @@ static bool route(server *s, conn *c, req *r, const rpc_msg *msg, enum method m,
         m == M_ALERTS_LIST || m == M_SUPPLIER_PUT || m == M_SUPPLIER_GET)
         return false;
     eng_op *op = &r->op;
+    if (m == M_RESERVE && op->n_lines > 0) {
+        coordinate_reserve(s, c, r, msg->msgid, pp->deadline_ms);
+        return true;
+    }
+    /* A client's call on an order of several lines held here as a part:
+     * the coordinator answers for the whole order. */
+    if (method_is_order(m) && !pp->fwd && s->cart != NULL && part_here(s, op->order_id)) {
+        coordinate_order(s, c, r, msg->msgid, m, pp->deadline_ms);
+        return true;
+    }
     bool by_sku = m == M_RESERVE || m == M_STOCK_GET || m == M_SKU_PUT || m == M_ADJUST || pp->sku_hint;
     if (!by_sku && engine_order_sku(s->eng, op->order_id, op->sku)) {
         /* Held here: its SKU is ours, unless it moved away and waits to be
@@ -1243,6 +1538,13 @@ static bool route(server *s, conn *c, req *r, const rpc_msg *msg, enum method m,
     if (!by_sku) {
         if (pp->fwd || s->st == NULL)
             return false;  /* a peer already looked: not_found here */
+        if (s->cart != NULL) {
+            /* MariaDB's lines of the order decide: one SKU -> routed by it
+             * (cart_single_cb), several -> the whole order. */
+            s->order_lookups++;
+            coordinate_order(s, c, r, msg->msgid, m, pp->deadline_ms);
+            return true;
+        }
         r->c = c;
         r->msgid = msg->msgid;
         r->m = m;
@@ -1404,6 +1706,8 @@ static void ring_reload(server *s)
     ring_free(s->ring);
     s->ring = nr;
     s->self = (uint32_t)self;
+    if (s->cart != NULL)
+        cart_set_ring(s->cart, s->ring, s->self);
     s->ring_changes++;
     engine_each_sku(s->eng, note_not_owned, s);
     forget_sweep(s);
@@ -1487,6 +1791,10 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
         req_put(s, r);
         return;
     }
+    if (op->n_lines > 0) {
+        s->lines_reserves++;
+        s->lines_total += op->n_lines;
+    }
     r->c = c;
     r->msgid = msg->msgid;
     r->m = m;
@@ -1505,6 +1813,15 @@ static void local_request(server *s, conn *c, req *r, uint32_t msgid, enum metho
     eng_op *op = &r->op;
     if (cold_intercept(s, c, r, msgid, m, deadline_ms))
         return;
+    /* A call without part fields reaching the owner of one line of a
+     * cross-shard order (a "sku" hint): only the coordinator, asked
+     * without the hint, sees the whole order. */
+    if (method_is_order(m) && op->part_lines == 0 && part_here(s, op->order_id)) {
+        reply_invalid(s, c, msgid, m, "sku",
+                      "the order has several lines: call it without sku");
+        req_put(s, r);
+        return;
+    }
     if (rpc_method_read_only(m)) {
         handle_read_only(s, c, msgid, m, r);
         req_put(s, r);
@@ -1681,6 +1998,25 @@ static void pack_alerts_notify(server *s)
     codec_pack_kv_int(pk, "dropped", (int64_t)s->notify_dropped);
 }
 
+/* "lines": reserves with lines (orders of several lines). */
+static void pack_lines_stats(server *s)
+{
+    msgpack_packer *pk = &s->pk;
+    cart_stats cs = {0};
+    if (s->cart != NULL)
+        cart_stats_get(s->cart, &cs);
+    codec_pack_cstr(pk, "lines");
+    msgpack_pack_map(pk, 8);
+    codec_pack_kv_int(pk, "reserves", (int64_t)s->lines_reserves);
+    codec_pack_kv_int(pk, "lines", (int64_t)s->lines_total);
+    codec_pack_kv_int(pk, "coordinated", (int64_t)s->lines_coordinated);
+    codec_pack_kv_bool(pk, "coordinator", s->cart != NULL);
+    codec_pack_kv_int(pk, "cart_confirmed", (int64_t)cs.confirmed);
+    codec_pack_kv_int(pk, "cart_aborted", (int64_t)cs.aborted);
+    codec_pack_kv_int(pk, "cart_unavailable", (int64_t)cs.unavailable);
+    codec_pack_kv_int(pk, "cart_inflight", cs.inflight);
+}
+
 static void pack_stats(server *s)
 {
     msgpack_packer *pk = &s->pk;
@@ -1689,7 +2025,7 @@ static void pack_stats(server *s)
     store_stats ss = {0};
     if (s->st)
         store_stats_get(s->st, &ss);
-    msgpack_pack_map(pk, 14);
+    msgpack_pack_map(pk, 15);
     codec_pack_kv_str(pk, "node", s->cfg->node);
     codec_pack_kv_int(pk, "uptime_ms", now_ms() - s->started_ms);
 
@@ -1785,6 +2121,7 @@ static void pack_stats(server *s)
     codec_pack_kv_int(pk, "holds_expired", (int64_t)es.holds_expired);
     codec_pack_kv_bool(pk, "store_up", s->st != NULL && store_up(s->st));
     codec_pack_kv_int(pk, "outcome_unknown", (int64_t)s->outcome_unknown);
+    pack_lines_stats(s);
 }
 
 /* ------------------------------------------------------------ pump */
@@ -1854,6 +2191,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         forget_sweep(s);
     if (engine_expire_due(s->eng, now_ms()) > 0)
         pump_schedule(s);
+    if (s->cart != NULL)
+        cart_settle_due(s->cart);  /* this node's parts whose hold lapsed */
 }
 
 static void on_commit(eng_batch *b, eng_outcome outcome, const char *err, void *arg)
@@ -2219,6 +2558,9 @@ server *server_new(struct event_base *base, const stockd_config *cfg, char *err,
             return NULL;
         }
         s->self = (uint32_t)self;
+        /* Every stored multi-line order is a part here (engine.h "Parts"). */
+        engine_set_parts_mode(s->eng, true);
+        s->parts_mode = true;
     }
     return s;
 }
@@ -2272,6 +2614,8 @@ engine *server_engine(server *s)
 void server_set_store(server *s, store *st)
 {
     s->st = st;
+    if (s->ring != NULL)
+        coordinator_start(s);
 }
 
 int server_listen(server *s, char *err, size_t err_len)
@@ -2432,6 +2776,8 @@ void server_free(server *s)
     cache_free(s->cache);         /* before the engine: pending SETs fail now */
     bloom_free(s->bloom);
     cold_free_all(s);
+    if (s->cart != NULL)
+        cart_free(s->cart);       /* before the pool and the store (cart.h) */
     peer_pool_free(s->peers);     /* forwarded calls fail now: their conns are still here */
     ring_free(s->ring);
     for (size_t i = 0; i < s->n_forget; i++)

@@ -62,9 +62,26 @@ typedef struct rpc_perr {
 
 /* Validates params ([{...}]) against method m's fields into op (which the
  * caller zeroed). Returns false with *e set on the first problem. m must
- * not be M_UNKNOWN. */
+ * not be M_UNKNOWN.
+ *
+ * reserve takes sku + qty, or "lines": 1..ENG_LINES_MAX maps of exactly
+ * {sku, qty} with the top-level rules (and the qty limit on the sum of the
+ * lines of one SKU); errors name the field as "lines[3].qty". The lines
+ * are validated whole before one allocation: op->lines / n_lines, owned by
+ * the caller from then on, whether the parse succeeded or not: release
+ * them with rpc_op_free_lines() (op->lines is NULL without lines).
+ *
+ * Requests carrying "_fwd" (from stockd peers) may also carry the fields
+ * of one line of a cross-shard order (engine.h "Parts"): part_lines
+ * (2..ENG_LINES_MAX) and line_no (0..part_lines-1), together, on reserve
+ * (with sku + qty), confirm, release, ship and order.get, into
+ * op->part_lines / line_no; and "decided" (bool) on confirm, into
+ * op->decided (accepted alone on a peer's confirm of a single-SKU order,
+ * then ignored). A client's request with any of them is invalid. */
 bool rpc_parse_params(enum method m, const msgpack_object *params, eng_op *op,
                       rpc_parsed *pp, rpc_perr *e);
+/* Frees op->lines (NULL is fine) and clears n_lines. */
+void rpc_op_free_lines(eng_op *op);
 
 /* UTF-8 without NUL, overlongs or surrogates. */
 bool rpc_utf8_valid(const unsigned char *p, size_t n);
