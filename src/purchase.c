@@ -37,7 +37,8 @@ typedef enum pj_state { PJ_WAIT = 0, PJ_CALL, PJ_ENGINE } pj_state;
 typedef struct pjob {
     struct purchase *owner;       /* NULL: orphaned by purchase_free */
     struct pjob *prev, *next;     /* the worker's list of jobs */
-    eng_purchase ep;              /* as claimed */
+    eng_purchase ep;              /* as claimed: one line of an order */
+    char out_id[ENG_KEY_MAX + 1]; /* the upstream outOrderId of that line */
     pj_state state;
     bool need_lookup;             /* recovered, or a create ended unknown */
     bool have_outcome;            /* op holds a decided outcome (resubmit it) */
@@ -99,12 +100,37 @@ static void job_destroy(pjob *j)
     free(j);
 }
 
+/* The upstream outOrderId of a line: order_id for line 0, so single-SKU
+ * orders keep the id they were bought under before lines existed, and
+ * "<order_id>#<line_no>" for the others ('#' is never in an order_id). */
+static void out_order_id_of(const eng_purchase *ep, char out[ENG_KEY_MAX + 1])
+{
+    assert(ep->line_no >= 0 && ep->line_no < ENG_LINES_MAX);
+    if (ep->line_no == 0)
+        snprintf(out, ENG_KEY_MAX + 1, "%s", ep->order_id);
+    else
+        snprintf(out, ENG_KEY_MAX + 1, "%s#%d", ep->order_id, (int)ep->line_no);
+}
+
+/* Gives the job's line back to the engine: claimable again. Jobs are per
+ * line, so the line is named, never the whole order (another line of it
+ * may be claimed by a job still running). */
+static void job_unclaim(purchase *p, const pjob *j)
+{
+    eng_op ref;
+    memset(&ref, 0, sizeof(ref));
+    snprintf(ref.order_id, sizeof(ref.order_id), "%s", j->ep.order_id);
+    ref.line_no = j->ep.line_no;
+    ref.part_lines = j->ep.part_lines > 1 ? j->ep.part_lines : 0;
+    engine_purchase_unclaim_line(p->eng, &ref);
+}
+
 /* The job is over (committed, dropped or unclaimed): its slot is free, so
  * more may be claimed, from the loop (never inside an engine callback). */
 static void job_end(purchase *p, pjob *j, bool unclaim)
 {
     if (unclaim)
-        engine_purchase_unclaim(p->eng, j->ep.order_id);
+        job_unclaim(p, j);
     job_unlink(p, j);
     job_destroy(j);
     if (!p->stopped)
@@ -158,6 +184,9 @@ static void outcome_init(pjob *j, eng_op_kind kind)
     j->op.kind = kind;
     snprintf(j->op.order_id, sizeof(j->op.order_id), "%s", j->ep.order_id);
     snprintf(j->op.sku, sizeof(j->op.sku), "%s", j->ep.sku);
+    /* The line bought; a part's ops name it as a part. */
+    j->op.line_no = j->ep.line_no;
+    j->op.part_lines = j->ep.part_lines > 1 ? j->ep.part_lines : 0;
     j->op.on_done = op_done;
     j->op.on_done_arg = j;
     j->have_outcome = true;
@@ -168,8 +197,8 @@ static void set_purchased(pjob *j, const char *upstream_id)
     assert(upstream_id[0] != '\0' && strlen(upstream_id) <= ENG_ID_MAX);
     outcome_init(j, ENG_OP_PURCHASED);
     snprintf(j->op.upstream_order_id, sizeof(j->op.upstream_order_id), "%s", upstream_id);
-    LOG_D("purchase: bought upstream", "order_id", j->ep.order_id, "sku", j->ep.sku,
-          "upstream_order_id", upstream_id);
+    LOG_D("purchase: bought upstream", "order_id", j->ep.order_id, "out_order_id", j->out_id,
+          "sku", j->ep.sku, "upstream_order_id", upstream_id);
 }
 
 static void set_failed(pjob *j, eng_fail_kind kind, const char *reason)
@@ -177,8 +206,8 @@ static void set_failed(pjob *j, eng_fail_kind kind, const char *reason)
     outcome_init(j, ENG_OP_PURCHASE_FAILED);
     j->op.fail_kind = kind;
     snprintf(j->op.reason, sizeof(j->op.reason), "%s", reason);
-    LOG_W("purchase failed", "order_id", j->ep.order_id, "sku", j->ep.sku, "kind",
-          eng_fail_kind_name(kind), "reason", j->op.reason);
+    LOG_W("purchase failed", "order_id", j->ep.order_id, "out_order_id", j->out_id, "sku",
+          j->ep.sku, "kind", eng_fail_kind_name(kind), "reason", j->op.reason);
 }
 
 /* ------------------------------------------------------------ steps */
@@ -255,13 +284,35 @@ static void job_line(const pjob *j, const eng_supplier_map *map, supplier_cargo_
     line->unit_price_fen = -1;
 }
 
-/* Before buying: the order must still be CONFIRMED in memory. One released
- * (or forgotten: SKU taken over) while the job waited is not bought; the
- * engine has dropped its pending purchase, claim included. */
+/* The committed status of the job's line: from the part, or from the whole
+ * order's lines. False when the engine does not know it. */
+static bool job_line_status(const purchase *p, const pjob *j, eng_status *out)
+{
+    if (j->ep.part_lines > 1) {
+        eng_order_view v;
+        if (!engine_part_get(p->eng, j->ep.order_id, j->ep.line_no, &v))
+            return false;
+        *out = v.status;
+        return true;
+    }
+    eng_line_view lines[ENG_LINES_MAX];
+    size_t n = engine_order_lines(p->eng, j->ep.order_id, lines, ENG_LINES_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (lines[i].line_no == j->ep.line_no) {
+            *out = lines[i].status;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Before buying: the line must still be CONFIRMED in memory. One released
+ * or failed (or forgotten: SKU taken over) while the job waited is not
+ * bought; the engine has dropped its pending purchase, claim included. */
 static bool job_still_wanted(purchase *p, pjob *j)
 {
-    eng_order_view v;
-    if (engine_order_get(p->eng, j->ep.order_id, &v) && v.status == ENG_ST_CONFIRMED)
+    eng_status st;
+    if (job_line_status(p, j, &st) && st == ENG_ST_CONFIRMED)
         return true;
     p->st.dropped++;
     job_end(p, j, false);
@@ -296,10 +347,18 @@ static void job_step(purchase *p, pjob *j)
         job_submit(p, j);
         return;
     }
+    if (strlen(j->out_id) >= SUPPLIER_OUT_ID_MAX) {
+        /* The client refuses such an id, so it was never sent either: the
+         * line cannot be bought under its key; waiting would loop. */
+        LOG_E("purchase: outOrderId too long for the supplier API", "out_order_id", j->out_id);
+        set_failed(j, ENG_FAIL_OTHER, "outOrderId too long for the supplier API");
+        job_submit(p, j);
+        return;
+    }
     int rc;
     if (j->need_lookup) {
         j->state = PJ_CALL;
-        rc = supplier_buyer_view(p->cli, NULL, j->ep.order_id, lookup_done, j);
+        rc = supplier_buyer_view(p->cli, NULL, j->out_id, lookup_done, j);
         if (rc == 0) {
             p->st.lookups++;
             return;
@@ -386,8 +445,8 @@ static void lookup_done(const supplier_reply *reply, void *arg)
      * about the order: failing it could leave an upstream order nobody
      * tracks, so wait and ask again. */
     if (r->outcome == SUPPLIER_DEFINITIVE)
-        LOG_W("purchase: lookup refused, will retry", "order_id", j->ep.order_id, "code",
-              r->code, "message", r->message);
+        LOG_W("purchase: lookup refused, will retry", "order_id", j->ep.order_id,
+              "out_order_id", j->out_id, "code", r->code, "message", r->message);
     job_backoff(p, j);
 }
 
@@ -413,7 +472,7 @@ static void preview_done(const supplier_reply *reply, void *arg)
      * repeat it; this worker looks the order up first (need_lookup). */
     j->state = PJ_CALL;
     if (supplier_create_order(p->cli, &line, 1, p->cfg->supplier_address, NULL,
-                              j->ep.order_id, false, create_done, j) == 0) {
+                              j->out_id, false, create_done, j) == 0) {
         p->st.creates++;
         return;
     }
@@ -506,6 +565,7 @@ static void claim_more(purchase *p)
             return;
         }
         assert(j->ep.qty > 0);
+        out_order_id_of(&j->ep, j->out_id);
         j->owner = p;
         j->need_lookup = j->ep.recovered;
         j->state = PJ_WAIT;
@@ -607,7 +667,7 @@ void purchase_free(purchase *p)
             j->owner = NULL;
         } else {
             event_del(j->timer);
-            engine_purchase_unclaim(p->eng, j->ep.order_id);
+            job_unclaim(p, j);
             job_unlink(p, j);
             job_destroy(j);
         }

@@ -29,7 +29,7 @@
 #include "stockd/log.h"
 
 #define STORE_CONNS_MAX 16
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 /* The statement of one batch; the stack's max_allowed_packet is 64 MiB and
  * MariaDB's default is 16 MiB, so stay under the smaller. */
 #define STORE_SQL_MAX_BYTES (15u << 20)
@@ -200,20 +200,45 @@ typedef enum reader_state {
     RD_RESULT,          /**< store_result running; timer still armed */
 } reader_state;
 
+/* What a reader request asks; one kind per query. */
+typedef enum load_kind {
+    LK_SKU = 0,         /**< store_load_sku: a SKU row (a takeover in sharded mode) */
+    LK_FIND,            /**< store_find_order_sku: line 0's SKU */
+    LK_LINES,           /**< store_find_order_lines: every line's SKU */
+    LK_DECIDE,          /**< store_cart_decide: first writer wins */
+} load_kind;
+
 typedef struct load_req {
-    char sku[ENG_ID_MAX + 1];     /* or the order_id, for an order lookup */
-    store_load_fn fn;             /* a SKU load */
-    store_find_fn ofn;            /* or an order lookup */
+    char sku[ENG_ID_MAX + 1];     /* or the order_id (every kind but LK_SKU) */
+    load_kind kind;
+    store_decision want;          /* LK_DECIDE */
+    union {
+        store_load_fn load;
+        store_find_fn find;
+        store_lines_fn lines;
+        store_decide_fn decide;
+    } fn;
     void *arg;
 } load_req;
 
-/* Fails one request: a load or a lookup. */
+/* Fails one request, whatever its kind. */
 static void load_req_fail(const load_req *r)
 {
-    if (r->ofn)
-        r->ofn(r->sku, -1, NULL, r->arg);
-    else
-        r->fn(r->sku, -1, NULL, r->arg);
+    switch (r->kind) {
+    case LK_SKU:
+        r->fn.load(r->sku, -1, NULL, r->arg);
+        return;
+    case LK_FIND:
+        r->fn.find(r->sku, -1, NULL, r->arg);
+        return;
+    case LK_LINES:
+        r->fn.lines(r->sku, -1, NULL, r->arg);
+        return;
+    case LK_DECIDE:
+        r->fn.decide(r->sku, -1, r->arg);
+        return;
+    }
+    assert(!"bad load kind");
 }
 
 typedef struct store_reader {
@@ -242,9 +267,17 @@ typedef struct store_reader {
  * orders under the row locks it holds: what it reads is final. */
 enum {
     RD_STEP_ISOLATION = 0, RD_STEP_BEGIN, RD_STEP_BUMP, RD_STEP_SKUS, RD_STEP_ORDERS, RD_STEP_COMMIT, RD_STEP_DONE,
-    RD_STEP_FIND,     /* an order lookup: one SELECT of (order_id, sku) */
-    RD_STEP_RETRY     /* a takeover lost a lock conflict: ROLLBACK, then again */
+    RD_STEP_FIND,     /* an order lookup: one SELECT of (order_id, sku) of line 0 */
+    RD_STEP_RETRY,    /* a takeover lost a lock conflict: ROLLBACK, then again */
+    RD_STEP_LINES,    /* an order's lines: one SELECT of (order_id, line_no, n_lines, sku) */
+    RD_STEP_DECIDE    /* cart decisions: one upsert ... RETURNING the rows that stand */
 };
+
+/* Steps that are a whole request in one statement with one result set. */
+static bool rd_step_single(int step)
+{
+    return step == RD_STEP_FIND || step == RD_STEP_LINES || step == RD_STEP_DECIDE;
+}
 
 struct store {
     struct event_base *base;
@@ -551,6 +584,29 @@ static const char *const schema_v2[] = {
     ") ENGINE=InnoDB",
 };
 
+/* Issue 8: orders of several lines. An order is stored one row per line,
+ * keyed (order_id, line_no); every existing row is line 0 of a one-line
+ * order (the defaults). Jobs are per line likewise. cart_decisions holds
+ * the one decision on a cross-shard order (store_cart_decide). Each ALTER
+ * is one statement (one table rebuild) and idempotent in effect: run again
+ * after a crash, it drops the primary key and adds the same one. */
+static const char *const schema_v3[] = {
+    "ALTER TABLE orders"
+    " ADD COLUMN IF NOT EXISTS line_no SMALLINT NOT NULL DEFAULT 0 AFTER order_id,"
+    " ADD COLUMN IF NOT EXISTS n_lines SMALLINT NOT NULL DEFAULT 1 AFTER line_no,"
+    " DROP PRIMARY KEY, ADD PRIMARY KEY (order_id, line_no)",
+
+    "ALTER TABLE purchase_jobs"
+    " ADD COLUMN IF NOT EXISTS line_no SMALLINT NOT NULL DEFAULT 0 AFTER order_id,"
+    " DROP PRIMARY KEY, ADD PRIMARY KEY (order_id, line_no)",
+
+    "CREATE TABLE IF NOT EXISTS cart_decisions ("
+    " order_id VARBINARY(64) NOT NULL PRIMARY KEY,"
+    " decision ENUM('confirm','abort') NOT NULL,"
+    " at_ms BIGINT NOT NULL"
+    ") ENGINE=InnoDB",
+};
+
 typedef struct schema_step {
     int version;
     const char *const *sql;
@@ -560,6 +616,7 @@ typedef struct schema_step {
 static const schema_step schema_steps[] = {
     {1, schema_v1, sizeof schema_v1 / sizeof schema_v1[0]},
     {2, schema_v2, sizeof schema_v2 / sizeof schema_v2[0]},
+    {3, schema_v3, sizeof schema_v3 / sizeof schema_v3[0]},
 };
 
 /* Database names go between backticks: allow only what needs no quoting. */
@@ -773,10 +830,23 @@ static void sql_skus(sbuf *b, const eng_batch *batch, int64_t at)
     }
 }
 
+/* n_lines of a row, checked: a line outside its order would load as
+ * nonsense (the load refuses it, and the instance would not start). */
+static int32_t order_n_lines(const eng_order_view *o)
+{
+    int32_t n = o->n_lines;
+    assert(n >= 1 && n <= ENG_LINES_MAX && o->line_no >= 0 && o->line_no < n);
+    return n;
+}
+
 static void sql_order_values(sbuf *b, const eng_order_view *o)
 {
     sb_str(b, "(");
     sb_hex_str(b, o->order_id);
+    sb_str(b, ",");
+    sb_i64(b, o->line_no);
+    sb_str(b, ",");
+    sb_i64(b, order_n_lines(o));
     sb_str(b, ",");
     sb_hex_str(b, o->sku);
     sb_str(b, ",");
@@ -804,12 +874,13 @@ static void sql_order_values(sbuf *b, const eng_order_view *o)
     sb_str(b, o->supplier_settled ? ",1)" : ",0)");
 }
 
-#define ORDER_COLS "INSERT INTO orders (order_id,sku,qty,status,from_own,from_supplier," \
+#define ORDER_COLS "INSERT INTO orders (order_id,line_no,n_lines,sku,qty,status,from_own,from_supplier," \
                    "available,created_at,updated_at,hold_expires_at,upstream_order_id,"  \
                    "reason,purchased_at,supplier_settled) VALUES\n"
 
-/* New orders in one INSERT (a duplicate order_id fails the batch), changed
- * orders in one upsert. */
+/* One row per line, keyed (order_id, line_no). New lines in one INSERT (a
+ * duplicate key fails the batch), changed lines in one upsert on that key
+ * (a line's sku, qty and n_lines never change). */
 static void sql_orders(sbuf *b, const eng_batch *batch)
 {
     const eng_order_row *rows;
@@ -882,13 +953,15 @@ static void sb_hex_cut(sbuf *b, const char *s, size_t max)
     sb_hex(b, s ? s : "", n);
 }
 
-#define JOB_COLS "INSERT INTO purchase_jobs (order_id,sku,supplier_id,offer_id,spec_id," \
+#define JOB_COLS "INSERT INTO purchase_jobs (order_id,line_no,sku,supplier_id,offer_id,spec_id," \
                  "sku_id,qty,state,created_at,updated_at) VALUES\n"
 
 static void sql_job_values(sbuf *b, const eng_job_row *r, const eng_supplier_map *m)
 {
     sb_str(b, "(");
     sb_hex_str(b, r->order_id);
+    sb_str(b, ",");
+    sb_i64(b, r->line_no);
     sb_str(b, ",");
     sb_hex_str(b, r->sku);
     sb_str(b, ",");
@@ -910,8 +983,8 @@ static void sql_job_values(sbuf *b, const eng_job_row *r, const eng_supplier_map
     sb_str(b, ")");
 }
 
-/* Purchase outbox. New jobs in one INSERT (a duplicate fails the batch, as
- * for orders). State changes in one upsert that changes only state and
+/* Purchase outbox, one job per line, keyed (order_id, line_no). New jobs
+ * in one INSERT (a duplicate fails the batch, as for orders). State changes in one upsert that changes only state and
  * updated_at: an order confirmed before schema 2 has no job row, and its
  * first state change then creates one (without a map) instead of vanishing
  * into an UPDATE that matched nothing. A change row without a SKU (not
@@ -926,6 +999,7 @@ static void sql_jobs(sbuf *b, const eng_batch *batch)
         for (size_t i = 0; i < n; i++) {
             const eng_job_row *r = &rows[i];
             assert(r->order_id && r->order_id[0]);
+            assert(r->line_no >= 0 && r->line_no < ENG_LINES_MAX);
             if (r->insert != want_insert || (!want_insert && (!r->sku || !r->sku[0])))
                 continue;
             sb_str(b, k == 0 ? JOB_COLS : ",\n");
@@ -948,6 +1022,8 @@ static void sql_jobs(sbuf *b, const eng_batch *batch)
         sb_i64(b, r->at_ms);
         sb_str(b, " WHERE order_id=");
         sb_hex_str(b, r->order_id);
+        sb_str(b, " AND line_no=");
+        sb_i64(b, r->line_no);
         sb_str(b, ";\n");
     }
 }
@@ -1767,13 +1843,16 @@ static bool load_sku_row(engine *e, MYSQL_ROW row, const unsigned long *len)
 
 #define ORDER_SELECT "SELECT order_id,sku,qty,status,from_own,from_supplier,available," \
                      "created_at,updated_at,hold_expires_at,upstream_order_id,reason," \
-                     "purchased_at,supplier_settled FROM orders"
+                     "purchased_at,supplier_settled,line_no,n_lines FROM orders"
+/* Lines reach engine_load_order() in this order: line 0 of an order first,
+ * which the engine needs to attach the others to it. */
+#define ORDER_SORT " ORDER BY order_id,line_no"
 
 /* The columns of ORDER_SELECT into o; false on a bad row. */
 static bool parse_order_row(MYSQL_ROW row, const unsigned long *len, eng_order_view *o)
 {
     char status_s[32];
-    int64_t qty, from_own, from_supplier, settled;
+    int64_t qty, from_own, from_supplier, settled, line_no, n_lines;
     memset(o, 0, sizeof *o);
     if (!col_str(row, len, 0, o->order_id, sizeof o->order_id, false) || !o->order_id[0] ||
         !col_str(row, len, 1, o->sku, sizeof o->sku, false) || !col_i64(row, 2, &qty) ||
@@ -1784,8 +1863,13 @@ static bool parse_order_row(MYSQL_ROW row, const unsigned long *len, eng_order_v
         !col_i64(row, 9, &o->hold_expires_at_ms) ||
         !col_str(row, len, 10, o->upstream_order_id, sizeof o->upstream_order_id, true) ||
         !col_str(row, len, 11, o->reason, sizeof o->reason, true) ||
-        !col_i64(row, 12, &o->purchased_at_ms) || !col_i64(row, 13, &settled))
+        !col_i64(row, 12, &o->purchased_at_ms) || !col_i64(row, 13, &settled) ||
+        !row[14] || !col_i64(row, 14, &line_no) || !row[15] || !col_i64(row, 15, &n_lines))
         return false;
+    if (n_lines < 1 || n_lines > ENG_LINES_MAX || line_no < 0 || line_no >= n_lines)
+        return false;
+    o->line_no = (int32_t)line_no;
+    o->n_lines = (int32_t)n_lines;
     if (o->purchased_at_ms < 0 || settled < 0 || settled > 1)
         return false;
     o->supplier_settled = settled == 1;
@@ -1900,7 +1984,8 @@ int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t e
                                      : SKU_SELECT " WHERE sku IN (SELECT DISTINCT sku FROM orders)",
                         load_sku_row, &skus, err, err_len);
     if (rc == 0)
-        rc = load_table(my, e, "orders", ORDER_SELECT, load_order_row, &orders, err, err_len);
+        rc = load_table(my, e, "orders", ORDER_SELECT ORDER_SORT, load_order_row, &orders, err,
+                        err_len);
     mysql_close(my);
     if (rc == 0) {
         char a[24], b[24], c[24];
@@ -2173,16 +2258,38 @@ static void lq_pop(store_reader *rd, load_req *out)
     rd->q_len--;
 }
 
-/* " WHERE sku IN (...)" over the running batch. */
+/* " WHERE sku IN (...)" (or order_id) over the running batch. */
 static void rd_sql_in(store_reader *rd)
 {
-    sb_str(&rd->sql, rd->step == RD_STEP_FIND ? " WHERE order_id IN (" : " WHERE sku IN (");
+    sb_str(&rd->sql, rd->step == RD_STEP_FIND || rd->step == RD_STEP_LINES
+                         ? " WHERE order_id IN ("
+                         : " WHERE sku IN (");
     for (size_t i = 0; i < rd->n_batch; i++) {
         if (i)
             sb_str(&rd->sql, ",");
         sb_hex_str(&rd->sql, rd->batch[i].sku);
     }
     sb_str(&rd->sql, ")");
+}
+
+/* First writer wins, in one statement: the upsert changes nothing on a
+ * duplicate, and RETURNING gives the row that stands for every value
+ * (inserted now, or there before: InnoDB locks it, so it is final). Two
+ * requests of one order in a batch: the first inserts, both read it. */
+static void rd_sql_decide(store_reader *rd)
+{
+    int64_t at = now_ms();
+    sb_str(&rd->sql, "INSERT INTO cart_decisions (order_id,decision,at_ms) VALUES ");
+    for (size_t i = 0; i < rd->n_batch; i++) {
+        const load_req *r = &rd->batch[i];
+        assert(r->want == STORE_DECIDE_CONFIRM || r->want == STORE_DECIDE_ABORT);
+        sb_str(&rd->sql, i ? ",(" : "(");
+        sb_hex_str(&rd->sql, r->sku);
+        sb_str(&rd->sql, r->want == STORE_DECIDE_CONFIRM ? ",'confirm'," : ",'abort',");
+        sb_i64(&rd->sql, at);
+        sb_str(&rd->sql, ")");
+    }
+    sb_str(&rd->sql, " ON DUPLICATE KEY UPDATE at_ms=at_ms RETURNING order_id,decision");
 }
 
 /* Sends the statement of the running batch's current step. */
@@ -2210,8 +2317,10 @@ static void rd_send_step(store *s)
         rd_sql_in(rd);
         break;
     case RD_STEP_ORDERS:
+        /* Sorted: a SKU's lines of one order may come in any order. */
         sb_str(&rd->sql, ORDER_SELECT);
         rd_sql_in(rd);
+        sb_str(&rd->sql, ORDER_SORT);
         break;
     case RD_STEP_COMMIT:
         sb_str(&rd->sql, "COMMIT");
@@ -2219,6 +2328,15 @@ static void rd_send_step(store *s)
     case RD_STEP_FIND:
         sb_str(&rd->sql, "SELECT order_id,sku FROM orders");
         rd_sql_in(rd);
+        sb_str(&rd->sql, " AND line_no=0");
+        break;
+    case RD_STEP_LINES:
+        sb_str(&rd->sql, "SELECT order_id,line_no,n_lines,sku FROM orders");
+        rd_sql_in(rd);
+        sb_str(&rd->sql, ORDER_SORT);
+        break;
+    case RD_STEP_DECIDE:
+        rd_sql_decide(rd);
         break;
     case RD_STEP_RETRY:
         sb_str(&rd->sql, "ROLLBACK");
@@ -2250,15 +2368,28 @@ static void rd_start_query(store *s)
     if (rd->state != RD_IDLE || rd->q_len == 0)
         return;
     rd->n_batch = 0;
-    /* One kind a batch: SKU loads, or order lookups. */
-    bool find = rd->q[rd->q_head].ofn != NULL;
-    while (rd->q_len && rd->n_batch < STORE_LOAD_BATCH_MAX &&
-           (rd->q[rd->q_head].ofn != NULL) == find) {
+    /* One kind a batch: the requests at the head of the queue that share
+     * its kind (arrival order is kept). */
+    load_kind kind = rd->q[rd->q_head].kind;
+    while (rd->q_len && rd->n_batch < STORE_LOAD_BATCH_MAX && rd->q[rd->q_head].kind == kind) {
         load_req *r = &rd->batch[rd->n_batch];
         lq_pop(rd, r);
         rd->n_batch++;
     }
-    rd->step = find ? RD_STEP_FIND : s->takeover ? RD_STEP_ISOLATION : RD_STEP_SKUS;
+    switch (kind) {
+    case LK_FIND:
+        rd->step = RD_STEP_FIND;
+        break;
+    case LK_LINES:
+        rd->step = RD_STEP_LINES;
+        break;
+    case LK_DECIDE:
+        rd->step = RD_STEP_DECIDE;
+        break;
+    default:
+        rd->step = s->takeover ? RD_STEP_ISOLATION : RD_STEP_SKUS;
+        break;
+    }
     rd->deadlocks = 0;
     rd_send_step(s);
 }
@@ -2303,7 +2434,97 @@ static void rd_deliver_find(store *s)
     if (res)
         mysql_free_result(res);
     for (size_t i = 0; i < n; i++)
-        batch[i].ofn(batch[i].sku, found[i] ? 1 : 0, found[i] ? skus[i] : NULL, batch[i].arg);
+        batch[i].fn.find(batch[i].sku, found[i] ? 1 : 0, found[i] ? skus[i] : NULL,
+                         batch[i].arg);
+}
+
+static bool row_is_key(MYSQL_ROW row, const unsigned long *len, int col, const char *key)
+{
+    return row[col] && strlen(key) == len[col] && memcmp(key, row[col], len[col]) == 0;
+}
+
+/* The lines of order_id among the rows of res (sorted by order_id,
+ * line_no): their count, 0 when none, -1 when they do not make sense
+ * (out of range, not one per line_no, n_lines not shared). */
+static int rd_collect_lines(MYSQL_RES *res, const char *order_id, store_line_ref *out)
+{
+    int n = 0;
+    MYSQL_ROW row;
+    mysql_data_seek(res, 0);
+    while ((row = mysql_fetch_row(res))) {
+        unsigned long *len = mysql_fetch_lengths(res);
+        if (!row_is_key(row, len, 0, order_id))
+            continue;
+        int64_t line_no, n_lines;
+        if (n >= ENG_LINES_MAX || !row[1] || !col_i64(row, 1, &line_no) || !row[2] ||
+            !col_i64(row, 2, &n_lines) || n_lines < 1 || n_lines > ENG_LINES_MAX ||
+            line_no < 0 || line_no >= n_lines || (n > 0 && n_lines != out[0].n_lines) ||
+            (n > 0 && line_no <= out[n - 1].line_no) ||
+            !col_str(row, len, 3, out[n].sku, sizeof out[n].sku, false) || !out[n].sku[0])
+            return -1;
+        out[n].line_no = (int32_t)line_no;
+        out[n].n_lines = (int32_t)n_lines;
+        n++;
+    }
+    return n;
+}
+
+/* An order-lines lookup's result. Each request scans the rows (at most
+ * STORE_LOAD_BATCH_MAX x ENG_LINES_MAX): simple, and small next to the
+ * round trip. */
+static void rd_deliver_lines(store *s)
+{
+    store_reader *rd = &s->rd;
+    MYSQL_RES *res = rd->res;
+    rd->res = NULL;
+    size_t n = rd->n_batch;
+    rd->n_batch = 0;
+    load_req batch[STORE_LOAD_BATCH_MAX];
+    memcpy(batch, rd->batch, n * sizeof *batch);
+    store_line_ref lines[ENG_LINES_MAX];
+    for (size_t i = 0; i < n; i++) {
+        int got = res ? rd_collect_lines(res, batch[i].sku, lines) : -1;
+        if (got < 0) {
+            s->st.sku_loads_failed++;
+            LOG_W("store: order lines do not make sense", "order_id", batch[i].sku);
+        }
+        batch[i].fn.lines(batch[i].sku, got, got > 0 ? lines : NULL, batch[i].arg);
+    }
+    if (res)
+        mysql_free_result(res);
+}
+
+/* A decision batch's result: (order_id, decision) of every order asked. */
+static void rd_deliver_decide(store *s)
+{
+    store_reader *rd = &s->rd;
+    MYSQL_RES *res = rd->res;
+    rd->res = NULL;
+    size_t n = rd->n_batch;
+    rd->n_batch = 0;
+    load_req batch[STORE_LOAD_BATCH_MAX];
+    memcpy(batch, rd->batch, n * sizeof *batch);
+    int got[STORE_LOAD_BATCH_MAX];
+    for (size_t i = 0; i < n; i++)
+        got[i] = -1;
+    MYSQL_ROW row;
+    while (res && (row = mysql_fetch_row(res))) {
+        unsigned long *len = mysql_fetch_lengths(res);
+        int d = !row[1] ? -1
+                : strcmp(row[1], "confirm") == 0 ? STORE_DECIDE_CONFIRM
+                : strcmp(row[1], "abort") == 0   ? STORE_DECIDE_ABORT
+                                                 : -1;
+        for (size_t i = 0; i < n; i++)
+            if (row_is_key(row, len, 0, batch[i].sku))
+                got[i] = d;
+    }
+    if (res)
+        mysql_free_result(res);
+    for (size_t i = 0; i < n; i++) {
+        if (got[i] < 0)
+            s->st.sku_loads_failed++;
+        batch[i].fn.decide(batch[i].sku, got[i], batch[i].arg);
+    }
 }
 
 /* The results are stored: answer every request of the batch. */
@@ -2312,6 +2533,14 @@ static void rd_deliver(store *s)
     store_reader *rd = &s->rd;
     if (rd->step == RD_STEP_FIND) {
         rd_deliver_find(s);
+        return;
+    }
+    if (rd->step == RD_STEP_LINES) {
+        rd_deliver_lines(s);
+        return;
+    }
+    if (rd->step == RD_STEP_DECIDE) {
+        rd_deliver_decide(s);
         return;
     }
     MYSQL_RES *res = rd->res, *res_orders = rd->res_orders;
@@ -2350,13 +2579,13 @@ static void rd_deliver(store *s)
     memcpy(batch, rd->batch, n * sizeof *batch);
     for (size_t i = 0; i < n; i++) {
         if (!found[i]) {
-            batch[i].fn(batch[i].sku, 0, NULL, batch[i].arg);
+            batch[i].fn.load(batch[i].sku, 0, NULL, batch[i].arg);
         } else if (ok_row[i]) {
             s->st.sku_loads_found++;
-            batch[i].fn(batch[i].sku, 1, &rows_ok[i], batch[i].arg);
+            batch[i].fn.load(batch[i].sku, 1, &rows_ok[i], batch[i].arg);
         } else {
             s->st.sku_loads_failed++;
-            batch[i].fn(batch[i].sku, -1, NULL, batch[i].arg);
+            batch[i].fn.load(batch[i].sku, -1, NULL, batch[i].arg);
         }
     }
     if (res)
@@ -2371,13 +2600,13 @@ static void rd_next_step(store *s)
     store_reader *rd = &s->rd;
     if (rd->step == RD_STEP_RETRY)
         rd->step = RD_STEP_ISOLATION;
-    else if (rd->step != RD_STEP_FIND)
+    else if (!rd_step_single(rd->step))
         rd->step = s->takeover ? rd->step + 1 : RD_STEP_DONE;
     if (rd->step < RD_STEP_DONE) {
         rd_send_step(s);
         return;
     }
-    assert(rd->step == RD_STEP_DONE || rd->step == RD_STEP_FIND);
+    assert(rd->step == RD_STEP_DONE || rd_step_single(rd->step));
     event_del(rd->timer);
     rd->state = RD_IDLE;
     rd_watch_idle(s);
@@ -2411,7 +2640,7 @@ static void rd_step(store *s)
             rd_down(s, msg);
             return;
         }
-        if (rd->step != RD_STEP_SKUS && rd->step != RD_STEP_ORDERS && rd->step != RD_STEP_FIND) {
+        if (rd->step != RD_STEP_SKUS && rd->step != RD_STEP_ORDERS && !rd_step_single(rd->step)) {
             rd_next_step(s);
             return;
         }
@@ -2544,11 +2773,12 @@ static void rd_free(store *s)
     free(rd->q);
 }
 
-static int rd_enqueue(store *s, const char *sku, store_load_fn fn, store_find_fn ofn, void *arg)
+/* Queues r (its key and callback set). */
+static int rd_enqueue(store *s, const load_req *req)
 {
     store_reader *rd = &s->rd;
-    size_t n = strlen(sku);
-    assert((fn || ofn) && n >= 1 && n <= ENG_ID_MAX);
+    size_t n = strnlen(req->sku, ENG_ID_MAX + 1);
+    assert(n >= 1 && n <= ENG_ID_MAX);
     if (rd->q_len >= STORE_LOAD_QUEUE_MAX)
         return -1;
     if (rd->q_len == rd->q_cap) {
@@ -2563,12 +2793,7 @@ static int rd_enqueue(store *s, const char *sku, store_load_fn fn, store_find_fn
         rd->q_cap = cap;
         rd->q_head = 0;
     }
-    load_req r;
-    memcpy(r.sku, sku, n + 1);
-    r.fn = fn;
-    r.ofn = ofn;
-    r.arg = arg;
-    lq_push(rd, &r);
+    lq_push(rd, req);
     s->st.sku_loads++;
     /* Never inside this call: the defer starts the query (or fails the
      * request when the reader is down) after the current callback. */
@@ -2582,12 +2807,48 @@ void store_set_takeover(store *s, engine *e)
     s->takeover = e;
 }
 
+/* A request for key (1..ENG_ID_MAX bytes, asserted by rd_enqueue). */
+static load_req req_new(const char *key, load_kind kind, void *arg)
+{
+    load_req r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.sku, sizeof r.sku, "%s", key);
+    assert(strlen(key) == strlen(r.sku));
+    r.kind = kind;
+    r.arg = arg;
+    return r;
+}
+
 int store_load_sku(store *s, const char *sku, store_load_fn fn, void *arg)
 {
-    return rd_enqueue(s, sku, fn, NULL, arg);
+    assert(fn);
+    load_req r = req_new(sku, LK_SKU, arg);
+    r.fn.load = fn;
+    return rd_enqueue(s, &r);
 }
 
 int store_find_order_sku(store *s, const char *order_id, store_find_fn fn, void *arg)
 {
-    return rd_enqueue(s, order_id, NULL, fn, arg);
+    assert(fn);
+    load_req r = req_new(order_id, LK_FIND, arg);
+    r.fn.find = fn;
+    return rd_enqueue(s, &r);
+}
+
+int store_find_order_lines(store *s, const char *order_id, store_lines_fn fn, void *arg)
+{
+    assert(fn);
+    load_req r = req_new(order_id, LK_LINES, arg);
+    r.fn.lines = fn;
+    return rd_enqueue(s, &r);
+}
+
+int store_cart_decide(store *s, const char *order_id, store_decision want, store_decide_fn fn,
+                      void *arg)
+{
+    assert(fn && (want == STORE_DECIDE_CONFIRM || want == STORE_DECIDE_ABORT));
+    load_req r = req_new(order_id, LK_DECIDE, arg);
+    r.fn.decide = fn;
+    r.want = want;
+    return rd_enqueue(s, &r);
 }

@@ -4,11 +4,19 @@
  * shared supplier_client (one token bucket per app key for sync and
  * purchases alike).
  *
- * One job, claimed with engine_purchase_claim(), at most
+ * One job is one LINE of an order with supplier units (eng_purchase
+ * line_no; a single-SKU order is line 0). Its upstream key, outOrderId, is
+ * order_id for line 0 and "<order_id>#<line_no>" otherwise (at most
+ * ENG_KEY_MAX bytes; one the supplier client cannot take, longer than
+ * SUPPLIER_OUT_ID_MAX - 1, fails the line: OTHER, "outOrderId too long").
+ * Jobs are claimed with engine_purchase_claim(), at most
  * cfg->supplier_purchase_concurrency at once:
+ *   0. the line must still be CONFIRMED in memory (engine_part_get for a
+ *      part, else engine_order_lines), before every check and create; a
+ *      line that left it is dropped.
  *   1. lookup (only when the job is `recovered` or an earlier create of
  *      this process ended with an unknown outcome): trade.get.buyerView by
- *      outOrderId = order_id. Found and not closed -> PURCHASED with its id
+ *      outOrderId. Found and not closed -> PURCHASED with its id
  *      (idOfStr). Found but closed (status cancel / terminated, e.g. unpaid
  *      past its pay timeout) -> FAILED (OTHER, "upstream order closed:
  *      <status>"): a create with the same outOrderId would only return the
@@ -23,13 +31,14 @@
  *      is offline -> LINK; other codes -> OTHER. reason = "<api>: <code>
  *      <message>" cut to ENG_REASON_MAX on a UTF-8 boundary.
  *      Retryable -> back off and start again at 1.
- *   4. create: trade.fastCreateOrder with outOrderId = order_id,
+ *   4. create: trade.fastCreateOrder with the line's outOrderId,
  *      idempotent = false (the client never repeats it after an unknown
  *      outcome; this worker looks up first, step 1). ok -> PURCHASED with
  *      the upstream orderId; definitive -> FAILED as in 3; retryable ->
  *      unknown outcome: back off, then start at 1 with the lookup.
  *   5. the outcome op (ENG_OP_PURCHASED / ENG_OP_PURCHASE_FAILED with
- *      on_done) goes into the order's SKU FIFO; when it is committed the
+ *      on_done; order_id, sku, line_no and part_lines of the claimed line)
+ *      goes into the order's SKU FIFO; when it is committed the
  *      job is over. ENG_E_UNAVAILABLE (store trouble) -> back off and
  *      submit the same outcome again; ENG_E_NOT_FOUND / INVALID_STATE (the
  *      order left memory or changed) -> the job is dropped (not unclaimed:
@@ -41,7 +50,7 @@
  * concurrency slot. After a failed check the SKU's offer is synced at once
  * (hooks.poke_sku).
  *
- * Jobs survive restarts because the orders do: a CONFIRMED order with
+ * Jobs survive restarts because the orders do: a CONFIRMED line with
  * supplier units is a pending purchase when loaded (recovered = true),
  * and the lookup in step 1 keeps a restarted worker from buying twice.
  *
