@@ -404,7 +404,7 @@ static void rpc_bad_detail(rpc_mode *m, const bench_req *q, const char *why)
 }
 
 /* --lines, the reserve step of a cart: a success carries the record with
- * all its lines; an insufficient names a line of the cart (index into the
+ * all its lines (PROTOCOL.md: a record of n_lines > 1); an insufficient names a line of the cart (index into the
  * lines sent), that line's SKU and a non-negative availability. */
 static void rpc_check_cart(rpc_conn *c, const bench_req *q, bool ok, const char *code,
                            const rpc_msg *msg)
@@ -414,7 +414,9 @@ static void rpc_check_cart(rpc_conn *c, const bench_req *q, bool ok, const char 
         const msgpack_object *res = msg->result;
         const msgpack_object *l = res && res->type == MSGPACK_OBJECT_MAP ? codec_map_get(res, "lines")
                                                                          : NULL;
-        if (l == NULL || l->type != MSGPACK_OBJECT_ARRAY || l->via.array.size != q->n_lines)
+        /* A cart of one line is a single-SKU order: its record has no lines. */
+        if (l == NULL ? q->n_lines > 1
+                      : l->type != MSGPACK_OBJECT_ARRAY || l->via.array.size != q->n_lines)
             rpc_bad_detail(m, q, "record without its lines");
         return;
     }
