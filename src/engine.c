@@ -83,6 +83,7 @@ struct eng_order {
 struct sku_write {
     eng_sku *sku;
     bool dirty;                   /* written by the batch (else only blocked) */
+    uint32_t taken;               /* its ops decided in the batch */
     bool before_exists;
     eng_mapping before_mapping;
     eng_counters before;
@@ -91,6 +92,7 @@ struct sku_write {
 
 struct order_write {
     eng_order *o;
+    bool head;                    /* o heads its order (read before any is freed) */
     eng_order_view before;        /* status NONE: created by this batch */
 };
 
@@ -1831,6 +1833,7 @@ static struct sku_write *take_sku(eng_batch *b, eng_sku *s)
     struct sku_write *w = &b->sw[b->n_sw++];
     w->sku = s;
     w->dirty = false;
+    w->taken = 0;
     w->before_exists = s->exists;
     w->before_mapping = s->mapping;
     w->before = s->c;
@@ -2559,6 +2562,27 @@ static bool take_tickets(engine *e, eng_batch *b, eng_op *op)
     return true;
 }
 
+/* Decides the ops at the head of a SKU the batch holds, up to
+ * batch_sku_ops_max, stopping at an order that must wait for a sibling. */
+static void drain_sku(engine *e, eng_batch *b, struct sku_write *w)
+{
+    eng_sku *s = w->sku;
+    while (w->taken < e->lim.batch_sku_ops_max && !batch_full(b) && s->q_head != NULL) {
+        eng_op *op = s->q_head;
+        w->taken++;
+        if (op->tk_parent != NULL) {
+            if (!take_tickets(e, b, op->tk_parent))
+                break;
+            continue;
+        }
+        fifo_unlink(e, op);
+        op->state_ = OP_BATCHED;
+        batch_append_op(b, op);
+        if (decide(e, b, op))
+            w->dirty = true;
+    }
+}
+
 bool engine_has_ready(const engine *e)
 {
     return e->ready_head != NULL;
@@ -2573,36 +2597,32 @@ eng_batch *engine_next_batch(engine *e, int64_t now_ms)
         return NULL;  /* out of memory: the work stays queued */
     b->id = e->next_batch_id++;
     b->now_ms = now_ms;
-    eng_sku *s;
-    while (!batch_full(b) && (s = ready_pop(e)) != NULL) {
+    /* Every SKU the batch takes is drained in turn (sw order), so the SKUs
+     * an order of several lines pulls in decide their following ops in the
+     * same batch too. */
+    size_t cur = 0;
+    while (!batch_full(b)) {
+        if (cur < b->n_sw) {
+            drain_sku(e, b, &b->sw[cur++]);
+            continue;
+        }
+        eng_sku *s = ready_pop(e);
+        if (s == NULL)
+            break;
         if (s->q_len == 0 || s->inflight != NULL)
             continue;
         size_t need;
         if (s->q_head->tk_parent != NULL && !tickets_ready(b, s->q_head->tk_parent, &need))
             continue;  /* waits on a sibling FIFO, whose pass takes it */
-        struct sku_write *w = take_sku(b, s);
+        (void)take_sku(b, s);
         if (s->exists && !s->global)
             sku_recompute_sellable(e, s);  /* trust may have moved since its last batch */
-        uint32_t n = s->q_len;
-        if (n > e->lim.batch_sku_ops_max)
-            n = e->lim.batch_sku_ops_max;
-        for (uint32_t i = 0; i < n && !batch_full(b) && s->q_head != NULL; i++) {
-            eng_op *op = s->q_head;
-            if (op->tk_parent != NULL) {
-                if (!take_tickets(e, b, op->tk_parent))
-                    break;
-                continue;
-            }
-            fifo_unlink(e, op);
-            op->state_ = OP_BATCHED;
-            batch_append_op(b, op);
-            if (decide(e, b, op))
-                w->dirty = true;
-        }
     }
     if (b->n_ops == 0) {
-        for (size_t i = 0; i < b->n_sw; i++)
+        for (size_t i = 0; i < b->n_sw; i++) {
             b->sw[i].sku->inflight = NULL;
+            ready_push(e, b->sw[i].sku);
+        }
         batch_put(e, b);
         return NULL;
     }
@@ -2687,7 +2707,9 @@ static void batch_restore(engine *e, eng_batch *b)
     }
     /* Lines go with their head (an order created by this batch). */
     for (size_t i = 0; i < b->n_ow; i++)
-        if (b->ow[i].o->head == b->ow[i].o)
+        b->ow[i].head = b->ow[i].o->head == b->ow[i].o;
+    for (size_t i = 0; i < b->n_ow; i++)
+        if (b->ow[i].head)
             order_maybe_drop(e, b->ow[i].o);
     for (size_t i = 0; i < b->n_sw; i++) {
         struct sku_write *w = &b->sw[i];

@@ -987,6 +987,339 @@ static void test_purchase_recovered_on_load(void **state)
     engine_free(e);
 }
 
+/* A reserve with lines; the lines live with the op (freed with it). */
+typedef struct lines_op {
+    eng_op op;
+    eng_line_in lines[ENG_LINES_MAX];
+} lines_op;
+
+static eng_op *cart_new(const char *order_id, const char *spec, int64_t hold_ms)
+{
+    lines_op *lo = calloc(1, sizeof(*lo));
+    eng_op *op = &lo->op;
+    op->kind = ENG_OP_RESERVE;
+    snprintf(op->order_id, sizeof(op->order_id), "%s", order_id);
+    op->hold_ms = hold_ms;
+    /* spec: "sku:qty sku:qty ..." */
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", spec);
+    for (char *tok = strtok(buf, " "); tok != NULL; tok = strtok(NULL, " ")) {
+        char *colon = strchr(tok, ':');
+        assert_non_null(colon);
+        *colon = '\0';
+        eng_line_in *l = &lo->lines[op->n_lines++];
+        snprintf(l->sku, sizeof(l->sku), "%s", tok);
+        l->qty = atoi(colon + 1);
+    }
+    op->lines = lo->lines;
+    return op;
+}
+
+static int64_t own_reserved(engine *e, const char *sku)
+{
+    eng_stock_view v;
+    assert_true(engine_stock_get(e, sku, &v));
+    return v.c.own_reserved;
+}
+
+static void test_lines_same_sku_summed(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "tee", 3, -1);
+    eng_op *a = cart_new("c1", "tee:2 tee:2", 0);
+    assert_int_equal(engine_submit(e, a, 10), ENG_OK);
+    run(e, 10, ENG_COMMITTED);
+    assert_int_equal(a->err, ENG_E_INSUFFICIENT);
+    assert_int_equal(a->err_line, 0);
+    assert_int_equal(a->err_available, 3);
+    assert_int_equal(avail(e, "tee"), 3);
+    eng_order_view v;
+    assert_false(engine_order_get(e, "c1", &v));
+    eng_op *b = cart_new("c2", "tee:1 tee:2", 0);
+    assert_int_equal(engine_submit(e, b, 10), ENG_OK);
+    run(e, 10, ENG_COMMITTED);
+    assert_int_equal(b->err, ENG_OK);
+    assert_int_equal(b->order.qty, 3);
+    assert_int_equal(b->order.n_lines, 1);
+    assert_int_equal(avail(e, "tee"), 0);
+    free(a);
+    free(b);
+    engine_free(e);
+}
+
+static void test_cart_all_or_nothing(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "a", 5, -1);
+    put(e, "b", 1, -1);
+    put(e, "c", 5, -1);
+    eng_op *x = cart_new("x", "a:2 c:1 b:2 a:1", 0);
+    assert_int_equal(engine_submit(e, x, 10), ENG_OK);
+    run(e, 10, ENG_COMMITTED);
+    assert_int_equal(x->err, ENG_E_INSUFFICIENT);
+    assert_int_equal(x->err_line, 2);
+    assert_int_equal(x->err_available, 1);
+    assert_int_equal(avail(e, "a"), 5);
+    assert_int_equal(avail(e, "c"), 5);
+    eng_op *u = cart_new("u", "a:1 zz:1", 0);
+    assert_int_equal(engine_submit(e, u, 10), ENG_E_UNKNOWN_SKU);
+    assert_int_equal(u->err_line, 1);
+
+    eng_op *y = cart_new("y", "a:2 c:1 b:1 a:1", 5000);
+    assert_int_equal(engine_submit(e, y, 10), ENG_OK);
+    eng_batch *bt = engine_next_batch(e, 10);
+    assert_non_null(bt);
+    const eng_order_row *rows;
+    assert_int_equal(eng_batch_order_rows(bt, &rows), 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(rows[i].o.n_lines, 3);
+        assert_string_equal(rows[i].o.order_id, "y");
+    }
+    const eng_sku_row *srows;
+    assert_int_equal(eng_batch_sku_rows(bt, &srows), 3);
+    engine_batch_done(e, bt, ENG_COMMITTED);
+    assert_int_equal(y->err, ENG_OK);
+    assert_int_equal(y->order.status, ENG_ST_HELD);
+    assert_int_equal(y->order.qty, 5);
+    eng_line_view lv[ENG_LINES_MAX];
+    assert_int_equal(engine_order_lines(e, "y", lv, ENG_LINES_MAX), 3);
+    assert_string_equal(lv[0].sku, "a");
+    assert_int_equal(lv[0].qty, 3);
+    assert_string_equal(lv[1].sku, "c");
+    assert_string_equal(lv[2].sku, "b");
+    assert_int_equal(avail(e, "a"), 2);
+    assert_int_equal(avail(e, "b"), 0);
+    /* A retry is the record; other lines are a conflict. */
+    eng_op *r = cart_new("y", "a:3 c:1 b:1", 5000);
+    assert_int_equal(engine_submit(e, r, 20), ENG_OK);
+    run(e, 20, ENG_COMMITTED);
+    assert_int_equal(r->err, ENG_OK);
+    eng_op *k = cart_new("y", "a:3 c:1", 5000);
+    assert_int_equal(engine_submit(e, k, 20), ENG_E_CONFLICT);
+    /* Confirm, then ship: the whole order. */
+    eng_op *cf = op_new(ENG_OP_CONFIRM, "y", NULL, 0);
+    assert_int_equal(engine_submit(e, cf, 30), ENG_OK);
+    run(e, 30, ENG_COMMITTED);
+    assert_int_equal(cf->err, ENG_OK);
+    assert_int_equal(cf->order.status, ENG_ST_CONFIRMED);
+    assert_int_equal(engine_order_lines(e, "y", lv, ENG_LINES_MAX), 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(lv[i].status, ENG_ST_CONFIRMED);
+    eng_op *sh = op_new(ENG_OP_SHIP, "y", NULL, 0);
+    assert_int_equal(engine_submit(e, sh, 40), ENG_OK);
+    run(e, 40, ENG_COMMITTED);
+    assert_int_equal(sh->err, ENG_OK);
+    eng_stock_view sv;
+    assert_true(engine_stock_get(e, "a", &sv));
+    assert_int_equal(sv.c.own_on_hand, 2);
+    assert_int_equal(sv.c.own_reserved, 0);
+    assert_true(engine_stock_get(e, "b", &sv));
+    assert_int_equal(sv.c.own_on_hand, 0);
+    eng_op *rl = op_new(ENG_OP_RELEASE, "y", NULL, 0);
+    assert_int_equal(engine_submit(e, rl, 50), ENG_OK);
+    run(e, 50, ENG_COMMITTED);
+    assert_int_equal(rl->err, ENG_E_INVALID_STATE);
+    assert_int_equal(rl->err_status, ENG_ST_SHIPPED);
+    eng_op *all[] = {x, u, y, r, k, cf, sh, rl};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        free(all[i]);
+    engine_free(e);
+}
+
+/* A cart waits until it heads every FIFO it names, then is decided in the
+ * same batch as the ops behind it, in arrival order. */
+static void test_cart_waits_for_every_fifo(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "a", 5, -1);
+    put(e, "b", 1, -1);
+    eng_op *first = op_new(ENG_OP_RESERVE, "r1", "a", 1);
+    assert_int_equal(engine_submit(e, first, 10), ENG_OK);
+    eng_batch *b1 = engine_next_batch(e, 10);
+    assert_non_null(b1);
+    eng_op *cart = cart_new("c", "a:1 b:1", 0);
+    eng_op *after = op_new(ENG_OP_RESERVE, "r2", "b", 1);
+    assert_int_equal(engine_submit(e, cart, 11), ENG_OK);
+    assert_int_equal(engine_submit(e, after, 11), ENG_OK);
+    /* a is in flight: the cart waits, and r2 waits behind it on b. */
+    assert_null(engine_next_batch(e, 11));
+    engine_batch_done(e, b1, ENG_COMMITTED);
+    eng_batch *b2 = engine_next_batch(e, 12);
+    assert_non_null(b2);
+    assert_int_equal(eng_batch_ops(b2), 2);
+    engine_batch_done(e, b2, ENG_COMMITTED);
+    assert_int_equal(cart->err, ENG_OK);
+    assert_int_equal(after->err, ENG_E_INSUFFICIENT);
+    assert_int_equal(own_reserved(e, "a"), 2);
+    assert_int_equal(own_reserved(e, "b"), 1);
+    /* A cancelled cart leaves no placeholder and wakes what waited. */
+    eng_op *c2 = cart_new("c2", "a:1 b:1", 0);
+    eng_op *r3 = op_new(ENG_OP_RESERVE, "r3", "a", 1);
+    assert_int_equal(engine_submit(e, c2, 13), ENG_OK);
+    assert_int_equal(engine_submit(e, r3, 13), ENG_OK);
+    assert_true(engine_cancel(e, c2));
+    eng_order_view v;
+    assert_false(engine_order_get(e, "c2", &v));
+    run(e, 14, ENG_COMMITTED);
+    assert_int_equal(r3->err, ENG_OK);
+    eng_stats st;
+    engine_stats_get(e, &st);
+    assert_int_equal(st.queued, 0);
+    free(first);
+    free(cart);
+    free(after);
+    free(c2);
+    free(r3);
+    engine_free(e);
+}
+
+static void test_cart_abort_and_expiry(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "a", 5, -1);
+    put(e, "b", 5, -1);
+    eng_op *c = cart_new("c", "a:2 b:3", 1000);
+    assert_int_equal(engine_submit(e, c, 10), ENG_OK);
+    run(e, 10, ENG_ABORTED);
+    assert_int_equal(c->err, ENG_E_UNAVAILABLE);
+    eng_order_view v;
+    assert_false(engine_order_get(e, "c", &v));
+    eng_stats st;
+    engine_stats_get(e, &st);
+    assert_int_equal(st.orders, 0);
+    assert_int_equal(avail(e, "a"), 5);
+    free(c);
+    c = cart_new("c", "a:2 b:3", 1000);
+    assert_int_equal(engine_submit(e, c, 20), ENG_OK);
+    run(e, 20, ENG_COMMITTED);
+    assert_int_equal(c->err, ENG_OK);
+    assert_int_equal(avail(e, "b"), 2);
+    assert_int_equal(engine_expire_due(e, 1019), 0);
+    assert_int_equal(engine_expire_due(e, 1020), 1);
+    run(e, 1020, ENG_COMMITTED);
+    assert_true(engine_order_get(e, "c", &v));
+    assert_int_equal(v.status, ENG_ST_EXPIRED);
+    assert_int_equal(avail(e, "a"), 5);
+    assert_int_equal(avail(e, "b"), 5);
+    free(c);
+    engine_free(e);
+}
+
+/* Parts of a cross-shard order: keyed by line, never expired by the
+ * engine, settled by the caller's decision. */
+static void test_parts(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "a", 5, -1);
+    eng_op *p1 = op_new(ENG_OP_RESERVE, "o", "a", 2);
+    p1->part_lines = 3;
+    p1->line_no = 1;
+    p1->hold_ms = 1000;
+    eng_op *p2 = op_new(ENG_OP_RESERVE, "o", "a", 1);
+    p2->part_lines = 3;
+    p2->line_no = 2;
+    p2->hold_ms = 1000;
+    assert_int_equal(engine_submit(e, p1, 10), ENG_OK);
+    assert_int_equal(engine_submit(e, p2, 10), ENG_OK);
+    run(e, 10, ENG_COMMITTED);
+    assert_int_equal(p1->err, ENG_OK);
+    assert_int_equal(p2->err, ENG_OK);
+    assert_int_equal(p1->order.line_no, 1);
+    assert_int_equal(p1->order.n_lines, 3);
+    assert_string_equal(p1->order.order_id, "o");
+    eng_order_view v;
+    assert_false(engine_order_get(e, "o", &v));
+    assert_true(engine_part_get(e, "o", 2, &v));
+    assert_int_equal(v.qty, 1);
+    /* A plain confirm does not name a part. */
+    eng_op *plain = op_new(ENG_OP_CONFIRM, "o", NULL, 0);
+    assert_int_equal(engine_submit(e, plain, 20), ENG_E_NOT_FOUND);
+    assert_int_equal(engine_expire_due(e, 2000), 0);
+    eng_part_ref ref;
+    assert_true(engine_part_due(e, 2000, &ref));
+    assert_true(engine_part_due(e, 2000, &ref) || true);
+    assert_false(engine_part_due(e, 2000, &ref));
+    assert_int_equal(avail(e, "a"), 2);
+    eng_op *cf = op_new(ENG_OP_CONFIRM, "o", NULL, 0);
+    cf->part_lines = 3;
+    cf->line_no = 1;
+    cf->decided = true;
+    eng_op *rl = op_new(ENG_OP_RELEASE, "o", NULL, 0);
+    rl->part_lines = 3;
+    rl->line_no = 2;
+    rl->as_expired = true;
+    assert_int_equal(engine_submit(e, cf, 2001), ENG_OK);
+    assert_int_equal(engine_submit(e, rl, 2001), ENG_OK);
+    run(e, 2001, ENG_COMMITTED);
+    assert_int_equal(cf->err, ENG_OK);
+    assert_int_equal(cf->order.status, ENG_ST_CONFIRMED);
+    assert_int_equal(rl->err, ENG_OK);
+    assert_int_equal(rl->order.status, ENG_ST_EXPIRED);
+    assert_int_equal(avail(e, "a"), 3);
+    /* A retry of a part elsewhere in the order is a conflict. */
+    eng_op *bad = op_new(ENG_OP_RESERVE, "o", "a", 5);
+    bad->part_lines = 3;
+    bad->line_no = 1;
+    assert_int_equal(engine_submit(e, bad, 2002), ENG_E_CONFLICT);
+    eng_op *all[] = {p1, p2, plain, cf, rl, bad};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        free(all[i]);
+    engine_free(e);
+}
+
+static void test_load_lines(void **state)
+{
+    (void)state;
+    for (int parts = 0; parts < 2; parts++) {
+        engine *e = mk();
+        engine_set_parts_mode(e, parts == 1);
+        eng_counters c = {.own_on_hand = 10, .own_reserved = 3};
+        assert_true(engine_load_sku(e, "a", &c, ENG_MAP_NONE, NULL, 1));
+        c.own_reserved = 4;
+        assert_true(engine_load_sku(e, "b", &c, ENG_MAP_NONE, NULL, 1));
+        eng_order_view v;
+        memset(&v, 0, sizeof v);
+        snprintf(v.order_id, sizeof v.order_id, "o");
+        v.status = ENG_ST_HELD;
+        v.n_lines = 2;
+        v.hold_expires_at_ms = 5000;
+        snprintf(v.sku, sizeof v.sku, "a");
+        v.qty = v.from_own = 3;
+        assert_true(engine_load_order(e, &v));
+        v.line_no = 1;
+        snprintf(v.sku, sizeof v.sku, "b");
+        v.qty = v.from_own = 4;
+        assert_true(engine_load_order(e, &v));
+        eng_line_view lv[ENG_LINES_MAX];
+        eng_order_view w;
+        if (parts == 0) {
+            assert_int_equal(engine_order_lines(e, "o", lv, ENG_LINES_MAX), 2);
+            assert_true(engine_order_get(e, "o", &w));
+            assert_int_equal(w.qty, 7);
+            /* The whole order expires at once. */
+            assert_int_equal(engine_expire_due(e, 5000), 1);
+            run(e, 5000, ENG_COMMITTED);
+            assert_int_equal(own_reserved(e, "a"), 0);
+            assert_int_equal(own_reserved(e, "b"), 0);
+        } else {
+            assert_true(engine_part_get(e, "o", 1, &w));
+            assert_int_equal(w.qty, 4);
+            assert_int_equal(engine_expire_due(e, 5000), 0);
+            eng_part_ref ref;
+            int due = 0;
+            while (engine_part_due(e, 5000, &ref))
+                due++;
+            assert_int_equal(due, 2);
+        }
+        engine_free(e);
+    }
+}
+
 static void check_invariants(engine *e)
 {
     for (int s = 0; s < RW_SKUS; s++) {
@@ -999,12 +1332,15 @@ static void check_invariants(engine *e)
         for (int i = 0; i < RW_ORDERS; i++) {
             char id[8];
             snprintf(id, sizeof(id), "r%d", i);
-            eng_order_view v;
-            if (!engine_order_get(e, id, &v) || strcmp(v.sku, sku) != 0)
-                continue;
-            if (v.status == ENG_ST_HELD || v.status == ENG_ST_CONFIRMED) {
-                own += v.from_own;
-                sup += v.from_supplier;
+            eng_line_view lv[ENG_LINES_MAX];
+            size_t n = engine_order_lines(e, id, lv, ENG_LINES_MAX);
+            for (size_t j = 0; j < n; j++) {
+                if (strcmp(lv[j].sku, sku) != 0)
+                    continue;
+                if (lv[j].status == ENG_ST_HELD || lv[j].status == ENG_ST_CONFIRMED) {
+                    own += lv[j].from_own;
+                    sup += lv[j].from_supplier;
+                }
             }
         }
         assert_int_equal(sv.c.own_reserved, own);
@@ -1042,6 +1378,19 @@ static void test_random_walk(void **state)
             eng_op *op = op_new(kinds[kind], id, sku, 1 + (int)(rnd() % 3));
             if (kind == 4)
                 op->hold_ms = 1000;
+            if (kind == 0 && rnd() % 2 == 0) {
+                /* A cart of 2-4 lines, SKUs may repeat. */
+                free(op);
+                char spec[64] = "";
+                int nl = 2 + (int)(rnd() % 3);
+                for (int j = 0; j < nl; j++) {
+                    char part[16];
+                    snprintf(part, sizeof part, "k%d:%d ", (int)(rnd() % RW_SKUS),
+                             1 + (int)(rnd() % 2));
+                    strcat(spec, part);
+                }
+                op = cart_new(id, spec, rnd() % 2 ? 1000 : 0);
+            }
             if (engine_submit(e, op, now) == ENG_OK)
                 ops[k++] = op;
             else
@@ -1107,6 +1456,12 @@ int main(void)
         cmocka_unit_test(test_purchase_recovered_on_load),
         cmocka_unit_test(test_supplier_report_abort_unknown),
         cmocka_unit_test(test_supplier_report_coalesce_and_remap),
+        cmocka_unit_test(test_lines_same_sku_summed),
+        cmocka_unit_test(test_cart_all_or_nothing),
+        cmocka_unit_test(test_cart_waits_for_every_fifo),
+        cmocka_unit_test(test_cart_abort_and_expiry),
+        cmocka_unit_test(test_parts),
+        cmocka_unit_test(test_load_lines),
         cmocka_unit_test(test_random_walk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
