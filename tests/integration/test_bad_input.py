@@ -321,6 +321,114 @@ def test_bad_fields(bad, canary, db):
     healthy(bad, canary)
 
 
+# --------------------------------------------------------- bad lines (issue 8)
+L = {"order_id": "bad-lines", "lines": [{"sku": "bad-1", "qty": 1}]}
+LINE = {"sku": "bad-1", "qty": 1}
+
+LINES_FIELDS = [
+    # (params, field, words the message must contain)
+    (with_(L, lines=[]), "lines", "empty"),
+    (with_(L, lines=[LINE] * 51), "lines", "50"),
+    (with_(L, lines=LINE), "lines", "array"),
+    (with_(L, lines="bad-1"), "lines", "array"),
+    (with_(L, lines=None), "lines", "array"),
+    (with_(L, lines=[LINE, 5]), "lines[1]", "map"),
+    (with_(L, lines=[LINE, [1, 2]]), "lines[1]", "map"),
+    (with_(L, lines=[{"sku": "bad-1"}]), "lines[0].qty", "required"),
+    (with_(L, lines=[LINE, LINE, {"qty": 1}]), "lines[2].sku", "required"),
+    (with_(L, lines=[{"sku": "bad-1", "qty": 1, "colour": "red"}]), "lines[0]", "unknown"),
+    (with_(L, lines=[{"sku": "bad-1", "qty": 1, 7: 1}]), "lines[0]", "unknown"),
+    (with_(L, lines=[{}]), "lines[0].sku", "required"),
+    (with_(L, lines=[{"sku": "", "qty": 1}]), "lines[0].sku", "empty"),
+    (with_(L, lines=[{"sku": "s" * 65, "qty": 1}]), "lines[0].sku", "long"),
+    (with_(L, lines=[{"sku": 5, "qty": 1}]), "lines[0].sku", "string"),
+    (with_(L, lines=[LINE, LINE, LINE, {"sku": "bad-1", "qty": 0}]), "lines[3].qty", "range"),
+    (with_(L, lines=[{"sku": "bad-1", "qty": -1}]), "lines[0].qty", "range"),
+    (with_(L, lines=[{"sku": "bad-1", "qty": 1000001}]), "lines[0].qty", "range"),
+    (with_(L, lines=[{"sku": "bad-1", "qty": 1.0}]), "lines[0].qty", "integer"),
+    (with_(L, lines=[{"sku": "bad-1", "qty": "1"}]), "lines[0].qty", "integer"),
+    # Lines of one SKU are summed: the sum obeys the qty limit too.
+    (with_(L, lines=[{"sku": "bad-1", "qty": 600000}, {"sku": "bad-1", "qty": 400001}]),
+     "lines[1].qty", "add up"),
+    (with_(L, sku="bad-1", qty=1), "lines", "not both"),
+    (with_(L, sku="bad-1"), "lines", "not both"),
+    (with_(L, qty=1), "lines", "not both"),
+    (with_(L, lines=_DROP), "sku", "lines"),
+    (with_(L, lines="x", sku="bad-1"), "lines", "array"),
+    # Part fields belong to stockd peers ("_fwd"); a client's are invalid.
+    (with_(L, part_lines=2, line_no=0), "part_lines", "unknown"),
+    (with_(R, part_lines=2, line_no=1), "part_lines", "unknown"),
+    (with_(R, line_no=0), "line_no", "unknown"),
+]
+ORDER_PART_FIELDS = [
+    ("confirm", {"order_id": "bad-ok", "decided": True}, "decided"),
+    ("confirm", {"order_id": "bad-ok", "part_lines": 2, "line_no": 0}, "part_lines"),
+    ("release", {"order_id": "bad-ok", "line_no": 0}, "line_no"),
+    ("ship", {"order_id": "bad-ok", "part_lines": 3, "line_no": 2}, "part_lines"),
+    ("order.get", {"order_id": "bad-ok", "part_lines": 2, "line_no": 1}, "part_lines"),
+    ("release", {"order_id": "bad-ok", "decided": True}, "decided"),
+    ("stock.get", {"sku": "bad-1", "part_lines": 2, "line_no": 0}, "part_lines"),
+    # Even with "_fwd" (which any client could send) they are checked.
+    ("reserve", with_(R, _fwd=1, part_lines=1, line_no=0), "part_lines"),
+    ("reserve", with_(R, _fwd=1, part_lines=51, line_no=0), "part_lines"),
+    ("reserve", with_(R, _fwd=1, part_lines=2, line_no=2), "line_no"),
+    ("reserve", with_(R, _fwd=1, part_lines=2), "line_no"),
+    ("reserve", with_(R, _fwd=1, line_no=1), "part_lines"),
+    ("reserve", with_(L, _fwd=1, part_lines=2, line_no=0), "lines"),
+    ("confirm", {"order_id": "bad-ok", "_fwd": 1, "part_lines": 2, "line_no": 0,
+                 "decided": 1}, "decided"),
+    ("confirm", {"order_id": "bad-ok", "_fwd": 1, "part_lines": 2, "line_no": -1}, "line_no"),
+]
+
+
+def test_bad_lines(bad, canary, db):
+    """reserve with lines: every malformed cart is `invalid` naming the
+    exact field ("lines[3].qty"), nothing is written, the connection stays
+    usable; part fields from a client are refused."""
+    wrong = []
+    with bad.client(timeout=5) as c:
+        ids = [("reserve", p, f, w, c.send("reserve", p)) for p, f, w in LINES_FIELDS]
+        ids += [(m, p, f, "", c.send(m, p)) for m, p, f in ORDER_PART_FIELDS]
+        for m, p, f, words, i in ids:
+            err, res = c.wait(i)
+            if (err is None or err.get("code") != "invalid" or err.get("field") != f
+                    or err.get("retryable") is not False
+                    or words.lower() not in err.get("message", "").lower()
+                    or not err.get("message", "").startswith(f + ":")):
+                wrong.append((m, p if len(repr(p)) < 160 else "...", f, words, err, res))
+        # 50 lines is fine (the limit), and so is a one-line cart.
+        ok = c.ok("reserve", {"order_id": "bad-lines-50",
+                              "lines": [{"sku": "bad-1", "qty": 1}] * 50})
+        assert ok["qty"] == 50 and ok["sku"] == "bad-1", ok
+        assert c.ok("release", {"order_id": "bad-lines-50"})["status"] == "released"
+        assert c.ok("ping", {}, timeout=5)["node"] == bad.name
+    assert not wrong, "not `invalid` with the field named:\n" + "\n".join(map(repr, wrong))
+    assert db.order("bad-lines") is None, "an invalid reserve with lines left a row"
+    assert db.order("bad-ok") is None, "an invalid reserve left a row"
+    healthy(bad, canary)
+
+
+def test_bad_lines_unknown_sku(bad, canary, db):
+    """A cart naming an unknown SKU: unknown_sku with the line and its SKU,
+    nothing held on the known line."""
+    with bad.client(timeout=5) as c:
+        before = c.ok("stock.get", {"sku": "bad-1"})["available"]
+        err = c.err("reserve", {"order_id": "bad-lines-unk",
+                                "lines": [{"sku": "bad-1", "qty": 1},
+                                          {"sku": "bad-nope", "qty": 1}]})
+        assert err["code"] == "unknown_sku" and err["retryable"] is False, err
+        assert err.get("line") == 1 and err.get("sku") == "bad-nope", err
+        err = c.err("reserve", {"order_id": "bad-lines-ins",
+                                "lines": [{"sku": "bad-1", "qty": 1},
+                                          {"sku": "bad-1", "qty": 999999}]})
+        assert err["code"] == "insufficient", err
+        assert err.get("line") == 0 and err.get("sku") == "bad-1", err
+        assert err.get("available") == before, err
+        assert c.ok("stock.get", {"sku": "bad-1"})["available"] == before
+    assert db.order("bad-lines-unk") is None and db.order("bad-lines-ins") is None
+    healthy(bad, canary)
+
+
 def test_unknown_method(bad, canary):
     with bad.client(timeout=5) as c:
         for name in ("nope", "", "x" * 300, "Ping", "ping "):
