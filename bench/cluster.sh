@@ -13,6 +13,15 @@
 # Knobs: NODES (default "1 2 3"), DURATION (s, default 4), CONNS (default 16),
 # PIPE (default 8), SPREAD_SKUS (default 10000). Bounded: every run has its
 # duration; each cluster is stopped (by pid, tools/cluster down) on exit.
+#
+# Carts (issue 8): for every cluster size, carts of CART_LINES (default
+# "1 3 10") distinct SKUs drawn uniformly from SPREAD_SKUS (stockbench
+# --lines), via HAProxy (the receiving instance coordinates: a cart whose
+# lines have several owners is placed as parts on each owner, then all are
+# confirmed or all released) and ring-aware (sent to line 0's owner, which
+# coordinates the rest). With 1 instance every cart is single-shard; with n
+# instances a cart of L lines spans several shards with probability
+# 1 - (1/n)^(L-1). A second table. CARTS_ONLY=1 runs only the carts.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -59,16 +68,56 @@ print("%.0f %s %s %s" % (m["requests_per_s"], l.get("p50"), l.get("p99"), m["aud
 EOF
 }
 
+# One cart run; prints "carts/s lines/s p50 p99 errors audit" (errors as
+# code=n,... or "none"; audit last: it may hold spaces).
+run_cart() {
+    local json=$work/cart.json
+    if ! "$bench_bin" --no-progress --mode stockd --db "$STOCKD_CLUSTER_DB" \
+        --duration "$duration" --warmup 1 --connections "$conns" --pipeline "$pipe" \
+        --json "$json" "$@" >"$work/cart.log" 2>&1; then
+        tail -3 "$work/cart.log" >&2
+        grep -q '"modes"' "$json" 2>/dev/null ||
+            { echo "- - - - - failed: $(grep -m1 'not run' "$work/cart.log")"; return; }
+    fi
+    /usr/bin/python3 - "$json" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))["modes"]["stockd"]
+if "error" in m:
+    print("- - - - - not run: %s" % m["error"]); sys.exit(0)
+l = m["latency_us"]
+errs = ",".join("%s=%d" % kv for kv in m["errors"].items()) or "none"
+print("%.0f %.0f %s %s %s %s" % (m.get("carts_per_s", 0), m.get("lines_per_s", 0), l.get("p50"),
+                                 l.get("p99"), errs, m["audit_detail"]))
+EOF
+    rm -f "$json"
+}
+
 {
     echo "| instances | workload | path | requests/s | p50 µs | p99 µs | audit |"
     echo "|---|---|---|---|---|---|---|"
 } >"$work/table.md"
+{
+    echo "| instances | lines | path | carts/s | lines/s | p50 µs | p99 µs | errors | audit |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+} >"$work/carts.md"
+cart_lines=${CART_LINES:-1 3 10}
 
 for n in $nodes_list; do
     "$root/tools/cluster" up "$n" >/dev/null
     eval "$("$root/tools/cluster" env)"
     direct=$(echo "$STOCKD_CLUSTER_NODES" | tr ',' '\n' | cut -d= -f2 | paste -sd,)
+    for l in $cart_lines; do
+        for path in haproxy ring-aware; do
+            case $path in
+                haproxy) args=(--target "$STOCKD_CLUSTER_ADDR") ;;
+                ring-aware) args=(--ring-aware --target "$STOCKD_CLUSTER_ADDR") ;;
+            esac
+            read -r cps lps p50 p99 errs audit < <(run_cart --skus "$spread" --lines "$l" "${args[@]}")
+            echo "| $n | $l | $path | $cps | $lps | $p50 | $p99 | $errs | $audit |" | tee -a "$work/carts.md"
+        done
+    done
     for wl in spread hot; do
+        [ "${CARTS_ONLY:-0}" = 1 ] && break
         if [ "$wl" = spread ]; then skus=(--skus "$spread"); else skus=(--skus 1); fi
         for path in haproxy direct ring-aware; do
             case $path in
@@ -93,7 +142,12 @@ mkdir -p "$(dirname "$out")"
     echo "1s warmup; spread = $spread SKUs uniform, hot = 1 SKU. All instances, HAProxy,"
     echo "MariaDB and stockbench share this machine."
     echo
-    cat "$work/table.md"
+    if [ "${CARTS_ONLY:-0}" != 1 ]; then cat "$work/table.md"; fi
+    echo
+    echo "Carts of $cart_lines lines over $spread uniform SKUs (stockbench --lines; carts/s counts"
+    echo "successful carts, lines/s = lines x carts/s, latency per cart):"
+    echo
+    cat "$work/carts.md"
     if [ -s "$work/notes" ]; then
         echo
         sed 's/^/- /' "$work/notes"

@@ -91,3 +91,32 @@ def test_compare_table_and_ping(stockd, db):
                          "--warmup", "0"])
     assert rc == 0, out
     assert "ping" in out and "redis-ping" in out, out
+
+
+def test_carts_of_three_lines_no_oversell(stockd, db, tmp_path):
+    """--lines 3 (issue 8): carts of 3 distinct SKUs out of 8 with stock 4,
+    so most carts are refused. No error but insufficient, the audit passes
+    (all or nothing per cart, none oversold, counters = sums over lines),
+    and MariaDB agrees on its own: every live cart has its 3 line rows and
+    no SKU has more reserved than on hand."""
+    out_json = str(tmp_path / "carts.json")
+    rc, out = run_bench(["--mode", "stockd", "--target", stockd.addr, "--db", db.url,
+                         "--skus", "8", "--stock", "4", "--lines", "3",
+                         "--connections", "16", "--pipeline", "2",
+                         "--duration", "2", "--warmup", "0", "--json", out_json])
+    assert rc == 0, out
+    assert "audit: ok" in out and "carts of 3 lines" in out, out
+    res = json.load(open(out_json))
+    assert res["workload"]["lines"] == 3, res["workload"]
+    m = res["modes"]["stockd"]
+    assert m["audit"] == "ok", m
+    assert set(m["errors"]) <= {"insufficient"}, m["errors"]
+    # 8 SKUs x 4 units, 3 per cart: at most 10 carts, and at least one.
+    assert 1 <= m["successes"] <= 10, m
+    assert m["lines_per_s"] == pytest.approx(3 * m["carts_per_s"]), m
+    nonce_rows = db.query(
+        "SELECT order_id, COUNT(*) AS n, MIN(n_lines) AS nl FROM orders"
+        " WHERE status IN ('held','confirmed','purchased','shipped')"
+        " AND order_id LIKE 'o%%' GROUP BY order_id HAVING nl = 3")
+    assert all(int(r["n"]) == 3 for r in nonce_rows), nonce_rows
+    itestlib.audit(db)
