@@ -40,6 +40,8 @@ typedef struct ctl_opts {
     bool event_on;
     const char *pos[CTL_MAX_POS];
     int npos;
+    const char *line_args[STOCKD_MAX_LINES];  /* reserve --line SKU:QTY */
+    int n_lines;
 } ctl_opts;
 
 static const char ctl_usage_text[] =
@@ -50,6 +52,9 @@ static const char ctl_usage_text[] =
     "  get SKU                            stock view of a SKU\n"
     "  reserve ORDER SKU QTY [--hold MS] [--deadline MS]\n"
     "                                     reserve QTY units (held for MS ms with --hold)\n"
+    "  reserve ORDER --line SKU:QTY [--line SKU:QTY ...] [--hold MS] [--deadline MS]\n"
+    "                                     reserve an order of several lines (1..50): all\n"
+    "                                     lines or none; lines of one SKU are summed\n"
     "  confirm ORDER | release ORDER | ship ORDER | order ORDER\n"
     "  sku-put SKU [--own N] [--supplier-reported N]\n"
     "              [--supplier SUPPLIER_ID:OFFER_ID:SPEC_ID[:SKU_ID]] [--cap N]\n"
@@ -291,6 +296,10 @@ static int ctl_report_failure(stockd_client *c, const ctl_opts *o, stockd_rc rc)
             printf(",\"retryable\":%s", e->retryable ? "true" : "false");
             if (e->has_available)
                 printf(",\"available\":%" PRId64, e->available);
+            if (e->has_line) {
+                printf(",\"line\":%" PRId64 ",\"sku\":", e->line);
+                json_str(stdout, e->sku, strlen(e->sku));
+            }
             const char *keys[] = {"status", "field", "outcome", "method"};
             const char *vals[] = {e->status, e->field, e->outcome, e->method};
             for (int i = 0; i < 4; i++) {
@@ -302,6 +311,8 @@ static int ctl_report_failure(stockd_client *c, const ctl_opts *o, stockd_rc rc)
             printf("}}\n");
         } else {
             fprintf(stderr, "stockctl: %s: %s", e->code, e->message);
+            if (e->has_line)
+                fprintf(stderr, " (line %" PRId64 ", sku %s)", e->line, e->sku);
             if (e->has_available)
                 fprintf(stderr, " (available %" PRId64 ")", e->available);
             if (e->status[0])
@@ -351,7 +362,19 @@ static int ctl_order_done(stockd_client *c, const ctl_opts *o, stockd_rc rc,
 {
     if (rc != STOCKD_OK)
         return ctl_report_failure(c, o, rc);
-    if (!o->json) {
+    if (!o->json && ord->n_lines > 1) {
+        printf("order %s %s: %" PRId64 " lines, %" PRId64 " units (own %" PRId64
+               ", supplier %" PRId64 ")\n",
+               ord->order_id, ord->status, ord->n_lines, ord->qty, ord->from_own,
+               ord->from_supplier);
+        for (uint32_t i = 0; i < ord->n_lines_listed; i++) {
+            const stockd_order_line *l = &ord->lines[i];
+            printf("  line %" PRId64 " %s: %" PRId64 " x %s (own %" PRId64 ", supplier %" PRId64
+                   ")%s%s\n",
+                   l->line, l->status, l->qty, l->sku, l->from_own, l->from_supplier,
+                   l->upstream_order_id[0] ? " upstream " : "", l->upstream_order_id);
+        }
+    } else if (!o->json) {
         printf("order %s %s: %" PRId64 " x %s (own %" PRId64 ", supplier %" PRId64
                "), available now %" PRId64 "\n",
                ord->order_id, ord->status, ord->qty, ord->sku, ord->from_own, ord->from_supplier,
@@ -465,6 +488,10 @@ static int ctl_parse_args(int argc, char **argv, ctl_opts *o)
             if (!parse_i64(v, 1, 3600000, &n))
                 return ctl_usage("bad --timeout '%s' (1..3600000 ms)", v);
             o->timeout_ms = (int)n;
+        } else if (OPT("--line")) {
+            if (o->n_lines == STOCKD_MAX_LINES)
+                return ctl_usage("at most %d --line", STOCKD_MAX_LINES);
+            o->line_args[o->n_lines++] = v;
         } else if (OPT("--hold")) {
             if (!parse_i64(v, 1, INT64_MAX, &o->hold_ms))
                 return ctl_usage("bad --hold '%s' (ms)", v);
@@ -552,8 +579,34 @@ static int cmd_get(stockd_client *c, const ctl_opts *o)
     return ctl_stock_done(c, o, stockd_stock_get(c, o->pos[1], &st), &st);
 }
 
+/* reserve ORDER --line SKU:QTY ...: SKU is everything before the last ':'. */
+static int cmd_reserve_lines(stockd_client *c, const ctl_opts *o)
+{
+    char skus[STOCKD_MAX_LINES][STOCKD_MAX_ID_BYTES + 1];
+    stockd_line lines[STOCKD_MAX_LINES];
+    for (int i = 0; i < o->n_lines; i++) {
+        const char *a = o->line_args[i];
+        const char *colon = strrchr(a, ':');
+        size_t n = colon ? (size_t)(colon - a) : 0;
+        if (n == 0 || n > STOCKD_MAX_ID_BYTES ||
+            !parse_i64(colon + 1, INT64_MIN, INT64_MAX, &lines[i].qty))
+            return ctl_usage("bad --line '%s' (SKU:QTY)", a);
+        memcpy(skus[i], a, n);
+        skus[i][n] = '\0';
+        lines[i].sku = skus[i];
+    }
+    stockd_reserve_lines_req req = {.order_id = o->pos[1], .lines = lines,
+                                    .n_lines = (size_t)o->n_lines,
+                                    .hold_ms = o->has_hold ? o->hold_ms : 0,
+                                    .deadline_ms = o->has_deadline ? o->deadline_ms : 0};
+    stockd_order ord;
+    return ctl_order_done(c, o, stockd_reserve_lines(c, &req, &ord), &ord);
+}
+
 static int cmd_reserve(stockd_client *c, const ctl_opts *o)
 {
+    if (o->n_lines > 0)
+        return cmd_reserve_lines(c, o);
     stockd_reserve_req req = {.order_id = o->pos[1], .sku = o->pos[2],
                               .hold_ms = o->has_hold ? o->hold_ms : 0,
                               .deadline_ms = o->has_deadline ? o->deadline_ms : 0};
@@ -977,6 +1030,8 @@ static int ctl_check_cmd_opts(const ctl_opts *o, const char *cmd)
     bool is_reserve = strcmp(cmd, "reserve") == 0, is_put = strcmp(cmd, "sku-put") == 0;
     if ((o->has_hold || o->has_deadline) && !is_reserve)
         return ctl_usage("--hold and --deadline only apply to reserve");
+    if (o->n_lines > 0 && !is_reserve)
+        return ctl_usage("--line only applies to reserve");
     if ((o->has_own || o->has_reported || o->supplier || o->has_cap) && !is_put)
         return ctl_usage("--own, --supplier-reported, --supplier and --cap only apply to sku-put");
     if (o->has_interval && strcmp(cmd, "top") != 0)
@@ -1318,8 +1373,11 @@ int main(int argc, char **argv)
             cmd = &ctl_cmds[i];
     if (!cmd)
         return ctl_usage("unknown command '%s'", o.pos[0]);
-    if (o.npos - 1 != cmd->nargs)
-        return ctl_usage("usage: stockctl %s %s", cmd->name, cmd->args);
+    /* reserve ORDER --line ...: the lines replace SKU QTY */
+    bool lines = o.n_lines > 0 && strcmp(cmd->name, "reserve") == 0;
+    if (o.npos - 1 != (lines ? 1 : cmd->nargs))
+        return ctl_usage("usage: stockctl %s %s", cmd->name,
+                         lines ? "ORDER --line SKU:QTY [--line SKU:QTY ...]" : cmd->args);
     if ((r = ctl_check_cmd_opts(&o, cmd->name)) >= 0)
         return r;
     if (!o.addr)

@@ -50,6 +50,7 @@
 #define STOCKD_DEFAULT_MAX_INFLIGHT 1024u
 #define STOCKD_MAX_REPLY_BYTES (4u << 20)   /* larger replies are a protocol error */
 #define STOCKD_MAX_ID_BYTES 64              /* order_id and sku */
+#define STOCKD_MAX_LINES 50                 /* lines of one reserve (an order of several SKUs) */
 
 typedef enum stockd_rc {
     STOCKD_OK = 0,
@@ -70,7 +71,23 @@ typedef struct stockd_error {
     char field[64];           /* with "invalid": the offending param */
     char outcome[16];         /* with "unavailable": "unknown" if a commit's fate is unknown */
     char method[64];          /* with "unknown_method" */
+    /* reserve with lines, "insufficient" / "unknown_sku": the first line
+     * that could not be met (the request's index) and its SKU */
+    bool has_line;
+    int64_t line;
+    char sku[STOCKD_MAX_ID_BYTES + 1];
 } stockd_error;
+
+/* One line of an order of several SKUs as the record shows it. */
+typedef struct stockd_order_line {
+    int64_t line;             /* 0..n_lines-1: the distinct SKUs in order of first appearance */
+    char sku[STOCKD_MAX_ID_BYTES + 1];
+    int64_t qty;              /* the request's lines of this SKU, summed */
+    int64_t from_own;
+    int64_t from_supplier;
+    char status[16];
+    char upstream_order_id[65]; /* "" when none */
+} stockd_order_line;
 
 /* An order record (reserve, confirm, release, ship, order.get). Times are
  * unix milliseconds; optional fields are 0 / "" when absent. */
@@ -89,6 +106,15 @@ typedef struct stockd_order {
     char reason[256];
     int64_t purchased_at;     /* 0 when not bought upstream */
     bool supplier_settled;    /* with purchased_at: its units left supplier_reserved */
+    /* Orders of several SKUs: n_lines > 1 (1 for a single-SKU order); sku
+     * is line 0's, qty and the split are sums over the lines. lines[] holds
+     * the first min(n_lines, STOCKD_MAX_LINES) lines when the record lists
+     * them (n_lines_listed); a part of a cross-shard order, read from its
+     * owner, lists none and has part_line >= 0 (else -1). */
+    int64_t n_lines;
+    int64_t part_line;
+    uint32_t n_lines_listed;
+    stockd_order_line lines[STOCKD_MAX_LINES];
 } stockd_order;
 
 /* The stock view of one SKU (stock.get, sku.put, stock.adjust). */
@@ -119,6 +145,20 @@ typedef struct stockd_reserve_req {
     int64_t hold_ms;          /* 0: confirm at once */
     int64_t deadline_ms;      /* 0: server default */
 } stockd_reserve_req;
+
+/* reserve with lines: all lines or none; lines of one SKU are summed. */
+typedef struct stockd_line {
+    const char *sku;
+    int64_t qty;
+} stockd_line;
+
+typedef struct stockd_reserve_lines_req {
+    const char *order_id;
+    const stockd_line *lines; /* 1..STOCKD_MAX_LINES */
+    size_t n_lines;
+    int64_t hold_ms;          /* 0: confirm at once */
+    int64_t deadline_ms;      /* 0: server default */
+} stockd_reserve_lines_req;
 
 /* sku.put: every field but sku is optional (has_* says whether to send it). */
 typedef struct stockd_sku_put_req {
@@ -202,6 +242,9 @@ stockd_rc stockd_reply_stock(stockd_client *c, const stockd_reply *r, stockd_sto
 /* ---- typed requests, pipelined: queue only; take the reply with
  * stockd_recv + stockd_reply_order / stockd_reply_stock ---- */
 stockd_rc stockd_send_reserve(stockd_client *c, const stockd_reserve_req *req, uint32_t *msgid);
+/* USAGE for 0 or more than STOCKD_MAX_LINES lines or a NULL sku. */
+stockd_rc stockd_send_reserve_lines(stockd_client *c, const stockd_reserve_lines_req *req,
+                                    uint32_t *msgid);
 /* method: "confirm", "release", "ship" or "order.get" */
 stockd_rc stockd_send_order_op(stockd_client *c, const char *method, const char *order_id,
                                uint32_t *msgid);
@@ -215,6 +258,8 @@ stockd_rc stockd_send_stock_adjust(stockd_client *c, const char *sku, int64_t de
 stockd_rc stockd_ping(stockd_client *c, char *node, size_t node_len, char *version,
                       size_t version_len);
 stockd_rc stockd_reserve(stockd_client *c, const stockd_reserve_req *req, stockd_order *out);
+stockd_rc stockd_reserve_lines(stockd_client *c, const stockd_reserve_lines_req *req,
+                               stockd_order *out);
 stockd_rc stockd_confirm(stockd_client *c, const char *order_id, stockd_order *out);
 stockd_rc stockd_release(stockd_client *c, const char *order_id, stockd_order *out);
 stockd_rc stockd_ship(stockd_client *c, const char *order_id, stockd_order *out);

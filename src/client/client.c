@@ -504,6 +504,8 @@ static stockd_rc client_parse_error(stockd_client *c, const msgpack_object *e)
     client_copy_str(codec_map_get(e, "field"), err->field, sizeof(err->field));
     client_copy_str(codec_map_get(e, "outcome"), err->outcome, sizeof(err->outcome));
     client_copy_str(codec_map_get(e, "method"), err->method, sizeof(err->method));
+    err->has_line = client_get_int(e, "line", &err->line);
+    client_copy_str(codec_map_get(e, "sku"), err->sku, sizeof(err->sku));
     snprintf(c->errstr, sizeof(c->errstr), "%s: %s", err->code, err->message);
     return STOCKD_ERR_SERVER;
 }
@@ -782,6 +784,34 @@ stockd_rc stockd_send_reserve(stockd_client *c, const stockd_reserve_req *req, u
     return client_end_typed(c, r, msgid);
 }
 
+stockd_rc stockd_send_reserve_lines(stockd_client *c, const stockd_reserve_lines_req *req,
+                                    uint32_t *msgid)
+{
+    if (!req || !req->order_id || !req->lines || req->n_lines == 0 ||
+        req->n_lines > STOCKD_MAX_LINES)
+        return client_fail(c, STOCKD_ERR_USAGE, "reserve needs order_id and 1..%d lines",
+                           STOCKD_MAX_LINES);
+    for (size_t i = 0; i < req->n_lines; i++) {
+        if (!req->lines[i].sku)
+            return client_fail(c, STOCKD_ERR_USAGE, "line %zu has no sku", i);
+    }
+    msgpack_packer *pk;
+    stockd_rc rc = stockd_request_begin(c, "reserve", &pk);
+    if (rc != STOCKD_OK)
+        return rc;
+    uint32_t n = 2 + (req->hold_ms != 0) + (req->deadline_ms != 0);
+    int r = msgpack_pack_map(pk, n) || codec_pack_kv_str(pk, "order_id", req->order_id) ||
+            codec_pack_cstr(pk, "lines") || msgpack_pack_array(pk, (uint32_t)req->n_lines);
+    for (size_t i = 0; i < req->n_lines && !r; i++)
+        r = msgpack_pack_map(pk, 2) || codec_pack_kv_str(pk, "sku", req->lines[i].sku) ||
+            codec_pack_kv_int(pk, "qty", req->lines[i].qty);
+    if (!r && req->hold_ms != 0)
+        r = codec_pack_kv_int(pk, "hold_ms", req->hold_ms);
+    if (!r && req->deadline_ms != 0)
+        r = codec_pack_kv_int(pk, "deadline_ms", req->deadline_ms);
+    return client_end_typed(c, r, msgid);
+}
+
 static stockd_rc client_send_one_str(stockd_client *c, const char *method, const char *key,
                                      const char *val, uint32_t *msgid)
 {
@@ -858,6 +888,29 @@ stockd_rc stockd_send_stock_adjust(stockd_client *c, const char *sku, int64_t de
 
 /* -------------------------------------------------------- typed: replies */
 
+/* The "lines" of an order record (absent: none listed). */
+static stockd_rc client_order_lines(stockd_client *c, const msgpack_object *a, stockd_order *out)
+{
+    if (a == NULL)
+        return STOCKD_OK;
+    if (a->type != MSGPACK_OBJECT_ARRAY)
+        return client_fail(c, STOCKD_ERR_PROTOCOL, "order record lines is not an array");
+    for (uint32_t i = 0; i < a->via.array.size && i < STOCKD_MAX_LINES; i++) {
+        const msgpack_object *l = &a->via.array.ptr[i];
+        stockd_order_line *o = &out->lines[i];
+        if (l->type != MSGPACK_OBJECT_MAP || !client_get_int(l, "line", &o->line) ||
+            !client_get_int(l, "qty", &o->qty) || !client_get_int(l, "from_own", &o->from_own) ||
+            !client_get_int(l, "from_supplier", &o->from_supplier))
+            return client_fail(c, STOCKD_ERR_PROTOCOL, "order record line %u lacks a field", i);
+        client_copy_str(codec_map_get(l, "sku"), o->sku, sizeof(o->sku));
+        client_copy_str(codec_map_get(l, "status"), o->status, sizeof(o->status));
+        client_copy_str(codec_map_get(l, "upstream_order_id"), o->upstream_order_id,
+                        sizeof(o->upstream_order_id));
+        out->n_lines_listed = i + 1;
+    }
+    return STOCKD_OK;
+}
+
 stockd_rc stockd_reply_order(stockd_client *c, const stockd_reply *r, stockd_order *out)
 {
     memset(out, 0, sizeof(*out));
@@ -883,7 +936,11 @@ stockd_rc stockd_reply_order(stockd_client *c, const stockd_reply *r, stockd_ord
     (void)client_get_int(m, "purchased_at", &out->purchased_at);
     const msgpack_object *settled = codec_map_get(m, "supplier_settled");
     out->supplier_settled = settled && settled->type == MSGPACK_OBJECT_BOOLEAN && settled->via.boolean;
-    return STOCKD_OK;
+    out->n_lines = 1;
+    out->part_line = -1;
+    (void)client_get_int(m, "n_lines", &out->n_lines);
+    (void)client_get_int(m, "line", &out->part_line);
+    return client_order_lines(c, codec_map_get(m, "lines"), out);
 }
 
 stockd_rc stockd_reply_stock(stockd_client *c, const stockd_reply *r, stockd_stock *out)
@@ -966,6 +1023,14 @@ stockd_rc stockd_reserve(stockd_client *c, const stockd_reserve_req *req, stockd
 {
     uint32_t id = 0;
     stockd_rc rc = stockd_send_reserve(c, req, &id);
+    return client_wait_order(c, rc, id, out);
+}
+
+stockd_rc stockd_reserve_lines(stockd_client *c, const stockd_reserve_lines_req *req,
+                               stockd_order *out)
+{
+    uint32_t id = 0;
+    stockd_rc rc = stockd_send_reserve_lines(c, req, &id);
     return client_wait_order(c, rc, id, out);
 }
 

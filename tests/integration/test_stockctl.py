@@ -90,3 +90,49 @@ def test_errors_exit_nonzero(ctl):
     assert p.returncode != 0, p
     p = ctl("ping", addr="127.0.0.1:1")
     assert p.returncode != 0, p
+
+
+def test_reserve_lines(ctl):
+    """reserve ORDER --line SKU:QTY ...: an order of several lines, its
+    lines printed; a line that cannot be met is named; usage errors."""
+    assert ctl("sku-put", "ctl-l1", "--own", 5).returncode == 0
+    assert ctl("sku-put", "ctl-l2", "--own", 2).returncode == 0
+    p = ctl("reserve", "ctl-lo1", "--line", "ctl-l1:2", "--line", "ctl-l2:1",
+            "--line", "ctl-l1:1", "--hold", 60000)
+    assert p.returncode == 0, p
+    out = p.stdout
+    assert "ctl-lo1" in out and "held" in out and "2 lines" in out, out
+    assert "line 0" in out and "3 x ctl-l1" in out, out
+    assert "line 1" in out and "1 x ctl-l2" in out, out
+    p = ctl("order", "ctl-lo1", json_out=True)
+    assert p.returncode == 0, p
+    o = p.json
+    assert o["n_lines"] == 2 and o["qty"] == 4 and o["sku"] == "ctl-l1", o
+    assert [(l["line"], l["sku"], l["qty"], l["status"]) for l in o["lines"]] == \
+        [(0, "ctl-l1", 3, "held"), (1, "ctl-l2", 1, "held")], o
+    p = ctl("confirm", "ctl-lo1")
+    assert p.returncode == 0 and "confirmed" in p.stdout and "line 1" in p.stdout, p
+
+    # ctl-l2 has 1 left: the second line fails, nothing is held.
+    p = ctl("reserve", "ctl-lo2", "--line", "ctl-l1:1", "--line", "ctl-l2:2")
+    assert p.returncode == 1, p
+    err = p.stdout + p.stderr
+    assert "insufficient" in err and "line 1" in err and "ctl-l2" in err, err
+    p = ctl("reserve", "ctl-lo2", "--line", "ctl-l1:1", "--line", "ctl-l2:2", json_out=True)
+    assert p.returncode == 1, p
+    e = json.loads(p.stdout)["error"]
+    assert e["code"] == "insufficient" and e["line"] == 1 and e["sku"] == "ctl-l2", e
+    assert e["available"] == 1, e
+    p = ctl("get", "ctl-l1", json_out=True)
+    assert p.returncode == 0 and p.json["available"] == 2, p   # 5 - 3, the failed cart held none
+
+    # Usage: a bad line, --line elsewhere, SKU/QTY positionals with --line.
+    for args in (["reserve", "ctl-lo3", "--line", "ctl-l1"],
+                 ["reserve", "ctl-lo3", "--line", ":2"],
+                 ["reserve", "ctl-lo3", "--line", "ctl-l1:x"],
+                 ["reserve", "ctl-lo3", "ctl-l1", "1", "--line", "ctl-l1:1"],
+                 ["get", "ctl-l1", "--line", "ctl-l1:1"]):
+        p = ctl(*args)
+        assert p.returncode == 2, (args, p)
+    p = ctl("--help")
+    assert "--line SKU:QTY" in p.stdout, p.stdout
