@@ -393,6 +393,21 @@ eng_status eng_order_status_of(const eng_line_view *lines, size_t n)
     return confirmed_sup ? ENG_ST_CONFIRMED : ENG_ST_PURCHASED;
 }
 
+/* Copies src into dst (cap bytes with the NUL), cut at a UTF-8 character
+ * boundary: reasons go out on the wire as msgpack str (valid UTF-8). */
+static void utf8_copy_cut(char *dst, const char *src, size_t cap)
+{
+    assert(cap > 0);
+    size_t n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static char *dup_or_null(const char *s)
 {
     if (s == NULL || s[0] == '\0')
@@ -476,11 +491,7 @@ static void order_to_view(const eng_order *o, eng_order_view *v)
         n = ENG_ID_MAX;
     memcpy(v->upstream_order_id, o->upstream_order_id ? o->upstream_order_id : "", n);
     v->upstream_order_id[n] = '\0';
-    n = o->reason ? strlen(o->reason) : 0;
-    if (n > ENG_REASON_MAX)
-        n = ENG_REASON_MAX;
-    memcpy(v->reason, o->reason ? o->reason : "", n);
-    v->reason[n] = '\0';
+    utf8_copy_cut(v->reason, o->reason ? o->reason : "", sizeof(v->reason));
     v->purchased_at_ms = o->purchased_at_ms;
     v->supplier_settled = o->supplier_settled;
 }
@@ -1906,11 +1917,7 @@ static void alert_add(eng_batch *b, const char *kind, const eng_sku *s, const ch
     assert(b->n_alerts < b->rows_cap);
     char *text = b->alert_text[b->n_alerts];
     eng_alert_row *a = &b->alerts[b->n_alerts++];
-    size_t n = strlen(reason);
-    if (n > ENG_REASON_MAX)
-        n = ENG_REASON_MAX;
-    memcpy(text, reason, n);
-    text[n] = '\0';
+    utf8_copy_cut(text, reason, ENG_REASON_MAX + 1);
     a->kind = kind;
     a->sku = s->name;
     a->order_id = order_id;
@@ -2251,7 +2258,9 @@ static void decide_purchase_failed(engine *e, eng_batch *b, eng_op *op, eng_orde
     if (order_is_cart(o->head)) {
         /* All or nothing: the order's other lines not yet bought go too. */
         char other[ENG_REASON_MAX + 1];
-        snprintf(other, sizeof other, "line %d failed: %.100s", (int)o->line_no, why);
+        int w = snprintf(other, sizeof other, "line %d failed: ", (int)o->line_no);
+        assert(w > 0 && (size_t)w < sizeof other);
+        utf8_copy_cut(other + w, why, sizeof other - (size_t)w);
         FOR_LINES(o->head, l) {
             if (l == o || l->status != ENG_ST_CONFIRMED)
                 continue;
