@@ -258,6 +258,7 @@ typedef struct store_reader {
     size_t n_batch;
     int step;               /* RD_STEP_*: where a load is in its statements */
     int deadlocks;          /* takeover attempts of this batch lost to InnoDB deadlocks */
+    bool step_due;          /* defer: a _start finished at once, rd_step() its result */
     MYSQL_RES *res_orders;  /* takeover: the orders of the loaded SKUs */
 } store_reader;
 
@@ -2149,6 +2150,7 @@ static void rd_close(store *s)
     store_reader *rd = &s->rd;
     event_del(rd->io);
     event_del(rd->timer);
+    rd->step_due = false;
     if (rd->res) {
         mysql_free_result(rd->res);
         rd->res = NULL;
@@ -2223,6 +2225,7 @@ static void rd_connect_start(store *s)
         rd_wait(s, st);
         return;
     }
+    rd->step_due = true;
     event_active(rd->defer, EV_TIMEOUT, 0);
 }
 
@@ -2355,10 +2358,12 @@ static void rd_send_step(store *s)
     struct timeval tv = tv_ms(s->commit_timeout_ms);
     evtimer_add(rd->timer, &tv);
     int st = mysql_real_query_start(&rd->qret, rd->my, rd->sql.p, rd->sql.len);
-    if (st)
+    if (st) {
         rd_wait(s, st);
-    else
-        event_active(rd->defer, EV_TIMEOUT, 0);
+        return;
+    }
+    rd->step_due = true;
+    event_active(rd->defer, EV_TIMEOUT, 0);
 }
 
 /* Takes up to STORE_LOAD_BATCH_MAX queued requests into one load. */
@@ -2731,11 +2736,19 @@ static void rd_defer_cb(evutil_socket_t fd, short what, void *arg)
         }
         return;
     }
+    if (rd->step_due) {
+        rd->step_due = false;
+        rd_step(s);
+        return;
+    }
     if (rd->state == RD_IDLE) {
         rd_start_query(s);
         return;
     }
-    rd_step(s);
+    /* Busy: armed by a request queued while idle (from a callback of the
+     * query that just ended), and a query started since. It is no result
+     * to act on (that would read a query still on the wire); the running
+     * query starts the next one when it ends. */
 }
 
 static int rd_init(store *s, char *err, size_t err_len)
