@@ -93,7 +93,8 @@ struct coord {
     /* CP_DEFER: the answer to give */
     eng_err defer_err;
     const char *defer_msg;
-    bool defer_single;
+    bool defer_lines;             /* continue with lines_continue(), not an error */
+    int lines_result;             /* store_find_order_lines' result */
     /* after the decision: what to answer once the phase's calls end */
     eng_err final_err;            /* ENG_OK: the merged record */
     int32_t fail_part;            /* >= 0: answer that part's error (fail_copy) */
@@ -281,6 +282,22 @@ static void pack_part_error(cart *c, const coord *co, const cpart *p)
                p, true);
 }
 
+/* The order's status from its lines: the engine's rule, except that an
+ * order whose lines all ended differently (an abort released some parts
+ * and others lapsed) reads expired, or released when none lapsed. */
+static eng_status merged_status(const eng_line_view *lv, uint32_t n)
+{
+    bool all_ended = true, any_expired = false, any_failed = false;
+    for (uint32_t i = 0; i < n; i++) {
+        all_ended = all_ended && status_ended(lv[i].status);
+        any_expired = any_expired || lv[i].status == ENG_ST_EXPIRED;
+        any_failed = any_failed || lv[i].status == ENG_ST_FAILED;
+    }
+    if (all_ended && !any_failed)
+        return any_expired ? ENG_ST_EXPIRED : ENG_ST_RELEASED;
+    return eng_order_status_of(lv, n);
+}
+
 /* The whole order from its parts' records: sums, the order's status from
  * the lines, one entry per line. */
 static void pack_merged(cart *c, const coord *co)
@@ -332,12 +349,15 @@ static void pack_merged(cart *c, const coord *co)
     assert(first != NULL);
     bool has_bought = any_bought && all_bought;
     bool has_reason = reason[0] != '\0';
+    /* One line: the single-SKU record, as one instance answers it. */
+    bool one = co->plain;
+    bool up = one && first->rec.upstream_order_id[0] != '\0';
     codec_pack_response_ok_head(&c->pk, co->msgid);
-    msgpack_pack_map(&c->pk, 11 + (hold > 0) + has_reason + 2 * has_bought);
+    msgpack_pack_map(&c->pk, 9 + (hold > 0) + up + has_reason + 2 * has_bought + 2 * !one);
     codec_pack_kv_str(&c->pk, "order_id", co->order_id);
     codec_pack_kv_str(&c->pk, "sku", first->sku);
     codec_pack_kv_int(&c->pk, "qty", qty);
-    codec_pack_kv_str(&c->pk, "status", eng_status_name(eng_order_status_of(lv, n)));
+    codec_pack_kv_str(&c->pk, "status", eng_status_name(merged_status(lv, n)));
     codec_pack_kv_int(&c->pk, "from_own", own);
     codec_pack_kv_int(&c->pk, "from_supplier", sup);
     codec_pack_kv_int(&c->pk, "available", first->rec.available);
@@ -345,25 +365,29 @@ static void pack_merged(cart *c, const coord *co)
     codec_pack_kv_int(&c->pk, "updated_at", updated);
     if (hold > 0)
         codec_pack_kv_int(&c->pk, "hold_expires_at", hold);
+    if (up)
+        codec_pack_kv_str(&c->pk, "upstream_order_id", first->rec.upstream_order_id);
     if (has_reason)
         codec_pack_kv_str(&c->pk, "reason", reason);
     if (has_bought) {
         codec_pack_kv_int(&c->pk, "purchased_at", bought);
         codec_pack_kv_bool(&c->pk, "supplier_settled", settled);
     }
+    if (one)
+        return;
     codec_pack_kv_int(&c->pk, "n_lines", co->n_lines);
     codec_pack_cstr(&c->pk, "lines");
     msgpack_pack_array(&c->pk, n);
     for (uint32_t i = 0; i < n; i++) {
-        bool up = lv[i].upstream_order_id[0] != '\0';
-        msgpack_pack_map(&c->pk, 6 + up);
+        bool lup = lv[i].upstream_order_id[0] != '\0';
+        msgpack_pack_map(&c->pk, 6 + lup);
         codec_pack_kv_int(&c->pk, "line", lv[i].line_no);
         codec_pack_kv_str(&c->pk, "sku", lv[i].sku);
         codec_pack_kv_int(&c->pk, "qty", lv[i].qty);
         codec_pack_kv_int(&c->pk, "from_own", lv[i].from_own);
         codec_pack_kv_int(&c->pk, "from_supplier", lv[i].from_supplier);
         codec_pack_kv_str(&c->pk, "status", eng_status_name(lv[i].status));
-        if (up)
+        if (lup)
             codec_pack_kv_str(&c->pk, "upstream_order_id", lv[i].upstream_order_id);
     }
 }
@@ -418,6 +442,8 @@ static void coord_answer_merged(cart *c, coord *co)
 
 /* ------------------------------------------------------------ deferral */
 
+static void lines_continue(cart *c, coord *co);
+
 static void defer_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -427,10 +453,9 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
     c->defer_head = c->defer_tail = NULL;
     while (co != NULL) {
         coord *next = co->defer_next;
-        if (co->defer_single) {
-            coord_unlink(c, co);
-            co->single_fn(co->ctx, "");
-            free(co);
+        if (co->defer_lines) {
+            co->defer_lines = false;
+            lines_continue(c, co);
         } else {
             coord_answer_err(c, co, co->defer_err, co->defer_msg);
         }
@@ -438,11 +463,9 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void coord_defer_err(cart *c, coord *co, eng_err err, const char *msg)
+static void coord_defer(cart *c, coord *co)
 {
     co->phase = CP_DEFER;
-    co->defer_err = err;
-    co->defer_msg = msg;
     co->defer_next = NULL;
     if (c->defer_tail)
         c->defer_tail->defer_next = co;
@@ -450,6 +473,13 @@ static void coord_defer_err(cart *c, coord *co, eng_err err, const char *msg)
         c->defer_head = co;
     c->defer_tail = co;
     event_active(c->defer_ev, EV_TIMEOUT, 0);
+}
+
+static void coord_defer_err(cart *c, coord *co, eng_err err, const char *msg)
+{
+    co->defer_err = err;
+    co->defer_msg = msg;
+    coord_defer(c, co);
 }
 
 /* ------------------------------------------------------------ peer calls */
@@ -742,12 +772,9 @@ static void decide_cb(const char *order_id, int result, void *arg)
         } else if (co->fail_part >= 0) {
             start_release(c, co, ENG_OK, co->fail_part);
         } else {
-            bool any_ended = false;
-            for (uint32_t i = 0; i < co->n; i++)
-                any_ended = any_ended || status_ended(co->parts[i].rec.status);
-            /* A fresh confirm that lost to a lapsed part: expired. A retry
-             * finding a half-ended order: finish the abort, show the record. */
-            start_release(c, co, any_ended ? ENG_OK : ENG_E_EXPIRED, -1);
+            /* A fresh confirm that lost to a lapsed part, or a retry finding
+             * a half-ended order: finish the abort; the order is over. */
+            start_release(c, co, ENG_E_EXPIRED, -1);
         }
         return;
     case CK_CONFIRM:
@@ -935,26 +962,39 @@ static void lines_cb(const char *order_id, int result, const store_line_ref *lin
         free(co);
         return;
     }
-    if (result < 0) {
-        coord_answer_err(c, co, ENG_E_UNAVAILABLE, "order lookup failed (MariaDB); retry");
-        return;
-    }
-    if (result == 0 || (result == 1 && lines[0].n_lines <= 1)) {
-        coord_unlink(c, co);
-        co->single_fn(co->ctx, result == 0 ? "" : lines[0].sku);
-        free(co);
-        return;
-    }
-    c->st.order_ops++;
-    uint32_t n = (uint32_t)result <= ENG_LINES_MAX ? (uint32_t)result : ENG_LINES_MAX;
+    /* Kept, and continued from the loop: whatever comes next (a decision,
+     * the server's routing, a cold load) may call the store again, which
+     * is not safe from inside its delivery of results. */
+    co->lines_result = result;
+    uint32_t n = result > 0 ? ((uint32_t)result <= ENG_LINES_MAX ? (uint32_t)result : ENG_LINES_MAX) : 0;
     co->n = n;
-    co->n_lines = lines[0].n_lines;
+    co->n_lines = n > 0 ? lines[0].n_lines : 0;
     for (uint32_t i = 0; i < n; i++) {
         cpart *p = &co->parts[i];
         snprintf(p->sku, sizeof p->sku, "%s", lines[i].sku);
         p->line_no = lines[i].line_no;
         p->client_line = lines[i].line_no;
     }
+    co->defer_lines = true;
+    coord_defer(c, co);
+}
+
+/* The order's lines are known (co->lines_result, parts). */
+static void lines_continue(cart *c, coord *co)
+{
+    int result = co->lines_result;
+    uint32_t n = co->n;
+    if (result < 0) {
+        coord_answer_err(c, co, ENG_E_UNAVAILABLE, "order lookup failed (MariaDB); retry");
+        return;
+    }
+    if (result == 0 || (result == 1 && co->n_lines <= 1)) {
+        coord_unlink(c, co);
+        co->single_fn(co->ctx, result == 0 ? "" : co->parts[0].sku);
+        free(co);
+        return;
+    }
+    c->st.order_ops++;
     switch (co->kind) {
     case CK_GET:
         co->phase = CP_OP;
