@@ -1179,7 +1179,9 @@ void cart_free(cart *c)
         s->owner = NULL;
         if (s->store_wait)
             free(s);  /* abandoned by store_free */
-        /* else its op is in the engine: on_done frees it */
+        else if (engine_cancel(c->env.eng, &s->op))
+            free(s);  /* still queued: gone without on_done */
+        /* else its op is in a batch: on_done frees it */
         s = next;
     }
     event_free(c->defer_ev);
