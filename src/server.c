@@ -113,6 +113,8 @@ struct server {
     uint32_t n_cold;
     uint32_t n_prefetch;          /* of n_cold: startup takeovers nobody waits on yet */
     uint64_t cold_loads, cold_waits, cold_loaded, cold_missing, cold_failed;
+    struct req *cold_again_head, *cold_again_tail; /* carts waiting for their next cold SKU */
+    struct event *cold_again_ev;
     bloom *bloom;
     cache *cache;
     /* sharding (NULL ring: a single node owning every SKU) */
@@ -691,7 +693,8 @@ static bool cold_target(const server *s, const req *r, enum method m, const char
 
 /* A reserve with lines whose load of loaded ended with result >= 0: every
  * SKU of its lines must be held before the submit, so it waits on the
- * next cold one, if any (one load at a time, in line order). */
+ * next cold one, if any (one load at a time, in line order). The next
+ * load is asked for from the loop, not from inside the store's callback. */
 static void cold_lines_again(server *s, req *r, const char *loaded, int result)
 {
     const char *sku;
@@ -700,10 +703,40 @@ static void cold_lines_again(server *s, req *r, const char *loaded, int result)
         cold_submit(s, r);
         return;
     }
-    eng_err err = (result == 0 && strcmp(sku, loaded) == 0) ? ENG_E_UNKNOWN_SKU : cold_enqueue(s, r, sku);
-    if (err != ENG_OK) {
+    if (result == 0 && strcmp(sku, loaded) == 0) {
         r->op.err_line = line;
-        cold_reply(s, r, err, NULL);
+        cold_reply(s, r, ENG_E_UNKNOWN_SKU, NULL);
+        return;
+    }
+    r->next_free = NULL;
+    if (s->cold_again_tail)
+        s->cold_again_tail->next_free = r;
+    else
+        s->cold_again_head = r;
+    s->cold_again_tail = r;
+    event_active(s->cold_again_ev, EV_TIMEOUT, 0);
+}
+
+static void cold_again_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    server *s = arg;
+    req *r = s->cold_again_head;
+    s->cold_again_head = s->cold_again_tail = NULL;
+    while (r != NULL) {
+        req *next = r->next_free;
+        r->next_free = NULL;
+        const char *sku;
+        int32_t line;
+        eng_err err = ENG_OK;
+        if (!cold_target(s, r, r->m, &sku, &line))
+            cold_submit(s, r);
+        else if ((err = cold_enqueue(s, r, sku)) != ENG_OK) {
+            r->op.err_line = line;
+            cold_reply(s, r, err, NULL);
+        }
+        r = next;
     }
 }
 
@@ -1204,6 +1237,13 @@ static void pack_read_path(server *s)
  * without callbacks). */
 static void cold_free_all(server *s)
 {
+    for (req *r = s->cold_again_head; r != NULL;) {
+        req *next = r->next_free;
+        rpc_op_free_lines(&r->op);
+        free(r);
+        r = next;
+    }
+    s->cold_again_head = s->cold_again_tail = NULL;
     cold_sku *k, *tmp;
     HASH_ITER(hh, s->cold, k, tmp) {
         HASH_DEL(s->cold, k);
@@ -2540,6 +2580,7 @@ server *server_new(struct event_base *base, const stockd_config *cfg, char *err,
     msgpack_sbuffer_init(&s->out);
     msgpack_packer_init(&s->pk, &s->out, msgpack_sbuffer_write);
     s->pump_ev = event_new(base, -1, 0, pump_cb, s);
+    s->cold_again_ev = event_new(base, -1, 0, cold_again_cb, s);
     s->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, s);
     struct timeval tick = {0, EXPIRY_TICK_MS * 1000};
     event_add(s->tick_ev, &tick);
@@ -2796,6 +2837,8 @@ void server_free(server *s)
     }
     if (s->pump_ev)
         event_free(s->pump_ev);
+    if (s->cold_again_ev)
+        event_free(s->cold_again_ev);
     if (s->tick_ev)
         event_free(s->tick_ev);
     if (s->drain_ev)

@@ -293,3 +293,76 @@ def test_supplier_put_needs_admin_token(make_stockd):
         assert c.ok("supplier.get", {"supplier_id": "tok-sup"})["trust"] == 0.5
         assert isinstance(c.alerts(), list)
         c.ok("order.subscribe", {})
+
+
+def test_reserve_lines_record_and_errors(client):
+    """reserve with lines (PROTOCOL.md): the record's shape (n_lines, lines
+    in order of first appearance, sums), error data naming the line, a
+    single-SKU record without any of it."""
+    for k, n in (("pl-a", 5), ("pl-b", 2)):
+        client.ok("sku.put", {"sku": k, "own_on_hand": n})
+    o = client.ok("reserve", {"order_id": "pl-o1", "hold_ms": 60000,
+                              "lines": [{"sku": "pl-b", "qty": 1}, {"sku": "pl-a", "qty": 2},
+                                        {"sku": "pl-b", "qty": 1}]})
+    assert o["status"] == "held" and o["n_lines"] == 2, o
+    assert o["sku"] == "pl-b" and o["qty"] == 4 and o["from_own"] == 4, o
+    assert [(l["line"], l["sku"], l["qty"], l["from_own"], l["from_supplier"], l["status"])
+            for l in o["lines"]] == [(0, "pl-b", 2, 2, 0, "held"), (1, "pl-a", 2, 2, 0, "held")], o
+    assert all(set(l) == {"line", "sku", "qty", "from_own", "from_supplier", "status"}
+               for l in o["lines"]), o
+    assert client.ok("order.get", {"order_id": "pl-o1"})["lines"] == o["lines"]
+    # pl-b is gone: the first line naming it is named, with its availability.
+    m = client.call("reserve", {"order_id": "pl-o2",
+                                "lines": [{"sku": "pl-a", "qty": 1}, {"sku": "pl-b", "qty": 1}]})
+    e = m[0]
+    assert list(e) == ["code", "message", "retryable", "available", "line", "sku"], e
+    assert (e["code"], e["available"], e["line"], e["sku"]) == ("insufficient", 0, 1, "pl-b"), e
+    e = client.err("reserve", {"order_id": "pl-o3", "lines": [{"sku": "pl-none", "qty": 1}]})
+    assert (e["code"], e["line"], e["sku"]) == ("unknown_sku", 0, "pl-none"), e
+    # A single-SKU order's record and errors are what they always were.
+    o = client.ok("reserve", {"order_id": "pl-o4", "sku": "pl-a", "qty": 1})
+    check_order_map(o)
+    e = client.err("reserve", {"order_id": "pl-o5", "sku": "pl-a", "qty": 100})
+    assert list(e) == ["code", "message", "retryable", "available"], e
+    # A one-SKU cart is a single-SKU order.
+    o = client.ok("reserve", {"order_id": "pl-o6", "lines": [{"sku": "pl-a", "qty": 1}]})
+    assert "lines" not in o and "n_lines" not in o and o["sku"] == "pl-a", o
+    # The whole order is released at once.
+    o = client.ok("release", {"order_id": "pl-o1"})
+    assert o["status"] == "released" and {l["status"] for l in o["lines"]} == {"released"}, o
+    assert client.ok("stock.get", {"sku": "pl-b"})["available"] == 2
+    st = client.ok("stats", {})["lines"]
+    assert st["reserves"] >= 4 and st["lines"] >= 7 and st["coordinated"] == 0, st
+
+
+def test_reserve_lines_cold_skus(make_stockd):
+    """--preload-skus no: every SKU of a cart is loaded before the cart is
+    decided (one after the other), a missing one is unknown_sku naming its
+    line, and nothing is held by a cart that failed."""
+    s = make_stockd(args=["--preload-skus", "no"], name="itest-cold-lines")
+    with s.client() as c:
+        for k, n in (("cl-a", 5), ("cl-b", 5), ("cl-c", 1)):
+            c.ok("sku.put", {"sku": k, "own_on_hand": n})
+    s.restart()
+    with s.client() as c:
+        before = c.ok("stats", {})["read_path"]["cold"]
+        assert before["preload_skus"] is False
+        o = c.ok("reserve", {"order_id": "cl-o1", "hold_ms": 60000,
+                             "lines": [{"sku": "cl-a", "qty": 2}, {"sku": "cl-b", "qty": 1}]})
+        assert o["status"] == "held" and [l["sku"] for l in o["lines"]] == ["cl-a", "cl-b"], o
+        after = c.ok("stats", {})["read_path"]["cold"]
+        assert after["loaded"] - before["loaded"] >= 2, (before, after)
+    s.restart()   # cl-c has no order: cold again
+    with s.client() as c:
+        e = c.err("reserve", {"order_id": "cl-o2",
+                              "lines": [{"sku": "cl-c", "qty": 1}, {"sku": "cl-none", "qty": 1}]})
+        assert (e["code"], e["line"], e["sku"]) == ("unknown_sku", 1, "cl-none"), e
+        e = c.err("reserve", {"order_id": "cl-o3",
+                              "lines": [{"sku": "cl-c", "qty": 2}, {"sku": "cl-a", "qty": 1}]})
+        assert (e["code"], e["line"], e["sku"], e["available"]) == \
+            ("insufficient", 0, "cl-c", 1), e
+        assert c.ok("stock.get", {"sku": "cl-c"})["available"] == 1
+        assert c.ok("stock.get", {"sku": "cl-a"})["available"] == 3
+        o = c.ok("confirm", {"order_id": "cl-o1"})
+        assert o["status"] == "confirmed" and o["n_lines"] == 2, o
+
