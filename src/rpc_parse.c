@@ -495,6 +495,11 @@ static bool reserve_shape(const eng_op *op, const rpc_parsed *pp, rpc_perr *e)
         e->problem = "a part is one line (sku and qty)";
         return false;
     }
+    if ((lines || op->part_lines > 0) && strlen(op->order_id) > ENG_CART_ID_MAX) {
+        e->field = "order_id";
+        e->problem = "at most 61 bytes with lines (a line is bought upstream as <order_id>#<line>)";
+        return false;
+    }
     if (!lines && one != (B(F_SKU) | B(F_QTY))) {
         e->field = (one & B(F_SKU)) ? "qty" : "sku";
         e->problem = one ? "required" : "required (or lines)";

@@ -42,6 +42,9 @@
 #define ENG_HOLD_MS_MAX 86400000
 #define ENG_STOCK_MAX 1000000000000LL /* any counter, absolute */
 #define ENG_LINES_MAX 50         /* lines of one order (issue 8) */
+/* order_id of an order given with lines: line k >= 1 is bought upstream as
+ * "<order_id>#<k>", which must fit the supplier's 64 bytes. */
+#define ENG_CART_ID_MAX (ENG_ID_MAX - 3)
 /* The engine's key of an order: order_id, or "<order_id>#<line_no>" for
  * line line_no >= 1 of a cross-shard order kept as a part (see "orders of
  * several lines" below). '#' is never in a client's order_id. */

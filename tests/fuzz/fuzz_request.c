@@ -34,8 +34,20 @@ static void check_op(enum method m, const eng_op *op, const rpc_parsed *pp)
     assert(op->delta >= -ENG_STOCK_MAX && op->delta <= ENG_STOCK_MAX);
     assert(pp->deadline_ms >= 1 && pp->deadline_ms <= 600000);
     assert(pp->token == NULL || pp->token->type == MSGPACK_OBJECT_STR);
-    if (m == M_RESERVE)
+    if (m == M_RESERVE && op->n_lines == 0)
         assert(op->order_id[0] && op->sku[0] && op->qty >= 1);
+    if (m == M_RESERVE && op->n_lines > 0) {
+        /* Lines instead of sku/qty: each valid, the sum per SKU in range. */
+        assert(op->order_id[0] && op->lines != NULL && op->n_lines <= ENG_LINES_MAX);
+        for (uint32_t i = 0; i < op->n_lines; i++) {
+            const eng_line_in *l = &op->lines[i];
+            assert(memchr(l->sku, 0, sizeof(l->sku)) != NULL && l->sku[0]);
+            assert(l->qty >= 1 && l->qty <= ENG_QTY_MAX);
+        }
+    }
+    if (op->part_lines != 0)
+        assert(op->part_lines > 1 && op->part_lines <= ENG_LINES_MAX && op->line_no >= 0 &&
+               op->line_no < op->part_lines);
     if (m == M_ADJUST)
         assert(op->sku[0] && op->delta != 0 && op->reason[0]);
 }
@@ -51,6 +63,7 @@ static void parse_all_methods(const msgpack_object *params)
             check_op((enum method)m, &op, &pp);
         else
             assert(pe.field != NULL && pe.problem != NULL && strlen(pe.field) <= ENG_ID_MAX + 32);
+        rpc_op_free_lines(&op);  /* the caller owns them, parsed or not */
     }
 }
 

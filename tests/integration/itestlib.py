@@ -32,7 +32,8 @@ STOCK_KEYS = {"sku", "available", "own_on_hand", "own_reserved", "supplier_repor
               "supplier_sellable", "supplier_reserved", "supplier_synced_at", "mapping"}
 ORDER_KEYS = {"order_id", "sku", "qty", "status", "from_own", "from_supplier", "available",
               "created_at", "updated_at"}
-ORDER_OPTIONAL = {"hold_expires_at", "upstream_order_id", "reason"}
+ORDER_OPTIONAL = {"hold_expires_at", "upstream_order_id", "reason",
+                  "n_lines", "lines", "line"}  # lines: orders of several lines (issue 8)
 STATUSES = {"held", "confirmed", "purchased", "shipped", "released", "expired", "failed"}
 
 

@@ -328,6 +328,7 @@ LINE = {"sku": "bad-1", "qty": 1}
 LINES_FIELDS = [
     # (params, field, words the message must contain)
     (with_(L, lines=[]), "lines", "empty"),
+    (with_(L, order_id="o" * 62), "order_id", "61 bytes"),
     (with_(L, lines=[LINE] * 51), "lines", "50"),
     (with_(L, lines=LINE), "lines", "array"),
     (with_(L, lines="bad-1"), "lines", "array"),
