@@ -2412,16 +2412,26 @@ static void rd_load_orders(store *s, MYSQL_RES *res)
     }
 }
 
-/* An order lookup's result: (order_id, sku) rows. */
-static void rd_deliver_find(store *s)
+/* Takes the reader's finished batch and its result (NULL when the query
+ * failed) off the reader before any callback runs, so a callback may queue
+ * the next request. Returns how many requests it held. */
+static size_t rd_take_batch(store *s, load_req *batch, MYSQL_RES **res)
 {
     store_reader *rd = &s->rd;
-    MYSQL_RES *res = rd->res;
+    *res = rd->res;
     rd->res = NULL;
     size_t n = rd->n_batch;
     rd->n_batch = 0;
-    load_req batch[STORE_LOAD_BATCH_MAX];
     memcpy(batch, rd->batch, n * sizeof *batch);
+    return n;
+}
+
+/* An order lookup's result: (order_id, sku) rows. */
+static void rd_deliver_find(store *s)
+{
+    load_req batch[STORE_LOAD_BATCH_MAX];
+    MYSQL_RES *res;
+    size_t n = rd_take_batch(s, batch, &res);
     char skus[STORE_LOAD_BATCH_MAX][ENG_ID_MAX + 1];
     bool found[STORE_LOAD_BATCH_MAX] = {false};
     MYSQL_ROW row;
@@ -2479,13 +2489,9 @@ static int rd_collect_lines(MYSQL_RES *res, const char *order_id, store_line_ref
  * round trip. */
 static void rd_deliver_lines(store *s)
 {
-    store_reader *rd = &s->rd;
-    MYSQL_RES *res = rd->res;
-    rd->res = NULL;
-    size_t n = rd->n_batch;
-    rd->n_batch = 0;
     load_req batch[STORE_LOAD_BATCH_MAX];
-    memcpy(batch, rd->batch, n * sizeof *batch);
+    MYSQL_RES *res;
+    size_t n = rd_take_batch(s, batch, &res);
     store_line_ref lines[ENG_LINES_MAX];
     for (size_t i = 0; i < n; i++) {
         int got = res ? rd_collect_lines(res, batch[i].sku, lines) : -1;
@@ -2502,13 +2508,9 @@ static void rd_deliver_lines(store *s)
 /* A decision batch's result: (order_id, decision) of every order asked. */
 static void rd_deliver_decide(store *s)
 {
-    store_reader *rd = &s->rd;
-    MYSQL_RES *res = rd->res;
-    rd->res = NULL;
-    size_t n = rd->n_batch;
-    rd->n_batch = 0;
     load_req batch[STORE_LOAD_BATCH_MAX];
-    memcpy(batch, rd->batch, n * sizeof *batch);
+    MYSQL_RES *res;
+    size_t n = rd_take_batch(s, batch, &res);
     int got[STORE_LOAD_BATCH_MAX];
     for (size_t i = 0; i < n; i++)
         got[i] = -1;
