@@ -43,6 +43,8 @@
 #define CART_SETTLING_MAX 4096    /* lapsed parts being settled at once */
 #define CART_MSG_MAX 160
 #define CART_CODE_MAX 32
+#define CART_DECIDE_TRIES 3       /* store_cart_decide attempts before giving up */
+#define CART_RELEASE_ROUNDS 2     /* release rounds of an abort (a part not reached: again) */
 
 typedef enum coord_kind { CK_RESERVE = 0, CK_GET, CK_CONFIRM, CK_RELEASE, CK_SHIP } coord_kind;
 typedef enum coord_phase {
@@ -94,6 +96,10 @@ struct coord {
     eng_err defer_err;
     const char *defer_msg;
     bool defer_lines;             /* continue with lines_continue(), not an error */
+    bool defer_decide;            /* ask for the decision again (want) */
+    store_decision want;          /* the decision asked for */
+    uint32_t decide_tries;
+    uint32_t release_rounds;
     int lines_result;             /* store_find_order_lines' result */
     /* after the decision: what to answer once the phase's calls end */
     eng_err final_err;            /* ENG_OK: the merged record */
@@ -265,12 +271,13 @@ static void pack_error(cart *c, uint32_t msgid, eng_err err, const char *code, c
     bool status = p != NULL && err == ENG_E_INVALID_STATE && p->status[0] != '\0';
     extra += avail + status;
     codec_pack_response_err_head(&c->pk, msgid, code ? code : eng_err_code(err), msg, retryable, extra);
+    /* The key order of one instance's answer (server.c pack_eng_error). */
+    if (avail)
+        codec_pack_kv_int(&c->pk, "available", p->available);
     if (with_line && p != NULL) {
         codec_pack_kv_int(&c->pk, "line", p->client_line);
         codec_pack_kv_str(&c->pk, "sku", p->sku);
     }
-    if (avail)
-        codec_pack_kv_int(&c->pk, "available", p->available);
     if (status)
         codec_pack_kv_str(&c->pk, "status", p->status);
     codec_pack_response_err_tail(&c->pk);
@@ -443,6 +450,7 @@ static void coord_answer_merged(cart *c, coord *co)
 /* ------------------------------------------------------------ deferral */
 
 static void lines_continue(cart *c, coord *co);
+static void start_decide(cart *c, coord *co, store_decision want);
 
 static void defer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -456,6 +464,9 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
         if (co->defer_lines) {
             co->defer_lines = false;
             lines_continue(c, co);
+        } else if (co->defer_decide) {
+            co->defer_decide = false;
+            start_decide(c, co, co->want);
         } else {
             coord_answer_err(c, co, co->defer_err, co->defer_msg);
         }
@@ -589,6 +600,8 @@ static void decide_cb(const char *order_id, int result, void *arg);
 static void start_decide(cart *c, coord *co, store_decision want)
 {
     co->phase = CP_DECIDE;
+    co->want = want;
+    co->decide_tries++;
     co->store_wait = true;
     if (store_cart_decide(c->env.st, co->order_id, want, decide_cb, co) != 0) {
         co->store_wait = false;
@@ -636,9 +649,20 @@ static void start_confirm(cart *c, coord *co)
         phase_end(c, co);
 }
 
+static bool sel_unreached(const cpart *p)
+{
+    return p->res == PR_FAIL;
+}
+
 /* Answers what an abort decided, once its releases are done. */
 static void finish_release(cart *c, coord *co)
 {
+    /* A release lost on the way (timeout, connection) would leave its part
+     * held until the hold lapses: once more while the client waits. A
+     * release finding nothing (the part never placed, or ended already)
+     * answers not_found, which is fine here. */
+    if (++co->release_rounds < CART_RELEASE_ROUNDS && parts_call(c, co, "release", sel_unreached))
+        return;
     if (co->fail_part >= 0) {
         coord_answer_part_err(c, co, &co->fail_copy);
         return;
@@ -753,6 +777,14 @@ static void decide_cb(const char *order_id, int result, void *arg)
         return;
     }
     assert(co->phase == CP_DECIDE);
+    if (result < 0 && co->decide_tries < CART_DECIDE_TRIES) {
+        /* Again, from the loop (the store's reader is not to be called
+         * from inside its delivery): giving up leaves every part held
+         * until its hold lapses, which is what stockbench's audit saw. */
+        co->defer_decide = true;
+        coord_defer(c, co);
+        return;
+    }
     if (result < 0) {
         /* Nothing known: leave the parts; their holds lapse and settle. */
         if (co->kind == CK_RESERVE && co->fail_part >= 0 && co->parts[co->fail_part].res == PR_ERROR)

@@ -73,6 +73,8 @@ typedef struct req {
     struct req *next_free;        /* free list; cold SKU waiters */
     char owner[RING_NAME_MAX + 1]; /* sharding: the node a forwarded request went to */
     int32_t limit;                /* alerts.list */
+    bool cart_routed;             /* an order call the coordinator found to have one SKU and
+                                   * routed by it: never handed to the coordinator again */
 } req;
 
 struct server {
@@ -398,6 +400,7 @@ static req *req_get(server *s)
     r->op.ctx = r;
     r->op.err_line = -1;
     r->next_free = NULL;
+    r->cart_routed = false;
     return r;
 }
 
@@ -740,12 +743,21 @@ static void cold_again_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static bool hint_missed(const server *s, const req *r, enum method m);
+static void coordinate_order(server *s, conn *c, req *r, uint32_t msgid, enum method m,
+                             int64_t deadline_ms);
+
 /* One waiter, once the load of sku ended with result (see store_load_fn). */
 static void cold_handle_waiter(server *s, req *r, const char *sku, int result)
 {
     eng_stock_view v;
     if (result < 0) {
         cold_reply(s, r, ENG_E_UNAVAILABLE, NULL);
+    } else if (hint_missed(s, r, r->m)) {
+        /* As in local_request: the SKU is loaded now, the order is not on it. */
+        s->order_lookups++;
+        r->c->inflight--;  /* taken again by coordinate_order */
+        coordinate_order(s, r->c, r, r->msgid, r->m, r->deadline_ms);
     } else if (r->m == M_RESERVE && r->op.n_lines > 0) {
         cold_lines_again(s, r, sku, result);
     } else if (r->m == M_ORDER_GET) {
@@ -1483,6 +1495,7 @@ static void cart_reply_cb(void *ctx, const char *data, size_t len)
 static void cart_single_cb(void *ctx, const char *sku)
 {
     req *r = ctx;
+    r->cart_routed = true;
     if (sku[0] == '\0')
         order_call_fail(r->c->srv, r, ENG_E_NOT_FOUND);
     else
@@ -1539,6 +1552,23 @@ static bool part_here(const server *s, const char *order_id)
 {
     eng_order_view v;
     return s->parts_mode && engine_order_get(s->eng, order_id, &v) && v.n_lines > 1;
+}
+
+/* An order call without part fields that this instance cannot answer
+ * for the whole order: it holds one line of a cross-shard order under
+ * order_id (line 0), or no order of that id at all (another line's
+ * owner, or a hint naming the wrong SKU). Such calls come with a "sku"
+ * hint (a client's, or a peer's forward of one): the hint only saves a
+ * lookup, it must never make the call fail, so MariaDB's lines decide
+ * (cart_order_op). A call the coordinator already routed by its one SKU
+ * is answered here: no loop. Placeholders of queued reserves count as
+ * known (a pipelined reserve + confirm waits in the engine). */
+static bool hint_missed(const server *s, const req *r, enum method m)
+{
+    if (s->cart == NULL || !sharded(s) || !method_is_order(m) || r->op.part_lines > 0 ||
+        r->cart_routed)
+        return false;
+    return part_here(s, r->op.order_id) || !engine_order_sku(s->eng, r->op.order_id, NULL);
 }
 
 /* Routes a request on a sharded instance. Returns true when it was
@@ -1853,13 +1883,11 @@ static void local_request(server *s, conn *c, req *r, uint32_t msgid, enum metho
     eng_op *op = &r->op;
     if (cold_intercept(s, c, r, msgid, m, deadline_ms))
         return;
-    /* A call without part fields reaching the owner of one line of a
-     * cross-shard order (a "sku" hint): only the coordinator, asked
-     * without the hint, sees the whole order. */
-    if (method_is_order(m) && op->part_lines == 0 && part_here(s, op->order_id)) {
-        reply_invalid(s, c, msgid, m, "sku",
-                      "the order has several lines: call it without sku");
-        req_put(s, r);
+    /* A "sku" hint that led here to one line of a cross-shard order, or
+     * to no order at all: the coordinator finds the whole order. */
+    if (hint_missed(s, r, m)) {
+        s->order_lookups++;
+        coordinate_order(s, c, r, msgid, m, deadline_ms);
         return;
     }
     if (rpc_method_read_only(m)) {

@@ -23,8 +23,11 @@
  *     part's "available"); an unreachable owner -> `unavailable`
  *     (retryable: the same order_id finds the decision and ends
  *     consistent). CONFIRM stands (an earlier attempt decided) -> that
- *     decision is followed. The decision failing -> `unavailable` and
- *     nothing released: the owners' hold lapse settles the parts.
+ *     decision is followed. An abort releases every part a reserve was
+ *     sent for, answered or not (a release finding nothing is fine), and
+ *     sends the releases that got no answer once more. The decision is
+ *     asked up to 3 times (from the loop); still failing -> `unavailable`
+ *     and nothing released: the owners' hold lapse settles the parts.
  *   - a retry finding parts already confirmed / ended follows what is
  *     there (see cart.c).
  * Owner side: cart_settle_due() settles this node's parts whose hold
@@ -33,7 +36,10 @@
  * 1 s. The server calls it from its expiry timer.
  *
  * Order calls (confirm, release, ship, order.get) on an order that names
- * no SKU in sharded mode go through cart_order_op(): MariaDB's lines of the
+ * no SKU in sharded mode, and those whose "sku" hint led to a node that
+ * holds only one line of the order or no such order, go through
+ * cart_order_op() (a call it routed by the order's one SKU is not handed
+ * back to it: the server marks it): MariaDB's lines of the
  * order (store_find_order_lines) decide: none -> single_fn(ctx, "") (the
  * server answers as for an unknown order); one line -> single_fn(ctx, sku)
  * (the server routes it as a plain order call for that SKU); several ->
