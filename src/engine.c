@@ -1418,7 +1418,9 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
         /* A part answers only to ops that name it as a part. */
         if (o->part != (op->part_lines > 1))
             return op->err = o->part ? ENG_E_INVALID : ENG_E_NOT_FOUND;
-        if ((op->decided && op->kind != ENG_OP_CONFIRM) || (op->as_expired && op->kind != ENG_OP_RELEASE))
+        if ((op->decided && op->kind != ENG_OP_CONFIRM) ||
+            ((op->as_expired || op->as_failed) && op->kind != ENG_OP_RELEASE) ||
+            (op->as_expired && op->as_failed))
             return op->err = ENG_E_INVALID;
         return op->err = queue_on_order(e, op, o, true);
     case ENG_OP_SKU_PUT:
@@ -2112,6 +2114,22 @@ static void ship_line(eng_batch *b, eng_order *o)
     ledger_add(b, s, o->id, ENG_MOVE_SHIP, -o->from_own, -o->from_own, 0, 0, "");
 }
 
+/* A line's purchase failed for good: every other line still held or
+ * confirmed gives its stock back and ends failed (all or nothing); lines
+ * already bought stay bought (the alert of the failed line says so). */
+static void fail_open_lines(eng_batch *b, eng_order *h, const eng_order *except,
+                            const char *reason)
+{
+    FOR_LINES(h, l) {
+        if (l == except || (l->status != ENG_ST_CONFIRMED && l->status != ENG_ST_HELD))
+            continue;
+        if (l->status == ENG_ST_CONFIRMED && purchase_due(l))
+            job_add(b, l, false, ENG_JOB_CANCELLED);
+        order_return_stock(b, l, ENG_ST_FAILED, ENG_MOVE_FAIL);
+        set_str(&l->reason, reason);
+    }
+}
+
 static void expire_all(eng_batch *b, eng_order *h)
 {
     FOR_LINES(h, l)
@@ -2146,6 +2164,10 @@ static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *h)
         }
         break;
     case ENG_OP_RELEASE:
+        if (op->as_failed) {
+            fail_open_lines(b, h, NULL, op->reason[0] ? op->reason : "another line failed");
+            break;
+        }
         FOR_LINES(h, l)
             if (blocking == NULL && l->status != ENG_ST_HELD && l->status != ENG_ST_CONFIRMED)
                 blocking = l;
@@ -2261,14 +2283,7 @@ static void decide_purchase_failed(engine *e, eng_batch *b, eng_op *op, eng_orde
         int w = snprintf(other, sizeof other, "line %d failed: ", (int)o->line_no);
         assert(w > 0 && (size_t)w < sizeof other);
         utf8_copy_cut(other + w, why, sizeof other - (size_t)w);
-        FOR_LINES(o->head, l) {
-            if (l == o || l->status != ENG_ST_CONFIRMED)
-                continue;
-            if (purchase_due(l))
-                job_add(b, l, false, ENG_JOB_CANCELLED);
-            order_return_stock(b, l, ENG_ST_FAILED, ENG_MOVE_FAIL);
-            set_str(&l->reason, other);
-        }
+        fail_open_lines(b, o->head, o, other);
     }
     switch (op->fail_kind) {
     case ENG_FAIL_STOCK:

@@ -254,6 +254,9 @@ typedef struct eng_op {
     int32_t line_no;              /* parts; and ENG_OP_PURCHASED / _FAILED: the line bought */
     bool decided;                 /* confirm of a part: confirm even if its hold lapsed */
     bool as_expired;              /* release of a part: end it as expired */
+    bool as_failed;               /* release: another part of the order failed its purchase:
+                                   * held / confirmed lines end failed (stock returned, job
+                                   * cancelled, reason = op->reason); bought lines stay */
     int64_t hold_ms;              /* reserve: 0 = confirm at once */
     int64_t delta;                /* adjust */
     char reason[ENG_REASON_MAX + 1]; /* adjust */

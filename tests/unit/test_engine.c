@@ -1261,6 +1261,19 @@ static void test_parts(void **state)
     assert_int_equal(rl->err, ENG_OK);
     assert_int_equal(rl->order.status, ENG_ST_EXPIRED);
     assert_int_equal(avail(e, "a"), 3);
+    /* Another part's purchase failed: this confirmed part fails too. */
+    eng_op *fl = op_new(ENG_OP_RELEASE, "o", NULL, 0);
+    fl->part_lines = 3;
+    fl->line_no = 1;
+    fl->as_failed = true;
+    snprintf(fl->reason, sizeof fl->reason, "line 2 failed: 500_004");
+    assert_int_equal(engine_submit(e, fl, 2002), ENG_OK);
+    run(e, 2002, ENG_COMMITTED);
+    assert_int_equal(fl->err, ENG_OK);
+    assert_int_equal(fl->order.status, ENG_ST_FAILED);
+    assert_string_equal(fl->order.reason, "line 2 failed: 500_004");
+    assert_int_equal(avail(e, "a"), 5);
+    free(fl);
     /* A retry of a part elsewhere in the order is a conflict. */
     eng_op *bad = op_new(ENG_OP_RESERVE, "o", "a", 5);
     bad->part_lines = 3;
