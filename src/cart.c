@@ -45,8 +45,18 @@
 #define CART_CODE_MAX 32
 #define CART_DECIDE_TRIES 3       /* store_cart_decide attempts before giving up */
 #define CART_RELEASE_ROUNDS 2     /* release rounds of an abort (a part not reached: again) */
+#define CART_WATCH_MAX 1024       /* order fetches for listeners at once (beyond: dropped) */
+#define CART_WATCH_BUDGET_MS 3000 /* a watch's fetch */
+#define CART_UPDATE_TIMEOUT_MS 2000 /* a peer's delivery of an order update */
+#define CART_CASCADE_MAX 1024     /* failed-line cascades at once (beyond: alert only) */
+#define CART_CASCADE_TRIES 8      /* rounds of a cascade before it is left to support */
+#define CART_CASCADE_BACKOFF_MS 250 /* first retry; doubles, up to CART_CASCADE_BACKOFF_MAX_MS */
+#define CART_CASCADE_BACKOFF_MAX_MS 8000
+#define CART_CASCADE_CALL_MS 3000 /* a cascade release's deadline on the owner */
 
-typedef enum coord_kind { CK_RESERVE = 0, CK_GET, CK_CONFIRM, CK_RELEASE, CK_SHIP } coord_kind;
+/* CK_WATCH: internal, no client: the whole order fetched after one of
+ * this node's parts changed, told to every node's listeners. */
+typedef enum coord_kind { CK_RESERVE = 0, CK_GET, CK_CONFIRM, CK_RELEASE, CK_SHIP, CK_WATCH } coord_kind;
 typedef enum coord_phase {
     CP_LINES = 0, CP_PLACE, CP_DECIDE, CP_CONFIRM, CP_RELEASE, CP_OP, CP_DEFER
 } coord_phase;
@@ -97,6 +107,7 @@ struct coord {
     const char *defer_msg;
     bool defer_lines;             /* continue with lines_continue(), not an error */
     bool defer_decide;            /* ask for the decision again (want) */
+    bool defer_watch;             /* CK_WATCH: start the lines lookup */
     store_decision want;          /* the decision asked for */
     uint32_t decide_tries;
     uint32_t release_rounds;
@@ -108,6 +119,32 @@ struct coord {
     coord *defer_next;
     cpart parts[ENG_LINES_MAX];
 };
+
+/* A failed line's cascade: release + as_failed to every other part. */
+typedef struct cascade {
+    cart *owner;                  /* NULL: orphaned by cart_free */
+    struct cascade *prev, *next;
+    char order_id[ENG_ID_MAX + 1];
+    int32_t line_no;              /* the line whose purchase failed */
+    int32_t n_lines;
+    char reason[ENG_REASON_MAX + 1]; /* for the other lines: "line K failed: ..." */
+    uint32_t n;                   /* the order's lines (from MariaDB) */
+    struct {
+        char sku[ENG_ID_MAX + 1];
+        int32_t line_no;
+        bool done;                /* settled (failed now, or nothing to fail) */
+    } lines[ENG_LINES_MAX];
+    bool have_lines;
+    uint32_t pending;             /* peer calls in flight */
+    bool store_wait;
+    uint32_t tries;
+    struct event *timer;          /* the next round (and the first, from the loop) */
+} cascade;
+
+typedef struct cascade_call {
+    cascade *cs;
+    uint32_t i;                   /* index into cs->lines */
+} cascade_call;
 
 typedef struct settle {
     cart *owner;                  /* NULL: orphaned */
@@ -121,6 +158,9 @@ struct cart {
     cart_env env;
     coord *coords;
     settle *settles;
+    cascade *cascades;
+    uint32_t n_cascades;
+    uint32_t n_watches;
     coord *defer_head, *defer_tail;
     struct event *defer_ev;
     msgpack_sbuffer sb;
@@ -408,6 +448,11 @@ static void coord_unlink(cart *c, coord *co)
     if (co->next)
         co->next->prev = co->prev;
     co->prev = co->next = NULL;
+    if (co->kind == CK_WATCH) {
+        assert(c->n_watches > 0);
+        c->n_watches--;
+        return;
+    }
     assert(c->st.inflight > 0);
     c->st.inflight--;
 }
@@ -451,6 +496,15 @@ static void coord_answer_merged(cart *c, coord *co)
 
 static void lines_continue(cart *c, coord *co);
 static void start_decide(cart *c, coord *co, store_decision want);
+static void watch_start(cart *c, coord *co);
+
+/* Frees a coordination that answers nobody (CK_WATCH). */
+static void coord_drop(cart *c, coord *co)
+{
+    assert(co->pending == 0 && !co->store_wait);
+    coord_unlink(c, co);
+    free(co);
+}
 
 static void defer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -467,6 +521,11 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
         } else if (co->defer_decide) {
             co->defer_decide = false;
             start_decide(c, co, co->want);
+        } else if (co->defer_watch) {
+            co->defer_watch = false;
+            watch_start(c, co);
+        } else if (co->kind == CK_WATCH) {
+            coord_drop(c, co);
         } else {
             coord_answer_err(c, co, co->defer_err, co->defer_msg);
         }
@@ -830,6 +889,8 @@ static void decide_cb(const char *order_id, int result, void *arg)
     }
 }
 
+static void watch_finish(cart *c, coord *co);
+
 /* All peer calls of the phase ended. */
 static void phase_end(cart *c, coord *co)
 {
@@ -844,7 +905,10 @@ static void phase_end(cart *c, coord *co)
         finish_release(c, co);
         return;
     case CP_OP:
-        finish_records(c, co, co->kind == CK_GET);
+        if (co->kind == CK_WATCH)
+            watch_finish(c, co);
+        else
+            finish_records(c, co, co->kind == CK_GET);
         return;
     default:
         assert(!"peer calls ended in a phase without any");
@@ -894,7 +958,10 @@ static coord *coord_new(cart *c, coord_kind kind, uint32_t msgid, const char *or
     if (c->coords)
         c->coords->prev = co;
     c->coords = co;
-    c->st.inflight++;
+    if (kind == CK_WATCH)
+        c->n_watches++;  /* not the clients' cart_inflight_max */
+    else
+        c->st.inflight++;
     return co;
 }
 
@@ -1016,6 +1083,14 @@ static void lines_continue(cart *c, coord *co)
 {
     int result = co->lines_result;
     uint32_t n = co->n;
+    if (co->kind == CK_WATCH && (result < 0 || co->n_lines <= 1 || (int32_t)n != co->n_lines)) {
+        /* Lookup failed, or not a cross-shard order (whole on one node:
+         * the engine told it), or a line missing: nothing to tell. */
+        if (result < 0)
+            c->st.watch_failed++;
+        coord_drop(c, co);
+        return;
+    }
     if (result < 0) {
         coord_answer_err(c, co, ENG_E_UNAVAILABLE, "order lookup failed (MariaDB); retry");
         return;
@@ -1026,9 +1101,11 @@ static void lines_continue(cart *c, coord *co)
         free(co);
         return;
     }
-    c->st.order_ops++;
+    if (co->kind != CK_WATCH)
+        c->st.order_ops++;
     switch (co->kind) {
     case CK_GET:
+    case CK_WATCH:
         co->phase = CP_OP;
         parts_call(c, co, "order.get", sel_all);
         return;
@@ -1165,6 +1242,338 @@ void cart_settle_due(cart *c)
     }
 }
 
+/* ------------------------------------------------------------ listeners
+ *
+ * A part's owner hears of its part only. Listeners must hear the whole
+ * order, once, wherever they are connected: the owner whose part reached
+ * purchased / failed / expired fetches the whole order (order.get of every
+ * part, as a client's order.get) and, when the order as a whole is in its
+ * final state for that status, hands the merged record to every node
+ * (order.subscribe with "update", this node through its own address). Two
+ * owners may both see the final state (their parts changed at once):
+ * each node tells its listeners once per (order, status) (server.c).
+ * An order still in motion (a failed line whose cascade has not reached
+ * every part) is not told: the change that completes it is. */
+
+static void watch_start(cart *c, coord *co)
+{
+    co->phase = CP_LINES;
+    co->store_wait = true;
+    if (store_find_order_lines(c->env.st, co->order_id, lines_cb, co) != 0) {
+        co->store_wait = false;
+        c->st.watch_failed++;
+        coord_drop(c, co);
+    }
+}
+
+void cart_order_changed(cart *c, const char *order_id)
+{
+    /* One fetch per order waiting to start: later changes in the same
+     * round are seen by it. */
+    for (coord *q = c->defer_head; q != NULL; q = q->defer_next)
+        if (q->kind == CK_WATCH && q->defer_watch && strcmp(q->order_id, order_id) == 0)
+            return;
+    if (c->n_watches >= CART_WATCH_MAX) {
+        c->st.watch_dropped++;
+        return;
+    }
+    coord *co = coord_new_or_die(c, CK_WATCH, 0, order_id, CART_WATCH_BUDGET_MS, NULL, NULL);
+    c->st.watches++;
+    co->defer_watch = true;
+    coord_defer(c, co);  /* the store is not called from inside its delivery */
+}
+
+static void update_reply_cb(void *ctx, const msgpack_object *error, const msgpack_object *result,
+                            const char *reason)
+{
+    (void)ctx;
+    (void)result;
+    /* Best effort, like a listener that does not read: logged only (the
+     * cart may be gone when the pool fails this call at shutdown). */
+    if (reason != NULL || (error != NULL && error->type != MSGPACK_OBJECT_NIL))
+        LOG_W("order update not delivered to a peer", "reason", reason ? reason : "error");
+}
+
+/* The whole order is known: tell every node when it is final for its
+ * status. */
+static void watch_finish(cart *c, coord *co)
+{
+    eng_line_view lv[ENG_LINES_MAX] = {0};
+    bool open = false, held = false;
+    assert(co->n > 1);
+    for (uint32_t i = 0; i < co->n; i++) {
+        const cpart *p = &co->parts[i];
+        if (p->res != PR_RECORD || !p->have_rec) {
+            c->st.watch_failed++;
+            coord_drop(c, co);
+            return;
+        }
+        memset(&lv[i], 0, sizeof lv[i]);
+        lv[i].status = p->rec.status;
+        lv[i].from_supplier = p->rec.from_supplier;
+        held = held || p->rec.status == ENG_ST_HELD;
+        open = open || p->rec.status == ENG_ST_HELD || p->rec.status == ENG_ST_CONFIRMED;
+    }
+    eng_status st = merged_status(lv, co->n);
+    bool final = !held && (st == ENG_ST_PURCHASED || ((st == ENG_ST_FAILED || st == ENG_ST_EXPIRED) && !open));
+    if (!final) {
+        coord_drop(c, co);
+        return;
+    }
+    msgpack_sbuffer_clear(&c->sb);
+    pack_merged(c, co);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    bool ok = msgpack_unpack_next(&u, c->sb.data, c->sb.size, NULL) == MSGPACK_UNPACK_SUCCESS &&
+              u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 4;
+    msgpack_sbuffer_clear(&c->sb);
+    if (ok) {
+        msgpack_object_kv kv = {
+            .key = {.type = MSGPACK_OBJECT_STR, .via.str = {.size = 6, .ptr = "update"}},
+            .val = u.data.via.array.ptr[3],
+        };
+        msgpack_object map = {.type = MSGPACK_OBJECT_MAP, .via.map = {.size = 1, .ptr = &kv}};
+        const ring_node *nodes;
+        size_t nn = ring_nodes(c->env.rg, &nodes);
+        for (size_t i = 0; i < nn; i++)
+            peer_call(c->env.peers, nodes[i].host, nodes[i].port, "order.subscribe", &map, "_fwd",
+                      ring_version(c->env.rg), CART_UPDATE_TIMEOUT_MS, update_reply_cb, NULL);
+        c->st.updates_sent++;
+    }
+    msgpack_unpacked_destroy(&u);
+    coord_drop(c, co);
+}
+
+/* ------------------------------------------------------------ failed lines
+ *
+ * On one instance the engine fails a whole cart when a line's purchase
+ * fails. Across shards the failed part's owner does it: it reads the
+ * order's lines from MariaDB and sends release + as_failed to every other
+ * part's owner (itself included, through its own address), retrying the
+ * parts not reached with backoff. The engine's as_failed release fails
+ * what is held or confirmed and leaves what ended or was bought, so
+ * repeats are harmless. Limit: a node that dies before its cascade is
+ * through leaves the other parts confirmed; the failed line's
+ * purchase_failed alert tells support (docs/operations.md). */
+
+static void cascade_free(cart *c, cascade *cs)
+{
+    if (c != NULL) {
+        if (cs->prev)
+            cs->prev->next = cs->next;
+        else
+            c->cascades = cs->next;
+        if (cs->next)
+            cs->next->prev = cs->prev;
+        assert(c->n_cascades > 0);
+        c->n_cascades--;
+    }
+    if (cs->timer != NULL)
+        event_free(cs->timer);
+    free(cs);
+}
+
+static void cascade_soon(cascade *cs)
+{
+    struct timeval now = {0, 0};
+    evtimer_add(cs->timer, &now);
+}
+
+static void cascade_later(cart *c, cascade *cs)
+{
+    if (++cs->tries >= CART_CASCADE_TRIES) {
+        c->st.cascade_gave_up++;
+        LOG_W("failed line: other parts not reached; support must release them", "order_id",
+              cs->order_id);
+        cascade_free(c, cs);
+        return;
+    }
+    c->st.cascade_retries++;
+    int64_t ms = (int64_t)CART_CASCADE_BACKOFF_MS << (cs->tries - 1);
+    if (ms > CART_CASCADE_BACKOFF_MAX_MS)
+        ms = CART_CASCADE_BACKOFF_MAX_MS;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(cs->timer, &tv);
+}
+
+static void cascade_reply_cb(void *ctx, const msgpack_object *error, const msgpack_object *result,
+                             const char *reason)
+{
+    (void)result;
+    cascade_call *cc = ctx;
+    cascade *cs = cc->cs;
+    uint32_t i = cc->i;
+    free(cc);
+    assert(cs->pending > 0);
+    cs->pending--;
+    cart *c = cs->owner;
+    if (c == NULL) {
+        if (cs->pending == 0)
+            cascade_free(NULL, cs);
+        return;
+    }
+    if (reason == NULL) {
+        /* Failed now, or nothing left to fail there (ended, bought, never
+         * placed: not_found, invalid_state): settled either way. Retryable
+         * errors (unavailable, busy, deadline) are tried again. */
+        char code[CART_CODE_MAX + 1] = "";
+        if (error != NULL && error->type == MSGPACK_OBJECT_MAP)
+            copy_obj_str(codec_map_get(error, "code"), code, sizeof code);
+        bool retry = error != NULL && error->type != MSGPACK_OBJECT_NIL &&
+                     (error->type != MSGPACK_OBJECT_MAP || eng_err_retryable(err_from_code(code)));
+        cs->lines[i].done = !retry;
+    }
+    if (cs->pending > 0)
+        return;
+    for (uint32_t k = 0; k < cs->n; k++) {
+        if (!cs->lines[k].done) {
+            cascade_later(c, cs);
+            return;
+        }
+    }
+    c->st.cascade_done++;
+    cart_order_changed(c, cs->order_id);  /* listeners: the order is final now */
+    cascade_free(c, cs);
+}
+
+static void cascade_send(cart *c, cascade *cs)
+{
+    const ring_node *nodes;
+    size_t nn = ring_nodes(c->env.rg, &nodes);
+    for (uint32_t i = 0; i < cs->n; i++) {
+        if (cs->lines[i].done)
+            continue;
+        cascade_call *cc = malloc(sizeof *cc);
+        if (cc == NULL)
+            continue;  /* not done: the next round */
+        cc->cs = cs;
+        cc->i = i;
+        uint32_t o = ring_owner(c->env.rg, cs->lines[i].sku, strlen(cs->lines[i].sku));
+        assert(o < nn);
+        msgpack_object_kv kv[8];
+        uint32_t k = 0;
+        kv_str(&kv[k++], "order_id", cs->order_id);
+        kv_str(&kv[k++], "sku", cs->lines[i].sku);
+        kv_int(&kv[k++], "part_lines", cs->n_lines);
+        kv_int(&kv[k++], "line_no", cs->lines[i].line_no);
+        kv_bool(&kv[k++], "as_failed", true);
+        kv_str(&kv[k++], "reason", cs->reason);
+        kv_int(&kv[k++], "deadline_ms", CART_CASCADE_CALL_MS);
+        msgpack_object map = {.type = MSGPACK_OBJECT_MAP, .via.map = {.size = k, .ptr = kv}};
+        cs->pending++;
+        c->st.cascade_releases++;
+        peer_call(c->env.peers, nodes[o].host, nodes[o].port, "release", &map, "_fwd",
+                  ring_version(c->env.rg), CART_CASCADE_CALL_MS + CART_SLACK_MS, cascade_reply_cb, cc);
+    }
+    if (cs->pending == 0)
+        cascade_later(c, cs);  /* out of memory for every call: later */
+}
+
+static void cascade_lines_cb(const char *order_id, int result, const store_line_ref *lines, void *arg)
+{
+    (void)order_id;
+    cascade *cs = arg;
+    cs->store_wait = false;
+    cart *c = cs->owner;
+    if (c == NULL) {
+        cascade_free(NULL, cs);
+        return;
+    }
+    if (result >= 0) {
+        uint32_t n = 0;
+        for (int i = 0; i < result && n < ENG_LINES_MAX; i++) {
+            if (lines[i].line_no == cs->line_no)
+                continue;  /* the failed line itself */
+            snprintf(cs->lines[n].sku, sizeof cs->lines[n].sku, "%s", lines[i].sku);
+            cs->lines[n].line_no = lines[i].line_no;
+            cs->lines[n].done = false;
+            n++;
+        }
+        cs->n = n;
+        cs->have_lines = true;
+    }
+    /* From the loop: peers and the store are not called from inside the
+     * store's delivery. */
+    if (result < 0)
+        cascade_later(c, cs);
+    else
+        cascade_soon(cs);
+}
+
+static void cascade_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    cascade *cs = arg;
+    cart *c = cs->owner;
+    assert(c != NULL);
+    if (!cs->have_lines) {
+        cs->store_wait = true;
+        if (store_find_order_lines(c->env.st, cs->order_id, cascade_lines_cb, cs) != 0) {
+            cs->store_wait = false;
+            cascade_later(c, cs);
+        }
+        return;
+    }
+    if (cs->n == 0) {
+        cascade_free(c, cs);  /* no other line stored */
+        return;
+    }
+    cascade_send(c, cs);
+}
+
+/* reason cut at a UTF-8 boundary (never inside a character). */
+static void utf8_cut_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    if (n == cap - 1)
+        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+            n--;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+void cart_part_failed(cart *c, const char *order_id, int32_t line_no, int32_t n_lines,
+                      const char *reason)
+{
+    assert(n_lines > 1 && line_no >= 0 && line_no < n_lines);
+    for (cascade *q = c->cascades; q != NULL; q = q->next)
+        if (strcmp(q->order_id, order_id) == 0)
+            return;  /* one under way: it fails every other part already */
+    if (c->n_cascades >= CART_CASCADE_MAX) {
+        c->st.cascade_gave_up++;
+        LOG_W("failed line: too many cascades; support must release the other parts", "order_id",
+              order_id);
+        return;
+    }
+    cascade *cs = calloc(1, sizeof *cs);
+    if (cs == NULL) {
+        LOG_E("cart: out of memory");
+        abort();
+    }
+    cs->owner = c;
+    snprintf(cs->order_id, sizeof cs->order_id, "%s", order_id);
+    cs->line_no = line_no;
+    cs->n_lines = n_lines;
+    char why[ENG_REASON_MAX + 1];
+    int w = snprintf(why, sizeof why, "line %d failed: ", (int)line_no);
+    assert(w > 0 && (size_t)w < sizeof why);
+    utf8_cut_copy(why + w, sizeof why - (size_t)w, reason);
+    memcpy(cs->reason, why, sizeof cs->reason);
+    cs->timer = evtimer_new(c->env.base, cascade_timer_cb, cs);
+    if (cs->timer == NULL) {
+        LOG_E("cart: out of memory");
+        abort();
+    }
+    cs->next = c->cascades;
+    if (c->cascades)
+        c->cascades->prev = cs;
+    c->cascades = cs;
+    c->n_cascades++;
+    c->st.cascades++;
+    cascade_soon(cs);  /* from the loop */
+}
+
 /* ------------------------------------------------------------ life */
 
 cart *cart_new(const cart_env *env)
@@ -1204,6 +1613,17 @@ void cart_free(cart *c)
         if (co->pending == 0)
             free(co);
         co = next;
+    }
+    cascade *cs = c->cascades;
+    while (cs != NULL) {
+        cascade *next = cs->next;
+        cs->owner = NULL;
+        evtimer_del(cs->timer);
+        /* Waiting on peers: freed by their failures at peer_pool_free.
+         * Waiting on the store: abandoned without a callback. */
+        if (cs->pending == 0)
+            cascade_free(NULL, cs);
+        cs = next;
     }
     settle *s = c->settles;
     while (s != NULL) {

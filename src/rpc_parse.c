@@ -23,13 +23,13 @@ enum field {
     F_ORDER_ID = 0, F_SKU, F_QTY, F_HOLD_MS, F_DEADLINE_MS, F_DELTA, F_REASON,
     F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_FWD,
     F_LIMIT, F_SUPPLIER_ID, F_TRUST, F_TRUST_CEILING, F_EVENT_MODE, F_EVENT_TRUST,
-    F_LINES, F_PART_LINES, F_LINE_NO, F_DECIDED, F_COUNT
+    F_LINES, F_PART_LINES, F_LINE_NO, F_DECIDED, F_AS_FAILED, F_UPDATE, F_COUNT
 };
 static const char *const field_names[F_COUNT] = {
     "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
     "own_on_hand", "supplier", "supplier_reported", "token", "_fwd",
     "limit", "supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust",
-    "lines", "part_lines", "line_no", "decided",
+    "lines", "part_lines", "line_no", "decided", "as_failed", "update",
 };
 _Static_assert(F_COUNT <= 32, "field bits must fit in rpc_parsed.seen");
 #define B(f) (1u << (f))
@@ -50,8 +50,9 @@ static const method_spec specs[M_COUNT] = {
                    B(F_TOKEN) | B(F_FWD) | PART_BITS, B(F_ORDER_ID), false},
     [M_CONFIRM] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS |
                    B(F_DECIDED), B(F_ORDER_ID), false},
-    [M_RELEASE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS,
-                   B(F_ORDER_ID), false},
+    /* as_failed / reason: a peer's cascade onto a part (checked in peer_only_check) */
+    [M_RELEASE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS |
+                   B(F_AS_FAILED) | B(F_REASON), B(F_ORDER_ID), false},
     [M_SHIP] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS,
                 B(F_ORDER_ID), false},
     [M_ORDER_GET] = {B(F_ORDER_ID) | B(F_SKU) | B(F_TOKEN) | B(F_FWD) | PART_BITS, B(F_ORDER_ID), false},
@@ -62,7 +63,8 @@ static const method_spec specs[M_COUNT] = {
                   B(F_SKU) | B(F_DELTA) | B(F_REASON), true},
     [M_STATS] = {B(F_TOKEN), 0, false},
     [M_CLUSTER_RING] = {B(F_TOKEN), 0, false},
-    [M_ORDER_SUBSCRIBE] = {B(F_TOKEN), 0, false},
+    /* update: a peer hands this node's listeners an order's record */
+    [M_ORDER_SUBSCRIBE] = {B(F_TOKEN) | B(F_FWD) | B(F_UPDATE), 0, false},
     [M_ALERTS_LIST] = {B(F_LIMIT) | B(F_TOKEN), 0, false},
     [M_SUPPLIER_PUT] = {B(F_SUPPLIER_ID) | B(F_TRUST) | B(F_TRUST_CEILING) | B(F_EVENT_MODE) |
                         B(F_EVENT_TRUST) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_SUPPLIER_ID), true},
@@ -344,6 +346,28 @@ void rpc_op_free_lines(eng_op *op)
     op->n_lines = 0;
 }
 
+/* A peer's order record (order.subscribe update): relayed as it is to
+ * this node's listeners, so only its identity is checked: order_id and
+ * status strings of sane length. The frame limit bounds the rest. */
+static bool update_valid(const msgpack_object *v)
+{
+    const msgpack_object *id = NULL, *st = NULL;
+    for (uint32_t i = 0; i < v->via.map.size; i++) {
+        const msgpack_object *k = &v->via.map.ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR)
+            return false;
+        if (k->via.str.size == 8 && memcmp(k->via.str.ptr, "order_id", 8) == 0)
+            id = &v->via.map.ptr[i].val;
+        else if (k->via.str.size == 6 && memcmp(k->via.str.ptr, "status", 6) == 0)
+            st = &v->via.map.ptr[i].val;
+    }
+    return id != NULL && id->type == MSGPACK_OBJECT_STR && id->via.str.size >= 1 &&
+           id->via.str.size <= ENG_ID_MAX &&
+           rpc_utf8_valid((const unsigned char *)id->via.str.ptr, id->via.str.size) &&
+           st != NULL && st->type == MSGPACK_OBJECT_STR && st->via.str.size >= 1 &&
+           st->via.str.size <= 16;
+}
+
 static int field_lookup(const char *p, size_t n)
 {
     for (int f = 0; f < F_COUNT; f++) {
@@ -439,6 +463,16 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
         e->problem = "must be a boolean";
         op->decided = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
         return v->type == MSGPACK_OBJECT_BOOLEAN;
+    case F_AS_FAILED:
+        e->field = "as_failed";
+        e->problem = "must be a boolean";
+        op->as_failed = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
+        return v->type == MSGPACK_OBJECT_BOOLEAN;
+    case F_UPDATE:
+        e->field = "update";
+        e->problem = "must be an order record (a map with order_id and status)";
+        pp->update = v;
+        return v->type == MSGPACK_OBJECT_MAP && update_valid(v);
     case F_FWD:
         e->field = "_fwd";
         e->problem = "must be a positive integer (set by stockd peers)";
@@ -475,6 +509,43 @@ static bool parts_check(eng_op *op, const rpc_parsed *pp, rpc_perr *e)
     if (op->line_no >= op->part_lines) {
         e->field = "line_no";
         e->problem = "out of range (0..part_lines-1)";
+        return false;
+    }
+    return true;
+}
+
+/* Fields only a peer sends outside the part fields: release's as_failed
+ * and reason (a failed line's cascade onto another part: both need the
+ * part fields, reason only with as_failed true), order.subscribe's update.
+ * Checked after the map: "_fwd" may come last. */
+static bool peer_only_check(enum method m, eng_op *op, const rpc_parsed *pp, rpc_perr *e)
+{
+    uint32_t peer = m == M_RELEASE ? (B(F_AS_FAILED) | B(F_REASON))
+                  : m == M_ORDER_SUBSCRIBE ? (B(F_UPDATE) | B(F_FWD)) : 0;
+    uint32_t given = pp->seen & peer;
+    if (given == 0)
+        return true;
+    if (!pp->fwd) {
+        e->field = field_names[__builtin_ctz(given)];
+        e->problem = "unknown field";
+        return false;
+    }
+    if (m == M_ORDER_SUBSCRIBE) {
+        if (!(given & B(F_UPDATE))) {
+            e->field = "update";
+            e->problem = "required on a peer's order.subscribe";
+            return false;
+        }
+        return true;
+    }
+    if (op->part_lines == 0) {
+        e->field = (given & B(F_AS_FAILED)) ? "as_failed" : "reason";
+        e->problem = "only on a part (part_lines, line_no)";
+        return false;
+    }
+    if ((given & B(F_REASON)) && !op->as_failed) {
+        e->field = "reason";
+        e->problem = "only with as_failed true";
         return false;
     }
     return true;
@@ -552,7 +623,8 @@ bool rpc_parse_params(enum method m, const msgpack_object *params, eng_op *op, r
         e->problem = "required";
         return false;
     }
-    return parts_check(op, pp, e) && (m != M_RESERVE || reserve_shape(op, pp, e));
+    return parts_check(op, pp, e) && peer_only_check(m, op, pp, e) &&
+           (m != M_RESERVE || reserve_shape(op, pp, e));
 }
 
 

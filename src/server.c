@@ -27,6 +27,7 @@
 #include <netinet/tcp.h>
 
 #include <uthash.h>
+#include <xxhash.h>
 
 #include "stockd/bloom.h"
 #include "stockd/cache.h"
@@ -44,6 +45,7 @@
 #define FRAMES_PER_READ_MAX 512   /* fairness: frames decoded per wakeup */
 #define EXPIRY_TICK_MS 50
 #define COMMITS_TRACKED 64        /* > STORE_CONNS_MAX: batches in commit at once */
+#define UPDATES_SEEN 4096         /* peers' order updates remembered (told once each) */
 
 /* Result slots of the per-method counters: engine errors, plus these. */
 enum { RES_UNAUTHORIZED = ENG_E_COUNT_, RES_TOO_LARGE, RES_UNKNOWN_METHOD, RES_COUNT };
@@ -133,6 +135,12 @@ struct server {
     conn *subs[SERVER_SUBSCRIBERS_MAX];
     uint32_t n_subs;
     uint64_t notify_sent, notify_dropped;
+    /* peers' whole-order updates (cart.h cart_order_changed): the newest
+     * UPDATES_SEEN (order_id, status) hashes, a ring, so that two owners
+     * telling the same change reach listeners once */
+    uint64_t updates_seen[UPDATES_SEEN];
+    uint32_t updates_seen_head;
+    uint64_t updates_told, updates_repeated;
     /* support alerts: the newest SERVER_ALERTS_MAX, a ring (alerts.list) */
     struct alert_ent *alerts;
     uint32_t alerts_head;         /* next slot to write */
@@ -928,18 +936,11 @@ static void unsubscribe(server *s, conn *c)
     c->subscribed = false;
 }
 
-/* [2, "order.update", [order record]] to every listener. One that does not
- * read (output over max_output_bytes) is closed rather than buffered for. */
-static void notify_order(server *s, const eng_order_view *o)
+/* Sends the packed notification in s->out to every listener. One that
+ * does not read (output over max_output_bytes) is closed rather than
+ * buffered for. */
+static void notify_send(server *s)
 {
-    if (s->n_subs == 0)
-        return;
-    assert(s->out.size == 0);
-    msgpack_pack_array(&s->pk, 3);
-    msgpack_pack_int(&s->pk, RPC_NOTIFY);
-    codec_pack_cstr(&s->pk, "order.update");
-    msgpack_pack_array(&s->pk, 1);
-    pack_order(s, &s->pk, o);
     /* Backwards: a close swaps the last listener into slot i, already done. */
     for (uint32_t i = s->n_subs; i-- > 0;) {
         conn *c = s->subs[i];
@@ -957,6 +958,77 @@ static void notify_order(server *s, const eng_order_view *o)
         s->notify_sent++;
     }
     msgpack_sbuffer_clear(&s->out);
+}
+
+static void notify_head(server *s)
+{
+    assert(s->out.size == 0);
+    msgpack_pack_array(&s->pk, 3);
+    msgpack_pack_int(&s->pk, RPC_NOTIFY);
+    codec_pack_cstr(&s->pk, "order.update");
+    msgpack_pack_array(&s->pk, 1);
+}
+
+/* [2, "order.update", [order record]] to every listener. */
+static void notify_order(server *s, const eng_order_view *o)
+{
+    if (s->n_subs == 0)
+        return;
+    notify_head(s);
+    pack_order(s, &s->pk, o);
+    notify_send(s);
+}
+
+static const msgpack_object *update_field(const msgpack_object *rec, const char *key)
+{
+    size_t n = strlen(key);
+    for (uint32_t i = 0; i < rec->via.map.size; i++) {
+        const msgpack_object *k = &rec->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && memcmp(k->via.str.ptr, key, n) == 0)
+            return &rec->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+/* A peer's order.subscribe {"update": record} (cart.h cart_order_changed):
+ * the whole order of a cross-shard cart, told to this node's listeners
+ * once per (order_id, status) however many owners send it. The record was
+ * built by a stockd coordinator; rpc_parse checked its order_id and
+ * status. Answers {"told": listeners reached}. */
+static void peer_update(server *s, conn *c, uint32_t msgid, const msgpack_object *rec)
+{
+    const msgpack_object *id = update_field(rec, "order_id"), *st = update_field(rec, "status");
+    assert(id != NULL && st != NULL);
+    /* order_id NUL status: rpc_parse bounds both (ENG_ID_MAX, 16 bytes). */
+    char key[ENG_ID_MAX + 1 + 16];
+    assert(id->via.str.size <= ENG_ID_MAX && st->via.str.size <= 16);
+    memcpy(key, id->via.str.ptr, id->via.str.size);
+    key[id->via.str.size] = '\0';
+    memcpy(key + id->via.str.size + 1, st->via.str.ptr, st->via.str.size);
+    uint64_t h = XXH64(key, id->via.str.size + 1 + st->via.str.size, 0) | 1;  /* 0: an empty slot */
+    bool seen = false;
+    for (uint32_t i = 0; i < UPDATES_SEEN && !seen; i++)
+        seen = s->updates_seen[i] == h;
+    uint32_t told = 0;
+    if (seen) {
+        s->updates_repeated++;
+    } else {
+        s->updates_seen[s->updates_seen_head] = h;
+        s->updates_seen_head = (s->updates_seen_head + 1) % UPDATES_SEEN;
+        s->updates_told++;
+        if (s->n_subs > 0) {
+            uint64_t before = s->notify_sent;
+            notify_head(s);
+            msgpack_pack_object(&s->pk, *rec);
+            notify_send(s);
+            told = (uint32_t)(s->notify_sent - before);
+        }
+    }
+    count(s, M_ORDER_SUBSCRIBE, ENG_OK);
+    codec_pack_response_ok_head(&s->pk, msgid);
+    msgpack_pack_map(&s->pk, 1);
+    codec_pack_kv_int(&s->pk, "told", told);
+    out_flush(s, c);
 }
 
 static void copy_cut(char *dst, size_t cap, const char *src)
@@ -1030,13 +1102,62 @@ typedef struct notify_ref {
     bool part;
 } notify_ref;
 
+/* A part whose purchase failed for good (cart_part_failed). */
+typedef struct failed_ref {
+    char order_id[ENG_ID_MAX + 1];
+    int32_t line_no;
+    int32_t n_lines;
+    char reason[ENG_REASON_MAX + 1];
+} failed_ref;
+
 typedef struct post_commit {
     bool wake;                    /* new purchase jobs */
     size_t n_pokes;
     char (*pokes)[ENG_ID_MAX + 1]; /* SKUs whose new orders took supplier units */
     size_t n_notes;
     notify_ref *notes;            /* orders (or parts) order.subscribe hears of */
+    size_t n_failed;
+    failed_ref *failed;           /* parts whose purchase failed: the order fails whole */
 } post_commit;
+
+/* Parts of cross-shard orders whose purchase failed for good in this
+ * batch: the job row says "failed" (a cascade's own failures cancel jobs,
+ * never fail them, so a cascade never cascades again). */
+static void note_failed_parts(server *s, eng_batch *b, post_commit *pc)
+{
+    const eng_job_row *jobs;
+    size_t nj = eng_batch_job_rows(b, &jobs);
+    size_t want = 0;
+    for (size_t i = 0; i < nj; i++)
+        want += jobs[i].state == ENG_JOB_FAILED;
+    if (want == 0)
+        return;
+    const eng_order_row *orows;
+    size_t no = eng_batch_order_rows(b, &orows);
+    pc->failed = malloc(want * sizeof *pc->failed);
+    if (pc->failed == NULL) {
+        LOG_E("out of memory: a failed line's order is not failed whole (support: purchase_failed alert)");
+        return;
+    }
+    for (size_t i = 0; i < nj; i++) {
+        if (jobs[i].state != ENG_JOB_FAILED)
+            continue;
+        for (size_t k = 0; k < no; k++) {
+            const eng_order_view *o = &orows[k].o;
+            if (o->n_lines <= 1 || o->line_no != jobs[i].line_no || o->status != ENG_ST_FAILED)
+                continue;
+            /* A job row names its line by (order_id, line_no). */
+            if (strcmp(o->order_id, jobs[i].order_id) != 0)
+                continue;
+            failed_ref *f = &pc->failed[pc->n_failed++];
+            memcpy(f->order_id, o->order_id, sizeof f->order_id);
+            f->line_no = o->line_no;
+            f->n_lines = o->n_lines;
+            memcpy(f->reason, o->reason, sizeof f->reason);
+            break;
+        }
+    }
+}
 
 /* A batch committed: refresh the Redis keys of its SKUs (coalesced and
  * pipelined by the cache module after this round of callbacks, from the
@@ -1060,8 +1181,11 @@ static void note_committed(server *s, eng_batch *b, post_commit *pc)
         want += orows[i].insert && orows[i].o.from_supplier > 0;
     }
     /* Listeners hear of the whole order (a cart: every line) once the
-     * engine has applied the batch: collected here, told in post_committed. */
-    if (notes > 0 && s->n_subs > 0 && (pc->notes = malloc(notes * sizeof *pc->notes)) != NULL) {
+     * engine has applied the batch: collected here, told in post_committed.
+     * A part's change is for every node's listeners (cart_order_changed),
+     * whoever listens here. */
+    bool any = s->n_subs > 0 || (s->parts_mode && s->cart != NULL);
+    if (notes > 0 && any && (pc->notes = malloc(notes * sizeof *pc->notes)) != NULL) {
         for (size_t i = 0; i < no; i++) {
             if (!orows[i].notify)
                 continue;
@@ -1085,6 +1209,8 @@ static void note_committed(server *s, eng_batch *b, post_commit *pc)
     size_t na = eng_batch_alert_rows(b, &alerts);
     for (size_t i = 0; i < na; i++)
         alert_note(s, &alerts[i]);
+    if (s->parts_mode && s->cart != NULL)
+        note_failed_parts(s, b, pc);
 }
 
 /* After engine_batch_done / engine_batch_resolve: the committed state is
@@ -1099,12 +1225,24 @@ static void post_committed(server *s, post_commit *pc)
     free(pc->pokes);
     pc->pokes = NULL;
     pc->n_pokes = 0;
+    for (size_t i = 0; i < pc->n_failed; i++) {
+        const failed_ref *f = &pc->failed[i];
+        cart_part_failed(s->cart, f->order_id, f->line_no, f->n_lines, f->reason);
+    }
+    free(pc->failed);
+    pc->failed = NULL;
+    pc->n_failed = 0;
     for (size_t i = 0; i < pc->n_notes; i++) {
         const notify_ref *n = &pc->notes[i];
+        if (n->part) {
+            /* One line of a cross-shard order: every node's listeners hear
+             * the whole order once it is final (cart.h). */
+            if (s->cart != NULL)
+                cart_order_changed(s->cart, n->order_id);
+            continue;
+        }
         eng_order_view v;
-        bool found = n->part ? engine_part_get(s->eng, n->order_id, n->line_no, &v)
-                             : engine_order_get(s->eng, n->order_id, &v);
-        if (found)
+        if (engine_order_get(s->eng, n->order_id, &v))
             notify_order(s, &v);
     }
     free(pc->notes);
@@ -1850,6 +1988,11 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
         req_put(s, r);
         return;
     }
+    if (m == M_ORDER_SUBSCRIBE && pp.update != NULL) {
+        peer_update(s, c, msg->msgid, pp.update);
+        req_put(s, r);
+        return;
+    }
     if (rpc_method_admin(m) && !token_ok(s, pp.token)) {
         count(s, m, RES_UNAUTHORIZED);
         reply_simple_error(s, c, msg->msgid, "unauthorized", "admin token required", false, NULL, NULL);
@@ -2074,7 +2217,7 @@ static void pack_lines_stats(server *s)
     if (s->cart != NULL)
         cart_stats_get(s->cart, &cs);
     codec_pack_cstr(pk, "lines");
-    msgpack_pack_map(pk, 8);
+    msgpack_pack_map(pk, 13);
     codec_pack_kv_int(pk, "reserves", (int64_t)s->lines_reserves);
     codec_pack_kv_int(pk, "lines", (int64_t)s->lines_total);
     codec_pack_kv_int(pk, "coordinated", (int64_t)s->lines_coordinated);
@@ -2083,6 +2226,12 @@ static void pack_lines_stats(server *s)
     codec_pack_kv_int(pk, "cart_aborted", (int64_t)cs.aborted);
     codec_pack_kv_int(pk, "cart_unavailable", (int64_t)cs.unavailable);
     codec_pack_kv_int(pk, "cart_inflight", cs.inflight);
+    /* a failed line's cascade onto the other parts, whole-order updates */
+    codec_pack_kv_int(pk, "cart_cascades", (int64_t)cs.cascades);
+    codec_pack_kv_int(pk, "cart_cascade_gave_up", (int64_t)cs.cascade_gave_up);
+    codec_pack_kv_int(pk, "cart_updates_sent", (int64_t)cs.updates_sent);
+    codec_pack_kv_int(pk, "cart_updates_told", (int64_t)s->updates_told);
+    codec_pack_kv_int(pk, "cart_updates_repeated", (int64_t)s->updates_repeated);
 }
 
 static void pack_stats(server *s)

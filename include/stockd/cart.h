@@ -115,6 +115,31 @@ void cart_order_op(cart *c, uint32_t msgid, const char *method, const char *orde
                    int64_t deadline_ms, cart_reply_fn fn,
                    void (*single_fn)(void *ctx, const char *sku), void *ctx);
 
+/* A part held here failed its purchase for good (its committed row is
+ * failed with a job row "failed"; a cascade's own failures never call
+ * this): fails the whole order as one instance does. Reads the order's
+ * lines (store_find_order_lines, from the loop) and sends release
+ * {part_lines, line_no, as_failed: true, reason: "line K failed: <reason>"}
+ * to every other part's owner (this node through its own address); parts
+ * not reached (transport failure or a retryable error) are tried again
+ * with backoff (CART_CASCADE_* in cart.c, about a minute in all), then the
+ * cascade is logged and left to support (the failed line's
+ * "purchase_failed" alert). One cascade per order at a time; repeats are
+ * harmless (the engine fails only what is held or confirmed). When every
+ * part is settled the order's listeners are told (cart_order_changed). */
+void cart_part_failed(cart *c, const char *order_id, int32_t line_no, int32_t n_lines,
+                      const char *reason);
+
+/* A part of order_id held here reached purchased, failed or expired
+ * (committed). Fetches the whole order from its parts' owners (from the
+ * loop) and, when the order as a whole is final for its status
+ * (purchased: no line held; failed / expired: no line held or confirmed),
+ * sends its merged record to every node in the ring as order.subscribe
+ * {"update": record} with "_fwd"; each node tells its own listeners once
+ * per (order, status). Best effort like every notification: dropped
+ * beyond CART_WATCH_MAX fetches at once or when a part cannot be read. */
+void cart_order_changed(cart *c, const char *order_id);
+
 /* Settles this node's lapsed parts (engine_part_due), at most
  * CART_SETTLE_PER_CALL per call. Call from the expiry timer. */
 #define CART_SETTLE_PER_CALL 256
@@ -130,6 +155,15 @@ typedef struct cart_stats {
     uint64_t settled_confirm;     /* lapsed parts confirmed (decision CONFIRM) */
     uint64_t settled_expire;      /* lapsed parts expired (decision ABORT) */
     uint64_t settle_retries;      /* lapsed parts put back (decision failed) */
+    uint64_t watches;             /* whole-order fetches for listeners */
+    uint64_t watch_failed;        /* ... that could not read every part */
+    uint64_t watch_dropped;       /* ... not started (CART_WATCH_MAX) */
+    uint64_t updates_sent;        /* merged records sent to every node */
+    uint64_t cascades;            /* failed-line cascades started */
+    uint64_t cascade_releases;    /* release + as_failed calls sent */
+    uint64_t cascade_retries;     /* rounds after the first */
+    uint64_t cascade_done;        /* every other part settled */
+    uint64_t cascade_gave_up;     /* left to support */
     uint32_t inflight;            /* coordinations running */
     uint32_t settling;            /* lapsed parts being settled */
 } cart_stats;

@@ -45,6 +45,9 @@ typedef struct rpc_parsed {
     bool fwd;                       /* "_fwd": forwarded by a peer (sharding) */
     uint64_t fwd_ring;              /* the forwarder's ring version */
     bool sku_hint;                  /* order methods: "sku" given to route by */
+    const msgpack_object *update;   /* a peer's order.subscribe: the order record (a MAP
+                                     * with order_id and status strings) for this node's
+                                     * listeners; NULL otherwise */
     int64_t limit;                  /* alerts.list; preset to 0 = the default */
     /* supplier.put / supplier.get: op->supplier.supplier_id names the
      * supplier; the trust fields given go to op->trust, the has_* say which
@@ -77,7 +80,11 @@ typedef struct rpc_perr {
  * (with sku + qty), confirm, release, ship and order.get, into
  * op->part_lines / line_no; and "decided" (bool) on confirm, into
  * op->decided (accepted alone on a peer's confirm of a single-SKU order,
- * then ignored). A client's request with any of them is invalid. */
+ * then ignored). A peer's release of a part may carry "as_failed" (bool,
+ * into op->as_failed: another line's purchase failed, engine.h) and, with
+ * as_failed true, "reason" (into op->reason). A peer's order.subscribe
+ * carries "update": an order record for this node's listeners
+ * (pp->update). A client's request with any of them is invalid. */
 bool rpc_parse_params(enum method m, const msgpack_object *params, eng_op *op,
                       rpc_parsed *pp, rpc_perr *e);
 /* Frees op->lines (NULL is fine) and clears n_lines. */

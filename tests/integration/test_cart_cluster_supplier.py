@@ -1,0 +1,208 @@
+"""Cross-shard carts with a drop-shipped line (issue 8 with issue 4, in a
+cluster): a line's purchase that fails for good fails the whole order on
+every shard, and order.subscribe listeners on any node hear the whole order
+once.
+
+Method: a private fake1688 (test_supplier_sync.Fake) with offer GOOD (10
+real units) and offer BAD (1 real unit reported as 5); `tools/cluster up 3`
+on one fresh database, every node on the fake (the owner of a mapped SKU
+syncs and buys it). A supplier SKU per offer on one node, own-stock SKUs on
+the two others, a listener on every node. Then, reading MariaDB:
+- a cart [own, BAD x3, own] confirmed at once: BAD's check fails (500_004)
+  on its owner, which fails the other parts on their owners (release +
+  as_failed): within seconds every line is `failed`, the own units are back,
+  counters equal the sums (audit_supplier), and each listener hears exactly
+  one order.update for the order: failed, with all three lines failed;
+- a cart [own, GOOD x2, own]: bought upstream once, `purchased` (own lines
+  confirmed, the supplier line purchased), one order.update per listener.
+Bounded: about 30 s.
+"""
+import os
+import secrets
+import time
+import uuid
+
+import pytest
+
+import itestlib
+from itestlib import Db, audit_supplier, order_updates, supplier_flags, wait_until
+from test_cart_cluster import lines_of, one_per_owner
+from test_cluster import Cluster, haproxy_present, peers_supported
+from test_supplier_sync import Fake
+
+OFFER_GOOD = 640000000001
+OFFER_BAD = 640000000002
+SPEC_GOOD = "ccsg0000000000000000000000000001"
+SPEC_BAD = "ccsb0000000000000000000000000001"
+SYNC_MS = 500
+QUIET_S = 1.5             # after the one update: nothing more for the order
+
+
+@pytest.fixture(scope="module")
+def env(prereqs, tmp_path_factory):
+    if not peers_supported():
+        pytest.skip("stockd has no --peers (sharding not built)")
+    if not haproxy_present():
+        itestlib.skip_or_fail("haproxy not installed (tools/deps installs it)")
+    secret = "sec-" + secrets.token_hex(12)
+    token = "tok-" + secrets.token_hex(12)
+    fake = Fake(secret, token)
+    cl = Cluster(str(tmp_path_factory.mktemp("cartsup")), "it_cartsup_" + uuid.uuid4().hex[:8])
+    try:
+        fake.ok("POST", "/catalogue", {"products": [
+            {"offer_id": OFFER_GOOD, "subject": "cluster mug", "skus": [
+                {"sku_id": 5500000000001, "spec_id": SPEC_GOOD, "price": 3, "real": 10}]},
+            {"offer_id": OFFER_BAD, "subject": "cluster hoodie", "skus": [
+                {"sku_id": 5500000000002, "spec_id": SPEC_BAD, "price": 9, "real": 1,
+                 "inflation": 5}]}]})
+        flags = supplier_flags(fake.port, secret, token, sync_ms=SYNC_MS, validate_ms=SYNC_MS,
+                               upstream_lag_ms=0, rate_per_s=2000, purchase_concurrency=4,
+                               purchase_backoff_max_ms=300, timeout_ms=3000)
+        cl.env["CLUSTER_STOCKD_ARGS"] = " ".join(["--default-deadline-ms", "3000",
+                                                  "--cart-hold-ms", "2000"] + flags)
+        cl.up(3)
+        cl.db = Db(os.environ["STOCKD_DB"], cl.db_name)
+        names = sorted(cl.nodes)
+        ring = cl.ring()
+        # Supplier SKUs on names[0], own stock on names[1] and names[2].
+        good, = one_per_owner(ring, "ccs-good-", names[:1])
+        bad, = one_per_owner(ring, "ccs-bad-", names[:1])
+        own1, own2 = one_per_owner(ring, "ccs-own-", names[1:])
+        with cl.node_client(names[1]) as c:
+            for k in (own1, own2):
+                c.ok("sku.put", {"sku": k, "own_on_hand": 5})
+            for k, offer, spec in ((good, OFFER_GOOD, SPEC_GOOD), (bad, OFFER_BAD, SPEC_BAD)):
+                c.ok("sku.put", {"sku": k, "own_on_hand": 0, "supplier": {
+                    "supplier_id": "1688-ccs", "offer_id": offer, "spec_id": spec}})
+            for k, want in ((good, 10), (bad, 5)):
+                wait_until(lambda k=k, want=want: c.ok("stock.get", {"sku": k})
+                           ["supplier_reported"] == want, 10, what="%s synced" % k)
+        cl.skus = {"good": good, "bad": bad, "own1": own1, "own2": own2}
+        yield fake, cl
+    finally:
+        try:
+            cl.run("down", timeout=120)
+        finally:
+            fake.stop()
+            if os.environ.get("ITEST_KEEP_DB") != "1":
+                Db(os.environ["STOCKD_DB"], cl.db_name).drop()
+
+
+@pytest.fixture(autouse=True)
+def _logs_on_failure(request):
+    yield
+    e = request.node.funcargs.get("env")
+    if e is not None:
+        print(e[1].tails())
+
+
+def listeners(cl):
+    subs = {}
+    for name in sorted(cl.nodes):
+        s = cl.node_client(name)
+        s.subscribe()
+        subs[name] = s
+    return subs
+
+
+def updates_for(sub, order_id, status, timeout):
+    """Every order.update of order_id until one with status arrived, then
+    QUIET_S more: the list of records of order_id."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got += [r for r in order_updates(sub, max(0.01, deadline - time.monotonic()))
+                if r.get("order_id") == order_id]
+        if any(r.get("status") == status for r in got):
+            break
+    quiet = time.monotonic() + QUIET_S
+    while time.monotonic() < quiet:
+        got += [r for r in order_updates(sub, max(0.01, quiet - time.monotonic()))
+                if r.get("order_id") == order_id]
+    return got
+
+
+def check_one_update(subs, order_id, status, line_statuses):
+    for name, sub in subs.items():
+        got = updates_for(sub, order_id, status, 15)
+        assert len(got) == 1, (name, got)
+        rec = got[0]
+        assert rec["status"] == status and rec["n_lines"] == len(line_statuses), (name, rec)
+        assert [l["status"] for l in rec["lines"]] == line_statuses, (name, rec)
+        assert [l["line"] for l in rec["lines"]] == list(range(len(line_statuses))), (name, rec)
+
+
+def test_failed_line_fails_every_shard(env):
+    fake, cl = env
+    k = cl.skus
+    names = sorted(cl.nodes)
+    subs = listeners(cl)
+    try:
+        with cl.node_client(names[2]) as c:
+            o = c.ok("reserve", {"order_id": "ccs-fail", "lines": [
+                {"sku": k["own1"], "qty": 2}, {"sku": k["bad"], "qty": 3},
+                {"sku": k["own2"], "qty": 1}]})
+            assert o["status"] == "confirmed" and o["n_lines"] == 3, o
+            wait_until(lambda: [r["status"] for r in lines_of(cl.db, "ccs-fail")] ==
+                       ["failed"] * 3, 10, 0.1, "every part of ccs-fail failed")
+            rows = lines_of(cl.db, "ccs-fail")
+            assert [r["sku"] for r in rows] == [k["own1"], k["bad"], k["own2"]], rows
+            for sku in (k["own1"], k["own2"]):
+                st = c.ok("stock.get", {"sku": sku})
+                assert st["own_reserved"] == 0 and st["available"] == 5, st
+            got = c.ok("order.get", {"order_id": "ccs-fail"})
+            assert got["status"] == "failed", got
+            assert [l["status"] for l in got["lines"]] == ["failed"] * 3, got
+            assert "line 1 failed" in (got.get("reason") or "") or got.get("reason"), got
+        check_one_update(subs, "ccs-fail", "failed", ["failed"] * 3)
+        # Never bought upstream; one alert for the failed line.
+        assert fake.ok("GET", "/orders?out_order_id=ccs-fail%231")["orders"] == []
+        audit_supplier(cl.db, list(k.values()))
+    finally:
+        for s in subs.values():
+            s.close()
+
+
+def test_happy_cart_purchased_once(env):
+    fake, cl = env
+    k = cl.skus
+    names = sorted(cl.nodes)
+    subs = listeners(cl)
+    try:
+        with cl.node_client(names[1]) as c:
+            o = c.ok("reserve", {"order_id": "ccs-ok", "lines": [
+                {"sku": k["own1"], "qty": 1}, {"sku": k["good"], "qty": 2},
+                {"sku": k["own2"], "qty": 1}]})
+            assert o["status"] == "confirmed", o
+            check_one_update(subs, "ccs-ok", "purchased", ["confirmed", "purchased", "confirmed"])
+            rows = lines_of(cl.db, "ccs-ok")
+            assert [r["status"] for r in rows] == ["confirmed", "purchased", "confirmed"], rows
+            ups = fake.ok("GET", "/orders?out_order_id=ccs-ok%231")["orders"]
+            assert len(ups) == 1, ups
+            got = c.ok("order.get", {"order_id": "ccs-ok"})
+            assert got["status"] == "purchased", got
+        audit_supplier(cl.db, list(k.values()))
+    finally:
+        for s in subs.values():
+            s.close()
+
+
+def test_peer_fields_refused_from_clients(env):
+    """as_failed / reason on release and update on order.subscribe are a
+    peer's (requests with "_fwd"); a client's are invalid."""
+    _, cl = env
+    with cl.node_client(sorted(cl.nodes)[0]) as c:
+        for method, params, field in (
+                ("release", {"order_id": "ccs-x", "as_failed": True}, "as_failed"),
+                ("release", {"order_id": "ccs-x", "reason": "r"}, "reason"),
+                ("order.subscribe", {"update": {"order_id": "ccs-x", "status": "failed"}},
+                 "update")):
+            err = c.err(method, params)
+            assert err["code"] == "invalid" and err["field"] == field, (method, err)
+        # A peer's release without the part fields: as_failed is for parts only.
+        err = c.err("release", {"order_id": "ccs-x", "as_failed": True, "_fwd": 1})
+        assert err["code"] == "invalid" and err["field"] == "as_failed", err
+        # A peer's update is told (or recognised as told) and answered.
+        res = c.ok("order.subscribe", {"update": {"order_id": "ccs-x", "status": "failed"},
+                                       "_fwd": 1})
+        assert "told" in res, res
