@@ -995,25 +995,22 @@ void cart_reserve(cart *c, uint32_t msgid, const char *order_id, const eng_line_
     coord *co = coord_new_or_die(c, CK_RESERVE, msgid, order_id, deadline_ms, fn, ctx);
     c->st.reserves++;
     co->hold_ms = hold_ms;
-    /* Normalize exactly as the engine does: one part per distinct SKU, in
-     * order of first appearance, quantities summed. */
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t k = 0;
-        while (k < co->n && strcmp(co->parts[k].sku, lines[i].sku) != 0)
-            k++;
-        cpart *p = &co->parts[k];
-        if (k == co->n) {
-            snprintf(p->sku, sizeof p->sku, "%s", lines[i].sku);
-            p->line_no = (int32_t)k;
-            p->client_line = (int32_t)i;
-            co->n++;
-        }
-        if ((int64_t)p->qty + lines[i].qty > ENG_QTY_MAX) {
-            coord_defer_err(c, co, ENG_E_INVALID, "the lines of one sku sum above the qty limit");
-            return;
-        }
-        p->qty += lines[i].qty;
+    /* The engine's numbering: one part per distinct SKU, in order of first
+     * appearance, quantities summed. */
+    eng_cart ec;
+    int32_t bad;
+    if (!eng_cart_of(lines, n, &ec, &bad)) {
+        coord_defer_err(c, co, ENG_E_INVALID, "the lines of one sku sum above the qty limit");
+        return;
     }
+    for (uint32_t k = 0; k < ec.n; k++) {
+        cpart *p = &co->parts[k];
+        snprintf(p->sku, sizeof p->sku, "%s", ec.line[k].sku);
+        p->line_no = (int32_t)k;
+        p->client_line = ec.first[k];
+        p->qty = ec.line[k].qty;
+    }
+    co->n = ec.n;
     if (over_limit(c, co))
         return;
     co->n_lines = (int32_t)co->n;

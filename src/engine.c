@@ -1244,33 +1244,30 @@ static eng_sku *sku_placeable(const engine *e, const char *name)
     return s;
 }
 
-/* The distinct SKUs of op->lines with summed quantities, in order of first
- * appearance; first[i] is the index of the first line naming skus[i]. */
-typedef struct cart_lines {
-    size_t n;
-    const char *sku[ENG_LINES_MAX];
-    int64_t qty[ENG_LINES_MAX];
-    int32_t first[ENG_LINES_MAX];
-} cart_lines;
-
-static void cart_lines_of(const eng_op *op, cart_lines *c)
+bool eng_cart_of(const eng_line_in *in, uint32_t n, eng_cart *out, int32_t *bad_line)
 {
-    assert(op->n_lines >= 1 && op->n_lines <= ENG_LINES_MAX);
-    c->n = 0;
-    for (uint32_t i = 0; i < op->n_lines; i++) {
-        const eng_line_in *in = &op->lines[i];
-        assert(in->qty >= 1 && in->qty <= ENG_QTY_MAX);
-        size_t k = 0;
-        while (k < c->n && strcmp(c->sku[k], in->sku) != 0)
+    assert(n >= 1 && n <= ENG_LINES_MAX);
+    int64_t sum[ENG_LINES_MAX] = {0};
+    out->n = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        assert(in[i].qty >= 1 && in[i].qty <= ENG_QTY_MAX);
+        uint32_t k = 0;
+        while (k < out->n && strcmp(out->line[k].sku, in[i].sku) != 0)
             k++;
-        if (k == c->n) {
-            c->sku[k] = in->sku;
-            c->qty[k] = 0;
-            c->first[k] = (int32_t)i;
-            c->n++;
+        if (k == out->n) {
+            out->line[k] = in[i];
+            out->line[k].qty = 0;
+            out->first[k] = (int32_t)i;
+            out->n++;
         }
-        c->qty[k] += in->qty;
+        sum[k] += in[i].qty;
+        if (sum[k] > ENG_QTY_MAX) {
+            *bad_line = out->first[k];
+            return false;
+        }
+        out->line[k].qty = (int32_t)sum[k];
     }
+    return true;
 }
 
 /* The line index of the request that first named line l of the order. */
@@ -1282,56 +1279,56 @@ static int32_t op_line_index(const eng_op *op, const eng_order *l)
     return -1;
 }
 
-static bool cart_matches(const eng_order *h, const cart_lines *c)
+static bool cart_matches(const eng_order *h, const eng_cart *c)
 {
     if (h->part || h->n_lines != (int32_t)c->n)
         return false;
     size_t i = 0;
     FOR_LINES((eng_order *)h, l) {
-        if (i >= c->n || strcmp(l->sku->name, c->sku[i]) != 0 || l->qty != c->qty[i])
+        if (i >= c->n || strcmp(l->sku->name, c->line[i].sku) != 0 || l->qty != c->line[i].qty)
             return false;
         i++;
     }
     return i == c->n;
 }
 
-static eng_err submit_cart_reserve(engine *e, eng_op *op, const cart_lines *cl)
+static eng_err submit_cart_reserve(engine *e, eng_op *op, const eng_cart *cl)
 {
-    const cart_lines c = *cl;
+    const eng_cart *c = cl;
     eng_order *h = order_find_id(e, op->order_id);
     eng_sku *skus[ENG_LINES_MAX];
     if (h != NULL) {
-        if (!cart_matches(h, &c))
+        if (!cart_matches(h, c))
             return op->err = ENG_E_CONFLICT;
         size_t n = 0;
         FOR_LINES(h, l)
             skus[n++] = l->sku;
     } else {
-        for (size_t i = 0; i < c.n; i++) {
-            if ((skus[i] = sku_placeable(e, c.sku[i])) == NULL) {
-                op->err_line = c.first[i];
+        for (size_t i = 0; i < c->n; i++) {
+            if ((skus[i] = sku_placeable(e, c->line[i].sku)) == NULL) {
+                op->err_line = c->first[i];
                 return op->err = ENG_E_UNKNOWN_SKU;
             }
         }
     }
-    if (!room_for(e, skus, c.n))
+    if (!room_for(e, skus, c->n))
         return op->err = ENG_E_BUSY;
     bool created = false;
     if (h == NULL) {
         okey key;
         make_key(op->order_id, 0, false, &key);
-        if ((h = order_new(e, &key, skus[0], (int32_t)c.qty[0])) == NULL)
+        if ((h = order_new(e, &key, skus[0], c->line[0].qty)) == NULL)
             return op->err = ENG_E_INTERNAL;
-        h->n_lines = (int32_t)c.n;
+        h->n_lines = (int32_t)c->n;
         created = true;
-        for (size_t i = 1; i < c.n; i++) {
-            if (order_add_line(h, skus[i], (int32_t)c.qty[i], (int32_t)i) == NULL) {
+        for (size_t i = 1; i < c->n; i++) {
+            if (order_add_line(h, skus[i], c->line[i].qty, (int32_t)i) == NULL) {
                 order_free(e, h);
                 return op->err = ENG_E_INTERNAL;
             }
         }
     }
-    if (push_tickets(e, op, skus, c.n) != ENG_OK) {
+    if (push_tickets(e, op, skus, c->n) != ENG_OK) {
         if (created)
             order_free(e, h);
         return op->err = ENG_E_INTERNAL;
@@ -1392,19 +1389,14 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
     switch (op->kind) {
     case ENG_OP_RESERVE:
         if (op->n_lines > 0 && op->part_lines == 0) {
-            cart_lines c;
-            cart_lines_of(op, &c);
-            for (size_t i = 0; i < c.n; i++) {
-                if (c.qty[i] > ENG_QTY_MAX) {
-                    op->err_line = c.first[i];
-                    return op->err = ENG_E_INVALID;
-                }
-            }
+            eng_cart c;
+            if (!eng_cart_of(op->lines, op->n_lines, &c, &op->err_line))
+                return op->err = ENG_E_INVALID;
             if (c.n > 1)
                 return submit_cart_reserve(e, op, &c);
             /* One SKU, however many lines: a plain order. */
-            copy_id(op->sku, c.sku[0]);
-            op->qty = (int32_t)c.qty[0];
+            copy_id(op->sku, c.line[0].sku);
+            op->qty = c.line[0].qty;
         }
         return submit_reserve(e, op);
     case ENG_OP_CONFIRM:
@@ -2049,9 +2041,10 @@ static void decide_reserve(engine *e, eng_batch *b, eng_op *op, eng_order *h)
         /* A retry: the current record, nothing changes. */
         bool same;
         if (order_is_cart(h)) {
-            cart_lines c;
-            cart_lines_of(op, &c);
-            same = op->n_lines > 0 && cart_matches(h, &c);
+            eng_cart c;
+            int32_t bad;
+            same = op->n_lines > 0 && eng_cart_of(op->lines, op->n_lines, &c, &bad) &&
+                   cart_matches(h, &c);
         } else {
             same = strcmp(h->sku->name, op->sku) == 0 && h->qty == op->qty;
         }

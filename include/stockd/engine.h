@@ -227,6 +227,20 @@ typedef struct eng_line_in {
     int32_t qty;                  /* 1..ENG_QTY_MAX; the sum over one SKU too */
 } eng_line_in;
 
+/* The lines an order is made of, from a request's lines: lines naming one
+ * SKU summed, distinct SKUs in order of first appearance (line k = line[k]);
+ * first[k] is the index in the request of the first line naming it. Used by
+ * the engine and by the cross-shard coordinator, so both number lines the
+ * same way. Returns false when one SKU's sum exceeds ENG_QTY_MAX
+ * (*bad_line = the first request line naming it). in[]: 1..ENG_LINES_MAX
+ * valid lines. */
+typedef struct eng_cart {
+    uint32_t n;
+    eng_line_in line[ENG_LINES_MAX];
+    int32_t first[ENG_LINES_MAX];
+} eng_cart;
+bool eng_cart_of(const eng_line_in *in, uint32_t n, eng_cart *out, int32_t *bad_line);
+
 /* A line of an order as readers see it (committed). */
 typedef struct eng_line_view {
     int32_t line_no;
