@@ -157,14 +157,63 @@ static void sb_free(sbuf *b)
 
 /* ---- types --------------------------------------------------------------- */
 
-typedef enum conn_state {
-    CONN_DOWN = 0,      /**< no handle; timer = reconnect backoff */
-    CONN_CONNECTING,    /**< real_connect running; timer = connect timeout */
-    CONN_IDLE,          /**< up, no statement; io watches for a server close */
-    CONN_COMMIT,        /**< a batch statement running; timer = commit timeout */
-    CONN_RESOLVE,       /**< a tombstone insert running; timer = commit timeout */
-    CONN_STATE_MAX_
-} conn_state;
+/* A nonblocking MariaDB connection on the loop (dbc): connects with
+ * backoff, waits for its socket or a timeout, watches an idle connection
+ * for a server close, closes, and has a defer event. The writers and the
+ * reader own one each and keep only their statements and what a result
+ * means, through dbc_ops.
+ * Contract:
+ *  - The hooks run from the loop (io, timer, defer), never inside a dbc_*
+ *    call of the owner, but for down(), which dbc_down() always calls.
+ *  - DBC_BUSY belongs to the owner: it starts a statement (dbc_begin and
+ *    dbc_send, or dbc_query_start) and its own _start calls (dbc_started,
+ *    dbc_wait); it hears cont() for each socket event, step() when a
+ *    _start/_cont returned 0 (a _start that finishes at once is stepped
+ *    from the defer, never inside the call), timeout() when the timer
+ *    fires; it leaves with dbc_idle() or dbc_down().
+ *  - The dbc owns the handle, its events and sql; the owner owns what it
+ *    read (release() frees it before the handle closes). */
+typedef enum dbc_state {
+    DBC_DOWN = 0,       /**< no handle; timer = reconnect backoff */
+    DBC_CONNECTING,     /**< real_connect running; timer = connect timeout */
+    DBC_IDLE,           /**< up, no statement; io watches for a server close */
+    DBC_BUSY,           /**< the owner's statement running; timer = its timeout */
+} dbc_state;
+
+typedef struct dbc dbc;
+
+typedef struct dbc_ops {
+    void (*up)(dbc *d);                     /* connected; now DBC_IDLE */
+    /* After every dbc_down (now DBC_DOWN, reconnect armed); was: the state before. */
+    void (*down)(dbc *d, const char *why, dbc_state was);
+    void (*release)(dbc *d);                /* optional: before the handle closes */
+    int (*cont)(dbc *d, int status);        /* BUSY: the running _cont; its wait mask */
+    void (*step)(dbc *d);                   /* BUSY: a _start/_cont returned 0 */
+    void (*timeout)(dbc *d);                /* BUSY (or IDLE if the owner left it armed) */
+    void (*defer)(dbc *d);                  /* optional: the defer fired, no step due */
+} dbc_ops;
+
+struct dbc {
+    store *s;
+    const dbc_ops *ops;
+    void *owner;
+    dbc_state state;
+    MYSQL *my;              /* NULL in DBC_DOWN */
+    MYSQL *connect_ret;
+    int qret;               /* result of real_query / next_result */
+    struct event *io;
+    struct event *timer;
+    struct event *defer;
+    uint32_t backoff_ms;    /* 0: healthy, next failure reconnects at once */
+    bool step_due;          /* defer: a _start finished at once, step() its result */
+    sbuf sql;
+};
+
+/* What a writer's statement is (while its dbc is DBC_BUSY). */
+typedef enum conn_kind {
+    CONN_COMMIT = 0,    /**< a batch statement; timer = commit timeout */
+    CONN_RESOLVE,       /**< a tombstone insert; timer = commit timeout */
+} conn_kind;
 
 typedef enum conn_phase {
     PHASE_QUERY = 0,    /**< real_query_start/_cont */
@@ -174,31 +223,21 @@ typedef enum conn_phase {
 typedef struct store_conn {
     store *s;
     unsigned idx;
-    conn_state state;
+    dbc db;
+    conn_kind kind;
     conn_phase phase;
-    MYSQL *my;              /* NULL in CONN_DOWN */
-    MYSQL *connect_ret;
-    int qret;               /* result of real_query / next_result */
-    struct event *io;
-    struct event *timer;
-    struct event *defer;    /* completes work that finished inside a _start */
     eng_batch *batch;       /* COMMIT / RESOLVE */
     uint64_t batch_id;
     int64_t started_us;
-    uint32_t backoff_ms;    /* 0: healthy, next failure reconnects at once */
     bool ever_up;
     const char *build_err;  /* SQL could not be built: abort the batch */
-    sbuf sql;
 } store_conn;
 
-/* The reader connection for single-SKU loads (see store.h). */
-typedef enum reader_state {
-    RD_DOWN = 0,        /**< no handle; timer = reconnect backoff */
-    RD_CONNECTING,      /**< real_connect running; timer = connect timeout */
-    RD_IDLE,            /**< up; io watches for a server close */
-    RD_QUERY,           /**< SELECT running; timer = commit timeout */
+/* Where the reader's statement is (while its dbc is DBC_BUSY). */
+typedef enum reader_phase {
+    RD_QUERY = 0,       /**< SELECT running; timer = commit timeout */
     RD_RESULT,          /**< store_result running; timer still armed */
-} reader_state;
+} reader_phase;
 
 /* What a reader request asks; one kind per query. */
 typedef enum load_kind {
@@ -242,23 +281,15 @@ static void load_req_fail(const load_req *r)
 }
 
 typedef struct store_reader {
-    reader_state state;
-    MYSQL *my;
-    MYSQL *connect_ret;
-    int qret;
+    dbc db;                 /* defer also fails queued loads while down */
+    reader_phase phase;
     MYSQL_RES *res;
-    struct event *io;
-    struct event *timer;
-    struct event *defer;    /* completes work finished inside a _start; fails queued loads */
-    uint32_t backoff_ms;
-    sbuf sql;
     load_req *q;            /* ring of waiting requests */
     size_t q_head, q_len, q_cap;
     load_req batch[STORE_LOAD_BATCH_MAX];  /* the ones in the running query */
     size_t n_batch;
     int step;               /* RD_STEP_*: where a load is in its statements */
     int deadlocks;          /* takeover attempts of this batch lost to InnoDB deadlocks */
-    bool step_due;          /* defer: a _start finished at once, rd_step() its result */
     MYSQL_RES *res_orders;  /* takeover: the orders of the loaded SKUs */
 } store_reader;
 
@@ -1137,18 +1168,293 @@ static void sql_build_commit(sbuf *b, const store *s, const eng_batch *batch,
     sb_str(b, "COMMIT;\nEND");
 }
 
-/* ---- connection state machine ---------------------------------------------- */
+/* ---- dbc: a nonblocking MariaDB connection on the loop ---------------------- */
 
-static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
-static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
-static void conn_defer_cb(evutil_socket_t fd, short what, void *arg);
+static void dbc_io_cb(evutil_socket_t fd, short what, void *arg);
+static void dbc_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void dbc_defer_cb(evutil_socket_t fd, short what, void *arg);
+
+static bool dbc_is_up(const dbc *d)
+{
+    return d->state == DBC_IDLE || d->state == DBC_BUSY;
+}
+
+/* Arms the io event for one Connector/C wait mask. */
+static void dbc_wait(dbc *d, int status)
+{
+    short what = 0;
+    struct timeval tv, *tvp = NULL;
+    if (status & (MYSQL_WAIT_READ | MYSQL_WAIT_EXCEPT))
+        what |= EV_READ;
+    if (status & MYSQL_WAIT_WRITE)
+        what |= EV_WRITE;
+    if (status & MYSQL_WAIT_TIMEOUT) {
+        tv = tv_ms(mysql_get_timeout_value_ms(d->my));
+        tvp = &tv;
+    }
+    event_del(d->io);
+    event_assign(d->io, d->s->base, mysql_get_socket(d->my), what, dbc_io_cb, d);
+    event_add(d->io, tvp);
+}
+
+/* While idle, a readable socket means the server closed or will close it. */
+static void dbc_watch_idle(dbc *d)
+{
+    event_del(d->io);
+    event_assign(d->io, d->s->base, mysql_get_socket(d->my), EV_READ, dbc_io_cb, d);
+    event_add(d->io, NULL);
+}
+
+/* A _start returned st: wait for it, or step its result from the defer
+ * (never inside the caller, which may be a callback of the last result). */
+static void dbc_started(dbc *d, int st)
+{
+    if (st) {
+        dbc_wait(d, st);
+        return;
+    }
+    d->step_due = true;
+    event_active(d->defer, EV_TIMEOUT, 0);
+}
+
+/* Steps the owner from the defer without a _start (e.g. nothing to send). */
+static void dbc_step_later(dbc *d)
+{
+    dbc_started(d, 0);
+}
+
+static void dbc_close(dbc *d)
+{
+    event_del(d->io);
+    event_del(d->timer);
+    event_del(d->defer);
+    d->step_due = false;
+    if (d->ops->release)
+        d->ops->release(d);
+    if (d->my) {
+        /* Allowed in the middle of a nonblocking call: the only way to
+         * abandon a query. */
+        mysql_close(d->my);
+        d->my = NULL;
+    }
+    d->state = DBC_DOWN;
+    if (d->sql.cap > STORE_SQL_KEEP_BYTES)
+        sb_free(&d->sql);
+}
+
+/* Closes and schedules a reconnect: at once after the first failure of a
+ * healthy connection, then with exponential backoff and jitter. */
+static void dbc_down(dbc *d, const char *why)
+{
+    store *s = d->s;
+    dbc_state was = d->state;
+    dbc_close(d);
+    uint32_t delay = 0;
+    if (d->backoff_ms) {
+        uint32_t half = d->backoff_ms / 2;
+        delay = half + (uint32_t)(store_rand(s) % (half + 1));
+    }
+    d->backoff_ms = d->backoff_ms ? d->backoff_ms * 2 : STORE_BACKOFF_MIN_MS;
+    if (d->backoff_ms > s->backoff_max_ms)
+        d->backoff_ms = s->backoff_max_ms;
+    struct timeval tv = tv_ms(delay);
+    evtimer_add(d->timer, &tv);
+    d->ops->down(d, why, was);
+}
+
+static void dbc_connect_start(dbc *d)
+{
+    store *s = d->s;
+    assert(d->state == DBC_DOWN && !d->my);
+    d->my = db_handle_new(s, true, 0);
+    if (!d->my) {
+        dbc_down(d, "mysql_init failed");
+        return;
+    }
+    d->state = DBC_CONNECTING;
+    struct timeval tv = tv_ms(s->connect_timeout_ms);
+    evtimer_add(d->timer, &tv);
+    int st = mysql_real_connect_start(&d->connect_ret, d->my, db_host(&s->db), s->db.user,
+                                      s->db.password, s->db.database, (unsigned)s->db.port,
+                                      s->db.socket[0] ? s->db.socket : NULL, 0);
+    dbc_started(d, st);
+}
+
+static void dbc_connected(dbc *d)
+{
+    if (!d->connect_ret) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "connect: %s", mysql_error(d->my));
+        LOG_D("store: connect failed", "err", msg);
+        dbc_down(d, msg); /* was CONNECTING: owners log no "down" for every retry */
+        return;
+    }
+    event_del(d->timer);
+    d->state = DBC_IDLE;
+    d->backoff_ms = 0;
+    dbc_watch_idle(d);
+    d->ops->up(d);
+}
+
+/* The owner's statement is done and the connection is fine. */
+static void dbc_idle(dbc *d)
+{
+    event_del(d->timer);
+    d->state = DBC_IDLE;
+    dbc_watch_idle(d);
+}
+
+/* The owner is about to send: io off, busy, its timeout armed. */
+static void dbc_begin(dbc *d, uint32_t timeout_ms)
+{
+    assert(d->state == DBC_IDLE || d->state == DBC_BUSY);
+    event_del(d->io);
+    d->state = DBC_BUSY;
+    struct timeval tv = tv_ms(timeout_ms);
+    evtimer_add(d->timer, &tv);
+}
+
+/* Sends d->sql; the owner hears cont()/step(). */
+static void dbc_send(dbc *d)
+{
+    assert(d->state == DBC_BUSY);
+    int st = mysql_real_query_start(&d->qret, d->my, d->sql.p, d->sql.len);
+    dbc_started(d, st);
+}
+
+static void dbc_query_start(dbc *d, uint32_t timeout_ms)
+{
+    dbc_begin(d, timeout_ms);
+    dbc_send(d);
+}
+
+/* A _start/_cont returned 0: act on its result. */
+static void dbc_step(dbc *d)
+{
+    if (d->state == DBC_CONNECTING)
+        dbc_connected(d);
+    else if (d->state == DBC_BUSY)
+        d->ops->step(d);
+}
+
+static void dbc_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    dbc *d = arg;
+    int st = 0;
+    if (what & EV_READ)
+        st |= MYSQL_WAIT_READ;
+    if (what & EV_WRITE)
+        st |= MYSQL_WAIT_WRITE;
+    if (what & EV_TIMEOUT)
+        st |= MYSQL_WAIT_TIMEOUT;
+    switch (d->state) {
+    case DBC_CONNECTING:
+        st = mysql_real_connect_cont(&d->connect_ret, d->my, st);
+        break;
+    case DBC_BUSY:
+        st = d->ops->cont(d, st);
+        break;
+    case DBC_IDLE:
+        dbc_down(d, "server closed the connection");
+        return;
+    default:
+        assert(!"io event in a state without io");
+        return;
+    }
+    if (st) {
+        dbc_wait(d, st);
+        return;
+    }
+    dbc_step(d);
+}
+
+static void dbc_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    dbc *d = arg;
+    char msg[64];
+    switch (d->state) {
+    case DBC_DOWN:
+        dbc_connect_start(d);
+        return;
+    case DBC_CONNECTING:
+        snprintf(msg, sizeof msg, "connect timeout after %" PRIu32 " ms",
+                 d->s->connect_timeout_ms);
+        dbc_down(d, msg);
+        return;
+    default:
+        d->ops->timeout(d);
+        return;
+    }
+}
+
+static void dbc_defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    dbc *d = arg;
+    if (d->step_due) {
+        d->step_due = false;
+        dbc_step(d);
+        return;
+    }
+    if (d->ops->defer)
+        d->ops->defer(d);
+}
+
+/* Events, then a blocking connect (the same handle then runs nonblocking).
+ * On failure the caller still calls dbc_free. */
+static int dbc_init(dbc *d, store *s, const dbc_ops *ops, void *owner, char *err,
+                    size_t err_len)
+{
+    assert(ops->up && ops->down && ops->cont && ops->step && ops->timeout);
+    d->s = s;
+    d->ops = ops;
+    d->owner = owner;
+    d->io = event_new(s->base, -1, 0, dbc_io_cb, d);
+    d->timer = evtimer_new(s->base, dbc_timer_cb, d);
+    d->defer = evtimer_new(s->base, dbc_defer_cb, d);
+    if (!d->io || !d->timer || !d->defer) {
+        set_err(err, err_len, "event_new: out of memory");
+        return -1;
+    }
+    d->my = db_connect_blocking(s, true, s->db.database, err, err_len);
+    if (!d->my)
+        return -1;
+    d->state = DBC_IDLE;
+    dbc_watch_idle(d);
+    return 0;
+}
+
+/* Safe on a zeroed or partly initialised dbc. */
+static void dbc_free(dbc *d)
+{
+    if (d->io)
+        dbc_close(d);
+    if (d->io)
+        event_free(d->io);
+    if (d->timer)
+        event_free(d->timer);
+    if (d->defer)
+        event_free(d->defer);
+    sb_free(&d->sql);
+}
+
+/* ---- writers: batch commits and resolves ------------------------------------ */
+
 static void conn_start_resolve(store_conn *c);
-static void conn_query_step(store_conn *c);
 static void store_kick(store *s);
 
 static bool conn_is_up(const store_conn *c)
 {
-    return c->state == CONN_IDLE || c->state == CONN_COMMIT || c->state == CONN_RESOLVE;
+    return dbc_is_up(&c->db);
+}
+
+static bool conn_is_idle(const store_conn *c)
+{
+    return c->db.state == DBC_IDLE;
 }
 
 /* Fires on_idle when asked to (a connection became idle) or when store_up()
@@ -1162,116 +1468,34 @@ static void store_notify(store *s, bool became_idle)
         s->cb.on_idle(s->cb.arg);
 }
 
-/* Arms the io event for one Connector/C wait mask. */
-static void conn_wait(store_conn *c, int status)
-{
-    short what = 0;
-    struct timeval tv, *tvp = NULL;
-    if (status & (MYSQL_WAIT_READ | MYSQL_WAIT_EXCEPT))
-        what |= EV_READ;
-    if (status & MYSQL_WAIT_WRITE)
-        what |= EV_WRITE;
-    if (status & MYSQL_WAIT_TIMEOUT) {
-        tv = tv_ms(mysql_get_timeout_value_ms(c->my));
-        tvp = &tv;
-    }
-    event_del(c->io);
-    event_assign(c->io, c->s->base, mysql_get_socket(c->my), what, conn_io_cb, c);
-    event_add(c->io, tvp);
-}
-
-/* While idle, a readable socket means the server closed or will close it. */
-static void conn_watch_idle(store_conn *c)
-{
-    event_del(c->io);
-    event_assign(c->io, c->s->base, mysql_get_socket(c->my), EV_READ, conn_io_cb, c);
-    event_add(c->io, NULL);
-}
-
-static void conn_close(store_conn *c)
-{
-    event_del(c->io);
-    event_del(c->timer);
-    event_del(c->defer);
-    if (c->my) {
-        /* Allowed in the middle of a nonblocking call: the only way to
-         * abandon a query. */
-        mysql_close(c->my);
-        c->my = NULL;
-    }
-    c->state = CONN_DOWN;
-    if (c->sql.cap > STORE_SQL_KEEP_BYTES)
-        sb_free(&c->sql);
-}
-
-/* Closes and schedules a reconnect: at once after the first failure of a
- * healthy connection, then with exponential backoff and jitter. */
 static void conn_down(store_conn *c, const char *why)
 {
-    store *s = c->s;
-    bool was_up = conn_is_up(c);
-    conn_close(c);
-    uint32_t delay = 0;
-    if (c->backoff_ms) {
-        uint32_t half = c->backoff_ms / 2;
-        delay = half + (uint32_t)(store_rand(s) % (half + 1));
-    }
-    c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : STORE_BACKOFF_MIN_MS;
-    if (c->backoff_ms > s->backoff_max_ms)
-        c->backoff_ms = s->backoff_max_ms;
-    struct timeval tv = tv_ms(delay);
-    evtimer_add(c->timer, &tv);
-    if (was_up) {
+    dbc_down(&c->db, why);
+}
+
+static void conn_on_down(dbc *d, const char *why, dbc_state was)
+{
+    store_conn *c = d->owner;
+    if (was == DBC_IDLE || was == DBC_BUSY) {
         char idx[12];
         snprintf(idx, sizeof idx, "%u", c->idx);
         LOG_W("store: connection down", "conn", idx, "why", why);
     }
+    /* Only the server's close of an idle connection goes down outside a
+     * finish (which notifies after its callback). */
+    if (was == DBC_IDLE)
+        store_notify(c->s, false);
 }
 
-static void conn_connect_start(store_conn *c)
+static void conn_on_up(dbc *d)
 {
+    store_conn *c = d->owner;
     store *s = c->s;
-    assert(c->state == CONN_DOWN && !c->my);
-    c->my = db_handle_new(s, true, 0);
-    if (!c->my) {
-        conn_down(c, "mysql_init failed");
-        return;
-    }
-    c->state = CONN_CONNECTING;
-    struct timeval tv = tv_ms(s->connect_timeout_ms);
-    evtimer_add(c->timer, &tv);
-    int st = mysql_real_connect_start(&c->connect_ret, c->my, db_host(&s->db), s->db.user,
-                                      s->db.password, s->db.database, (unsigned)s->db.port,
-                                      s->db.socket[0] ? s->db.socket : NULL, 0);
-    if (st) {
-        conn_wait(c, st);
-        return;
-    }
-    /* Finished at once (refused): we are in a timer callback, not in an API
-     * call, so completing here is fine. */
-    conn_query_step(c);
-}
-
-static void conn_connected(store_conn *c)
-{
-    store *s = c->s;
-    if (!c->connect_ret) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "connect: %s", mysql_error(c->my));
-        LOG_D("store: connect failed", "err", msg);
-        c->state = CONN_DOWN; /* never up: no "down" log for every retry */
-        conn_down(c, msg);
-        return;
-    }
-    event_del(c->timer);
-    c->state = CONN_IDLE;
-    c->backoff_ms = 0;
     if (c->ever_up) {
         s->st.reconnects++;
         LOG_I("store: reconnected");
     }
     c->ever_up = true;
-    conn_watch_idle(c);
     if (s->rq_len) {
         conn_start_resolve(c);
         store_notify(s, false);
@@ -1280,24 +1504,16 @@ static void conn_connected(store_conn *c)
     store_notify(s, true);
 }
 
-/* Starts the statement in c->sql; completion arrives through io or defer. */
+/* Starts the statement in c->db.sql; completion arrives through io or defer. */
 static void conn_start_query(store_conn *c)
 {
-    store *s = c->s;
-    event_del(c->io);
     c->phase = PHASE_QUERY;
     c->started_us = mono_us();
-    struct timeval tv = tv_ms(s->commit_timeout_ms);
-    evtimer_add(c->timer, &tv);
-    if (c->build_err) {
-        event_active(c->defer, EV_TIMEOUT, 0);
-        return;
-    }
-    int st = mysql_real_query_start(&c->qret, c->my, c->sql.p, c->sql.len);
-    if (st)
-        conn_wait(c, st);
+    dbc_begin(&c->db, c->s->commit_timeout_ms);
+    if (c->build_err)
+        dbc_step_later(&c->db);
     else
-        event_active(c->defer, EV_TIMEOUT, 0);
+        dbc_send(&c->db);
 }
 
 /* ---- resolve queue --------------------------------------------------------- */
@@ -1345,20 +1561,20 @@ static eng_batch *rq_pop(store *s)
 static void conn_start_resolve(store_conn *c)
 {
     store *s = c->s;
-    assert(c->state == CONN_IDLE && s->rq_len > 0);
+    assert(conn_is_idle(c) && s->rq_len > 0);
     c->batch = rq_pop(s);
     c->batch_id = store_batch_id(s, c->batch);
-    c->state = CONN_RESOLVE;
+    c->kind = CONN_RESOLVE;
     c->build_err = NULL;
-    sb_reset(&c->sql);
-    sql_batch_log(&c->sql, s, c->batch_id, "aborted");
+    sb_reset(&c->db.sql);
+    sql_batch_log(&c->db.sql, s, c->batch_id, "aborted");
     /* An earlier attempt of this resolve may have written the tombstone
      * and lost its reply: a duplicate alone does not mean "committed".
      * The update changes an 'aborted' row and leaves a 'committed' one as
      * it is, so affected rows say which: 1 inserted now, 2 an earlier
      * tombstone (both aborted), 0 the batch's own row (committed). */
-    sb_str(&c->sql, " ON DUPLICATE KEY UPDATE at=IF(state='committed',at,at+1)");
-    c->build_err = c->sql.err;
+    sb_str(&c->db.sql, " ON DUPLICATE KEY UPDATE at=IF(state='committed',at,at+1)");
+    c->build_err = c->db.sql.err;
     conn_start_query(c);
 }
 
@@ -1366,7 +1582,7 @@ static void conn_start_resolve(store_conn *c)
 static void store_kick(store *s)
 {
     for (uint32_t i = 0; i < s->n_conns && s->rq_len; i++)
-        if (s->conns[i].state == CONN_IDLE)
+        if (conn_is_idle(&s->conns[i]))
             conn_start_resolve(&s->conns[i]);
 }
 
@@ -1389,11 +1605,11 @@ static void conn_finish_commit(store_conn *c, eng_outcome outcome, const char *e
 {
     store *s = c->s;
     eng_batch *b = c->batch;
-    assert(c->state == CONN_COMMIT && b);
+    assert(c->db.state == DBC_BUSY && c->kind == CONN_COMMIT && b);
     char id[24];
     snprintf(id, sizeof id, "%" PRIu64, c->batch_id);
     c->batch = NULL;
-    event_del(c->timer);
+    event_del(c->db.timer);
     conn_note_latency(c);
     if (outcome == ENG_COMMITTED)
         s->st.commits_ok++;
@@ -1402,16 +1618,15 @@ static void conn_finish_commit(store_conn *c, eng_outcome outcome, const char *e
     else
         s->st.commits_unknown++;
     if (keep) {
-        c->state = CONN_IDLE;
-        conn_watch_idle(c);
-        if (c->sql.cap > STORE_SQL_KEEP_BYTES)
-            sb_free(&c->sql);
+        dbc_idle(&c->db);
+        if (c->db.sql.cap > STORE_SQL_KEEP_BYTES)
+            sb_free(&c->db.sql);
         if (s->rq_len)
             conn_start_resolve(c);
     } else {
         conn_down(c, err ? err : "commit failed");
     }
-    bool idle = c->state == CONN_IDLE;
+    bool idle = conn_is_idle(c);
     if (outcome != ENG_COMMITTED) {
         LOG_W("store: commit not done", "batch", id,
               "outcome", outcome == ENG_ABORTED ? "aborted" : "unknown",
@@ -1425,9 +1640,9 @@ static void conn_finish_resolve(store_conn *c, int result, const char *err)
 {
     store *s = c->s;
     eng_batch *b = c->batch;
-    assert(c->state == CONN_RESOLVE && b);
+    assert(c->db.state == DBC_BUSY && c->kind == CONN_RESOLVE && b);
     c->batch = NULL;
-    event_del(c->timer);
+    event_del(c->db.timer);
     if (result < 0) {
         /* Unsettled: try again on a fresh connection after backoff. */
         rq_push(s, b, true);
@@ -1439,11 +1654,10 @@ static void conn_finish_resolve(store_conn *c, int result, const char *err)
     s->st.resolves++;
     char id[24];
     snprintf(id, sizeof id, "%" PRIu64, c->batch_id);
-    c->state = CONN_IDLE;
-    conn_watch_idle(c);
+    dbc_idle(&c->db);
     if (s->rq_len)
         conn_start_resolve(c);
-    bool idle = c->state == CONN_IDLE;
+    bool idle = conn_is_idle(c);
     LOG_I("store: batch resolved", "batch", id, "committed", result ? "true" : "false");
     s->cb.on_resolve(b, result == 1, s->cb.arg);
     store_notify(s, idle);
@@ -1452,10 +1666,10 @@ static void conn_finish_resolve(store_conn *c, int result, const char *err)
 /* The statement ended with an error. */
 static void conn_query_failed(store_conn *c)
 {
-    unsigned e = mysql_errno(c->my);
+    unsigned e = mysql_errno(c->db.my);
     char msg[300];
-    snprintf(msg, sizeof msg, "MariaDB %u: %s", e, mysql_error(c->my));
-    if (c->state == CONN_RESOLVE) {
+    snprintf(msg, sizeof msg, "MariaDB %u: %s", e, mysql_error(c->db.my));
+    if (c->kind == CONN_RESOLVE) {
         conn_finish_resolve(c, -1, msg);
         return;
     }
@@ -1468,8 +1682,8 @@ static void conn_query_failed(store_conn *c)
 
 static void conn_query_ok(store_conn *c)
 {
-    if (c->state == CONN_RESOLVE) {
-        my_ulonglong n = mysql_affected_rows(c->my);
+    if (c->kind == CONN_RESOLVE) {
+        my_ulonglong n = mysql_affected_rows(c->db.my);
         if (n == 0)
             conn_finish_resolve(c, 1, NULL);
         else if (n == 1 || n == 2)
@@ -1480,17 +1694,13 @@ static void conn_query_ok(store_conn *c)
         conn_finish_commit(c, ENG_COMMITTED, NULL, true);
 }
 
-/* A _start/_cont of the current state returned 0: act on its result. */
+/* The statement's _start/_cont returned 0: act on its result. */
 static void conn_query_step(store_conn *c)
 {
+    dbc *d = &c->db;
     for (;;) {
-        if (c->state == CONN_CONNECTING) {
-            conn_connected(c);
-            return;
-        }
-        assert(c->state == CONN_COMMIT || c->state == CONN_RESOLVE);
         if (c->build_err) {
-            if (c->state == CONN_RESOLVE) {
+            if (c->kind == CONN_RESOLVE) {
                 conn_finish_resolve(c, -1, c->build_err);
                 return;
             }
@@ -1499,110 +1709,69 @@ static void conn_query_step(store_conn *c)
             return;
         }
         /* next_result: 0 = another result read, -1 = no more, >0 = error. */
-        if (c->phase == PHASE_QUERY ? c->qret != 0 : c->qret > 0) {
+        if (c->phase == PHASE_QUERY ? d->qret != 0 : d->qret > 0) {
             conn_query_failed(c);
             return;
         }
-        if (c->phase == PHASE_NEXT_RESULT && c->qret == -1) {
+        if (c->phase == PHASE_NEXT_RESULT && d->qret == -1) {
             conn_query_ok(c);
             return;
         }
-        if (mysql_field_count(c->my) > 0) {
+        if (mysql_field_count(d->my) > 0) {
             /* Our statements return no rows: the stream is not what we
              * think it is; do not trust this connection. */
-            if (c->state == CONN_RESOLVE)
+            if (c->kind == CONN_RESOLVE)
                 conn_finish_resolve(c, -1, "unexpected result set");
             else
                 conn_finish_commit(c, ENG_UNKNOWN, "unexpected result set", false);
             return;
         }
-        if (!mysql_more_results(c->my)) {
+        if (!mysql_more_results(d->my)) {
             conn_query_ok(c);
             return;
         }
         c->phase = PHASE_NEXT_RESULT;
-        int st = mysql_next_result_start(&c->qret, c->my);
+        int st = mysql_next_result_start(&d->qret, d->my);
         if (st) {
-            conn_wait(c, st);
+            dbc_wait(d, st);
             return;
         }
     }
 }
 
-static void conn_io_cb(evutil_socket_t fd, short what, void *arg)
+static void conn_on_step(dbc *d)
 {
-    (void)fd;
-    store_conn *c = arg;
-    int st = 0;
-    if (what & EV_READ)
-        st |= MYSQL_WAIT_READ;
-    if (what & EV_WRITE)
-        st |= MYSQL_WAIT_WRITE;
-    if (what & EV_TIMEOUT)
-        st |= MYSQL_WAIT_TIMEOUT;
-    switch (c->state) {
-    case CONN_CONNECTING:
-        st = mysql_real_connect_cont(&c->connect_ret, c->my, st);
-        break;
-    case CONN_COMMIT:
-    case CONN_RESOLVE:
-        if (c->phase == PHASE_QUERY)
-            st = mysql_real_query_cont(&c->qret, c->my, st);
-        else
-            st = mysql_next_result_cont(&c->qret, c->my, st);
-        break;
-    case CONN_IDLE:
-        conn_down(c, "server closed the connection");
-        store_notify(c->s, false);
-        return;
-    default:
-        assert(!"io event in a state without io");
-        return;
-    }
-    if (st) {
-        conn_wait(c, st);
-        return;
-    }
-    conn_query_step(c);
+    conn_query_step(d->owner);
 }
 
-static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+static int conn_on_cont(dbc *d, int status)
 {
-    (void)fd;
-    (void)what;
-    store_conn *c = arg;
+    const store_conn *c = d->owner;
+    if (c->phase == PHASE_QUERY)
+        return mysql_real_query_cont(&d->qret, d->my, status);
+    return mysql_next_result_cont(&d->qret, d->my, status);
+}
+
+static void conn_on_timeout(dbc *d)
+{
+    store_conn *c = d->owner;
+    assert(d->state == DBC_BUSY && "timer in a state without a timer");
     char msg[64];
-    switch (c->state) {
-    case CONN_DOWN:
-        conn_connect_start(c);
-        return;
-    case CONN_CONNECTING:
-        snprintf(msg, sizeof msg, "connect timeout after %" PRIu32 " ms",
-                 c->s->connect_timeout_ms);
-        c->state = CONN_DOWN;
-        conn_down(c, msg);
-        return;
-    case CONN_COMMIT:
-        snprintf(msg, sizeof msg, "commit timeout after %" PRIu32 " ms",
-                 c->s->commit_timeout_ms);
+    snprintf(msg, sizeof msg, "%s timeout after %" PRIu32 " ms",
+             c->kind == CONN_COMMIT ? "commit" : "resolve", c->s->commit_timeout_ms);
+    if (c->kind == CONN_COMMIT)
         conn_finish_commit(c, ENG_UNKNOWN, msg, false);
-        return;
-    case CONN_RESOLVE:
-        snprintf(msg, sizeof msg, "resolve timeout after %" PRIu32 " ms",
-                 c->s->commit_timeout_ms);
+    else
         conn_finish_resolve(c, -1, msg);
-        return;
-    default:
-        assert(!"timer in a state without a timer");
-    }
 }
 
-static void conn_defer_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    conn_query_step(arg);
-}
+static const dbc_ops conn_ops = {
+    .up = conn_on_up,
+    .down = conn_on_down,
+    .cont = conn_on_cont,
+    .step = conn_on_step,
+    .timeout = conn_on_timeout,
+};
 
 static int rd_init(store *s, char *err, size_t err_len);
 static void rd_free(store *s);
@@ -1615,20 +1784,9 @@ static int store_conns_init(store *s, char *err, size_t err_len)
         store_conn *c = &s->conns[i];
         c->s = s;
         c->idx = i;
-        c->io = event_new(s->base, -1, 0, conn_io_cb, c);
-        c->timer = evtimer_new(s->base, conn_timer_cb, c);
-        c->defer = evtimer_new(s->base, conn_defer_cb, c);
-        if (!c->io || !c->timer || !c->defer) {
-            set_err(err, err_len, "event_new: out of memory");
+        if (dbc_init(&c->db, s, &conn_ops, c, err, err_len) != 0)
             return -1;
-        }
-        /* Blocking at startup; the same handle then runs nonblocking. */
-        c->my = db_connect_blocking(s, true, s->db.database, err, err_len);
-        if (!c->my)
-            return -1;
-        c->state = CONN_IDLE;
         c->ever_up = true;
-        conn_watch_idle(c);
     }
     return 0;
 }
@@ -1678,18 +1836,8 @@ void store_free(store *s)
 {
     if (!s)
         return;
-    for (uint32_t i = 0; i < STORE_CONNS_MAX; i++) {
-        store_conn *c = &s->conns[i];
-        if (c->io)
-            conn_close(c);
-        if (c->io)
-            event_free(c->io);
-        if (c->timer)
-            event_free(c->timer);
-        if (c->defer)
-            event_free(c->defer);
-        sb_free(&c->sql);
-    }
+    for (uint32_t i = 0; i < STORE_CONNS_MAX; i++)
+        dbc_free(&s->conns[i].db);
     rd_free(s);
     free(s->rq);
     free(s);
@@ -1708,7 +1856,7 @@ bool store_can_commit(const store *s)
     /* Queued resolves take idle connections first. */
     size_t idle = 0;
     for (uint32_t i = 0; i < s->n_conns; i++)
-        idle += s->conns[i].state == CONN_IDLE;
+        idle += conn_is_idle(&s->conns[i]);
     return idle > s->rq_len;
 }
 
@@ -1718,15 +1866,15 @@ int store_commit(store *s, eng_batch *b)
     store_kick(s);
     store_conn *c = NULL;
     for (uint32_t i = 0; i < s->n_conns && !c; i++)
-        if (s->conns[i].state == CONN_IDLE)
+        if (conn_is_idle(&s->conns[i]))
             c = &s->conns[i];
     if (!c)
         return -1;
     c->batch = b;
     c->batch_id = store_batch_id(s, b);
-    c->state = CONN_COMMIT;
-    sql_build_commit(&c->sql, s, b, c->batch_id);
-    c->build_err = c->sql.err;
+    c->kind = CONN_COMMIT;
+    sql_build_commit(&c->db.sql, s, b, c->batch_id);
+    c->build_err = c->db.sql.err;
     conn_start_query(c);
     return 0;
 }
@@ -1746,7 +1894,7 @@ void store_stats_get(const store *s, store_stats *out)
     for (uint32_t i = 0; i < s->n_conns; i++) {
         const store_conn *c = &s->conns[i];
         out->conns_up += conn_is_up(c);
-        out->conns_busy += c->state == CONN_COMMIT || c->state == CONN_RESOLVE;
+        out->conns_busy += c->db.state == DBC_BUSY;
     }
 }
 
@@ -2114,43 +2262,12 @@ out:
 
 /* ---- reader: single-SKU loads -------------------------------------------- */
 
-static void rd_io_cb(evutil_socket_t fd, short what, void *arg);
-static void rd_timer_cb(evutil_socket_t fd, short what, void *arg);
-static void rd_defer_cb(evutil_socket_t fd, short what, void *arg);
 static void rd_start_query(store *s);
 
-static void rd_wait(store *s, int status)
+/* Frees what the reader read, before its handle closes. */
+static void rd_release(dbc *d)
 {
-    store_reader *rd = &s->rd;
-    short what = 0;
-    struct timeval tv, *tvp = NULL;
-    if (status & (MYSQL_WAIT_READ | MYSQL_WAIT_EXCEPT))
-        what |= EV_READ;
-    if (status & MYSQL_WAIT_WRITE)
-        what |= EV_WRITE;
-    if (status & MYSQL_WAIT_TIMEOUT) {
-        tv = tv_ms(mysql_get_timeout_value_ms(rd->my));
-        tvp = &tv;
-    }
-    event_del(rd->io);
-    event_assign(rd->io, s->base, mysql_get_socket(rd->my), what, rd_io_cb, s);
-    event_add(rd->io, tvp);
-}
-
-static void rd_watch_idle(store *s)
-{
-    store_reader *rd = &s->rd;
-    event_del(rd->io);
-    event_assign(rd->io, s->base, mysql_get_socket(rd->my), EV_READ, rd_io_cb, s);
-    event_add(rd->io, NULL);
-}
-
-static void rd_close(store *s)
-{
-    store_reader *rd = &s->rd;
-    event_del(rd->io);
-    event_del(rd->timer);
-    rd->step_due = false;
+    store_reader *rd = &((store *)d->owner)->rd;
     if (rd->res) {
         mysql_free_result(rd->res);
         rd->res = NULL;
@@ -2159,13 +2276,6 @@ static void rd_close(store *s)
         mysql_free_result(rd->res_orders);
         rd->res_orders = NULL;
     }
-    if (rd->my) {
-        mysql_close(rd->my);
-        rd->my = NULL;
-    }
-    rd->state = RD_DOWN;
-    if (rd->sql.cap > STORE_SQL_KEEP_BYTES)
-        sb_free(&rd->sql);
 }
 
 /* Answers every request of the running query with result -1. */
@@ -2180,70 +2290,28 @@ static void rd_fail_batch(store *s)
     }
 }
 
+static void rd_down(store *s, const char *why)
+{
+    dbc_down(&s->rd.db, why);
+}
+
 /* The reader failed: its query's requests fail, and so do the queued ones
  * (through defer: the loop answers them while the reader is down, so that
  * readers of a dead MariaDB hear "unavailable" at once). Reconnects after
- * backoff. */
-static void rd_down(store *s, const char *why)
+ * backoff (armed by dbc_down). */
+static void rd_on_down(dbc *d, const char *why, dbc_state was)
 {
-    store_reader *rd = &s->rd;
-    bool was_up = rd->state != RD_DOWN && rd->state != RD_CONNECTING;
-    rd_close(s);
-    uint32_t delay = 0;
-    if (rd->backoff_ms) {
-        uint32_t half = rd->backoff_ms / 2;
-        delay = half + (uint32_t)(store_rand(s) % (half + 1));
-    }
-    rd->backoff_ms = rd->backoff_ms ? rd->backoff_ms * 2 : STORE_BACKOFF_MIN_MS;
-    if (rd->backoff_ms > s->backoff_max_ms)
-        rd->backoff_ms = s->backoff_max_ms;
-    struct timeval tv = tv_ms(delay);
-    evtimer_add(rd->timer, &tv);
-    if (was_up)
+    store *s = d->owner;
+    if (was == DBC_IDLE || was == DBC_BUSY)
         LOG_W("store: reader connection down", "why", why);
     rd_fail_batch(s);
-    if (rd->q_len)
-        event_active(rd->defer, EV_TIMEOUT, 0);
+    if (s->rd.q_len)
+        event_active(d->defer, EV_TIMEOUT, 0);
 }
 
-static void rd_connect_start(store *s)
+static void rd_on_up(dbc *d)
 {
-    store_reader *rd = &s->rd;
-    assert(rd->state == RD_DOWN && !rd->my);
-    rd->my = db_handle_new(s, true, 0);
-    if (!rd->my) {
-        rd_down(s, "mysql_init failed");
-        return;
-    }
-    rd->state = RD_CONNECTING;
-    struct timeval tv = tv_ms(s->connect_timeout_ms);
-    evtimer_add(rd->timer, &tv);
-    int st = mysql_real_connect_start(&rd->connect_ret, rd->my, db_host(&s->db), s->db.user,
-                                      s->db.password, s->db.database, (unsigned)s->db.port,
-                                      s->db.socket[0] ? s->db.socket : NULL, 0);
-    if (st) {
-        rd_wait(s, st);
-        return;
-    }
-    rd->step_due = true;
-    event_active(rd->defer, EV_TIMEOUT, 0);
-}
-
-static void rd_connected(store *s)
-{
-    store_reader *rd = &s->rd;
-    if (!rd->connect_ret) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "connect: %s", mysql_error(rd->my));
-        rd->state = RD_DOWN;
-        rd_down(s, msg);
-        return;
-    }
-    event_del(rd->timer);
-    rd->state = RD_IDLE;
-    rd->backoff_ms = 0;
-    rd_watch_idle(s);
-    rd_start_query(s);
+    rd_start_query(d->owner);
 }
 
 static void lq_push(store_reader *rd, const load_req *r)
@@ -2264,15 +2332,15 @@ static void lq_pop(store_reader *rd, load_req *out)
 /* " WHERE sku IN (...)" (or order_id) over the running batch. */
 static void rd_sql_in(store_reader *rd)
 {
-    sb_str(&rd->sql, rd->step == RD_STEP_FIND || rd->step == RD_STEP_LINES
+    sb_str(&rd->db.sql, rd->step == RD_STEP_FIND || rd->step == RD_STEP_LINES
                          ? " WHERE order_id IN ("
                          : " WHERE sku IN (");
     for (size_t i = 0; i < rd->n_batch; i++) {
         if (i)
-            sb_str(&rd->sql, ",");
-        sb_hex_str(&rd->sql, rd->batch[i].sku);
+            sb_str(&rd->db.sql, ",");
+        sb_hex_str(&rd->db.sql, rd->batch[i].sku);
     }
-    sb_str(&rd->sql, ")");
+    sb_str(&rd->db.sql, ")");
 }
 
 /* First writer wins, in one statement: the upsert changes nothing on a
@@ -2282,95 +2350,86 @@ static void rd_sql_in(store_reader *rd)
 static void rd_sql_decide(store_reader *rd)
 {
     int64_t at = now_ms();
-    sb_str(&rd->sql, "INSERT INTO cart_decisions (order_id,decision,at_ms) VALUES ");
+    sb_str(&rd->db.sql, "INSERT INTO cart_decisions (order_id,decision,at_ms) VALUES ");
     for (size_t i = 0; i < rd->n_batch; i++) {
         const load_req *r = &rd->batch[i];
         assert(r->want == STORE_DECIDE_CONFIRM || r->want == STORE_DECIDE_ABORT);
-        sb_str(&rd->sql, i ? ",(" : "(");
-        sb_hex_str(&rd->sql, r->sku);
-        sb_str(&rd->sql, r->want == STORE_DECIDE_CONFIRM ? ",'confirm'," : ",'abort',");
-        sb_i64(&rd->sql, at);
-        sb_str(&rd->sql, ")");
+        sb_str(&rd->db.sql, i ? ",(" : "(");
+        sb_hex_str(&rd->db.sql, r->sku);
+        sb_str(&rd->db.sql, r->want == STORE_DECIDE_CONFIRM ? ",'confirm'," : ",'abort',");
+        sb_i64(&rd->db.sql, at);
+        sb_str(&rd->db.sql, ")");
     }
-    sb_str(&rd->sql, " ON DUPLICATE KEY UPDATE at_ms=at_ms RETURNING order_id,decision");
+    sb_str(&rd->db.sql, " ON DUPLICATE KEY UPDATE at_ms=at_ms RETURNING order_id,decision");
 }
 
 /* Sends the statement of the running batch's current step. */
 static void rd_send_step(store *s)
 {
     store_reader *rd = &s->rd;
-    sb_reset(&rd->sql);
+    sb_reset(&rd->db.sql);
     switch (rd->step) {
     case RD_STEP_ISOLATION:
         /* READ COMMITTED: the bump of SKUs that do not exist yet takes no
          * gap locks, so it cannot deadlock with a batch inserting them.
          * The rows that do exist are locked by the bump, so what the
          * SELECTs read after it is final either way. */
-        sb_str(&rd->sql, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
+        sb_str(&rd->db.sql, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
         break;
     case RD_STEP_BEGIN:
-        sb_str(&rd->sql, "START TRANSACTION");
+        sb_str(&rd->db.sql, "START TRANSACTION");
         break;
     case RD_STEP_BUMP:
-        sb_str(&rd->sql, "UPDATE sku SET epoch=epoch+1,version=version+1");
+        sb_str(&rd->db.sql, "UPDATE sku SET epoch=epoch+1,version=version+1");
         rd_sql_in(rd);
         break;
     case RD_STEP_SKUS:
-        sb_str(&rd->sql, SKU_SELECT);
+        sb_str(&rd->db.sql, SKU_SELECT);
         rd_sql_in(rd);
         break;
     case RD_STEP_ORDERS:
         /* Sorted: a SKU's lines of one order may come in any order. */
-        sb_str(&rd->sql, ORDER_SELECT);
+        sb_str(&rd->db.sql, ORDER_SELECT);
         rd_sql_in(rd);
-        sb_str(&rd->sql, ORDER_SORT);
+        sb_str(&rd->db.sql, ORDER_SORT);
         break;
     case RD_STEP_COMMIT:
-        sb_str(&rd->sql, "COMMIT");
+        sb_str(&rd->db.sql, "COMMIT");
         break;
     case RD_STEP_FIND:
-        sb_str(&rd->sql, "SELECT order_id,sku FROM orders");
+        sb_str(&rd->db.sql, "SELECT order_id,sku FROM orders");
         rd_sql_in(rd);
-        sb_str(&rd->sql, " AND line_no=0");
+        sb_str(&rd->db.sql, " AND line_no=0");
         break;
     case RD_STEP_LINES:
-        sb_str(&rd->sql, "SELECT order_id,line_no,n_lines,sku FROM orders");
+        sb_str(&rd->db.sql, "SELECT order_id,line_no,n_lines,sku FROM orders");
         rd_sql_in(rd);
-        sb_str(&rd->sql, ORDER_SORT);
+        sb_str(&rd->db.sql, ORDER_SORT);
         break;
     case RD_STEP_DECIDE:
         rd_sql_decide(rd);
         break;
     case RD_STEP_RETRY:
-        sb_str(&rd->sql, "ROLLBACK");
+        sb_str(&rd->db.sql, "ROLLBACK");
         break;
     default:
         assert(!"no statement for this step");
     }
-    if (rd->sql.err) {
+    if (rd->db.sql.err) {
         rd_fail_batch(s);
-        rd->state = RD_IDLE;
+        rd->db.state = DBC_IDLE;
         return;
     }
     s->st.sku_load_queries++;
-    rd->state = RD_QUERY;
-    event_del(rd->io);
-    struct timeval tv = tv_ms(s->commit_timeout_ms);
-    evtimer_add(rd->timer, &tv);
-    int st = mysql_real_query_start(&rd->qret, rd->my, rd->sql.p, rd->sql.len);
-    if (st) {
-        rd_wait(s, st);
-        return;
-    }
-    rd->step_due = true;
-    event_active(rd->defer, EV_TIMEOUT, 0);
+    rd->phase = RD_QUERY;
+    dbc_query_start(&rd->db, s->commit_timeout_ms);
 }
 
 /* Takes up to STORE_LOAD_BATCH_MAX queued requests into one load. */
 static void rd_start_query(store *s)
 {
     store_reader *rd = &s->rd;
-    if (rd->state != RD_IDLE || rd->q_len == 0)
+    if (rd->db.state != DBC_IDLE || rd->q_len == 0)
         return;
     rd->n_batch = 0;
     /* One kind a batch: the requests at the head of the queue that share
@@ -2614,25 +2673,21 @@ static void rd_next_step(store *s)
         return;
     }
     assert(rd->step == RD_STEP_DONE || rd_step_single(rd->step));
-    event_del(rd->timer);
-    rd->state = RD_IDLE;
-    rd_watch_idle(s);
+    dbc_idle(&rd->db);
     rd_deliver(s);
     rd_start_query(s);
 }
 
-/* A _start/_cont returned 0: act on where the reader is. */
-static void rd_step(store *s)
+/* The statement's _start/_cont returned 0: act on where the reader is. */
+static void rd_step(dbc *d)
 {
+    store *s = d->owner;
     store_reader *rd = &s->rd;
     char msg[300];
-    switch (rd->state) {
-    case RD_CONNECTING:
-        rd_connected(s);
-        return;
+    switch (rd->phase) {
     case RD_QUERY:
-        if (rd->qret != 0) {
-            unsigned e = mysql_errno(rd->my);
+        if (d->qret != 0) {
+            unsigned e = mysql_errno(d->my);
             /* InnoDB rolled the takeover back (deadlock or lock wait
              * timeout) and the connection is fine: run it again, a few
              * times, before failing its loads. */
@@ -2643,7 +2698,7 @@ static void rd_step(store *s)
                 rd_send_step(s);
                 return;
             }
-            snprintf(msg, sizeof msg, "load: MariaDB %u: %s", e, mysql_error(rd->my));
+            snprintf(msg, sizeof msg, "load: MariaDB %u: %s", e, mysql_error(d->my));
             rd_down(s, msg);
             return;
         }
@@ -2651,83 +2706,44 @@ static void rd_step(store *s)
             rd_next_step(s);
             return;
         }
-        rd->state = RD_RESULT;
-        int st = mysql_store_result_start(rd->step == RD_STEP_ORDERS ? &rd->res_orders : &rd->res, rd->my);
+        rd->phase = RD_RESULT;
+        int st = mysql_store_result_start(rd->step == RD_STEP_ORDERS ? &rd->res_orders : &rd->res, d->my);
         if (st) {
-            rd_wait(s, st);
+            dbc_wait(d, st);
             return;
         }
         /* fall through: stored at once */
         /* FALLTHROUGH */
     case RD_RESULT:
-        if (!(rd->step == RD_STEP_ORDERS ? rd->res_orders : rd->res) && mysql_errno(rd->my)) {
-            snprintf(msg, sizeof msg, "load result: %s", mysql_error(rd->my));
+        if (!(rd->step == RD_STEP_ORDERS ? rd->res_orders : rd->res) && mysql_errno(d->my)) {
+            snprintf(msg, sizeof msg, "load result: %s", mysql_error(d->my));
             rd_down(s, msg);
             return;
         }
         rd_next_step(s);
         return;
-    default:
-        return;
     }
 }
 
-static void rd_io_cb(evutil_socket_t fd, short what, void *arg)
+static int rd_cont(dbc *d, int status)
 {
-    (void)fd;
-    store *s = arg;
-    store_reader *rd = &s->rd;
-    int st = 0;
-    if (what & EV_READ)
-        st |= MYSQL_WAIT_READ;
-    if (what & EV_WRITE)
-        st |= MYSQL_WAIT_WRITE;
-    if (what & EV_TIMEOUT)
-        st |= MYSQL_WAIT_TIMEOUT;
-    switch (rd->state) {
-    case RD_CONNECTING:
-        st = mysql_real_connect_cont(&rd->connect_ret, rd->my, st);
-        break;
-    case RD_QUERY:
-        st = mysql_real_query_cont(&rd->qret, rd->my, st);
-        break;
-    case RD_RESULT:
-        st = mysql_store_result_cont(rd->step == RD_STEP_ORDERS ? &rd->res_orders : &rd->res, rd->my, st);
-        break;
-    case RD_IDLE:
-        rd_down(s, "server closed the connection");
-        return;
-    default:
-        assert(!"reader io in a state without io");
-        return;
-    }
-    if (st) {
-        rd_wait(s, st);
-        return;
-    }
-    rd_step(s);
+    store_reader *rd = &((store *)d->owner)->rd;
+    if (rd->phase == RD_QUERY)
+        return mysql_real_query_cont(&d->qret, d->my, status);
+    return mysql_store_result_cont(rd->step == RD_STEP_ORDERS ? &rd->res_orders : &rd->res,
+                                   d->my, status);
 }
 
-static void rd_timer_cb(evutil_socket_t fd, short what, void *arg)
+static void rd_timeout(dbc *d)
 {
-    (void)fd;
-    (void)what;
-    store *s = arg;
-    store_reader *rd = &s->rd;
-    if (rd->state == RD_DOWN) {
-        rd_connect_start(s);
-        return;
-    }
-    rd_down(s, rd->state == RD_CONNECTING ? "connect timeout" : "load timeout");
+    rd_down(d->owner, "load timeout");
 }
 
-static void rd_defer_cb(evutil_socket_t fd, short what, void *arg)
+static void rd_defer(dbc *d)
 {
-    (void)fd;
-    (void)what;
-    store *s = arg;
+    store *s = d->owner;
     store_reader *rd = &s->rd;
-    if (rd->state == RD_DOWN) {
+    if (d->state == DBC_DOWN) {
         /* Nobody to ask: the waiting loads fail now, not after backoff. */
         size_t n = rd->q_len;
         for (size_t i = 0; i < n; i++) {
@@ -2738,54 +2754,43 @@ static void rd_defer_cb(evutil_socket_t fd, short what, void *arg)
         }
         return;
     }
-    if (rd->step_due) {
-        rd->step_due = false;
-        rd_step(s);
-        return;
-    }
-    if (rd->state == RD_IDLE) {
+    if (d->state == DBC_IDLE) {
         rd_start_query(s);
         return;
     }
     /* Busy: armed by a request queued while idle (from a callback of the
      * query that just ended), and a query started since. It is no result
-     * to act on (that would read a query still on the wire); the running
-     * query starts the next one when it ends. */
+     * to act on (that would read a query still on the wire: dbc steps only
+     * a _start that finished at once); the running query starts the next
+     * one when it ends. */
 }
+
+static const dbc_ops rd_ops = {
+    .up = rd_on_up,
+    .down = rd_on_down,
+    .release = rd_release,
+    .cont = rd_cont,
+    .step = rd_step,
+    .timeout = rd_timeout,
+    .defer = rd_defer,
+};
 
 static int rd_init(store *s, char *err, size_t err_len)
 {
     store_reader *rd = &s->rd;
-    rd->io = event_new(s->base, -1, 0, rd_io_cb, s);
-    rd->timer = evtimer_new(s->base, rd_timer_cb, s);
-    rd->defer = evtimer_new(s->base, rd_defer_cb, s);
     rd->q_cap = 1024;
     rd->q = malloc(rd->q_cap * sizeof *rd->q);
-    if (!rd->io || !rd->timer || !rd->defer || !rd->q) {
+    if (!rd->q) {
         set_err(err, err_len, "reader: out of memory");
         return -1;
     }
-    rd->my = db_connect_blocking(s, true, s->db.database, err, err_len);
-    if (!rd->my)
-        return -1;
-    rd->state = RD_IDLE;
-    rd_watch_idle(s);
-    return 0;
+    return dbc_init(&rd->db, s, &rd_ops, s, err, err_len);
 }
 
 static void rd_free(store *s)
 {
-    store_reader *rd = &s->rd;
-    if (rd->io)
-        rd_close(s);
-    if (rd->io)
-        event_free(rd->io);
-    if (rd->timer)
-        event_free(rd->timer);
-    if (rd->defer)
-        event_free(rd->defer);
-    sb_free(&rd->sql);
-    free(rd->q);
+    dbc_free(&s->rd.db);
+    free(s->rd.q);
 }
 
 /* Queues r (its key and callback set). */
@@ -2812,8 +2817,8 @@ static int rd_enqueue(store *s, const load_req *req)
     s->st.sku_loads++;
     /* Never inside this call: the defer starts the query (or fails the
      * request when the reader is down) after the current callback. */
-    if (rd->state == RD_IDLE || rd->state == RD_DOWN)
-        event_active(rd->defer, EV_TIMEOUT, 0);
+    if (rd->db.state == DBC_IDLE || rd->db.state == DBC_DOWN)
+        event_active(rd->db.defer, EV_TIMEOUT, 0);
     return 0;
 }
 
