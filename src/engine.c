@@ -164,7 +164,25 @@ struct engine {
     uint32_t pp_claimed;
     eng_order *due_head, *due_tail; /* parts whose hold lapsed, for the caller */
     bool parts_mode;
+    struct tomb *tombs;           /* uthash: parts released before they were placed */
+    struct tomb **tomb_ring;      /* oldest first, ENG_TOMBS_MAX slots, evicted in turn */
+    size_t tomb_next, n_tombs;
     eng_stats st;
+};
+
+/* A part the coordinator released before its reserve arrived (the reply
+ * was lost or late): the order is decided ABORT, so a reserve of that part
+ * arriving later must hold nothing. Kept in memory for ENG_TOMB_MS, at
+ * most ENG_TOMBS_MAX (oldest evicted); after a restart the hold TTL is the
+ * backstop again. */
+#define ENG_TOMBS_MAX 65536
+#define ENG_TOMB_MS 600000
+
+struct tomb {
+    char key[ENG_KEY_MAX + 1];
+    uint8_t key_len;
+    int64_t until_ms;
+    UT_hash_handle hh;
 };
 
 /* ------------------------------------------------------------ names */
@@ -976,6 +994,12 @@ void engine_free(engine *e)
     }
     free_batch_pool(e);
     free(e->heap);
+    struct tomb *t, *ttmp;
+    HASH_ITER(hh, e->tombs, t, ttmp) {
+        HASH_DEL(e->tombs, t);
+        free(t);
+    }
+    free(e->tomb_ring);
     free(e);
 }
 
@@ -1338,7 +1362,45 @@ static eng_err submit_cart_reserve(engine *e, eng_op *op, const eng_cart *cl)
 }
 
 /* A single-SKU reserve, or a part (part_lines > 1: line line_no). */
-static eng_err submit_reserve(engine *e, eng_op *op)
+static struct tomb *tomb_find(const engine *e, const okey *k, int64_t now_ms)
+{
+    struct tomb *t = NULL;
+    HASH_FIND(hh, e->tombs, k->b, k->len, t);
+    return t != NULL && t->until_ms > now_ms ? t : NULL;
+}
+
+/* Remembers a part released before it was placed (see struct tomb). */
+static void tomb_add(engine *e, const okey *k, int64_t now_ms)
+{
+    struct tomb *t = NULL;
+    HASH_FIND(hh, e->tombs, k->b, k->len, t);
+    if (t != NULL) {
+        t->until_ms = now_ms + ENG_TOMB_MS;
+        return;
+    }
+    if (e->tomb_ring == NULL &&
+        (e->tomb_ring = calloc(ENG_TOMBS_MAX, sizeof(*e->tomb_ring))) == NULL)
+        return;  /* OOM: the hold TTL still frees the part */
+    struct tomb *old = e->tomb_ring[e->tomb_next];
+    if (old != NULL) {
+        HASH_DEL(e->tombs, old);
+        free(old);
+        e->n_tombs--;
+    }
+    if ((t = calloc(1, sizeof(*t))) == NULL) {
+        e->tomb_ring[e->tomb_next] = NULL;
+        return;
+    }
+    memcpy(t->key, k->b, k->len + 1);
+    t->key_len = (uint8_t)k->len;
+    t->until_ms = now_ms + ENG_TOMB_MS;
+    HASH_ADD(hh, e->tombs, key, t->key_len, t);
+    e->tomb_ring[e->tomb_next] = t;
+    e->tomb_next = (e->tomb_next + 1) % ENG_TOMBS_MAX;
+    e->n_tombs++;
+}
+
+static eng_err submit_reserve(engine *e, eng_op *op, int64_t now_ms)
 {
     assert(op->qty >= 1 && op->qty <= ENG_QTY_MAX);
     okey key;
@@ -1346,6 +1408,8 @@ static eng_err submit_reserve(engine *e, eng_op *op)
     int32_t n_lines = op->part_lines > 1 ? op->part_lines : 1;
     eng_order *o = order_find(e, &key);
     eng_sku *s;
+    if (o == NULL && n_lines > 1 && tomb_find(e, &key, now_ms) != NULL)
+        return op->err = ENG_E_EXPIRED;  /* its order was aborted before it arrived */
     if (o != NULL) {
         if (strcmp(o->sku->name, op->sku) != 0 || o->qty != op->qty || o->n_lines != n_lines ||
             o->line_no != (n_lines > 1 ? op->line_no : 0))
@@ -1373,7 +1437,6 @@ static eng_err submit_reserve(engine *e, eng_op *op)
 
 eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
 {
-    (void)now_ms;
     assert(op->state_ == OP_IDLE);
     assert(!op_internal(op) && op->tk_next == NULL);
     op->err = ENG_OK;
@@ -1398,11 +1461,16 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
             copy_id(op->sku, c.line[0].sku);
             op->qty = c.line[0].qty;
         }
-        return submit_reserve(e, op);
+        return submit_reserve(e, op, now_ms);
     case ENG_OP_CONFIRM:
     case ENG_OP_RELEASE:
     case ENG_OP_SHIP:
         o = order_of_op(e, op);
+        if (o == NULL && op->kind == ENG_OP_RELEASE && op->part_lines > 1) {
+            okey key;
+            op_key(op, &key);
+            tomb_add(e, &key, now_ms);
+        }
         /* A placeholder with reserves queued or in flight: wait behind
          * them in the same FIFO, so a pipelined reserve+confirm works. */
         if (o == NULL || (o->status == ENG_ST_NONE && !order_inflight(o) && o->pending == 0))

@@ -219,7 +219,10 @@ typedef struct eng_batch eng_batch;
  * engine: when it lapses it is handed to the caller (engine_part_due),
  * which settles it with confirm + decided (the coordinator decided to
  * confirm the order: confirmed even though the hold lapsed) or release +
- * as_expired (status expired). engine_set_parts_mode(true) (sharded) loads
+ * as_expired (status expired). A release naming a part that is not here
+ * (its reserve was lost or is late) is remembered for 10 minutes (at most
+ * 65,536 such): a reserve of that part arriving later is ENG_E_EXPIRED and
+ * holds nothing (the order was aborted). engine_set_parts_mode(true) (sharded) loads
  * every stored line of an order with n_lines > 1 as a part; otherwise the
  * lines of an order load into one whole order (line 0 first). */
 typedef struct eng_line_in {

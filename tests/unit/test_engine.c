@@ -1274,6 +1274,29 @@ static void test_parts(void **state)
     assert_string_equal(fl->order.reason, "line 2 failed: 500_004");
     assert_int_equal(avail(e, "a"), 5);
     free(fl);
+    /* A release that overtook its part's reserve: the late reserve holds
+     * nothing; the tombstone lapses after 10 minutes. */
+    eng_op *early = op_new(ENG_OP_RELEASE, "q", NULL, 0);
+    early->part_lines = 2;
+    early->line_no = 1;
+    assert_int_equal(engine_submit(e, early, 3000), ENG_E_NOT_FOUND);
+    eng_op *late = op_new(ENG_OP_RESERVE, "q", "a", 1);
+    late->part_lines = 2;
+    late->line_no = 1;
+    assert_int_equal(engine_submit(e, late, 3001), ENG_E_EXPIRED);
+    eng_op *other = op_new(ENG_OP_RESERVE, "q", "a", 1);
+    other->part_lines = 2;
+    other->line_no = 0;
+    assert_int_equal(engine_submit(e, other, 3001), ENG_OK);
+    run(e, 3001, ENG_COMMITTED);
+    assert_int_equal(other->err, ENG_OK);
+    late->err = ENG_OK;
+    assert_int_equal(engine_submit(e, late, 3000 + 600000), ENG_OK);
+    run(e, 3000 + 600000, ENG_COMMITTED);
+    assert_int_equal(late->err, ENG_OK);
+    free(early);
+    free(late);
+    free(other);
     /* A retry of a part elsewhere in the order is a conflict. */
     eng_op *bad = op_new(ENG_OP_RESERVE, "o", "a", 5);
     bad->part_lines = 3;
