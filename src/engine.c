@@ -3010,6 +3010,20 @@ void engine_each_sku(const engine *e, void (*fn)(const char *sku, void *arg), vo
         fn(s->name, arg);
 }
 
+bool engine_part_sku(const engine *e, const char *order_id, int32_t line_no, char *sku_out)
+{
+    if (line_no < 0 || line_no >= ENG_LINES_MAX)
+        return false;
+    okey key;
+    make_key(order_id, line_no, true, &key);
+    const eng_order *o = order_find(e, &key);
+    if (o == NULL || !o->part)
+        return false;
+    if (sku_out != NULL)
+        copy_id(sku_out, o->sku->name);
+    return true;
+}
+
 bool engine_order_sku(const engine *e, const char *order_id, char *sku_out)
 {
     const eng_order *o = order_find_id(e, order_id);

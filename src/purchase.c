@@ -100,18 +100,6 @@ static void job_destroy(pjob *j)
     free(j);
 }
 
-/* The upstream outOrderId of a line: order_id for line 0, so single-SKU
- * orders keep the id they were bought under before lines existed, and
- * "<order_id>#<line_no>" for the others ('#' is never in an order_id). */
-static void out_order_id_of(const eng_purchase *ep, char out[ENG_KEY_MAX + 1])
-{
-    assert(ep->line_no >= 0 && ep->line_no < ENG_LINES_MAX);
-    if (ep->line_no == 0)
-        snprintf(out, ENG_KEY_MAX + 1, "%s", ep->order_id);
-    else
-        snprintf(out, ENG_KEY_MAX + 1, "%s#%d", ep->order_id, (int)ep->line_no);
-}
-
 /* Gives the job's line back to the engine: claimable again. Jobs are per
  * line, so the line is named, never the whole order (another line of it
  * may be claimed by a job still running). */
@@ -565,7 +553,10 @@ static void claim_more(purchase *p)
             return;
         }
         assert(j->ep.qty > 0);
-        out_order_id_of(&j->ep, j->out_id);
+        /* The upstream outOrderId: order_id for line 0, so single-SKU
+         * orders keep the id they were bought under before lines
+         * existed; "<order_id>#<line_no>" for the others. */
+        eng_part_key(j->ep.order_id, j->ep.line_no, j->out_id);
         j->owner = p;
         j->need_lookup = j->ep.recovered;
         j->state = PJ_WAIT;

@@ -527,11 +527,8 @@ static bool order_read(const server *s, const eng_op *op, eng_order_view *out)
 /* True when the order (or part) an order call names is in memory. */
 static bool order_known(const server *s, const eng_op *op)
 {
-    if (op->part_lines > 0) {
-        char key[ENG_KEY_MAX + 1];
-        eng_part_key(op->order_id, op->line_no, key);
-        return engine_order_sku(s->eng, key, NULL);
-    }
+    if (op->part_lines > 0)
+        return engine_part_sku(s->eng, op->order_id, op->line_no, NULL);
     return engine_order_sku(s->eng, op->order_id, NULL);
 }
 

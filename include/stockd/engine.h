@@ -45,9 +45,9 @@
 /* order_id of an order given with lines: line k >= 1 is bought upstream as
  * "<order_id>#<k>", which must fit the supplier's 64 bytes. */
 #define ENG_CART_ID_MAX (ENG_ID_MAX - 3)
-/* The engine's key of an order: order_id, or "<order_id>#<line_no>" for
- * line line_no >= 1 of a cross-shard order kept as a part (see "orders of
- * several lines" below). '#' is never in a client's order_id. */
+/* The name of line line_no of an order (eng_part_key): order_id for line
+ * 0, "<order_id>#<line_no>" otherwise ('#' is never in a client's
+ * order_id); its 1688 outOrderId. */
 #define ENG_KEY_MAX (ENG_ID_MAX + 3)
 
 typedef enum eng_err {
@@ -403,8 +403,10 @@ bool engine_part_get(const engine *e, const char *order_id, int32_t line_no, eng
  * else the common status; else (confirmed and purchased lines) purchased
  * when every confirmed line has no supplier units, confirmed otherwise. */
 eng_status eng_order_status_of(const eng_line_view *lines, size_t n);
-/* The engine key of line line_no of an order kept as parts (out:
- * ENG_KEY_MAX + 1 bytes). */
+/* The name of line line_no of an order (see ENG_KEY_MAX; out:
+ * ENG_KEY_MAX + 1 bytes): what its purchase is called upstream. Not an
+ * order_id the engine's calls take: a part is named by order_id and
+ * line_no (engine_part_get, engine_part_sku). */
 void eng_part_key(const char *order_id, int32_t line_no, char *out);
 /* True when the engine holds an entry for sku: loaded, or being created by
  * a queued or in-flight sku.put. False: the SKU is unknown here or "cold"
@@ -425,6 +427,8 @@ bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err);
  * placeholder included; copies its SKU into sku_out (ENG_ID_MAX + 1 bytes)
  * unless NULL. */
 bool engine_order_sku(const engine *e, const char *order_id, char *sku_out);
+/* The same for part line_no of order_id (see "Parts"). */
+bool engine_part_sku(const engine *e, const char *order_id, int32_t line_no, char *sku_out);
 /* Calls fn for every SKU in memory; fn must not change the engine. */
 void engine_each_sku(const engine *e, void (*fn)(const char *sku, void *arg), void *arg);
 

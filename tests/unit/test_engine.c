@@ -1236,6 +1236,14 @@ static void test_parts(void **state)
     assert_false(engine_order_get(e, "o", &v));
     assert_true(engine_part_get(e, "o", 2, &v));
     assert_int_equal(v.qty, 1);
+    char sku[ENG_ID_MAX + 1];
+    assert_true(engine_part_sku(e, "o", 1, sku));
+    assert_string_equal(sku, "a");
+    assert_false(engine_part_sku(e, "o", 0, NULL));   /* no line 0 here */
+    char name[ENG_KEY_MAX + 1];
+    eng_part_key("o", 1, name);                       /* a name, not a key */
+    assert_string_equal(name, "o#1");
+    assert_false(engine_order_sku(e, name, NULL));
     /* A plain confirm does not name a part. */
     eng_op *plain = op_new(ENG_OP_CONFIRM, "o", NULL, 0);
     assert_int_equal(engine_submit(e, plain, 20), ENG_E_NOT_FOUND);
