@@ -1174,12 +1174,21 @@ static eng_order *order_of_op(const engine *e, const eng_op *op)
 
 /* The line an outcome op names: the order's line line_no (a part or a
  * single order: the head). */
-static eng_order *line_of_op(const engine *e, const eng_op *op)
+/* Line line_no of order_id: a part (part), a line of a whole order, or a
+ * single-SKU order itself. */
+static eng_order *line_find(const engine *e, const char *order_id, int32_t line_no, bool part)
 {
-    eng_order *h = order_of_op(e, op);
+    okey key;
+    make_key(order_id, line_no, part, &key);
+    eng_order *h = order_find(e, &key);
     if (h == NULL)
         return NULL;
-    return order_is_cart(h) ? order_line(h, op->line_no) : h;
+    return order_is_cart(h) ? order_line(h, line_no) : h;
+}
+
+static eng_order *line_of_op(const engine *e, const eng_op *op)
+{
+    return line_find(e, op->order_id, op->line_no, op->part_lines > 1);
 }
 
 static void tickets_free(engine *e, eng_op *op)
@@ -1812,16 +1821,9 @@ bool engine_purchase_claim(engine *e, eng_purchase *out)
     return true;
 }
 
-void engine_purchase_unclaim(engine *e, const char *order_id)
+void engine_purchase_unclaim(engine *e, const eng_purchase *p)
 {
-    eng_op op = {.line_no = 0};
-    copy_id(op.order_id, order_id);
-    engine_purchase_unclaim_line(e, &op);
-}
-
-void engine_purchase_unclaim_line(engine *e, const eng_op *ref)
-{
-    eng_order *o = line_of_op(e, ref);
+    eng_order *o = line_find(e, p->order_id, p->line_no, p->part_lines > 1);
     if (o == NULL || !o->in_purchases || !o->claimed)
         return;
     o->claimed = false;

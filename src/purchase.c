@@ -105,12 +105,7 @@ static void job_destroy(pjob *j)
  * may be claimed by a job still running). */
 static void job_unclaim(purchase *p, const pjob *j)
 {
-    eng_op ref;
-    memset(&ref, 0, sizeof(ref));
-    snprintf(ref.order_id, sizeof(ref.order_id), "%s", j->ep.order_id);
-    ref.line_no = j->ep.line_no;
-    ref.part_lines = j->ep.part_lines > 1 ? j->ep.part_lines : 0;
-    engine_purchase_unclaim_line(p->eng, &ref);
+    engine_purchase_unclaim(p->eng, &j->ep);
 }
 
 /* The job is over (committed, dropped or unclaimed): its slot is free, so

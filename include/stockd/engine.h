@@ -541,10 +541,9 @@ typedef struct eng_purchase {
 } eng_purchase;
 
 bool engine_purchase_claim(engine *e, eng_purchase *out);
-void engine_purchase_unclaim(engine *e, const char *order_id);  /* line 0 */
-/* Unclaims the line ref names (order_id, line_no, part_lines as in the
- * outcome op). */
-void engine_purchase_unclaim_line(engine *e, const eng_op *ref);
+/* Gives back the claim p (as engine_purchase_claim() filled it): only that
+ * line, never the order's other lines (their jobs may be running). */
+void engine_purchase_unclaim(engine *e, const eng_purchase *p);
 /* Pending purchases not claimed / claimed now. */
 void engine_purchase_counts(const engine *e, uint32_t *unclaimed, uint32_t *claimed);
 

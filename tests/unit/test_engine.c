@@ -959,7 +959,7 @@ static void test_purchase_recovered_on_load(void **state)
     eng_purchase p;
     assert_true(engine_purchase_claim(e, &p));
     assert_true(p.recovered);
-    engine_purchase_unclaim(e, "old");
+    engine_purchase_unclaim(e, &p);
     assert_true(engine_purchase_claim(e, &p));
     /* Released meanwhile: a late purchase is recorded and support told. */
     eng_op *rel = op_new(ENG_OP_RELEASE, "old", "s", 0);
