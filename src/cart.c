@@ -1519,17 +1519,6 @@ static void cascade_timer_cb(evutil_socket_t fd, short what, void *arg)
     cascade_send(c, cs);
 }
 
-/* reason cut at a UTF-8 boundary (never inside a character). */
-static void utf8_cut_copy(char *dst, size_t cap, const char *src)
-{
-    size_t n = strnlen(src, cap - 1);
-    if (n == cap - 1)
-        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
-            n--;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
 void cart_part_failed(cart *c, const char *order_id, int32_t line_no, int32_t n_lines,
                       const char *reason)
 {
@@ -1552,11 +1541,7 @@ void cart_part_failed(cart *c, const char *order_id, int32_t line_no, int32_t n_
     snprintf(cs->order_id, sizeof cs->order_id, "%s", order_id);
     cs->line_no = line_no;
     cs->n_lines = n_lines;
-    char why[ENG_REASON_MAX + 1];
-    int w = snprintf(why, sizeof why, "line %d failed: ", (int)line_no);
-    assert(w > 0 && (size_t)w < sizeof why);
-    utf8_cut_copy(why + w, sizeof why - (size_t)w, reason);
-    memcpy(cs->reason, why, sizeof cs->reason);
+    eng_line_failed_reason(line_no, reason, cs->reason);
     cs->timer = evtimer_new(c->env.base, cascade_timer_cb, cs);
     if (cs->timer == NULL) {
         LOG_E("cart: out of memory");

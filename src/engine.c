@@ -426,6 +426,13 @@ static void utf8_copy_cut(char *dst, const char *src, size_t cap)
     dst[n] = '\0';
 }
 
+void eng_line_failed_reason(int32_t line_no, const char *why, char out[ENG_REASON_MAX + 1])
+{
+    int w = snprintf(out, ENG_REASON_MAX + 1, "line %d failed: ", (int)line_no);
+    assert(w > 0 && w < ENG_REASON_MAX);
+    utf8_copy_cut(out + w, why, ENG_REASON_MAX + 1 - (size_t)w);
+}
+
 static char *dup_or_null(const char *s)
 {
     if (s == NULL || s[0] == '\0')
@@ -2343,9 +2350,7 @@ static void decide_purchase_failed(engine *e, eng_batch *b, eng_op *op, eng_orde
     if (order_is_cart(o->head)) {
         /* All or nothing: the order's other lines not yet bought go too. */
         char other[ENG_REASON_MAX + 1];
-        int w = snprintf(other, sizeof other, "line %d failed: ", (int)o->line_no);
-        assert(w > 0 && (size_t)w < sizeof other);
-        utf8_copy_cut(other + w, why, sizeof other - (size_t)w);
+        eng_line_failed_reason(o->line_no, why, other);
         fail_open_lines(b, o->head, o, other);
     }
     switch (op->fail_kind) {
@@ -2631,8 +2636,7 @@ static bool take_tickets(engine *e, eng_batch *b, eng_op *op)
             if (s->exists)
                 sku_recompute_sellable(e, s);
         }
-        fifo_unlink(e, t);
-        t->sku_p = s;  /* fifo_unlink keeps it; read below */
+        fifo_unlink(e, t);  /* keeps t->sku_p: read below */
     }
     op->state_ = OP_BATCHED;
     batch_append_op(b, op);

@@ -403,6 +403,11 @@ bool engine_part_get(const engine *e, const char *order_id, int32_t line_no, eng
  * else the common status; else (confirmed and purchased lines) purchased
  * when every confirmed line has no supplier units, confirmed otherwise. */
 eng_status eng_order_status_of(const eng_line_view *lines, size_t n);
+/* The reason the order's other lines end failed with when line line_no's
+ * purchase failed for why: "line <n> failed: <why>", cut at a UTF-8
+ * boundary to ENG_REASON_MAX bytes (the engine for a whole order, the
+ * coordinator for the parts of a cross-shard one). */
+void eng_line_failed_reason(int32_t line_no, const char *why, char out[ENG_REASON_MAX + 1]);
 /* The name of line line_no of an order (see ENG_KEY_MAX; out:
  * ENG_KEY_MAX + 1 bytes): what its purchase is called upstream. Not an
  * order_id the engine's calls take: a part is named by order_id and
