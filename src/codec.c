@@ -11,10 +11,6 @@
 #include <assert.h>
 #include <string.h>
 
-/* Hard cap on the explicit stack. msgpack-c itself refuses more than
- * MSGPACK_EMBED_STACK_SIZE (32) open containers, so a larger max_depth would
- * be useless; callers asking for more get this. */
-#define CODEC_DEPTH_CAP 64u
 
 /* What one msgpack header byte announces. */
 typedef enum codec_kind {
@@ -84,39 +80,36 @@ static uint32_t codec_read_be(const uint8_t *p, unsigned n)
     return v;
 }
 
-/* Walk state. `pending` is the number of objects still owed by the frame
- * (siblings and children not yet started); each needs at least one byte, so
- * off + pending > max_bytes proves the frame too large before it arrives. */
+/* Walk state over buf[0..len): the persistent part (codec_scan) plus the
+ * bytes seen so far. */
 typedef struct codec_walk {
     const uint8_t *buf;
     uint64_t len;
-    uint64_t max_bytes;
-    unsigned max_depth;
-    unsigned depth;
-    uint64_t off;
-    uint64_t pending;
-    uint64_t left[CODEC_DEPTH_CAP]; /* items left in each open container */
+    codec_scan *s;
 } codec_walk;
 
 /* Consumes one object header (and a str/bin/ext body). Returns
- * CODEC_FRAME_OK when the header was consumed, else the verdict. */
+ * CODEC_FRAME_OK when the header was consumed, else the verdict. Nothing
+ * in the scan state changes unless the whole header (and body) is present,
+ * so a NEED_MORE walk resumes exactly where it stopped. */
 static codec_frame codec_walk_one(codec_walk *w)
 {
-    if (w->off >= w->len)
+    codec_scan *s = w->s;
+    if (s->off >= w->len)
         return CODEC_FRAME_NEED_MORE;
-    codec_head h = codec_head_of(w->buf[w->off]);
+    codec_head h = codec_head_of(w->buf[s->off]);
     if (h.kind == CK_BAD)
         return CODEC_FRAME_BAD;
     /* The header plus one byte per other owed object must fit. */
-    uint64_t owed_after = w->pending - 1;
-    if (w->off + h.hdr + owed_after > w->max_bytes)
+    uint64_t owed_after = s->pending - 1;
+    if (s->off + h.hdr + owed_after > s->max_bytes)
         return CODEC_FRAME_TOO_LARGE;
-    if (w->off + h.hdr > w->len)
+    if (s->off + h.hdr > w->len)
         return CODEC_FRAME_NEED_MORE;
     uint64_t n = h.len;
     if (h.len_bytes)
-        n = codec_read_be(w->buf + w->off + h.len_off, h.len_bytes);
-    uint64_t room = w->max_bytes - w->off - h.hdr - owed_after;
+        n = codec_read_be(w->buf + s->off + h.len_off, h.len_bytes);
+    uint64_t room = s->max_bytes - s->off - h.hdr - owed_after;
     uint64_t body = 0, items = 0;
     if (h.kind == CK_BODY)
         body = n;
@@ -127,51 +120,62 @@ static codec_frame codec_walk_one(codec_walk *w)
     if (body > room || items > room)
         return CODEC_FRAME_TOO_LARGE;
     if (h.kind == CK_ARRAY || h.kind == CK_MAP) {
-        if (w->depth >= w->max_depth)
+        if (s->depth >= s->max_depth)
             return CODEC_FRAME_BAD;   /* empty containers count too, as in msgpack-c */
     }
-    if (w->off + h.hdr + body > w->len)
+    if (s->off + h.hdr + body > w->len)
         return CODEC_FRAME_NEED_MORE;
-    w->off += h.hdr + body;
-    w->pending = owed_after + items;
-    if (w->depth > 0)
-        w->left[w->depth - 1]--;
+    s->off += h.hdr + body;
+    s->pending = owed_after + items;
+    if (s->depth > 0)
+        s->left[s->depth - 1]--;
     if (items > 0)
-        w->left[w->depth++] = items;
-    while (w->depth > 0 && w->left[w->depth - 1] == 0)
-        w->depth--;
+        s->left[s->depth++] = items;
+    while (s->depth > 0 && s->left[s->depth - 1] == 0)
+        s->depth--;
     return CODEC_FRAME_OK;
 }
 
-codec_frame codec_frame_check(const uint8_t *buf, size_t len, size_t max_bytes,
-                              unsigned max_depth, size_t *frame_len)
+void codec_scan_init(codec_scan *s, size_t max_bytes, unsigned max_depth)
 {
-    assert(frame_len != NULL);
-    assert(buf != NULL || len == 0);
-    *frame_len = 0;
-    codec_walk w;
-    w.buf = buf;
-    w.len = len;
+    assert(s != NULL);
     /* Clamped so that off + header + pending never wraps. */
-    w.max_bytes = (uint64_t)max_bytes < UINT64_MAX / 2 ? (uint64_t)max_bytes : UINT64_MAX / 2;
-    w.max_depth = max_depth < CODEC_DEPTH_CAP ? max_depth : CODEC_DEPTH_CAP;
-    w.depth = 0;
-    w.off = 0;
-    w.pending = 1;
-    if (w.max_bytes == 0)
+    s->max_bytes = (uint64_t)max_bytes < UINT64_MAX / 2 ? (uint64_t)max_bytes : UINT64_MAX / 2;
+    s->max_depth = max_depth < CODEC_DEPTH_CAP ? max_depth : CODEC_DEPTH_CAP;
+    s->depth = 0;
+    s->off = 0;
+    s->pending = 1;
+}
+
+codec_frame codec_scan_feed(codec_scan *s, const uint8_t *buf, size_t len, size_t *frame_len)
+{
+    assert(s != NULL && frame_len != NULL);
+    assert(buf != NULL || len == 0);
+    assert(s->off <= len);  /* the caller hands the same frame, grown */
+    *frame_len = 0;
+    if (s->max_bytes == 0)
         return CODEC_FRAME_TOO_LARGE;   /* keeps off + pending <= max_bytes from the start */
+    codec_walk w = {buf, len, s};
     /* Terminates: every successful step advances off by >= 1 and off <= len. */
     for (;;) {
         codec_frame r = codec_walk_one(&w);
         if (r != CODEC_FRAME_OK)
             return r;
-        assert(w.off <= w.len);
-        if (w.pending == 0) {
-            assert(w.depth == 0);
-            *frame_len = (size_t)w.off;
+        assert(s->off <= w.len);
+        if (s->pending == 0) {
+            assert(s->depth == 0);
+            *frame_len = (size_t)s->off;
             return CODEC_FRAME_OK;
         }
     }
+}
+
+codec_frame codec_frame_check(const uint8_t *buf, size_t len, size_t max_bytes,
+                              unsigned max_depth, size_t *frame_len)
+{
+    codec_scan s;
+    codec_scan_init(&s, max_bytes, max_depth);
+    return codec_scan_feed(&s, buf, len, frame_len);
 }
 
 /* ---- RPC shapes ---- */

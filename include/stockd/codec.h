@@ -27,6 +27,25 @@ typedef enum codec_frame {
 codec_frame codec_frame_check(const uint8_t *buf, size_t len, size_t max_bytes,
                               unsigned max_depth, size_t *frame_len);
 
+/* The same check, resumable: a frame that arrives in pieces is walked once.
+ * The scan remembers how far it got (only whole headers and bodies are
+ * consumed), so feeding a frame of N bytes that grew k times costs O(N),
+ * not O(N * k). Feed the frame's bytes from its first byte each time, grown
+ * (buf may move; off never passes len); after OK, BAD or TOO_LARGE start
+ * the next frame with codec_scan_init(). */
+#define CODEC_DEPTH_CAP 32u  /* msgpack-c refuses deeper nesting anyway */
+typedef struct codec_scan {
+    uint64_t max_bytes;
+    unsigned max_depth;
+    unsigned depth;
+    uint64_t off;       /* bytes of the frame walked */
+    uint64_t pending;   /* objects still owed (each needs >= 1 byte) */
+    uint64_t left[CODEC_DEPTH_CAP]; /* items left in each open container */
+} codec_scan;
+
+void codec_scan_init(codec_scan *s, size_t max_bytes, unsigned max_depth);
+codec_frame codec_scan_feed(codec_scan *s, const uint8_t *buf, size_t len, size_t *frame_len);
+
 /* RPC message types. */
 enum { RPC_REQUEST = 0, RPC_RESPONSE = 1, RPC_NOTIFY = 2 };
 

@@ -368,6 +368,60 @@ static void test_pipelined(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* The resumable scan agrees with the one-shot check at every prefix of
+ * random input fed in random steps, and walks each byte at most once: a
+ * frame of many small objects fed a byte at a time ends with its scan
+ * offset equal to the frame length, not a multiple of it. */
+static void test_scan_resumes(void **state)
+{
+    (void)state;
+    uint64_t seed = 0xfeedbeef77ULL;
+    uint8_t buf[96];
+    for (int iter = 0; iter < 50000; iter++) {
+        size_t len = rng_next(&seed) % sizeof(buf);
+        for (size_t i = 0; i < len; i++)
+            buf[i] = random_byte(&seed);
+        size_t max_bytes = (iter & 1) ? MAX_BYTES : 1 + rng_next(&seed) % 64;
+        codec_scan sc;
+        codec_scan_init(&sc, max_bytes, MAX_DEPTH);
+        size_t have = 0;
+        for (;;) {
+            size_t fl1 = 0, fl2 = 0;
+            codec_frame one = codec_frame_check(have ? buf : NULL, have, max_bytes, MAX_DEPTH, &fl1);
+            codec_frame inc = codec_scan_feed(&sc, have ? buf : NULL, have, &fl2);
+            assert_int_equal(inc, one);
+            assert_int_equal(fl2, fl1);
+            if (inc != CODEC_FRAME_NEED_MORE || have == len)
+                break;
+            have += 1 + rng_next(&seed) % 8;
+            if (have > len)
+                have = len;
+        }
+    }
+    /* [0, 1, "ping", [[1, 1, ..., 1]]]: 100,000 one-byte items, fed one byte
+     * at a time. */
+    enum { N = 100000 };
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    assert_int_equal(codec_pack_request_head(&pk, 1, "ping"), 0);
+    msgpack_pack_array(&pk, N);
+    for (int i = 0; i < N; i++)
+        msgpack_pack_int(&pk, 1);
+    codec_scan sc;
+    codec_scan_init(&sc, 1u << 20, MAX_DEPTH);
+    size_t fl = 0;
+    for (size_t have = 1; have < sb.size; have++) {
+        assert_int_equal(codec_scan_feed(&sc, (const uint8_t *)sb.data, have, &fl),
+                         CODEC_FRAME_NEED_MORE);
+        assert_true(sc.off <= have);
+    }
+    assert_int_equal(codec_scan_feed(&sc, (const uint8_t *)sb.data, sb.size, &fl), CODEC_FRAME_OK);
+    assert_int_equal(fl, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* Unpacks sb into u (caller destroys) after the guard accepted it. */
 static const msgpack_object *unpack(msgpack_sbuffer *sb, msgpack_unpacked *u)
 {
@@ -505,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_depth),
         cmocka_unit_test(test_random_bytes),
         cmocka_unit_test(test_pipelined),
+        cmocka_unit_test(test_scan_resumes),
         cmocka_unit_test(test_rpc_shapes),
         cmocka_unit_test(test_pack_str_lengths),
     };
