@@ -33,6 +33,7 @@
 #include "stockd/cache.h"
 #include "stockd/cart.h"
 #include "stockd/codec.h"
+#include "stockd/conn.h"
 #include "stockd/peer.h"
 #include "stockd/ring.h"
 #include "stockd/hist.h"
@@ -42,7 +43,6 @@
 #include "stockd/supplier.h"
 #include "stockd/supplier_sync.h"
 
-#define FRAMES_PER_READ_MAX 512   /* fairness: frames decoded per wakeup */
 #define EXPIRY_TICK_MS 50
 #define COMMITS_TRACKED 64        /* > STORE_CONNS_MAX: batches in commit at once */
 #define UPDATES_SEEN 4096         /* peers' order updates remembered (told once each) */
@@ -50,19 +50,17 @@
 /* Result slots of the per-method counters: engine errors, plus these. */
 enum { RES_UNAUTHORIZED = ENG_E_COUNT_, RES_TOO_LARGE, RES_UNKNOWN_METHOD, RES_COUNT };
 
-enum conn_state { C_OPEN = 0, C_CLOSING, C_DEAD };
-
-typedef struct conn {
+/* What the server keeps per connection (conn_data). */
+typedef struct client {
     server *srv;
-    struct bufferevent *bev;
-    enum conn_state state;
-    bool read_paused;
     bool subscribed;              /* order.subscribe: in srv->subs[sub_idx] */
     uint32_t sub_idx;
-    uint32_t inflight;            /* requests in the engine */
-    uint64_t id;
-    struct conn *prev, *next;
-} conn;
+} client;
+
+static client *cl(conn *c)
+{
+    return conn_data(c);
+}
 
 typedef struct req {
     eng_op op;                    /* op.ctx == this */
@@ -84,23 +82,20 @@ struct server {
     const stockd_config *cfg;
     engine *eng;
     store *st;
-    struct evconnlistener *listener;
+    conn_mgr *cm;
     struct event *pump_ev;
     struct event *tick_ev;
     struct event *drain_ev;
     bool pump_armed;
     bool draining;
     const struct timeval *deadline_tv_default;
-    conn *conns;
-    uint32_t n_conns;
-    uint64_t next_conn_id;
     req *free_reqs;
     msgpack_zone zone;
     msgpack_sbuffer out;
     msgpack_packer pk;
     int64_t started_ms;
     /* counters */
-    uint64_t conns_total, conns_refused, conns_closed_bad, notifications;
+    uint64_t notifications;
     uint64_t results[M_COUNT][RES_COUNT];
     uint64_t outcome_unknown;
     /* latency: every answer is counted in results[][] and recorded in
@@ -186,8 +181,7 @@ static int64_t now_ms(void)
  * socket. */
 static void out_flush(server *s, conn *c)
 {
-    if (c->state != C_DEAD && c->bev != NULL)
-        evbuffer_add(bufferevent_get_output(c->bev), s->out.data, s->out.size);
+    conn_send(c, s->out.data, s->out.size);
     msgpack_sbuffer_clear(&s->out);
 }
 
@@ -420,25 +414,16 @@ static void req_put(server *s, req *r)
     s->free_reqs = r;
 }
 
-static void conn_free(conn *c);
-static void conn_close(conn *c);
-static void conn_update_read(conn *c);
-
-/* Sends what was packed for a request counted in c->inflight and ends it:
- * the one way every answer that waited (engine, deadline, cold load,
- * forward) leaves, so the connection is freed exactly when its last
- * request is answered. */
+/* Sends what was packed for a request held on its connection (conn_hold)
+ * and ends it: the one way every answer that waited (engine, deadline,
+ * cold load, forward) leaves, so the connection is freed exactly when its
+ * last request is answered. */
 static void req_finish(server *s, req *r)
 {
     conn *c = r->c;
     out_flush(s, c);
     req_put(s, r);
-    assert(c->inflight > 0);
-    c->inflight--;
-    if (c->state == C_DEAD && c->inflight == 0)
-        conn_free(c);
-    else
-        conn_update_read(c);
+    conn_release(c);
 }
 
 /* The engine answered a request: reply and release it. */
@@ -469,7 +454,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     req *r = arg;
-    server *s = r->c->srv;
+    server *s = cl(r->c)->srv;
     if (!engine_cancel(s->eng, &r->op))
         return;  /* already decided: the commit (bounded by its timeout) answers */
     r->op.err = ENG_E_DEADLINE;
@@ -761,8 +746,9 @@ static void cold_handle_waiter(server *s, req *r, const char *sku, int result)
     } else if (hint_missed(s, r, r->m)) {
         /* As in local_request: the SKU is loaded now, the order is not on it. */
         s->order_lookups++;
-        r->c->inflight--;  /* taken again by coordinate_order */
-        coordinate_order(s, r->c, r, r->msgid, r->m, r->deadline_ms);
+        conn *c = r->c;
+        coordinate_order(s, c, r, r->msgid, r->m, r->deadline_ms);
+        conn_release(c);  /* coordinate_order took its own hold */
     } else if (r->m == M_RESERVE && r->op.n_lines > 0) {
         cold_lines_again(s, r, sku, result);
     } else if (r->m == M_ORDER_GET) {
@@ -840,7 +826,7 @@ static void cold_refuse(server *s, conn *c, req *r, uint32_t msgid, enum method 
 }
 
 /* Queues r (r->c, msgid, m, deadline_ms set) on the load of sku, starting
- * it unless one is in flight. ENG_OK: queued (c->inflight untouched);
+ * it unless one is in flight. ENG_OK: queued (the connection not held yet);
  * ENG_E_UNKNOWN_SKU: the Bloom filter says certainly unknown; else the
  * error to answer. */
 static eng_err cold_enqueue(server *s, req *r, const char *sku)
@@ -897,7 +883,7 @@ static bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum meth
     r->deadline_ms = deadline_ms;
     eng_err err = cold_enqueue(s, r, sku);
     if (err == ENG_OK) {
-        c->inflight++;
+        conn_hold(c);
         return true;
     }
     if (err == ENG_E_UNKNOWN_SKU && m == M_SKU_PUT)
@@ -912,46 +898,50 @@ static bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum meth
 /* Idempotent; false when SERVER_SUBSCRIBERS_MAX connections listen already. */
 static bool subscribe(server *s, conn *c)
 {
-    if (c->subscribed)
+    client *k = cl(c);
+    if (k->subscribed)
         return true;
     if (s->n_subs >= SERVER_SUBSCRIBERS_MAX)
         return false;
-    c->subscribed = true;
-    c->sub_idx = s->n_subs;
+    k->subscribed = true;
+    k->sub_idx = s->n_subs;
     s->subs[s->n_subs++] = c;
+    conn_set_listener(c, true);
     return true;
 }
 
+/* From conn_close (on_close): a closing connection is never written to. */
 static void unsubscribe(server *s, conn *c)
 {
-    if (!c->subscribed)
+    client *k = cl(c);
+    if (!k->subscribed)
         return;
-    assert(c->sub_idx < s->n_subs && s->subs[c->sub_idx] == c);
+    assert(k->sub_idx < s->n_subs && s->subs[k->sub_idx] == c);
     conn *last = s->subs[--s->n_subs];
-    s->subs[c->sub_idx] = last;
-    last->sub_idx = c->sub_idx;
-    c->subscribed = false;
+    s->subs[k->sub_idx] = last;
+    cl(last)->sub_idx = k->sub_idx;
+    k->subscribed = false;
 }
 
 /* Sends the packed notification in s->out to every listener. One that
  * does not read (output over max_output_bytes) is closed rather than
- * buffered for. */
+ * buffered for; the close is deferred (conn.h), so the connection whose
+ * own request caused this notification is still there for its reply. */
 static void notify_send(server *s)
 {
     /* Backwards: a close swaps the last listener into slot i, already done. */
     for (uint32_t i = s->n_subs; i-- > 0;) {
         conn *c = s->subs[i];
-        assert(c->bev != NULL);
-        struct evbuffer *out = bufferevent_get_output(c->bev);
-        if (evbuffer_get_length(out) > s->cfg->max_output_bytes) {
+        assert(conn_get_state(c) == CONN_OPEN || conn_get_state(c) == CONN_DRAINING);
+        if (conn_output_len(c) > s->cfg->max_output_bytes) {
             char id[24];
-            snprintf(id, sizeof id, "%llu", (unsigned long long)c->id);
+            snprintf(id, sizeof id, "%llu", (unsigned long long)conn_id(c));
             LOG_W("order.subscribe listener not reading: closed", "conn", id);
             s->notify_dropped++;
             conn_close(c);
             continue;
         }
-        evbuffer_add(out, s->out.data, s->out.size);
+        conn_send(c, s->out.data, s->out.size);
         s->notify_sent++;
     }
     msgpack_sbuffer_clear(&s->out);
@@ -1470,7 +1460,7 @@ static void fwd_reply_cb(void *ctx, const msgpack_object *error, const msgpack_o
                          const char *reason)
 {
     req *r = ctx;
-    server *s = r->c->srv;
+    server *s = cl(r->c)->srv;
     if (reason != NULL) {
         s->fwd_failed++;
         count_at(s, r->m, ENG_E_UNAVAILABLE, r->start_ns);
@@ -1506,7 +1496,7 @@ static void forward(server *s, conn *c, req *r, uint32_t msgid, enum method m, u
     memcpy(r->owner, n->name, sizeof r->owner);
     if (r->start_ns == 0)
         r->start_ns = s->frame_start_ns;
-    c->inflight++;
+    conn_hold(c);
     s->fwd_calls++;
     peer_call(s->peers, n->host, n->port, rpc_method_name(m), params_map, "_fwd",
               ring_version(s->ring), (uint32_t)deadline_ms, fwd_reply_cb, r);
@@ -1536,7 +1526,7 @@ static void order_params(req *r, msgpack_object_kv kv[2], msgpack_object *map)
 static bool cold_enabled(const server *s);
 static void local_request(server *s, conn *c, req *r, uint32_t msgid, enum method m, int64_t deadline_ms);
 
-/* An order call that waited (counted in c->inflight) is answered now
+/* An order call that waited (held on its connection) is answered now
  * with an engine error. */
 static void order_call_fail(server *s, req *r, eng_err err)
 {
@@ -1547,11 +1537,10 @@ static void order_call_fail(server *s, req *r, eng_err err)
 }
 
 /* The order is known to be on sku: route the waiting call (counted in
- * c->inflight) as if the client had named that SKU. */
+ * held on its connection) as if the client had named that SKU. */
 static void order_route_sku(server *s, req *r, const char *sku)
 {
     conn *c = r->c;
-    c->inflight--;  /* taken again by whatever handles it now */
     snprintf(r->op.sku, sizeof r->op.sku, "%s", sku);
     uint32_t o = owner_of(s, sku);
     if (o != s->self) {
@@ -1559,11 +1548,10 @@ static void order_route_sku(server *s, req *r, const char *sku)
         msgpack_object map;
         order_params(r, kv, &map);
         forward(s, c, r, r->msgid, r->m, o, &map, r->deadline_ms);
-        return;
+    } else {
+        local_request(s, c, r, r->msgid, r->m, r->deadline_ms);
     }
-    local_request(s, c, r, r->msgid, r->m, r->deadline_ms);
-    if (c->state == C_DEAD && c->inflight == 0)
-        conn_free(c);
+    conn_release(c);  /* whatever handles it now took its own hold */
 }
 
 /* MariaDB said which SKU the order is on (without the coordinator). */
@@ -1572,9 +1560,9 @@ static void order_found_cb(const char *order_id, int result, const char *sku, vo
     (void)order_id;
     req *r = arg;
     if (result <= 0)
-        order_call_fail(r->c->srv, r, result == 0 ? ENG_E_NOT_FOUND : ENG_E_UNAVAILABLE);
+        order_call_fail(cl(r->c)->srv, r, result == 0 ? ENG_E_NOT_FOUND : ENG_E_UNAVAILABLE);
     else
-        order_route_sku(r->c->srv, r, sku);
+        order_route_sku(cl(r->c)->srv, r, sku);
 }
 
 /* ------------------------------------------------------------ the coordinator (cart.h)
@@ -1619,10 +1607,9 @@ static void cart_reply_cb(void *ctx, const char *data, size_t len)
 {
     req *r = ctx;
     conn *c = r->c;
-    server *s = c->srv;
+    server *s = cl(c)->srv;
     count_at(s, r->m, response_result(data, len), r->start_ns);
-    if (c->state != C_DEAD && c->bev != NULL)
-        evbuffer_add(bufferevent_get_output(c->bev), data, len);
+    conn_send(c, data, len);
     req_finish(s, r);
 }
 
@@ -1632,9 +1619,9 @@ static void cart_single_cb(void *ctx, const char *sku)
     req *r = ctx;
     r->cart_routed = true;
     if (sku[0] == '\0')
-        order_call_fail(r->c->srv, r, ENG_E_NOT_FOUND);
+        order_call_fail(cl(r->c)->srv, r, ENG_E_NOT_FOUND);
     else
-        order_route_sku(r->c->srv, r, sku);
+        order_route_sku(cl(r->c)->srv, r, sku);
 }
 
 /* The one answer while there is no coordinator (out of memory at start). */
@@ -1659,7 +1646,7 @@ static void req_wait(server *s, conn *c, req *r, uint32_t msgid, enum method m, 
     if (r->start_ns == 0)
         r->start_ns = s->frame_start_ns;
     r->deadline_ms = deadline_ms;
-    c->inflight++;
+    conn_hold(c);
 }
 
 static void coordinate_reserve(server *s, conn *c, req *r, uint32_t msgid, int64_t deadline_ms)
@@ -1755,10 +1742,10 @@ static bool route(server *s, conn *c, req *r, const rpc_msg *msg, enum method m,
         r->m = m;
         r->start_ns = s->frame_start_ns;
         r->deadline_ms = pp->deadline_ms;
-        c->inflight++;
+        conn_hold(c);
         s->order_lookups++;
         if (store_find_order_sku(s->st, op->order_id, order_found_cb, r) != 0) {
-            c->inflight--;
+            conn_release(c);
             op->err = ENG_E_BUSY;
             count(s, m, op->err);
             pack_eng_error(s, msg->msgid, op);
@@ -2017,7 +2004,7 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
 }
 
 /* A request this instance answers itself: from memory, after a cold load
- * (or takeover), or through the engine. Not counted in c->inflight yet. */
+ * (or takeover), or through the engine. Not held on its connection yet. */
 static void local_request(server *s, conn *c, req *r, uint32_t msgid, enum method m, int64_t deadline_ms)
 {
     eng_op *op = &r->op;
@@ -2051,7 +2038,7 @@ static void local_request(server *s, conn *c, req *r, uint32_t msgid, enum metho
         req_put(s, r);
         return;
     }
-    c->inflight++;
+    conn_hold(c);
     evtimer_assign(&r->timer, s->base, deadline_cb, r);
     if (deadline_ms == (int64_t)s->cfg->default_deadline_ms && s->deadline_tv_default) {
         evtimer_add(&r->timer, s->deadline_tv_default);
@@ -2262,12 +2249,20 @@ static void pack_stats(server *s)
     codec_pack_kv_int(pk, "forget_pending", (int64_t)s->n_forget);
     codec_pack_kv_int(pk, "peer_inflight", ps.inflight);
 
+    conn_stats cst;
+    conn_mgr_stats_get(s->cm, &cst);
     codec_pack_cstr(pk, "connections");
-    msgpack_pack_map(pk, 4);
-    codec_pack_kv_int(pk, "current", s->n_conns);
-    codec_pack_kv_int(pk, "total", (int64_t)s->conns_total);
-    codec_pack_kv_int(pk, "refused", (int64_t)s->conns_refused);
-    codec_pack_kv_int(pk, "closed_bad_input", (int64_t)s->conns_closed_bad);
+    msgpack_pack_map(pk, 10);
+    codec_pack_kv_int(pk, "current", cst.current);
+    codec_pack_kv_int(pk, "total", (int64_t)cst.total);
+    codec_pack_kv_int(pk, "refused", (int64_t)cst.refused);
+    codec_pack_kv_int(pk, "closed_bad_input", (int64_t)cst.closed_bad);
+    codec_pack_kv_int(pk, "closed_idle", (int64_t)cst.closed_idle);
+    codec_pack_kv_int(pk, "closed_stalled", (int64_t)cst.closed_stalled);
+    codec_pack_kv_int(pk, "output_bytes", (int64_t)cst.output_bytes);
+    codec_pack_kv_int(pk, "output_paused", (int64_t)cst.output_paused);
+    codec_pack_kv_int(pk, "accept_errors", (int64_t)cst.accept_errors);
+    codec_pack_kv_int(pk, "accept_pauses", (int64_t)cst.accept_pauses);
 
     codec_pack_cstr(pk, "requests");
     uint32_t nm = 0;
@@ -2469,95 +2464,31 @@ void server_store_callbacks(server *s, store_callbacks *out)
 
 /* ------------------------------------------------------------ connections */
 
-static void conn_free(conn *c)
+/* conn.h on_bad_frame: answer too_large when the msgid could be read. */
+static void on_bad_frame(void *arg, conn *c, bool too_large, int64_t msgid)
 {
-    server *s = c->srv;
-    assert(c->inflight == 0);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    free(c);
-}
-
-/* Closes the socket now; the struct lives until its requests are answered. */
-static void conn_close(conn *c)
-{
-    server *s = c->srv;
-    if (c->state == C_DEAD)
+    server *s = arg;
+    if (!too_large || msgid < 0)
         return;
-    unsubscribe(s, c);
-    if (c->bev) {
-        bufferevent_free(c->bev);
-        c->bev = NULL;
-    }
-    c->state = C_DEAD;
-    assert(s->n_conns > 0);
-    s->n_conns--;
-    if (c->inflight == 0)
-        conn_free(c);
+    char msg[96];
+    snprintf(msg, sizeof(msg), "message larger than %u bytes", s->cfg->max_message_bytes);
+    count(s, M_UNKNOWN, RES_TOO_LARGE);
+    reply_simple_error(s, c, (uint32_t)msgid, "too_large", msg, false, NULL, NULL);
 }
 
-/* Reading pauses while the client has too much in flight or is not
- * reading its replies; it resumes when both are back under their limits. */
-static void conn_update_read(conn *c)
+static void on_close(void *arg, conn *c)
 {
-    if (c->state != C_OPEN || c->bev == NULL)
-        return;
-    size_t out_len = evbuffer_get_length(bufferevent_get_output(c->bev));
-    bool pause = c->inflight >= c->srv->cfg->max_inflight_per_conn ||
-                 out_len > c->srv->cfg->max_output_bytes;
-    if (pause && !c->read_paused) {
-        bufferevent_disable(c->bev, EV_READ);
-        c->read_paused = true;
-    } else if (!pause && c->read_paused) {
-        c->read_paused = false;
-        bufferevent_enable(c->bev, EV_READ);
-        /* Frames may already sit in the input buffer. */
-        if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-            bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
-    }
+    unsubscribe(arg, c);
 }
 
-/* A frame the stream cannot survive: answer too_large when its msgid can
- * be read from the header ([0, msgid, ...]), then close once flushed. */
-static void conn_fail(conn *c, const uint8_t *p, size_t n, bool too_large)
+/* conn.h on_frame: decodes one complete, size-checked frame and handles
+ * it. Returns false when the connection must close. */
+static bool on_frame(void *arg, conn *c, const uint8_t *p, size_t n)
 {
-    server *s = c->srv;
-    s->conns_closed_bad++;
-    if (too_large && n >= 3 && p[0] == 0x94 && p[1] == 0x00) {
-        uint32_t msgid = 0;
-        bool ok = true;
-        if (p[2] <= 0x7f)
-            msgid = p[2];
-        else if (p[2] == 0xcc && n >= 4)
-            msgid = p[3];
-        else if (p[2] == 0xcd && n >= 5)
-            msgid = (uint32_t)p[3] << 8 | p[4];
-        else if (p[2] == 0xce && n >= 7)
-            msgid = (uint32_t)p[3] << 24 | (uint32_t)p[4] << 16 | (uint32_t)p[5] << 8 | p[6];
-        else
-            ok = false;
-        if (ok) {
-            char msg[96];
-            snprintf(msg, sizeof(msg), "message larger than %u bytes", s->cfg->max_message_bytes);
-            count(s, M_UNKNOWN, RES_TOO_LARGE);
-            reply_simple_error(s, c, msgid, "too_large", msg, false, NULL, NULL);
-        }
-    }
-    c->state = C_CLOSING;
-    bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        conn_close(c);
-}
-
-/* Decodes one complete, size-checked frame and handles it. Returns false
- * when the connection must close. */
-static bool conn_frame(conn *c, const uint8_t *p, size_t n)
-{
-    server *s = c->srv;
+    server *s = arg;
+    s->frame_start_ns = mono_ns();
+    if (cl(c)->srv == NULL)
+        cl(c)->srv = s;
     msgpack_object obj;
     size_t off = 0;
     msgpack_zone_clear(&s->zone);
@@ -2593,124 +2524,6 @@ static bool conn_frame(conn *c, const uint8_t *p, size_t n)
     return true;
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
-{
-    conn *c = arg;
-    server *s = c->srv;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    size_t max = s->cfg->max_message_bytes;
-    for (int frames = 0; frames < FRAMES_PER_READ_MAX; frames++) {
-        if (c->state != C_OPEN || c->read_paused)
-            return;
-        size_t avail = evbuffer_get_length(in);
-        if (avail == 0)
-            return;
-        size_t n = avail < max ? avail : max;
-        const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)n);
-        if (p == NULL) {
-            conn_close(c);
-            return;
-        }
-        size_t flen = 0;
-        s->frame_start_ns = mono_ns();
-        codec_frame r = codec_frame_check(p, n, max, s->cfg->max_depth, &flen);
-        if (r == CODEC_FRAME_NEED_MORE) {
-            if (n >= max) {  /* cannot complete within the limit */
-                conn_fail(c, p, n, true);
-            }
-            return;
-        }
-        if (r != CODEC_FRAME_OK) {
-            conn_fail(c, p, n, r == CODEC_FRAME_TOO_LARGE);
-            return;
-        }
-        bool keep = conn_frame(c, p, flen);
-        if (c->state == C_DEAD)
-            return;
-        evbuffer_drain(in, flen);
-        if (!keep) {
-            s->conns_closed_bad++;
-            conn_close(c);
-            return;
-        }
-        conn_update_read(c);
-    }
-    /* More frames may be waiting: come back after others had their turn. */
-    if (c->state == C_OPEN && evbuffer_get_length(in) > 0)
-        bufferevent_trigger(bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
-}
-
-static void write_cb(struct bufferevent *bev, void *arg)
-{
-    conn *c = arg;
-    if (c->state == C_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-        conn_close(c);
-        return;
-    }
-    conn_update_read(c);
-}
-
-static void event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    (void)bev;
-    conn *c = arg;
-    if ((what & BEV_EVENT_TIMEOUT) && (c->inflight > 0 || c->subscribed) && c->state == C_OPEN) {
-        /* Busy, not idle; a listener waits for notifications by design. */
-        bufferevent_enable(c->bev, EV_READ);
-        return;
-    }
-    conn_close(c);
-}
-
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
-{
-    (void)l;
-    (void)sa;
-    (void)len;
-    server *s = arg;
-    /* Beyond the limit: accept and close at once, so the client sees EOF
-     * instead of hanging in the kernel's backlog. */
-    if (s->n_conns >= s->cfg->max_connections || s->draining) {
-        s->conns_refused++;
-        evutil_closesocket(fd);
-        return;
-    }
-    conn *c = calloc(1, sizeof(*c));
-    struct bufferevent *bev = c ? bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
-    if (bev == NULL) {
-        free(c);
-        evutil_closesocket(fd);
-        s->conns_refused++;
-        return;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->srv = s;
-    c->bev = bev;
-    c->id = ++s->next_conn_id;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    s->n_conns++;
-    s->conns_total++;
-    bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
-    /* Low watermark 0 on output: write_cb runs once the buffer drains. */
-    if (s->cfg->idle_timeout_ms > 0) {
-        struct timeval tv = {s->cfg->idle_timeout_ms / 1000, (s->cfg->idle_timeout_ms % 1000) * 1000};
-        bufferevent_set_timeouts(bev, &tv, NULL);
-    }
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
-}
-
-static void accept_error_cb(struct evconnlistener *l, void *arg)
-{
-    (void)l;
-    (void)arg;
-    int err = EVUTIL_SOCKET_ERROR();
-    LOG_W("accept failed", "error", evutil_socket_error_to_string(err));
-}
-
 /* ------------------------------------------------------------ lifecycle */
 
 static void limits_from_cfg(const stockd_config *cfg, eng_limits *lim)
@@ -2744,9 +2557,13 @@ server *server_new(struct event_base *base, const stockd_config *cfg, char *err,
     limits_from_cfg(cfg, &lim);
     s->eng = engine_new(&lim, done_cb, s);
     s->alerts = calloc(SERVER_ALERTS_MAX, sizeof *s->alerts);
-    if (s->eng == NULL || s->alerts == NULL || !msgpack_zone_init(&s->zone, 8192)) {
+    conn_callbacks ccb = {.on_frame = on_frame, .on_bad_frame = on_bad_frame, .on_close = on_close,
+                          .arg = s};
+    s->cm = conn_mgr_new(base, cfg, &ccb, sizeof(client));
+    if (s->eng == NULL || s->alerts == NULL || s->cm == NULL || !msgpack_zone_init(&s->zone, 8192)) {
         snprintf(err, err_len, "out of memory");
         engine_free(s->eng);
+        conn_mgr_free(s->cm);
         free(s->alerts);
         free(s);
         return NULL;
@@ -2835,26 +2652,8 @@ void server_set_store(server *s, store *st)
 
 int server_listen(server *s, char *err, size_t err_len)
 {
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof(sin));
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons((uint16_t)s->cfg->listen_port);
-    const char *host = s->cfg->listen_host;
-    if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
-    if (inet_pton(AF_INET, host, &sin.sin_addr) != 1) {
-        snprintf(err, err_len, "listen: %s is not an IPv4 address", s->cfg->listen_host);
+    if (conn_mgr_listen(s->cm, err, err_len) != 0)
         return -1;
-    }
-    s->listener = evconnlistener_new_bind(s->base, accept_cb, s,
-                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
-                                          (struct sockaddr *)&sin, sizeof(sin));
-    if (s->listener == NULL) {
-        snprintf(err, err_len, "listen on %s:%d: %s", s->cfg->listen_host, s->cfg->listen_port,
-                 strerror(errno));
-        return -1;
-    }
-    evconnlistener_set_error_cb(s->listener, accept_error_cb);
     s->listening = true;
     return 0;
 }
@@ -2871,18 +2670,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     /* Quiet: nothing of ours is in flight. Close each connection once its
      * replies are flushed; a request read meanwhile is answered (writes
      * with a retryable 'unavailable') before its connection goes. */
-    for (conn *c = s->conns, *next; c != NULL; c = next) {
-        next = c->next;
-        if (c->state == C_DEAD || c->inflight > 0)
-            continue;
-        if (c->bev == NULL || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-            conn_close(c);
-        else if (c->state == C_OPEN) {
-            c->state = C_CLOSING;  /* write_cb closes it when flushed */
-            bufferevent_disable(c->bev, EV_READ);
-        }
-    }
-    if (s->n_conns == 0)
+    if (conn_mgr_drain_idle(s->cm) == 0)
         event_base_loopexit(s->base, NULL);
 }
 
@@ -2895,8 +2683,7 @@ void server_drain(server *s, unsigned drain_ms)
         supsync_stop(s->supsync); /* new figures would keep the engine from going quiet */
     if (s->purch)
         purchase_stop(s->purch);  /* no new claims; calls on the wire end normally */
-    if (s->listener)
-        evconnlistener_disable(s->listener);
+    conn_mgr_stop_accepting(s->cm);
     /* Poll for quiet every 20 ms; leave at drain_ms whatever remains. */
     s->drain_ev = event_new(s->base, -1, EV_PERSIST, drain_cb, s);
     struct timeval tv = {0, 20000};
@@ -2998,17 +2785,7 @@ void server_free(server *s)
     for (size_t i = 0; i < s->n_forget; i++)
         free(s->forget[i]);
     free(s->forget);
-    if (s->listener)
-        evconnlistener_free(s->listener);
-    while (s->conns) {
-        conn *c = s->conns;
-        if (c->bev) {
-            bufferevent_free(c->bev);
-            c->bev = NULL;
-        }
-        s->conns = c->next;
-        free(c);
-    }
+    conn_mgr_free(s->cm);
     if (s->pump_ev)
         event_free(s->pump_ev);
     if (s->cold_again_ev)
@@ -3042,8 +2819,7 @@ void server_reload(server *s)
     s->deadline_tv_default = event_base_init_common_timeout(s->base, &dl);
     /* Connections read max_inflight_per_conn and max_output_bytes on each
      * check, so paused ones may resume now. */
-    for (conn *c = s->conns; c != NULL; c = c->next)
-        conn_update_read(c);
+    conn_mgr_reload(s->cm);
     ring_reload(s);
     s->reloads++;
 }
@@ -3055,10 +2831,18 @@ void server_metrics_get(server *s, server_metrics *out)
     out->listening = s->listening;
     out->draining = s->draining;
     out->store_up = s->st != NULL && store_up(s->st);
-    out->conns_current = s->n_conns;
-    out->conns_total = s->conns_total;
-    out->conns_refused = s->conns_refused;
-    out->conns_closed_bad = s->conns_closed_bad;
+    conn_stats cst;
+    conn_mgr_stats_get(s->cm, &cst);
+    out->conns_current = cst.current;
+    out->conns_total = cst.total;
+    out->conns_refused = cst.refused;
+    out->conns_closed_bad = cst.closed_bad;
+    out->conns_closed_idle = cst.closed_idle;
+    out->conns_closed_stalled = cst.closed_stalled;
+    out->output_bytes = cst.output_bytes;
+    out->output_paused = cst.output_paused;
+    out->accept_errors = cst.accept_errors;
+    out->accept_pauses = cst.accept_pauses;
     out->notifications = s->notifications;
     out->outcome_unknown = s->outcome_unknown;
     out->reloads = s->reloads;
