@@ -39,6 +39,7 @@ typedef enum cfg_kind {
     CFG_K_NODE,       /* node name: 1..64 of [A-Za-z0-9._:-] */
     CFG_K_PEERS,      /* peers: name=IP:PORT,... (ring_parse_peers) */
     CFG_K_SECRET,     /* tokens, keys: never echoed in messages (char[CFG_STR_MAX]) */
+    CFG_K_PATH,       /* a file path, 1..CFG_STR_MAX-1 bytes (char[CFG_STR_MAX]) */
     CFG_K_SUPPLIER_URL, /* supplier gateway: "" or http(s)://... */
     CFG_K_LOG_LEVEL,  /* debug|info|warn|error */
     CFG_K_U32,        /* ranged unsigned integer */
@@ -68,6 +69,9 @@ static const cfg_opt cfg_opts[] = {
     OPT("node", CFG_K_NODE, offsetof(stockd_config, node)),
     OPT("peers", CFG_K_PEERS, offsetof(stockd_config, peers)),
     OPT("admin-token", CFG_K_SECRET, offsetof(stockd_config, admin_token)),
+    OPT("cluster-secret", CFG_K_SECRET, offsetof(stockd_config, cluster_secret)),
+    OPT("cluster-secret-alt", CFG_K_SECRET, offsetof(stockd_config, cluster_secret_alt)),
+    OPT("cluster-secret-file", CFG_K_PATH, offsetof(stockd_config, cluster_secret_file)),
     OPT("supplier-url", CFG_K_SUPPLIER_URL, offsetof(stockd_config, supplier_url)),
     OPT("supplier-app-key", CFG_K_SECRET, offsetof(stockd_config, supplier_app_key)),
     OPT("supplier-app-secret", CFG_K_SECRET, offsetof(stockd_config, supplier_app_secret)),
@@ -92,6 +96,8 @@ static const cfg_opt cfg_opts[] = {
     U32("max-connections", max_connections, 1, 1000000),
     U32("idle-timeout-ms", idle_timeout_ms, 0, 86400000),
     U32("max-output-bytes", max_output_bytes, 65536, 1073741824),
+    U32("max-output-total-bytes", max_output_total_bytes, 1048576, 4294967295u),
+    U32("http-max-connections", http_max_connections, 1, 100000),
     U32("queue-per-sku-max", queue_per_sku_max, 1, 1000000),
     U32("queue-total-max", queue_total_max, 1, 10000000),
     U32("batch-ops-max", batch_ops_max, 1, 65536),
@@ -517,6 +523,11 @@ static int cfg_apply(stockd_config *c, const cfg_opt *o, const char *v, const ch
                             CFG_STR_MAX);
         memcpy((char *)c + o->off, v, vn + 1);
         return 0;
+    case CFG_K_PATH:
+        if (vn == 0 || vn >= CFG_STR_MAX)
+            return cfg_fail(err, err_len, "%s: path must be 1..%d bytes", where, CFG_STR_MAX - 1);
+        memcpy((char *)c + o->off, v, vn + 1);
+        return 0;
     case CFG_K_SUPPLIER_URL:
         if (vn >= CFG_STR_MAX)
             return cfg_fail(err, err_len, "%s: URL is too long", where);
@@ -738,8 +749,60 @@ static int cfg_apply_flags(stockd_config *c, int argc, char **argv, char *err, s
     return 0;
 }
 
+/* The cluster secret from its own file: line 1 the secret, an optional
+ * line 2 a second accepted one (rotation). Not readable by other users:
+ * whoever reads it can speak as a peer. */
+static int cfg_read_secret_file(stockd_config *c, char *err, size_t err_len) {
+    const char *path = c->cluster_secret_file;
+    if (c->cluster_secret[0] || c->cluster_secret_alt[0])
+        return cfg_fail(err, err_len,
+                        "give cluster-secret (and cluster-secret-alt) or cluster-secret-file, not both");
+    struct stat stt;
+    if (stat(path, &stt) != 0)
+        return cfg_fail(err, err_len, "cluster-secret-file %s: %s", path, strerror(errno));
+    if (stt.st_mode & S_IROTH)
+        return cfg_fail(err, err_len, "cluster-secret-file %s is readable by other users (chmod o-r)",
+                        path);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return cfg_fail(err, err_len, "cluster-secret-file %s: %s", path, strerror(errno));
+    char line[CFG_STR_MAX + 2];
+    char *dst[2] = {c->cluster_secret, c->cluster_secret_alt};
+    int n = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f) != NULL) {
+        size_t len = strlen(line);
+        if (len > 0 && line[len - 1] != '\n' && !feof(f)) {
+            rc = cfg_fail(err, err_len, "cluster-secret-file %s: line longer than %d bytes", path,
+                          CFG_STR_MAX - 1);
+            break;
+        }
+        while (len > 0 && isspace((unsigned char)line[len - 1]))
+            line[--len] = '\0';
+        if (len == 0)
+            continue;
+        if (n == 2 || len >= CFG_STR_MAX || !cfg_token_ok(line))
+            rc = cfg_fail(err, err_len,
+                          "cluster-secret-file %s: one or two lines of printable bytes without "
+                          "blanks (the secret, then an optional second accepted one)", path);
+        else
+            memcpy(dst[n++], line, len + 1);
+    }
+    fclose(f);
+    if (rc == 0 && n == 0)
+        rc = cfg_fail(err, err_len, "cluster-secret-file %s holds no secret", path);
+    return rc;
+}
+
 /* Limits that only make sense together. */
-static int cfg_check_relations(const stockd_config *c, char *err, size_t err_len) {
+static int cfg_check_relations(stockd_config *c, char *err, size_t err_len) {
+    if (c->cluster_secret_file[0] && cfg_read_secret_file(c, err, err_len) != 0)
+        return -1;
+    if (c->cluster_secret_alt[0] && !c->cluster_secret[0])
+        return cfg_fail(err, err_len, "cluster-secret-alt needs cluster-secret");
+    if ((c->cluster_secret[0] && strlen(c->cluster_secret) < CFG_SECRET_MIN) ||
+        (c->cluster_secret_alt[0] && strlen(c->cluster_secret_alt) < CFG_SECRET_MIN))
+        return cfg_fail(err, err_len, "a cluster secret must be at least %d bytes (e.g. "
+                        "openssl rand -hex 32)", CFG_SECRET_MIN);
     if (c->peers[0]) {
         ring_node nodes[RING_NODES_MAX];
         size_t n = 0;
@@ -751,6 +814,11 @@ static int cfg_check_relations(const stockd_config *c, char *err, size_t err_len
             self |= strcmp(nodes[i].name, c->node) == 0;
         if (!self)
             return cfg_fail(err, err_len, "peers must name this node (--node %s)", c->node);
+        if (n > 1 && !c->cluster_secret[0])
+            return cfg_fail(err, err_len,
+                            "peers names other nodes but no cluster secret is set: peers prove "
+                            "themselves with it; give every node the same --cluster-secret "
+                            "(at least %d bytes) or --cluster-secret-file", CFG_SECRET_MIN);
     }
     if (c->supplier_url[0] &&
         (!c->supplier_app_key[0] || !c->supplier_app_secret[0] || !c->supplier_token[0]))
@@ -792,6 +860,8 @@ void config_defaults(stockd_config *c) {
     c->max_connections = 10000;
     c->idle_timeout_ms = 300000;
     c->max_output_bytes = 8u << 20;
+    c->max_output_total_bytes = 256u << 20;
+    c->http_max_connections = 64;
     c->queue_per_sku_max = 10000;
     c->queue_total_max = 200000;
     c->batch_ops_max = 4096;
@@ -878,6 +948,19 @@ const char *config_usage(void) {
 "                             a single node owning everything)\n"
 "  --admin-token TOKEN        required in admin calls; empty = admin open\n"
 "                             (env STOCKD_ADMIN_TOKEN; default empty)\n"
+"  --cluster-secret SECRET    shared by every node of a cluster, at least 32\n"
+"                             printable bytes: peers prove it (HMAC-SHA256) at the\n"
+"                             start of each connection, and only a proven peer may\n"
+"                             forward requests or send cart parts; required when\n"
+"                             --peers names other nodes; SIGHUP re-reads it\n"
+"                             (env STOCKD_CLUSTER_SECRET; default none)\n"
+"  --cluster-secret-alt SECRET  a second secret also accepted from peers, for a\n"
+"                             rotation without downtime (docs/deploy.md)\n"
+"                             (env STOCKD_CLUSTER_SECRET_ALT; default none)\n"
+"  --cluster-secret-file FILE the secret on line 1 and an optional second one on\n"
+"                             line 2, instead of the two flags; must not be\n"
+"                             readable by other users; SIGHUP re-reads it\n"
+"                             (env STOCKD_CLUSTER_SECRET_FILE; default none)\n"
 "  --log-level LEVEL          debug|info|warn|error (env STOCKD_LOG_LEVEL;\n"
 "                             default info)\n"
 "\n"
@@ -894,6 +977,16 @@ const char *config_usage(void) {
 "                             (env STOCKD_IDLE_TIMEOUT_MS; default 300000)\n"
 "  --max-output-bytes N       unsent reply bytes per connection, 65536..1073741824\n"
 "                             (env STOCKD_MAX_OUTPUT_BYTES; default 8388608)\n"
+"  --max-output-total-bytes N unsent reply bytes of all connections together;\n"
+"                             past it, connections holding unsent output stop\n"
+"                             being read until it is back under 3/4 of it,\n"
+"                             1048576..4294967295\n"
+"                             (env STOCKD_MAX_OUTPUT_TOTAL_BYTES; default 268435456)\n"
+"  --http-max-connections N   connections to the --http port at once (beyond:\n"
+"                             closed at accept), 1..100000; a connection that has\n"
+"                             not sent a whole request within 10 s, or idles 30 s\n"
+"                             between requests, is closed\n"
+"                             (env STOCKD_HTTP_MAX_CONNECTIONS; default 64)\n"
 "\n"
 "Engine:\n"
 "  --queue-per-sku-max N      waiting operations per SKU before 'busy', 1..1000000\n"

@@ -2,7 +2,8 @@
  * command-line flags, in rising precedence (a flag beats the environment,
  * which beats the file, which beats the default).
  *
- * Pure: parses and validates, opens only the INI file it is given. Every
+ * Pure: parses and validates, opens only the INI file and the cluster
+ * secret file it is given. Every
  * value is range-checked; the first bad value fails the whole load with a
  * message naming the source (flag, variable or file:line) and the key.
  */
@@ -14,6 +15,7 @@
 #include <stdint.h>
 
 #define CFG_STR_MAX 256
+#define CFG_SECRET_MIN 32               /* bytes of a cluster secret */
 
 typedef struct cfg_db {
     char host[CFG_STR_MAX];       /* IP literal or "localhost" */
@@ -35,6 +37,9 @@ typedef struct stockd_config {
     char node[CFG_STR_MAX];         /* --node, default "stockd-1" */
     char peers[1024];               /* --peers name=IP:PORT,...; "" = single node */
     char admin_token[CFG_STR_MAX];  /* --admin-token; "" = admin open */
+    char cluster_secret[CFG_STR_MAX];     /* --cluster-secret; "" = no peer is ever trusted */
+    char cluster_secret_alt[CFG_STR_MAX]; /* --cluster-secret-alt: also accepted (rotation) */
+    char cluster_secret_file[CFG_STR_MAX]; /* --cluster-secret-file: both from a file */
     char log_level[16];             /* --log-level debug|info|warn|error */
     char http_host[CFG_STR_MAX];    /* --http HOST:PORT: metrics and health (http.c) */
     int http_port;                  /* 0 = no HTTP listener (the default) */
@@ -46,6 +51,8 @@ typedef struct stockd_config {
     uint32_t max_connections;       /* default 10000, 1..1000000 */
     uint32_t idle_timeout_ms;       /* default 300000, 0 = none */
     uint32_t max_output_bytes;      /* per connection, default 8 MiB */
+    uint32_t max_output_total_bytes; /* all connections, default 256 MiB */
+    uint32_t http_max_connections;  /* --http connections at once, default 64 */
 
     /* engine */
     uint32_t queue_per_sku_max;     /* default 10000 */
