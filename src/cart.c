@@ -633,7 +633,7 @@ static void part_call(cart *c, coord *co, cpart *p, const char *method)
     msgpack_object map = {.type = MSGPACK_OBJECT_MAP, .via.map = {.size = k, .ptr = kv}};
     p->res = PR_NONE;
     co->pending++;
-    peer_call(c->env.peers, nodes[o].host, nodes[o].port, method, &map, "_fwd",
+    peer_call(c->env.peers, nodes[o].name, nodes[o].host, nodes[o].port, method, &map, "_fwd",
               ring_version(c->env.rg), (uint32_t)(budget + CART_SLACK_MS), part_reply_cb, p);
 }
 
@@ -1333,7 +1333,7 @@ static void watch_finish(cart *c, coord *co)
         const ring_node *nodes;
         size_t nn = ring_nodes(c->env.rg, &nodes);
         for (size_t i = 0; i < nn; i++)
-            peer_call(c->env.peers, nodes[i].host, nodes[i].port, "order.subscribe", &map, "_fwd",
+            peer_call(c->env.peers, nodes[i].name, nodes[i].host, nodes[i].port, "order.subscribe", &map, "_fwd",
                       ring_version(c->env.rg), CART_UPDATE_TIMEOUT_MS, update_reply_cb, NULL);
         c->st.updates_sent++;
     }
@@ -1459,7 +1459,7 @@ static void cascade_send(cart *c, cascade *cs)
         msgpack_object map = {.type = MSGPACK_OBJECT_MAP, .via.map = {.size = k, .ptr = kv}};
         cs->pending++;
         c->st.cascade_releases++;
-        peer_call(c->env.peers, nodes[o].host, nodes[o].port, "release", &map, "_fwd",
+        peer_call(c->env.peers, nodes[o].name, nodes[o].host, nodes[o].port, "release", &map, "_fwd",
                   ring_version(c->env.rg), CART_CASCADE_CALL_MS + CART_SLACK_MS, cascade_reply_cb, cc);
     }
     if (cs->pending == 0)

@@ -80,8 +80,6 @@ static void socket_free(conn *c)
     m->out_total -= left;
     bufferevent_free(c->bev);
     c->bev = NULL;
-    assert(m->st.current > 0);
-    m->st.current--;
 }
 
 /* The close queue, run from the loop after the callbacks that asked. */
@@ -107,6 +105,10 @@ void conn_close(conn *c)
         return;
     conn_mgr *m = c->mgr;
     c->state = CONN_CLOSING;
+    /* Counted out now, not when the queue runs: a client that closed and
+     * reconnected at once must find its slot free. */
+    assert(m->st.current > 0);
+    m->st.current--;
     if (c->bev != NULL)
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     c->queued = true;

@@ -80,6 +80,9 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     reload_note_fixed(c, &next);
     memcpy(c->log_level, next.log_level, sizeof(c->log_level));
     memcpy(c->admin_token, next.admin_token, sizeof(c->admin_token));
+    memcpy(c->cluster_secret, next.cluster_secret, sizeof(c->cluster_secret));
+    memcpy(c->cluster_secret_alt, next.cluster_secret_alt, sizeof(c->cluster_secret_alt));
+    c->max_output_total_bytes = next.max_output_total_bytes;
     c->max_message_bytes = next.max_message_bytes;
     c->max_depth = next.max_depth;
     c->max_inflight_per_conn = next.max_inflight_per_conn;

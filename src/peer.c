@@ -17,12 +17,19 @@
 
 #include "stockd/codec.h"
 #include "stockd/log.h"
+#include "stockd/peer_auth.h"
 
 #define PEER_BACKOFF_MIN_MS 50
 #define PEER_BACKOFF_MAX_MS 2000
 #define PEER_HOST_MAX 64
 
-enum pconn_state { PC_DOWN = 0, PC_CONNECTING, PC_UP };
+/* DOWN -> CONNECTING -> HELLO (peer.hello sent) -> AUTH (peer.auth sent)
+ * -> UP; any failure -> DOWN (every call on it fails). Calls made before UP
+ * wait in `pending`: nothing but the handshake goes out before the peer
+ * proved the secret and accepted our proof. */
+enum pconn_state { PC_DOWN = 0, PC_CONNECTING, PC_HELLO, PC_AUTH, PC_UP };
+
+#define PEER_HANDSHAKE_MS 3000
 
 typedef struct pconn pconn;
 
@@ -39,10 +46,15 @@ typedef struct pcall {
 
 struct pconn {
     peer_pool *pool;
+    char name[PEER_NODE_MAX + 1];  /* the node we mean to reach (its proof names it) */
     char host[PEER_HOST_MAX + 1];
     int port;
     enum pconn_state state;
     struct bufferevent *bev;
+    struct evbuffer *pending;    /* calls packed before UP */
+    struct event *hs_timer;      /* the handshake's deadline */
+    uint8_t na[PEER_NONCE_BYTES], nb[PEER_NONCE_BYTES];
+    int key;
     uint32_t backoff_ms;
     int64_t retry_at_ms;         /* DOWN: no connect before this */
     pcall *calls;                /* uthash by id: in flight on this connection */
@@ -52,6 +64,8 @@ struct pconn {
 
 struct peer_pool {
     struct event_base *base;
+    char self[PEER_NODE_MAX + 1];
+    const peer_keyring *keyring;
     pconn *conns;
     uint32_t next_id;
     pcall *free_calls;
@@ -134,8 +148,14 @@ static void pconn_down(pconn *pc, const char *reason)
         bufferevent_free(pc->bev);
         pc->bev = NULL;
     }
+    if (pc->pending)
+        evbuffer_drain(pc->pending, evbuffer_get_length(pc->pending));
+    if (pc->hs_timer)
+        evtimer_del(pc->hs_timer);
     if (pc->state == PC_CONNECTING)
         p->st.connect_failures++;
+    if (pc->state == PC_HELLO || pc->state == PC_AUTH)
+        p->st.auth_failures++;
     pc->state = PC_DOWN;
     pc->backoff_ms = pc->backoff_ms ? pc->backoff_ms * 2 : PEER_BACKOFF_MIN_MS;
     if (pc->backoff_ms > PEER_BACKOFF_MAX_MS)
@@ -158,6 +178,116 @@ static void call_timeout_cb(evutil_socket_t fd, short what, void *arg)
     pc->pool->st.failures++;
     c->fn(c->ctx, NULL, NULL, "timeout");  /* a late reply finds no call */
     call_put(pc->pool, c);
+}
+
+static void pack_bin(msgpack_packer *pk, const char *key, const uint8_t *b, size_t n)
+{
+    codec_pack_cstr(pk, key);
+    msgpack_pack_bin(pk, n);
+    msgpack_pack_bin_body(pk, b, n);
+}
+
+static int sb_evbuffer_write(void *data, const char *buf, size_t len)
+{
+    return evbuffer_add(data, buf, len);
+}
+
+/* Connected: say who we are, with a fresh nonce and the keys we hold. */
+static void hs_hello(pconn *pc)
+{
+    peer_pool *p = pc->pool;
+    const peer_keyring *kr = p->keyring;
+    if (kr->n == 0 || !peer_nonce(pc->na)) {
+        LOG_W("peer: no cluster secret (or no random bytes): not connecting", "peer", pc->name);
+        pconn_down(pc, "unauthorized");
+        return;
+    }
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, bufferevent_get_output(pc->bev), sb_evbuffer_write);
+    codec_pack_request_head(&pk, 0, "peer.hello");
+    msgpack_pack_map(&pk, 3);
+    codec_pack_kv_str(&pk, "node", p->self);
+    pack_bin(&pk, "nonce", pc->na, PEER_NONCE_BYTES);
+    codec_pack_cstr(&pk, "keys");
+    msgpack_pack_array(&pk, (uint32_t)kr->n);
+    for (int i = 0; i < kr->n; i++) {
+        msgpack_pack_bin(&pk, PEER_KEY_ID_BYTES);
+        msgpack_pack_bin_body(&pk, kr->k[i].id, PEER_KEY_ID_BYTES);
+    }
+    pc->state = PC_HELLO;
+    struct timeval tv = {PEER_HANDSHAKE_MS / 1000, (PEER_HANDSHAKE_MS % 1000) * 1000};
+    evtimer_add(pc->hs_timer, &tv);
+}
+
+static const uint8_t *bin_of(const msgpack_object *map, const char *key, size_t n)
+{
+    const msgpack_object *v = codec_map_get(map, key);
+    if (v == NULL || v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != n)
+        return NULL;
+    return (const uint8_t *)v->via.bin.ptr;
+}
+
+/* The answer to peer.hello or peer.auth. Returns false (and logs) when the
+ * handshake failed; the caller takes the connection down. */
+static bool hs_reply(pconn *pc, const rpc_msg *msg)
+{
+    peer_pool *p = pc->pool;
+    const msgpack_object *err = msg->error;
+    if (err != NULL && err->type != MSGPACK_OBJECT_NIL) {
+        const msgpack_object *m = err->type == MSGPACK_OBJECT_MAP ? codec_map_get(err, "message") : NULL;
+        char why[128] = "?";
+        if (m != NULL && m->type == MSGPACK_OBJECT_STR)
+            snprintf(why, sizeof why, "%.*s", (int)(m->via.str.size < 100 ? m->via.str.size : 100),
+                     m->via.str.ptr);
+        LOG_W("peer: handshake refused by the peer", "peer", pc->name, "why", why);
+        return false;
+    }
+    const msgpack_object *res = msg->result;
+    if (res == NULL || res->type != MSGPACK_OBJECT_MAP) {
+        LOG_W("peer: handshake answer is not a map", "peer", pc->name);
+        return false;
+    }
+    if (pc->state == PC_AUTH) {
+        pc->state = PC_UP;
+        evtimer_del(pc->hs_timer);
+        p->st.auth_ok++;
+        evbuffer_add_buffer(bufferevent_get_output(pc->bev), pc->pending);
+        return true;
+    }
+    const msgpack_object *node = codec_map_get(res, "node");
+    const uint8_t *nb = bin_of(res, "nonce", PEER_NONCE_BYTES);
+    const uint8_t *kid = bin_of(res, "key", PEER_KEY_ID_BYTES);
+    const msgpack_object *mac = codec_map_get(res, "mac");
+    size_t nl = strlen(pc->name);
+    pc->key = kid ? peer_keyring_index(p->keyring, kid) : -1;
+    if (node == NULL || node->type != MSGPACK_OBJECT_STR || node->via.str.size != nl ||
+        memcmp(node->via.str.ptr, pc->name, nl) != 0 || nb == NULL || pc->key < 0 || mac == NULL ||
+        mac->type != MSGPACK_OBJECT_BIN ||
+        !peer_auth_check(p->keyring, pc->key, PEER_B_TO_A, p->self, pc->name, pc->na, nb,
+                         (const uint8_t *)mac->via.bin.ptr, mac->via.bin.size)) {
+        LOG_W("peer: the peer did not prove the cluster secret (or is another node)", "peer",
+              pc->name);
+        return false;
+    }
+    memcpy(pc->nb, nb, PEER_NONCE_BYTES);
+    uint8_t proof[PEER_MAC_BYTES];
+    peer_auth_mac(p->keyring, pc->key, PEER_A_TO_B, p->self, pc->name, pc->na, pc->nb, proof);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, bufferevent_get_output(pc->bev), sb_evbuffer_write);
+    codec_pack_request_head(&pk, 0, "peer.auth");
+    msgpack_pack_map(&pk, 1);
+    pack_bin(&pk, "mac", proof, PEER_MAC_BYTES);
+    pc->state = PC_AUTH;
+    return true;
+}
+
+static void hs_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pconn *pc = arg;
+    LOG_W("peer: handshake timed out", "peer", pc->name);
+    pconn_down(pc, "unreachable");
 }
 
 static void pconn_read_cb(struct bufferevent *bev, void *arg)
@@ -190,6 +320,14 @@ static void pconn_read_cb(struct bufferevent *bev, void *arg)
             pconn_down(pc, "lost");
             return;
         }
+        if (pc->state == PC_HELLO || pc->state == PC_AUTH) {
+            if (!hs_reply(pc, &msg)) {
+                pconn_down(pc, "unauthorized");
+                return;
+            }
+            evbuffer_drain(in, flen);
+            continue;
+        }
         pcall *c = NULL;
         uint32_t id = msg.msgid;
         HASH_FIND(hh, pc->calls, &id, sizeof(id), c);
@@ -210,11 +348,11 @@ static void pconn_event_cb(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     pconn *pc = arg;
     if (what & BEV_EVENT_CONNECTED) {
-        pc->state = PC_UP;
         pc->backoff_ms = 0;
         pc->pool->st.connects++;
         int one = 1;
         setsockopt(bufferevent_getfd(pc->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        hs_hello(pc);
         return;
     }
     pconn_down(pc, pc->state == PC_CONNECTING ? "unreachable" : "lost");
@@ -242,17 +380,30 @@ static bool pconn_open(pconn *pc)
     return true;
 }
 
-static pconn *pconn_find(peer_pool *p, const char *host, int port)
+/* One connection per (name, host, port): a node that moved, or an address
+ * that now names another node, gets a connection of its own. */
+static pconn *pconn_find(peer_pool *p, const char *name, const char *host, int port)
 {
     for (pconn *pc = p->conns; pc; pc = pc->next)
-        if (pc->port == port && strcmp(pc->host, host) == 0)
+        if (pc->port == port && strcmp(pc->host, host) == 0 && strcmp(pc->name, name) == 0)
             return pc;
-    if (strlen(host) > PEER_HOST_MAX)
+    if (strlen(host) > PEER_HOST_MAX || strlen(name) == 0 || strlen(name) > PEER_NODE_MAX)
         return NULL;
     pconn *pc = calloc(1, sizeof(*pc));
     if (pc == NULL)
         return NULL;
     pc->pool = p;
+    pc->pending = evbuffer_new();
+    pc->hs_timer = evtimer_new(p->base, hs_timeout_cb, pc);
+    if (pc->pending == NULL || pc->hs_timer == NULL) {
+        if (pc->pending)
+            evbuffer_free(pc->pending);
+        if (pc->hs_timer)
+            event_free(pc->hs_timer);
+        free(pc);
+        return NULL;
+    }
+    strcpy(pc->name, name);
     strcpy(pc->host, host);
     pc->port = port;
     pc->next = p->conns;
@@ -260,12 +411,7 @@ static pconn *pconn_find(peer_pool *p, const char *host, int port)
     return pc;
 }
 
-static int sb_evbuffer_write(void *data, const char *buf, size_t len)
-{
-    return evbuffer_add(data, buf, len);
-}
-
-void peer_call(peer_pool *p, const char *host, int port, const char *method,
+void peer_call(peer_pool *p, const char *name, const char *host, int port, const char *method,
                const msgpack_object *params_map, const char *extra_key, uint64_t extra_val,
                uint32_t timeout_ms, peer_reply_fn fn, void *ctx)
 {
@@ -278,7 +424,7 @@ void peer_call(peer_pool *p, const char *host, int port, const char *method,
     c->fn = fn;
     c->ctx = ctx;
     p->st.calls++;
-    pconn *pc = pconn_find(p, host, port);
+    pconn *pc = pconn_find(p, name, host, port);
     if (pc == NULL) {
         call_fail_later(p, c, "unreachable");
         return;
@@ -294,14 +440,17 @@ void peer_call(peer_pool *p, const char *host, int port, const char *method,
         }
     }
     c->pc = pc;
-    c->id = ++p->next_id;
+    if (++p->next_id == 0)
+        p->next_id = 1;  /* 0 is the handshake's */
+    c->id = p->next_id;
     HASH_ADD(hh, pc->calls, id, sizeof(c->id), c);
     pc->n_calls++;
     p->st.inflight++;
-    /* Packed straight into the connection's output buffer; while still
-     * connecting, libevent keeps it until the socket is up. */
+    /* Packed straight into the connection's output buffer once it is up;
+     * before, into `pending`, sent when the handshake succeeds. */
     msgpack_packer pk;
-    msgpack_packer_init(&pk, bufferevent_get_output(pc->bev), sb_evbuffer_write);
+    msgpack_packer_init(&pk, pc->state == PC_UP ? bufferevent_get_output(pc->bev) : pc->pending,
+                        sb_evbuffer_write);
     codec_pack_request_head(&pk, c->id, method);
     uint32_t n = params_map ? params_map->via.map.size : 0;
     msgpack_pack_map(&pk, n + (extra_key != NULL));
@@ -318,12 +467,15 @@ void peer_call(peer_pool *p, const char *host, int port, const char *method,
     evtimer_add(&c->timer, &tv);
 }
 
-peer_pool *peer_pool_new(struct event_base *base)
+peer_pool *peer_pool_new(struct event_base *base, const char *self, const peer_keyring *keyring)
 {
+    assert(self != NULL && keyring != NULL && strlen(self) <= PEER_NODE_MAX);
     peer_pool *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
     p->base = base;
+    strcpy(p->self, self);
+    p->keyring = keyring;
     p->defer_ev = event_new(base, -1, 0, defer_cb, p);
     if (p->defer_ev == NULL || !msgpack_zone_init(&p->zone, 4096)) {
         if (p->defer_ev)
@@ -344,6 +496,8 @@ void peer_pool_free(peer_pool *p)
     while (p->conns) {
         pconn *pc = p->conns;
         p->conns = pc->next;
+        evbuffer_free(pc->pending);
+        event_free(pc->hs_timer);
         free(pc);
     }
     while (p->free_calls) {

@@ -10,7 +10,8 @@
 static const char *const method_names[M_COUNT] = {
     "ping", "reserve", "confirm", "release", "ship", "order.get",
     "stock.get", "sku.put", "stock.adjust", "stats", "cluster.ring",
-    "order.subscribe", "alerts.list", "supplier.put", "supplier.get", "(unknown)",
+    "order.subscribe", "alerts.list", "supplier.put", "supplier.get", "peer.hello",
+    "peer.auth", "(unknown)",
 };
 
 const char *rpc_method_name(enum method m)
@@ -23,19 +24,26 @@ enum field {
     F_ORDER_ID = 0, F_SKU, F_QTY, F_HOLD_MS, F_DEADLINE_MS, F_DELTA, F_REASON,
     F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_FWD,
     F_LIMIT, F_SUPPLIER_ID, F_TRUST, F_TRUST_CEILING, F_EVENT_MODE, F_EVENT_TRUST,
-    F_LINES, F_PART_LINES, F_LINE_NO, F_DECIDED, F_AS_FAILED, F_UPDATE, F_COUNT
+    F_LINES, F_PART_LINES, F_LINE_NO, F_DECIDED, F_AS_FAILED, F_UPDATE,
+    F_NODE, F_NONCE, F_KEYS, F_MAC, F_COUNT
 };
 static const char *const field_names[F_COUNT] = {
     "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
     "own_on_hand", "supplier", "supplier_reported", "token", "_fwd",
     "limit", "supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust",
     "lines", "part_lines", "line_no", "decided", "as_failed", "update",
+    "node", "nonce", "keys", "mac",
 };
 _Static_assert(F_COUNT <= 32, "field bits must fit in rpc_parsed.seen");
 #define B(f) (1u << (f))
 /* Fields of one line of a cross-shard order, sent only by stockd peers
- * (requests carrying "_fwd"); a client's request with them is invalid. */
+ * (requests carrying "_fwd"). */
 #define PART_BITS (B(F_PART_LINES) | B(F_LINE_NO))
+/* Fields only an authenticated peer connection may send (peer_auth.h); on
+ * any other connection a request naming one is unauthorized, whatever
+ * else it holds. release's "reason" is a peer's too (stock.adjust's is
+ * the admin's). */
+#define PEER_ONLY_BITS (B(F_FWD) | PART_BITS | B(F_DECIDED) | B(F_AS_FAILED) | B(F_UPDATE))
 
 typedef struct method_spec {
     uint32_t allowed;
@@ -69,6 +77,8 @@ static const method_spec specs[M_COUNT] = {
     [M_SUPPLIER_PUT] = {B(F_SUPPLIER_ID) | B(F_TRUST) | B(F_TRUST_CEILING) | B(F_EVENT_MODE) |
                         B(F_EVENT_TRUST) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_SUPPLIER_ID), true},
     [M_SUPPLIER_GET] = {B(F_SUPPLIER_ID) | B(F_TOKEN), B(F_SUPPLIER_ID), false},
+    [M_PEER_HELLO] = {B(F_NODE) | B(F_NONCE) | B(F_KEYS), B(F_NODE) | B(F_NONCE) | B(F_KEYS), false},
+    [M_PEER_AUTH] = {B(F_MAC), B(F_MAC), false},
 };
 
 bool rpc_utf8_valid(const unsigned char *p, size_t n)
@@ -473,6 +483,50 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
         e->problem = "must be an order record (a map with order_id and status)";
         pp->update = v;
         return v->type == MSGPACK_OBJECT_MAP && update_valid(v);
+    case F_NODE:
+        e->field = "node";
+        if (v->type != MSGPACK_OBJECT_STR || v->via.str.size == 0 ||
+            v->via.str.size > PEER_NODE_MAX ||
+            !rpc_utf8_valid((const unsigned char *)v->via.str.ptr, v->via.str.size)) {
+            e->problem = "must be a node name (1..64 bytes)";
+            return false;
+        }
+        memcpy(pp->peer_node, v->via.str.ptr, v->via.str.size);
+        pp->peer_node[v->via.str.size] = '\0';
+        return true;
+    case F_NONCE:
+        e->field = "nonce";
+        if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != PEER_NONCE_BYTES) {
+            e->problem = "must be 32 bytes (bin)";
+            return false;
+        }
+        pp->peer_nonce = (const uint8_t *)v->via.bin.ptr;
+        return true;
+    case F_KEYS:
+        e->field = "keys";
+        if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 ||
+            v->via.array.size > PEER_KEYS_MAX) {
+            e->problem = "must be an array of 1..2 key ids";
+            return false;
+        }
+        for (uint32_t i = 0; i < v->via.array.size; i++) {
+            const msgpack_object *k = &v->via.array.ptr[i];
+            if (k->type != MSGPACK_OBJECT_BIN || k->via.bin.size != PEER_KEY_ID_BYTES) {
+                e->problem = "each key id must be 8 bytes (bin)";
+                return false;
+            }
+            memcpy(pp->peer_keys + i * PEER_KEY_ID_BYTES, k->via.bin.ptr, PEER_KEY_ID_BYTES);
+        }
+        pp->peer_n_keys = v->via.array.size;
+        return true;
+    case F_MAC:
+        e->field = "mac";
+        if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != PEER_MAC_BYTES) {
+            e->problem = "must be 32 bytes (bin)";
+            return false;
+        }
+        pp->peer_mac = (const uint8_t *)v->via.bin.ptr;
+        return true;
     case F_FWD:
         e->field = "_fwd";
         e->problem = "must be a positive integer (set by stockd peers)";
@@ -579,16 +633,43 @@ static bool reserve_shape(const eng_op *op, const rpc_parsed *pp, rpc_perr *e)
     return true;
 }
 
+/* A peer-only field named anywhere in the map, before anything else is
+ * judged: such a request from a client is refused as unauthorized even
+ * when it is also malformed, so probing teaches nothing. */
+static bool peer_fields_allowed(enum method m, const msgpack_object *map, bool peer, rpc_perr *e)
+{
+    if (peer)
+        return true;
+    uint32_t bits = PEER_ONLY_BITS | (m == M_RELEASE ? B(F_REASON) : 0);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR)
+            continue;
+        int f = field_lookup(k->via.str.ptr, k->via.str.size);
+        if (f >= 0 && (bits & B(f))) {
+            e->field = field_names[f];
+            e->problem = "only an authenticated cluster peer may send this field";
+            e->unauthorized = true;
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Validates params ([{...}]) against the method's fields into op. */
-bool rpc_parse_params(enum method m, const msgpack_object *params, eng_op *op, rpc_parsed *pp, rpc_perr *e)
+bool rpc_parse_params(enum method m, const msgpack_object *params, bool peer, eng_op *op,
+                      rpc_parsed *pp, rpc_perr *e)
 {
     e->field = "params";
+    e->unauthorized = false;
     if (params->type != MSGPACK_OBJECT_ARRAY || params->via.array.size != 1 ||
         params->via.array.ptr[0].type != MSGPACK_OBJECT_MAP) {
         e->problem = "must be an array holding one map";
         return false;
     }
     const msgpack_object *map = &params->via.array.ptr[0];
+    if (!peer_fields_allowed(m, map, peer, e))
+        return false;
     const method_spec *spec = &specs[m];
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object *k = &map->via.map.ptr[i].key;

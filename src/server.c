@@ -35,6 +35,7 @@
 #include "stockd/codec.h"
 #include "stockd/conn.h"
 #include "stockd/peer.h"
+#include "stockd/peer_auth.h"
 #include "stockd/ring.h"
 #include "stockd/hist.h"
 #include "stockd/log.h"
@@ -55,6 +56,13 @@ typedef struct client {
     server *srv;
     bool subscribed;              /* order.subscribe: in srv->subs[sub_idx] */
     uint32_t sub_idx;
+    /* The peer handshake (peer_auth.h), accepting side: a peer.hello was
+     * answered (hello), then peer.auth proved the secret (peer). Only a
+     * peer connection may send peer-only fields. */
+    bool hello, peer;
+    int key;
+    char node[PEER_NODE_MAX + 1];
+    uint8_t na[PEER_NONCE_BYTES], nb[PEER_NONCE_BYTES];
 } client;
 
 static client *cl(conn *c)
@@ -120,6 +128,8 @@ struct server {
     ring *ring;
     uint32_t self;                /* this node's index in the ring */
     peer_pool *peers;
+    peer_keyring keyring;         /* the cluster secrets (cfg), rebuilt on reload */
+    uint64_t peer_auth_ok, peer_auth_failed, peer_only_refused;
     char **forget;                /* SKUs to drop from memory when idle */
     size_t n_forget, cap_forget;
     uint64_t fwd_calls, fwd_failed, not_owner, fence_drops, order_lookups, ring_changes;
@@ -1498,7 +1508,7 @@ static void forward(server *s, conn *c, req *r, uint32_t msgid, enum method m, u
         r->start_ns = s->frame_start_ns;
     conn_hold(c);
     s->fwd_calls++;
-    peer_call(s->peers, n->host, n->port, rpc_method_name(m), params_map, "_fwd",
+    peer_call(s->peers, n->name, n->host, n->port, rpc_method_name(m), params_map, "_fwd",
               ring_version(s->ring), (uint32_t)deadline_ms, fwd_reply_cb, r);
 }
 
@@ -1943,6 +1953,91 @@ static bool supplier_put_merge(server *s, eng_op *op, const rpc_parsed *pp, rpc_
     return false;
 }
 
+/* ------------------------------------------------------------ peer handshake */
+
+static void peer_refuse(server *s, conn *c, uint32_t msgid, enum method m, const char *why)
+{
+    s->peer_auth_failed++;
+    count(s, m, RES_UNAUTHORIZED);
+    reply_simple_error(s, c, msgid, "unauthorized", why, false, NULL, NULL);
+}
+
+static void pack_bin(msgpack_packer *pk, const char *key, const uint8_t *p, size_t n)
+{
+    codec_pack_cstr(pk, key);
+    msgpack_pack_bin(pk, n);
+    msgpack_pack_bin_body(pk, p, n);
+}
+
+/* The accepting side of peer_auth.h's handshake. A failed peer.auth also
+ * ends the connection: a prover that got it wrong has nothing more to say. */
+static void peer_handshake(server *s, conn *c, uint32_t msgid, enum method m, const rpc_parsed *pp)
+{
+    client *k = cl(c);
+    const char *self = sharded(s) ? node_at(s, s->self)->name : s->cfg->node;
+    if (m == M_PEER_HELLO) {
+        k->hello = k->peer = false;
+        int node = sharded(s) ? ring_find(s->ring, pp->peer_node) : -1;
+        if (!sharded(s) || s->keyring.n == 0) {
+            peer_refuse(s, c, msgid, m, "this node is not in a cluster (no --peers or no cluster secret)");
+            return;
+        }
+        /* Our own name too: the cart coordinator tells every node,
+         * itself included, and the proof still needs the secret. */
+        if (node < 0) {
+            peer_refuse(s, c, msgid, m, "not a node of this ring");
+            return;
+        }
+        k->key = peer_keyring_find(&s->keyring, pp->peer_keys, pp->peer_n_keys);
+        if (k->key < 0) {
+            LOG_W("peer handshake refused: no shared cluster secret", "peer", pp->peer_node);
+            peer_refuse(s, c, msgid, m, "no shared cluster secret");
+            return;
+        }
+        if (!peer_nonce(k->nb)) {
+            count(s, m, ENG_E_INTERNAL);
+            reply_simple_error(s, c, msgid, "internal", "no random bytes", true, NULL, NULL);
+            return;
+        }
+        memcpy(k->na, pp->peer_nonce, PEER_NONCE_BYTES);
+        snprintf(k->node, sizeof k->node, "%s", pp->peer_node);
+        k->hello = true;
+        uint8_t mac[PEER_MAC_BYTES];
+        peer_auth_mac(&s->keyring, k->key, PEER_B_TO_A, k->node, self, k->na, k->nb, mac);
+        count(s, m, ENG_OK);
+        codec_pack_response_ok_head(&s->pk, msgid);
+        msgpack_pack_map(&s->pk, 4);
+        codec_pack_kv_str(&s->pk, "node", self);
+        pack_bin(&s->pk, "nonce", k->nb, PEER_NONCE_BYTES);
+        pack_bin(&s->pk, "key", s->keyring.k[k->key].id, PEER_KEY_ID_BYTES);
+        pack_bin(&s->pk, "mac", mac, PEER_MAC_BYTES);
+        out_flush(s, c);
+        return;
+    }
+    if (!k->hello) {
+        peer_refuse(s, c, msgid, m, "peer.hello first");
+        return;
+    }
+    k->hello = false;  /* one proof per hello: a new nonce for every try */
+    /* The keyring may have been reloaded since the hello: the key index must
+     * still name a key (a removed one fails the check). */
+    if (!peer_auth_check(&s->keyring, k->key, PEER_A_TO_B, k->node, self, k->na, k->nb, pp->peer_mac,
+                         PEER_MAC_BYTES)) {
+        LOG_W("peer handshake refused: wrong proof of the cluster secret", "peer", k->node);
+        peer_refuse(s, c, msgid, m, "wrong proof of the cluster secret");
+        conn_drain(c);
+        return;
+    }
+    k->peer = true;
+    s->peer_auth_ok++;
+    LOG_D("peer authenticated", "peer", k->node);
+    count(s, m, ENG_OK);
+    codec_pack_response_ok_head(&s->pk, msgid);
+    msgpack_pack_map(&s->pk, 1);
+    codec_pack_kv_bool(&s->pk, "ok", true);
+    out_flush(s, c);
+}
+
 static void handle_request(server *s, conn *c, const rpc_msg *msg)
 {
     enum method m = rpc_method_lookup(msg->method, msg->method_len);
@@ -1965,10 +2060,21 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
         return;
     }
     rpc_parsed pp = {.deadline_ms = s->cfg->default_deadline_ms};
-    rpc_perr pe = {"params", "invalid", ""};
+    rpc_perr pe = {"params", "invalid", false, ""};
     eng_op *op = &r->op;
-    if (!rpc_parse_params(m, msg->params, op, &pp, &pe)) {
-        reply_invalid(s, c, msg->msgid, m, pe.field, pe.problem);
+    if (!rpc_parse_params(m, msg->params, cl(c)->peer, op, &pp, &pe)) {
+        if (pe.unauthorized) {
+            s->peer_only_refused++;
+            count(s, m, RES_UNAUTHORIZED);
+            reply_simple_error(s, c, msg->msgid, "unauthorized", pe.problem, false, "field", pe.field);
+        } else {
+            reply_invalid(s, c, msg->msgid, m, pe.field, pe.problem);
+        }
+        req_put(s, r);
+        return;
+    }
+    if (m == M_PEER_HELLO || m == M_PEER_AUTH) {
+        peer_handshake(s, c, msg->msgid, m, &pp);
         req_put(s, r);
         return;
     }
@@ -2553,6 +2659,7 @@ server *server_new(struct event_base *base, const stockd_config *cfg, char *err,
     s->base = base;
     s->cfg = cfg;
     s->started_ms = now_ms();
+    peer_keyring_set(&s->keyring, cfg->cluster_secret, cfg->cluster_secret_alt);
     eng_limits lim;
     limits_from_cfg(cfg, &lim);
     s->eng = engine_new(&lim, done_cb, s);
@@ -2583,7 +2690,7 @@ server *server_new(struct event_base *base, const stockd_config *cfg, char *err,
         if (ring_parse_peers(cfg->peers, nodes, RING_NODES_MAX, &n, err, err_len) != 0)
             return NULL;
         s->ring = ring_new(nodes, n, RING_VNODES_DEFAULT);
-        s->peers = peer_pool_new(base);
+        s->peers = peer_pool_new(base, cfg->node, &s->keyring);
         int self = s->ring ? ring_find(s->ring, cfg->node) : -1;
         if (s->ring == NULL || s->peers == NULL || self < 0) {
             snprintf(err, err_len, self < 0 && s->ring ? "peers must name this node" : "out of memory");
@@ -2820,6 +2927,8 @@ void server_reload(server *s)
     /* Connections read max_inflight_per_conn and max_output_bytes on each
      * check, so paused ones may resume now. */
     conn_mgr_reload(s->cm);
+    /* New secrets apply to the next handshake; proven connections stay. */
+    peer_keyring_set(&s->keyring, cfg->cluster_secret, cfg->cluster_secret_alt);
     ring_reload(s);
     s->reloads++;
 }

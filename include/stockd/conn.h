@@ -106,7 +106,7 @@ void conn_drain(conn *c);
 void conn_set_listener(conn *c, bool on);
 
 typedef struct conn_stats {
-    uint32_t current;             /* connections with a socket */
+    uint32_t current;             /* connections OPEN or DRAINING */
     uint64_t total, refused, closed_bad, closed_idle, closed_stalled;
     uint64_t output_bytes;        /* unsent output of all connections now */
     uint64_t output_paused;       /* times reading paused for the total output cap */

@@ -2,7 +2,11 @@
  * forwarding requests to the owner of a SKU.
  *
  * One pipelined connection per peer, opened at the first use and reopened
- * with backoff after a failure. A call packs [0, id, method, [params]] with
+ * with backoff after a failure. Each connection first proves the cluster
+ * secret and checks the peer's proof (peer_auth.h); calls made meanwhile
+ * wait and are sent only once both sides are proven, so a peer that cannot
+ * prove the secret never receives one (the call fails "unauthorized", or
+ * "unreachable" when the handshake times out after 3 s). A call packs [0, id, method, [params]] with
  * an id of the pool's own, and its reply comes back through the callback
  * with the peer's error and result objects, valid only during the call (the
  * caller re-packs them under the client's msgid).
@@ -33,23 +37,29 @@ struct event_base;
 typedef struct peer_pool peer_pool;
 
 /* reason: NULL on a reply; else "unreachable", "lost", "timeout", "busy",
- * "closing". */
+ * "closing", "unauthorized" (the handshake failed: never sent). */
 typedef void (*peer_reply_fn)(void *ctx, const msgpack_object *error,
                               const msgpack_object *result, const char *reason);
 
-peer_pool *peer_pool_new(struct event_base *base);
+struct peer_keyring;
+/* self: this node's name in the ring; keyring: the cluster secrets, owned
+ * by the caller and read at every handshake (a reload takes effect for the
+ * next connection). */
+peer_pool *peer_pool_new(struct event_base *base, const char *self,
+                         const struct peer_keyring *keyring);
 /* Fails every call in flight ("closing") and frees the pool. */
 void peer_pool_free(peer_pool *p);
 
-/* Calls method on HOST:PORT (IPv4 literal). params_map is packed as the
+/* Calls method on node name at HOST:PORT (IPv4 literal). params_map is packed as the
  * one map in params, followed by extra_key = extra_val when extra_key is
  * not NULL (e.g. "_fwd"). timeout_ms bounds the wait for the reply. */
-void peer_call(peer_pool *p, const char *host, int port, const char *method,
+void peer_call(peer_pool *p, const char *name, const char *host, int port, const char *method,
                const msgpack_object *params_map, const char *extra_key, uint64_t extra_val,
                uint32_t timeout_ms, peer_reply_fn fn, void *ctx);
 
 typedef struct peer_stats {
     uint64_t calls, replies, failures, connects, connect_failures;
+    uint64_t auth_ok, auth_failures;   /* handshakes done and failed */
     uint32_t inflight;
 } peer_stats;
 

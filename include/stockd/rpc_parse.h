@@ -17,13 +17,15 @@
 #include <msgpack.h>
 
 #include "stockd/engine.h"
+#include "stockd/peer_auth.h"
 
 /* Methods in the order of their counters; M_UNKNOWN counts unknown names
  * and requests whose method could not be read. */
 enum method {
     M_PING = 0, M_RESERVE, M_CONFIRM, M_RELEASE, M_SHIP, M_ORDER_GET,
     M_STOCK_GET, M_SKU_PUT, M_ADJUST, M_STATS, M_CLUSTER_RING,
-    M_ORDER_SUBSCRIBE, M_ALERTS_LIST, M_SUPPLIER_PUT, M_SUPPLIER_GET, M_UNKNOWN, M_COUNT
+    M_ORDER_SUBSCRIBE, M_ALERTS_LIST, M_SUPPLIER_PUT, M_SUPPLIER_GET, M_PEER_HELLO, M_PEER_AUTH,
+    M_UNKNOWN, M_COUNT
 };
 
 #define RPC_ALERTS_LIMIT_MAX 1000
@@ -53,6 +55,13 @@ typedef struct rpc_parsed {
      * supplier; the trust fields given go to op->trust, the has_* say which
      * (the caller merges the rest from the committed settings). */
     bool has_trust, has_ceiling, has_event_mode, has_event_trust;
+    /* peer.hello / peer.auth (peer_auth.h): the connecting node's name,
+     * nonce and key ids; its mac. Pointers into the request. */
+    char peer_node[PEER_NODE_MAX + 1];
+    const uint8_t *peer_nonce;
+    uint8_t peer_keys[PEER_KEYS_MAX * PEER_KEY_ID_BYTES];
+    uint32_t peer_n_keys;
+    const uint8_t *peer_mac;
 } rpc_parsed;
 
 /* Why parsing failed: field and problem are static strings or point into
@@ -60,12 +69,16 @@ typedef struct rpc_parsed {
 typedef struct rpc_perr {
     const char *field;
     const char *problem;
+    bool unauthorized;              /* a peer-only field from a client: answer unauthorized */
     char unknown[ENG_ID_MAX + 1];   /* an unknown field's name, cut, valid UTF-8 */
 } rpc_perr;
 
 /* Validates params ([{...}]) against method m's fields into op (which the
  * caller zeroed). Returns false with *e set on the first problem. m must
- * not be M_UNKNOWN.
+ * not be M_UNKNOWN. peer: the request came on a connection that proved the
+ * cluster secret (peer_auth.h); otherwise a request naming any peer-only
+ * field ("_fwd", part_lines, line_no, decided, as_failed, update, and
+ * release's reason) fails with e->unauthorized set, before any other check.
  *
  * reserve takes sku + qty, or "lines": 1..ENG_LINES_MAX maps of exactly
  * {sku, qty} with the top-level rules (and the qty limit on the sum of the
@@ -84,8 +97,8 @@ typedef struct rpc_perr {
  * into op->as_failed: another line's purchase failed, engine.h) and, with
  * as_failed true, "reason" (into op->reason). A peer's order.subscribe
  * carries "update": an order record for this node's listeners
- * (pp->update). A client's request with any of them is invalid. */
-bool rpc_parse_params(enum method m, const msgpack_object *params, eng_op *op,
+ * (pp->update). */
+bool rpc_parse_params(enum method m, const msgpack_object *params, bool peer, eng_op *op,
                       rpc_parsed *pp, rpc_perr *e);
 /* Frees op->lines (NULL is fine) and clears n_lines. */
 void rpc_op_free_lines(eng_op *op);

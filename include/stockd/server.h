@@ -82,7 +82,7 @@ bool server_sharded(const server *s);
 int server_take_over_owned(server *s, char *err, size_t err_len);
 
 /* ---- figures for operators (http.c's /metrics, the same as `stats`) ---- */
-#define SERVER_METHODS_MAX 16
+#define SERVER_METHODS_MAX 20
 #define SERVER_RESULTS_MAX 24
 
 typedef struct server_method_metrics {

@@ -54,15 +54,23 @@ static void check_op(enum method m, const eng_op *op, const rpc_parsed *pp)
 
 static void parse_all_methods(const msgpack_object *params)
 {
-    for (int m = 0; m < M_UNKNOWN; m++) {
+    /* Each method as a client's and as an authenticated peer's. */
+    for (int i = 0; i < 2 * M_UNKNOWN; i++) {
+        int m = i / 2;
+        bool peer = i & 1;
         eng_op op;
         memset(&op, 0, sizeof(op));
         rpc_parsed pp = {.deadline_ms = 2000};
-        rpc_perr pe = {NULL, NULL, ""};
-        if (rpc_parse_params((enum method)m, params, &op, &pp, &pe))
+        rpc_perr pe = {NULL, NULL, false, ""};
+        if (rpc_parse_params((enum method)m, params, peer, &op, &pp, &pe)) {
             check_op((enum method)m, &op, &pp);
-        else
+            /* A client never gets a peer's fields through. */
+            assert(peer || (!pp.fwd && op.part_lines == 0 && !op.decided && !op.as_failed &&
+                            pp.update == NULL));
+        } else {
             assert(pe.field != NULL && pe.problem != NULL && strlen(pe.field) <= ENG_ID_MAX + 32);
+            assert(!pe.unauthorized || !peer);
+        }
         rpc_op_free_lines(&op);  /* the caller owns them, parsed or not */
     }
 }

@@ -214,3 +214,49 @@ def wait_ready(host, port, timeout=20.0, proc=None):
             last = e
         time.sleep(0.05)
     raise RuntimeError("stockd at %s:%d not ready after %.0fs: %r" % (host, port, timeout, last))
+
+
+# -- the peer handshake (proto/PROTOCOL.md §13) -------------------------------
+PEER_LABEL = b"stockd-peer-v1 "
+
+
+def peer_key_id(secret):
+    """The 8-byte name of a cluster secret."""
+    import hashlib
+    import hmac
+    return hmac.new(secret.encode(), PEER_LABEL + b"key id", hashlib.sha256).digest()[:8]
+
+
+def peer_mac(secret, direction, id_a, id_b, na, nb):
+    """HMAC-SHA256 over label | direction | len-prefixed ids | both nonces;
+    direction is "B>A" (the accepting node's answer) or "A>B"."""
+    import hashlib
+    import hmac
+    a, b = id_a.encode(), id_b.encode()
+    msg = (PEER_LABEL + direction.encode() + bytes([len(a)]) + a + bytes([len(b)]) + b +
+           na + nb)
+    return hmac.new(secret.encode(), msg, hashlib.sha256).digest()
+
+
+def peer_handshake(rpc, node, secrets, expect_node=None):
+    """Proves the cluster secret on an open Rpc as node `node` (secrets: the
+    ones offered, preferred first). Returns the accepting node's name; raises
+    AssertionError when either side's proof fails or the server refuses."""
+    import os
+    na = os.urandom(32)
+    err, res = rpc.call("peer.hello", {"node": node, "nonce": na,
+                                       "keys": [peer_key_id(s) for s in secrets]})
+    if err is not None:
+        raise AssertionError("peer.hello refused: %r" % (err,))
+    kid = res["key"]
+    secret = next(s for s in secrets if peer_key_id(s) == kid)
+    b = res["node"]
+    if expect_node is not None:
+        assert b == expect_node, res
+    assert res["mac"] == peer_mac(secret, "B>A", node, b, na, res["nonce"]), "bad server proof"
+    err, res2 = rpc.call("peer.auth", {"mac": peer_mac(secret, "A>B", node, b, na,
+                                                       res["nonce"])})
+    if err is not None:
+        raise AssertionError("peer.auth refused: %r" % (err,))
+    assert res2 == {"ok": True}, res2
+    return b

@@ -189,16 +189,23 @@ def test_happy_cart_purchased_once(env):
 
 def test_peer_fields_refused_from_clients(env):
     """as_failed / reason on release and update on order.subscribe are a
-    peer's (requests with "_fwd"); a client's are invalid."""
+    peer's: from a client (a connection that did not prove the cluster
+    secret) they are unauthorized, with or without "_fwd"; on a proven peer
+    connection they are judged as a peer's."""
     _, cl = env
     with cl.node_client(sorted(cl.nodes)[0]) as c:
         for method, params, field in (
                 ("release", {"order_id": "ccs-x", "as_failed": True}, "as_failed"),
                 ("release", {"order_id": "ccs-x", "reason": "r"}, "reason"),
+                ("release", {"order_id": "ccs-x", "as_failed": True, "_fwd": 1}, "as_failed"),
                 ("order.subscribe", {"update": {"order_id": "ccs-x", "status": "failed"}},
-                 "update")):
+                 "update"),
+                ("order.subscribe", {"update": {"order_id": "ccs-x", "status": "failed"},
+                                     "_fwd": 1}, "update")):
             err = c.err(method, params)
-            assert err["code"] == "invalid" and err["field"] == field, (method, err)
+            assert err["code"] == "unauthorized" and err["field"] == field, (method, err)
+            assert err["retryable"] is False, err
+    with cl.peer_client(sorted(cl.nodes)[0]) as c:
         # A peer's release without the part fields: as_failed is for parts only.
         err = c.err("release", {"order_id": "ccs-x", "as_failed": True, "_fwd": 1})
         assert err["code"] == "invalid" and err["field"] == "as_failed", err

@@ -39,7 +39,7 @@ import pytest
 import itestlib
 from itestlib import Db, audit, check_order_map, compare_stock_with_db, wait_until
 from races import CC_SKUS, hoodie_race, hoodie_sku, two_hundred_clients
-from stockrpc import Rpc, RpcClosed, RpcTimeout
+from stockrpc import Rpc, RpcClosed, RpcTimeout, peer_handshake
 
 CLUSTER = os.path.join(itestlib.ROOT, "tools", "cluster")
 VNODES = 160
@@ -141,6 +141,19 @@ class Cluster:
     def node_client(self, name, timeout=10.0):
         host, port = self.nodes[name].split(":")
         return Rpc(host, int(port), timeout)
+
+    def secret(self):
+        """The cluster secret tools/cluster made for this cluster."""
+        with open(os.path.join(self.dir, "cluster.secret")) as f:
+            return f.read().strip()
+
+    def peer_client(self, name, as_node=None, timeout=10.0):
+        """A connection to `name` that proved the cluster secret as node
+        `as_node` (default: another member), so peer-only fields count."""
+        c = self.node_client(name, timeout)
+        other = as_node or next(n for n in sorted(self.nodes) if n != name)
+        peer_handshake(c, other, [self.secret()], expect_node=name)
+        return c
 
     def ring(self, via=None):
         with self.node_client(via or sorted(self.nodes)[0]) as c:

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -684,6 +685,65 @@ static void test_log_rate_limit(void **state) {
     assert_true(lines >= 10 && lines <= 20);
 }
 
+/* ---- the cluster secret ----------------------------------------------- */
+
+#define SEC32 "0123456789abcdef0123456789abcdef"
+#define PEERS2 "--peers", "n1=127.0.0.1:7401,n2=127.0.0.1:7402", "--node", "n1"
+
+static void test_cluster_secret(void **state) {
+    (void)state;
+    stockd_config c;
+    char err[ERR_LEN];
+    /* peers naming other nodes need a secret; a one-node list does not */
+    assert_int_equal(load(&c, NULL, err, ARGS(PEERS2)), -1);
+    assert_contains(err, "cluster secret");
+    assert_int_equal(load(&c, NULL, err, ARGS("--peers", "n1=127.0.0.1:7401", "--node", "n1")), 0);
+    assert_int_equal(load(&c, NULL, err, ARGS(PEERS2, "--cluster-secret", SEC32)), 0);
+    assert_string_equal(c.cluster_secret, SEC32);
+    /* at least 32 bytes, each of them */
+    assert_int_equal(load(&c, NULL, err, ARGS(PEERS2, "--cluster-secret", "short")), -1);
+    assert_contains(err, "at least 32");
+    assert_int_equal(load(&c, NULL, err, ARGS(PEERS2, "--cluster-secret", SEC32,
+                                               "--cluster-secret-alt", "x")), -1);
+    assert_int_equal(load(&c, NULL, err, ARGS("--cluster-secret-alt", SEC32)), -1);
+    assert_contains(err, "needs cluster-secret");
+    /* the environment, like every option */
+    char *env[] = {"STOCKD_CLUSTER_SECRET=" SEC32, NULL};
+    assert_int_equal(load(&c, env, err, ARGS(PEERS2)), 0);
+    assert_string_equal(c.cluster_secret, SEC32);
+}
+
+static void test_cluster_secret_file(void **state) {
+    (void)state;
+    stockd_config c;
+    char err[ERR_LEN], path[64];
+    write_tmp(path, sizeof path, SEC32 "\n  \nfedcba9876543210fedcba9876543210\n");
+    chmod(path, 0600);
+    assert_int_equal(load(&c, NULL, err, ARGS(PEERS2, "--cluster-secret-file", path)), 0);
+    assert_string_equal(c.cluster_secret, SEC32);
+    assert_string_equal(c.cluster_secret_alt, "fedcba9876543210fedcba9876543210");
+    /* not both ways at once */
+    assert_int_equal(load(&c, NULL, err, ARGS(PEERS2, "--cluster-secret-file", path,
+                                               "--cluster-secret", SEC32)), -1);
+    assert_contains(err, "not both");
+    /* readable by others: refused */
+    chmod(path, 0644);
+    assert_int_equal(load(&c, NULL, err, ARGS(PEERS2, "--cluster-secret-file", path)), -1);
+    assert_contains(err, "readable by other users");
+    unlink(path);
+    write_tmp(path, sizeof path, "a\nb\nc\n");
+    chmod(path, 0600);
+    assert_int_equal(load(&c, NULL, err, ARGS(PEERS2, "--cluster-secret-file", path)), -1);
+    unlink(path);
+    write_tmp(path, sizeof path, "\n\n");
+    chmod(path, 0600);
+    assert_int_equal(load(&c, NULL, err, ARGS(PEERS2, "--cluster-secret-file", path)), -1);
+    assert_contains(err, "no secret");
+    unlink(path);
+    assert_int_equal(load(&c, NULL, err, ARGS(PEERS2, "--cluster-secret-file", path)), -1);
+    assert_contains(err, "No such file");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
@@ -705,6 +765,8 @@ int main(void) {
         cmocka_unit_test(test_usage_documents_everything),
         cmocka_unit_test(test_log_format),
         cmocka_unit_test(test_log_rate_limit),
+        cmocka_unit_test(test_cluster_secret),
+        cmocka_unit_test(test_cluster_secret_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
