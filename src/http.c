@@ -1,4 +1,4 @@
-/* http.c — /metrics, /healthz, /readyz and POST /1688/push over evhttp
+/* http.c — /metrics, /healthz, /readyz and POST /1688/push over httpd.h
  * (see http.h).
  *
  * Every figure comes from server_metrics_get(), the same counters and
@@ -16,19 +16,16 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 
 #include "stockd/hist.h"
+#include "stockd/httpd.h"
 #include "stockd/log.h"
 #include "stockd/supplier_sync.h"
 
-#define HTTP_HEADERS_MAX_BYTES 8192
-#define HTTP_TIMEOUT_S 10
-#define HTTP_PUSH_BODY_MAX (64u << 10) /* supsync_push's limit; evhttp answers 413 above */
+#define HTTP_PUSH_BODY_MAX (64u << 10) /* supsync_push's limit; 413 above */
 
 struct http_srv {
-    struct evhttp *http;
+    httpd *httpd;
     server *srv;
 };
 
@@ -130,6 +127,40 @@ static void metrics_conns(struct evbuffer *b, const server_metrics *m)
     family(b, "stockd_notifications_ignored_total", "counter",
            "msgpack-rpc notifications received (no method takes them).");
     sample_u(b, "stockd_notifications_ignored_total", NULL, m->notifications);
+    family(b, "stockd_connections_closed_total", "counter",
+           "Client connections closed by stockd for a limit, by reason.");
+    sample_u(b, "stockd_connections_closed_total", "reason=\"idle\"", m->conns_closed_idle);
+    sample_u(b, "stockd_connections_closed_total", "reason=\"output_stalled\"",
+             m->conns_closed_stalled);
+    family(b, "stockd_output_unsent_bytes", "gauge",
+           "Reply bytes queued for all client connections, not yet written.");
+    sample_u(b, "stockd_output_unsent_bytes", NULL, m->output_bytes);
+    family(b, "stockd_output_total_cap_reached_total", "counter",
+           "Times the unsent output of all connections passed max-output-total-bytes.");
+    sample_u(b, "stockd_output_total_cap_reached_total", NULL, m->output_paused);
+    family(b, "stockd_accept_errors_total", "counter",
+           "accept() failures on the client port (out of descriptors, mostly).");
+    sample_u(b, "stockd_accept_errors_total", NULL, m->accept_errors);
+    family(b, "stockd_open_files", "gauge", "Descriptors open in this process now.");
+    sample_u(b, "stockd_open_files", NULL, m->open_files);
+    family(b, "stockd_open_files_limit", "gauge", "RLIMIT_NOFILE (soft).");
+    sample_u(b, "stockd_open_files_limit", NULL, m->open_files_limit);
+}
+
+static void metrics_http(struct evbuffer *b, const http_srv *h)
+{
+    httpd_stats st;
+    httpd_stats_get(h->httpd, &st);
+    family(b, "stockd_http_connections", "gauge", "Connections to the HTTP port open now.");
+    sample_u(b, "stockd_http_connections", NULL, st.current);
+    family(b, "stockd_http_connections_total", "counter",
+           "HTTP connections by fate: accepted, refused at the cap, closed by a timeout.");
+    sample_u(b, "stockd_http_connections_total", "fate=\"accepted\"", st.total);
+    sample_u(b, "stockd_http_connections_total", "fate=\"refused\"", st.refused);
+    sample_u(b, "stockd_http_connections_total", "fate=\"timed_out\"", st.timed_out);
+    family(b, "stockd_http_requests_total", "counter", "HTTP requests by result.");
+    sample_u(b, "stockd_http_requests_total", "result=\"handled\"", st.requests);
+    sample_u(b, "stockd_http_requests_total", "result=\"refused\"", st.bad_requests);
 }
 
 static void metrics_engine(struct evbuffer *b, const server_metrics *m)
@@ -285,41 +316,55 @@ static void metrics_process(struct evbuffer *b, const server_metrics *m)
 
 /* ------------------------------------------------------------ handlers */
 
-static void reply_text(struct evhttp_request *req, int code, const char *reason,
-                       struct evbuffer *body, const char *ctype)
+static void reply_buf(httpd_req *req, int code, const char *reason, struct evbuffer *b,
+                      const char *ctype)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", ctype);
-    evhttp_add_header(h, "Cache-Control", "no-store");
-    evhttp_send_reply(req, code, reason, body);
+    size_t n = evbuffer_get_length(b);
+    const void *p = n ? (const void *)evbuffer_pullup(b, -1) : (const void *)"";
+    if (p == NULL) {
+        httpd_respond(req, 500, "Internal Server Error", NULL, "out of memory\n", 14, NULL);
+        return;
+    }
+    httpd_respond(req, code, reason, ctype, p, n, NULL);
 }
 
-static void on_metrics(struct evhttp_request *req, http_srv *h)
+static void reply_short(httpd_req *req, int code, const char *reason, const char *text,
+                        const char *extra)
+{
+    char body[320];
+    int n = snprintf(body, sizeof body, "%s\n", text);
+    if (n < 0 || (size_t)n >= sizeof body)
+        n = (int)sizeof body - 1;
+    httpd_respond(req, code, reason, "text/plain; charset=utf-8", body, (size_t)n, extra);
+}
+
+static void on_metrics(httpd_req *req, http_srv *h)
 {
     server_metrics m;
     server_metrics_get(h->srv, &m);
     struct evbuffer *b = evbuffer_new();
     if (b == NULL) {
-        evhttp_send_error(req, 500, "out of memory");
+        reply_short(req, 500, "Internal Server Error", "out of memory", NULL);
         return;
     }
     metrics_process(b, &m);
     metrics_requests(b, &m);
     metrics_conns(b, &m);
+    metrics_http(b, h);
     metrics_engine(b, &m);
     metrics_store(b, &m);
     metrics_read_path(b, &m);
-    reply_text(req, 200, "OK", b, "text/plain; version=0.0.4; charset=utf-8");
+    reply_buf(req, 200, "OK", b, "text/plain; version=0.0.4; charset=utf-8");
     evbuffer_free(b);
 }
 
-static void on_readyz(struct evhttp_request *req, http_srv *h)
+static void on_readyz(httpd_req *req, http_srv *h)
 {
     server_metrics m;
     server_metrics_get(h->srv, &m);
     struct evbuffer *b = evbuffer_new();
     if (b == NULL) {
-        evhttp_send_error(req, 500, "out of memory");
+        reply_short(req, 500, "Internal Server Error", "out of memory", NULL);
         return;
     }
     if (!m.listening)
@@ -334,114 +379,94 @@ static void on_readyz(struct evhttp_request *req, http_srv *h)
     bool ready = evbuffer_get_length(b) == 0;
     if (ready)
         evbuffer_add_printf(b, "ready\n");
-    reply_text(req, ready ? 200 : 503, ready ? "OK" : "Service Unavailable", b,
-               "text/plain; charset=utf-8");
+    reply_buf(req, ready ? 200 : 503, ready ? "OK" : "Service Unavailable", b,
+              "text/plain; charset=utf-8");
     evbuffer_free(b);
 }
 
-static void reply_short(struct evhttp_request *req, int code, const char *text)
-{
-    struct evbuffer *b = evbuffer_new();
-    if (b != NULL)
-        evbuffer_add_printf(b, "%s\n", text);
-    reply_text(req, code, code == 200 ? "OK" : "Refused", b, "text/plain; charset=utf-8");
-    if (b != NULL)
-        evbuffer_free(b);
-}
-
 /* POST /1688/push: a 1688 message push, judged by supsync_push(). */
-static void on_push(struct evhttp_request *req, http_srv *h)
+static void on_push(httpd_req *req, http_srv *h)
 {
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-        reply_short(req, 405, "POST only");
+    if (strcmp(httpd_method(req), "POST") != 0) {
+        reply_short(req, 405, "Method Not Allowed", "POST only", "Allow: POST\r\n");
         return;
     }
     supplier_sync *ss = server_supsync(h->srv);  /* NULL: sync off */
     if (ss == NULL) {
-        reply_short(req, 503, "supplier sync off");
+        reply_short(req, 503, "Service Unavailable", "supplier sync off", NULL);
         return;
     }
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    const char *body = len > 0 ? (const char *)evbuffer_pullup(in, -1) : "";
+    size_t len = 0;
+    const char *body = httpd_body(req, &len);
     char msg[256];
-    int code = body != NULL ? supsync_push(ss, body, len, msg, sizeof(msg)) : 503;
-    if (body == NULL)
-        snprintf(msg, sizeof(msg), "out of memory");
-    reply_short(req, code, msg);
+    int code = supsync_push(ss, body, len, msg, sizeof(msg));
+    reply_short(req, code, code == 200 ? "OK" : "Refused", msg, NULL);
 }
 
-static bool is_read(struct evhttp_request *req)
-{
-    enum evhttp_cmd_type c = evhttp_request_get_command(req);
-    return c == EVHTTP_REQ_GET || c == EVHTTP_REQ_HEAD;
-}
-
-static void on_request(struct evhttp_request *req, void *arg)
+static void on_request(void *arg, httpd_req *req)
 {
     http_srv *h = arg;
-    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-    if (path == NULL)
-        path = "";
+    const char *path = httpd_path(req);
+    const char *method = httpd_method(req);
+    bool read = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     if (strcmp(path, "/1688/push") == 0) {
         on_push(req, h);
-    } else if (!is_read(req)) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-        reply_short(req, 405, "GET or HEAD only");
+    } else if (!read) {
+        reply_short(req, 405, "Method Not Allowed", "GET or HEAD only", "Allow: GET, HEAD\r\n");
     } else if (strcmp(path, "/metrics") == 0) {
         on_metrics(req, h);
     } else if (strcmp(path, "/readyz") == 0) {
         on_readyz(req, h);
     } else if (strcmp(path, "/healthz") == 0) {
-        struct evbuffer *b = evbuffer_new();
-        if (b != NULL)
-            evbuffer_add_printf(b, "ok\n");
-        reply_text(req, 200, "OK", b, "text/plain; charset=utf-8");
-        if (b != NULL)
-            evbuffer_free(b);
+        reply_short(req, 200, "OK", "ok", NULL);
     } else {
-        evhttp_send_error(req, 404, "not found: /metrics, /healthz, /readyz, POST /1688/push");
+        reply_short(req, 404, "Not Found", "not found: /metrics, /healthz, /readyz, POST /1688/push",
+                    NULL);
     }
 }
 
 /* ------------------------------------------------------------ lifecycle */
 
-http_srv *http_new(struct event_base *base, server *srv, const char *host, int port,
+http_srv *http_new(struct event_base *base, server *srv, const stockd_config *cfg,
                    char *err, size_t err_len)
 {
-    assert(base && srv && host && port > 0 && port <= 65535);
+    assert(base && srv && cfg && cfg->http_port > 0 && cfg->http_port <= 65535);
     http_srv *h = calloc(1, sizeof(*h));
-    if (h == NULL || (h->http = evhttp_new(base)) == NULL) {
-        free(h);
+    if (h == NULL) {
         snprintf(err, err_len, "http: out of memory");
         return NULL;
     }
     h->srv = srv;
-    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
-    evhttp_set_max_headers_size(h->http, HTTP_HEADERS_MAX_BYTES);
-    /* Bodies only for the push; a bigger one is refused (413) while read. */
-    evhttp_set_max_body_size(h->http, HTTP_PUSH_BODY_MAX);
-    evhttp_set_timeout(h->http, HTTP_TIMEOUT_S);
-    evhttp_set_gencb(h->http, on_request, h);
-    if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
-    if (evhttp_bind_socket(h->http, host, (uint16_t)port) != 0) {
-        snprintf(err, err_len, "http: cannot listen on %s:%d", host, port);
-        http_free(h);
+    httpd_config hc = {
+        .host = cfg->http_host,
+        .port = cfg->http_port,
+        .max_conns = cfg->http_max_connections,
+        .max_body = HTTP_PUSH_BODY_MAX,
+        .handler = on_request,
+        .arg = h,
+    };
+    h->httpd = httpd_new(base, &hc, err, err_len);
+    if (h->httpd == NULL) {
+        free(h);
         return NULL;
     }
-    char p[16];
-    snprintf(p, sizeof(p), "%d", port);
-    LOG_I("http listening", "host", host, "port", p);
+    char p[16], mc[16];
+    snprintf(p, sizeof(p), "%d", cfg->http_port);
+    snprintf(mc, sizeof(mc), "%u", cfg->http_max_connections);
+    LOG_I("http listening", "host", cfg->http_host, "port", p, "max_connections", mc);
     return h;
+}
+
+void http_reload(http_srv *h, const stockd_config *cfg)
+{
+    if (h != NULL)
+        httpd_set_max_conns(h->httpd, cfg->http_max_connections);
 }
 
 void http_free(http_srv *h)
 {
     if (h == NULL)
         return;
-    if (h->http)
-        evhttp_free(h->http);
+    httpd_free(h->httpd);
     free(h);
 }

@@ -21,30 +21,71 @@ extern char **environ;
 
 #define DRAIN_MS 4000
 
-/* Raises the open-file limit as far as allowed, so max_connections can be
- * met; says what it got when that is less than needed. */
-static void raise_nofile(uint32_t want)
+#define FD_RESERVE 64   /* stdio, the loop, listeners, signal pipe, logs, slack */
+
+/* Every descriptor stockd may hold at once, by what holds it. */
+static uint64_t fd_budget(const stockd_config *c, char *parts, size_t parts_len)
 {
+    uint64_t http = c->http_port > 0 ? c->http_max_connections : 0;
+    uint64_t db = (uint64_t)c->db_connections + 2;      /* writers, reader, startup */
+    uint64_t redis = 2;
+    uint64_t curl = c->supplier_url[0] ? (uint64_t)c->supplier_concurrency +
+                                             c->supplier_purchase_concurrency + 4 : 0;
+    uint64_t peers = 0;
+    for (const char *p = c->peers; *p; p++)
+        peers += *p == ',';
+    peers += c->peers[0] ? 1 : 0;
+    snprintf(parts, parts_len,
+             "max-connections %u + http-max-connections %llu + MariaDB %llu + Redis %llu + "
+             "1688 API %llu + peers %llu + reserve %d",
+             c->max_connections, (unsigned long long)http, (unsigned long long)db,
+             (unsigned long long)redis, (unsigned long long)curl, (unsigned long long)peers,
+             FD_RESERVE);
+    return (uint64_t)c->max_connections + http + db + redis + curl + peers + FD_RESERVE;
+}
+
+/* Raises the soft open-file limit to what the configuration may need; when
+ * the hard limit does not allow it, refuses to start and says which number
+ * to lower. 0 or -1 with err. */
+static int fit_nofile(const stockd_config *c, char *err, size_t err_len)
+{
+    char parts[256];
+    uint64_t need = fd_budget(c, parts, sizeof parts);
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return;
-    rlim_t need = (rlim_t)want + 64;
-    if (rl.rlim_cur < need) {
-        rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
-        setrlimit(RLIMIT_NOFILE, &rl);
-        getrlimit(RLIMIT_NOFILE, &rl);
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        snprintf(err, err_len, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return -1;
     }
-    if (rl.rlim_cur < need) {
-        char got[32];
-        snprintf(got, sizeof(got), "%llu", (unsigned long long)rl.rlim_cur);
-        LOG_W("open-file limit below max_connections", "nofile", got);
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+            uint64_t room = need - c->max_connections;
+            snprintf(err, err_len,
+                     "open-file limit %llu (hard) is below the %llu descriptors this "
+                     "configuration may need (%s): lower --max-connections to at most %lld, "
+                     "or raise the limit (ulimit -n, systemd LimitNOFILE=)",
+                     (unsigned long long)rl.rlim_max, (unsigned long long)need, parts,
+                     (long long)rl.rlim_max - (long long)room);
+            return -1;
+        }
+        rl.rlim_cur = need;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            snprintf(err, err_len, "setrlimit(RLIMIT_NOFILE, %llu): %s", (unsigned long long)need,
+                     strerror(errno));
+            return -1;
+        }
     }
+    char n[24], l[24];
+    snprintf(n, sizeof n, "%llu", (unsigned long long)need);
+    snprintf(l, sizeof l, "%llu", (unsigned long long)rl.rlim_cur);
+    LOG_D("descriptor budget", "need", n, "limit", l, "parts", parts);
+    return 0;
 }
 
 /* What SIGHUP needs: the live configuration (server.c reads it through its
  * pointer) and the sources it came from. */
 typedef struct reload_ctx {
     server *srv;
+    http_srv *http;
     stockd_config *cfg;
     int argc;
     char **argv;
@@ -83,6 +124,7 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     memcpy(c->cluster_secret, next.cluster_secret, sizeof(c->cluster_secret));
     memcpy(c->cluster_secret_alt, next.cluster_secret_alt, sizeof(c->cluster_secret_alt));
     c->max_output_total_bytes = next.max_output_total_bytes;
+    c->http_max_connections = next.http_max_connections;
     c->max_message_bytes = next.max_message_bytes;
     c->max_depth = next.max_depth;
     c->max_inflight_per_conn = next.max_inflight_per_conn;
@@ -98,6 +140,7 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     memcpy(c->peers, next.peers, sizeof(c->peers));  /* applied by server_reload */
     log_set_level_name(c->log_level);  /* validated by config_load */
     server_reload(rc->srv);
+    http_reload(rc->http, c);
     char q[16];
     snprintf(q, sizeof(q), "%u", c->queue_total_max);
     LOG_I("configuration reloaded", "log_level", c->log_level, "queue_total_max", q);
@@ -142,7 +185,11 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    raise_nofile(cfg.max_connections);
+    if (fit_nofile(&cfg, err, sizeof(err)) != 0) {
+        LOG_E("startup refused", "error", err);
+        fprintf(stderr, "stockd: %s\n", err);
+        return 2;
+    }
     if (mysql_library_init(0, NULL, NULL) != 0) {
         fprintf(stderr, "stockd: mysql_library_init failed\n");
         return 1;
@@ -192,11 +239,11 @@ int main(int argc, char **argv)
     }
     http_srv *http = NULL;
     if (cfg.http_port > 0 &&
-        (http = http_new(base, srv, cfg.http_host, cfg.http_port, err, sizeof(err))) == NULL) {
+        (http = http_new(base, srv, &cfg, err, sizeof(err))) == NULL) {
         LOG_E("http listen failed", "error", err);
         return 1;
     }
-    reload_ctx rctx = {srv, &cfg, argc, argv};
+    reload_ctx rctx = {srv, http, &cfg, argc, argv};
     struct event *sigterm = evsignal_new(base, SIGTERM, signal_cb, srv);
     struct event *sigint = evsignal_new(base, SIGINT, signal_cb, srv);
     struct event *sighup = evsignal_new(base, SIGHUP, reload_cb, &rctx);

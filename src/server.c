@@ -10,6 +10,7 @@
 #include "stockd/server.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2933,6 +2934,21 @@ void server_reload(server *s)
     s->reloads++;
 }
 
+/* Descriptors open now (the entries of /proc/self/fd, less the one the
+ * count itself opens). */
+static uint64_t open_files(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return 0;
+    uint64_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n > 0 ? n - 1 : 0;
+}
+
 void server_metrics_get(server *s, server_metrics *out)
 {
     memset(out, 0, sizeof(*out));
@@ -2952,6 +2968,9 @@ void server_metrics_get(server *s, server_metrics *out)
     out->output_paused = cst.output_paused;
     out->accept_errors = cst.accept_errors;
     out->accept_pauses = cst.accept_pauses;
+    out->open_files = open_files();
+    struct rlimit rl;
+    out->open_files_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0;
     out->notifications = s->notifications;
     out->outcome_unknown = s->outcome_unknown;
     out->reloads = s->reloads;

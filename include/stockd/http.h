@@ -1,5 +1,5 @@
 /* http.h — the operators' HTTP listener (--http HOST:PORT), on the same
- * event_base as everything else (libevent evhttp):
+ * event_base as everything else (httpd.h):
  *
  *   GET /metrics  Prometheus text format 0.0.4: the figures of `stats`
  *                 (server_metrics_get) — request counts by method and
@@ -15,10 +15,10 @@
  *
  * GET and HEAD elsewhere (POST there is 405); other paths are 404.
  * Requests are answered at once from memory: nothing here waits on a
- * backend. Headers are capped at 8 KiB and bodies at 64 KiB (only the push
- * reads one; evhttp answers 413 above), a slow client is dropped after 10 s. libevent
- * 2.1 has no cap on HTTP connections: bind it to loopback or a management
- * network, never to the clients' side.
+ * backend. The server underneath (httpd.h) caps connections at
+ * --http-max-connections, closes one that has not sent a whole request
+ * within 10 s or idles 30 s between requests, and caps heads at 8 KiB and
+ * bodies at 64 KiB (only the push reads one).
  * Errors: http_new returns NULL with a message in err.
  */
 #ifndef STOCKD_HTTP_H
@@ -31,8 +31,10 @@
 struct event_base;
 typedef struct http_srv http_srv;
 
-http_srv *http_new(struct event_base *base, server *srv, const char *host, int port,
+http_srv *http_new(struct event_base *base, server *srv, const stockd_config *cfg,
                    char *err, size_t err_len);
+/* The limits that may change live (SIGHUP). NULL is fine. */
+void http_reload(http_srv *h, const stockd_config *cfg);
 /* Stops listening and closes open HTTP connections. NULL is fine. */
 void http_free(http_srv *h);
 

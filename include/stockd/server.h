@@ -100,6 +100,7 @@ typedef struct server_metrics {
     uint64_t conns_total, conns_refused, conns_closed_bad, notifications;
     uint64_t conns_closed_idle, conns_closed_stalled, output_bytes, output_paused;
     uint64_t accept_errors, accept_pauses;
+    uint64_t open_files, open_files_limit;  /* descriptors now, RLIMIT_NOFILE soft */
     uint64_t outcome_unknown, reloads;
     uint32_t n_methods, n_results;
     const char *result_names[SERVER_RESULTS_MAX];
