@@ -31,7 +31,7 @@ typedef struct codec_head {
 
 /* Decodes the type byte. For types with an explicit length field the caller
  * reads it once the hdr bytes are present. */
-static codec_head codec_head_of(uint8_t b)
+static inline __attribute__((always_inline)) codec_head codec_head_of(uint8_t b)
 {
     if (b <= 0x7f || b >= 0xe0)
         return (codec_head){CK_FIXED, 1, 0, 0, 0};
@@ -80,13 +80,44 @@ static uint32_t codec_read_be(const uint8_t *p, unsigned n)
     return v;
 }
 
-/* Walk state over buf[0..len): the persistent part (codec_scan) plus the
- * bytes seen so far. */
+/* Walk state over the frame's bytes so far, in segments (the chains of an
+ * input buffer need not be contiguous): the persistent part (codec_scan),
+ * the segments and a cursor into them. */
 typedef struct codec_walk {
-    const uint8_t *buf;
-    uint64_t len;
+    const codec_seg *seg;
+    int nseg;
+    uint64_t len;                 /* bytes in all segments */
+    int cur;                      /* the segment holding cur_start.. */
+    uint64_t cur_start;
     codec_scan *s;
 } codec_walk;
+
+#define CODEC_HEAD_MAX 18         /* fixext16: the longest header */
+
+/* n (<= CODEC_HEAD_MAX) contiguous bytes at absolute offset `at`, from a
+ * segment or gathered into tmp; NULL when they are not all in yet. Offsets
+ * only grow during a walk, so the cursor only moves forward. */
+static const uint8_t *walk_at(codec_walk *w, uint64_t at, unsigned n, uint8_t *tmp)
+{
+    if (at + n > w->len)
+        return NULL;
+    while (at >= w->cur_start + w->seg[w->cur].n) {
+        w->cur_start += w->seg[w->cur].n;
+        w->cur++;
+        assert(w->cur < w->nseg);
+    }
+    uint64_t in = at - w->cur_start;
+    if (in + n <= w->seg[w->cur].n)
+        return w->seg[w->cur].p + in;
+    unsigned got = 0;
+    for (int i = w->cur; got < n; i++, in = 0) {
+        assert(i < w->nseg);
+        size_t take = w->seg[i].n - in < n - got ? w->seg[i].n - in : n - got;
+        memcpy(tmp + got, w->seg[i].p + in, take);
+        got += (unsigned)take;
+    }
+    return tmp;
+}
 
 /* Consumes one object header (and a str/bin/ext body). Returns
  * CODEC_FRAME_OK when the header was consumed, else the verdict. Nothing
@@ -95,20 +126,22 @@ typedef struct codec_walk {
 static codec_frame codec_walk_one(codec_walk *w)
 {
     codec_scan *s = w->s;
-    if (s->off >= w->len)
+    uint8_t tmp[CODEC_HEAD_MAX];
+    const uint8_t *p = walk_at(w, s->off, 1, tmp);
+    if (p == NULL)
         return CODEC_FRAME_NEED_MORE;
-    codec_head h = codec_head_of(w->buf[s->off]);
+    codec_head h = codec_head_of(p[0]);
     if (h.kind == CK_BAD)
         return CODEC_FRAME_BAD;
     /* The header plus one byte per other owed object must fit. */
     uint64_t owed_after = s->pending - 1;
     if (s->off + h.hdr + owed_after > s->max_bytes)
         return CODEC_FRAME_TOO_LARGE;
-    if (s->off + h.hdr > w->len)
+    if ((p = walk_at(w, s->off, h.hdr, tmp)) == NULL)
         return CODEC_FRAME_NEED_MORE;
     uint64_t n = h.len;
     if (h.len_bytes)
-        n = codec_read_be(w->buf + s->off + h.len_off, h.len_bytes);
+        n = codec_read_be(p + h.len_off, h.len_bytes);
     uint64_t room = s->max_bytes - s->off - h.hdr - owed_after;
     uint64_t body = 0, items = 0;
     if (h.kind == CK_BODY)
@@ -126,6 +159,7 @@ static codec_frame codec_walk_one(codec_walk *w)
     if (s->off + h.hdr + body > w->len)
         return CODEC_FRAME_NEED_MORE;
     s->off += h.hdr + body;
+    s->objects++;
     s->pending = owed_after + items;
     if (s->depth > 0)
         s->left[s->depth - 1]--;
@@ -134,6 +168,42 @@ static codec_frame codec_walk_one(codec_walk *w)
     while (s->depth > 0 && s->left[s->depth - 1] == 0)
         s->depth--;
     return CODEC_FRAME_OK;
+}
+
+/* A run of one-byte scalars inside a container (ints, nil, bools: the
+ * cheapest way to make a frame of many values) in one step, within the
+ * cursor's segment; off + pending, bounded by max_bytes, does not change.
+ * Returns the values consumed. */
+static uint64_t walk_scalars(codec_walk *w)
+{
+    codec_scan *s = w->s;
+    if (s->depth == 0 || s->off >= w->len)
+        return 0;
+    uint8_t tmp[1];
+    if (walk_at(w, s->off, 1, tmp) == NULL)
+        return 0;
+    const codec_seg *g = &w->seg[w->cur];
+    uint64_t in = s->off - w->cur_start;
+    uint64_t room = s->left[s->depth - 1];
+    if (room > g->n - in)
+        room = g->n - in;
+    const uint8_t *p = g->p + in;
+    uint64_t k = 0;
+    while (k < room) {
+        uint8_t b = p[k];
+        if (!(b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3))
+            break;
+        k++;
+    }
+    if (k == 0)
+        return 0;
+    s->off += k;
+    s->objects += k;
+    s->pending -= k;
+    s->left[s->depth - 1] -= k;
+    while (s->depth > 0 && s->left[s->depth - 1] == 0)
+        s->depth--;
+    return k;
 }
 
 void codec_scan_init(codec_scan *s, size_t max_bytes, unsigned max_depth)
@@ -145,22 +215,52 @@ void codec_scan_init(codec_scan *s, size_t max_bytes, unsigned max_depth)
     s->depth = 0;
     s->off = 0;
     s->pending = 1;
+    s->objects = 0;
 }
 
-codec_frame codec_scan_feed(codec_scan *s, const uint8_t *buf, size_t len, size_t *frame_len)
+int64_t codec_request_msgid(const uint8_t *p, size_t n)
 {
-    assert(s != NULL && frame_len != NULL);
-    assert(buf != NULL || len == 0);
-    assert(s->off <= len);  /* the caller hands the same frame, grown */
+    if (n < 3 || p[0] != 0x94 || p[1] != 0x00)
+        return -1;
+    if (p[2] <= 0x7f)
+        return p[2];
+    if (p[2] == 0xcc && n >= 4)
+        return p[3];
+    if (p[2] == 0xcd && n >= 5)
+        return (int64_t)p[3] << 8 | p[4];
+    if (p[2] == 0xce && n >= 7)
+        return (int64_t)p[3] << 24 | (int64_t)p[4] << 16 | (int64_t)p[5] << 8 | p[6];
+    return -1;
+}
+
+static void walk_init(codec_walk *w, codec_scan *s, const codec_seg *seg, int nseg)
+{
+    w->seg = seg;
+    w->nseg = nseg;
+    w->len = 0;
+    for (int i = 0; i < nseg; i++)
+        w->len += seg[i].n;
+    w->cur = 0;
+    w->cur_start = 0;
+    w->s = s;
+}
+
+codec_frame codec_scan_feedv(codec_scan *s, const codec_seg *seg, int nseg, size_t *frame_len)
+{
+    assert(s != NULL && frame_len != NULL && nseg >= 0);
+    codec_walk w;
+    walk_init(&w, s, seg, nseg);
+    assert(s->off <= w.len);  /* the caller hands the same frame, grown */
     *frame_len = 0;
     if (s->max_bytes == 0)
         return CODEC_FRAME_TOO_LARGE;   /* keeps off + pending <= max_bytes from the start */
-    codec_walk w = {buf, len, s};
     /* Terminates: every successful step advances off by >= 1 and off <= len. */
     for (;;) {
-        codec_frame r = codec_walk_one(&w);
-        if (r != CODEC_FRAME_OK)
-            return r;
+        if (walk_scalars(&w) == 0) {
+            codec_frame r = codec_walk_one(&w);
+            if (r != CODEC_FRAME_OK)
+                return r;
+        }
         assert(s->off <= w.len);
         if (s->pending == 0) {
             assert(s->depth == 0);
@@ -168,6 +268,41 @@ codec_frame codec_scan_feed(codec_scan *s, const uint8_t *buf, size_t len, size_
             return CODEC_FRAME_OK;
         }
     }
+}
+
+codec_frame codec_scan_feed(codec_scan *s, const uint8_t *buf, size_t len, size_t *frame_len)
+{
+    assert(buf != NULL || len == 0);
+    codec_seg one = {buf, len};
+    return codec_scan_feedv(s, &one, len ? 1 : 0, frame_len);
+}
+
+uint64_t codec_scan_needv(const codec_scan *s, const codec_seg *seg, int nseg)
+{
+    codec_walk w;
+    walk_init(&w, (codec_scan *)s, seg, nseg);
+    assert(s->off <= w.len);
+    /* Every owed object needs a byte; the next one, when its header is in,
+     * its whole header and body. */
+    uint64_t end = s->off + s->pending;
+    uint8_t tmp[CODEC_HEAD_MAX];
+    const uint8_t *p = walk_at(&w, s->off, 1, tmp);
+    if (p != NULL) {
+        codec_head h = codec_head_of(p[0]);
+        if (h.kind != CK_BAD)
+            end = s->off + h.hdr + (s->pending - 1);
+        if (h.kind == CK_BODY && (p = walk_at(&w, s->off, h.hdr, tmp)) != NULL) {
+            uint64_t n = h.len_bytes ? codec_read_be(p + h.len_off, h.len_bytes) : h.len;
+            end = s->off + h.hdr + n + (s->pending - 1);
+        }
+    }
+    return end > w.len ? end - w.len : 1;
+}
+
+uint64_t codec_scan_need(const codec_scan *s, const uint8_t *buf, size_t len)
+{
+    codec_seg one = {buf, len};
+    return codec_scan_needv(s, &one, len ? 1 : 0);
 }
 
 codec_frame codec_frame_check(const uint8_t *buf, size_t len, size_t max_bytes,

@@ -11,6 +11,7 @@
 #include <mysql.h>
 
 #include "stockd/config.h"
+#include "stockd/conn.h"
 #include "stockd/http.h"
 #include "stockd/log.h"
 #include "stockd/server.h"
@@ -194,8 +195,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "stockd: mysql_library_init failed\n");
         return 1;
     }
-    struct event_base *base = event_base_new();
-    if (base == NULL) {
+    /* Priorities (conn.h): everything at CONN_PRIO_NORMAL, connections that
+     * keep using whole slices at CONN_PRIO_SLOW, where the loop stops every
+     * CONN_SLOW_DISPATCH_US to look for new events. */
+    struct event_config *ecfg = event_config_new();
+    struct timeval slow_tv = {0, CONN_SLOW_DISPATCH_US};
+    if (ecfg != NULL)
+        event_config_set_max_dispatch_interval(ecfg, &slow_tv, -1, CONN_PRIO_SLOW);
+    struct event_base *base = ecfg ? event_base_new_with_config(ecfg) : NULL;
+    if (ecfg != NULL)
+        event_config_free(ecfg);
+    if (base == NULL || event_base_priority_init(base, CONN_PRIOS) != 0) {
         fprintf(stderr, "stockd: event_base_new failed\n");
         return 1;
     }

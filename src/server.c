@@ -2571,13 +2571,19 @@ void server_store_callbacks(server *s, store_callbacks *out)
 
 /* ------------------------------------------------------------ connections */
 
-/* conn.h on_bad_frame: answer too_large when the msgid could be read. */
-static void on_bad_frame(void *arg, conn *c, bool too_large, int64_t msgid)
+/* conn.h on_bad_frame: answered when the msgid could be read. */
+static void on_bad_frame(void *arg, conn *c, enum conn_bad why, int64_t msgid)
 {
     server *s = arg;
-    if (!too_large || msgid < 0)
+    if (msgid < 0 || why == CONN_BAD_MALFORMED)
         return;
     char msg[96];
+    if (why == CONN_BAD_TOO_MANY_VALUES) {
+        snprintf(msg, sizeof msg, "more than %d values (no request needs so many)",
+                 CONN_FRAME_VALUES_MAX);
+        reply_invalid(s, c, (uint32_t)msgid, M_UNKNOWN, "message", msg);
+        return;
+    }
     snprintf(msg, sizeof(msg), "message larger than %u bytes", s->cfg->max_message_bytes);
     count(s, M_UNKNOWN, RES_TOO_LARGE);
     reply_simple_error(s, c, (uint32_t)msgid, "too_large", msg, false, NULL, NULL);

@@ -40,11 +40,31 @@ typedef struct codec_scan {
     unsigned depth;
     uint64_t off;       /* bytes of the frame walked */
     uint64_t pending;   /* objects still owed (each needs >= 1 byte) */
+    uint64_t objects;   /* objects of the frame walked so far (containers count) */
     uint64_t left[CODEC_DEPTH_CAP]; /* items left in each open container */
 } codec_scan;
 
 void codec_scan_init(codec_scan *s, size_t max_bytes, unsigned max_depth);
+
+/* The frame's bytes so far may also come in segments (an input buffer's
+ * chains), in order, so a frame need not be made contiguous before it is
+ * complete and wanted. */
+typedef struct codec_seg {
+    const uint8_t *p;
+    size_t n;
+} codec_seg;
+codec_frame codec_scan_feedv(codec_scan *s, const codec_seg *seg, int nseg, size_t *frame_len);
+uint64_t codec_scan_needv(const codec_scan *s, const codec_seg *seg, int nseg);
+/* After NEED_MORE on buf[0..len): a lower bound (>= 1) of the bytes the
+ * frame still needs, so a reader can ask the kernel not to wake it before
+ * they arrived (SO_RCVLOWAT). */
+uint64_t codec_scan_need(const codec_scan *s, const uint8_t *buf, size_t len);
 codec_frame codec_scan_feed(codec_scan *s, const uint8_t *buf, size_t len, size_t *frame_len);
+
+/* The msgid of a request [0, msgid, ...] read from its first bytes without
+ * decoding the rest (fixarray of 4, msgid as a positive integer of at most
+ * 32 bits), or -1 when it cannot be read there. */
+int64_t codec_request_msgid(const uint8_t *p, size_t n);
 
 /* RPC message types. */
 enum { RPC_REQUEST = 0, RPC_RESPONSE = 1, RPC_NOTIFY = 2 };

@@ -25,7 +25,11 @@
  * Limits (read from the configuration at each use, so SIGHUP applies them):
  * max_connections (beyond: accepted and closed at once), max_message_bytes
  * and max_depth per frame (codec.h; a frame is walked once however many
- * reads it takes), FRAMES_PER_READ_MAX frames per wakeup (fairness),
+ * reads it takes), CONN_FRAMES_PER_READ_MAX frames or CONN_READ_SLICE_NS of
+ * handling per wakeup, whichever comes first (fairness: a connection that
+ * still has frames after its slice is demoted to CONN_PRIO_SLOW until it
+ * has caught up, so a client pipelining costly requests delays the others
+ * by about a millisecond, not by a round of every such client),
  * idle_timeout_ms both for a client that sends nothing (unless it has
  * requests in flight or is marked a listener) and for unsent output that
  * has not moved (closed, paused or not), and the output caps above.
@@ -49,19 +53,42 @@ typedef struct conn conn;
 typedef struct conn_mgr conn_mgr;
 
 enum conn_state { CONN_OPEN = 0, CONN_DRAINING, CONN_CLOSING, CONN_CLOSED };
+enum conn_bad { CONN_BAD_MALFORMED = 0, CONN_BAD_TOO_LARGE, CONN_BAD_TOO_MANY_VALUES };
 
 #define CONN_FRAMES_PER_READ_MAX 512
+#define CONN_READ_MAX (256u << 10)   /* bytes per read(2) */
+#define CONN_SEGS_MAX 64               /* input chains walked in place */
+/* msgpack values in one frame: a 50-line cart is ~300, a peer's order
+ * record of 50 lines ~800; more is refused without decoding. */
+#define CONN_FRAME_VALUES_MAX 4096
+/* A partial frame that still needs this much or more: wake when up to
+ * CONN_LOWAT_MAX of it is in. */
+#define CONN_LOWAT_MIN (16u << 10)
+#define CONN_LOWAT_MAX (64u << 10)
+#define CONN_READ_SLICE_NS 25000   /* CPU per connection per wakeup, then others' turn */
+/* The loop's priorities (main.c: CONN_PRIOS levels; libevent runs only the
+ * most urgent level that has work in a round, and limits how long it
+ * spends on CONN_PRIO_SLOW before looking for new events). Every other
+ * event of stockd runs at the default, CONN_PRIO_NORMAL. */
+#define CONN_PRIOS 3
+#define CONN_PRIO_NORMAL 1
+#define CONN_PRIO_SLOW 2
+#define CONN_SLOW_DISPATCH_US 1000
 
 typedef struct conn_callbacks {
-    /* One complete frame p[0..n) that passed codec_frame_check. Return false
-     * when the stream is not msgpack-rpc: the connection closes. The owner
-     * may send, hold, drain or close c from here. */
+    /* One complete frame p[0..n) that passed codec_frame_check, of at most
+     * CONN_FRAME_VALUES_MAX values. Return false when the stream is not
+     * msgpack-rpc: the connection closes. The owner may send, hold, drain
+     * or close c from here. */
     bool (*on_frame)(void *arg, conn *c, const uint8_t *p, size_t n);
-    /* A frame the stream cannot survive (malformed, too deep, or over
-     * max_message_bytes). msgid is the request's when it could be read from
-     * the frame's first bytes (too_large only), else -1; the owner may
-     * conn_send() an error; the connection then drains. */
-    void (*on_bad_frame)(void *arg, conn *c, bool too_large, int64_t msgid);
+    /* A frame refused whole. MALFORMED (bad msgpack, too deep) and
+     * TOO_LARGE (over max_message_bytes): the stream cannot survive it,
+     * the connection drains after this. TOO_MANY_VALUES: a well-formed
+     * frame of more than CONN_FRAME_VALUES_MAX values, skipped; the
+     * connection goes on. msgid is the request's when it could be read
+     * from the frame's first bytes, else -1; the owner may conn_send() an
+     * error. */
+    void (*on_bad_frame)(void *arg, conn *c, enum conn_bad why, int64_t msgid);
     /* c is closing: forget it everywhere it could be written to from now on
      * (subscriptions). Called once, from conn_close(). */
     void (*on_close)(void *arg, conn *c);
@@ -108,6 +135,7 @@ void conn_set_listener(conn *c, bool on);
 typedef struct conn_stats {
     uint32_t current;             /* connections OPEN or DRAINING */
     uint64_t total, refused, closed_bad, closed_idle, closed_stalled;
+    uint64_t values_refused;      /* frames of more than CONN_FRAME_VALUES_MAX values */
     uint64_t output_bytes;        /* unsent output of all connections now */
     uint64_t output_paused;       /* times reading paused for the total output cap */
     uint64_t accept_errors, accept_pauses;

@@ -290,6 +290,7 @@ class Stockd:
         self.proc = None
         self.starts = 0
         self.log_path = None
+        self.nofile = None     # RLIMIT_NOFILE (soft and hard) for the process, or None
         _ALL.append(self)
         _RECENT.append(self)
 
@@ -315,8 +316,15 @@ class Stockd:
         # stockd reads STOCKD_* variables: pass everything as flags instead.
         env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKD_")}
         log = open(self.log_path, "wb")
+        nofile = self.nofile
+
+        def limits():
+            if nofile is not None:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, env=env)
+                                     stderr=subprocess.STDOUT, env=env,
+                                     preexec_fn=limits if nofile is not None else None)
         log.close()
         try:
             self.ping_result = wait_ready(HOST, self.port, timeout, self.proc)
@@ -351,12 +359,21 @@ class Stockd:
     def client(self, timeout=10.0):
         return Rpc(HOST, self.port, timeout)
 
-    def rss_kb(self):
+    def rss_kb(self, field="VmRSS"):
+        """Resident memory now (VmRSS) or at its peak so far (VmHWM), kB."""
         with open("/proc/%d/status" % self.pid) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
         return 0
+
+    def cpu_ns(self):
+        """CPU time the process has used, in ns (/proc/PID/schedstat)."""
+        with open("/proc/%d/schedstat" % self.pid) as f:
+            return int(f.read().split()[0])
+
+    def open_fds(self):
+        return len(os.listdir("/proc/%d/fd" % self.pid))
 
     def tail(self, n=40):
         if not self.log_path or not os.path.exists(self.log_path):
