@@ -349,6 +349,17 @@ static void pack_eng_error(server *s, uint32_t msgid, const eng_op *op)
 {
     msgpack_packer *pk = &s->pk;
     eng_err err = op->err;
+    /* A SKU or order set aside at load (engine.h): say so, not retryable,
+     * also when a read simply missed it. */
+    char aside[ENG_REASON_MAX + 1];
+    if (op->err_aside[0] != '\0' ||
+        ((err == ENG_E_UNKNOWN_SKU || err == ENG_E_NOT_FOUND) && engine_aside_of(s->eng, op, aside))) {
+        codec_pack_response_err_head(pk, msgid, eng_err_code(ENG_E_UNAVAILABLE),
+                                     op->err_aside[0] != '\0' ? op->err_aside : aside, false, 1);
+        codec_pack_kv_bool(pk, "set_aside", true);
+        codec_pack_response_err_tail(pk);
+        return;
+    }
     /* A reserve with lines names the first line not met (the client's
      * index) and its SKU. */
     bool line = (err == ENG_E_INSUFFICIENT || err == ENG_E_UNKNOWN_SKU) && op->n_lines > 0 &&
@@ -2505,7 +2516,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     server *s = arg;
     if (s->n_forget > 0)
         forget_sweep(s);
-    if (engine_expire_due(s->eng, now_ms()) > 0)
+    /* Also work queued outside any request (alerts of rows set aside at
+     * load): nothing else would start its batch. */
+    if (engine_expire_due(s->eng, now_ms()) > 0 || engine_has_ready(s->eng))
         pump_schedule(s);
     if (s->cart != NULL)
         cart_settle_due(s->cart);  /* this node's parts whose hold lapsed */
