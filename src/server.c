@@ -2236,7 +2236,7 @@ static void pack_supplier(server *s, const eng_stats *es)
     if (s->supc)
         supplier_client_stats(s->supc, &cs);
     codec_pack_cstr(pk, "supplier");
-    msgpack_pack_map(pk, 23);
+    msgpack_pack_map(pk, 26);
     struct trust_pack tp = {.pk = pk, .n = 0};
     engine_each_supplier(s->eng, trust_count, &tp);
     codec_pack_cstr(pk, "trust");
@@ -2257,6 +2257,9 @@ static void pack_supplier(server *s, const eng_stats *es)
     codec_pack_kv_int(pk, "broken", (int64_t)ys.broken);
     codec_pack_kv_int(pk, "pushes", (int64_t)ys.pushes);
     codec_pack_kv_int(pk, "push_refused", (int64_t)ys.push_refused);
+    codec_pack_kv_int(pk, "push_stale", (int64_t)ys.push_stale);
+    codec_pack_kv_int(pk, "push_duplicate", (int64_t)ys.push_duplicate);
+    codec_pack_kv_int(pk, "push_seen_evicted", (int64_t)ys.push_seen_evicted);
     codec_pack_kv_int(pk, "purchases_pending", (int64_t)es->purchases_pending);
     codec_pack_kv_int(pk, "purchased", (int64_t)es->purchased);
     codec_pack_kv_int(pk, "purchase_failed", (int64_t)es->purchase_failed);

@@ -332,7 +332,7 @@ def test_stats_supplier_alerts_notify(ops):
     sup = st["supplier"]
     assert sup["enabled"] is False, sup
     for k in ("syncs", "calls", "ok", "failed", "pokes", "broken", "pushes", "push_refused",
-              "purchases_pending", "purchased", "purchase_failed", "mappings_broken",
+              "push_stale", "push_duplicate", "push_seen_evicted", "purchases_pending", "purchased", "purchase_failed", "mappings_broken",
               "settled_units"):
         assert isinstance(sup[k], int), (k, sup)
     assert isinstance(sup["trust"], dict), sup
