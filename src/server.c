@@ -2445,10 +2445,13 @@ static void pack_stats(server *s)
     pack_supplier(s, &es);
     pack_alerts_notify(s);
     codec_pack_cstr(pk, "state");
-    msgpack_pack_map(pk, 5);
+    msgpack_pack_map(pk, 8);
     codec_pack_kv_int(pk, "skus", (int64_t)es.skus);
     codec_pack_kv_int(pk, "orders", (int64_t)es.orders);
     codec_pack_kv_int(pk, "holds_expired", (int64_t)es.holds_expired);
+    codec_pack_kv_int(pk, "skus_set_aside", (int64_t)es.skus_aside);
+    codec_pack_kv_int(pk, "orders_set_aside", (int64_t)es.orders_aside);
+    codec_pack_kv_int(pk, "set_aside_alerts_dropped", (int64_t)es.aside_alerts_dropped);
     codec_pack_kv_bool(pk, "store_up", s->st != NULL && store_up(s->st));
     codec_pack_kv_int(pk, "outcome_unknown", (int64_t)s->outcome_unknown);
     pack_lines_stats(s);

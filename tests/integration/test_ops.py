@@ -342,7 +342,8 @@ def test_stats_supplier_alerts_notify(ops):
     assert set(st["alerts"]) == {"total", "kept", "stream_sent", "stream_ok", "stream_failed",
                                  "stream_skipped"}, st["alerts"]
     assert set(st["notify"]) == {"subscribers", "sent", "dropped"}, st["notify"]
-    assert set(st["state"]) == {"skus", "orders", "holds_expired", "store_up", "outcome_unknown"}
+    assert set(st["state"]) == {"skus", "orders", "holds_expired", "store_up", "outcome_unknown",
+                                "skus_set_aside", "orders_set_aside", "set_aside_alerts_dropped"}
 
 
 def test_notify_counts_and_unsubscribe_on_close(ops):
