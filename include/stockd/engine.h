@@ -430,7 +430,9 @@ bool eng_order_row_valid(const eng_order_view *v, char why[ENG_REASON_MAX + 1]);
  * with one n_lines, and no line may be held next to a released or expired
  * one. Sharded (parts mode): lines of n_lines > 1 are parts, each on its
  * own. Every line's SKU must be loaded (not set aside) and an order already
- * in memory must have the same shape and SKUs. Returns 1 loaded, 0 bad
+ * in memory must have the same shape and SKUs. When every line's SKU is
+ * already in service (loaded and audited before), memory stands and
+ * nothing is loaded (returns 1). Returns 1 loaded, 0 bad
  * (nothing loaded; why says what; the caller sets the order aside), -1 out
  * of memory. */
 int engine_load_order_lines(engine *e, const eng_order_view *v, size_t n,

@@ -1529,6 +1529,19 @@ static void test_bad_order_lines(void **state)
     assert_int_equal(w.qty, 3);
     v[1] = line_view("ok", "a", 2, ENG_ST_HELD, 1, 2);
     assert_int_equal(engine_load_order_lines(e, v, 2, why), 0);  /* line 1 changed SKU */
+    /* Once its SKUs are in service, memory (their one writer) stands. */
+    assert_int_equal(engine_audit_loaded(e, NULL, NULL), 2);  /* "ok" holds units not counted */
+    load_plain(e, "c", 10, 0);
+    load_plain(e, "d", 10, 3);
+    v[0] = line_view("keep", "c", 1, ENG_ST_HELD, 0, 1);
+    assert_int_equal(engine_load_order_lines(e, v, 1, why), 1);
+    v[0] = line_view("other", "d", 3, ENG_ST_CONFIRMED, 0, 1);
+    assert_int_equal(engine_load_order_lines(e, v, 1, why), 1);
+    assert_int_equal(engine_audit_loaded(e, NULL, NULL), 1);  /* c: 0 reserved, 1 held */
+    v[0] = line_view("other", "d", 2, ENG_ST_CONFIRMED, 0, 1);
+    assert_int_equal(engine_load_order_lines(e, v, 1, why), 1);
+    assert_true(engine_order_get(e, "other", &w));
+    assert_int_equal(w.qty, 3);
     engine_free(e);
 
     /* Sharded, a line of several is a part: alone is fine. */
