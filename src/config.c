@@ -79,6 +79,7 @@ static const cfg_opt cfg_opts[] = {
     U32("supplier-sync-ms", supplier_sync_ms, 100, 86400000),
     U32("supplier-concurrency", supplier_concurrency, 1, 256),
     U32("supplier-validate-ms", supplier_validate_ms, 100, 86400000),
+    U32("supplier-push-window-ms", supplier_push_window_ms, 1000, 86400000),
     U32("supplier-upstream-lag-ms", supplier_upstream_lag_ms, 0, 86400000),
     OPT("supplier-address", CFG_K_JSON_OBJECT, offsetof(stockd_config, supplier_address)),
     U32("supplier-purchase-concurrency", supplier_purchase_concurrency, 1, 256),
@@ -884,6 +885,7 @@ void config_defaults(stockd_config *c) {
     c->supplier_sync_ms = 300000;
     c->supplier_concurrency = 4;
     c->supplier_validate_ms = 1800000;
+    c->supplier_push_window_ms = 300000;
     c->supplier_upstream_lag_ms = 300000;
     memcpy(c->supplier_address, "{\"addressId\":1}", sizeof "{\"addressId\":1}");
     c->supplier_purchase_concurrency = 8;
@@ -1054,6 +1056,10 @@ const char *config_usage(void) {
 "                             (env STOCKD_SUPPLIER_CONCURRENCY; default 4)\n"
 "  --supplier-validate-ms MS  link validation round over every mapping, 100..86400000\n"
 "                             (env STOCKD_SUPPLIER_VALIDATE_MS; default 1800000)\n"
+"  --supplier-push-window-ms MS  a 1688 push whose gmtBorn is further than this\n"
+"                             from now is refused; a msgId seen within it is\n"
+"                             acknowledged without effect, 1000..86400000\n"
+"                             (env STOCKD_SUPPLIER_PUSH_WINDOW_MS; default 300000)\n"
 "  --supplier-upstream-lag-ms MS  bought units stay reserved upstream this long\n"
 "                             before a snapshot may count them, 0..86400000\n"
 "                             (env STOCKD_SUPPLIER_UPSTREAM_LAG_MS; default 300000)\n"

@@ -12,6 +12,7 @@
 #include "stockd/engine.h"
 
 #include <assert.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,11 @@ struct eng_sku {
     bool global;                  /* the engine's FIFO for ops without a SKU */
     eng_sku *ready_next;
     eng_order *orders;            /* every order of this SKU (sku_next list) */
+    bool aside;                   /* set aside at load (engine.h): no counters, no orders */
+    bool audit;                   /* loaded since the last engine_audit_loaded() */
+    char *aside_why;              /* heap, with aside */
+    int64_t frozen_own;           /* units held by orders set aside (engine.h) */
+    int64_t frozen_sup;
     UT_hash_handle hh;
 };
 
@@ -110,6 +116,23 @@ struct sup_write {
     eng_trust before;
 };
 
+/* An order set aside at load (engine.h): its key, the SKU and the reason. */
+struct aside_ord {
+    char key[ENG_KEY_MAX + 1];
+    uint8_t key_len;
+    char sku[ENG_ID_MAX + 1];
+    char why[ENG_REASON_MAX + 1];
+    UT_hash_handle hh;
+};
+
+/* A set-aside alert waiting for a batch; the batch keeps its copy until it
+ * is committed (an aborted batch gives them back). */
+struct aside_alert {
+    char sku[ENG_ID_MAX + 1];
+    char order_id[ENG_ID_MAX + 1];
+    char why[ENG_REASON_MAX + 1];
+};
+
 enum batch_state { B_FREE = 0, B_FLIGHT, B_UNKNOWN };
 
 struct eng_batch {
@@ -138,6 +161,8 @@ struct eng_batch {
     struct sup_write *supw;
     eng_supplier_row *sup_rows;
     size_t n_supw;
+    struct aside_alert *bal;      /* ENG_ASIDE_ALERTS_PER_BATCH set-aside alerts */
+    size_t n_bal;
     eng_batch *next_free;
 };
 
@@ -167,6 +192,10 @@ struct engine {
     struct tomb *tombs;           /* uthash: parts released before they were placed */
     struct tomb **tomb_ring;      /* oldest first, ENG_TOMBS_MAX slots, evicted in turn */
     size_t tomb_next, n_tombs;
+    struct aside_ord *aside_orders; /* uthash by key */
+    size_t n_aside;               /* SKUs and orders set aside */
+    struct aside_alert *pal;      /* ENG_ASIDE_ALERTS_MAX slots, oldest first */
+    size_t pal_len;
     eng_stats st;
 };
 
@@ -424,6 +453,20 @@ static void utf8_copy_cut(char *dst, const char *src, size_t cap)
     }
     memcpy(dst, src, n);
     dst[n] = '\0';
+}
+
+/* why := the formatted sentence, cut at a UTF-8 boundary to
+ * ENG_REASON_MAX bytes (it may name SKUs and orders: it goes to alerts). */
+static void why_fmt(char why[ENG_REASON_MAX + 1], const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void why_fmt(char why[ENG_REASON_MAX + 1], const char *fmt, ...)
+{
+    char buf[4 * ENG_REASON_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    utf8_copy_cut(why, buf, ENG_REASON_MAX + 1);
 }
 
 void eng_line_failed_reason(int32_t line_no, const char *why, char out[ENG_REASON_MAX + 1])
@@ -955,6 +998,7 @@ static void batch_free_mem(eng_batch *b)
     free(b->alert_text);
     free(b->supw);
     free(b->sup_rows);
+    free(b->bal);
     free(b);
 }
 
@@ -987,8 +1031,15 @@ void engine_free(engine *e)
     HASH_ITER(hh, e->skus, s, stmp) {
         HASH_DEL(e->skus, s);
         free(s->map);
+        free(s->aside_why);
         free(s);
     }
+    struct aside_ord *a, *atmp;
+    HASH_ITER(hh, e->aside_orders, a, atmp) {
+        HASH_DEL(e->aside_orders, a);
+        free(a);
+    }
+    free(e->pal);
     eng_supp *p, *ptmp;
     HASH_ITER(hh, e->supps, p, ptmp) {
         HASH_DEL(e->supps, p);
@@ -1019,27 +1070,69 @@ void engine_set_limits(engine *e, const eng_limits *limits)
 
 /* ------------------------------------------------------------ loading */
 
+bool eng_sku_row_valid(const eng_counters *c, eng_mapping mapping, const eng_supplier_map *map,
+                       char why[ENG_REASON_MAX + 1])
+{
+    const struct {
+        const char *name;
+        int64_t v;
+    } f[] = {{"own_on_hand", c->own_on_hand},
+             {"own_reserved", c->own_reserved},
+             {"supplier_reported", c->supplier_reported},
+             {"supplier_sellable", c->supplier_sellable},
+             {"supplier_reserved", c->supplier_reserved}};
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+        if (f[i].v < 0 || f[i].v > ENG_STOCK_MAX) {
+            why_fmt(why, "%s %lld is out of range 0..%lld", f[i].name,
+                     (long long)f[i].v, (long long)ENG_STOCK_MAX);
+            return false;
+        }
+    }
+    if (c->own_reserved > c->own_on_hand) {
+        why_fmt(why, "own_reserved %lld exceeds own_on_hand %lld",
+                 (long long)c->own_reserved, (long long)c->own_on_hand);
+        return false;
+    }
+    if (mapping < 0 || mapping >= ENG_MAP_COUNT_) {
+        why_fmt(why, "unknown mapping");
+        return false;
+    }
+    if ((mapping == ENG_MAP_OK || mapping == ENG_MAP_BROKEN) &&
+        (map == NULL || map->supplier_id[0] == '\0')) {
+        why_fmt(why, "mapping %s without a supplier_id",
+                 eng_mapping_name(mapping));
+        return false;
+    }
+    if (map != NULL && (map->cap < -1 || map->cap > ENG_STOCK_MAX)) {
+        why_fmt(why, "supplier_cap %lld is out of range",
+                 (long long)map->cap);
+        return false;
+    }
+    return true;
+}
+
 bool engine_load_sku(engine *e, const char *name, const eng_counters *c,
                      eng_mapping mapping, const eng_supplier_map *map, int64_t epoch)
 {
-    if (name[0] == '\0' || strlen(name) > ENG_ID_MAX || mapping >= ENG_MAP_COUNT_)
-        return false;
-    if (c->own_on_hand < 0 || c->own_reserved < 0 || c->own_reserved > c->own_on_hand ||
-        c->supplier_reserved < 0 || c->supplier_reported < 0 || c->supplier_sellable < 0)
+    char why[ENG_REASON_MAX + 1];
+    if (name[0] == '\0' || strlen(name) > ENG_ID_MAX || !eng_sku_row_valid(c, mapping, map, why))
         return false;
     eng_sku *s = sku_find(e, name);
+    if (s != NULL && s->aside)
+        return false;  /* until the process ends (engine.h) */
     if (s == NULL && (s = sku_new(e, name)) == NULL)
         return false;
     assert(s->inflight == NULL);
+    if ((mapping == ENG_MAP_OK || mapping == ENG_MAP_BROKEN) && map != NULL && s->map == NULL &&
+        (s->map = malloc(sizeof(*s->map))) == NULL)
+        return false;
     s->exists = true;
+    s->audit = true;
     s->c = *c;
     s->mapping = mapping;
     s->epoch = epoch;
+    s->frozen_own = s->frozen_sup = 0;  /* its orders (re)load after it */
     if ((mapping == ENG_MAP_OK || mapping == ENG_MAP_BROKEN) && map != NULL) {
-        if (map->supplier_id[0] == '\0' || map->cap < -1 || map->cap > ENG_STOCK_MAX)
-            return false;
-        if (s->map == NULL && (s->map = malloc(sizeof(*s->map))) == NULL)
-            return false;
         *s->map = *map;
         (void)supp_get(e, map->supplier_id);  /* known from now on (supplier.get) */
     } else {
@@ -1089,6 +1182,35 @@ static eng_order *load_line(engine *e, const eng_order_view *v, eng_sku *s)
     return l;
 }
 
+bool eng_order_row_valid(const eng_order_view *v, char why[ENG_REASON_MAX + 1])
+{
+    const char *bad = NULL;
+    size_t id_len = strnlen(v->order_id, sizeof(v->order_id));
+    size_t sku_len = strnlen(v->sku, sizeof(v->sku));
+    if (id_len == 0 || id_len > ENG_ID_MAX || memchr(v->order_id, '#', id_len) != NULL)
+        bad = "order_id must be 1..64 bytes without '#'";
+    else if (sku_len == 0 || sku_len > ENG_ID_MAX)
+        bad = "sku must be 1..64 bytes";
+    else if (v->status <= ENG_ST_NONE || v->status >= ENG_ST_COUNT_)
+        bad = "unknown status";
+    else if (v->qty < 1 || v->qty > ENG_QTY_MAX)
+        bad = "qty out of range 1..1000000";
+    else if (v->from_own < 0 || v->from_supplier < 0 ||
+             (int64_t)v->from_own + v->from_supplier != v->qty)
+        bad = "from_own + from_supplier is not qty";
+    else if (v->n_lines < 1 || v->n_lines > ENG_LINES_MAX || v->line_no < 0 ||
+             v->line_no >= v->n_lines)
+        bad = "line_no / n_lines out of range";
+    else if (v->status == ENG_ST_HELD && v->hold_expires_at_ms <= 0)
+        bad = "held without hold_expires_at";
+    else if (v->purchased_at_ms < 0)
+        bad = "negative purchased_at";
+    if (bad == NULL)
+        return true;
+    why_fmt(why, "line %d: %s", (int)v->line_no, bad);
+    return false;
+}
+
 bool engine_load_order(engine *e, const eng_order_view *view)
 {
     eng_order_view one;
@@ -1100,13 +1222,11 @@ bool engine_load_order(engine *e, const eng_order_view *view)
         one.line_no = 0;
         v = &one;
     }
-    if (v->status <= ENG_ST_NONE || v->status >= ENG_ST_COUNT_)
-        return false;
-    if (v->n_lines < 1 || v->n_lines > ENG_LINES_MAX || v->line_no < 0 ||
-        v->line_no >= v->n_lines)
+    char why[ENG_REASON_MAX + 1];
+    if (!eng_order_row_valid(v, why))
         return false;
     eng_sku *s = sku_find(e, v->sku);
-    if (s == NULL || !s->exists)
+    if (s == NULL || !s->exists || s->aside)
         return false;
     eng_order *o = load_line(e, v, s);
     if (o == NULL || o->sku != s)
@@ -1128,6 +1248,314 @@ bool engine_load_supplier(engine *e, const char *supplier_id, const eng_trust *t
     if (p == NULL)
         return false;
     p->t = *t;
+    return true;
+}
+
+/* ------------------------------------------------------------ set aside (engine.h) */
+
+/* The units a stored line holds in its SKU's counters (DESIGN.md §2). */
+static void line_holds(eng_status st, int32_t from_own, int32_t from_supplier, bool settled,
+                       int64_t *own, int64_t *sup)
+{
+    bool live = st == ENG_ST_HELD || st == ENG_ST_CONFIRMED;
+    *own = live || st == ENG_ST_PURCHASED ? from_own : 0;
+    *sup = live || ((st == ENG_ST_PURCHASED || st == ENG_ST_SHIPPED) && !settled)
+               ? from_supplier : 0;
+}
+
+static void aside_alert_push(engine *e, const char *sku, const char *order_id, const char *why)
+{
+    if (e->pal == NULL && (e->pal = calloc(ENG_ASIDE_ALERTS_MAX, sizeof(*e->pal))) == NULL) {
+        e->st.aside_alerts_dropped++;
+        return;
+    }
+    if (e->pal_len == ENG_ASIDE_ALERTS_MAX) {
+        e->st.aside_alerts_dropped++;
+        return;
+    }
+    struct aside_alert *a = &e->pal[e->pal_len++];
+    snprintf(a->sku, sizeof(a->sku), "%s", sku[0] ? sku : "?");
+    snprintf(a->order_id, sizeof(a->order_id), "%s", order_id);
+    utf8_copy_cut(a->why, why, sizeof(a->why));
+}
+
+void engine_aside_alert(engine *e, const char *sku, const char *order_id, const char *why)
+{
+    aside_alert_push(e, sku, order_id ? order_id : "", why);
+}
+
+/* Remembers an order key as set aside: 1 new, 0 known, -1 full / OOM. */
+static int aside_key_add(engine *e, const okey *k, const char *sku, const char *why)
+{
+    struct aside_ord *a = NULL;
+    HASH_FIND(hh, e->aside_orders, k->b, k->len, a);
+    if (a != NULL)
+        return 0;
+    if (e->n_aside >= ENG_ASIDE_MAX || (a = calloc(1, sizeof(*a))) == NULL)
+        return -1;
+    memcpy(a->key, k->b, k->len + 1);
+    a->key_len = (uint8_t)k->len;
+    snprintf(a->sku, sizeof(a->sku), "%s", sku);
+    utf8_copy_cut(a->why, why, sizeof(a->why));
+    HASH_ADD(hh, e->aside_orders, key, a->key_len, a);
+    e->n_aside++;
+    e->st.orders_aside++;
+    return 1;
+}
+
+/* The units a line of an order set aside holds stay reserved on its SKU:
+ * counted for that SKU's audit (engine_audit_loaded). */
+static void freeze(engine *e, const char *sku, eng_status st, int32_t from_own,
+                   int32_t from_supplier, bool settled)
+{
+    eng_sku *s = sku_find(e, sku);
+    /* Frozen units only matter to the SKU's audit, still to come. */
+    if (s == NULL || !s->exists || s->aside || !s->audit || st <= ENG_ST_NONE ||
+        st >= ENG_ST_COUNT_ || from_own < 0 || from_supplier < 0)
+        return;
+    int64_t own, sup;
+    line_holds(st, from_own, from_supplier, settled, &own, &sup);
+    s->frozen_own += own;
+    s->frozen_sup += sup;
+}
+
+int engine_set_aside_order(engine *e, const char *order_id, const eng_order_view *lines, size_t n,
+                           const char *sku, const char *why)
+{
+    size_t len = strlen(order_id);
+    if (len == 0 || len > ENG_ID_MAX)
+        return -1;
+    okey k;
+    make_key(order_id, 0, false, &k);
+    int rc = aside_key_add(e, &k, sku, why);
+    if (rc < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const eng_order_view *v = &lines[i];
+        /* Sharded, a part k >= 1 is its own order: its key too. */
+        if (e->parts_mode && v->n_lines > 1 && v->line_no > 0 && v->line_no < ENG_LINES_MAX) {
+            make_key(order_id, v->line_no, true, &k);
+            if (aside_key_add(e, &k, v->sku, why) < 0)
+                return -1;
+        }
+        freeze(e, v->sku, v->status, v->from_own, v->from_supplier, v->supplier_settled);
+    }
+    /* An order that fails only because its SKUs are set aside is said by
+     * their alerts: one per SKU, not one per order. */
+    bool covered = n > 0;
+    for (size_t i = 0; i < n && covered; i++) {
+        const eng_sku *s = sku_find(e, lines[i].sku);
+        covered = s != NULL && s->aside;
+    }
+    if (rc == 1 && covered)
+        return 2;
+    if (rc == 1)
+        aside_alert_push(e, sku, order_id, why);
+    return rc;
+}
+
+static void sku_clear(engine *e, eng_sku *s, eng_err queued_err, const char *aside_why,
+                      size_t *orders_out);
+static bool order_is_cart(const eng_order *h);
+
+int engine_set_aside_sku(engine *e, const char *sku, const char *why, size_t *orders_out)
+{
+    if (orders_out != NULL)
+        *orders_out = 0;
+    size_t len = strlen(sku);
+    if (len == 0 || len > ENG_ID_MAX)
+        return -1;
+    eng_sku *s = sku_find(e, sku);
+    if (s != NULL && s->aside)
+        return 0;
+    if (e->n_aside >= ENG_ASIDE_MAX)
+        return -1;
+    if (s != NULL) {
+        if (s->inflight != NULL)
+            return -1;
+        for (eng_order *o = s->orders; o != NULL; o = o->sku_next)
+            if (order_inflight(o->head))
+                return -1;
+        char note[ENG_REASON_MAX + 1];
+        why_fmt(note, "its SKU %s is set aside", sku);
+        sku_clear(e, s, ENG_E_UNAVAILABLE, note, orders_out);
+        free(s->map);
+        s->map = NULL;
+    } else if ((s = sku_new(e, sku)) == NULL) {
+        return -1;
+    }
+    s->aside = true;
+    s->exists = false;
+    s->audit = false;
+    memset(&s->c, 0, sizeof(s->c));
+    s->mapping = ENG_MAP_NONE;
+    s->frozen_own = s->frozen_sup = 0;
+    s->aside_why = dup_or_null(why);  /* NULL on OOM: the refusal says less */
+    e->n_aside++;
+    e->st.skus_aside++;
+    aside_alert_push(e, sku, "", why);
+    return 1;
+}
+
+int engine_audit_loaded(engine *e, void (*fn)(const char *sku, const char *why, void *arg),
+                        void *arg)
+{
+    int n = 0;
+    eng_sku *s, *tmp;
+    HASH_ITER(hh, e->skus, s, tmp) {
+        if (!s->audit)
+            continue;
+        s->audit = false;
+        if (s->aside || !s->exists)
+            continue;
+        int64_t own = s->frozen_own, sup = s->frozen_sup;
+        for (const eng_order *o = s->orders; o != NULL; o = o->sku_next) {
+            if (o->status == ENG_ST_NONE)
+                continue;
+            int64_t lo, ls;
+            line_holds(o->status, o->from_own, o->from_supplier, o->supplier_settled, &lo, &ls);
+            own += lo;
+            sup += ls;
+        }
+        if (own == s->c.own_reserved && sup == s->c.supplier_reserved)
+            continue;
+        char why[ENG_REASON_MAX + 1];
+        why_fmt(why,
+                 "counters do not match its orders: own_reserved %lld, orders %lld; "
+                 "supplier_reserved %lld, orders %lld",
+                 (long long)s->c.own_reserved, (long long)own,
+                 (long long)s->c.supplier_reserved, (long long)sup);
+        if (engine_set_aside_sku(e, s->name, why, NULL) < 0)
+            return -1;
+        if (fn != NULL)
+            fn(s->name, why, arg);
+        n++;
+    }
+    return n;
+}
+
+int engine_load_order_lines(engine *e, const eng_order_view *v, size_t n,
+                            char why[ENG_REASON_MAX + 1])
+{
+    if (n == 0 || n > ENG_LINES_MAX) {
+        why_fmt(why, "%zu stored lines (1..%d)", n, ENG_LINES_MAX);
+        return 0;
+    }
+    bool held = false, ended = false;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].order_id, v[0].order_id) != 0) {
+            why_fmt(why, "lines of different orders");
+            return 0;
+        }
+        if (!eng_order_row_valid(&v[i], why))
+            return 0;
+        if (v[i].n_lines != v[0].n_lines) {
+            why_fmt(why, "its lines disagree on n_lines (%d, %d)",
+                     (int)v[0].n_lines, (int)v[i].n_lines);
+            return 0;
+        }
+        if (i > 0 && v[i].line_no <= v[i - 1].line_no) {
+            why_fmt(why, "line %d is stored twice or out of order",
+                     (int)v[i].line_no);
+            return 0;
+        }
+        const eng_sku *s = sku_find(e, v[i].sku);
+        if (s == NULL || !s->exists || s->aside) {
+            why_fmt(why, "line %d: its SKU %s is %s", (int)v[i].line_no,
+                     v[i].sku, s != NULL && s->aside ? "set aside" : "not loaded");
+            return 0;
+        }
+        held = held || v[i].status == ENG_ST_HELD;
+        ended = ended || v[i].status == ENG_ST_RELEASED || v[i].status == ENG_ST_EXPIRED;
+    }
+    bool parts = e->parts_mode && v[0].n_lines > 1;
+    if (!parts) {
+        /* Sorted, distinct and in range: n == n_lines means lines 0..n-1. */
+        if ((size_t)v[0].n_lines != n) {
+            snprintf(why, ENG_REASON_MAX + 1,
+                     "%zu of its %d lines are stored (a cart part without its siblings, or a "
+                     "line lost)", n, (int)v[0].n_lines);
+            return 0;
+        }
+        if (held && ended) {
+            snprintf(why, ENG_REASON_MAX + 1,
+                     "a line is held next to a released or expired one (all or nothing)");
+            return 0;
+        }
+    }
+    /* SKUs all in service already (loaded and audited): memory, their one
+     * writer, is newer than any read of MariaDB; keep it. */
+    bool fresh = false;
+    for (size_t i = 0; i < n; i++)
+        fresh = fresh || sku_find(e, v[i].sku)->audit;
+    if (!fresh)
+        return 1;
+    /* A reload meets the order it loaded before: same shape, same SKUs. */
+    for (size_t i = 0; i < n; i++) {
+        okey k;
+        const eng_sku *s = sku_find(e, v[i].sku);
+        make_key(v[i].order_id, v[i].line_no, parts, &k);
+        const eng_order *o = order_find(e, &k), *l = NULL;
+        if (o == NULL && !parts && v[i].line_no > 0) {
+            make_key(v[i].order_id, 0, false, &k);
+            o = order_find(e, &k);
+        }
+        if (o != NULL)
+            l = o->part || !order_is_cart(o) ? o : order_line((eng_order *)o, v[i].line_no);
+        if (o != NULL && (o->part != parts || o->n_lines != v[i].n_lines ||
+                          (l != NULL && l->sku != s) || order_inflight(o))) {
+            why_fmt(why, "line %d does not match the order in memory",
+                     (int)v[i].line_no);
+            return 0;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!engine_load_order(e, &v[i]))
+            return -1;  /* checked above: only memory can fail */
+    return 1;
+}
+
+bool engine_aside_of(const engine *e, const eng_op *op, char out[ENG_REASON_MAX + 1])
+{
+    if (e->n_aside == 0)
+        return false;
+    char msg[ENG_REASON_MAX * 2];
+    const char *names[1 + ENG_LINES_MAX];
+    size_t n = 0;
+    if (op->sku[0] != '\0')
+        names[n++] = op->sku;
+    if (op->kind == ENG_OP_RESERVE && op->lines != NULL)
+        for (uint32_t i = 0; i < op->n_lines && i < ENG_LINES_MAX; i++)
+            names[n++] = op->lines[i].sku;
+    for (size_t i = 0; i < n; i++) {
+        const eng_sku *s = sku_find(e, names[i]);
+        if (s != NULL && s->aside) {
+            snprintf(msg, sizeof(msg), "sku %s is set aside: %s", s->name,
+                     s->aside_why ? s->aside_why : "bad rows");
+            goto found;
+        }
+    }
+    if (op->order_id[0] != '\0' && strlen(op->order_id) <= ENG_ID_MAX) {
+        for (int pass = 0; pass < 2; pass++) {
+            okey k;
+            if (pass == 0)
+                make_key(op->order_id, 0, false, &k);
+            else if (op->part_lines > 1 && op->line_no > 0 && op->line_no < ENG_LINES_MAX)
+                make_key(op->order_id, op->line_no, true, &k);
+            else
+                break;
+            const struct aside_ord *a = NULL;
+            HASH_FIND(hh, e->aside_orders, k.b, k.len, a);
+            if (a != NULL) {
+                snprintf(msg, sizeof(msg), "order %s is set aside: %s", op->order_id, a->why);
+                goto found;
+            }
+        }
+    }
+    return false;
+found:
+    if (out != NULL)
+        utf8_copy_cut(out, msg, ENG_REASON_MAX + 1);
     return true;
 }
 
@@ -1458,10 +1886,14 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
     op->err = ENG_OK;
     op->outcome_unknown = false;
     op->err_line = -1;
+    op->err_aside[0] = '\0';
     e->st.ops_submitted++;
     assert(op->part_lines == 0 ||
            (op->part_lines > 1 && op->part_lines <= ENG_LINES_MAX && op->line_no >= 0 &&
             op->line_no < op->part_lines));
+    /* Rows that could not be trusted at load: refused, never guessed at. */
+    if (op->kind != ENG_OP_SUPPLIER_PUT && engine_aside_of(e, op, op->err_aside))
+        return op->err = ENG_E_UNAVAILABLE;
 
     eng_sku *s = NULL;
     eng_order *o = NULL;
@@ -1603,7 +2035,7 @@ bool engine_stock_get(const engine *e, const char *sku, eng_stock_view *out)
 
 bool engine_knows_sku(const engine *e, const char *sku)
 {
-    return sku_find(e, sku) != NULL;
+    return sku_find(e, sku) != NULL;  /* a SKU set aside included: never reloaded */
 }
 
 bool engine_sku_supplier(const engine *e, const char *sku, eng_supplier_map *out)
@@ -1770,7 +2202,7 @@ bool engine_supplier_observe(engine *e, const char *sku, const eng_supplier_map 
 {
     assert(obs->reported >= 0 && obs->reported <= ENG_STOCK_MAX);
     eng_sku *s = sku_find(e, sku);
-    if (s == NULL)
+    if (s == NULL || s->aside)
         return false;
     /* Coalesced: a report still waiting (the SKU is blocked, e.g. the store
      * is down) takes the newer figure, so syncs cannot grow the FIFO. */
@@ -1881,15 +2313,16 @@ static eng_batch *batch_get(engine *e)
         b->alert_text = calloc(rows, sizeof(*b->alert_text));
         b->supw = calloc(cap, sizeof(*b->supw));
         b->sup_rows = calloc(cap, sizeof(*b->sup_rows));
+        b->bal = calloc(ENG_ASIDE_ALERTS_PER_BATCH, sizeof(*b->bal));
         if (!b->sw || !b->sku_rows || !b->ow || !b->order_rows || !b->ledger || !b->jobs ||
-            !b->alerts || !b->alert_text || !b->supw || !b->sup_rows) {
+            !b->alerts || !b->alert_text || !b->supw || !b->sup_rows || !b->bal) {
             batch_free_mem(b);
             return NULL;
         }
     }
     b->ops_head = b->ops_tail = NULL;
     b->n_ops = b->n_sw = b->n_ow = b->n_ledger = 0;
-    b->n_jobs = b->n_alerts = b->n_supw = 0;
+    b->n_jobs = b->n_alerts = b->n_supw = b->n_bal = 0;
     b->next_free = NULL;
     b->state = B_FLIGHT;
     return b;
@@ -1982,18 +2415,24 @@ static void job_add(eng_batch *b, const eng_order *o, bool insert, eng_job_state
 /* kind is a literal and order_id an order's own (orders outlive their
  * batches); the reason is copied: the op that gave it may be answered,
  * and freed, before an UNKNOWN batch is resolved. */
-static void alert_add(eng_batch *b, const char *kind, const eng_sku *s, const char *order_id,
-                      const char *reason)
+static void alert_add_named(eng_batch *b, const char *kind, const char *sku,
+                            const char *order_id, const char *reason)
 {
     assert(b->n_alerts < b->rows_cap);
     char *text = b->alert_text[b->n_alerts];
     eng_alert_row *a = &b->alerts[b->n_alerts++];
     utf8_copy_cut(text, reason, ENG_REASON_MAX + 1);
     a->kind = kind;
-    a->sku = s->name;
+    a->sku = sku;
     a->order_id = order_id;
     a->reason = text;
     a->at_ms = b->now_ms;
+}
+
+static void alert_add(eng_batch *b, const char *kind, const eng_sku *s, const char *order_id,
+                      const char *reason)
+{
+    alert_add_named(b, kind, s->name, order_id, reason);
 }
 
 /* A supplier's settings are about to change in this batch: keep the
@@ -2676,18 +3115,50 @@ static void drain_sku(engine *e, eng_batch *b, struct sku_write *w)
 
 bool engine_has_ready(const engine *e)
 {
-    return e->ready_head != NULL;
+    return e->ready_head != NULL || e->pal_len > 0;
+}
+
+/* Set-aside alerts ride in the next batch (alerts are written by batches,
+ * so none is lost): the oldest ENG_ASIDE_ALERTS_PER_BATCH. */
+static void take_aside_alerts(engine *e, eng_batch *b)
+{
+    size_t n = e->pal_len < ENG_ASIDE_ALERTS_PER_BATCH ? e->pal_len : ENG_ASIDE_ALERTS_PER_BATCH;
+    if (n == 0)
+        return;
+    memcpy(b->bal, e->pal, n * sizeof(*b->bal));
+    memmove(e->pal, e->pal + n, (e->pal_len - n) * sizeof(*e->pal));
+    e->pal_len -= n;
+    b->n_bal = n;
+    for (size_t i = 0; i < n; i++)
+        alert_add_named(b, "set_aside", b->bal[i].sku, b->bal[i].order_id, b->bal[i].why);
+}
+
+/* The batch did not commit: its set-aside alerts wait again, first. */
+static void give_back_aside_alerts(engine *e, eng_batch *b)
+{
+    size_t room = ENG_ASIDE_ALERTS_MAX - e->pal_len, n = b->n_bal;
+    if (n > room) {
+        e->st.aside_alerts_dropped += n - room;
+        n = room;
+    }
+    if (n > 0 && e->pal != NULL) {
+        memmove(e->pal + n, e->pal, e->pal_len * sizeof(*e->pal));
+        memcpy(e->pal, b->bal, n * sizeof(*e->pal));
+        e->pal_len += n;
+    }
+    b->n_bal = 0;
 }
 
 eng_batch *engine_next_batch(engine *e, int64_t now_ms)
 {
-    if (e->ready_head == NULL)
+    if (e->ready_head == NULL && e->pal_len == 0)
         return NULL;
     eng_batch *b = batch_get(e);
     if (b == NULL)
         return NULL;  /* out of memory: the work stays queued */
     b->id = e->next_batch_id++;
     b->now_ms = now_ms;
+    take_aside_alerts(e, b);
     /* Every SKU the batch takes is drained in turn (sw order), so the SKUs
      * an order of several lines pulls in decide their following ops in the
      * same batch too. */
@@ -2709,7 +3180,7 @@ eng_batch *engine_next_batch(engine *e, int64_t now_ms)
         if (s->exists && !s->global)
             sku_recompute_sellable(e, s);  /* trust may have moved since its last batch */
     }
-    if (b->n_ops == 0) {
+    if (b->n_ops == 0 && b->n_bal == 0) {
         for (size_t i = 0; i < b->n_sw; i++) {
             b->sw[i].sku->inflight = NULL;
             ready_push(e, b->sw[i].sku);
@@ -2784,6 +3255,7 @@ static void batch_finalize(engine *e, eng_batch *b)
 /* The batch's decisions did not happen: every before-image comes back. */
 static void batch_restore(engine *e, eng_batch *b)
 {
+    give_back_aside_alerts(e, b);
     for (size_t i = b->n_ow; i-- > 0;) {
         eng_order *o = b->ow[i].o;
         order_from_view(o, &b->ow[i].before);
@@ -2958,18 +3430,14 @@ size_t eng_batch_supplier_rows(const eng_batch *b, const eng_supplier_row **rows
     return b->n_supw;
 }
 
-bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err)
+/* Empties s: answers what waits in its FIFO with queued_err, drops the
+ * heap entries and every order with a line on it (whole, other lines
+ * included) and takes it off the ready list. With aside_why, each order
+ * dropped is set aside with that reason and the units its other lines hold
+ * are frozen on their SKUs. Nothing of s may be in a batch. */
+static void sku_clear(engine *e, eng_sku *s, eng_err queued_err, const char *aside_why,
+                      size_t *orders_out)
 {
-    eng_sku *s = sku_find(e, sku);
-    if (s == NULL)
-        return true;
-    if (s->inflight != NULL)
-        return false;
-    /* An order with a line here goes whole; its other lines may be in a
-     * batch of their SKUs. */
-    for (eng_order *o = s->orders; o != NULL; o = o->sku_next)
-        if (order_inflight(o->head))
-            return false;
     /* Answer what waits; internal expiries are simply dropped (the next
      * owner reloads the holds and expires them). */
     while (s->q_head != NULL)
@@ -2989,6 +3457,18 @@ bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err)
     while (s->orders != NULL) {
         eng_order *h = s->orders->head;
         h->pending = 0;
+        if (aside_why != NULL) {
+            okey k;
+            memcpy(k.b, h->id, h->key_len + 1u);
+            k.len = h->key_len;
+            (void)aside_key_add(e, &k, s->name, aside_why);  /* full: refused as unknown */
+            FOR_LINES(h, l)
+                if (l->sku != s)
+                    freeze(e, l->sku->name, l->status, l->from_own, l->from_supplier,
+                           l->supplier_settled);
+        }
+        if (orders_out != NULL)
+            (*orders_out)++;
         order_free(e, h);
     }
     if (s->on_ready) {
@@ -3001,9 +3481,30 @@ bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err)
         *pp = s->ready_next;
         if (e->ready_tail == s)
             e->ready_tail = prev;
+        s->on_ready = false;
     }
+}
+
+bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err)
+{
+    eng_sku *s = sku_find(e, sku);
+    if (s == NULL)
+        return true;
+    if (s->inflight != NULL)
+        return false;
+    /* An order with a line here goes whole; its other lines may be in a
+     * batch of their SKUs. */
+    for (eng_order *o = s->orders; o != NULL; o = o->sku_next)
+        if (order_inflight(o->head))
+            return false;
+    sku_clear(e, s, queued_err, NULL, NULL);
     HASH_DEL(e->skus, s);
+    if (s->aside) {
+        assert(e->n_aside > 0);
+        e->n_aside--;
+    }
     free(s->map);
+    free(s->aside_why);
     free(s);
     e->st.skus--;
     return true;

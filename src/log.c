@@ -1,7 +1,8 @@
 /* log.c — key=value lines on stderr (see log.h).
  *
- * The one module with global state: the level threshold and the rate
- * limiter's table. stockd is single-threaded, so neither is locked.
+ * The one module with global state: the level threshold, the rate
+ * limiter's table and its timer. stockd is single-threaded, so none is
+ * locked.
  * Each line is built in a fixed buffer and written with one write(2), so
  * lines from several processes sharing stderr do not interleave.
  */
@@ -14,6 +15,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #define LOG_LINE_MAX 4096        /* longer lines are cut and marked */
 #define LOG_VALUE_MAX 512        /* bytes of one value before it is cut */
@@ -31,6 +34,7 @@ typedef struct log_rate_slot {
 
 static log_level log_threshold = LOG_INFO;
 static log_rate_slot log_slots[LOG_RATE_SLOTS];
+static struct event *log_timer;  /* log_attach_loop: writes summaries as windows end */
 
 static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
 
@@ -182,6 +186,43 @@ static void log_flush_ended(int64_t now_s) {
             log_summarise(&log_slots[i]);
 }
 
+/* Arms the timer for the end of the current second when a summary is
+ * held back (a little after it: the window must have ended when it fires;
+ * if not, it fires again). */
+static void log_arm(void) {
+    if (!log_timer || evtimer_pending(log_timer, NULL)) return;
+    bool held = false;
+    for (size_t i = 0; i < LOG_RATE_SLOTS && !held; i++) held = log_slots[i].suppressed != 0;
+    if (!held) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long left_us = 1000000L - ts.tv_nsec / 1000L + 10000L;
+    struct timeval tv = {left_us / 1000000L, left_us % 1000000L};
+    evtimer_add(log_timer, &tv);
+}
+
+static void log_timer_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    (void)arg;
+    log_flush_ended(log_now_s());
+    log_arm();
+}
+
+int log_attach_loop(struct event_base *base) {
+    log_detach_loop();
+    log_timer = evtimer_new(base, log_timer_cb, NULL);
+    if (!log_timer) return -1;
+    log_arm();
+    return 0;
+}
+
+void log_detach_loop(void) {
+    for (size_t i = 0; i < LOG_RATE_SLOTS; i++) log_summarise(&log_slots[i]);
+    if (log_timer) event_free(log_timer);
+    log_timer = NULL;
+}
+
 static uint32_t log_hash(const char *s) {
     uint32_t h = 2166136261u; /* FNV-1a: tiny and good enough for 64 slots */
     for (size_t i = 0; s[i] && i < LOG_MSG_KEY_MAX - 1; i++) {
@@ -208,6 +249,7 @@ static bool log_rate_ok(log_level lvl, const char *msg, int64_t now_s) {
     if (++s->count <= LOG_RATE_PER_SEC) return true;
     s->suppressed++;
     s->lvl = lvl;
+    if (s->suppressed == 1) log_arm();
     return false;
 }
 

@@ -209,6 +209,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "stockd: event_base_new failed\n");
         return 1;
     }
+    /* Summaries of repeated lines when their second ends, even when the
+     * loop then goes quiet. */
+    if (log_attach_loop(base) != 0)
+        LOG_W("log summaries wait for the next line (out of memory)");
     server *srv = server_new(base, &cfg, err, sizeof(err));
     if (srv == NULL) {
         LOG_E("startup failed", "error", err);
@@ -274,6 +278,7 @@ int main(int argc, char **argv)
     store_free(st);
     if (cfg.supplier_url[0] != '\0')
         supplier_global_cleanup();
+    log_detach_loop();
     event_base_free(base);
     mysql_library_end();
     return 0;

@@ -349,6 +349,17 @@ static void pack_eng_error(server *s, uint32_t msgid, const eng_op *op)
 {
     msgpack_packer *pk = &s->pk;
     eng_err err = op->err;
+    /* A SKU or order set aside at load (engine.h): say so, not retryable,
+     * also when a read simply missed it. */
+    char aside[ENG_REASON_MAX + 1];
+    if (op->err_aside[0] != '\0' ||
+        ((err == ENG_E_UNKNOWN_SKU || err == ENG_E_NOT_FOUND) && engine_aside_of(s->eng, op, aside))) {
+        codec_pack_response_err_head(pk, msgid, eng_err_code(ENG_E_UNAVAILABLE),
+                                     op->err_aside[0] != '\0' ? op->err_aside : aside, false, 1);
+        codec_pack_kv_bool(pk, "set_aside", true);
+        codec_pack_response_err_tail(pk);
+        return;
+    }
     /* A reserve with lines names the first line not met (the client's
      * index) and its SKU. */
     bool line = (err == ENG_E_INSUFFICIENT || err == ENG_E_UNKNOWN_SKU) && op->n_lines > 0 &&
@@ -2225,7 +2236,7 @@ static void pack_supplier(server *s, const eng_stats *es)
     if (s->supc)
         supplier_client_stats(s->supc, &cs);
     codec_pack_cstr(pk, "supplier");
-    msgpack_pack_map(pk, 23);
+    msgpack_pack_map(pk, 26);
     struct trust_pack tp = {.pk = pk, .n = 0};
     engine_each_supplier(s->eng, trust_count, &tp);
     codec_pack_cstr(pk, "trust");
@@ -2246,6 +2257,9 @@ static void pack_supplier(server *s, const eng_stats *es)
     codec_pack_kv_int(pk, "broken", (int64_t)ys.broken);
     codec_pack_kv_int(pk, "pushes", (int64_t)ys.pushes);
     codec_pack_kv_int(pk, "push_refused", (int64_t)ys.push_refused);
+    codec_pack_kv_int(pk, "push_stale", (int64_t)ys.push_stale);
+    codec_pack_kv_int(pk, "push_duplicate", (int64_t)ys.push_duplicate);
+    codec_pack_kv_int(pk, "push_seen_evicted", (int64_t)ys.push_seen_evicted);
     codec_pack_kv_int(pk, "purchases_pending", (int64_t)es->purchases_pending);
     codec_pack_kv_int(pk, "purchased", (int64_t)es->purchased);
     codec_pack_kv_int(pk, "purchase_failed", (int64_t)es->purchase_failed);
@@ -2431,10 +2445,13 @@ static void pack_stats(server *s)
     pack_supplier(s, &es);
     pack_alerts_notify(s);
     codec_pack_cstr(pk, "state");
-    msgpack_pack_map(pk, 5);
+    msgpack_pack_map(pk, 8);
     codec_pack_kv_int(pk, "skus", (int64_t)es.skus);
     codec_pack_kv_int(pk, "orders", (int64_t)es.orders);
     codec_pack_kv_int(pk, "holds_expired", (int64_t)es.holds_expired);
+    codec_pack_kv_int(pk, "skus_set_aside", (int64_t)es.skus_aside);
+    codec_pack_kv_int(pk, "orders_set_aside", (int64_t)es.orders_aside);
+    codec_pack_kv_int(pk, "set_aside_alerts_dropped", (int64_t)es.aside_alerts_dropped);
     codec_pack_kv_bool(pk, "store_up", s->st != NULL && store_up(s->st));
     codec_pack_kv_int(pk, "outcome_unknown", (int64_t)s->outcome_unknown);
     pack_lines_stats(s);
@@ -2505,7 +2522,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     server *s = arg;
     if (s->n_forget > 0)
         forget_sweep(s);
-    if (engine_expire_due(s->eng, now_ms()) > 0)
+    /* Also work queued outside any request (alerts of rows set aside at
+     * load): nothing else would start its batch. */
+    if (engine_expire_due(s->eng, now_ms()) > 0 || engine_has_ready(s->eng))
         pump_schedule(s);
     if (s->cart != NULL)
         cart_settle_due(s->cart);  /* this node's parts whose hold lapsed */

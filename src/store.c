@@ -27,6 +27,7 @@
 #include <errmsg.h>
 
 #include "stockd/log.h"
+#include "stockd/rpc_parse.h"
 
 #define STORE_CONNS_MAX 16
 #define STORE_SCHEMA_VERSION 3
@@ -326,6 +327,8 @@ struct store {
     store_conn conns[STORE_CONNS_MAX];
     store_reader rd;
     engine *takeover;       /* non-NULL: loads are takeovers into this engine */
+    engine *eng;            /* the engine loaded (store_load_state, store_set_takeover):
+                             * cold SKU rows that cannot be trusted are set aside in it */
     /* UNKNOWN batches waiting for a connection: a ring, grown on demand.
      * Bounded by the engine (each holds its SKUs blocked). */
     eng_batch **rq;
@@ -1898,7 +1901,96 @@ void store_stats_get(const store *s, store_stats *out)
     }
 }
 
-/* ---- loading ---------------------------------------------------------------- */
+/* ---- loading ----------------------------------------------------------------
+ *
+ * Rows are checked here and by the engine (engine.h "set aside"), never
+ * trusted: a row that does not parse or does not add up sets its SKU or
+ * order aside with a log line and a support alert, and the load goes on.
+ * Only running out of memory, or more than ENG_ASIDE_MAX rows set aside,
+ * fails a load. */
+
+/* Bytes for a log line or an alert: printable ASCII as is, anything else
+ * \xNN, cut to fit out (never a partial escape). */
+static void show_bytes(char *out, size_t out_size, const char *p, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        bool plain = c >= 0x20 && c < 0x7f && c != '\\';
+        size_t w = plain ? 1 : 4;
+        if (k + w + 1 > out_size)
+            break;
+        if (plain)
+            out[k++] = (char)c;
+        else
+            k += (size_t)snprintf(out + k, out_size - k, "\\x%02x", c);
+    }
+    out[k] = '\0';
+}
+
+/* why := the formatted sentence, cut at a UTF-8 boundary to
+ * ENG_REASON_MAX bytes (it goes to the log and to alerts). */
+static void why_fmt(char why[ENG_REASON_MAX + 1], const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void why_fmt(char why[ENG_REASON_MAX + 1], const char *fmt, ...)
+{
+    char buf[4 * ENG_REASON_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    size_t n = strlen(buf);
+    if (n > ENG_REASON_MAX) {
+        n = ENG_REASON_MAX;
+        while (n > 0 && ((unsigned char)buf[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(why, buf, n);
+    why[n] = '\0';
+}
+
+/* A column as an id: 1..ENG_ID_MAX bytes of UTF-8 without NUL (what a
+ * client could have sent: rpc_parse.h). */
+static bool col_id(MYSQL_ROW row, const unsigned long *len, int i, char out[ENG_ID_MAX + 1])
+{
+    out[0] = '\0';
+    if (!row[i] || len[i] < 1 || len[i] > ENG_ID_MAX ||
+        !rpc_utf8_valid((const unsigned char *)row[i], len[i]))
+        return false;
+    memcpy(out, row[i], len[i]);
+    out[len[i]] = '\0';
+    return true;
+}
+
+/* A key column (sku, order_id) as a name for the engine, the log and the
+ * alert: the id itself, or "x'<hex>'" (cut to ENG_ID_MAX) when it is not
+ * one, so an unreadable key can still be named and set aside. */
+static void col_name(MYSQL_ROW row, const unsigned long *len, int i, char out[ENG_ID_MAX + 1])
+{
+    if (col_id(row, len, i, out))
+        return;
+    if (!row[i]) {
+        snprintf(out, ENG_ID_MAX + 1, "NULL");
+        return;
+    }
+    size_t k = (size_t)snprintf(out, ENG_ID_MAX + 1, "x'");
+    for (unsigned long j = 0; j < len[i] && k + 3 < ENG_ID_MAX; j++)
+        k += (size_t)snprintf(out + k, ENG_ID_MAX + 1 - k, "%02x", (unsigned char)row[i][j]);
+    snprintf(out + k, ENG_ID_MAX + 1 - k, "'");
+}
+
+/* why := "<col> <value> <what>"; returns false for the caller's return. */
+static bool bad_col(char why[ENG_REASON_MAX + 1], const char *col, MYSQL_ROW row,
+                    const unsigned long *len, int i, const char *what)
+{
+    char v[48];
+    if (row[i])
+        show_bytes(v, sizeof v, row[i], len[i]);
+    else
+        snprintf(v, sizeof v, "NULL");
+    why_fmt(why, "%s '%s' %s", col, v, what);
+    return false;
+}
 
 /* A column as an id: NULL -> "", else 1..ENG_ID_MAX bytes without NUL. */
 static bool col_str(MYSQL_ROW row, const unsigned long *len, int i, char *out,
@@ -1957,23 +2049,58 @@ static bool col_cap(MYSQL_ROW row, int i, int64_t *out)
     return col_i64(row, i, out) && *out >= 0;
 }
 
-/* The columns of SKU_SELECT into r; false on a bad row. */
-static bool parse_sku_row(MYSQL_ROW row, const unsigned long *len, store_sku_row *r)
+/* An optional id column (supplier_id, spec_id, upstream_order_id). */
+static bool col_opt_id(MYSQL_ROW row, const unsigned long *len, int i, char out[ENG_ID_MAX + 1])
 {
+    if (!row[i]) {
+        out[0] = '\0';
+        return true;
+    }
+    return col_id(row, len, i, out);
+}
+
+#define SKU_SELECT "SELECT sku,own_on_hand,own_reserved,supplier_reported," \
+                   "supplier_sellable,supplier_reserved,supplier_synced_at,mapping," \
+                   "supplier_id,offer_id,spec_id,sku_id,epoch,supplier_cap,fingerprint FROM sku"
+
+/* The columns of SKU_SELECT into r, checked (eng_sku_row_valid); false
+ * with why on a bad row (r->sku then holds a name for it: col_name). */
+static bool parse_sku_row(MYSQL_ROW row, const unsigned long *len, store_sku_row *r,
+                          char why[ENG_REASON_MAX + 1])
+{
+    static const char *const num[] = {"own_on_hand", "own_reserved", "supplier_reported",
+                                      "supplier_sellable", "supplier_reserved",
+                                      "supplier_synced_at"};
+    int64_t *dst[] = {&r->c.own_on_hand, &r->c.own_reserved, &r->c.supplier_reported,
+                      &r->c.supplier_sellable, &r->c.supplier_reserved,
+                      &r->c.supplier_synced_at_ms};
     char mapping_s[32];
     memset(r, 0, sizeof *r);
-    return col_str(row, len, 0, r->sku, sizeof r->sku, false) && r->sku[0] &&
-           col_i64(row, 1, &r->c.own_on_hand) && col_i64(row, 2, &r->c.own_reserved) &&
-           col_i64(row, 3, &r->c.supplier_reported) && col_i64(row, 4, &r->c.supplier_sellable) &&
-           col_i64(row, 5, &r->c.supplier_reserved) &&
-           col_i64(row, 6, &r->c.supplier_synced_at_ms) &&
-           col_str(row, len, 7, mapping_s, sizeof mapping_s, false) &&
-           eng_mapping_parse(mapping_s, &r->mapping) &&
-           col_str(row, len, 8, r->map.supplier_id, sizeof r->map.supplier_id, true) &&
-           col_i64(row, 9, &r->map.offer_id) &&
-           col_str(row, len, 10, r->map.spec_id, sizeof r->map.spec_id, true) &&
-           col_i64(row, 11, &r->map.sku_id) && col_i64(row, 12, &r->epoch) &&
-           col_cap(row, 13, &r->map.cap) && col_u64(row, 14, &r->map.fingerprint);
+    char id[ENG_ID_MAX + 1];
+    col_name(row, len, 0, r->sku);
+    if (!col_id(row, len, 0, id))
+        return bad_col(why, "sku", row, len, 0, "is not 1..64 bytes of UTF-8");
+    for (int k = 0; k < 6; k++)
+        if (!col_i64(row, 1 + k, dst[k]))
+            return bad_col(why, num[k], row, len, 1 + k, "is not an integer");
+    if (!col_str(row, len, 7, mapping_s, sizeof mapping_s, false) ||
+        !eng_mapping_parse(mapping_s, &r->mapping))
+        return bad_col(why, "mapping", row, len, 7, "is not a mapping");
+    if (!col_opt_id(row, len, 8, r->map.supplier_id))
+        return bad_col(why, "supplier_id", row, len, 8, "is not an id");
+    if (!col_i64(row, 9, &r->map.offer_id))
+        return bad_col(why, "offer_id", row, len, 9, "is not an integer");
+    if (!col_opt_id(row, len, 10, r->map.spec_id))
+        return bad_col(why, "spec_id", row, len, 10, "is not an id");
+    if (!col_i64(row, 11, &r->map.sku_id))
+        return bad_col(why, "sku_id", row, len, 11, "is not an integer");
+    if (!col_i64(row, 12, &r->epoch))
+        return bad_col(why, "epoch", row, len, 12, "is not an integer");
+    if (!col_cap(row, 13, &r->map.cap))
+        return bad_col(why, "supplier_cap", row, len, 13, "is not a count");
+    if (!col_u64(row, 14, &r->map.fingerprint))
+        return bad_col(why, "fingerprint", row, len, 14, "is not an unsigned integer");
+    return eng_sku_row_valid(&r->c, r->mapping, store_sku_row_map(r), why);
 }
 
 /* The map engine_load_sku() takes: OK and BROKEN mappings carry one. */
@@ -1982,62 +2109,258 @@ const eng_supplier_map *store_sku_row_map(const store_sku_row *r)
     return r->mapping == ENG_MAP_OK || r->mapping == ENG_MAP_BROKEN ? &r->map : NULL;
 }
 
-static bool load_sku_row(engine *e, MYSQL_ROW row, const unsigned long *len)
+/* Sets a SKU aside (engine.h) and says so. -1: the engine refused (at
+ * ENG_ASIDE_MAX, or busy in a batch). */
+static int aside_sku(engine *e, const char *sku, const char *why)
+{
+    size_t orders = 0;
+    int rc = engine_set_aside_sku(e, sku, why, &orders);
+    if (rc < 0) {
+        LOG_E("store: cannot set a SKU aside", "sku", sku, "reason", why);
+        return -1;
+    }
+    if (rc == 1) {
+        char n[24];
+        snprintf(n, sizeof n, "%zu", orders);
+        LOG_W("store: SKU set aside (support alert set_aside)", "sku", sku, "reason", why,
+              "orders_with_it", n);
+    }
+    return 0;
+}
+
+static void audit_note(const char *sku, const char *why, void *arg)
+{
+    (void)arg;
+    LOG_W("store: SKU set aside (support alert set_aside)", "sku", sku, "reason", why);
+}
+
+/* Checks the counters of the SKUs just loaded against their orders. */
+static int audit_loaded(engine *e, char *err, size_t err_len)
+{
+    if (engine_audit_loaded(e, audit_note, NULL) < 0) {
+        set_err(err, err_len, "more than %d rows set aside: repair the database first "
+                "(docs/operations.md)", ENG_ASIDE_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+/* One SKU row at startup: loaded or set aside. 0, or -1 with err. */
+static int load_sku_row(engine *e, MYSQL_ROW row, const unsigned long *len, char *err,
+                        size_t err_len)
 {
     store_sku_row r;
-    if (!parse_sku_row(row, len, &r))
-        return false;
-    return engine_load_sku(e, r.sku, &r.c, r.mapping, store_sku_row_map(&r), r.epoch);
+    char why[ENG_REASON_MAX + 1];
+    if (parse_sku_row(row, len, &r, why)) {
+        if (engine_load_sku(e, r.sku, &r.c, r.mapping, store_sku_row_map(&r), r.epoch))
+            return 0;
+        why_fmt(why, "refused by the engine (stored twice?)");
+    }
+    if (aside_sku(e, r.sku, why) == 0)
+        return 0;
+    set_err(err, err_len, "load sku: cannot set %s aside (more than %d rows set aside?)", r.sku,
+            ENG_ASIDE_MAX);
+    return -1;
 }
 
 #define ORDER_SELECT "SELECT order_id,sku,qty,status,from_own,from_supplier,available," \
                      "created_at,updated_at,hold_expires_at,upstream_order_id,reason," \
                      "purchased_at,supplier_settled,line_no,n_lines FROM orders"
-/* Lines reach engine_load_order() in this order: line 0 of an order first,
- * which the engine needs to attach the others to it. */
+/* Lines reach the engine in this order: one order's lines together, line
+ * 0 first (engine_load_order_lines). */
 #define ORDER_SORT " ORDER BY order_id,line_no"
 
-/* The columns of ORDER_SELECT into o; false on a bad row. */
-static bool parse_order_row(MYSQL_ROW row, const unsigned long *len, eng_order_view *o)
+/* The columns of ORDER_SELECT into o, checked (eng_order_row_valid); false
+ * with why on a bad row. *holds_known: status, quantities and settlement
+ * were read, so the units the line holds are known (line_holds). */
+static bool parse_order_row(MYSQL_ROW row, const unsigned long *len, eng_order_view *o,
+                            char why[ENG_REASON_MAX + 1], bool *holds_known)
 {
-    char status_s[32];
+    char status_s[32], id[ENG_ID_MAX + 1];
     int64_t qty, from_own, from_supplier, settled, line_no, n_lines;
     memset(o, 0, sizeof *o);
-    if (!col_str(row, len, 0, o->order_id, sizeof o->order_id, false) || !o->order_id[0] ||
-        !col_str(row, len, 1, o->sku, sizeof o->sku, false) || !col_i64(row, 2, &qty) ||
-        !col_str(row, len, 3, status_s, sizeof status_s, false) ||
-        !eng_status_parse(status_s, &o->status) || !col_i64(row, 4, &from_own) ||
-        !col_i64(row, 5, &from_supplier) || !col_i64(row, 6, &o->available) ||
-        !col_i64(row, 7, &o->created_at_ms) || !col_i64(row, 8, &o->updated_at_ms) ||
-        !col_i64(row, 9, &o->hold_expires_at_ms) ||
-        !col_str(row, len, 10, o->upstream_order_id, sizeof o->upstream_order_id, true) ||
-        !col_str(row, len, 11, o->reason, sizeof o->reason, true) ||
-        !col_i64(row, 12, &o->purchased_at_ms) || !col_i64(row, 13, &settled) ||
-        !row[14] || !col_i64(row, 14, &line_no) || !row[15] || !col_i64(row, 15, &n_lines))
-        return false;
-    if (n_lines < 1 || n_lines > ENG_LINES_MAX || line_no < 0 || line_no >= n_lines)
-        return false;
-    o->line_no = (int32_t)line_no;
-    o->n_lines = (int32_t)n_lines;
-    if (o->purchased_at_ms < 0 || settled < 0 || settled > 1)
-        return false;
-    o->supplier_settled = settled == 1;
-    if (qty < 1 || qty > ENG_QTY_MAX || from_own < 0 || from_supplier < 0 ||
-        from_own + from_supplier != qty)
-        return false;
+    *holds_known = false;
+    col_name(row, len, 0, o->order_id);
+    col_name(row, len, 1, o->sku);
+    if (!col_id(row, len, 1, id))
+        return bad_col(why, "sku", row, len, 1, "is not 1..64 bytes of UTF-8");
+    if (!col_str(row, len, 3, status_s, sizeof status_s, false) ||
+        !eng_status_parse(status_s, &o->status))
+        return bad_col(why, "status", row, len, 3, "is not a status");
+    if (!row[2] || !col_i64(row, 2, &qty) || qty < 1 || qty > ENG_QTY_MAX)
+        return bad_col(why, "qty", row, len, 2, "is not 1..1000000");
+    if (!row[4] || !row[5] || !col_i64(row, 4, &from_own) || !col_i64(row, 5, &from_supplier) ||
+        from_own < 0 || from_supplier < 0 || from_own + from_supplier != qty)
+        return bad_col(why, "from_own", row, len, 4, "and from_supplier do not split qty");
+    if (!col_i64(row, 13, &settled) || settled < 0 || settled > 1)
+        return bad_col(why, "supplier_settled", row, len, 13, "is not 0 or 1");
     o->qty = (int32_t)qty;
     o->from_own = (int32_t)from_own;
     o->from_supplier = (int32_t)from_supplier;
-    return true;
+    o->supplier_settled = settled == 1;
+    *holds_known = true;
+    if (!col_id(row, len, 0, id))
+        return bad_col(why, "order_id", row, len, 0, "is not 1..64 bytes of UTF-8");
+    if (!col_i64(row, 6, &o->available) || !col_i64(row, 7, &o->created_at_ms) ||
+        !col_i64(row, 8, &o->updated_at_ms))
+        return bad_col(why, "available / created_at / updated_at", row, len, 6,
+                       "are not integers");
+    if (!col_i64(row, 9, &o->hold_expires_at_ms))
+        return bad_col(why, "hold_expires_at", row, len, 9, "is not an integer");
+    if (!col_opt_id(row, len, 10, o->upstream_order_id))
+        return bad_col(why, "upstream_order_id", row, len, 10, "is not an id");
+    /* The reason is prose for people: shown, never refused. */
+    if (row[11] && rpc_utf8_valid((const unsigned char *)row[11], len[11]) &&
+        len[11] <= ENG_REASON_MAX) {
+        memcpy(o->reason, row[11], len[11]);
+        o->reason[len[11]] = '\0';
+    } else if (row[11]) {
+        show_bytes(o->reason, sizeof o->reason, row[11], len[11]);
+    }
+    if (!col_i64(row, 12, &o->purchased_at_ms))
+        return bad_col(why, "purchased_at", row, len, 12, "is not an integer");
+    if (!row[14] || !row[15] || !col_i64(row, 14, &line_no) || !col_i64(row, 15, &n_lines) ||
+        n_lines < 1 || n_lines > ENG_LINES_MAX || line_no < 0 || line_no >= n_lines)
+        return bad_col(why, "line_no", row, len, 14, "or n_lines out of range");
+    o->line_no = (int32_t)line_no;
+    o->n_lines = (int32_t)n_lines;
+    return eng_order_row_valid(o, why);
 }
 
-static bool load_order_row(engine *e, MYSQL_ROW row, const unsigned long *len)
+/* The stored lines of one order, gathered from rows sorted by order_id:
+ * loaded all at once or set aside together. */
+typedef struct order_group {
+    char key[ENG_ID_MAX];         /* order_id's raw bytes (VARBINARY(64)) */
+    unsigned long key_len;
+    bool key_null;
+    size_t rows;
+    eng_order_view v[ENG_LINES_MAX]; /* lines whose holds are known */
+    size_t n;
+    bool bad;                     /* a row did not parse, or too many */
+    char why[ENG_REASON_MAX + 1]; /* the first thing wrong */
+    char blind[ENG_LINES_MAX][ENG_ID_MAX + 1]; /* SKUs of rows whose holds are unknown */
+    size_t n_blind;
+} order_group;
+
+static bool group_same(const order_group *g, MYSQL_ROW row, const unsigned long *len)
 {
-    eng_order_view o;
-    return parse_order_row(row, len, &o) && engine_load_order(e, &o);
+    if (g->rows == 0)
+        return true;
+    if (!row[0] || g->key_null)
+        return !row[0] && g->key_null;
+    return len[0] == g->key_len && memcmp(row[0], g->key, len[0]) == 0;
 }
 
-typedef bool (*load_row_fn)(engine *e, MYSQL_ROW row, const unsigned long *len);
+static void group_add(order_group *g, MYSQL_ROW row, const unsigned long *len)
+{
+    if (g->rows++ == 0) {
+        g->key_null = !row[0];
+        g->key_len = row[0] ? (len[0] < sizeof g->key ? len[0] : sizeof g->key) : 0;
+        if (g->key_len)
+            memcpy(g->key, row[0], g->key_len);
+    }
+    char why[ENG_REASON_MAX + 1];
+    bool holds_known;
+    eng_order_view o;
+    if (g->n == ENG_LINES_MAX) {
+        if (!g->bad)
+            snprintf(g->why, sizeof g->why, "more than %d lines stored", ENG_LINES_MAX);
+        g->bad = true;
+        return;
+    }
+    bool ok = parse_order_row(row, len, &o, why, &holds_known);
+    if (!ok && !g->bad)
+        memcpy(g->why, why, sizeof why);
+    g->bad = g->bad || !ok;
+    if (holds_known)
+        g->v[g->n++] = o;
+    else if (g->n_blind < ENG_LINES_MAX && row[1] && col_id(row, len, 1, g->blind[g->n_blind]))
+        g->n_blind++;
+}
+
+/* Loads the gathered order or sets it aside. 0, or -1 with err (out of
+ * memory, ENG_ASIDE_MAX). */
+static int group_flush(order_group *g, engine *e, uint64_t *loaded, char *err, size_t err_len)
+{
+    if (g->rows == 0)
+        return 0;
+    int rc = 0;
+    char name[ENG_ID_MAX + 1];
+    if (g->n > 0) {
+        memcpy(name, g->v[0].order_id, sizeof name);
+    } else {
+        unsigned long l = g->key_len;
+        char *one[1] = {g->key_null ? NULL : g->key};
+        col_name(one, &l, 0, name);
+    }
+    if (!g->bad) {
+        rc = engine_load_order_lines(e, g->v, g->n, g->why);
+        if (rc == 1) {
+            (*loaded)++;
+            goto out;
+        }
+        if (rc < 0) {
+            set_err(err, err_len, "load orders: out of memory");
+            goto out;
+        }
+        rc = 0;
+    }
+    /* A SKU whose line cannot be read cannot have its counters checked. */
+    for (size_t i = 0; i < g->n_blind && rc == 0; i++) {
+        char why[ENG_REASON_MAX + 1];
+        why_fmt(why, "order %s cannot be read (%s)", name, g->why);
+        rc = aside_sku(e, g->blind[i], why);
+    }
+    const char *sku = g->n > 0 ? g->v[0].sku : g->n_blind > 0 ? g->blind[0] : "?";
+    if (rc == 0) {
+        int a = engine_set_aside_order(e, name, g->v, g->n, sku, g->why);
+        if (a == 1)
+            LOG_W("store: order set aside (support alert set_aside)", "order_id", name, "sku", sku,
+                  "reason", g->why);
+        else if (a == 2)
+            LOG_D("store: order set aside with its SKU", "order_id", name, "sku", sku);
+        rc = a < 0 ? -1 : 0;
+    }
+    if (rc < 0)
+        set_err(err, err_len, "load orders: cannot set %s aside (more than %d rows set aside?)",
+                name, ENG_ASIDE_MAX);
+out:
+    g->rows = g->n = g->n_blind = 0;
+    g->bad = false;
+    g->why[0] = '\0';
+    return rc < 0 ? -1 : 0;
+}
+
+/* Streams the orders (sorted) into e; then checks the counters of the SKUs
+ * loaded. 0, or -1 with err. */
+static int load_orders_res(MYSQL_RES *res, engine *e, uint64_t *count, char *err, size_t err_len)
+{
+    order_group *g = calloc(1, sizeof *g);
+    if (g == NULL) {
+        set_err(err, err_len, "load orders: out of memory");
+        return -1;
+    }
+    int rc = 0;
+    MYSQL_ROW row;
+    while (res && (row = mysql_fetch_row(res))) {
+        if (rc != 0)
+            continue;   /* drain the stream before freeing */
+        unsigned long *len = mysql_fetch_lengths(res);
+        if (!group_same(g, row, len))
+            rc = group_flush(g, e, count, err, err_len);
+        if (rc == 0)
+            group_add(g, row, len);
+    }
+    if (rc == 0)
+        rc = group_flush(g, e, count, err, err_len);
+    free(g);
+    if (rc == 0)
+        rc = audit_loaded(e, err, err_len);
+    return rc;
+}
+
+typedef int (*load_row_fn)(engine *e, MYSQL_ROW row, const unsigned long *len, char *err,
+                           size_t err_len);
 
 /* Streams one table (mysql_use_result: no full copy in memory). */
 static int load_table(MYSQL *my, engine *e, const char *what, const char *sql,
@@ -2057,17 +2380,9 @@ static int load_table(MYSQL *my, engine *e, const char *what, const char *sql,
     while ((row = mysql_fetch_row(r))) {
         if (rc != 0)
             continue;   /* drain the stream before freeing */
-        unsigned long *len = mysql_fetch_lengths(r);
-        if (!fn(e, row, len)) {
-            char key[2 * ENG_ID_MAX + 1] = "";
-            unsigned long n = row[0] ? (len[0] > ENG_ID_MAX ? ENG_ID_MAX : len[0]) : 0;
-            for (unsigned long i = 0; i < n; i++)
-                snprintf(key + 2 * i, 3, "%02x", (unsigned char)row[0][i]);
-            set_err(err, err_len, "load %s: bad row (key hex %s) or out of memory", what, key);
-            rc = -1;
-            continue;
-        }
-        (*count)++;
+        rc = fn(e, row, mysql_fetch_lengths(r), err, err_len);
+        if (rc == 0)
+            (*count)++;
     }
     if (rc == 0 && mysql_errno(my)) {
         set_err(err, err_len, "load %s: %s", what, mysql_error(my));
@@ -2076,10 +2391,6 @@ static int load_table(MYSQL *my, engine *e, const char *what, const char *sql,
     mysql_free_result(r);
     return rc;
 }
-
-#define SKU_SELECT "SELECT sku,own_on_hand,own_reserved,supplier_reported," \
-                   "supplier_sellable,supplier_reserved,supplier_synced_at,mapping," \
-                   "supplier_id,offer_id,spec_id,sku_id,epoch,supplier_cap,fingerprint FROM sku"
 
 #define SUPPLIER_SELECT "SELECT supplier_id,trust,trust_ceiling,event_mode,event_trust FROM supplier"
 
@@ -2096,19 +2407,37 @@ static bool col_double(MYSQL_ROW row, int i, double *out)
     return true;
 }
 
-/* A supplier's trust settings; the engine judges the values. */
-static bool load_supplier_row(engine *e, MYSQL_ROW row, const unsigned long *len)
+/* A supplier's trust settings; the engine judges the values. One that
+ * cannot be used gets trust 0 (its SKUs sell none of its stock) until a
+ * supplier.put sets it again: never the default, which may trust more than
+ * the shop chose. */
+static int load_supplier_row(engine *e, MYSQL_ROW row, const unsigned long *len, char *err,
+                             size_t err_len)
 {
-    char id[ENG_ID_MAX + 1];
+    char id[ENG_ID_MAX + 1], name[ENG_ID_MAX + 1];
     eng_trust t = {0};
     int64_t mode;
-    if (!col_str(row, len, 0, id, sizeof id, false) || !id[0] ||
-        !col_double(row, 1, &t.trust) || !col_double(row, 2, &t.ceiling) ||
-        !row[3] || !col_i64(row, 3, &mode) || mode < 0 || mode > 1 ||
-        !col_double(row, 4, &t.event_trust))
-        return false;
-    t.event_mode = mode == 1;
-    return engine_load_supplier(e, id, &t);
+    (void)err;
+    (void)err_len;
+    if (col_id(row, len, 0, id) && col_double(row, 1, &t.trust) &&
+        col_double(row, 2, &t.ceiling) && row[3] && col_i64(row, 3, &mode) && mode >= 0 &&
+        mode <= 1 && col_double(row, 4, &t.event_trust)) {
+        t.event_mode = mode == 1;
+        if (engine_load_supplier(e, id, &t))
+            return 0;
+    }
+    col_name(row, len, 0, name);
+    char why[ENG_REASON_MAX + 1];
+    why_fmt(why, "supplier %s: trust settings unreadable or out of range; trust 0 "
+             "until supplier.put", name);
+    if (id[0] != '\0' && strcmp(id, name) == 0) {
+        eng_trust zero = {0};
+        (void)engine_load_supplier(e, id, &zero);
+    }
+    engine_aside_alert(e, name, "", why);
+    LOG_W("store: supplier row set aside (support alert set_aside)", "supplier_id", name,
+          "reason", why);
+    return 0;
 }
 
 int store_load_all(store *s, engine *e, char *err, size_t err_len)
@@ -2118,6 +2447,7 @@ int store_load_all(store *s, engine *e, char *err, size_t err_len)
 
 int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t err_len)
 {
+    s->eng = e;
     MYSQL *my = db_connect_blocking(s, false, s->db.database, err, err_len);
     if (!my)
         return -1;
@@ -2132,16 +2462,33 @@ int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t e
                         preload_skus ? SKU_SELECT
                                      : SKU_SELECT " WHERE sku IN (SELECT DISTINCT sku FROM orders)",
                         load_sku_row, &skus, err, err_len);
-    if (rc == 0)
-        rc = load_table(my, e, "orders", ORDER_SELECT ORDER_SORT, load_order_row, &orders, err,
-                        err_len);
+    if (rc == 0) {
+        const char *sql = ORDER_SELECT ORDER_SORT;
+        MYSQL_RES *r = NULL;
+        if (mysql_real_query(my, sql, strlen(sql)) != 0 || !(r = mysql_use_result(my))) {
+            set_err(err, err_len, "load orders: %s", mysql_error(my));
+            rc = -1;
+        } else {
+            rc = load_orders_res(r, e, &orders, err, err_len);
+            if (rc == 0 && mysql_errno(my)) {
+                set_err(err, err_len, "load orders: %s", mysql_error(my));
+                rc = -1;
+            }
+            mysql_free_result(r);
+        }
+    }
     mysql_close(my);
     if (rc == 0) {
-        char a[24], b[24], c[24];
+        eng_stats es;
+        engine_stats_get(e, &es);
+        char a[24], b[24], c[24], d[24], f[24];
         snprintf(a, sizeof a, "%" PRIu64, skus);
         snprintf(b, sizeof b, "%" PRIu64, orders);
         snprintf(c, sizeof c, "%" PRIu64, suppliers);
-        LOG_I("store: loaded", "skus", a, "orders", b, "suppliers", c);
+        snprintf(d, sizeof d, "%" PRIu64, es.skus_aside);
+        snprintf(f, sizeof f, "%" PRIu64, es.orders_aside);
+        LOG_I("store: loaded", "skus", a, "orders", b, "suppliers", c, "skus_set_aside", d,
+              "orders_set_aside", f);
     }
     return rc;
 }
@@ -2462,13 +2809,13 @@ static void rd_start_query(store *s)
  * order needs its SKU) and before anyone is told the SKU is loaded. */
 static void rd_load_orders(store *s, MYSQL_RES *res)
 {
-    MYSQL_ROW row;
-    while (res && (row = mysql_fetch_row(res))) {
-        unsigned long *len = mysql_fetch_lengths(res);
-        eng_order_view o;
-        if (!parse_order_row(row, len, &o) || !engine_load_order(s->takeover, &o))
-            LOG_W("store: takeover: order row refused", "order_id", o.order_id);
-    }
+    uint64_t n = 0;
+    char err[256];
+    /* Set aside what does not load; a failure here (out of memory, too
+     * much set aside) leaves the rest unloaded: their SKUs' audit then
+     * sets them aside too, never sells from them. */
+    if (load_orders_res(res, s->takeover, &n, err, sizeof err) != 0)
+        LOG_E("store: takeover: orders not loaded", "error", err);
 }
 
 /* Takes the reader's finished batch and its result (NULL when the query
@@ -2618,15 +2965,30 @@ static void rd_deliver(store *s)
     while (res && (row = mysql_fetch_row(res))) {
         unsigned long *len = mysql_fetch_lengths(res);
         store_sku_row r;
-        bool ok = parse_sku_row(row, len, &r);
+        char why[ENG_REASON_MAX + 1];
+        bool ok = parse_sku_row(row, len, &r, why);
+        /* Not a takeover: a SKU loaded on first use had no orders when the
+         * instance started (those with orders were loaded then), and can
+         * have none since, so it holds no units. */
+        if (ok && !s->takeover && (r.c.own_reserved != 0 || r.c.supplier_reserved != 0)) {
+            snprintf(why, sizeof why,
+                     "counters do not match its orders: own_reserved %" PRId64
+                     ", supplier_reserved %" PRId64 " with no orders",
+                     r.c.own_reserved, r.c.supplier_reserved);
+            ok = false;
+        }
         for (size_t i = 0; i < rd->n_batch; i++) {
             if (!row[0] || strlen(rd->batch[i].sku) != len[0] ||
                 memcmp(rd->batch[i].sku, row[0], len[0]) != 0)
                 continue;
             found[i] = true;
             ok_row[i] = ok;
-            if (ok)
-                rows_ok[i] = r;
+            rows_ok[i] = r;
+            /* Known to the engine from now on: the waiters are refused
+             * (set aside), nobody loads it again. */
+            if (!ok && s->eng != NULL && !engine_knows_sku(s->eng, rd->batch[i].sku) &&
+                aside_sku(s->eng, rd->batch[i].sku, why) == 0)
+                ok_row[i] = true;
         }
     }
     if (s->takeover) {
@@ -2638,6 +3000,9 @@ static void rd_deliver(store *s)
                 ok_row[i] = false;
         }
         rd_load_orders(s, res_orders);
+        for (size_t i = 0; i < rd->n_batch; i++)
+            if (found[i] && ok_row[i] && !engine_knows_sku(s->takeover, rd->batch[i].sku))
+                ok_row[i] = false;
     }
     size_t n = rd->n_batch;
     rd->n_batch = 0;
@@ -2824,6 +3189,7 @@ static int rd_enqueue(store *s, const load_req *req)
 
 void store_set_takeover(store *s, engine *e)
 {
+    s->eng = e;
     s->takeover = e;
 }
 

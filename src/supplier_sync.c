@@ -61,6 +61,15 @@ typedef struct so_queue {
     so_offer *head, *tail;
 } so_queue;
 
+/* A push msgId acknowledged recently (replays and 1688's own retries are
+ * acknowledged without effect). */
+typedef struct push_seen {
+    char id[SUPSYNC_MSGID_MAX + 1];
+    int64_t until_mono_ms;        /* forgotten after this */
+    struct push_seen *next;       /* arrival order */
+    UT_hash_handle hh;
+} push_seen;
+
 struct supplier_sync {
     struct event_base *base;
     engine *eng;
@@ -84,6 +93,10 @@ struct supplier_sync {
     bool logged_this_round;       /* failures are logged once per round */
     int64_t round_start_ms;
     int64_t index_mono_ms;        /* when the index was last rebuilt */
+    uint32_t push_window_ms;      /* gmtBorn freshness; msgIds kept 2x this */
+    push_seen *seen;              /* uthash by msgId */
+    push_seen *seen_head, *seen_tail; /* oldest first */
+    uint32_t n_seen;
     supsync_stats st;
 };
 
@@ -708,6 +721,81 @@ static json_t *push_data(json_t *doc)
     return NULL;
 }
 
+static void seen_drop_head(supplier_sync *ss)
+{
+    push_seen *p = ss->seen_head;
+    ss->seen_head = p->next;
+    if (ss->seen_head == NULL)
+        ss->seen_tail = NULL;
+    HASH_DEL(ss->seen, p);
+    free(p);
+    ss->n_seen--;
+}
+
+/* Replays: a message born further than the window from now is refused
+ * (400: 1688 retries a failed delivery for a while, but never for long);
+ * a msgId applied within twice the window (a message born up to the
+ * window ahead of our clock may arrive late by as much again) is
+ * acknowledged without effect. 0: go on, id holds the msgId; else the
+ * HTTP status with msg. */
+static int push_fresh(supplier_sync *ss, json_t *doc, int64_t born, char id[SUPSYNC_MSGID_MAX + 1],
+                      char *msg, size_t cap)
+{
+    int64_t now = wall_ms(), mono = mono_ms();
+    int64_t skew = born - now;
+    if (born <= 0 || skew > (int64_t)ss->push_window_ms || -skew > (int64_t)ss->push_window_ms) {
+        ss->st.push_stale++;
+        snprintf(msg, cap, "stale: gmtBorn %lld is %lld ms from now (window %u ms)",
+                 (long long)born, (long long)skew, ss->push_window_ms);
+        return 400;
+    }
+    json_t *m = json_object_get(doc, "msgId");
+    if (json_is_integer(m)) {
+        snprintf(id, SUPSYNC_MSGID_MAX + 1, "%lld", (long long)json_integer_value(m));
+    } else if (json_is_string(m) && json_string_length(m) >= 1 &&
+               json_string_length(m) <= SUPSYNC_MSGID_MAX &&
+               strlen(json_string_value(m)) == json_string_length(m)) {
+        memcpy(id, json_string_value(m), json_string_length(m) + 1);
+    } else {
+        snprintf(msg, cap, "message has no msgId (an integer, or a string of 1..%d bytes)",
+                 SUPSYNC_MSGID_MAX);
+        return 400;
+    }
+    while (ss->seen_head != NULL && ss->seen_head->until_mono_ms <= mono)
+        seen_drop_head(ss);
+    push_seen *p = NULL;
+    HASH_FIND_STR(ss->seen, id, p);
+    if (p != NULL) {
+        ss->st.push_duplicate++;
+        snprintf(msg, cap, "duplicate: msgId %s already applied", id);
+        return 200;
+    }
+    return 0;
+}
+
+/* Remembers an applied msgId; at SUPSYNC_SEEN_MAX the oldest is forgotten
+ * early (counted): its replay would apply again, which only re-reports
+ * a figure that the SKU's synced_at then drops as older. */
+static void push_remember(supplier_sync *ss, const char *id)
+{
+    if (ss->n_seen >= SUPSYNC_SEEN_MAX) {
+        seen_drop_head(ss);
+        ss->st.push_seen_evicted++;
+    }
+    push_seen *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return;  /* out of memory: not remembered, as if evicted */
+    snprintf(p->id, sizeof(p->id), "%s", id);
+    p->until_mono_ms = mono_ms() + 2 * (int64_t)ss->push_window_ms;
+    if (ss->seen_tail)
+        ss->seen_tail->next = p;
+    else
+        ss->seen_head = p;
+    ss->seen_tail = p;
+    HASH_ADD_STR(ss->seen, id, p);
+    ss->n_seen++;
+}
+
 static int push_dispatch(supplier_sync *ss, json_t *doc, char *msg, size_t cap)
 {
     const char *type = json_string_value(json_object_get(doc, "type"));
@@ -729,12 +817,19 @@ static int push_dispatch(supplier_sync *ss, json_t *doc, char *msg, size_t cap)
     }
     json_t *b = json_object_get(doc, "gmtBorn");
     int64_t born = json_is_integer(b) ? (int64_t)json_integer_value(b) : 0;
+    char id[SUPSYNC_MSGID_MAX + 1];
+    int rc = push_fresh(ss, doc, born, id, msg, cap);
+    if (rc != 0) {
+        json_decref(data);
+        return rc;
+    }
     push_tally t = {0};
-    int rc = inventory ? push_inventory(ss, data, born, &t, msg, cap)
-                       : push_relation(ss, data, &t, msg, cap);
+    rc = inventory ? push_inventory(ss, data, born, &t, msg, cap)
+                   : push_relation(ss, data, &t, msg, cap);
     json_decref(data);
     if (rc != 200)
         return rc;
+    push_remember(ss, id);
     if (t.applied > 0 && ss->kick)
         ss->kick(ss->kick_arg);
     if (t.poked > 0)
@@ -838,6 +933,7 @@ supplier_sync *supsync_new(struct event_base *base, const stockd_config *cfg, en
     ss->kick_arg = kick_arg;
     ss->sync_ms = cfg->supplier_sync_ms;
     ss->validate_ms = cfg->supplier_validate_ms;
+    ss->push_window_ms = cfg->supplier_push_window_ms ? cfg->supplier_push_window_ms : 300000;
     ss->concurrency = cfg->supplier_concurrency;
     memcpy(ss->secret, cfg->supplier_app_secret, slen);
     ss->secret_len = slen;
@@ -880,6 +976,8 @@ void supsync_free(supplier_sync *ss)
             offer_free(ss, o);
         }
     }
+    while (ss->seen_head != NULL)
+        seen_drop_head(ss);
     OPENSSL_cleanse(ss->secret, sizeof(ss->secret));
     free(ss);
 }

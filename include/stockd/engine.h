@@ -303,6 +303,9 @@ typedef struct eng_op {
     int32_t err_line;             /* reserve with lines, ENG_E_INSUFFICIENT / ENG_E_UNKNOWN_SKU:
                                    * index into lines of the first line not met; else -1 */
     eng_status err_status;        /* with ENG_E_INVALID_STATE */
+    char err_aside[ENG_REASON_MAX + 1]; /* with ENG_E_UNAVAILABLE: the op names a SKU or an
+                                   * order set aside at load ("set aside" below): what
+                                   * and why; "" otherwise */
     eng_order_view order;         /* order ops, on success */
     eng_stock_view stock;         /* sku.put / adjust, on success */
 
@@ -350,6 +353,9 @@ typedef struct eng_stats {
     uint64_t purchase_failed;     /* ENG_OP_PURCHASE_FAILED committed */
     uint64_t mappings_broken;     /* mappings marked broken */
     uint64_t settled_units;       /* bought units moved out of supplier_reserved */
+    uint64_t skus_aside;          /* SKUs set aside at load ("set aside" below) */
+    uint64_t orders_aside;        /* orders set aside at load, their SKU's included */
+    uint64_t aside_alerts_dropped; /* set-aside alerts beyond ENG_ASIDE_ALERTS_MAX */
 } eng_stats;
 
 typedef struct engine engine;
@@ -363,14 +369,105 @@ void engine_set_limits(engine *e, const eng_limits *limits);
 
 /* ---- loading committed state (startup, reload) ----
  * Loads or replaces a SKU / an order exactly as it is in the store. Must not
- * be called for a SKU in an in-flight batch. Return false on bad data or out
- * of memory. */
+ * be called for a SKU in an in-flight batch. Return false on bad data
+ * (eng_sku_row_valid / eng_order_row_valid, or a line that does not fit
+ * the order in memory; a SKU set aside is never replaced) or out of memory.
+ * Loaders use engine_load_order_lines() for orders (below): a line alone
+ * cannot tell whether its order is whole. */
 bool engine_load_sku(engine *e, const char *sku, const eng_counters *c,
                      eng_mapping mapping, const eng_supplier_map *map,
                      int64_t epoch);
 bool engine_load_order(engine *e, const eng_order_view *o);
 /* Sharded: stored lines of multi-line orders load as parts (see above). */
 void engine_set_parts_mode(engine *e, bool parts);
+
+/* ---- set aside: rows that cannot be trusted ----
+ * MariaDB is the truth, but rows written by an older version, a bug or a
+ * hand can be wrong. Loading never asserts on them: the loader (store.c)
+ * checks every row here, and what fails is SET ASIDE, never half-loaded:
+ *
+ *  - a SKU set aside (its row does not parse or is out of range, its
+ *    counters do not match its orders, an order on it cannot be read) is
+ *    known to the engine (engine_knows_sku: no reload) but holds no
+ *    counters and no orders: every op naming it, reads included through
+ *    engine_aside_of(), is refused ENG_E_UNAVAILABLE with err_aside, not
+ *    retryable. Its orders leave memory with it and are set aside too
+ *    (no alert of their own). Nothing is ever sold from its counters.
+ *  - an order set aside (its lines do not make an order: a line missing,
+ *    a part without its siblings, line numbers or n_lines that disagree,
+ *    a held line without an expiry, a line on a SKU that is not loaded) is
+ *    not loaded; its key is remembered so that ops naming it (a reserve
+ *    reusing its order_id included, which would otherwise fail a whole
+ *    batch on MariaDB's primary key) are refused like a SKU's. The units
+ *    its lines hold on SKUs that do load stay reserved ("frozen"): the SKU
+ *    sells the rest, never those units, until support repairs the rows.
+ *
+ * Each new entry queues a support alert (kind "set_aside"), written with
+ * the next batch like any alert (MariaDB, the Redis stream, the log,
+ * alerts.list); at most ENG_ASIDE_ALERTS_MAX wait (more are counted in
+ * aside_alerts_dropped; the loader's log line names every one). At most
+ * ENG_ASIDE_MAX entries: beyond that the set-aside calls fail and the
+ * loader gives up (a database that broken needs a person first).
+ * An entry lasts until the process ends (repair the rows, restart) or
+ * engine_forget_sku() drops the SKU. */
+#define ENG_ASIDE_MAX 100000
+#define ENG_ASIDE_ALERTS_MAX 1024
+#define ENG_ASIDE_ALERTS_PER_BATCH 64
+
+/* A SKU row as stored: counters each within 0..ENG_STOCK_MAX, own_reserved
+ * <= own_on_hand, a known mapping, a map with a supplier id and a cap in
+ * -1..ENG_STOCK_MAX for ok / broken. False with why (a sentence for
+ * support) when not. */
+bool eng_sku_row_valid(const eng_counters *c, eng_mapping mapping, const eng_supplier_map *map,
+                       char why[ENG_REASON_MAX + 1]);
+/* One stored order line on its own: ids 1..ENG_ID_MAX bytes (order_id
+ * without '#'), a real status, qty 1..ENG_QTY_MAX split into from_own +
+ * from_supplier (both >= 0), 0 <= line_no < n_lines <= ENG_LINES_MAX, a
+ * held line with an expiry, purchased_at >= 0. False with why. */
+bool eng_order_row_valid(const eng_order_view *v, char why[ENG_REASON_MAX + 1]);
+/* Loads every stored line of one order (v[0..n), sorted by line_no, one
+ * order_id), all or none. Not sharded: the lines must be exactly 0..n_lines-1
+ * with one n_lines, and no line may be held next to a released or expired
+ * one. Sharded (parts mode): lines of n_lines > 1 are parts, each on its
+ * own. Every line's SKU must be loaded (not set aside) and an order already
+ * in memory must have the same shape and SKUs. When every line's SKU is
+ * already in service (loaded and audited before), memory stands and
+ * nothing is loaded (returns 1). Returns 1 loaded, 0 bad
+ * (nothing loaded; why says what; the caller sets the order aside), -1 out
+ * of memory. */
+int engine_load_order_lines(engine *e, const eng_order_view *v, size_t n,
+                            char why[ENG_REASON_MAX + 1]);
+/* Sets order_id aside (see above). lines[0..n) are the lines that could be
+ * read (n may be 0): the units they hold on loaded SKUs are frozen there.
+ * sku names the alert's SKU ("" when unknown). Returns 1 set aside now
+ * (alert queued), 2 set aside now without an alert of its own (every line
+ * is on a SKU set aside, whose alert says it), 0 already aside (units
+ * frozen again: a reload), -1 at ENG_ASIDE_MAX or out of memory. */
+int engine_set_aside_order(engine *e, const char *order_id, const eng_order_view *lines, size_t n,
+                           const char *sku, const char *why);
+/* Sets a SKU aside (see above), with its orders; *orders_out (unless NULL)
+ * says how many left memory with it. Must not be called while it or one
+ * of its orders is in a batch (loads never are). sku: 1..ENG_ID_MAX bytes.
+ * Returns 1 set aside now, 0 already aside, -1 at ENG_ASIDE_MAX, in a
+ * batch, or out of memory. */
+int engine_set_aside_sku(engine *e, const char *sku, const char *why, size_t *orders_out);
+/* Checks the counters of every SKU loaded (engine_load_sku) since the last
+ * call against its orders in memory and the units frozen for orders set
+ * aside: own_reserved = from_own of held, confirmed and purchased lines;
+ * supplier_reserved = from_supplier of held and confirmed lines, and of
+ * purchased or shipped lines not yet settled (DESIGN.md §2). Call once a
+ * SKU and all its orders are loaded. A SKU that does not match is set
+ * aside and handed to fn (unless NULL) with why. Returns how many were set
+ * aside, or -1 when a set-aside failed (ENG_ASIDE_MAX). */
+int engine_audit_loaded(engine *e, void (*fn)(const char *sku, const char *why, void *arg),
+                        void *arg);
+/* Queues a "set_aside" alert about something the engine does not hold
+ * (a supplier row, a row whose key cannot be read). sku must be non-empty. */
+void engine_aside_alert(engine *e, const char *sku, const char *order_id, const char *why);
+/* True when op names a SKU or an order set aside; out (unless NULL) then
+ * holds the refusal's message. For the callers of reads that missed
+ * (stock.get, order.get), so that they answer like engine_submit() does. */
+bool engine_aside_of(const engine *e, const eng_op *op, char out[ENG_REASON_MAX + 1]);
 
 /* ---- operations ----
  * engine_submit validates what needs state (unknown sku, unknown order,

@@ -101,8 +101,18 @@ store *store_open(struct event_base *base, const stockd_config *cfg,
 void store_free(store *s);
 
 /* Loads every SKU and every order into the engine (blocking, startup
- * only, on its own short-lived connection). A row the engine refuses fails
- * the load. 0 or -1 with err. */
+ * only, on its own short-lived connection). Rows are checked, never
+ * trusted (engine.h "set aside"): a SKU row that does not parse or is out
+ * of range, an order whose lines do not make an order, a SKU whose counters
+ * do not match its orders (or that has an order line that cannot be read)
+ * is set aside with a log line and a "set_aside" support alert, and the
+ * load goes on; a supplier row that cannot be used loads with trust 0 (its
+ * stock is not sold until supplier.put), with an alert. Keys that are not
+ * ids (not 1..64 bytes of UTF-8) are named "x'<hex>'". purchase_jobs is not
+ * read (pending purchases come from orders), so a job whose order is gone
+ * is inert. Fails (-1 with err) only on MariaDB errors, out of memory, or
+ * beyond ENG_ASIDE_MAX rows set aside. The engine is remembered for the
+ * runtime loads below. */
 int store_load_all(store *s, engine *e, char *err, size_t err_len);
 
 /* Like store_load_all(), but with preload_skus false only the SKUs that
@@ -145,7 +155,12 @@ int store_each_sku(store *s, void (*fn)(const char *sku, size_t len, void *arg),
  *
  * fn is called exactly once per accepted request, from the loop, never
  * inside store_load_sku(): result 1 = found (row valid during the call),
- * 0 = no such SKU, -1 = failed (reader down, timeout, bad row; retryable).
+ * 0 = no such SKU, -1 = failed (reader down, timeout; retryable). A row that
+ * cannot be trusted (as for store_load_state; and, not sharded, a SKU row
+ * whose reserved counters are not 0: such a SKU had no orders at startup,
+ * so it has none) is set aside in the engine given to store_load_state()
+ * or store_set_takeover(), and reported found (result 1): the engine then
+ * knows it and refuses its requests.
  * store_free() abandons requests without calling fn. */
 #define STORE_LOAD_BATCH_MAX 256
 #define STORE_LOAD_QUEUE_MAX 100000
@@ -175,8 +190,10 @@ int store_load_sku(store *s, const char *sku, store_load_fn fn, void *arg);
  * reader bumps the SKUs' epochs (a previous owner's next batch then fails
  * its fence), reads the rows and all their orders, and commits; the SKUs
  * and orders go into e before fn is called, so fn finds the SKU loaded
- * (result 1). A failed takeover (result -1) changed nothing it relied on:
- * if its bump committed, the next takeover bumps again. */
+ * (result 1), or set aside (checked as for store_load_state: each order on
+ * its own lines, then the counters of the SKUs taken). A failed takeover
+ * (result -1) changed nothing it relied on: if its bump committed, the next
+ * takeover bumps again. */
 void store_set_takeover(store *s, engine *e);
 
 /* Looks up the SKU of an order (sharding: routing an order call that names

@@ -43,6 +43,15 @@
  * synced_at is the entry's bizTime (else gmtBorn), never later than now.
  * Likewise a product.get figure asked for before the committed synced_at
  * (a push landed while it was on its way) is dropped (broken still counts).
+ * Replays: a message of a type used here whose gmtBorn is further than
+ * --supplier-push-window-ms (default 5 min) from now, either way, is
+ * refused 400 (push_stale); one without a msgId is refused 400; one whose
+ * msgId was applied within twice the window is acknowledged 200 without
+ * effect (push_duplicate: 1688 retries deliveries by design). At most
+ * SUPSYNC_SEEN_MAX msgIds are kept; past that the oldest is forgotten
+ * early (push_seen_evicted), so its replay would apply again: harmless for
+ * figures, which the SKU's synced_at orders. Types not used are
+ * acknowledged before any of this: they have no effect to replay.
  * A failed call changes nothing: the
  * figures stay as they were until a later round succeeds. Failures are
  * counted and logged at most once per round (never with secrets: the
@@ -63,6 +72,8 @@ typedef struct supplier_sync supplier_sync;
 
 #define SUPSYNC_OFFERS_MAX 200000      /* offers per round; more wait for the next */
 #define SUPSYNC_SKUS_PER_OFFER_MAX 512 /* mapped SKUs per offer (SUPPLIER_SKUS_MAX) */
+#define SUPSYNC_MSGID_MAX 64           /* bytes of a push msgId given as a string */
+#define SUPSYNC_SEEN_MAX 65536         /* push msgIds remembered (replays) */
 
 typedef struct supsync_stats {
     uint64_t syncs;          /* rounds started */
@@ -74,7 +85,10 @@ typedef struct supsync_stats {
     uint64_t pokes;          /* incremental syncs asked for */
     uint64_t broken;         /* "broken" observations queued (spec removed, offline, unknown) */
     uint64_t pushes;         /* push messages accepted */
-    uint64_t push_refused;   /* push messages refused (signature, malformed) */
+    uint64_t push_refused;   /* push messages refused (signature, malformed, stale) */
+    uint64_t push_stale;     /* refused: gmtBorn outside the push window */
+    uint64_t push_duplicate; /* acknowledged without effect: msgId already applied */
+    uint64_t push_seen_evicted; /* msgIds forgotten early: SUPSYNC_SEEN_MAX reached */
     int64_t last_sync_ms;    /* wall clock when the last round finished; 0 = none yet */
     int64_t last_duration_ms;
     uint32_t offers;         /* offers in the current or last round */
@@ -93,7 +107,8 @@ supplier_sync *supsync_new(struct event_base *base, const stockd_config *cfg, en
  * OK); nothing when it has none. Never calls kick from inside. */
 void supsync_poke_sku(supplier_sync *ss, const char *sku);
 /* Message push ingest. Returns the HTTP status to answer: 200 applied (or
- * an ignored type), 400 malformed, 401 bad signature, 413 over 64 KiB,
+ * an ignored type, or a duplicate msgId), 400 malformed or stale (gmtBorn
+ * outside the window) or without msgId, 401 bad signature, 413 over 64 KiB,
  * 503 stopped. msg (cap >= 128) gets a one-line reason. */
 int supsync_push(supplier_sync *ss, const char *body, size_t len, char *msg, size_t msg_cap);
 /* Stops the timer and the client (pending calls end, nothing more is

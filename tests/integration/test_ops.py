@@ -332,7 +332,7 @@ def test_stats_supplier_alerts_notify(ops):
     sup = st["supplier"]
     assert sup["enabled"] is False, sup
     for k in ("syncs", "calls", "ok", "failed", "pokes", "broken", "pushes", "push_refused",
-              "purchases_pending", "purchased", "purchase_failed", "mappings_broken",
+              "push_stale", "push_duplicate", "push_seen_evicted", "purchases_pending", "purchased", "purchase_failed", "mappings_broken",
               "settled_units"):
         assert isinstance(sup[k], int), (k, sup)
     assert isinstance(sup["trust"], dict), sup
@@ -342,7 +342,8 @@ def test_stats_supplier_alerts_notify(ops):
     assert set(st["alerts"]) == {"total", "kept", "stream_sent", "stream_ok", "stream_failed",
                                  "stream_skipped"}, st["alerts"]
     assert set(st["notify"]) == {"subscribers", "sent", "dropped"}, st["notify"]
-    assert set(st["state"]) == {"skus", "orders", "holds_expired", "store_up", "outcome_unknown"}
+    assert set(st["state"]) == {"skus", "orders", "holds_expired", "store_up", "outcome_unknown",
+                                "skus_set_aside", "orders_set_aside", "set_aside_alerts_dropped"}
 
 
 def test_notify_counts_and_unsubscribe_on_close(ops):

@@ -22,7 +22,9 @@ the log. Bounded: about 15 s.
 """
 import hashlib
 import hmac
+import itertools
 import json
+import subprocess
 import secrets
 import time
 import urllib.error
@@ -31,7 +33,7 @@ import urllib.request
 
 import pytest
 
-from itestlib import HOST, check_supplier_stock, free_port, wait_until
+from itestlib import HOST, check_supplier_stock, free_port, stockd_bin, wait_until
 from test_supplier_sync import Fake
 
 OFFER_PUSH = 630000000001
@@ -109,9 +111,16 @@ def signed(secret, message, sig=None):
     return urllib.parse.urlencode(fields).encode()
 
 
-def inventory_msg(offer, sku_id, on_sale, msg_id=1):
+_MSG_IDS = itertools.count(9000000000000 + secrets.randbelow(10 ** 9) * 1000)
+
+
+def inventory_msg(offer, sku_id, on_sale, msg_id=None, born=None):
+    """A push as 1688 sends it; msgIds are unique (1688's are; the fake's
+    count from 1, so ours stay far from them)."""
     now = int(time.time() * 1000)
-    return json.dumps({"msgId": msg_id, "gmtBorn": now, "type": "PRODUCT_PRODUCT_INVENTORY_CHANGE",
+    msg_id = next(_MSG_IDS) if msg_id is None else msg_id
+    born = now if born is None else born
+    return json.dumps({"msgId": msg_id, "gmtBorn": born, "type": "PRODUCT_PRODUCT_INVENTORY_CHANGE",
                        "userInfo": "b2b-fakeseller", "data": {"OfferInventoryChangeList": [
                            {"offerId": offer, "offerOnSale": on_sale, "skuId": sku_id,
                             "skuOnSale": on_sale, "quantity": -1, "bizTime": now}]}})
@@ -177,7 +186,7 @@ def test_push(env, db):
         assert code == 200 and "1 applied, 0 offers poked" in text, (code, text)
         wait_reported(c, "push-s", 77)
         refused = sstats(c)["push_refused"]
-        msg = inventory_msg(OFFER_SOLO, SKU_ID_S, 5, msg_id=2)
+        msg = inventory_msg(OFFER_SOLO, SKU_ID_S, 5)
         good = hmac.new(secret.encode(), b"message" + msg.encode(), hashlib.sha1).hexdigest().upper()
         bad_sig = ("0" if good[0] != "0" else "1") + good[1:]
         for body in (signed(secret, msg, sig=bad_sig), signed(secret, msg, sig=""),
@@ -215,3 +224,57 @@ def test_push(env, db):
         c.close()
     log = open(s.log_path, errors="replace").read()
     assert secret not in log and token not in log, "a secret reached the log"
+
+
+def test_push_replays(env):
+    """A replayed or stale push changes nothing: a msgId already applied is
+    acknowledged 200 without effect (1688 retries by design), a message born
+    more than the window (--supplier-push-window-ms, 5 min) from now is
+    refused 400; both counted in stats."""
+    fake, s, secret, token = env
+    c = s.client()
+    try:
+        # push-s: mapped with a sku_id, so a push for it pokes nothing.
+        c.ok("sku.put", {"sku": "push-s", "supplier": {
+            "supplier_id": "1688", "offer_id": OFFER_SOLO, "spec_id": SPEC_S, "sku_id": SKU_ID_S}})
+        mid = next(_MSG_IDS)
+        first = signed(secret, inventory_msg(OFFER_SOLO, SKU_ID_S, 41, msg_id=mid))
+        code, text = post(s.http_port, first)
+        assert code == 200 and "1 applied" in text, (code, text)
+        wait_reported(c, "push-s", 41)
+        base = sstats(c)
+        # The same delivery again, and another figure under the same msgId.
+        for body in (first, signed(secret, inventory_msg(OFFER_SOLO, SKU_ID_S, 42, msg_id=mid)),
+                     signed(secret, inventory_msg(OFFER_SOLO, SKU_ID_S, 43, msg_id=str(mid)))):
+            code, text = post(s.http_port, body)
+            assert code == 200 and "duplicate" in text, (code, text)
+        # Born 5 min + 1 s ago, or as far ahead: refused, whatever it carries.
+        now = int(time.time() * 1000)
+        for born in (now - 301000, now + 301000, 0):
+            code, text = post(s.http_port, signed(secret, inventory_msg(
+                OFFER_SOLO, SKU_ID_S, 44, born=born)))
+            assert code == 400 and "stale" in text, (code, text)
+        # No msgId: nothing to tell a replay by.
+        doc = json.loads(inventory_msg(OFFER_SOLO, SKU_ID_S, 45))
+        del doc["msgId"]
+        code, text = post(s.http_port, signed(secret, json.dumps(doc)))
+        assert code == 400 and "msgId" in text, (code, text)
+        time.sleep(0.3)
+        assert stock(c, "push-s")["supplier_reported"] == 41
+        end = sstats(c)
+        assert end["push_duplicate"] == base["push_duplicate"] + 3, end
+        assert end["push_stale"] == base["push_stale"] + 3, end
+        assert end["push_refused"] == base["push_refused"] + 4, end
+        assert end["push_seen_evicted"] == 0, end
+        # Inside the window a fresh message still applies.
+        code, text = post(s.http_port, signed(secret, inventory_msg(
+            OFFER_SOLO, SKU_ID_S, 46, born=now - 250000)))
+        assert code == 200 and "1 applied" in text, (code, text)
+        wait_reported(c, "push-s", 46)
+    finally:
+        c.close()
+
+
+def test_push_window_flag():
+    out = subprocess.run([stockd_bin(), "--help"], capture_output=True, text=True, timeout=10).stdout
+    assert "--supplier-push-window-ms" in out and "default 300000" in out

@@ -1364,6 +1364,296 @@ static void test_load_lines(void **state)
     }
 }
 
+/* ---- rows that cannot be trusted: set aside, never asserted on ---- */
+
+static eng_order_view line_view(const char *order_id, const char *sku, int qty, eng_status st,
+                                int line_no, int n_lines)
+{
+    eng_order_view v;
+    memset(&v, 0, sizeof v);
+    snprintf(v.order_id, sizeof v.order_id, "%s", order_id);
+    snprintf(v.sku, sizeof v.sku, "%s", sku);
+    v.qty = v.from_own = qty;
+    v.status = st;
+    v.line_no = line_no;
+    v.n_lines = n_lines;
+    v.hold_expires_at_ms = st == ENG_ST_HELD ? 5000 : 0;
+    return v;
+}
+
+static void load_plain(engine *e, const char *sku, int64_t on_hand, int64_t reserved)
+{
+    eng_counters c = {.own_on_hand = on_hand, .own_reserved = reserved};
+    assert_true(engine_load_sku(e, sku, &c, ENG_MAP_NONE, NULL, 1));
+}
+
+/* The alert rows of the next batch (committed), as "sku/order_id". */
+static size_t aside_alerts(engine *e, char out[][160], size_t max)
+{
+    size_t n = 0;
+    eng_batch *b;
+    while ((b = engine_next_batch(e, 10)) != NULL) {
+        const eng_alert_row *a;
+        size_t k = eng_batch_alert_rows(b, &a);
+        for (size_t i = 0; i < k && n < max; i++) {
+            assert_string_equal(a[i].kind, "set_aside");
+            snprintf(out[n++], 160, "%s/%s", a[i].sku, a[i].order_id);
+        }
+        engine_batch_done(e, b, ENG_COMMITTED);
+    }
+    return n;
+}
+
+static void test_row_checks(void **state)
+{
+    (void)state;
+    char why[ENG_REASON_MAX + 1];
+    eng_counters c = {.own_on_hand = 5, .own_reserved = 6};
+    assert_false(eng_sku_row_valid(&c, ENG_MAP_NONE, NULL, why));
+    assert_non_null(strstr(why, "exceeds"));
+    c = (eng_counters){.own_on_hand = -1};
+    assert_false(eng_sku_row_valid(&c, ENG_MAP_NONE, NULL, why));
+    c = (eng_counters){.supplier_reported = ENG_STOCK_MAX + 1};
+    assert_false(eng_sku_row_valid(&c, ENG_MAP_MANUAL, NULL, why));
+    c = (eng_counters){0};
+    assert_false(eng_sku_row_valid(&c, ENG_MAP_OK, NULL, why));  /* ok without a map */
+    assert_true(eng_sku_row_valid(&c, ENG_MAP_NONE, NULL, why));
+    eng_order_view v = line_view("o", "a", 2, ENG_ST_HELD, 0, 1);
+    assert_true(eng_order_row_valid(&v, why));
+    v.hold_expires_at_ms = 0;
+    assert_false(eng_order_row_valid(&v, why));  /* a hold that never ends */
+    v = line_view("o#1", "a", 2, ENG_ST_CONFIRMED, 0, 1);
+    assert_false(eng_order_row_valid(&v, why));  /* '#' is how parts are named */
+    v = line_view("o", "a", 2, ENG_ST_CONFIRMED, 0, 1);
+    v.from_supplier = 1;
+    assert_false(eng_order_row_valid(&v, why));  /* 2 + 1 is not 2 */
+    v = line_view("o", "a", 2, ENG_ST_CONFIRMED, 3, 2);
+    assert_false(eng_order_row_valid(&v, why));
+    v = line_view("o", "a", 2, ENG_ST_COUNT_, 0, 1);
+    assert_false(eng_order_row_valid(&v, why));
+    /* engine_load_sku refuses what the check refuses, and leaves no SKU. */
+    engine *e = mk();
+    c = (eng_counters){.own_on_hand = 1, .own_reserved = 2};
+    assert_false(engine_load_sku(e, "a", &c, ENG_MAP_NONE, NULL, 1));
+    assert_false(engine_knows_sku(e, "a"));
+    engine_free(e);
+}
+
+/* The forged part of a cart: line 0 of 2, alone, its hold lapsed. Loaded
+ * as a whole order it made every expiry pass abort (push_tickets); now it
+ * is set aside, its units frozen, and the SKU sells the rest. */
+static void test_lone_part_set_aside(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    load_plain(e, "a", 10, 2);
+    eng_order_view v = line_view("forged", "a", 2, ENG_ST_HELD, 0, 2);
+    char why[ENG_REASON_MAX + 1];
+    assert_int_equal(engine_load_order_lines(e, &v, 1, why), 0);
+    assert_non_null(strstr(why, "1 of its 2 lines"));
+    eng_order_view w;
+    assert_false(engine_order_get(e, "forged", &w));  /* nothing half-loaded */
+    assert_int_equal(engine_set_aside_order(e, "forged", &v, 1, "a", why), 1);
+    assert_int_equal(engine_audit_loaded(e, NULL, NULL), 0);  /* 2 frozen = 2 reserved */
+    assert_int_equal(engine_set_aside_order(e, "forged", &v, 1, "a", why), 0);
+    assert_int_equal(engine_expire_due(e, 100000), 0);
+    assert_int_equal(avail(e, "a"), 8);
+    /* The rest sells; the frozen units never do. */
+    eng_op *r = op_new(ENG_OP_RESERVE, "fresh", "a", 8);
+    r->hold_ms = 1000;
+    assert_int_equal(engine_submit(e, r, 10), ENG_OK);
+    eng_op *r2 = op_new(ENG_OP_RESERVE, "fresh2", "a", 1);
+    r2->hold_ms = 1000;
+    assert_int_equal(engine_submit(e, r2, 10), ENG_OK);
+    char al[4][160];
+    assert_int_equal(aside_alerts(e, al, 4), 1);  /* rides with the batch */
+    assert_string_equal(al[0], "a/forged");
+    assert_int_equal(r->err, ENG_OK);
+    assert_int_equal(r2->err, ENG_E_INSUFFICIENT);
+    /* Its order_id is refused, reads too, with why. */
+    eng_op *x = op_new(ENG_OP_RELEASE, "forged", NULL, 0);
+    assert_int_equal(engine_submit(e, x, 20), ENG_E_UNAVAILABLE);
+    assert_non_null(strstr(x->err_aside, "forged is set aside"));
+    eng_op *y = op_new(ENG_OP_RESERVE, "forged", "a", 1);
+    y->hold_ms = 1000;
+    assert_int_equal(engine_submit(e, y, 20), ENG_E_UNAVAILABLE);
+    char msg[ENG_REASON_MAX + 1];
+    eng_op *g = op_new(ENG_OP_CONFIRM, "forged", NULL, 0);
+    assert_true(engine_aside_of(e, g, msg));
+    eng_stats st;
+    engine_stats_get(e, &st);
+    assert_int_equal(st.orders_aside, 1);
+    free(r), free(r2), free(x), free(y), free(g);
+    engine_free(e);
+}
+
+static void test_bad_order_lines(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    load_plain(e, "a", 10, 0);
+    load_plain(e, "b", 10, 0);
+    char why[ENG_REASON_MAX + 1];
+    eng_order_view v[3];
+    /* A gap: lines 0 and 2 of 3. */
+    v[0] = line_view("gap", "a", 1, ENG_ST_HELD, 0, 3);
+    v[1] = line_view("gap", "b", 1, ENG_ST_HELD, 2, 3);
+    assert_int_equal(engine_load_order_lines(e, v, 2, why), 0);
+    /* The same line twice. */
+    v[1] = line_view("dup", "b", 1, ENG_ST_HELD, 0, 2);
+    v[0] = line_view("dup", "a", 1, ENG_ST_HELD, 0, 2);
+    assert_int_equal(engine_load_order_lines(e, v, 2, why), 0);
+    assert_non_null(strstr(why, "twice"));
+    /* n_lines that disagree. */
+    v[0] = line_view("nl", "a", 1, ENG_ST_HELD, 0, 2);
+    v[1] = line_view("nl", "b", 1, ENG_ST_HELD, 1, 3);
+    assert_int_equal(engine_load_order_lines(e, v, 2, why), 0);
+    /* Held next to released: all or nothing was broken. */
+    v[0] = line_view("mix", "a", 1, ENG_ST_HELD, 0, 2);
+    v[1] = line_view("mix", "b", 1, ENG_ST_RELEASED, 1, 2);
+    assert_int_equal(engine_load_order_lines(e, v, 2, why), 0);
+    /* A SKU that is not there. */
+    v[0] = line_view("ghost", "zz", 1, ENG_ST_CONFIRMED, 0, 1);
+    assert_int_equal(engine_load_order_lines(e, v, 1, why), 0);
+    assert_non_null(strstr(why, "not loaded"));
+    /* Different orders in one call. */
+    v[0] = line_view("p", "a", 1, ENG_ST_HELD, 0, 2);
+    v[1] = line_view("q", "b", 1, ENG_ST_HELD, 1, 2);
+    assert_int_equal(engine_load_order_lines(e, v, 2, why), 0);
+    /* A whole one loads, and a reload must match it. */
+    v[0] = line_view("ok", "a", 1, ENG_ST_HELD, 0, 2);
+    v[1] = line_view("ok", "b", 2, ENG_ST_HELD, 1, 2);
+    assert_int_equal(engine_load_order_lines(e, v, 2, why), 1);
+    eng_order_view w;
+    assert_true(engine_order_get(e, "ok", &w));
+    assert_int_equal(w.qty, 3);
+    v[1] = line_view("ok", "a", 2, ENG_ST_HELD, 1, 2);
+    assert_int_equal(engine_load_order_lines(e, v, 2, why), 0);  /* line 1 changed SKU */
+    /* Once its SKUs are in service, memory (their one writer) stands. */
+    assert_int_equal(engine_audit_loaded(e, NULL, NULL), 2);  /* "ok" holds units not counted */
+    load_plain(e, "c", 10, 0);
+    load_plain(e, "d", 10, 3);
+    v[0] = line_view("keep", "c", 1, ENG_ST_HELD, 0, 1);
+    assert_int_equal(engine_load_order_lines(e, v, 1, why), 1);
+    v[0] = line_view("other", "d", 3, ENG_ST_CONFIRMED, 0, 1);
+    assert_int_equal(engine_load_order_lines(e, v, 1, why), 1);
+    assert_int_equal(engine_audit_loaded(e, NULL, NULL), 1);  /* c: 0 reserved, 1 held */
+    v[0] = line_view("other", "d", 2, ENG_ST_CONFIRMED, 0, 1);
+    assert_int_equal(engine_load_order_lines(e, v, 1, why), 1);
+    assert_true(engine_order_get(e, "other", &w));
+    assert_int_equal(w.qty, 3);
+    engine_free(e);
+
+    /* Sharded, a line of several is a part: alone is fine. */
+    e = mk();
+    engine_set_parts_mode(e, true);
+    load_plain(e, "a", 10, 1);
+    v[0] = line_view("cart", "a", 1, ENG_ST_HELD, 1, 3);
+    assert_int_equal(engine_load_order_lines(e, v, 1, why), 1);
+    assert_true(engine_part_get(e, "cart", 1, &w));
+    assert_int_equal(engine_audit_loaded(e, NULL, NULL), 0);
+    engine_free(e);
+}
+
+static void note_aside(const char *sku, const char *why, void *arg)
+{
+    (void)why;
+    snprintf(arg, ENG_ID_MAX + 1, "%s", sku);
+}
+
+/* Counters that do not match the orders: the SKU is set aside with its
+ * orders; a cart with a line there leaves too, its other line's units
+ * stay frozen on a SKU that still serves. */
+static void test_audit_sets_sku_aside(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    load_plain(e, "bad", 10, 5);    /* 5 reserved, orders hold 1 */
+    load_plain(e, "good", 10, 3);   /* orders hold 3 */
+    char why[ENG_REASON_MAX + 1];
+    eng_order_view v[2];
+    v[0] = line_view("cart", "bad", 1, ENG_ST_HELD, 0, 2);
+    v[1] = line_view("cart", "good", 2, ENG_ST_HELD, 1, 2);
+    assert_int_equal(engine_load_order_lines(e, v, 2, why), 1);
+    v[0] = line_view("single", "good", 1, ENG_ST_CONFIRMED, 0, 1);
+    assert_int_equal(engine_load_order_lines(e, v, 1, why), 1);
+    char named[ENG_ID_MAX + 1] = "";
+    assert_int_equal(engine_audit_loaded(e, note_aside, named), 1);
+    assert_string_equal(named, "bad");
+    assert_true(engine_knows_sku(e, "bad"));   /* never loaded again */
+    eng_stock_view sv;
+    assert_false(engine_stock_get(e, "bad", &sv));
+    eng_order_view w;
+    assert_false(engine_order_get(e, "cart", &w));
+    assert_true(engine_order_get(e, "single", &w));
+    assert_int_equal(avail(e, "good"), 7);     /* the cart's 2 units stay held */
+    assert_int_equal(engine_expire_due(e, 100000), 0);  /* its hold left with it */
+    eng_op *ops[4] = {op_new(ENG_OP_RESERVE, "n1", "bad", 1), op_new(ENG_OP_SKU_PUT, NULL, "bad", 0),
+                      op_new(ENG_OP_ADJUST, NULL, "bad", 0), op_new(ENG_OP_CONFIRM, "cart", NULL, 0)};
+    ops[0]->hold_ms = 1000;
+    ops[1]->has_own_on_hand = true;
+    ops[2]->delta = 1;
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(engine_submit(e, ops[i], 10), ENG_E_UNAVAILABLE);
+        assert_non_null(strstr(ops[i]->err_aside, "set aside"));
+        free(ops[i]);
+    }
+    /* A cart naming it is refused too. */
+    eng_line_in in[2] = {{"good", 1}, {"bad", 1}};
+    eng_op *c = op_new(ENG_OP_RESERVE, "c2", NULL, 0);
+    c->lines = in;
+    c->n_lines = 2;
+    c->hold_ms = 1000;
+    assert_int_equal(engine_submit(e, c, 10), ENG_E_UNAVAILABLE);
+    free(c);
+    assert_false(engine_supplier_report(e, "bad", 5, 10));
+    char al[4][160];
+    assert_int_equal(aside_alerts(e, al, 4), 1);  /* the SKU's; its orders are in it */
+    assert_string_equal(al[0], "bad/");
+    /* Forgetting (a cluster moved it) drops the entry like any SKU. */
+    assert_true(engine_forget_sku(e, "bad", ENG_E_UNAVAILABLE));
+    assert_false(engine_knows_sku(e, "bad"));
+    engine_free(e);
+}
+
+/* The alerts of rows set aside are never lost to a failed batch, and are
+ * bounded. */
+static void test_aside_alerts_bounded(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    for (int i = 0; i < ENG_ASIDE_ALERTS_MAX + 10; i++) {
+        char sku[16];
+        snprintf(sku, sizeof sku, "s%d", i);
+        assert_int_equal(engine_set_aside_sku(e, sku, "test", NULL), 1);
+    }
+    eng_stats st;
+    engine_stats_get(e, &st);
+    assert_int_equal(st.aside_alerts_dropped, 10);
+    assert_int_equal(st.skus_aside, ENG_ASIDE_ALERTS_MAX + 10);
+    assert_true(engine_has_ready(e));
+    eng_batch *b = engine_next_batch(e, 1);
+    assert_non_null(b);
+    assert_false(eng_batch_is_empty(b));
+    const eng_alert_row *a;
+    assert_int_equal(eng_batch_alert_rows(b, &a), ENG_ASIDE_ALERTS_PER_BATCH);
+    assert_string_equal(a[0].sku, "s0");
+    engine_batch_done(e, b, ENG_ABORTED);       /* they come back, first */
+    b = engine_next_batch(e, 2);
+    assert_int_equal(eng_batch_alert_rows(b, &a), ENG_ASIDE_ALERTS_PER_BATCH);
+    assert_string_equal(a[0].sku, "s0");
+    engine_batch_done(e, b, ENG_UNKNOWN);
+    engine_batch_resolve(e, b, false);          /* not written: back again */
+    size_t total = 0;
+    while ((b = engine_next_batch(e, 3)) != NULL) {
+        total += eng_batch_alert_rows(b, &a);
+        engine_batch_done(e, b, ENG_COMMITTED);
+    }
+    assert_int_equal(total, ENG_ASIDE_ALERTS_MAX);
+    assert_false(engine_has_ready(e));
+    engine_free(e);
+}
+
 static void check_invariants(engine *e)
 {
     for (int s = 0; s < RW_SKUS; s++) {
@@ -1506,6 +1796,11 @@ int main(void)
         cmocka_unit_test(test_cart_abort_and_expiry),
         cmocka_unit_test(test_parts),
         cmocka_unit_test(test_load_lines),
+        cmocka_unit_test(test_row_checks),
+        cmocka_unit_test(test_lone_part_set_aside),
+        cmocka_unit_test(test_bad_order_lines),
+        cmocka_unit_test(test_audit_sets_sku_aside),
+        cmocka_unit_test(test_aside_alerts_bounded),
         cmocka_unit_test(test_random_walk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 
 #include "stockd/log.h"
 
@@ -90,6 +91,55 @@ static void test_burst_is_summarised(void **state)
     free(out);
 }
 
+/* With the loop attached, the summary comes when the window ends, from a
+ * timer: no later line is needed (a quiet loop still reports its burst). */
+static void test_summary_by_timer(void **state)
+{
+    (void)state;
+    log_set_level(LOG_INFO);
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    assert_int_equal(log_attach_loop(base), 0);
+    sleep_past_second();
+    capture_start();
+    for (int i = 0; i < 100; i++)
+        LOG_W("peer: connect failed", "peer", "b");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct timeval limit = {2, 0};
+    event_base_loopexit(base, &limit);
+    /* The loop runs nothing but the log's timer; it exits at the limit. */
+    char *mid = NULL;
+    for (;;) {
+        event_base_loop(base, EVLOOP_ONCE);
+        fflush(stderr);
+        long n = ftell(capture);
+        if (n > 0) {
+            free(mid);
+            mid = calloc(1, (size_t)n + 1);
+            assert_non_null(mid);
+            assert_int_equal(pread(fileno(capture), mid, (size_t)n, 0), n);
+            if (strstr(mid, "msg=log.suppressed"))
+                break;
+        }
+        if (event_base_got_exit(base))
+            break;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    char *out = capture_end();
+    free(mid);
+    assert_int_equal(count_lines_with(out, " msg=\"peer: connect failed\""), 10);
+    assert_int_equal(count_lines_with(out, "msg=log.suppressed"), 1);
+    assert_non_null(strstr(out, "suppressed=90"));
+    assert_non_null(strstr(out, "level=warn msg=log.suppressed"));
+    /* Within the window's second, not at the loop's limit. */
+    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(took < 1.5);
+    free(out);
+    log_detach_loop();
+    event_base_free(base);
+}
+
 static void test_hostile_value_stays_on_one_line(void **state)
 {
     (void)state;
@@ -121,6 +171,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_burst_is_summarised),
+        cmocka_unit_test(test_summary_by_timer),
         cmocka_unit_test(test_hostile_value_stays_on_one_line),
         cmocka_unit_test(test_level_filters),
     };
