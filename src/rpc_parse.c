@@ -153,6 +153,20 @@ static bool get_str(const msgpack_object *v, char *dst, size_t max, bool utf8, r
     return true;
 }
 
+/* A supplier id names the Redis key stock:{supplier}:{sku}: without ':' and
+ * other than "own" (own-warehouse SKUs' keys), the key splits one way. */
+static bool get_supplier_id(const msgpack_object *v, char *dst, rpc_perr *e, const char *f)
+{
+    if (!get_str(v, dst, ENG_ID_MAX, true, e, f))
+        return false;
+    if (strchr(dst, ':') != NULL || strcmp(dst, "own") == 0) {
+        e->problem = "must not contain ':' nor be \"own\" (the cache key stock:{supplier}:{sku} "
+                     "would be ambiguous)";
+        return false;
+    }
+    return true;
+}
+
 static bool get_int(const msgpack_object *v, int64_t lo, int64_t hi, int64_t *out, rpc_perr *e, const char *f)
 {
     e->field = f;
@@ -219,7 +233,7 @@ static bool parse_supplier(const msgpack_object *v, eng_supplier_map *m, rpc_per
         size_t kn = k->via.str.size;
         const char *kp = k->via.str.ptr;
         if (kn == 11 && memcmp(kp, "supplier_id", 11) == 0) {
-            if (!get_str(val, m->supplier_id, ENG_ID_MAX, true, e, "supplier.supplier_id"))
+            if (!get_supplier_id(val, m->supplier_id, e, "supplier.supplier_id"))
                 return false;
             seen |= 1;
         } else if (kn == 8 && memcmp(kp, "offer_id", 8) == 0) {
@@ -440,7 +454,7 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
     case F_LIMIT:
         return get_int(v, 1, RPC_ALERTS_LIMIT_MAX, &pp->limit, e, "limit");
     case F_SUPPLIER_ID:
-        return get_str(v, op->supplier.supplier_id, ENG_ID_MAX, true, e, "supplier_id");
+        return get_supplier_id(v, op->supplier.supplier_id, e, "supplier_id");
     case F_TRUST:
         pp->has_trust = true;
         return get_factor(v, &op->trust.trust, e, "trust");

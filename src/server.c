@@ -1279,6 +1279,10 @@ static bool cache_render(const char *sku, char *key, size_t key_cap, char *value
     /* A broken mapping keeps its key: the storefront reads the same key
      * and sees the supplier figure drop, not a stale value until the TTL. */
     const char *supplier = v.has_map ? v.map.supplier_id : "own";
+    /* Rows older than the rule (rpc_parse: no ':', not "own") get no key
+     * rather than one another SKU's key could equal. */
+    if (v.has_map && (strchr(supplier, ':') != NULL || strcmp(supplier, "own") == 0))
+        return false;
     int kn = snprintf(key, key_cap, "stock:%s:%s", supplier, sku);
     if (kn < 0 || (size_t)kn >= key_cap)
         return false;

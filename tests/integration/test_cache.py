@@ -228,6 +228,32 @@ def test_refresh_visible_within_50ms(make_stockd):
     print("worst refresh after reserve reply: %.2f ms" % (worst * 1000))
 
 
+def test_cache_keys_unambiguous(make_stockd):
+    """stock:{supplier}:{sku} splits one way: a supplier id with ':' (or the
+    own-stock word "own") is refused, so supplier "a" with SKU "b:c" and
+    any other pair never share a key."""
+    url = redis_url()
+    r = redis_client(url)
+    s = make_stockd(args=cache_args(url), name="cache-keys")
+    wait_cache_up(s)
+    tag = "%x" % random.randrange(1 << 30)
+    with s.client() as c:
+        for sid in ("a:b", ":", "own", "x:"):
+            err = c.err("sku.put", {"sku": "k-" + tag, "own_on_hand": 1,
+                                    "supplier": {"supplier_id": sid, "offer_id": 1,
+                                                 "spec_id": "s"}})
+            assert err["code"] == "invalid" and err["field"] == "supplier.supplier_id", err
+            assert "':'" in err["message"], err
+            err = c.err("supplier.put", {"supplier_id": sid, "trust": 0.5})
+            assert err["code"] == "invalid" and err["field"] == "supplier_id", err
+        assert c.err("stock.get", {"sku": "k-" + tag})["code"] == "unknown_sku"
+        # An own-stock SKU whose name has colons keeps its own key.
+        c.ok("sku.put", {"sku": "b:c:" + tag, "own_on_hand": 4})
+    key = "stock:own:b:c:" + tag
+    itestlib.wait_until(lambda: r.get(key) is not None, 2, what="key " + key)
+    assert json.loads(r.get(key))["own_on_hand"] == 4
+
+
 def test_unknown_skus_touch_no_backend(make_stockd):
     url = redis_url()
     r = redis_client(url)
