@@ -2359,7 +2359,7 @@ static void pack_stats(server *s)
     peer_stats ps = {0};
     if (s->peers)
         peer_stats_get(s->peers, &ps);
-    msgpack_pack_map(pk, 11);
+    msgpack_pack_map(pk, 15);
     codec_pack_kv_bool(pk, "sharded", s->ring != NULL);
     codec_pack_kv_int(pk, "nodes", s->ring ? (int64_t)ring_nodes(s->ring, &(const ring_node *){NULL}) : 1);
     char ver[24];
@@ -2372,12 +2372,17 @@ static void pack_stats(server *s)
     codec_pack_kv_int(pk, "fence_drops", (int64_t)s->fence_drops);
     codec_pack_kv_int(pk, "order_lookups", (int64_t)s->order_lookups);
     codec_pack_kv_int(pk, "forget_pending", (int64_t)s->n_forget);
-    codec_pack_kv_int(pk, "peer_inflight", ps.inflight);
-
     conn_stats cst;
     conn_mgr_stats_get(s->cm, &cst);
+    codec_pack_kv_int(pk, "peer_inflight", ps.inflight);
+    /* peer handshakes accepted here / refused here; made by us / failed */
+    codec_pack_kv_int(pk, "peer_auth_ok", (int64_t)s->peer_auth_ok);
+    codec_pack_kv_int(pk, "peer_auth_failed", (int64_t)(s->peer_auth_failed + ps.auth_failures));
+    codec_pack_kv_int(pk, "peer_auth_out_ok", (int64_t)ps.auth_ok);
+    codec_pack_kv_int(pk, "peer_only_refused", (int64_t)s->peer_only_refused);
+
     codec_pack_cstr(pk, "connections");
-    msgpack_pack_map(pk, 10);
+    msgpack_pack_map(pk, 11);
     codec_pack_kv_int(pk, "current", cst.current);
     codec_pack_kv_int(pk, "total", (int64_t)cst.total);
     codec_pack_kv_int(pk, "refused", (int64_t)cst.refused);
@@ -2388,6 +2393,7 @@ static void pack_stats(server *s)
     codec_pack_kv_int(pk, "output_paused", (int64_t)cst.output_paused);
     codec_pack_kv_int(pk, "accept_errors", (int64_t)cst.accept_errors);
     codec_pack_kv_int(pk, "accept_pauses", (int64_t)cst.accept_pauses);
+    codec_pack_kv_int(pk, "values_refused", (int64_t)cst.values_refused);
 
     codec_pack_cstr(pk, "requests");
     uint32_t nm = 0;
