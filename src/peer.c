@@ -38,6 +38,7 @@ typedef struct pcall {
     peer_reply_fn fn;
     void *ctx;
     const char *reason;          /* set when failed and waiting in the defer list */
+    bool sent;                   /* packed onto a proven connection: may have run */
     pconn *pc;
     struct event timer;
     UT_hash_handle hh;
@@ -164,7 +165,10 @@ static void pconn_down(pconn *pc, const char *reason)
     pcall *c, *tmp;
     HASH_ITER(hh, pc->calls, c, tmp) {
         call_detach(pc, c);
-        call_fail_later(p, c, reason);
+        /* A call still waiting for the handshake never left: the peer
+         * cannot have run it, whatever ended the connection. */
+        call_fail_later(p, c, c->sent ? reason
+                              : strcmp(reason, "unauthorized") == 0 ? reason : "unreachable");
     }
 }
 
@@ -176,7 +180,8 @@ static void call_timeout_cb(evutil_socket_t fd, short what, void *arg)
     pconn *pc = c->pc;
     call_detach(pc, c);
     pc->pool->st.failures++;
-    c->fn(c->ctx, NULL, NULL, "timeout");  /* a late reply finds no call */
+    /* a late reply finds no call */
+    c->fn(c->ctx, NULL, NULL, c->sent ? "timeout" : "unreachable");
     call_put(pc->pool, c);
 }
 
@@ -252,6 +257,9 @@ static bool hs_reply(pconn *pc, const rpc_msg *msg)
         evtimer_del(pc->hs_timer);
         p->st.auth_ok++;
         evbuffer_add_buffer(bufferevent_get_output(pc->bev), pc->pending);
+        pcall *c, *tmp;
+        HASH_ITER(hh, pc->calls, c, tmp)
+            c->sent = true;
         return true;
     }
     const msgpack_object *node = codec_map_get(res, "node");
@@ -449,7 +457,8 @@ void peer_call(peer_pool *p, const char *name, const char *host, int port, const
     /* Packed straight into the connection's output buffer once it is up;
      * before, into `pending`, sent when the handshake succeeds. */
     msgpack_packer pk;
-    msgpack_packer_init(&pk, pc->state == PC_UP ? bufferevent_get_output(pc->bev) : pc->pending,
+    c->sent = pc->state == PC_UP;
+    msgpack_packer_init(&pk, c->sent ? bufferevent_get_output(pc->bev) : pc->pending,
                         sb_evbuffer_write);
     codec_pack_request_head(&pk, c->id, method);
     uint32_t n = params_map ? params_map->via.map.size : 0;

@@ -82,6 +82,8 @@ typedef struct req {
     struct req *next_free;        /* free list; cold SKU waiters */
     char owner[RING_NAME_MAX + 1]; /* sharding: the node a forwarded request went to */
     int32_t limit;                /* alerts.list */
+    bool fwd;                     /* sent by a peer: never forwarded again */
+    bool nf_checked;              /* a not_found from memory already asked MariaDB */
     bool cart_routed;             /* an order call the coordinator found to have one SKU and
                                    * routed by it: never handed to the coordinator again */
 } req;
@@ -134,6 +136,7 @@ struct server {
     char **forget;                /* SKUs to drop from memory when idle */
     size_t n_forget, cap_forget;
     uint64_t fwd_calls, fwd_failed, not_owner, fence_drops, order_lookups, ring_changes;
+    uint64_t nf_checks, nf_routed, nf_stale;   /* not_found asked of MariaDB (sharded) */
     supplier_sync *supsync;       /* NULL: supplier sync off (no --supplier-url) */
     supplier_client *supc;        /* shared by sync and purchases (one app key) */
     purchase *purch;
@@ -425,6 +428,8 @@ static req *req_get(server *s)
     r->op.err_line = -1;
     r->next_free = NULL;
     r->cart_routed = false;
+    r->fwd = false;
+    r->nf_checked = false;
     return r;
 }
 
@@ -448,12 +453,16 @@ static void req_finish(server *s, req *r)
     conn_release(c);
 }
 
+static bool nf_verify(server *s, req *r);
+
 /* The engine answered a request: reply and release it. */
 static void done_cb(eng_op *op, void *arg)
 {
     server *s = arg;
     req *r = op->ctx;
     evtimer_del(&r->timer);
+    if (op->err == ENG_E_NOT_FOUND && nf_verify(s, r))
+        return;  /* MariaDB answers (nf_checked_cb) */
     count_at(s, r->m, op->err, r->start_ns);
     if (op->outcome_unknown)
         s->outcome_unknown++;
@@ -1466,6 +1475,16 @@ static void pack_unavailable_owner(server *s, uint32_t msgid, const char *messag
     codec_pack_response_err_tail(&s->pk);
 }
 
+/* A change sent to its owner that may have committed there: the answer
+ * must not say "nothing happened". */
+static void pack_unknown_owner(server *s, uint32_t msgid, const char *message, const char *owner)
+{
+    codec_pack_response_err_head(&s->pk, msgid, "unavailable", message, true, 2);
+    codec_pack_kv_str(&s->pk, "outcome", "unknown");
+    codec_pack_kv_str(&s->pk, "owner", owner);
+    codec_pack_response_err_tail(&s->pk);
+}
+
 /* The engine error named by a relayed error map, for the counters. */
 static int relayed_result(const msgpack_object *error)
 {
@@ -1490,9 +1509,19 @@ static void fwd_reply_cb(void *ctx, const msgpack_object *error, const msgpack_o
     if (reason != NULL) {
         s->fwd_failed++;
         count_at(s, r->m, ENG_E_UNAVAILABLE, r->start_ns);
-        char msg[96];
-        snprintf(msg, sizeof msg, "owner not reachable (%s); retry with the same order_id", reason);
-        pack_unavailable_owner(s, r->msgid, msg, r->owner);
+        char msg[128];
+        if (peer_maybe_ran(reason) && !rpc_method_read_only(r->m)) {
+            /* Sent, and the owner may have committed it before it died or
+             * went silent: only a retry with the same order_id can tell. */
+            s->outcome_unknown++;
+            snprintf(msg, sizeof msg,
+                     "owner %s after the request was sent: outcome unknown; retry with the same "
+                     "order_id", reason);
+            pack_unknown_owner(s, r->msgid, msg, r->owner);
+        } else {
+            snprintf(msg, sizeof msg, "owner not reachable (%s): nothing was done; retry", reason);
+            pack_unavailable_owner(s, r->msgid, msg, r->owner);
+        }
     } else {
         count_at(s, r->m, relayed_result(error), r->start_ns);
         msgpack_pack_array(&s->pk, 4);
@@ -1589,6 +1618,70 @@ static void order_found_cb(const char *order_id, int result, const char *sku, vo
         order_call_fail(cl(r->c)->srv, r, result == 0 ? ENG_E_NOT_FOUND : ENG_E_UNAVAILABLE);
     else
         order_route_sku(cl(r->c)->srv, r, sku);
+}
+
+/* ------------------------------------------------------------ not_found only from the truth
+ *
+ * Sharded: an order missing from this instance's memory is no proof that it
+ * does not exist. Another instance may hold its SKU now (a ring change, two
+ * instances that both believe they own it) and have committed it; our copy
+ * of the SKU is then stale, and only the next commit's fence would tell.
+ * So before answering not_found, MariaDB is asked: no row -> not_found; a
+ * row on a SKU another node owns -> routed there; a row on a SKU we hold ->
+ * our copy is out of date: forgotten (taken over afresh at the next use)
+ * and the client told `unavailable`, retryable. */
+
+static void nf_answer(server *s, req *r, eng_err err, const char *why)
+{
+    r->op.err = err;
+    count_at(s, r->m, err, r->start_ns);
+    if (why != NULL) {
+        codec_pack_response_err_head(&s->pk, r->msgid, eng_err_code(err), why, true, 1);
+        codec_pack_kv_str(&s->pk, "owner", node_at(s, s->self)->name);
+        codec_pack_response_err_tail(&s->pk);
+    } else {
+        pack_eng_error(s, r->msgid, &r->op);
+    }
+    req_finish(s, r);
+}
+
+static void nf_checked_cb(const char *order_id, int result, const char *sku, void *arg)
+{
+    (void)order_id;
+    req *r = arg;
+    server *s = cl(r->c)->srv;
+    if (result == 0) {
+        nf_answer(s, r, ENG_E_NOT_FOUND, NULL);
+    } else if (result < 0) {
+        nf_answer(s, r, ENG_E_UNAVAILABLE, "could not tell whether the order exists (MariaDB); retry");
+    } else if (owner_of(s, sku) != s->self && !r->fwd) {
+        s->nf_routed++;
+        order_route_sku(s, r, sku);
+    } else {
+        s->nf_stale++;
+        forget_later(s, sku);
+        char why[ENG_ID_MAX + 96];
+        snprintf(why, sizeof why, "this instance's copy of sku %s is out of date (taken over "
+                 "elsewhere); retry", sku);
+        nf_answer(s, r, ENG_E_UNAVAILABLE, why);
+    }
+}
+
+/* Starts the check for a request held on its connection (its answer is
+ * then nf_checked_cb's). False when no check is needed: the caller
+ * answers not_found itself. */
+static bool nf_verify(server *s, req *r)
+{
+    if (!sharded(s) || s->st == NULL || !method_is_order(r->m) || r->op.part_lines > 0 ||
+        r->nf_checked)
+        return false;
+    r->nf_checked = true;
+    s->nf_checks++;
+    if (store_find_order_sku(s->st, r->op.order_id, nf_checked_cb, r) != 0) {
+        nf_answer(s, r, ENG_E_BUSY, NULL);
+        return true;
+    }
+    return true;
 }
 
 /* ------------------------------------------------------------ the coordinator (cart.h)
@@ -2120,6 +2213,7 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
     r->start_ns = s->frame_start_ns;
     r->deadline_ms = pp.deadline_ms;
     r->limit = (int32_t)pp.limit;
+    r->fwd = pp.fwd;
     if (sharded(s) && route(s, c, r, msg, m, &pp))
         return;
     local_request(s, c, r, msg->msgid, m, pp.deadline_ms);
@@ -2140,6 +2234,13 @@ static void local_request(server *s, conn *c, req *r, uint32_t msgid, enum metho
         return;
     }
     if (rpc_method_read_only(m)) {
+        eng_order_view ov;
+        if (m == M_ORDER_GET && !order_read(s, op, &ov)) {
+            req_wait(s, c, r, msgid, m, deadline_ms);
+            if (nf_verify(s, r))
+                return;
+            conn_release(c);
+        }
         handle_read_only(s, c, msgid, m, r);
         req_put(s, r);
         return;

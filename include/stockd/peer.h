@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <msgpack.h>
 
@@ -36,8 +37,12 @@ struct event_base;
 
 typedef struct peer_pool peer_pool;
 
-/* reason: NULL on a reply; else "unreachable", "lost", "timeout", "busy",
- * "closing", "unauthorized" (the handshake failed: never sent). */
+/* reason: NULL on a reply; else why there is none. A call that never left
+ * (the peer cannot have run it): "unreachable" (no connection, handshake
+ * not done in time), "unauthorized" (the handshake failed), "busy". A call
+ * that was sent and may or may not have run: "lost" (the connection
+ * ended), "timeout", "closing" (the pool is freed). peer_maybe_ran() tells
+ * the two apart. */
 typedef void (*peer_reply_fn)(void *ctx, const msgpack_object *error,
                               const msgpack_object *result, const char *reason);
 
@@ -64,5 +69,12 @@ typedef struct peer_stats {
 } peer_stats;
 
 void peer_stats_get(const peer_pool *p, peer_stats *out);
+
+/* True when a call that failed with `reason` may have run on the peer. */
+static inline bool peer_maybe_ran(const char *reason)
+{
+    return reason != NULL && (strcmp(reason, "lost") == 0 || strcmp(reason, "timeout") == 0 ||
+                              strcmp(reason, "closing") == 0);
+}
 
 #endif

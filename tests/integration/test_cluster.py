@@ -557,6 +557,47 @@ def test_rolling_change_under_load(cluster):
         len(load.acked), len(load.refused), len(load.events)))
 
 
+def test_stale_copy_never_says_not_found(sharding, make_stockd, make_db):
+    """Split brain, one step at a time: a reserves on a SKU (takes it over),
+    b reserves on it too (takes it over from a and commits), then every
+    call through a on b's order: a's copy of the SKU lacks the order, and
+    a must not say not_found from it: the record (after asking MariaDB and
+    taking the SKU over again) or a retryable error."""
+    db = make_db("stale")
+
+    def start(name):
+        s = make_stockd(db=db, name=name, start=False, args=["--default-deadline-ms", "2000"])
+        s.args += ["--peers", "%s=%s" % (name, s.addr)]
+        return s.start()
+
+    a, b = start("sta"), start("stb")
+    seen = {}
+    with a.client() as ca, b.client() as cb:
+        for round_ in range(5):
+            sku = "st-%d" % round_
+            ca.ok("sku.put", {"sku": sku, "own_on_hand": 10})
+            ca.ok("reserve", {"order_id": "sta-%d" % round_, "sku": sku, "qty": 1})
+            cb.ok("reserve", {"order_id": "stb-%d" % round_, "sku": sku, "qty": 1})
+            for method, params in (("order.get", {"order_id": "stb-%d" % round_, "sku": sku}),
+                                   ("order.get", {"order_id": "stb-%d" % round_}),
+                                   ("confirm", {"order_id": "stb-%d" % round_, "sku": sku}),
+                                   ("release", {"order_id": "stb-%d" % round_, "sku": sku}),
+                                   ("release", {"order_id": "stb-%d" % round_})):
+                for attempt in range(5):  # a retryable answer: a retry after a pause
+                    if attempt:
+                        time.sleep(0.1 * attempt)
+                    err, res = ca.call(method, params)
+                    code = "ok" if err is None else err["code"]
+                    seen[code] = seen.get(code, 0) + 1
+                    assert code != "not_found", (round_, method, params, err)
+                    if err is None or err["code"] == "invalid_state":
+                        break
+                    assert err["retryable"] is True, err
+                else:
+                    raise AssertionError("no answer after 5 tries: %r %r" % (method, err))
+    print("stale copy: answers %r" % seen)
+
+
 def test_split_brain_never_oversells(sharding, make_stockd, make_db):
     """Two instances each believe they alone are the cluster (each --peers
     names only itself), so both claim every SKU. The epoch fence must keep
@@ -638,4 +679,27 @@ def test_split_brain_never_oversells(sharding, make_stockd, make_db):
     assert not wrong, wrong[:5]
     definite = [o for o, code in refused.items() if code != "unavailable" and o in rows]
     assert not definite, "refused reserves left rows: %r" % definite[:10]
-    print("split brain: %d acked, refusals %r, promised %r" % (len(acked), codes, promised))
+
+    # Only the truth says not_found: every call on a committed order, through
+    # either instance, answers its record or a retryable error.
+    said_not_found, answers = [], {}
+    committed = sorted(rows)
+    with a.client(timeout=10) as ca, b.client(timeout=10) as cb:
+        for i, oid in enumerate(committed):
+            c = ca if i % 2 == 0 else cb
+            for method, params in (("order.get", {"order_id": oid}),
+                                   ("order.get", {"order_id": oid, "sku": rows[oid]["sku"]}),
+                                   ("release", {"order_id": oid}),
+                                   ("release", {"order_id": oid, "sku": rows[oid]["sku"]})):
+                err, res = c.call(method, params)
+                code = "ok" if err is None else err["code"]
+                answers[code] = answers.get(code, 0) + 1
+                if err is None:
+                    assert res["order_id"] == oid, res
+                elif code == "not_found":
+                    said_not_found.append((oid, method, params, err))
+                else:
+                    assert err["retryable"] is True, (oid, method, err)
+    assert not said_not_found, "not_found for committed orders: %r" % said_not_found[:5]
+    print("split brain: %d acked, refusals %r, promised %r; calls on committed orders %r" %
+          (len(acked), codes, promised, answers))

@@ -59,6 +59,13 @@ static parsed run(enum method m, bool peer, const kv *f, size_t n)
     r.pe.field = "params";
     r.pe.problem = "invalid";
     r.ok = rpc_parse_params(m, &u.data, peer, &r.op, &r.pp, &r.pe);
+    /* The result is returned by value: a field name kept in pe.unknown
+     * must not be pointed at in this frame's copy. */
+    static char field[sizeof r.pe.unknown];
+    if (r.pe.field == r.pe.unknown) {
+        memcpy(field, r.pe.unknown, sizeof field);
+        r.pe.field = field;
+    }
     rpc_op_free_lines(&r.op);
     msgpack_unpacked_destroy(&u);
     msgpack_sbuffer_destroy(&sb);
