@@ -2,7 +2,7 @@
 // Client. Concurrent calls are pipelined (written together, matched by
 // msgid), so `Promise.all` of many reserves is a batch.
 import net from 'node:net';
-import { decode } from '@msgpack/msgpack';
+import { Decoder } from '@msgpack/msgpack';
 import {
   ConnectionFailed, ConnectionLost, OutcomeUnknown, ProtocolError, Retryable, StockdError, Timeout, fromWire,
 } from './errors.js';
@@ -33,6 +33,9 @@ function reserveArgs(orderId, sku, qtyOrOpts, opts) {
     ? [reserveParams(orderId, sku, qtyOrOpts, opts ?? {}), opts ?? {}]
     : [reserveParams(orderId, sku, undefined, qtyOrOpts ?? {}), qtyOrOpts ?? {}];
 }
+
+// One decoder for every reply (see the encoder in wire.js).
+const decoder = new Decoder();
 
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 
@@ -315,7 +318,7 @@ export class Client {
     while (pos < buf.length) {
       const end = frameEnd(buf, pos, this.maxReplyBytes);
       if (end < 0) break;
-      const m = decode(buf.subarray(pos, end));
+      const m = decoder.decode(buf.subarray(pos, end));
       pos = end;
       if (Array.isArray(m) && m.length === 4 && m[0] === 1 && Number.isInteger(m[1])) {
         const p = conn.pending.get(m[1]);
