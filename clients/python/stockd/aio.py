@@ -170,26 +170,35 @@ class AsyncClient:
             self._window = asyncio.Semaphore(self.pipeline_window)
         async with self._window:
             conn = await self._ensure_connected()
-            self._msgid = 1 if self._msgid >= _wire.MSGID_MAX else self._msgid + 1
-            msgid = self._msgid
-            frame = _wire.request(msgid, method, params, self.token)
-            fut = asyncio.get_running_loop().create_future()
-            conn.pending[msgid] = fut
-            try:
-                conn.writer.write(frame)
-                await asyncio.wait_for(asyncio.shield(fut), timeout_ms / 1000.0)
-            except asyncio.TimeoutError:
-                self._drop(conn, ConnectionLost(
-                    "another call on this connection timed out; outcome unknown",
-                    "transport", True))
-                raise Timeout("no reply from stockd at %s within %d ms; outcome unknown"
-                              % (conn.label, timeout_ms), "timeout", True) from None
-            finally:
-                conn.pending.pop(msgid, None)
-            err, res = fut.result()
+            err, res = await self._start(conn, method, params, timeout_ms)
             if err is not None:
                 raise from_wire(err)
             return res
+
+    def _start(self, conn, method, params, timeout_ms):
+        """Writes one request on conn; returns the future of its (error,
+        result). A timer, not wait_for: a task per call would cost more than
+        the call."""
+        self._msgid = 1 if self._msgid >= _wire.MSGID_MAX else self._msgid + 1
+        msgid = self._msgid
+        frame = _wire.request(msgid, method, params, self.token)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def expire():
+            if fut.done():
+                return
+            conn.pending.pop(msgid, None)
+            fut.set_exception(Timeout("no reply from stockd at %s within %d ms; outcome unknown"
+                                      % (conn.label, timeout_ms), "timeout", True))
+            self._drop(conn, ConnectionLost("another call on this connection timed out; "
+                                            "outcome unknown", "transport", True))
+
+        timer = loop.call_later(timeout_ms / 1000.0, expire)
+        fut.add_done_callback(lambda _f: timer.cancel())
+        conn.pending[msgid] = fut
+        conn.writer.write(frame)
+        return fut
 
     async def _ensure_connected(self):
         if self._connecting is None:
@@ -334,12 +343,30 @@ class AsyncPipeline:
         return self._add(method, params, identity)
 
     async def execute(self):
+        """Sends everything queued, at most pipeline_window at a time; one
+        result per request, in order. The pipeline is empty afterwards."""
         entries, self._entries = self._entries, []
-
-        async def one(method, params, decode):
+        c = self._client
+        out = []
+        for i in range(0, len(entries), c.pipeline_window):
+            chunk = entries[i:i + c.pipeline_window]
             try:
-                return decode(await self._client.call(method, params))
+                conn = await c._ensure_connected()
             except StockdError as e:
-                return e
-
-        return list(await asyncio.gather(*(one(*e) for e in entries)))
+                out += [e] * len(chunk)
+                continue
+            futs = [c._start(conn, method, params, c.timeout_ms) for method, params, _ in chunk]
+            for (_m, _p, decode), r in zip(chunk, await asyncio.gather(*futs,
+                                                                         return_exceptions=True)):
+                if isinstance(r, StockdError):
+                    out.append(r)
+                elif isinstance(r, BaseException):
+                    raise r
+                elif r[0] is not None:
+                    out.append(from_wire(r[0]))
+                else:
+                    try:
+                        out.append(decode(r[1]))
+                    except ProtocolError as e:
+                        out.append(e)
+        return out
