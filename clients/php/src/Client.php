@@ -50,6 +50,8 @@ final class Client
     private string $wbuf = '';
     /** @var array<int, true> sent, no reply yet */
     private array $waiting = [];
+    /** @var array<int, true> in flight when the last connection was lost: wait() says so */
+    private array $lost = [];
     /** @var array<int, array{mixed, mixed}> replies (error, result) not yet taken */
     private array $replies = [];
     /** @var list<array<string, mixed>> order.update records not yet taken */
@@ -307,6 +309,7 @@ final class Client
         $this->sock = null;
         $this->connectedTo = null;
         $this->rbuf = $this->wbuf = '';
+        $this->lost = $this->waiting;
         $this->waiting = $this->replies = [];
         $this->doomed = false;
     }
@@ -352,6 +355,11 @@ final class Client
      */
     public function wait(int $msgid): array
     {
+        if (isset($this->lost[$msgid])) {
+            unset($this->lost[$msgid]);
+            throw new ConnectionLost("the connection was lost with request $msgid in flight; outcome unknown",
+                'transport', true);
+        }
         if (!isset($this->replies[$msgid])) {
             if (!isset($this->waiting[$msgid]) || $this->sock === null) {
                 throw new \LogicException("no request $msgid in flight on this connection");

@@ -52,6 +52,7 @@ class Client:
         self._wbuf = bytearray()
         self._waiting = set()           # msgids sent, no reply yet
         self._replies = {}              # msgid -> (error, result) not yet taken
+        self._lost = set()              # in flight when the last connection was lost
         self._notes = deque()           # order.update records not yet taken
         self.dropped_notifications = 0
         self._msgid = 0
@@ -192,7 +193,8 @@ class Client:
         self._sock = None
         self.endpoint = None
         self._wbuf = bytearray()
-        self._waiting.clear()
+        self._lost = self._waiting
+        self._waiting = set()
         self._replies.clear()
         self._doomed = False
 
@@ -217,6 +219,10 @@ class Client:
         """(error map or None, result) of msgid. Transport failures raise
         (ConnectionLost, Timeout, ProtocolError): every request in flight on
         the connection then has an unknown outcome."""
+        if msgid in self._lost:
+            self._lost.discard(msgid)
+            raise ConnectionLost("the connection was lost with request %d in flight; outcome "
+                                 "unknown" % msgid, "transport", True)
         if msgid not in self._replies:
             if msgid not in self._waiting or self._sock is None:
                 raise RuntimeError("no request %d in flight on this connection" % msgid)
@@ -307,12 +313,17 @@ class Client:
                         return False
                     self._fail(Timeout("no reply from stockd at %s within %d ms; outcome unknown"
                                        % (self.endpoint, self.timeout_ms), "timeout", True))
+            # poll, not select: a process with many sockets may hold fds past FD_SETSIZE.
+            poller = select.poll()
+            poller.register(self._sock, select.POLLIN | (select.POLLOUT if self._wbuf else 0))
             try:
-                r, w, _ = select.select([self._sock], [self._sock] if self._wbuf else [], [],
-                                        timeout)
+                events = poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1))
             except InterruptedError:
                 continue
-            if w:
+            ev = events[0][1] if events else 0
+            w = ev & (select.POLLOUT | select.POLLERR | select.POLLHUP)
+            r = ev & (select.POLLIN | select.POLLERR | select.POLLHUP)
+            if w and self._wbuf:
                 try:
                     k = self._sock.send(self._wbuf)
                 except BlockingIOError:
