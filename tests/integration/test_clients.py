@@ -49,8 +49,9 @@ def need(tool, package):
     return path
 
 
-def run_suite(servers, name, argv, cwd, count):
-    """Runs one suite; asserts it passed; returns its summary line."""
+def run_suite(servers, capsys, name, argv, cwd, count):
+    """Runs one suite; asserts it passed; prints its own count past pytest's
+    capture (so tools/test shows each language's result)."""
     env = dict(os.environ, **servers.env())
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     try:
@@ -62,7 +63,8 @@ def run_suite(servers, name, argv, cwd, count):
         pytest.fail("%s suite exceeded %d s:\n%s\n%s" % (name, SUITE_TIMEOUT_S, out[-6000:],
                                                          servers.tails()))
     summary = count(r.stdout)
-    print("%s client suite: %s (exit %d)" % (name, summary, r.returncode))
+    with capsys.disabled():
+        print("\n%s client suite: %s (exit %d)" % (name, summary, r.returncode))
     if r.returncode != 0:
         pytest.fail("%s client suite failed (exit %d): %s\n%s\n%s"
                     % (name, r.returncode, summary, r.stdout[-8000:], servers.tails()))
@@ -74,18 +76,18 @@ def last_match(pattern, text, default="no count in its output"):
     return found[-1] if found else default
 
 
-def test_php_client(servers):
+def test_php_client(servers, capsys):
     need("php", "php-cli")
     phpunit = need("phpunit", "phpunit")
     r = subprocess.run(["php", "-r", "exit(extension_loaded('msgpack') ? 0 : 1);"], timeout=30)
     if r.returncode != 0:
         itestlib.skip_or_fail("the PHP msgpack extension is not loaded: apt-get install php-msgpack")
-    run_suite(servers, "php", [phpunit, "-c", "phpunit.xml.dist"], os.path.join(CLIENTS, "php"),
-              lambda out: last_match(r"^(OK \(.*\)|Tests: .*)$", out))
+    run_suite(servers, capsys, "php", [phpunit, "-c", "phpunit.xml.dist"],
+              os.path.join(CLIENTS, "php"), lambda out: last_match(r"^(OK \(.*\)|Tests: .*)$", out))
 
 
-def test_python_client(servers):
-    run_suite(servers, "python",
+def test_python_client(servers, capsys):
+    run_suite(servers, capsys, "python",
               [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
               os.path.join(CLIENTS, "python"),
               lambda out: last_match(r"^=*\s*(\d+ (?:passed|failed).*?)\s*=*$", out))
@@ -113,10 +115,10 @@ def npm_ci(node_dir):
     assert r.returncode == 0, "npm ci failed in clients/node:\n" + r.stdout[-4000:]
 
 
-def test_node_client(servers):
+def test_node_client(servers, capsys):
     node = need("node", "nodejs")
     node_dir = os.path.join(CLIENTS, "node")
     npm_ci(node_dir)
-    run_suite(servers, "node", [node, "--test", "--test-reporter=tap", "test/"], node_dir,
-              lambda out: "%s passed, %s failed" % (last_match(r"^# pass (\d+)", out, "?"),
+    run_suite(servers, capsys, "node", [node, "--test", "--test-reporter=tap", "test/"],
+              node_dir, lambda out: "%s passed, %s failed" % (last_match(r"^# pass (\d+)", out, "?"),
                                                    last_match(r"^# fail (\d+)", out, "?")))
