@@ -27,7 +27,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 os.environ.setdefault("STOCKD_BIN", os.path.join(ROOT, "build", "stockd"))
-import itestlib  # noqa: E402
 from itestlib import Db, Stockd  # noqa: E402
 
 SKUS, BATCH = 100, 1000

@@ -122,7 +122,8 @@ class Reader:
                 self.fed += len(part)
                 msgs = list(self.unpacker)
             except (ValueError, msgpack.exceptions.UnpackException) as e:
-                raise ProtocolError("malformed MessagePack from stockd (%s: %s)" % (type(e).__name__, e), "protocol")
+                raise ProtocolError("malformed MessagePack from stockd (%s: %s)"
+                                    % (type(e).__name__, e), "protocol")
             for m in msgs:
                 if (isinstance(m, list) and len(m) == 4 and m[0] == 1
                         and isinstance(m[1], int) and not isinstance(m[1], bool)):

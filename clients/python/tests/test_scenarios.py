@@ -62,10 +62,11 @@ class Kit:
         """One request per client, all sent before any reply is read: a
         result (Order) or the exception, per client."""
         if self.flavor == "async":
-            return await asyncio.gather(*(c.reserve(*a, **kw) for c, (a, kw) in zip(clients, calls)),
-                                        return_exceptions=True)
-        ids = [c.send("reserve", stockd._wire.reserve_params(a[0], a[1], a[2],
-                                                              kw.get("hold_ms"), kw.get("deadline_ms")))
+            return await asyncio.gather(
+                *(c.reserve(*a, **kw) for c, (a, kw) in zip(clients, calls)),
+                return_exceptions=True)
+        ids = [c.send("reserve", stockd._wire.reserve_params(
+                   a[0], a[1], a[2], kw.get("hold_ms"), kw.get("deadline_ms")))
                for c, (a, kw) in zip(clients, calls)]
         for c in clients:
             c.flush()
