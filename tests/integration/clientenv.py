@@ -212,26 +212,29 @@ class Control:
 
 
 # ---------------------------------------------------------------- the cluster
-def cluster_stockd_args():
-    """Flags for every cluster instance. Peer authentication needs one
-    shared secret on each; given only when this stockd knows the flag."""
-    args = ["--default-deadline-ms", "2000"]
+CLUSTER_SECRET = "client-suites-cluster-secret-0123456789abcdef"
+
+
+def cluster_env():
+    """What tools/cluster gets besides the paths: flags for every instance
+    and, when this stockd authenticates its peers, the shared secret (the
+    tool writes it into the instances' secret file)."""
+    env = {"CLUSTER_STOCKD_ARGS": "--default-deadline-ms 2000"}
     try:
         helptext = subprocess.run([itestlib.stockd_bin(), "--help"], capture_output=True,
                                   text=True, timeout=10).stdout
     except OSError:
         helptext = ""
     if "--cluster-secret" in helptext:
-        args += ["--cluster-secret", "client-suites-cluster-secret-0123456789abcdef"]
-    return args
+        env["CLUSTER_SECRET"] = CLUSTER_SECRET
+    return env
 
 
 def start_cluster(work_dir, db_name, n=3):
     """`tools/cluster up n` under work_dir on database db_name; returns
     (haproxy address, {node: address}, stop function)."""
     env = dict(os.environ, CLUSTER_DIR=work_dir, CLUSTER_DB_NAME=db_name,
-               STOCKD_BIN=itestlib.stockd_bin(),
-               CLUSTER_STOCKD_ARGS=" ".join(cluster_stockd_args()))
+               STOCKD_BIN=itestlib.stockd_bin(), **cluster_env())
 
     def run(*args, timeout=90):
         r = subprocess.run([CLUSTER] + [str(a) for a in args], env=env, timeout=timeout,
