@@ -687,7 +687,7 @@ void fk_api_handle(struct evhttp_request *req, void *arg)
     char *seg[5];
     c->st = st;
     c->n = 0;
-    c->now_ms = fk_now_ms();
+    c->now_ms = fk_model_now_ms(st);
     const char *raw = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (!raw || strncmp(raw, "/openapi/", 9) != 0 || strlen(raw + 9) >= sizeof path) {
         st->counters.unknown_api++;
