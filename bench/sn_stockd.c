@@ -200,20 +200,25 @@ static int sd_order(sn_ctx *c, void *st, const sn_event *ev)
     return drain_updates(c, s, UINT32_MAX, 0);
 }
 
-/* Orders still awaiting at the end: notifications, then order.get. */
+/* Orders still awaiting at the end: notifications, and every half second
+ * order.get of those left (a listener can miss a notification: PROTOCOL
+ * says to catch up with order.get), at most SN_SD_FINISH_WAIT_S. */
 static int settle_rest(sn_ctx *c, sd *s)
 {
-    if (drain_updates(c, s, UINT32_MAX, SN_SD_FINISH_WAIT_S * 1000) != 0)
-        return -1;
-    for (uint32_t k = 0; k < c->sc->n_orders && s->awaiting > 0; k++) {
-        if (s->os[k] != OS_AWAITING)
-            continue;
-        char id[96];
-        stockd_order o;
-        sn_order_name(c, k, id, sizeof id);
-        if (stockd_order_get(s->c, id, &o) != STOCKD_OK)
-            return fail(c, s, "order.get", s->c);
-        on_final(c, s, &o);
+    uint64_t deadline = sn_mono_ns() + (uint64_t)SN_SD_FINISH_WAIT_S * 1000000000u;
+    while (s->awaiting > 0 && sn_mono_ns() < deadline) {
+        if (drain_updates(c, s, UINT32_MAX, 500) != 0)
+            return -1;
+        for (uint32_t k = 0; k < c->sc->n_orders && s->awaiting > 0; k++) {
+            if (s->os[k] != OS_AWAITING)
+                continue;
+            char id[96];
+            stockd_order o;
+            sn_order_name(c, k, id, sizeof id);
+            if (stockd_order_get(s->c, id, &o) != STOCKD_OK)
+                return fail(c, s, "order.get", s->c);
+            on_final(c, s, &o);
+        }
     }
     return 0;
 }
