@@ -37,7 +37,86 @@ typedef struct sn_result {
     double answers_per_s;
     uint64_t event_errors;
     sn_minute *minutes;              /* owned copy */
+    json_t *why;                     /* where the cancellations came from (owned) */
 } sn_result;
+
+#define SN_WHY_TOP 8
+
+/* Where a system's cancellations came from: by window of the night (the
+ * inflation of some suppliers around the flash sale, the API peak inside
+ * it) and the SKUs with most of them, with what happened to their offer. */
+static json_t *why_json(const sn_acct *a)
+{
+    const sn_scenario *sc = a->sc;
+    int64_t i0 = sc->peak_from_ms - 5 * SN_MINUTE_MS, i1 = sc->peak_to_ms + 10 * SN_MINUTE_MS;
+    uint64_t win[3] = {0}, win_yes[3] = {0};
+    uint32_t *per = calloc((size_t)sc->n_skus * SN_FATE__N, sizeof *per);
+    if (per == NULL)
+        return json_object();
+    for (uint32_t k = 0; k < sc->n_orders; k++) {
+        const sn_answer_rec *r = &a->rec[k];
+        const sn_event *e = &sc->events[a->order_ev[k]];
+        if (!r->yes)
+            continue;
+        int w = e->t_ms >= sc->peak_from_ms && e->t_ms < sc->peak_to_ms ? 0
+              : e->t_ms >= i0 && e->t_ms < i1 ? 1 : 2;
+        win_yes[w]++;
+        if (r->fate == SN_FATE_NONE)
+            continue;
+        win[w]++;
+        for (uint32_t i = 0; i < e->n_lines; i++)
+            if (r->from_sup[i] > 0 || r->fate == SN_FATE_OWN_SHORT)
+                per[(size_t)e->line_sku[i] * SN_FATE__N + r->fate]++;
+    }
+    json_t *top = json_array();
+    for (int n = 0; n < SN_WHY_TOP; n++) {
+        uint32_t best = UINT32_MAX, best_n = 0;
+        for (uint32_t s = 0; s < sc->n_skus; s++) {
+            uint32_t t = 0;
+            for (int f = 1; f < SN_FATE__N; f++)
+                t += per[(size_t)s * SN_FATE__N + f];
+            if (t > best_n) {
+                best_n = t;
+                best = s;
+            }
+        }
+        if (best == UINT32_MAX)
+            break;
+        const sn_sku *sk = &sc->skus[best];
+        json_t *j = json_pack("{s:i, s:i, s:i}", "sku", (int)best, "cancelled", (int)best_n,
+                              "own", (int)sk->own);
+        json_t *by = json_object();
+        for (int f = 1; f < SN_FATE__N; f++) {
+            uint32_t *v = &per[(size_t)best * SN_FATE__N + f];
+            if (*v)
+                json_object_set_new(by, sn_fate_name((sn_fate)f), json_integer(*v));
+            *v = 0;
+        }
+        json_object_set_new(j, "by", by);
+        if (sk->offer >= 0) {
+            const sn_offer *o = &sc->offers[sk->offer];
+            json_object_set_new(j, "supplier_real_at_start", json_integer(o->real0[sk->spec]));
+            json_object_set_new(j, "inflating_supplier", json_boolean(sc->inflating[o->supplier]));
+            for (uint32_t i = 0; i < sc->n_events; i++) {
+                const sn_event *e = &sc->events[i];
+                if (e->kind == SN_EV_LINK && e->a == (uint32_t)sk->offer &&
+                    (e->action == SN_LINK_OFFLINE || e->spec == sk->spec)) {
+                    static const char *const act[SN_LINK__N] = {"spec_removed", "price", "offline"};
+                    json_object_set_new(j, "link_change", json_string(act[e->action]));
+                    json_object_set_new(j, "link_change_min",
+                                        json_real((double)e->t_ms / SN_MINUTE_MS));
+                }
+            }
+        }
+        json_array_append_new(top, j);
+    }
+    free(per);
+    return json_pack("{s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I}, s:o}",
+                     "peak", "yes", (json_int_t)win_yes[0], "cancelled", (json_int_t)win[0],
+                     "inflation_outside_peak", "yes", (json_int_t)win_yes[1], "cancelled",
+                     (json_int_t)win[1], "rest", "yes", (json_int_t)win_yes[2], "cancelled",
+                     (json_int_t)win[2], "top_skus", top);
+}
 
 uint64_t sn_mono_ns(void)
 {
@@ -337,6 +416,7 @@ static int run_system(sn_ctx *c, const sn_system *sys, sn_result *res, char *err
         res->p99_us = hist_quantile(&c->hist, 0.99);
         res->max_us = hist_quantile(&c->hist, 1.0);
         res->answers_per_s = res->wall_s > 0 ? (double)c->answers / res->wall_s : 0;
+        res->why = why_json(c->acct);
         res->minutes = malloc((sc->p.minutes + 1u) * sizeof *res->minutes);
         if (res->minutes)
             memcpy(res->minutes, c->acct->minutes, (sc->p.minutes + 1u) * sizeof *res->minutes);
@@ -413,6 +493,8 @@ static int write_json(const char *path, const bench_opts *o, const sn_opts *so,
             r[i].wall_s, "latency_us", "p50", (json_int_t)r[i].p50_us, "p99",
             (json_int_t)r[i].p99_us, "max", (json_int_t)r[i].max_us, "supplier_event_errors",
             (json_int_t)r[i].event_errors, "minutes", mins);
+        if (r[i].why)
+            json_object_set(j, "why", r[i].why);
         json_object_set_new(systems, r[i].name, j);
     }
     char digest[24];
@@ -596,8 +678,10 @@ int sn_main(const bench_opts *o, const sn_opts *so)
         exit_rc = 3;
     if (o->plot_path && write_plot(o->plot_path, &sc, res, so->n_systems) != 0 && !exit_rc)
         exit_rc = 3;
-    for (unsigned i = 0; i < so->n_systems; i++)
+    for (unsigned i = 0; i < so->n_systems; i++) {
         free(res[i].minutes);
+        json_decref(res[i].why);
+    }
     free(res);
     free(c.price_changed);
     free(c.link_of_offer);
