@@ -565,7 +565,10 @@ static bool qos_take(fk_state *st, int64_t now_ms)
     double limit = (double)st->cfg.qos_limit_per_s;
     if (limit <= 0)
         return true;
-    st->qos_tokens += (double)(now_ms - st->qos_at_ms) * limit / 1000.0;
+    /* The clock can jump back when a manual clock is set (POST /clock): no
+     * refill then, rather than a debt that refuses everything. */
+    if (now_ms > st->qos_at_ms)
+        st->qos_tokens += (double)(now_ms - st->qos_at_ms) * limit / 1000.0;
     st->qos_at_ms = now_ms;
     if (st->qos_tokens > limit)
         st->qos_tokens = limit;
