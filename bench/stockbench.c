@@ -90,7 +90,7 @@ static const char USAGE[] =
 "  --seed N        random seed                                  [1]\n"
 "\n"
 "salesnight (with --mode salesnight; --skus defaults to 2000, --seed as above):\n"
-"  --systems L     naive,seed,stockd,stockd-checked (any of them, in this order) [all]\n"
+"  --systems L     naive,seed,stockd,stockd-checked: any of them, run in the order given [all]\n"
 "  --minutes M     simulated minutes of the night, 1..1440           [180]\n"
 "  --minute-ms MS  wall milliseconds per simulated minute, 10..60000 [1000]\n"
 "  --orders-per-min R  customer orders per simulated minute outside the flash\n"
