@@ -315,7 +315,10 @@ error:
     return ANS_ERROR;
 }
 
-/* Cancels a confirmed order: its units go back, the row says why. */
+/* Cancels a confirmed order: its own units go back, the row says why.
+ * naive gives the supplier units back too (qty += n, as such code does);
+ * seed does not: its sync after the order has just rewritten the figure,
+ * and adding the order's units on top would count them twice. */
 static int cancel(peer *p, sn_ctx *c, const sn_event *ev, const int32_t *from_own,
                   const int32_t *from_sup, sn_fate why)
 {
@@ -325,7 +328,7 @@ static int cancel(peer *p, sn_ctx *c, const sn_event *ev, const int32_t *from_ow
         return -1;
     for (uint32_t i = 0; i < ev->n_lines; i++)
         if (sqlf(p, "UPDATE %s SET own = own + %d, sup = sup + %d WHERE sku = %" PRIu32,
-                 p->stock, from_own[i], from_sup[i], ev->line_sku[i]) != 0)
+                 p->stock, from_own[i], p->seed ? 0 : from_sup[i], ev->line_sku[i]) != 0)
             return -1;
     if (sqlf(p, "UPDATE %s SET status = '%s' WHERE order_no = %" PRIu32, p->orders,
              sn_fate_name(why), ev->no) != 0)
