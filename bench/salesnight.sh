@@ -47,7 +47,7 @@ done
 out=bench/out
 mkdir -p "$out"
 work=$(mktemp -d /tmp/stockd-salesnight.XXXXXX)
-stack_started=0 stockd_pid= fake_pid=
+stack_started=0 stockd_pid= fake_pid= bench_pid=
 dbs=()
 db_args=()
 
@@ -63,6 +63,7 @@ stop_pid() {
 
 cleanup() {
     set +e
+    stop_pid "$bench_pid"
     stop_pid "$stockd_pid"
     stop_pid "$fake_pid"
     if [ "${BENCH_KEEP:-0}" != 1 ] && [ ${#db_args[@]} -gt 0 ]; then
@@ -131,15 +132,23 @@ start_stockd() {
 cmd=()
 night() {
     local n=$1 plot=()
-    [ "$n" = 1 ] && plot=(--plot "${results%.md}.png")
+    [ "$n" = 1 ] && plot=(--plot "$out/salesnight.png")
     start_stockd "$n"
     cmd=(stockbench --mode salesnight --systems "$systems" --seed "$seed" --skus "$skus"
          --minutes "$minutes" --minute-ms "$minute_ms")
     echo "== night $n: ${cmd[*]}"
+    # In the background and waited for, so that INT/TERM reach the trap at
+    # once and cleanup stops it by pid.
+    local nrc=0
     timeout -k 10 $((minutes * minute_ms / 1000 * 4 + 600)) "$bench_bin" "${cmd[@]:1}" \
         --target "$target" --db "$db_url" --fake "http://127.0.0.1:$fake_ctl" \
         --fake-app-secret "$secret" --fake-token "$token" --json "$out/salesnight-$n.json" \
-        "${plot[@]}" --no-progress | tee "$out/salesnight-$n.txt"
+        "${plot[@]}" --no-progress >"$out/salesnight-$n.txt" 2>&1 &
+    bench_pid=$!
+    wait "$bench_pid" || nrc=$?
+    bench_pid=
+    grep -v '^salesnight .*: minute ' "$out/salesnight-$n.txt" || true
+    return $nrc
 }
 
 rc=0
@@ -155,5 +164,6 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- src include bench tools/fake1688 2>/dev/null || commit="$commit (+ uncommitted changes)"
 commit=${BENCH_COMMIT:-$commit}
 stockd_line="stockd --supplier-url <fake> $stockd_flags (everything else default)"
+cp "$out/salesnight.png" "${results%.md}.png"
 $python bench/salesnight_report.py "$results" "$commit" "${cmd[*]}" "$stockd_line" "${jsons[@]}"
 echo "salesnight: wrote $results and ${results%.md}.png"

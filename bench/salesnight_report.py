@@ -63,9 +63,9 @@ def goals(sy):
                      "other shops bought in the last minutes, so the sync undoes the conditional "
                      "UPDATE's decrement and the next order on that SKU is told yes for units that "
                      "are gone. naive's figure only goes back up at the 5-minute snapshot. The "
-                     "order check catches every such order before it is bought (no failed "
-                     "purchase), but after the customer was told yes: each one is a cancellation "
-                     "and a support alert (`cancelled_by.supplier_short`).")
+                     "order check catches such orders before they are bought, but after the "
+                     "customer was told yes: each one is a cancellation and a support alert "
+                     "(`cancelled_by.supplier_short`).")
         out.append(line)
     if chk:
         ok = chk["oversold"] == 0

@@ -579,7 +579,7 @@ static int write_plot(const char *png, const sn_scenario *sc, const sn_result *r
         return -1;
     double f0 = (double)sc->p.flash_at_min, f1 = f0 + sc->p.flash_min;
     fprintf(f,
-            "set terminal pngcairo size 1400,560 font 'sans,10'\n"
+            "set terminal pngcairo size 1400,560 font 'sans,10' noenhanced\n"
             "set output '%s'\n"
             "set multiplot layout 1,2 title 'sales night (seed %" PRIu64 ", %u SKUs, %u simulated "
             "minutes; shaded: flash sale)'\n"
