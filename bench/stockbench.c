@@ -8,6 +8,7 @@
  * mode could not run at all.
  */
 #include "bench.h"
+#include "sn_sys.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <mysql.h>
 
 #ifndef STOCKD_VERSION
@@ -39,6 +41,9 @@ static const char USAGE[] =
 "  mariadb-row   per order: START TRANSACTION; UPDATE ... WHERE qty >= ?; INSERT; COMMIT\n"
 "  redis-lua     one EVALSHA checks, decrements and records the order\n"
 "  seed-lock     Redis lock (SET NX PX, retry+backoff) + cache + MariaDB UPDATE/INSERT\n"
+"  salesnight    (--mode only) a seeded, time-compressed sales night against fake1688,\n"
+"                played against each of --systems and judged against the ground truth:\n"
+"                oversell, undersell, support load (see bench/README.md, Sales night)\n"
 "\n"
 "where:\n"
 "  --target HOST:PORT[,HOST:PORT...]  stockd (ping, stockd); connections round-robin\n"
@@ -83,6 +88,19 @@ static const char USAGE[] =
 "  --warmup S      seconds run but not measured                 [1]\n"
 "  --drain S       wait this long for in-flight replies at the end  [10]\n"
 "  --seed N        random seed                                  [1]\n"
+"\n"
+"salesnight (with --mode salesnight; --skus defaults to 2000, --seed as above):\n"
+"  --systems L     naive,seed,stockd,stockd-checked: any of them, run in the order given [all]\n"
+"  --minutes M     simulated minutes of the night, 1..1440           [180]\n"
+"  --minute-ms MS  wall milliseconds per simulated minute, 10..60000 [1000]\n"
+"  --orders-per-min R  customer orders per simulated minute outside the flash\n"
+"                  sale (6x during it), 0.1..10000                   [25]\n"
+"  --fake URL      fake1688's control API   [$STOCKD_FAKE1688_CONTROL]\n"
+"  --fake-app-key K, --fake-app-secret S, --fake-token T  its gateway credentials\n"
+"                  [$STOCKD_FAKE1688_APP_KEY, _APP_SECRET, _ACCESS_TOKEN]\n"
+"  --settle S      stockd: wait up to S s for each order's purchase   [2]\n"
+"  --stockd-flags  print the stockd flags that scale its supplier timers to\n"
+"                  --minute-ms, and exit\n"
 "\n"
 "output:\n"
 "  --json FILE     write the results as JSON\n"
@@ -279,7 +297,8 @@ enum {
     OPT_SKUS, OPT_DIST, OPT_QTY, OPT_STOCK, OPT_HOLD, OPT_CONNS, OPT_PIPE, OPT_DURATION,
     OPT_REQUESTS, OPT_RATE, OPT_WARMUP, OPT_DRAIN, OPT_SEED, OPT_JSON, OPT_PLOT, OPT_KEEP,
     OPT_NO_PROGRESS, OPT_VERSION, OPT_MIX, OPT_SKU_PREFIX, OPT_NO_SETUP, OPT_RING_AWARE,
-    OPT_LINES,
+    OPT_LINES, OPT_SYSTEMS, OPT_MINUTES, OPT_MINUTE_MS, OPT_OPM, OPT_FAKE, OPT_FAKE_KEY,
+    OPT_FAKE_SECRET, OPT_FAKE_TOKEN, OPT_SETTLE, OPT_STOCKD_FLAGS,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -314,6 +333,16 @@ static const struct option LONG_OPTS[] = {
     {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
+    {"systems", required_argument, NULL, OPT_SYSTEMS},
+    {"minutes", required_argument, NULL, OPT_MINUTES},
+    {"minute-ms", required_argument, NULL, OPT_MINUTE_MS},
+    {"orders-per-min", required_argument, NULL, OPT_OPM},
+    {"fake", required_argument, NULL, OPT_FAKE},
+    {"fake-app-key", required_argument, NULL, OPT_FAKE_KEY},
+    {"fake-app-secret", required_argument, NULL, OPT_FAKE_SECRET},
+    {"fake-token", required_argument, NULL, OPT_FAKE_TOKEN},
+    {"settle", required_argument, NULL, OPT_SETTLE},
+    {"stockd-flags", no_argument, NULL, OPT_STOCKD_FLAGS},
     {NULL, 0, NULL, 0},
 };
 
@@ -335,13 +364,129 @@ static void opts_default(bench_opts *o)
     o->progress = isatty(STDOUT_FILENO) == 1;
 }
 
+/* The sales night's own options (sn_sys.h), parsed next to the others. */
+typedef struct sn_cli {
+    bool on;                         /* --mode salesnight */
+    bool skus_given, print_flags;
+    bool used;                       /* a salesnight-only option was given */
+    sn_opts so;
+} sn_cli;
+
+static int parse_str(const char *opt, const char *arg, char *dst, size_t cap)
+{
+    if (strlen(arg) == 0 || strlen(arg) >= cap)
+        return usage_error("%s: 1..%zu bytes", opt, cap - 1);
+    snprintf(dst, cap, "%s", arg);
+    return 0;
+}
+
+static int parse_systems(const char *s, sn_opts *so)
+{
+    static const char *const known[SN_SYSTEMS_MAX] = {"naive", "seed", "stockd", "stockd-checked"};
+    char buf[256];
+    if (strlen(s) >= sizeof buf)
+        return usage_error("--systems: list too long");
+    snprintf(buf, sizeof buf, "%s", s);
+    so->n_systems = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int k = 0;
+        while (k < SN_SYSTEMS_MAX && strcmp(t, known[k]) != 0)
+            k++;
+        if (k == SN_SYSTEMS_MAX)
+            return usage_error("--systems: unknown system '%s' (naive, seed, stockd, stockd-checked)", t);
+        for (unsigned i = 0; i < so->n_systems; i++)
+            if (strcmp(so->systems[i], t) == 0)
+                return usage_error("--systems: '%s' given twice", t);
+        snprintf(so->systems[so->n_systems++], sizeof so->systems[0], "%s", t);
+    }
+    return so->n_systems ? 0 : usage_error("--systems: empty");
+}
+
+static int apply_sn_opt(int c, const char *arg, sn_cli *sn)
+{
+    uint64_t u = 0;
+    int rc;
+    sn_opts *so = &sn->so;
+    sn->used = true;
+    switch (c) {
+    case OPT_SYSTEMS: return parse_systems(arg, so);
+    case OPT_MINUTES:
+        rc = parse_u64("--minutes", arg, 1, SN_MINUTES_MAX, &u);
+        so->minutes = (uint32_t)u;
+        return rc;
+    case OPT_MINUTE_MS: return parse_dbl("--minute-ms", arg, 10, 60000, &so->minute_ms);
+    case OPT_OPM: return parse_dbl("--orders-per-min", arg, 0.1, 10000, &so->orders_per_min);
+    case OPT_FAKE:
+        if (strncmp(arg, "http://", 7) != 0)
+            return usage_error("--fake: '%s' is not http://IP:PORT", arg);
+        return parse_str("--fake", arg, so->fake_url, sizeof so->fake_url);
+    case OPT_FAKE_KEY: return parse_str("--fake-app-key", arg, so->app_key, sizeof so->app_key);
+    case OPT_FAKE_SECRET:
+        return parse_str("--fake-app-secret", arg, so->app_secret, sizeof so->app_secret);
+    case OPT_FAKE_TOKEN: return parse_str("--fake-token", arg, so->token, sizeof so->token);
+    case OPT_SETTLE: return parse_dbl("--settle", arg, 0, 60, &so->settle_s);
+    case OPT_STOCKD_FLAGS: sn->print_flags = true; return 0;
+    default: return usage_error("unknown option");
+    }
+}
+
+static void sn_defaults(sn_cli *sn)
+{
+    memset(sn, 0, sizeof *sn);
+    sn->so.minutes = 180;
+    sn->so.minute_ms = 1000;
+    sn->so.orders_per_min = 25;
+    sn->so.settle_s = 2;
+    parse_systems("naive,seed,stockd,stockd-checked", &sn->so);
+}
+
+/* Environment defaults of the fake's URL and credentials (tools/stack env). */
+static int sn_finish(sn_cli *sn, bench_opts *o)
+{
+    sn_opts *so = &sn->so;
+    struct { char *dst; size_t cap; const char *env, *def; } e[] = {
+        {so->fake_url, sizeof so->fake_url, "STOCKD_FAKE1688_CONTROL", ""},
+        {so->app_key, sizeof so->app_key, "STOCKD_FAKE1688_APP_KEY", "1000000"},
+        {so->app_secret, sizeof so->app_secret, "STOCKD_FAKE1688_APP_SECRET", "test123"},
+        {so->token, sizeof so->token, "STOCKD_FAKE1688_ACCESS_TOKEN", "TESTTOKEN"},
+    };
+    for (size_t i = 0; i < sizeof e / sizeof e[0]; i++) {
+        const char *v = getenv(e[i].env);
+        if (e[i].dst[0] == '\0')
+            snprintf(e[i].dst, e[i].cap, "%s", v && v[0] ? v : e[i].def);
+    }
+    if (!sn->on) {
+        if (sn->used)
+            return usage_error("--systems, --minutes, --fake ... need --mode salesnight");
+        return 0;
+    }
+    if (!sn->skus_given)
+        o->skus = 2000;
+    if (sn->print_flags)
+        return 0;
+    if (so->fake_url[0] == '\0')
+        return usage_error("salesnight needs --fake (or STOCKD_FAKE1688_CONTROL: tools/stack env)");
+    if (o->lines || o->hold_ms || o->has_mix || o->rate > 0 || o->sku_prefix[0])
+        return usage_error("salesnight makes its own workload: no --lines, --hold-ms, --mix, "
+                           "--rate, --sku-prefix");
+    return 0;
+}
+
 /* One option; 0, 1 (help/version printed: exit 0) or -1 (usage error). */
-static int apply_opt(int c, const char *arg, bench_opts *o, bool *db_given, bool *redis_given)
+static int apply_opt(int c, const char *arg, bench_opts *o, bool *db_given, bool *redis_given,
+                     sn_cli *sn)
 {
     uint64_t u = 0;
     int rc = 0;
+    if (c >= OPT_SYSTEMS && c <= OPT_STOCKD_FLAGS)
+        return apply_sn_opt(c, arg, sn);
     switch (c) {
     case OPT_MODE:
+        if (strcmp(arg, "salesnight") == 0) {
+            sn->on = true;
+            return 0;
+        }
         if (parse_modes("--mode", arg, o) != 0)
             return -1;
         if (o->n_modes != 1)
@@ -362,7 +507,11 @@ static int apply_opt(int c, const char *arg, bench_opts *o, bool *db_given, bool
             return usage_error("--admin-token: 1..127 bytes");
         snprintf(o->admin_token, sizeof o->admin_token, "%s", arg);
         return 0;
-    case OPT_SKUS: rc = parse_u64("--skus", arg, 1, BENCH_SKUS_MAX, &u); o->skus = (uint32_t)u; return rc;
+    case OPT_SKUS:
+        sn->skus_given = true;
+        rc = parse_u64("--skus", arg, 1, BENCH_SKUS_MAX, &u);
+        o->skus = (uint32_t)u;
+        return rc;
     case OPT_DIST: return parse_dist(arg, o);
     case OPT_MIX: return parse_mix(arg, o);
     case OPT_SKU_PREFIX:
@@ -427,9 +576,10 @@ static int finish_opts(bench_opts *o, bool db_given, bool redis_given)
     return 0;
 }
 
-static int parse_args(int argc, char **argv, bench_opts *o)
+static int parse_args(int argc, char **argv, bench_opts *o, sn_cli *sn)
 {
     opts_default(o);
+    sn_defaults(sn);
     bool db_given = false, redis_given = false;
     opterr = 0;
     int c;
@@ -438,25 +588,39 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             return usage_error("unknown option '%s'", argv[optind - 1]);
         if (c == ':')
             return usage_error("option '%s' needs a value", argv[optind - 1]);
-        int rc = apply_opt(c, optarg, o, &db_given, &redis_given);
+        int rc = apply_opt(c, optarg, o, &db_given, &redis_given, sn);
         if (rc != 0)
             return rc;
     }
     if (optind < argc)
         return usage_error("unexpected argument '%s'", argv[optind]);
+    if (sn_finish(sn, o) != 0)
+        return -1;
     return finish_opts(o, db_given, redis_given);
 }
 
 int main(int argc, char **argv)
 {
     static bench_opts o;
-    int prc = parse_args(argc, argv, &o);
+    static sn_cli sn;
+    int prc = parse_args(argc, argv, &o, &sn);
     if (prc != 0)
         return prc > 0 ? 0 : 2;
+    if (sn.on && sn.print_flags) {
+        sn_print_stockd_flags(&sn.so);
+        return 0;
+    }
     signal(SIGPIPE, SIG_IGN);
     if (mysql_library_init(0, NULL, NULL) != 0) {
         fprintf(stderr, "stockbench: mysql_library_init failed\n");
         return 3;
+    }
+    if (sn.on) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        int rc = sn_main(&o, &sn.so);
+        curl_global_cleanup();
+        mysql_library_end();
+        return rc;
     }
     double *zipf = NULL;
     if (o.zipf_s > 0 && (zipf = bench_zipf_cdf(o.skus, o.zipf_s)) == NULL) {

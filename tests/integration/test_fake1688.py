@@ -461,6 +461,32 @@ def test_reported_lags(fk):
     assert fk.sku_state()["real"] == 10 and reported(fk) == 3
 
 
+def test_manual_clock_drives_the_lag(fk):
+    """POST /clock: a simulator's time, not the wall clock, ages the reported
+    figure, so a replayed night sees the same figures."""
+    fk.ok("POST", "/clock", {"now_ms": 0})
+    fk.ok("POST", "/catalogue", {"products": [product()]})
+    fk.ok("POST", "/config", {"lag_ms": 60000})
+    fk.ok("POST", "/stock", {"offer_id": OFFER, "spec_id": SPEC, "real": 5})
+    assert reported(fk) == 20
+    fk.ok("POST", "/clock", {"now_ms": 59999})
+    assert reported(fk) == 20
+    fk.ok("POST", "/clock", {"now_ms": 60000})
+    assert reported(fk) == 5
+    assert fk.ok("GET", "/clock")["now_ms"] == 60000
+    st, d = fk.ctl("POST", "/clock", {"now_ms": 10})
+    assert st == 400 and "backwards" in d["error"], d
+    for bad in ({}, {"now_ms": -1}, {"now_ms": "1"}, {"manual": 1}, {"manual": False, "now_ms": 5}):
+        st, d = fk.ctl("POST", "/clock", bad)
+        assert st == 400, (bad, d)
+    fk.ok("POST", "/clock", {"manual": False})
+    c = fk.ok("GET", "/clock")
+    assert c["manual"] is False and c["now_ms"] > 1600000000000, c
+    fk.ok("POST", "/clock", {"now_ms": 5})
+    fk.ok("POST", "/reset", {})
+    assert fk.ok("GET", "/clock")["manual"] is False
+
+
 # ---- faults ----------------------------------------------------------------------
 
 def test_fault_queue(fk):

@@ -565,7 +565,10 @@ static bool qos_take(fk_state *st, int64_t now_ms)
     double limit = (double)st->cfg.qos_limit_per_s;
     if (limit <= 0)
         return true;
-    st->qos_tokens += (double)(now_ms - st->qos_at_ms) * limit / 1000.0;
+    /* The clock can jump back when a manual clock is set (POST /clock): no
+     * refill then, rather than a debt that refuses everything. */
+    if (now_ms > st->qos_at_ms)
+        st->qos_tokens += (double)(now_ms - st->qos_at_ms) * limit / 1000.0;
     st->qos_at_ms = now_ms;
     if (st->qos_tokens > limit)
         st->qos_tokens = limit;
@@ -687,7 +690,7 @@ void fk_api_handle(struct evhttp_request *req, void *arg)
     char *seg[5];
     c->st = st;
     c->n = 0;
-    c->now_ms = fk_now_ms();
+    c->now_ms = fk_model_now_ms(st);
     const char *raw = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (!raw || strncmp(raw, "/openapi/", 9) != 0 || strlen(raw + 9) >= sizeof path) {
         st->counters.unknown_api++;

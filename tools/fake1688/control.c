@@ -630,6 +630,41 @@ static int do_reset(ctl *c)
     st->faults.http5xx_status = 503;
     st->faults.timeout_hold_ms = 30000;
     st->qos_tokens = 0;
+    st->clock_manual = false;
+    st->clock_ms = 0;
+    return 200;
+}
+
+/* GET /clock; POST /clock {"now_ms": N} sets the manual clock (never
+ * backwards: the lag history is ordered by time), {"manual": false} goes
+ * back to the wall clock. */
+static int do_clock(ctl *c, json_t **out)
+{
+    fk_state *st = c->st;
+    if (c->body) {
+        json_t *m = json_object_get(c->body, "manual");
+        json_t *n = json_object_get(c->body, "now_ms");
+        if (m && !json_is_boolean(m))
+            return fail(c, 400, "manual must be a boolean");
+        if (m && json_is_false(m)) {
+            if (n)
+                return fail(c, 400, "now_ms needs the manual clock");
+            st->clock_manual = false;
+        } else if (n) {
+            if (!json_is_integer(n) || json_integer_value(n) < 0 ||
+                json_integer_value(n) > INT64_C(1) << 50)
+                return fail(c, 400, "now_ms must be an integer 0..2^50");
+            int64_t v = json_integer_value(n);
+            if (st->clock_manual && v < st->clock_ms)
+                return fail(c, 400, "now_ms may not go backwards (POST /reset first)");
+            st->clock_manual = true;
+            st->clock_ms = v;
+        } else {
+            return fail(c, 400, "give now_ms, or manual: false");
+        }
+    }
+    *out = json_pack("{s:b, s:I}", "manual", st->clock_manual, "now_ms",
+                     (json_int_t)fk_model_now_ms(st));
     return 200;
 }
 
@@ -660,6 +695,8 @@ static int route(ctl *c, json_t **out)
         return do_link(c, out);
     if (strcmp(p, "/config") == 0)
         return do_config(c, out);
+    if (strcmp(p, "/clock") == 0)
+        return do_clock(c, out);
     if (strcmp(p, "/faults") == 0)
         return do_faults(c, out);
     if (get && strcmp(p, "/counters") == 0)
@@ -676,7 +713,7 @@ static int route(ctl *c, json_t **out)
 void fk_control_handle(struct evhttp_request *req, void *arg)
 {
     ctl c = {.st = arg, .req = req, .method = evhttp_request_get_command(req),
-             .now_ms = fk_now_ms()};
+             .now_ms = fk_model_now_ms(arg)};
     json_t *out = NULL;
     int status;
     c.path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));

@@ -200,10 +200,17 @@ typedef struct fk_state {
     fk_push *push_sending;         /* the one delivery in flight, owned */
     struct event *push_timer, *sweep_timer;
     bool quiet;
+    /* POST /clock: a simulator drives the model's time (lag, order ages,
+     * the rate limit) so that a replayed run sees the same figures; reply
+     * latency and push delays stay on the wall clock. */
+    bool clock_manual;
+    int64_t clock_ms;
 } fk_state;
 
 /* main.c */
 int64_t fk_now_ms(void);
+/* The model's time: the manual clock when one is set, else fk_now_ms(). */
+int64_t fk_model_now_ms(const fk_state *st);
 double fk_rand01(fk_state *st);
 void fk_count_code(fk_state *st, const char *code);
 /* Sends status + body (taking ownership of body) after the configured

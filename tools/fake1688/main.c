@@ -47,6 +47,11 @@ int64_t fk_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t fk_model_now_ms(const fk_state *st)
+{
+    return st->clock_manual ? st->clock_ms : fk_now_ms();
+}
+
 double fk_rand01(fk_state *st)
 {
     /* xorshift64*: tests set the seed, so fault patterns are repeatable. */
@@ -410,5 +415,5 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    fk_orders_sweep(arg, fk_now_ms());
+    fk_orders_sweep(arg, fk_model_now_ms(arg));
 }
