@@ -455,11 +455,7 @@ static void utf8_copy_cut(char *dst, const char *src, size_t cap)
     dst[n] = '\0';
 }
 
-/* why := the formatted sentence, cut at a UTF-8 boundary to
- * ENG_REASON_MAX bytes (it may name SKUs and orders: it goes to alerts). */
-static void why_fmt(char why[ENG_REASON_MAX + 1], const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void why_fmt(char why[ENG_REASON_MAX + 1], const char *fmt, ...)
+void eng_why_fmt(char why[ENG_REASON_MAX + 1], const char *fmt, ...)
 {
     char buf[4 * ENG_REASON_MAX];
     va_list ap;
@@ -1083,28 +1079,28 @@ bool eng_sku_row_valid(const eng_counters *c, eng_mapping mapping, const eng_sup
              {"supplier_reserved", c->supplier_reserved}};
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
         if (f[i].v < 0 || f[i].v > ENG_STOCK_MAX) {
-            why_fmt(why, "%s %lld is out of range 0..%lld", f[i].name,
+            eng_why_fmt(why, "%s %lld is out of range 0..%lld", f[i].name,
                      (long long)f[i].v, (long long)ENG_STOCK_MAX);
             return false;
         }
     }
     if (c->own_reserved > c->own_on_hand) {
-        why_fmt(why, "own_reserved %lld exceeds own_on_hand %lld",
+        eng_why_fmt(why, "own_reserved %lld exceeds own_on_hand %lld",
                  (long long)c->own_reserved, (long long)c->own_on_hand);
         return false;
     }
     if (mapping < 0 || mapping >= ENG_MAP_COUNT_) {
-        why_fmt(why, "unknown mapping");
+        eng_why_fmt(why, "unknown mapping");
         return false;
     }
     if ((mapping == ENG_MAP_OK || mapping == ENG_MAP_BROKEN) &&
         (map == NULL || map->supplier_id[0] == '\0')) {
-        why_fmt(why, "mapping %s without a supplier_id",
+        eng_why_fmt(why, "mapping %s without a supplier_id",
                  eng_mapping_name(mapping));
         return false;
     }
     if (map != NULL && (map->cap < -1 || map->cap > ENG_STOCK_MAX)) {
-        why_fmt(why, "supplier_cap %lld is out of range",
+        eng_why_fmt(why, "supplier_cap %lld is out of range",
                  (long long)map->cap);
         return false;
     }
@@ -1207,7 +1203,7 @@ bool eng_order_row_valid(const eng_order_view *v, char why[ENG_REASON_MAX + 1])
         bad = "negative purchased_at";
     if (bad == NULL)
         return true;
-    why_fmt(why, "line %d: %s", (int)v->line_no, bad);
+    eng_why_fmt(why, "line %d: %s", (int)v->line_no, bad);
     return false;
 }
 
@@ -1377,7 +1373,7 @@ int engine_set_aside_sku(engine *e, const char *sku, const char *why, size_t *or
             if (order_inflight(o->head))
                 return -1;
         char note[ENG_REASON_MAX + 1];
-        why_fmt(note, "its SKU %s is set aside", sku);
+        eng_why_fmt(note, "its SKU %s is set aside", sku);
         sku_clear(e, s, ENG_E_UNAVAILABLE, note, orders_out);
         free(s->map);
         s->map = NULL;
@@ -1420,7 +1416,7 @@ int engine_audit_loaded(engine *e, void (*fn)(const char *sku, const char *why, 
         if (own == s->c.own_reserved && sup == s->c.supplier_reserved)
             continue;
         char why[ENG_REASON_MAX + 1];
-        why_fmt(why,
+        eng_why_fmt(why,
                  "counters do not match its orders: own_reserved %lld, orders %lld; "
                  "supplier_reserved %lld, orders %lld",
                  (long long)s->c.own_reserved, (long long)own,
@@ -1438,30 +1434,30 @@ int engine_load_order_lines(engine *e, const eng_order_view *v, size_t n,
                             char why[ENG_REASON_MAX + 1])
 {
     if (n == 0 || n > ENG_LINES_MAX) {
-        why_fmt(why, "%zu stored lines (1..%d)", n, ENG_LINES_MAX);
+        eng_why_fmt(why, "%zu stored lines (1..%d)", n, ENG_LINES_MAX);
         return 0;
     }
     bool held = false, ended = false;
     for (size_t i = 0; i < n; i++) {
         if (strcmp(v[i].order_id, v[0].order_id) != 0) {
-            why_fmt(why, "lines of different orders");
+            eng_why_fmt(why, "lines of different orders");
             return 0;
         }
         if (!eng_order_row_valid(&v[i], why))
             return 0;
         if (v[i].n_lines != v[0].n_lines) {
-            why_fmt(why, "its lines disagree on n_lines (%d, %d)",
+            eng_why_fmt(why, "its lines disagree on n_lines (%d, %d)",
                      (int)v[0].n_lines, (int)v[i].n_lines);
             return 0;
         }
         if (i > 0 && v[i].line_no <= v[i - 1].line_no) {
-            why_fmt(why, "line %d is stored twice or out of order",
+            eng_why_fmt(why, "line %d is stored twice or out of order",
                      (int)v[i].line_no);
             return 0;
         }
         const eng_sku *s = sku_find(e, v[i].sku);
         if (s == NULL || !s->exists || s->aside) {
-            why_fmt(why, "line %d: its SKU %s is %s", (int)v[i].line_no,
+            eng_why_fmt(why, "line %d: its SKU %s is %s", (int)v[i].line_no,
                      v[i].sku, s != NULL && s->aside ? "set aside" : "not loaded");
             return 0;
         }
@@ -1504,7 +1500,7 @@ int engine_load_order_lines(engine *e, const eng_order_view *v, size_t n,
             l = o->part || !order_is_cart(o) ? o : order_line((eng_order *)o, v[i].line_no);
         if (o != NULL && (o->part != parts || o->n_lines != v[i].n_lines ||
                           (l != NULL && l->sku != s) || order_inflight(o))) {
-            why_fmt(why, "line %d does not match the order in memory",
+            eng_why_fmt(why, "line %d does not match the order in memory",
                      (int)v[i].line_no);
             return 0;
         }

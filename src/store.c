@@ -1928,27 +1928,6 @@ static void show_bytes(char *out, size_t out_size, const char *p, size_t n)
     out[k] = '\0';
 }
 
-/* why := the formatted sentence, cut at a UTF-8 boundary to
- * ENG_REASON_MAX bytes (it goes to the log and to alerts). */
-static void why_fmt(char why[ENG_REASON_MAX + 1], const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void why_fmt(char why[ENG_REASON_MAX + 1], const char *fmt, ...)
-{
-    char buf[4 * ENG_REASON_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    size_t n = strlen(buf);
-    if (n > ENG_REASON_MAX) {
-        n = ENG_REASON_MAX;
-        while (n > 0 && ((unsigned char)buf[n] & 0xC0) == 0x80)
-            n--;
-    }
-    memcpy(why, buf, n);
-    why[n] = '\0';
-}
-
 /* A column as an id: 1..ENG_ID_MAX bytes of UTF-8 without NUL (what a
  * client could have sent: rpc_parse.h). */
 static bool col_id(MYSQL_ROW row, const unsigned long *len, int i, char out[ENG_ID_MAX + 1])
@@ -1988,7 +1967,7 @@ static bool bad_col(char why[ENG_REASON_MAX + 1], const char *col, MYSQL_ROW row
         show_bytes(v, sizeof v, row[i], len[i]);
     else
         snprintf(v, sizeof v, "NULL");
-    why_fmt(why, "%s '%s' %s", col, v, what);
+    eng_why_fmt(why, "%s '%s' %s", col, v, what);
     return false;
 }
 
@@ -2154,7 +2133,7 @@ static int load_sku_row(engine *e, MYSQL_ROW row, const unsigned long *len, char
     if (parse_sku_row(row, len, &r, why)) {
         if (engine_load_sku(e, r.sku, &r.c, r.mapping, store_sku_row_map(&r), r.epoch))
             return 0;
-        why_fmt(why, "refused by the engine (stored twice?)");
+        eng_why_fmt(why, "refused by the engine (stored twice?)");
     }
     if (aside_sku(e, r.sku, why) == 0)
         return 0;
@@ -2308,7 +2287,7 @@ static int group_flush(order_group *g, engine *e, uint64_t *loaded, char *err, s
     /* A SKU whose line cannot be read cannot have its counters checked. */
     for (size_t i = 0; i < g->n_blind && rc == 0; i++) {
         char why[ENG_REASON_MAX + 1];
-        why_fmt(why, "order %s cannot be read (%s)", name, g->why);
+        eng_why_fmt(why, "order %s cannot be read (%s)", name, g->why);
         rc = aside_sku(e, g->blind[i], why);
     }
     const char *sku = g->n > 0 ? g->v[0].sku : g->n_blind > 0 ? g->blind[0] : "?";
@@ -2428,7 +2407,7 @@ static int load_supplier_row(engine *e, MYSQL_ROW row, const unsigned long *len,
     }
     col_name(row, len, 0, name);
     char why[ENG_REASON_MAX + 1];
-    why_fmt(why, "supplier %s: trust settings unreadable or out of range; trust 0 "
+    eng_why_fmt(why, "supplier %s: trust settings unreadable or out of range; trust 0 "
              "until supplier.put", name);
     if (id[0] != '\0' && strcmp(id, name) == 0) {
         eng_trust zero = {0};

@@ -505,6 +505,10 @@ eng_status eng_order_status_of(const eng_line_view *lines, size_t n);
  * boundary to ENG_REASON_MAX bytes (the engine for a whole order, the
  * coordinator for the parts of a cross-shard one). */
 void eng_line_failed_reason(int32_t line_no, const char *why, char out[ENG_REASON_MAX + 1]);
+/* why := the formatted sentence, cut at a UTF-8 boundary to ENG_REASON_MAX
+ * bytes (reasons name SKUs and orders and go to alerts and logs). */
+void eng_why_fmt(char why[ENG_REASON_MAX + 1], const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* The name of line line_no of an order (see ENG_KEY_MAX; out:
  * ENG_KEY_MAX + 1 bytes): what its purchase is called upstream. Not an
  * order_id the engine's calls take: a part is named by order_id and
