@@ -365,3 +365,49 @@ def test_cluster_peers_need_the_secret(tmp_path, make_db):
             cl.run("down")
         except Exception:
             pass
+
+
+# ------------------------------------------------------------ startup and fresh clones
+def test_refuses_to_start_beyond_the_descriptor_limit(make_stockd):
+    """A configuration that may need more descriptors than the hard limit
+    allows does not start, and says which number to lower; one that fits
+    starts (the soft limit raised up to the hard one)."""
+    s = make_stockd(name="itest-hostile-nofile", start=False)
+    s.nofile = 1024
+    argv = s.argv()  # default --max-connections 10000
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKD_")}
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+    r = subprocess.run(argv, env=env, preexec_fn=limit, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=20)
+    assert r.returncode == 2, r.stdout
+    assert "lower --max-connections to at most" in r.stdout, r.stdout
+    s.args += ["--max-connections", "900"]
+    s.start()
+    with s.client() as c:
+        assert c.ok("ping", {})["node"] == s.name
+
+
+def test_stack_up_on_a_fresh_clone(tmp_path):
+    """tools/stack up in a clone that has no build: it builds what it needs
+    (fake1688) and starts, or fails saying what is missing (it used to exit
+    silently)."""
+    if asan_build():
+        pytest.skip("runs no stockd: checked once, in the plain pass")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", itestlib.ROOT, str(clone)], check=True, timeout=60)
+    env = dict(os.environ, STACK_DIR=str(tmp_path / "stack"))
+    env.pop("FAKE1688_BIN", None)
+    try:
+        r = subprocess.run([str(clone / "tools" / "stack"), "up"], env=env, cwd=str(clone),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stdout
+        assert "fake1688: started" in r.stdout, r.stdout
+        st = subprocess.run([str(clone / "tools" / "stack"), "status"], env=env,
+                            stdout=subprocess.PIPE, text=True, timeout=30)
+        assert st.returncode == 0 and "fake1688: running" in st.stdout, st.stdout
+    finally:
+        subprocess.run([str(clone / "tools" / "stack"), "down"], env=env, timeout=120,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -15,7 +15,9 @@
 #include <cmocka.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #include "stockd/config.h"
 #include "stockd/conn.h"
@@ -124,10 +126,80 @@ static void test_close_from_own_frame(void **state)
     event_base_free(x.base);
 }
 
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(arg);
+}
+
+/* Out of descriptors at accept: the listener pauses (100 ms at a time)
+ * instead of being called back a million times a second, and accepts again
+ * once descriptors are back. The clients live in a child process, so only
+ * the listener's process runs short. */
+static void test_emfile_pauses(void **state)
+{
+    (void)state;
+    stockd_config cfg;
+    config_defaults(&cfg);
+    cfg.listen_port = free_port();
+    ctx x = {0};
+    x.base = event_base_new();
+    assert_int_equal(event_base_priority_init(x.base, CONN_PRIOS), 0);
+    x.release_ev = evtimer_new(x.base, release_cb, &x);
+    conn_callbacks cb = {.on_frame = on_frame, .on_close = on_close, .arg = &x};
+    x.m = conn_mgr_new(x.base, &cfg, &cb, 16);
+    char err[128];
+    assert_int_equal(conn_mgr_listen(x.m, err, sizeof err), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        int socks[20];
+        for (int i = 0; i < 20; i++) {
+            socks[i] = socket(AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in a = {.sin_family = AF_INET,
+                                    .sin_port = htons((uint16_t)cfg.listen_port),
+                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            (void)connect(socks[i], (struct sockaddr *)&a, sizeof a);
+        }
+        sleep(3);
+        _exit(0);
+    }
+    /* No descriptor left for accept. */
+    struct rlimit old, low;
+    getrlimit(RLIMIT_NOFILE, &old);
+    int probe = dup(0);
+    low = old;
+    low.rlim_cur = (rlim_t)probe;
+    close(probe);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    struct event *stop = evtimer_new(x.base, stop_cb, x.base);
+    struct timeval one = {1, 0};
+    event_add(stop, &one);
+    event_base_dispatch(x.base);
+    conn_stats st;
+    conn_mgr_stats_get(x.m, &st);
+    assert_true(st.accept_pauses >= 1);
+    assert_true(st.accept_errors >= 1 && st.accept_errors < 200);  /* ~10 a second, not 1e6 */
+    assert_int_equal(st.total, 0);
+    /* Descriptors back: the queued connections are accepted. */
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    event_add(stop, &one);
+    event_base_dispatch(x.base);
+    conn_mgr_stats_get(x.m, &st);
+    assert_true(st.total >= 1);
+    waitpid(child, NULL, 0);
+    event_free(stop);
+    conn_mgr_free(x.m);
+    event_free(x.release_ev);
+    event_base_free(x.base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_close_from_own_frame),
+        cmocka_unit_test(test_emfile_pauses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
