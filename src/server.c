@@ -37,6 +37,7 @@
 #include "stockd/conn.h"
 #include "stockd/peer.h"
 #include "stockd/peer_auth.h"
+#include "stockd/reply.h"
 #include "stockd/ring.h"
 #include "stockd/hist.h"
 #include "stockd/log.h"
@@ -199,130 +200,14 @@ static void out_flush(server *s, conn *c)
     msgpack_sbuffer_clear(&s->out);
 }
 
-/* The supplier mapping and trust appear only for mapping ok/broken, so the
- * records of own-stock SKUs stay byte for byte what they were. */
-static void pack_stock(msgpack_packer *pk, const eng_stock_view *v)
-{
-    msgpack_pack_map(pk, 9 + (v->has_map ? 2 : 0));
-    codec_pack_kv_str(pk, "sku", v->sku);
-    codec_pack_kv_int(pk, "available", v->available);
-    codec_pack_kv_int(pk, "own_on_hand", v->c.own_on_hand);
-    codec_pack_kv_int(pk, "own_reserved", v->c.own_reserved);
-    codec_pack_kv_int(pk, "supplier_reported", v->c.supplier_reported);
-    codec_pack_kv_int(pk, "supplier_sellable", v->c.supplier_sellable);
-    codec_pack_kv_int(pk, "supplier_reserved", v->c.supplier_reserved);
-    codec_pack_kv_int(pk, "supplier_synced_at", v->c.supplier_synced_at_ms);
-    codec_pack_kv_str(pk, "mapping", eng_mapping_name(v->mapping));
-    if (!v->has_map)
-        return;
-    const eng_supplier_map *m = &v->map;
-    bool sku_id = m->sku_id != 0, cap = m->cap >= 0;
-    codec_pack_cstr(pk, "supplier");
-    msgpack_pack_map(pk, 3 + sku_id + cap);
-    codec_pack_kv_str(pk, "supplier_id", m->supplier_id);
-    codec_pack_kv_int(pk, "offer_id", m->offer_id);
-    codec_pack_kv_str(pk, "spec_id", m->spec_id);
-    if (sku_id)
-        codec_pack_kv_int(pk, "sku_id", m->sku_id);
-    if (cap)
-        codec_pack_kv_int(pk, "cap", m->cap);
-    codec_pack_cstr(pk, "trust");
-    msgpack_pack_double(pk, v->trust);
-}
-
-/* The lines of a whole order of several lines (engine_order_lines). */
-static void pack_lines(msgpack_packer *pk, const eng_line_view *l, size_t n)
-{
-    codec_pack_cstr(pk, "lines");
-    msgpack_pack_array(pk, (uint32_t)n);
-    for (size_t i = 0; i < n; i++) {
-        bool up = l[i].upstream_order_id[0] != '\0';
-        msgpack_pack_map(pk, 6 + up);
-        codec_pack_kv_int(pk, "line", l[i].line_no);
-        codec_pack_kv_str(pk, "sku", l[i].sku);
-        codec_pack_kv_int(pk, "qty", l[i].qty);
-        codec_pack_kv_int(pk, "from_own", l[i].from_own);
-        codec_pack_kv_int(pk, "from_supplier", l[i].from_supplier);
-        codec_pack_kv_str(pk, "status", eng_status_name(l[i].status));
-        if (up)
-            codec_pack_kv_str(pk, "upstream_order_id", l[i].upstream_order_id);
-    }
-}
-
-/* An order record. A single-SKU order's is byte for byte what it always
- * was; a whole order of several lines adds "n_lines" and "lines" (its sku
- * is line 0's, qty and the split are sums); a part (one line of a
- * cross-shard order, sharded mode) adds "line" and "n_lines". */
+/* An order record (reply.h), with the lines of a whole order of several
+ * lines from the engine; in parts mode a multi-line order here is a part. */
 static void pack_order(server *s, msgpack_packer *pk, const eng_order_view *o)
 {
-    bool hold = o->hold_expires_at_ms > 0;
-    bool up = o->upstream_order_id[0] != '\0';
-    bool why = o->reason[0] != '\0';
-    bool bought = o->purchased_at_ms > 0;
-    bool multi = o->n_lines > 1;
-    bool part = multi && s->parts_mode;
     size_t nl = 0;
-    if (multi && !part)
+    if (o->n_lines > 1 && !s->parts_mode)
         nl = engine_order_lines(s->eng, o->order_id, s->line_buf, ENG_LINES_MAX);
-    msgpack_pack_map(pk, 9 + hold + up + why + 2 * bought + multi + part + (nl > 0));
-    codec_pack_kv_str(pk, "order_id", o->order_id);
-    codec_pack_kv_str(pk, "sku", o->sku);
-    codec_pack_kv_int(pk, "qty", o->qty);
-    codec_pack_kv_str(pk, "status", eng_status_name(o->status));
-    codec_pack_kv_int(pk, "from_own", o->from_own);
-    codec_pack_kv_int(pk, "from_supplier", o->from_supplier);
-    codec_pack_kv_int(pk, "available", o->available);
-    codec_pack_kv_int(pk, "created_at", o->created_at_ms);
-    codec_pack_kv_int(pk, "updated_at", o->updated_at_ms);
-    if (hold)
-        codec_pack_kv_int(pk, "hold_expires_at", o->hold_expires_at_ms);
-    if (up)
-        codec_pack_kv_str(pk, "upstream_order_id", o->upstream_order_id);
-    if (why)
-        codec_pack_kv_str(pk, "reason", o->reason);
-    if (bought) {
-        codec_pack_kv_int(pk, "purchased_at", o->purchased_at_ms);
-        codec_pack_kv_bool(pk, "supplier_settled", o->supplier_settled);
-    }
-    if (multi)
-        codec_pack_kv_int(pk, "n_lines", o->n_lines);
-    if (part)
-        codec_pack_kv_int(pk, "line", o->line_no);
-    if (nl > 0)
-        pack_lines(pk, s->line_buf, nl);
-}
-
-/* supplier.put / supplier.get */
-static void pack_trust(msgpack_packer *pk, const char *supplier_id, const eng_trust *t)
-{
-    msgpack_pack_map(pk, 6);
-    codec_pack_kv_str(pk, "supplier_id", supplier_id);
-    codec_pack_cstr(pk, "trust");
-    msgpack_pack_double(pk, t->trust);
-    codec_pack_cstr(pk, "trust_ceiling");
-    msgpack_pack_double(pk, t->ceiling);
-    codec_pack_kv_bool(pk, "event_mode", t->event_mode);
-    codec_pack_cstr(pk, "event_trust");
-    msgpack_pack_double(pk, t->event_trust);
-    codec_pack_cstr(pk, "effective");
-    msgpack_pack_double(pk, eng_trust_effective(t));
-}
-
-static const char *err_message(eng_err err)
-{
-    switch (err) {
-    case ENG_E_INVALID: return "invalid request";
-    case ENG_E_UNKNOWN_SKU: return "unknown sku";
-    case ENG_E_INSUFFICIENT: return "insufficient stock";
-    case ENG_E_CONFLICT: return "order_id already used for another sku or qty";
-    case ENG_E_NOT_FOUND: return "order not found";
-    case ENG_E_INVALID_STATE: return "not allowed in the order's status";
-    case ENG_E_EXPIRED: return "the hold expired";
-    case ENG_E_BUSY: return "queue full, retry later";
-    case ENG_E_DEADLINE: return "deadline passed while queued; nothing changed";
-    case ENG_E_UNAVAILABLE: return "store unavailable";
-    default: return "internal error";
-    }
+    reply_order(pk, o, s->parts_mode, s->line_buf, nl);
 }
 
 /* Counts an answer to a request read at start_ns. */
@@ -347,60 +232,21 @@ static void count(server *s, enum method m, int res)
     count_at(s, m, res, s->frame_start_ns);
 }
 
-/* Packs an error response for an engine error, with its details. */
+/* The error answer of op (reply.h), naming what was set aside at load
+ * when a miss was about a SKU or order set aside. */
 static void pack_eng_error(server *s, uint32_t msgid, const eng_op *op)
 {
-    msgpack_packer *pk = &s->pk;
-    eng_err err = op->err;
-    /* A SKU or order set aside at load (engine.h): say so, not retryable,
-     * also when a read simply missed it. */
     char aside[ENG_REASON_MAX + 1];
-    if (op->err_aside[0] != '\0' ||
-        ((err == ENG_E_UNKNOWN_SKU || err == ENG_E_NOT_FOUND) && engine_aside_of(s->eng, op, aside))) {
-        codec_pack_response_err_head(pk, msgid, eng_err_code(ENG_E_UNAVAILABLE),
-                                     op->err_aside[0] != '\0' ? op->err_aside : aside, false, 1);
-        codec_pack_kv_bool(pk, "set_aside", true);
-        codec_pack_response_err_tail(pk);
-        return;
-    }
-    /* A reserve with lines names the first line not met (the client's
-     * index) and its SKU. */
-    bool line = (err == ENG_E_INSUFFICIENT || err == ENG_E_UNKNOWN_SKU) && op->n_lines > 0 &&
-                op->err_line >= 0 && (uint32_t)op->err_line < op->n_lines;
-    if (err == ENG_E_INSUFFICIENT) {
-        codec_pack_response_err_head(pk, msgid, eng_err_code(err), err_message(err), false,
-                                     1 + 2 * line);
-        codec_pack_kv_int(pk, "available", op->err_available);
-        if (line) {
-            codec_pack_kv_int(pk, "line", op->err_line);
-            codec_pack_kv_str(pk, "sku", op->lines[op->err_line].sku);
-        }
-    } else if (line) {
-        codec_pack_response_err_head(pk, msgid, eng_err_code(err), err_message(err), false, 2);
-        codec_pack_kv_int(pk, "line", op->err_line);
-        codec_pack_kv_str(pk, "sku", op->lines[op->err_line].sku);
-    } else if (err == ENG_E_INVALID_STATE) {
-        codec_pack_response_err_head(pk, msgid, eng_err_code(err), err_message(err), false, 1);
-        codec_pack_kv_str(pk, "status", eng_status_name(op->err_status));
-    } else if (err == ENG_E_UNAVAILABLE && op->outcome_unknown) {
-        codec_pack_response_err_head(pk, msgid, eng_err_code(err),
-                                     "commit outcome unknown; retry with the same order_id", true, 1);
-        codec_pack_kv_str(pk, "outcome", "unknown");
-    } else {
-        codec_pack_response_err_head(pk, msgid, eng_err_code(err), err_message(err),
-                                     eng_err_retryable(err), 0);
-    }
-    codec_pack_response_err_tail(pk);
+    bool is_aside = (op->err == ENG_E_UNKNOWN_SKU || op->err == ENG_E_NOT_FOUND) &&
+                    op->err_aside[0] == '\0' && engine_aside_of(s->eng, op, aside);
+    reply_eng_error(&s->pk, msgid, op, is_aside ? aside : NULL);
 }
 
 static void reply_simple_error(server *s, conn *c, uint32_t msgid, const char *code,
                                const char *message, bool retryable, const char *dkey,
                                const char *dval)
 {
-    codec_pack_response_err_head(&s->pk, msgid, code, message, retryable, dkey ? 1 : 0);
-    if (dkey)
-        codec_pack_kv_str(&s->pk, dkey, dval);
-    codec_pack_response_err_tail(&s->pk);
+    reply_error(&s->pk, msgid, code, message, retryable, dkey, dval);
     out_flush(s, c);
 }
 
@@ -469,9 +315,9 @@ static void done_cb(eng_op *op, void *arg)
     if (op->err == ENG_OK) {
         codec_pack_response_ok_head(&s->pk, r->msgid);
         if (r->m == M_SKU_PUT || r->m == M_ADJUST)
-            pack_stock(&s->pk, &op->stock);
+            reply_stock(&s->pk, &op->stock);
         else if (r->m == M_SUPPLIER_PUT)
-            pack_trust(&s->pk, op->supplier.supplier_id, &op->trust);
+            reply_trust(&s->pk, op->supplier.supplier_id, &op->trust);
         else
             pack_order(s, &s->pk, &op->order);
     } else {
@@ -573,7 +419,7 @@ static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, 
             return;
         }
         codec_pack_response_ok_head(pk, msgid);
-        pack_trust(pk, op->supplier.supplier_id, &t);
+        reply_trust(pk, op->supplier.supplier_id, &t);
     } else if (m == M_PING) {
         codec_pack_response_ok_head(pk, msgid);
         msgpack_pack_map(pk, 2);
@@ -592,7 +438,7 @@ static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, 
             return;
         }
         codec_pack_response_ok_head(pk, msgid);
-        pack_stock(pk, &v);
+        reply_stock(pk, &v);
     } else {
         assert(m == M_ORDER_GET);
         eng_order_view v;
@@ -660,7 +506,7 @@ static void cold_reply(server *s, req *r, eng_err err, const eng_stock_view *v)
     r->op.err = err;
     if (err == ENG_OK) {
         codec_pack_response_ok_head(&s->pk, r->msgid);
-        pack_stock(&s->pk, v);
+        reply_stock(&s->pk, v);
     } else {
         pack_eng_error(s, r->msgid, &r->op);
     }
@@ -1468,23 +1314,6 @@ static const ring_node *node_at(const server *s, uint32_t i)
     return &nodes[i];
 }
 
-static void pack_unavailable_owner(server *s, uint32_t msgid, const char *message, const char *owner)
-{
-    codec_pack_response_err_head(&s->pk, msgid, "unavailable", message, true, 1);
-    codec_pack_kv_str(&s->pk, "owner", owner);
-    codec_pack_response_err_tail(&s->pk);
-}
-
-/* A change sent to its owner that may have committed there: the answer
- * must not say "nothing happened". */
-static void pack_unknown_owner(server *s, uint32_t msgid, const char *message, const char *owner)
-{
-    codec_pack_response_err_head(&s->pk, msgid, "unavailable", message, true, 2);
-    codec_pack_kv_str(&s->pk, "outcome", "unknown");
-    codec_pack_kv_str(&s->pk, "owner", owner);
-    codec_pack_response_err_tail(&s->pk);
-}
-
 /* The engine error named by a relayed error map, for the counters. */
 static int relayed_result(const msgpack_object *error)
 {
@@ -1517,10 +1346,10 @@ static void fwd_reply_cb(void *ctx, const msgpack_object *error, const msgpack_o
             snprintf(msg, sizeof msg,
                      "owner %s after the request was sent: outcome unknown; retry with the same "
                      "order_id", reason);
-            pack_unknown_owner(s, r->msgid, msg, r->owner);
+            reply_unavailable_owner(&s->pk, r->msgid, msg, r->owner, true);
         } else {
             snprintf(msg, sizeof msg, "owner not reachable (%s): nothing was done; retry", reason);
-            pack_unavailable_owner(s, r->msgid, msg, r->owner);
+            reply_unavailable_owner(&s->pk, r->msgid, msg, r->owner, false);
         }
     } else {
         count_at(s, r->m, relayed_result(error), r->start_ns);
@@ -1881,8 +1710,8 @@ static bool route(server *s, conn *c, req *r, const rpc_msg *msg, enum method m,
          * decide for a SKU this instance does not own. */
         s->not_owner++;
         count(s, m, ENG_E_UNAVAILABLE);
-        pack_unavailable_owner(s, msg->msgid, "not the owner of this sku (ring change); retry",
-                               node_at(s, o)->name);
+        reply_unavailable_owner(&s->pk, msg->msgid, "not the owner of this sku (ring change); retry",
+                                node_at(s, o)->name, false);
         out_flush(s, c);
         req_put(s, r);
         return true;
