@@ -14,6 +14,7 @@
 #include "stockd/conn.h"
 #include "stockd/http.h"
 #include "stockd/log.h"
+#include "stockd/notify.h"
 #include "stockd/server.h"
 #include "stockd/store.h"
 #include "stockd/supplier.h"
@@ -231,7 +232,7 @@ int main(int argc, char **argv)
         LOG_E("state load failed", "error", err);
         return 1;
     }
-    if (store_recent_alerts(st, SERVER_ALERTS_MAX, load_alert, srv, err, sizeof(err)) != 0) {
+    if (store_recent_alerts(st, NOTIFY_ALERTS_MAX, load_alert, srv, err, sizeof(err)) != 0) {
         LOG_E("state load failed", "error", err);
         return 1;
     }

@@ -36,6 +36,7 @@
 #include "stockd/codec.h"
 #include "stockd/conn.h"
 #include "stockd/peer.h"
+#include "stockd/notify.h"
 #include "stockd/peer_auth.h"
 #include "stockd/reply.h"
 #include "stockd/ring.h"
@@ -48,7 +49,6 @@
 
 #define EXPIRY_TICK_MS 50
 #define COMMITS_TRACKED 64        /* > STORE_CONNS_MAX: batches in commit at once */
-#define UPDATES_SEEN 4096         /* peers' order updates remembered (told once each) */
 
 /* Result slots of the per-method counters: engine errors, plus these. */
 enum { RES_UNAUTHORIZED = ENG_E_COUNT_, RES_TOO_LARGE, RES_UNKNOWN_METHOD, RES_COUNT };
@@ -56,8 +56,6 @@ enum { RES_UNAUTHORIZED = ENG_E_COUNT_, RES_TOO_LARGE, RES_UNKNOWN_METHOD, RES_C
 /* What the server keeps per connection (conn_data). */
 typedef struct client {
     server *srv;
-    bool subscribed;              /* order.subscribe: in srv->subs[sub_idx] */
-    uint32_t sub_idx;
     /* The peer handshake (peer_auth.h), accepting side: a peer.hello was
      * answered (hello), then peer.auth proved the secret (peer). Only a
      * peer connection may send peer-only fields. */
@@ -142,19 +140,7 @@ struct server {
     supplier_client *supc;        /* shared by sync and purchases (one app key) */
     purchase *purch;
     /* order.subscribe listeners (order.update notifications) */
-    conn *subs[SERVER_SUBSCRIBERS_MAX];
-    uint32_t n_subs;
-    uint64_t notify_sent, notify_dropped;
-    /* peers' whole-order updates (cart.h cart_order_changed): the newest
-     * UPDATES_SEEN (order_id, status) hashes, a ring, so that two owners
-     * telling the same change reach listeners once */
-    uint64_t updates_seen[UPDATES_SEEN];
-    uint32_t updates_seen_head;
-    uint64_t updates_told, updates_repeated;
-    /* support alerts: the newest SERVER_ALERTS_MAX, a ring (alerts.list) */
-    struct alert_ent *alerts;
-    uint32_t alerts_head;         /* next slot to write */
-    uint32_t n_alerts;
+    notify *notify;               /* order.subscribe listeners, alerts ring (notify.h) */
     uint64_t alerts_total, alerts_no_cache;
     /* orders of several lines */
     bool parts_mode;              /* sharded: multi-line orders are parts here */
@@ -163,13 +149,6 @@ struct server {
     eng_line_view line_buf[ENG_LINES_MAX]; /* pack_order scratch */
 };
 
-typedef struct alert_ent {
-    char kind[STORE_ALERT_KIND_MAX + 1];
-    char sku[ENG_ID_MAX + 1];
-    char order_id[ENG_ID_MAX + 1];
-    char reason[ENG_REASON_MAX + 1];
-    int64_t at_ms;
-} alert_ent;
 
 _Static_assert(M_COUNT <= SERVER_METHODS_MAX && RES_COUNT <= SERVER_RESULTS_MAX,
                "server_metrics arrays too small");
@@ -374,8 +353,6 @@ static void reply_read_miss(server *s, conn *c, uint32_t msgid, enum method m, e
     out_flush(s, c);
 }
 
-static bool subscribe(server *s, conn *c);
-static void pack_alerts(server *s, uint32_t limit);
 
 /* The committed record an order call names: a part (a peer's call with
  * part_lines) or an order. */
@@ -399,7 +376,7 @@ static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, 
     msgpack_packer *pk = &s->pk;
     eng_op *op = &r->op;
     if (m == M_ORDER_SUBSCRIBE) {
-        if (!subscribe(s, c)) {
+        if (!notify_subscribe(s->notify, c)) {
             count(s, m, ENG_E_BUSY);
             reply_simple_error(s, c, msgid, "busy", "too many order.subscribe connections", true,
                                NULL, NULL);
@@ -410,7 +387,7 @@ static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, 
         codec_pack_kv_bool(pk, "subscribed", true);
     } else if (m == M_ALERTS_LIST) {
         codec_pack_response_ok_head(pk, msgid);
-        pack_alerts(s, r->limit > 0 ? (uint32_t)r->limit : RPC_ALERTS_LIMIT_DEFAULT);
+        notify_alerts_pack(s->notify, pk, r->limit > 0 ? (uint32_t)r->limit : RPC_ALERTS_LIMIT_DEFAULT);
     } else if (m == M_SUPPLIER_GET) {
         eng_trust t;
         if (!engine_supplier_trust(s->eng, op->supplier.supplier_id, &t)) {
@@ -770,77 +747,15 @@ static bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum meth
     return true;
 }
 
-/* ------------------------------------------------------------ order.subscribe, alerts */
-
-/* Idempotent; false when SERVER_SUBSCRIBERS_MAX connections listen already. */
-static bool subscribe(server *s, conn *c)
-{
-    client *k = cl(c);
-    if (k->subscribed)
-        return true;
-    if (s->n_subs >= SERVER_SUBSCRIBERS_MAX)
-        return false;
-    k->subscribed = true;
-    k->sub_idx = s->n_subs;
-    s->subs[s->n_subs++] = c;
-    conn_set_listener(c, true);
-    return true;
-}
-
-/* From conn_close (on_close): a closing connection is never written to. */
-static void unsubscribe(server *s, conn *c)
-{
-    client *k = cl(c);
-    if (!k->subscribed)
-        return;
-    assert(k->sub_idx < s->n_subs && s->subs[k->sub_idx] == c);
-    conn *last = s->subs[--s->n_subs];
-    s->subs[k->sub_idx] = last;
-    cl(last)->sub_idx = k->sub_idx;
-    k->subscribed = false;
-}
-
-/* Sends the packed notification in s->out to every listener. One that
- * does not read (output over max_output_bytes) is closed rather than
- * buffered for; the close is deferred (conn.h), so the connection whose
- * own request caused this notification is still there for its reply. */
-static void notify_send(server *s)
-{
-    /* Backwards: a close swaps the last listener into slot i, already done. */
-    for (uint32_t i = s->n_subs; i-- > 0;) {
-        conn *c = s->subs[i];
-        assert(conn_get_state(c) == CONN_OPEN || conn_get_state(c) == CONN_DRAINING);
-        if (conn_output_len(c) > s->cfg->max_output_bytes) {
-            char id[24];
-            snprintf(id, sizeof id, "%llu", (unsigned long long)conn_id(c));
-            LOG_W("order.subscribe listener not reading: closed", "conn", id);
-            s->notify_dropped++;
-            conn_close(c);
-            continue;
-        }
-        conn_send(c, s->out.data, s->out.size);
-        s->notify_sent++;
-    }
-    msgpack_sbuffer_clear(&s->out);
-}
-
-static void notify_head(server *s)
-{
-    assert(s->out.size == 0);
-    msgpack_pack_array(&s->pk, 3);
-    msgpack_pack_int(&s->pk, RPC_NOTIFY);
-    codec_pack_cstr(&s->pk, "order.update");
-    msgpack_pack_array(&s->pk, 1);
-}
+/* ------------------------------------------------------------ order.subscribe, alerts (notify.h) */
 
 /* [2, "order.update", [order record]] to every listener. */
 static void notify_order(server *s, const eng_order_view *o)
 {
-    if (s->n_subs == 0)
+    if (notify_listeners(s->notify) == 0)
         return;
-    notify_head(s);
-    pack_order(s, &s->pk, o);
-    notify_send(s);
+    pack_order(s, notify_begin(s->notify), o);
+    notify_end(s->notify);
 }
 
 static const msgpack_object *update_field(const msgpack_object *rec, const char *key)
@@ -863,30 +778,12 @@ static void peer_update(server *s, conn *c, uint32_t msgid, const msgpack_object
 {
     const msgpack_object *id = update_field(rec, "order_id"), *st = update_field(rec, "status");
     assert(id != NULL && st != NULL);
-    /* order_id NUL status: rpc_parse bounds both (ENG_ID_MAX, 16 bytes). */
-    char key[ENG_ID_MAX + 1 + 16];
-    assert(id->via.str.size <= ENG_ID_MAX && st->via.str.size <= 16);
-    memcpy(key, id->via.str.ptr, id->via.str.size);
-    key[id->via.str.size] = '\0';
-    memcpy(key + id->via.str.size + 1, st->via.str.ptr, st->via.str.size);
-    uint64_t h = XXH64(key, id->via.str.size + 1 + st->via.str.size, 0) | 1;  /* 0: an empty slot */
-    bool seen = false;
-    for (uint32_t i = 0; i < UPDATES_SEEN && !seen; i++)
-        seen = s->updates_seen[i] == h;
     uint32_t told = 0;
-    if (seen) {
-        s->updates_repeated++;
-    } else {
-        s->updates_seen[s->updates_seen_head] = h;
-        s->updates_seen_head = (s->updates_seen_head + 1) % UPDATES_SEEN;
-        s->updates_told++;
-        if (s->n_subs > 0) {
-            uint64_t before = s->notify_sent;
-            notify_head(s);
-            msgpack_pack_object(&s->pk, *rec);
-            notify_send(s);
-            told = (uint32_t)(s->notify_sent - before);
-        }
+    if (notify_update_first(s->notify, id->via.str.ptr, id->via.str.size, st->via.str.ptr,
+                            st->via.str.size) &&
+        notify_listeners(s->notify) > 0) {
+        msgpack_pack_object(notify_begin(s->notify), *rec);
+        told = notify_end(s->notify);
     }
     count(s, M_ORDER_SUBSCRIBE, ENG_OK);
     codec_pack_response_ok_head(&s->pk, msgid);
@@ -895,33 +792,10 @@ static void peer_update(server *s, conn *c, uint32_t msgid, const msgpack_object
     out_flush(s, c);
 }
 
-static void copy_cut(char *dst, size_t cap, const char *src)
-{
-    size_t n = strnlen(src, cap - 1);
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
-static void alert_remember(server *s, const char *kind, const char *sku, const char *order_id,
-                           const char *reason, int64_t at_ms)
-{
-    if (s->alerts == NULL)
-        return;
-    alert_ent *a = &s->alerts[s->alerts_head];
-    copy_cut(a->kind, sizeof a->kind, kind);
-    copy_cut(a->sku, sizeof a->sku, sku);
-    copy_cut(a->order_id, sizeof a->order_id, order_id ? order_id : "");
-    copy_cut(a->reason, sizeof a->reason, reason ? reason : "");
-    a->at_ms = at_ms;
-    s->alerts_head = (s->alerts_head + 1) % SERVER_ALERTS_MAX;
-    if (s->n_alerts < SERVER_ALERTS_MAX)
-        s->n_alerts++;
-}
-
 void server_alert_load(server *s, const char *kind, const char *sku, const char *order_id,
                        const char *reason, int64_t at_ms)
 {
-    alert_remember(s, kind, sku, order_id, reason, at_ms);
+    notify_alert(s->notify, kind, sku, order_id, reason, at_ms);
 }
 
 /* A committed alert: the log, the ring, and Redis (best effort). */
@@ -932,30 +806,11 @@ static void alert_note(server *s, const eng_alert_row *a)
     LOG_W("support alert", "kind", a->kind, "sku", a->sku, "order_id", a->order_id,
           "reason", a->reason, "at", at);
     s->alerts_total++;
-    alert_remember(s, a->kind, a->sku, a->order_id, a->reason, a->at_ms);
+    notify_alert(s->notify, a->kind, a->sku, a->order_id, a->reason, a->at_ms);
     if (s->cache != NULL)
         (void)cache_xadd_alert(s->cache, a->kind, a->sku, a->order_id, a->reason, a->at_ms);
     else
         s->alerts_no_cache++;
-}
-
-/* alerts.list: newest first. */
-static void pack_alerts(server *s, uint32_t limit)
-{
-    msgpack_packer *pk = &s->pk;
-    uint32_t n = limit < s->n_alerts ? limit : s->n_alerts;
-    msgpack_pack_array(pk, n);
-    for (uint32_t i = 0; i < n; i++) {
-        const alert_ent *a = &s->alerts[(s->alerts_head + SERVER_ALERTS_MAX - 1 - i) % SERVER_ALERTS_MAX];
-        bool oid = a->order_id[0] != '\0';
-        msgpack_pack_map(pk, 4 + oid);
-        codec_pack_kv_str(pk, "kind", a->kind);
-        codec_pack_kv_str(pk, "sku", a->sku);
-        if (oid)
-            codec_pack_kv_str(pk, "order_id", a->order_id);
-        codec_pack_kv_str(pk, "reason", a->reason);
-        codec_pack_kv_int(pk, "at", a->at_ms);
-    }
 }
 
 /* What a committed batch asks for once the engine has applied it (the
@@ -1048,7 +903,7 @@ static void note_committed(server *s, eng_batch *b, post_commit *pc)
      * engine has applied the batch: collected here, told in post_committed.
      * A part's change is for every node's listeners (cart_order_changed),
      * whoever listens here. */
-    bool any = s->n_subs > 0 || (s->parts_mode && s->cart != NULL);
+    bool any = notify_listeners(s->notify) > 0 || (s->parts_mode && s->cart != NULL);
     if (notes > 0 && any && (pc->notes = malloc(notes * sizeof *pc->notes)) != NULL) {
         for (size_t i = 0; i < no; i++) {
             if (!orows[i].notify)
@@ -2236,16 +2091,18 @@ static void pack_alerts_notify(server *s)
     codec_pack_cstr(pk, "alerts");
     msgpack_pack_map(pk, 6);
     codec_pack_kv_int(pk, "total", (int64_t)s->alerts_total);
-    codec_pack_kv_int(pk, "kept", s->n_alerts);
+    notify_stats nst;
+    notify_stats_get(s->notify, &nst);
+    codec_pack_kv_int(pk, "kept", nst.alerts_kept);
     codec_pack_kv_int(pk, "stream_sent", (int64_t)cs.alerts_sent);
     codec_pack_kv_int(pk, "stream_ok", (int64_t)cs.alerts_ok);
     codec_pack_kv_int(pk, "stream_failed", (int64_t)cs.alerts_failed);
     codec_pack_kv_int(pk, "stream_skipped", (int64_t)(cs.alerts_skipped + s->alerts_no_cache));
     codec_pack_cstr(pk, "notify");
     msgpack_pack_map(pk, 3);
-    codec_pack_kv_int(pk, "subscribers", s->n_subs);
-    codec_pack_kv_int(pk, "sent", (int64_t)s->notify_sent);
-    codec_pack_kv_int(pk, "dropped", (int64_t)s->notify_dropped);
+    codec_pack_kv_int(pk, "subscribers", nst.listeners);
+    codec_pack_kv_int(pk, "sent", (int64_t)nst.sent);
+    codec_pack_kv_int(pk, "dropped", (int64_t)nst.dropped);
 }
 
 /* "lines": reserves with lines (orders of several lines). */
@@ -2269,8 +2126,10 @@ static void pack_lines_stats(server *s)
     codec_pack_kv_int(pk, "cart_cascades", (int64_t)cs.cascades);
     codec_pack_kv_int(pk, "cart_cascade_gave_up", (int64_t)cs.cascade_gave_up);
     codec_pack_kv_int(pk, "cart_updates_sent", (int64_t)cs.updates_sent);
-    codec_pack_kv_int(pk, "cart_updates_told", (int64_t)s->updates_told);
-    codec_pack_kv_int(pk, "cart_updates_repeated", (int64_t)s->updates_repeated);
+    notify_stats nst;
+    notify_stats_get(s->notify, &nst);
+    codec_pack_kv_int(pk, "cart_updates_told", (int64_t)nst.updates_told);
+    codec_pack_kv_int(pk, "cart_updates_repeated", (int64_t)nst.updates_repeated);
 }
 
 static void pack_stats(server *s)
@@ -2550,7 +2409,8 @@ static void on_bad_frame(void *arg, conn *c, enum conn_bad why, int64_t msgid)
 
 static void on_close(void *arg, conn *c)
 {
-    unsubscribe(arg, c);
+    server *s = arg;
+    notify_forget(s->notify, c);
 }
 
 /* conn.h on_frame: decodes one complete, size-checked frame and handles
@@ -2629,15 +2489,15 @@ server *server_new(struct event_base *base, const stockd_config *cfg, char *err,
     eng_limits lim;
     limits_from_cfg(cfg, &lim);
     s->eng = engine_new(&lim, done_cb, s);
-    s->alerts = calloc(SERVER_ALERTS_MAX, sizeof *s->alerts);
+    s->notify = notify_new(cfg);
     conn_callbacks ccb = {.on_frame = on_frame, .on_bad_frame = on_bad_frame, .on_close = on_close,
                           .arg = s};
     s->cm = conn_mgr_new(base, cfg, &ccb, sizeof(client));
-    if (s->eng == NULL || s->alerts == NULL || s->cm == NULL || !msgpack_zone_init(&s->zone, 8192)) {
+    if (s->eng == NULL || s->notify == NULL || s->cm == NULL || !msgpack_zone_init(&s->zone, 8192)) {
         snprintf(err, err_len, "out of memory");
         engine_free(s->eng);
         conn_mgr_free(s->cm);
-        free(s->alerts);
+        notify_free(s->notify);
         free(s);
         return NULL;
     }
@@ -2847,7 +2707,7 @@ void server_free(server *s)
         supplier_client_free(s->supc);
     purchase_free(s->purch);      /* unclaims its jobs: before the engine */
     supsync_free(s->supsync);
-    free(s->alerts);
+    notify_free(s->notify);
     cache_free(s->cache);         /* before the engine: pending SETs fail now */
     bloom_free(s->bloom);
     cold_free_all(s);

@@ -63,16 +63,13 @@ int server_supplier_start(server *s, char *err, size_t err_len);
 struct supplier_sync;
 struct supplier_sync *server_supsync(server *s);
 
-/* Support alerts kept in memory for alerts.list (the newest
- * SERVER_ALERTS_MAX; MariaDB keeps them all). Committed alerts are added by
+/* Support alerts kept in memory for alerts.list (notify.h: the newest
+ * NOTIFY_ALERTS_MAX; MariaDB keeps them all). Committed alerts are added by
  * the server itself; at startup main.c feeds MariaDB's newest ones, oldest
  * first, through server_alert_load(). */
-#define SERVER_ALERTS_MAX 1000
 void server_alert_load(server *s, const char *kind, const char *sku, const char *order_id,
                        const char *reason, int64_t at_ms);
 
-/* Connections that called order.subscribe at once; more are refused busy. */
-#define SERVER_SUBSCRIBERS_MAX 1024
 
 /* True when started with --peers (a cluster). */
 bool server_sharded(const server *s);
