@@ -39,6 +39,7 @@
 #include "stockd/notify.h"
 #include "stockd/peer_auth.h"
 #include "stockd/reply.h"
+#include "stockd/stats.h"
 #include "stockd/ring.h"
 #include "stockd/hist.h"
 #include "stockd/log.h"
@@ -150,8 +151,8 @@ struct server {
 };
 
 
-_Static_assert(M_COUNT <= SERVER_METHODS_MAX && RES_COUNT <= SERVER_RESULTS_MAX,
-               "server_metrics arrays too small");
+_Static_assert(M_COUNT <= STATS_METHODS_MAX && RES_COUNT <= STATS_RESULTS_MAX,
+               "stats_snapshot arrays too small");
 
 static void pump_schedule(server *s);
 
@@ -339,7 +340,6 @@ static bool token_ok(const server *s, const msgpack_object *tok)
 
 /* ------------------------------------------------------------ dispatch */
 
-static void pack_stats(server *s);
 static void pack_ring_or_self(server *s);
 static void forget_later(server *s, const char *sku);
 static void forget_sweep(server *s);
@@ -403,8 +403,15 @@ static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, 
         codec_pack_kv_str(pk, "node", s->cfg->node);
         codec_pack_kv_str(pk, "version", STOCKD_VERSION);
     } else if (m == M_STATS) {
+        stats_snapshot *snap = malloc(sizeof *snap);
+        if (snap == NULL) {
+            reply_read_miss(s, c, msgid, m, &r->op, ENG_E_INTERNAL);
+            return;
+        }
+        server_stats_get(s, snap);
         codec_pack_response_ok_head(pk, msgid);
-        pack_stats(s);
+        stats_pack(snap, pk);
+        free(snap);
     } else if (m == M_CLUSTER_RING) {
         codec_pack_response_ok_head(pk, msgid);
         pack_ring_or_self(s);
@@ -1051,60 +1058,6 @@ int server_read_path_init(server *s, char *err, size_t err_len)
 }
 
 /* "read_path" in stats: cold loads, the Bloom filter, the Redis cache. */
-static void pack_read_path(server *s)
-{
-    msgpack_packer *pk = &s->pk;
-    bloom_stats bs = {0};
-    cache_stats cs = {0};
-    store_stats ss = {0};
-    if (s->bloom)
-        bloom_stats_get(s->bloom, &bs);
-    if (s->cache)
-        cache_stats_get(s->cache, &cs);
-    if (s->st)
-        store_stats_get(s->st, &ss);
-    codec_pack_cstr(pk, "read_path");
-    msgpack_pack_map(pk, 3);
-    codec_pack_cstr(pk, "cold");
-    msgpack_pack_map(pk, 9);
-    codec_pack_kv_bool(pk, "preload_skus", s->cfg->preload_skus);
-    codec_pack_kv_int(pk, "loads", (int64_t)s->cold_loads);
-    codec_pack_kv_int(pk, "waits", (int64_t)s->cold_waits);
-    codec_pack_kv_int(pk, "loaded", (int64_t)s->cold_loaded);
-    codec_pack_kv_int(pk, "missing", (int64_t)s->cold_missing);
-    codec_pack_kv_int(pk, "failed", (int64_t)s->cold_failed);
-    codec_pack_kv_int(pk, "in_flight", s->n_cold);
-    codec_pack_kv_int(pk, "db_queries", (int64_t)ss.sku_load_queries);
-    codec_pack_kv_int(pk, "db_loads", (int64_t)ss.sku_loads);
-    codec_pack_cstr(pk, "bloom");
-    msgpack_pack_map(pk, 9);
-    codec_pack_kv_int(pk, "capacity", (int64_t)bs.capacity);
-    codec_pack_kv_int(pk, "items", (int64_t)bs.items);
-    codec_pack_kv_int(pk, "bytes", (int64_t)(bs.bits / 8));
-    codec_pack_kv_int(pk, "hashes", bs.hashes);
-    codec_pack_kv_int(pk, "fp_ppm_target", bs.fp_ppm_target);
-    codec_pack_kv_int(pk, "fp_ppm_estimate", bs.fp_ppm_estimate);
-    codec_pack_kv_int(pk, "checks", (int64_t)bs.checks);
-    codec_pack_kv_int(pk, "negatives", (int64_t)bs.negatives);
-    codec_pack_kv_int(pk, "false_positives", (int64_t)bs.false_positives);
-    codec_pack_cstr(pk, "cache");
-    msgpack_pack_map(pk, 15);
-    codec_pack_kv_bool(pk, "up", cs.up);
-    codec_pack_kv_int(pk, "connects", (int64_t)cs.connects);
-    codec_pack_kv_int(pk, "connect_failures", (int64_t)cs.connect_failures);
-    codec_pack_kv_int(pk, "drops", (int64_t)cs.drops);
-    codec_pack_kv_int(pk, "timeouts", (int64_t)cs.timeouts);
-    codec_pack_kv_int(pk, "marks", (int64_t)cs.marks);
-    codec_pack_kv_int(pk, "marks_coalesced", (int64_t)cs.marks_coalesced);
-    codec_pack_kv_int(pk, "marks_dropped", (int64_t)cs.marks_dropped);
-    codec_pack_kv_int(pk, "sets_sent", (int64_t)cs.sets_sent);
-    codec_pack_kv_int(pk, "sets_ok", (int64_t)cs.sets_ok);
-    codec_pack_kv_int(pk, "sets_failed", (int64_t)cs.sets_failed);
-    codec_pack_kv_int(pk, "flushes", (int64_t)cs.flushes);
-    codec_pack_kv_int(pk, "dirty", cs.dirty);
-    codec_pack_kv_int(pk, "inflight", cs.inflight);
-    codec_pack_kv_int(pk, "ttl_s", s->cfg->cache_ttl_s);
-}
 
 /* Frees cold entries still waiting at shutdown (the store abandons loads
  * without callbacks). */
@@ -1956,306 +1909,6 @@ static void local_request(server *s, conn *c, req *r, uint32_t msgid, enum metho
     pump_schedule(s);
 }
 
-/* ------------------------------------------------------------ stats */
-
-/* "latency_us": {method: {count, p50, p99, max}} for methods answered at
- * least once; the same histograms as /metrics. */
-static void pack_latency(server *s)
-{
-    msgpack_packer *pk = &s->pk;
-    uint32_t n = 0;
-    for (int m = 0; m < M_COUNT; m++)
-        n += s->latency_us[m].count > 0;
-    codec_pack_cstr(pk, "latency_us");
-    msgpack_pack_map(pk, n);
-    for (int m = 0; m < M_COUNT; m++) {
-        const hist *h = &s->latency_us[m];
-        if (h->count == 0)
-            continue;
-        codec_pack_cstr(pk, rpc_method_name((enum method)m));
-        msgpack_pack_map(pk, 4);
-        codec_pack_kv_int(pk, "count", (int64_t)h->count);
-        codec_pack_kv_int(pk, "p50", (int64_t)hist_quantile(h, 0.50));
-        codec_pack_kv_int(pk, "p99", (int64_t)hist_quantile(h, 0.99));
-        codec_pack_kv_int(pk, "max", (int64_t)h->max);
-    }
-}
-
-/* "supplier": the snapshot sync, the purchase worker, the engine's
- * purchase figures and the shared 1688 client; enabled false (zeros but the
- * engine's) without --supplier-url. */
-/* stats.supplier.trust: the factor each known supplier's SKUs are sold
- * at now, for the first STATS_TRUST_MAX suppliers (a bounded answer). */
-#define STATS_TRUST_MAX 100
-
-struct trust_pack {
-    msgpack_packer *pk;
-    uint32_t n;
-};
-
-static void trust_count(const char *id, const eng_trust *t, void *arg)
-{
-    (void)id;
-    (void)t;
-    struct trust_pack *tp = arg;
-    if (tp->n < STATS_TRUST_MAX)
-        tp->n++;
-}
-
-static void trust_one(const char *id, const eng_trust *t, void *arg)
-{
-    struct trust_pack *tp = arg;
-    if (tp->n == 0)
-        return;
-    tp->n--;
-    codec_pack_cstr(tp->pk, id);
-    msgpack_pack_double(tp->pk, eng_trust_effective(t));
-}
-
-static void pack_supplier(server *s, const eng_stats *es)
-{
-    msgpack_packer *pk = &s->pk;
-    supsync_stats ys = {0};
-    purchase_stats ps = {0};
-    supplier_stats cs = {0};
-    if (s->supsync)
-        supsync_stats_get(s->supsync, &ys);
-    if (s->purch)
-        purchase_stats_get(s->purch, &ps);
-    if (s->supc)
-        supplier_client_stats(s->supc, &cs);
-    codec_pack_cstr(pk, "supplier");
-    msgpack_pack_map(pk, 26);
-    struct trust_pack tp = {.pk = pk, .n = 0};
-    engine_each_supplier(s->eng, trust_count, &tp);
-    codec_pack_cstr(pk, "trust");
-    msgpack_pack_map(pk, tp.n);
-    engine_each_supplier(s->eng, trust_one, &tp);
-    codec_pack_kv_bool(pk, "enabled", s->supsync != NULL);
-    codec_pack_kv_int(pk, "syncs", (int64_t)ys.syncs);
-    codec_pack_kv_int(pk, "calls", (int64_t)ys.calls);
-    codec_pack_kv_int(pk, "ok", (int64_t)ys.ok);
-    codec_pack_kv_int(pk, "failed", (int64_t)ys.failed);
-    codec_pack_kv_int(pk, "skipped", (int64_t)ys.skipped);
-    codec_pack_kv_int(pk, "reports", (int64_t)ys.reports);
-    codec_pack_kv_int(pk, "offers", ys.offers);
-    codec_pack_kv_int(pk, "in_flight", ys.in_flight);
-    codec_pack_kv_int(pk, "last_sync_ms", ys.last_sync_ms);
-    codec_pack_kv_int(pk, "last_duration_ms", ys.last_duration_ms);
-    codec_pack_kv_int(pk, "pokes", (int64_t)ys.pokes);
-    codec_pack_kv_int(pk, "broken", (int64_t)ys.broken);
-    codec_pack_kv_int(pk, "pushes", (int64_t)ys.pushes);
-    codec_pack_kv_int(pk, "push_refused", (int64_t)ys.push_refused);
-    codec_pack_kv_int(pk, "push_stale", (int64_t)ys.push_stale);
-    codec_pack_kv_int(pk, "push_duplicate", (int64_t)ys.push_duplicate);
-    codec_pack_kv_int(pk, "push_seen_evicted", (int64_t)ys.push_seen_evicted);
-    codec_pack_kv_int(pk, "purchases_pending", (int64_t)es->purchases_pending);
-    codec_pack_kv_int(pk, "purchased", (int64_t)es->purchased);
-    codec_pack_kv_int(pk, "purchase_failed", (int64_t)es->purchase_failed);
-    codec_pack_kv_int(pk, "mappings_broken", (int64_t)es->mappings_broken);
-    codec_pack_kv_int(pk, "settled_units", (int64_t)es->settled_units);
-    codec_pack_cstr(pk, "purchase");
-    msgpack_pack_map(pk, 9);
-    codec_pack_kv_int(pk, "claimed", (int64_t)ps.claimed);
-    codec_pack_kv_int(pk, "lookups", (int64_t)ps.lookups);
-    codec_pack_kv_int(pk, "previews", (int64_t)ps.previews);
-    codec_pack_kv_int(pk, "creates", (int64_t)ps.creates);
-    codec_pack_kv_int(pk, "purchased", (int64_t)ps.purchased);
-    codec_pack_kv_int(pk, "failed", (int64_t)ps.failed);
-    codec_pack_kv_int(pk, "retries", (int64_t)ps.retries);
-    codec_pack_kv_int(pk, "dropped", (int64_t)ps.dropped);
-    codec_pack_kv_int(pk, "active", ps.active);
-    codec_pack_cstr(pk, "client");
-    msgpack_pack_map(pk, 11);
-    codec_pack_kv_int(pk, "calls", (int64_t)cs.calls);
-    codec_pack_kv_int(pk, "attempts", (int64_t)cs.attempts);
-    codec_pack_kv_int(pk, "retries", (int64_t)cs.retries);
-    codec_pack_kv_int(pk, "ok", (int64_t)cs.ok);
-    codec_pack_kv_int(pk, "retryable", (int64_t)cs.retryable);
-    codec_pack_kv_int(pk, "definitive", (int64_t)cs.definitive);
-    codec_pack_kv_int(pk, "refused", (int64_t)cs.refused);
-    codec_pack_kv_int(pk, "in_flight", cs.in_flight);
-    codec_pack_kv_int(pk, "queued", cs.queued);
-    codec_pack_kv_int(pk, "backing_off", cs.backing_off);
-    codec_pack_kv_int(pk, "max_in_flight_seen", cs.max_in_flight_seen);
-}
-
-/* "alerts" (support alerts: ring, Redis stream) and "notify"
- * (order.subscribe listeners). */
-static void pack_alerts_notify(server *s)
-{
-    msgpack_packer *pk = &s->pk;
-    cache_stats cs = {0};
-    if (s->cache)
-        cache_stats_get(s->cache, &cs);
-    codec_pack_cstr(pk, "alerts");
-    msgpack_pack_map(pk, 6);
-    codec_pack_kv_int(pk, "total", (int64_t)s->alerts_total);
-    notify_stats nst;
-    notify_stats_get(s->notify, &nst);
-    codec_pack_kv_int(pk, "kept", nst.alerts_kept);
-    codec_pack_kv_int(pk, "stream_sent", (int64_t)cs.alerts_sent);
-    codec_pack_kv_int(pk, "stream_ok", (int64_t)cs.alerts_ok);
-    codec_pack_kv_int(pk, "stream_failed", (int64_t)cs.alerts_failed);
-    codec_pack_kv_int(pk, "stream_skipped", (int64_t)(cs.alerts_skipped + s->alerts_no_cache));
-    codec_pack_cstr(pk, "notify");
-    msgpack_pack_map(pk, 3);
-    codec_pack_kv_int(pk, "subscribers", nst.listeners);
-    codec_pack_kv_int(pk, "sent", (int64_t)nst.sent);
-    codec_pack_kv_int(pk, "dropped", (int64_t)nst.dropped);
-}
-
-/* "lines": reserves with lines (orders of several lines). */
-static void pack_lines_stats(server *s)
-{
-    msgpack_packer *pk = &s->pk;
-    cart_stats cs = {0};
-    if (s->cart != NULL)
-        cart_stats_get(s->cart, &cs);
-    codec_pack_cstr(pk, "lines");
-    msgpack_pack_map(pk, 13);
-    codec_pack_kv_int(pk, "reserves", (int64_t)s->lines_reserves);
-    codec_pack_kv_int(pk, "lines", (int64_t)s->lines_total);
-    codec_pack_kv_int(pk, "coordinated", (int64_t)s->lines_coordinated);
-    codec_pack_kv_bool(pk, "coordinator", s->cart != NULL);
-    codec_pack_kv_int(pk, "cart_confirmed", (int64_t)cs.confirmed);
-    codec_pack_kv_int(pk, "cart_aborted", (int64_t)cs.aborted);
-    codec_pack_kv_int(pk, "cart_unavailable", (int64_t)cs.unavailable);
-    codec_pack_kv_int(pk, "cart_inflight", cs.inflight);
-    /* a failed line's cascade onto the other parts, whole-order updates */
-    codec_pack_kv_int(pk, "cart_cascades", (int64_t)cs.cascades);
-    codec_pack_kv_int(pk, "cart_cascade_gave_up", (int64_t)cs.cascade_gave_up);
-    codec_pack_kv_int(pk, "cart_updates_sent", (int64_t)cs.updates_sent);
-    notify_stats nst;
-    notify_stats_get(s->notify, &nst);
-    codec_pack_kv_int(pk, "cart_updates_told", (int64_t)nst.updates_told);
-    codec_pack_kv_int(pk, "cart_updates_repeated", (int64_t)nst.updates_repeated);
-}
-
-static void pack_stats(server *s)
-{
-    msgpack_packer *pk = &s->pk;
-    eng_stats es;
-    engine_stats_get(s->eng, &es);
-    store_stats ss = {0};
-    if (s->st)
-        store_stats_get(s->st, &ss);
-    msgpack_pack_map(pk, 15);
-    codec_pack_kv_str(pk, "node", s->cfg->node);
-    codec_pack_kv_int(pk, "uptime_ms", now_ms() - s->started_ms);
-
-    codec_pack_cstr(pk, "cluster");
-    peer_stats ps = {0};
-    if (s->peers)
-        peer_stats_get(s->peers, &ps);
-    msgpack_pack_map(pk, 15);
-    codec_pack_kv_bool(pk, "sharded", s->ring != NULL);
-    codec_pack_kv_int(pk, "nodes", s->ring ? (int64_t)ring_nodes(s->ring, &(const ring_node *){NULL}) : 1);
-    char ver[24];
-    snprintf(ver, sizeof ver, "%016llx", s->ring ? (unsigned long long)ring_version(s->ring) : 0ULL);
-    codec_pack_kv_str(pk, "ring_version", ver);
-    codec_pack_kv_int(pk, "ring_changes", (int64_t)s->ring_changes);
-    codec_pack_kv_int(pk, "forwarded", (int64_t)s->fwd_calls);
-    codec_pack_kv_int(pk, "forward_failed", (int64_t)s->fwd_failed);
-    codec_pack_kv_int(pk, "not_owner", (int64_t)s->not_owner);
-    codec_pack_kv_int(pk, "fence_drops", (int64_t)s->fence_drops);
-    codec_pack_kv_int(pk, "order_lookups", (int64_t)s->order_lookups);
-    codec_pack_kv_int(pk, "forget_pending", (int64_t)s->n_forget);
-    conn_stats cst;
-    conn_mgr_stats_get(s->cm, &cst);
-    codec_pack_kv_int(pk, "peer_inflight", ps.inflight);
-    /* peer handshakes accepted here / refused here; made by us / failed */
-    codec_pack_kv_int(pk, "peer_auth_ok", (int64_t)s->peer_auth_ok);
-    codec_pack_kv_int(pk, "peer_auth_failed", (int64_t)(s->peer_auth_failed + ps.auth_failures));
-    codec_pack_kv_int(pk, "peer_auth_out_ok", (int64_t)ps.auth_ok);
-    codec_pack_kv_int(pk, "peer_only_refused", (int64_t)s->peer_only_refused);
-
-    codec_pack_cstr(pk, "connections");
-    msgpack_pack_map(pk, 11);
-    codec_pack_kv_int(pk, "current", cst.current);
-    codec_pack_kv_int(pk, "total", (int64_t)cst.total);
-    codec_pack_kv_int(pk, "refused", (int64_t)cst.refused);
-    codec_pack_kv_int(pk, "closed_bad_input", (int64_t)cst.closed_bad);
-    codec_pack_kv_int(pk, "closed_idle", (int64_t)cst.closed_idle);
-    codec_pack_kv_int(pk, "closed_stalled", (int64_t)cst.closed_stalled);
-    codec_pack_kv_int(pk, "output_bytes", (int64_t)cst.output_bytes);
-    codec_pack_kv_int(pk, "output_paused", (int64_t)cst.output_paused);
-    codec_pack_kv_int(pk, "accept_errors", (int64_t)cst.accept_errors);
-    codec_pack_kv_int(pk, "accept_pauses", (int64_t)cst.accept_pauses);
-    codec_pack_kv_int(pk, "values_refused", (int64_t)cst.values_refused);
-
-    codec_pack_cstr(pk, "requests");
-    uint32_t nm = 0;
-    for (int m = 0; m < M_COUNT; m++) {
-        for (int r = 0; r < RES_COUNT; r++) {
-            if (s->results[m][r]) {
-                nm++;
-                break;
-            }
-        }
-    }
-    msgpack_pack_map(pk, nm);
-    for (int m = 0; m < M_COUNT; m++) {
-        uint32_t nr = 0;
-        for (int r = 0; r < RES_COUNT; r++)
-            nr += s->results[m][r] != 0;
-        if (nr == 0)
-            continue;
-        codec_pack_cstr(pk, rpc_method_name((enum method)m));
-        msgpack_pack_map(pk, nr);
-        for (int r = 0; r < RES_COUNT; r++) {
-            if (s->results[m][r] == 0)
-                continue;
-            codec_pack_kv_int(pk, result_name(r), (int64_t)s->results[m][r]);
-        }
-    }
-
-    pack_latency(s);
-
-    codec_pack_cstr(pk, "queue");
-    msgpack_pack_map(pk, 4);
-    codec_pack_kv_int(pk, "queued", es.queued);
-    codec_pack_kv_int(pk, "queued_max_sku", es.queued_max_sku);
-    codec_pack_kv_int(pk, "per_sku_max", s->cfg->queue_per_sku_max);
-    codec_pack_kv_int(pk, "total_max", s->cfg->queue_total_max);
-
-    codec_pack_cstr(pk, "batches");
-    msgpack_pack_map(pk, 7);
-    codec_pack_kv_int(pk, "batches", (int64_t)es.batches);
-    codec_pack_kv_int(pk, "batch_ops", (int64_t)es.batch_ops);
-    codec_pack_kv_int(pk, "mean_batch_x1000", es.batches ? (int64_t)(es.batch_ops * 1000 / es.batches) : 0);
-    codec_pack_kv_int(pk, "committed", (int64_t)es.batches_committed);
-    codec_pack_kv_int(pk, "aborted", (int64_t)es.batches_aborted);
-    codec_pack_kv_int(pk, "unknown", (int64_t)es.batches_unknown);
-    codec_pack_kv_int(pk, "in_flight", es.batches_in_flight);
-
-    codec_pack_cstr(pk, "commits");
-    msgpack_pack_map(pk, 8);
-    codec_pack_kv_int(pk, "ok", (int64_t)ss.commits_ok);
-    codec_pack_kv_int(pk, "aborted", (int64_t)ss.commits_aborted);
-    codec_pack_kv_int(pk, "unknown", (int64_t)ss.commits_unknown);
-    codec_pack_kv_int(pk, "resolves", (int64_t)ss.resolves);
-    codec_pack_kv_int(pk, "reconnects", (int64_t)ss.reconnects);
-    codec_pack_kv_int(pk, "latency_us_mean", ss.commits_ok ? (int64_t)(ss.commit_us_total / ss.commits_ok) : 0);
-    codec_pack_kv_int(pk, "latency_us_max", (int64_t)ss.commit_us_max);
-    codec_pack_kv_int(pk, "conns_up", ss.conns_up);
-
-    pack_read_path(s);
-    pack_supplier(s, &es);
-    pack_alerts_notify(s);
-    codec_pack_cstr(pk, "state");
-    msgpack_pack_map(pk, 8);
-    codec_pack_kv_int(pk, "skus", (int64_t)es.skus);
-    codec_pack_kv_int(pk, "orders", (int64_t)es.orders);
-    codec_pack_kv_int(pk, "holds_expired", (int64_t)es.holds_expired);
-    codec_pack_kv_int(pk, "skus_set_aside", (int64_t)es.skus_aside);
-    codec_pack_kv_int(pk, "orders_set_aside", (int64_t)es.orders_aside);
-    codec_pack_kv_int(pk, "set_aside_alerts_dropped", (int64_t)es.aside_alerts_dropped);
-    codec_pack_kv_bool(pk, "store_up", s->st != NULL && store_up(s->st));
-    codec_pack_kv_int(pk, "outcome_unknown", (int64_t)s->outcome_unknown);
-    pack_lines_stats(s);
-}
-
 /* ------------------------------------------------------------ pump */
 
 /* Notes when a batch went to the store, for the commit latency. A slot
@@ -2774,25 +2427,25 @@ static uint64_t open_files(void)
     return n > 0 ? n - 1 : 0;
 }
 
-void server_metrics_get(server *s, server_metrics *out)
+static void trust_fill(const char *id, const eng_trust *t, void *arg)
+{
+    stats_snapshot *out = arg;
+    if (out->n_trust >= STATS_TRUST_MAX)
+        return;
+    stats_trust *e = &out->trust[out->n_trust++];
+    snprintf(e->supplier_id, sizeof e->supplier_id, "%s", id);
+    e->effective = eng_trust_effective(t);
+}
+
+void server_stats_get(server *s, stats_snapshot *out)
 {
     memset(out, 0, sizeof(*out));
+    out->node = s->cfg->node;
     out->uptime_ms = now_ms() - s->started_ms;
     out->listening = s->listening;
     out->draining = s->draining;
     out->store_up = s->st != NULL && store_up(s->st);
-    conn_stats cst;
-    conn_mgr_stats_get(s->cm, &cst);
-    out->conns_current = cst.current;
-    out->conns_total = cst.total;
-    out->conns_refused = cst.refused;
-    out->conns_closed_bad = cst.closed_bad;
-    out->conns_closed_idle = cst.closed_idle;
-    out->conns_closed_stalled = cst.closed_stalled;
-    out->output_bytes = cst.output_bytes;
-    out->output_paused = cst.output_paused;
-    out->accept_errors = cst.accept_errors;
-    out->accept_pauses = cst.accept_pauses;
+    conn_mgr_stats_get(s->cm, &out->conns);
     out->open_files = open_files();
     struct rlimit rl;
     out->open_files_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0;
@@ -2815,6 +2468,8 @@ void server_metrics_get(server *s, server_metrics *out)
     engine_stats_get(s->eng, &out->engine);
     if (s->st)
         store_stats_get(s->st, &out->store);
+    out->preload_skus = s->cfg->preload_skus;
+    out->cache_ttl_s = s->cfg->cache_ttl_s;
     out->has_bloom = s->bloom != NULL;
     if (s->bloom)
         bloom_stats_get(s->bloom, &out->bloom);
@@ -2828,6 +2483,8 @@ void server_metrics_get(server *s, server_metrics *out)
     out->cold_failed = s->cold_failed;
     out->cold_in_flight = s->n_cold;
     out->sharded = s->ring != NULL;
+    out->nodes = s->ring ? (uint32_t)ring_nodes(s->ring, &(const ring_node *){NULL}) : 1;
+    out->ring_version = s->ring ? ring_version(s->ring) : 0;
     out->takeovers_pending = s->n_prefetch;
     out->forget_pending = (uint32_t)s->n_forget;
     out->ring_settled = s->n_prefetch == 0 && s->n_forget == 0;
@@ -2837,4 +2494,26 @@ void server_metrics_get(server *s, server_metrics *out)
     out->fence_drops = s->fence_drops;
     out->order_lookups = s->order_lookups;
     out->ring_changes = s->ring_changes;
+    if (s->peers)
+        peer_stats_get(s->peers, &out->peers);
+    out->peer_auth_ok = s->peer_auth_ok;
+    out->peer_auth_failed = s->peer_auth_failed + out->peers.auth_failures;
+    out->peer_only_refused = s->peer_only_refused;
+    out->supplier_enabled = s->supsync != NULL;
+    if (s->supsync)
+        supsync_stats_get(s->supsync, &out->sync);
+    if (s->purch)
+        purchase_stats_get(s->purch, &out->purchase);
+    if (s->supc)
+        supplier_client_stats(s->supc, &out->client);
+    engine_each_supplier(s->eng, trust_fill, out);
+    notify_stats_get(s->notify, &out->notify);
+    out->alerts_total = s->alerts_total;
+    out->alerts_no_cache = s->alerts_no_cache;
+    out->coordinator = s->cart != NULL;
+    if (s->cart != NULL)
+        cart_stats_get(s->cart, &out->cart);
+    out->lines_reserves = s->lines_reserves;
+    out->lines_total = s->lines_total;
+    out->lines_coordinated = s->lines_coordinated;
 }

@@ -27,7 +27,6 @@
 #include "stockd/engine.h"
 #include "stockd/bloom.h"
 #include "stockd/cache.h"
-#include "stockd/hist.h"
 #include "stockd/store.h"
 
 struct event_base;
@@ -78,49 +77,9 @@ bool server_sharded(const server *s);
  * takeover in the background. Blocking scan of SKU names; 0 or -1 with err. */
 int server_take_over_owned(server *s, char *err, size_t err_len);
 
-/* ---- figures for operators (http.c's /metrics, the same as `stats`) ---- */
-#define SERVER_METHODS_MAX 20
-#define SERVER_RESULTS_MAX 24
-
-typedef struct server_method_metrics {
-    const char *name;
-    uint64_t results[SERVER_RESULTS_MAX];  /* answers by result slot */
-    const hist *latency_us;                /* frame read to reply queued, every answer */
-} server_method_metrics;
-
-typedef struct server_metrics {
-    int64_t uptime_ms;
-    bool listening;                 /* state loaded and serving */
-    bool draining;
-    bool store_up;
-    uint32_t conns_current;
-    uint64_t conns_total, conns_refused, conns_closed_bad, notifications;
-    uint64_t conns_closed_idle, conns_closed_stalled, output_bytes, output_paused;
-    uint64_t accept_errors, accept_pauses;
-    uint64_t open_files, open_files_limit;  /* descriptors now, RLIMIT_NOFILE soft */
-    uint64_t outcome_unknown, reloads;
-    uint32_t n_methods, n_results;
-    const char *result_names[SERVER_RESULTS_MAX];
-    server_method_metrics methods[SERVER_METHODS_MAX];
-    const hist *batch_ops;          /* ops per batch handed to the store */
-    const hist *commit_us;          /* store_commit to on_commit, any outcome */
-    uint32_t queue_per_sku_max, queue_total_max;
-    eng_stats engine;
-    store_stats store;
-    /* read path (the same figures as stats' read_path) */
-    bool has_bloom, has_cache;
-    bloom_stats bloom;
-    cache_stats cache;
-    uint64_t cold_loads, cold_waits, cold_loaded, cold_missing, cold_failed;
-    uint32_t cold_in_flight;
-    /* cluster (the same figures as stats' cluster) */
-    bool sharded;
-    bool ring_settled;              /* startup takeovers done, no SKU waiting to leave */
-    uint32_t takeovers_pending, forget_pending;
-    uint64_t forwarded, forward_failed, not_owner, fence_drops, order_lookups, ring_changes;
-} server_metrics;
-
-/* Fills out; the hist pointers stay valid until server_free(). */
-void server_metrics_get(server *s, server_metrics *out);
+/* ---- figures for operators: `stats` and /metrics (stats.h) ---- */
+struct stats_snapshot;
+/* Fills out once; its hist pointers stay valid until server_free(). */
+void server_stats_get(server *s, struct stats_snapshot *out);
 
 #endif
