@@ -738,6 +738,27 @@ bool rpc_method_admin(enum method m)
     return specs[m].admin;
 }
 
+bool rpc_method_names_sku(enum method m)
+{
+    return m == M_STOCK_GET || m == M_RESERVE || m == M_SKU_PUT || m == M_ADJUST;
+}
+
+bool rpc_method_is_order(enum method m)
+{
+    return m == M_CONFIRM || m == M_RELEASE || m == M_SHIP || m == M_ORDER_GET;
+}
+
+eng_op_kind rpc_method_op_kind(enum method m)
+{
+    static const eng_op_kind kinds[M_COUNT] = {
+        [M_RESERVE] = ENG_OP_RESERVE, [M_CONFIRM] = ENG_OP_CONFIRM, [M_RELEASE] = ENG_OP_RELEASE,
+        [M_SHIP] = ENG_OP_SHIP, [M_SKU_PUT] = ENG_OP_SKU_PUT, [M_ADJUST] = ENG_OP_ADJUST,
+        [M_SUPPLIER_PUT] = ENG_OP_SUPPLIER_PUT,
+    };
+    assert(m < M_COUNT);
+    return kinds[m];
+}
+
 bool rpc_method_read_only(enum method m)
 {
     return m == M_PING || m == M_STATS || m == M_STOCK_GET || m == M_ORDER_GET ||

@@ -38,6 +38,13 @@ enum method rpc_method_lookup(const char *p, uint32_t n);
 bool rpc_method_admin(enum method m);
 /* Reads answered from memory at once (no engine queue). */
 bool rpc_method_read_only(enum method m);
+/* Requests about one SKU they name (stock.get, reserve, sku.put,
+ * stock.adjust). */
+bool rpc_method_names_sku(enum method m);
+/* Calls on an existing order (confirm, release, ship, order.get). */
+bool rpc_method_is_order(enum method m);
+/* The engine operation of a method that changes state. */
+eng_op_kind rpc_method_op_kind(enum method m);
 
 /* What parsing found besides the op's fields. */
 typedef struct rpc_parsed {

@@ -1,0 +1,156 @@
+/* node.h — the state one stockd node's parts share, and the request.
+ *
+ * The node is built by server.c (server.h is its public face) from parts
+ * with one job each, in the order a request flows through them:
+ *   conn.c      connections: framing, limits, backpressure, closing;
+ *   rpc.c       the request: decoded, authorized, answered (rpc.h);
+ *   route.c     cluster routing: owners, forwarding, the coordinator (route.h);
+ *   coldload.c  SKUs not in memory: single-flight loads, Bloom filter,
+ *               the Redis read cache (coldload.h);
+ *   core.c      the engine, the batch pump, what follows a commit (core.h);
+ *   notify.c, reply.c, stats.c  telling listeners, encoding, figures.
+ * Each part reads and writes only its own section of struct server (the
+ * comments say whose); the engine is written only through core.c's pump
+ * and the request paths that submit to it.
+ *
+ * A request's life (enum req_state, one function per transition in rpc.c):
+ *   PARSED -> AUTHORIZED -> ROUTED (forwarded, coordinated, or here) ->
+ *   QUEUED (waiting on a cold SKU, the engine, a peer, MariaDB) ->
+ *   ANSWERED; the request is then back in the free list.
+ */
+#ifndef STOCKD_NODE_H
+#define STOCKD_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event_struct.h>
+#include <msgpack.h>
+
+#include "stockd/bloom.h"
+#include "stockd/cache.h"
+#include "stockd/cart.h"
+#include "stockd/codec.h"
+#include "stockd/config.h"
+#include "stockd/conn.h"
+#include "stockd/engine.h"
+#include "stockd/hist.h"
+#include "stockd/notify.h"
+#include "stockd/peer.h"
+#include "stockd/peer_auth.h"
+#include "stockd/purchase.h"
+#include "stockd/ring.h"
+#include "stockd/rpc_parse.h"
+#include "stockd/server.h"
+#include "stockd/stats.h"
+#include "stockd/store.h"
+#include "stockd/supplier.h"
+#include "stockd/supplier_sync.h"
+
+#define COMMITS_TRACKED 64        /* > STORE_CONNS_MAX: batches in commit at once */
+
+/* Result slots of the per-method counters: engine errors, plus these. */
+enum { RES_UNAUTHORIZED = ENG_E_COUNT_, RES_TOO_LARGE, RES_UNKNOWN_METHOD, RES_COUNT };
+
+/* What the server keeps per connection (conn_data). */
+typedef struct client {
+    server *srv;
+    /* The peer handshake (peer_auth.h), accepting side: a peer.hello was
+     * answered (hello), then peer.auth proved the secret (peer). Only a
+     * peer connection may send peer-only fields. */
+    bool hello, peer;
+    int key;
+    char node[PEER_NODE_MAX + 1];
+    uint8_t na[PEER_NONCE_BYTES], nb[PEER_NONCE_BYTES];
+} client;
+
+static inline client *cl(conn *c)
+{
+    return conn_data(c);
+}
+
+typedef struct req {
+    eng_op op;                    /* op.ctx == this */
+    conn *c;
+    uint32_t msgid;
+    enum method m;
+    int64_t start_ns;             /* frame read: latency is measured from here */
+    struct event timer;           /* deadline while queued */
+    int64_t deadline_ms;          /* a change waiting on a cold SKU's load */
+    struct req *next_free;        /* free list; cold SKU waiters */
+    char owner[RING_NAME_MAX + 1]; /* sharding: the node a forwarded request went to */
+    int32_t limit;                /* alerts.list */
+    bool fwd;                     /* sent by a peer: never forwarded again */
+    bool nf_checked;              /* a not_found from memory already asked MariaDB */
+    bool cart_routed;             /* an order call the coordinator found to have one SKU and
+                                   * routed by it: never handed to the coordinator again */
+} req;
+
+struct server {
+    struct event_base *base;
+    const stockd_config *cfg;
+    engine *eng;
+    store *st;
+    conn_mgr *cm;
+    struct event *pump_ev;
+    struct event *tick_ev;
+    struct event *drain_ev;
+    bool pump_armed;
+    bool draining;
+    const struct timeval *deadline_tv_default;
+    req *free_reqs;
+    msgpack_zone zone;
+    msgpack_sbuffer out;
+    msgpack_packer pk;
+    int64_t started_ms;
+    /* counters */
+    uint64_t notifications;
+    uint64_t results[M_COUNT][RES_COUNT];
+    uint64_t outcome_unknown;
+    /* latency: every answer is counted in results[][] and recorded in
+     * latency_us[] at the same place, so the two always agree */
+    int64_t frame_start_ns;       /* the frame being handled now */
+    hist latency_us[M_COUNT];
+    hist batch_ops;
+    hist commit_us;
+    struct { uint64_t batch_id; int64_t start_ns; } commits[COMMITS_TRACKED];
+    bool listening;
+    uint64_t reloads;
+    /* read path: cold SKUs, Bloom filter, Redis cache */
+    struct cold_sku *cold;        /* uthash by sku: loads in flight */
+    uint32_t n_cold;
+    uint32_t n_prefetch;          /* of n_cold: startup takeovers nobody waits on yet */
+    uint64_t cold_loads, cold_waits, cold_loaded, cold_missing, cold_failed;
+    struct req *cold_again_head, *cold_again_tail; /* carts waiting for their next cold SKU */
+    struct event *cold_again_ev;
+    bloom *bloom;
+    cache *cache;
+    /* sharding (NULL ring: a single node owning every SKU) */
+    ring *ring;
+    uint32_t self;                /* this node's index in the ring */
+    peer_pool *peers;
+    peer_keyring keyring;         /* the cluster secrets (cfg), rebuilt on reload */
+    uint64_t peer_auth_ok, peer_auth_failed, peer_only_refused;
+    char **forget;                /* SKUs to drop from memory when idle */
+    size_t n_forget, cap_forget;
+    uint64_t fwd_calls, fwd_failed, not_owner, fence_drops, order_lookups, ring_changes;
+    uint64_t nf_checks, nf_routed, nf_stale;   /* not_found asked of MariaDB (sharded) */
+    supplier_sync *supsync;       /* NULL: supplier sync off (no --supplier-url) */
+    supplier_client *supc;        /* shared by sync and purchases (one app key) */
+    purchase *purch;
+    /* order.subscribe listeners (order.update notifications) */
+    notify *notify;               /* order.subscribe listeners, alerts ring (notify.h) */
+    uint64_t alerts_total, alerts_no_cache;
+    /* orders of several lines */
+    bool parts_mode;              /* sharded: multi-line orders are parts here */
+    cart *cart;                   /* sharded: the coordinator (NULL: not built in) */
+    uint64_t lines_reserves, lines_total, lines_coordinated;
+    eng_line_view line_buf[ENG_LINES_MAX]; /* pack_order scratch */
+};
+
+
+_Static_assert(M_COUNT <= STATS_METHODS_MAX && RES_COUNT <= STATS_RESULTS_MAX,
+               "stats_snapshot arrays too small");
+
+#endif
