@@ -23,7 +23,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
+#include <unistd.h>
 
 #include "stockd/codec.h"
 #include "stockd/log.h"
@@ -74,6 +74,7 @@ struct conn_mgr {
     uint64_t out_total;
     bool out_over;                /* over max_output_total_bytes, not yet back under 3/4 */
     conn_stats st;
+    uint8_t rbuf[CONN_READ_MAX];  /* every read lands here first */
 };
 
 static void update_read(conn *c);
@@ -499,28 +500,22 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     conn *c = arg;
     conn_mgr *m = c->mgr;
-    /* One read of up to CONN_READ_MAX, however the input arrived. */
-    struct evbuffer_iovec v[2];
-    int nv = evbuffer_reserve_space(c->in, CONN_READ_MAX, v, 2);
-    if (nv <= 0) {
-        LOG_W("out of memory reading: connection closed");
-        conn_close(c);
-        return;
-    }
-    ssize_t n = readv(fd, (struct iovec *)v, nv);
+    /* One read of up to CONN_READ_MAX, however the input arrived, into the
+     * manager's buffer: reserving that much in every connection's input
+     * for every wakeup (most read a few bytes, or none at EOF) would cost
+     * an allocation of CONN_READ_MAX each time. */
+    ssize_t n = read(fd, m->rbuf, CONN_READ_MAX);
     if (n <= 0) {
-        evbuffer_commit_space(c->in, v, 0);
         if (n < 0 && retriable(errno))
             return;
         conn_close(c);  /* EOF or reset */
         return;
     }
-    for (int i = 0; i < nv; i++) {
-        size_t take = (size_t)n < v[i].iov_len ? (size_t)n : v[i].iov_len;
-        v[i].iov_len = take;
-        n -= (ssize_t)take;
+    if (evbuffer_add(c->in, m->rbuf, (size_t)n) != 0) {
+        LOG_W("out of memory reading: connection closed");
+        conn_close(c);
+        return;
     }
-    evbuffer_commit_space(c->in, v, nv);
     c->last_read_ms = now_ms(m);
     process(c);
 }
