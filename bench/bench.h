@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hist.h"
+#include "stockd/hist.h"
 
 struct event_base;
 
@@ -138,7 +138,7 @@ typedef struct bench_result {
     bench_code codes[BENCH_CODES_MAX];
     unsigned n_codes;
     uint64_t codes_dropped;          /* outcomes beyond BENCH_CODES_MAX names */
-    bench_hist hist;                 /* latency, microseconds */
+    hist hist;                 /* latency, microseconds */
     uint32_t series_n;               /* seconds recorded */
     uint32_t series_req[BENCH_SECONDS_MAX];
     uint32_t series_ok[BENCH_SECONDS_MAX];

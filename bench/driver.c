@@ -281,7 +281,7 @@ void bench_done(bench_run *r, bench_req *q, const char *outcome)
             res->successes++;
         if (outcome != NULL)
             count_code(res, outcome);
-        hist_add(&res->hist, (now - q->t_start_ns) / 1000u);
+        hist_record(&res->hist, (now - q->t_start_ns) / 1000u);
     }
     slot_release(r, q);
     if (r->phase == RUN_DRAINING && r->in_flight == 0)

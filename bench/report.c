@@ -127,7 +127,7 @@ void bench_report_compare(const bench_opts *o, const bench_result *res, unsigned
         printf("%-12s %12s %8s %12.0f %8s %8" PRIu64 " %8" PRIu64 " %8" PRIu64 " %9" PRIu64
                " %8" PRIu64 "  %s\n", bench_mode_name(r->mode), v1, r1, v_req, r2,
                hist_quantile(&r->hist, 0.5), hist_quantile(&r->hist, 0.99),
-               hist_quantile(&r->hist, 0.999), r->hist.max_us, errs, audit_word(r));
+               hist_quantile(&r->hist, 0.999), r->hist.max, errs, audit_word(r));
     }
     printf("(ratios are to %s)\n", bench_mode_name(b->mode));
     if (o->lines > 0)

@@ -413,7 +413,7 @@ static int peer_order(sn_ctx *c, void *st, const sn_event *ev)
         }
         unlock_lines(p, c, ev, token, n_locked);
     }
-    hist_add(&c->hist, (sn_mono_ns() - t0) / 1000u);
+    hist_record(&c->hist, (sn_mono_ns() - t0) / 1000u);
     c->answers++;
     if (a != ANS_YES) {
         int64_t orderable[SN_LINES_MAX];

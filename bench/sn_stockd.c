@@ -163,7 +163,7 @@ static int sd_order(sn_ctx *c, void *st, const sn_event *ev)
     uint64_t t0 = sn_mono_ns();
     if (send_reserve(c, s, ev, &o, &yes) != 0)
         return fail(c, s, "reserve", s->c);
-    hist_add(&c->hist, (sn_mono_ns() - t0) / 1000u);
+    hist_record(&c->hist, (sn_mono_ns() - t0) / 1000u);
     c->answers++;
     if (!yes) {
         const stockd_error *e = stockd_client_error(s->c);

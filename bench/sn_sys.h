@@ -28,7 +28,7 @@ typedef struct sn_ctx {
     char name[16];                   /* the system */
     int64_t now_ms;                  /* simulated time of the event being played */
     int64_t wall0_unix_ms;           /* wall time (unix ms) of simulated 0 */
-    bench_hist hist;                 /* answer latency, us */
+    hist hist;                 /* answer latency, us */
     uint64_t answers;
     bool *price_changed;             /* per offer: its price changed before now */
     int32_t *link_of_offer;          /* per offer: link change number, -1 */

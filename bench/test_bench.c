@@ -1,5 +1,5 @@
 /* test_bench.c — unit checks for stockbench's pure parts: the histogram's
- * bucket edges and quantiles, URL/address parsing, the zipf table. Plain
+ * latency quantiles, URL/address parsing, the zipf table. Plain
  * asserts (they stay on: b_ndebug=false); exits 0 when all hold. */
 #include "bench.h"
 
@@ -8,30 +8,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* stockbench records latencies in stockd's histogram (hist.h, unit-tested
+ * on its own): here only what the reports rely on, in microseconds. */
 static void test_hist_exact_and_bounded(void)
 {
-    static bench_hist h;
+    static hist h;
     hist_reset(&h);
     for (uint64_t v = 1; v <= 100; v++)
-        hist_add(&h, v);
+        hist_record(&h, v);
     assert(h.count == 100);
-    assert(hist_quantile(&h, 0.5) == 50);           /* exact below 64 */
     assert(hist_quantile(&h, 1.0) == 100);          /* max is exact */
-    uint64_t p99 = hist_quantile(&h, 0.99);
-    assert(p99 >= 99 && p99 <= 100);
-    /* Above 64 every value lands within 1/32 of itself. */
-    for (uint64_t v = 64; v < (1u << 30); v = v * 3 + 7) {
+    uint64_t p50 = hist_quantile(&h, 0.5);
+    assert(p50 >= 50 && p50 <= 51);                 /* two significant digits */
+    /* Any value is reported within one bucket (< 10 %) above itself. */
+    for (uint64_t v = 10; v < (1u << 30); v = v * 3 + 7) {
         hist_reset(&h);
-        hist_add(&h, v);
-        hist_add(&h, v * 2);                        /* max above v */
+        hist_record(&h, v);
+        hist_record(&h, v * 2);
         uint64_t q = hist_quantile(&h, 0.5);
         assert(q >= v);
-        assert((double)(q - v) <= (double)v / 32.0);
+        assert((double)(q - v) <= (double)v / 10.0);
     }
     hist_reset(&h);
     assert(hist_quantile(&h, 0.99) == 0);
-    hist_add(&h, UINT64_C(1) << 50);                /* clamps, does not overflow */
-    assert(hist_quantile(&h, 0.5) == UINT64_C(1) << 50);
 }
 
 static void test_urls(void)
