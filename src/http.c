@@ -55,19 +55,18 @@ static void reply_short(httpd_req *req, int code, const char *reason, const char
     httpd_respond(req, code, reason, "text/plain; charset=utf-8", body, (size_t)n, extra);
 }
 
-/* The snapshot behind /metrics and /readyz (stats.h), on the heap: it
- * holds every figure, a few KiB. */
-static stats_snapshot *snapshot(http_srv *h)
+/* /metrics and /readyz render one snapshot (stats.h) into a text buffer.
+ * The snapshot is on the heap: it holds every figure, a few KiB. */
+typedef void (*render_fn)(const stats_snapshot *m, struct evbuffer *b);
+
+static void metrics_render(const stats_snapshot *m, struct evbuffer *b)
+{
+    stats_metrics(m, b);
+}
+
+static void reply_snapshot(httpd_req *req, http_srv *h, render_fn render, bool readyz)
 {
     stats_snapshot *m = malloc(sizeof *m);
-    if (m != NULL)
-        server_stats_get(h->srv, m);
-    return m;
-}
-
-static void on_metrics(httpd_req *req, http_srv *h)
-{
-    stats_snapshot *m = snapshot(h);
     struct evbuffer *b = evbuffer_new();
     if (b == NULL || m == NULL) {
         if (b != NULL)
@@ -76,32 +75,20 @@ static void on_metrics(httpd_req *req, http_srv *h)
         reply_short(req, 500, "Internal Server Error", "out of memory", NULL);
         return;
     }
+    server_stats_get(h->srv, m);
     m->has_http = true;
     httpd_stats_get(h->httpd, &m->http);
-    stats_metrics(m, b);
-    reply_buf(req, 200, "OK", b, "text/plain; version=0.0.4; charset=utf-8");
-    evbuffer_free(b);
+    render(m, b);
     free(m);
-}
-
-static void on_readyz(httpd_req *req, http_srv *h)
-{
-    stats_snapshot *m = snapshot(h);
-    struct evbuffer *b = evbuffer_new();
-    if (b == NULL || m == NULL) {
-        if (b != NULL)
-            evbuffer_free(b);
-        free(m);
-        reply_short(req, 500, "Internal Server Error", "out of memory", NULL);
-        return;
+    if (!readyz) {
+        reply_buf(req, 200, "OK", b, "text/plain; version=0.0.4; charset=utf-8");
+    } else {
+        bool ready = evbuffer_get_length(b) == 0;
+        if (ready)
+            evbuffer_add_printf(b, "ready\n");
+        reply_buf(req, ready ? 200 : 503, ready ? "OK" : "Service Unavailable", b,
+                  "text/plain; charset=utf-8");
     }
-    stats_unready(m, b);
-    free(m);
-    bool ready = evbuffer_get_length(b) == 0;
-    if (ready)
-        evbuffer_add_printf(b, "ready\n");
-    reply_buf(req, ready ? 200 : 503, ready ? "OK" : "Service Unavailable", b,
-              "text/plain; charset=utf-8");
     evbuffer_free(b);
 }
 
@@ -135,9 +122,9 @@ static void on_request(void *arg, httpd_req *req)
     } else if (!read) {
         reply_short(req, 405, "Method Not Allowed", "GET or HEAD only", "Allow: GET, HEAD\r\n");
     } else if (strcmp(path, "/metrics") == 0) {
-        on_metrics(req, h);
+        reply_snapshot(req, h, metrics_render, false);
     } else if (strcmp(path, "/readyz") == 0) {
-        on_readyz(req, h);
+        reply_snapshot(req, h, stats_unready, true);
     } else if (strcmp(path, "/healthz") == 0) {
         reply_short(req, 200, "OK", "ok", NULL);
     } else {
