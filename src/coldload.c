@@ -172,6 +172,7 @@ static void cold_handle_waiter(server *s, req *r, const char *sku, int result)
         /* As in local_request: the SKU is loaded now, the order is not on it. */
         s->order_lookups++;
         conn *c = r->c;
+        req_reroute(r);
         route_coordinate_order(s, c, r, r->msgid, r->m, r->deadline_ms);
         conn_release(c);  /* coordinate_order took its own hold */
     } else if (r->m == M_RESERVE && r->op.n_lines > 0) {
@@ -308,7 +309,7 @@ bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum method m,
     r->deadline_ms = deadline_ms;
     eng_err err = cold_enqueue(s, r, sku);
     if (err == ENG_OK) {
-        conn_hold(c);
+        req_hold(r, c);
         return true;
     }
     if (err == ENG_E_UNKNOWN_SKU && m == M_SKU_PUT)

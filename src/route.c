@@ -124,7 +124,7 @@ static void forward(server *s, conn *c, req *r, uint32_t msgid, enum method m, u
     memcpy(r->owner, n->name, sizeof r->owner);
     if (r->start_ns == 0)
         r->start_ns = s->frame_start_ns;
-    conn_hold(c);
+    req_hold(r, c);
     s->fwd_calls++;
     peer_call(s->peers, n->name, n->host, n->port, rpc_method_name(m), params_map, "_fwd",
               ring_version(s->ring), (uint32_t)deadline_ms, fwd_reply_cb, r);
@@ -166,6 +166,7 @@ static void order_call_fail(server *s, req *r, eng_err err)
 static void order_route_sku(server *s, req *r, const char *sku)
 {
     conn *c = r->c;
+    req_reroute(r);
     snprintf(r->op.sku, sizeof r->op.sku, "%s", sku);
     uint32_t o = route_owner_of(s, sku);
     if (o != s->self) {
@@ -240,10 +241,15 @@ static void nf_checked_cb(const char *order_id, int result, const char *sku, voi
 /* Starts the check for a request held on its connection (its answer is
  * then nf_checked_cb's). False when no check is needed: the caller
  * answers not_found itself. */
+bool route_nf_needed(const server *s, const req *r)
+{
+    return route_sharded(s) && s->st != NULL && rpc_method_is_order(r->m) &&
+           r->op.part_lines == 0 && !r->nf_checked;
+}
+
 bool route_nf_verify(server *s, req *r)
 {
-    if (!route_sharded(s) || s->st == NULL || !rpc_method_is_order(r->m) || r->op.part_lines > 0 ||
-        r->nf_checked)
+    if (!route_nf_needed(s, r))
         return false;
     r->nf_checked = true;
     s->nf_checks++;
@@ -419,7 +425,7 @@ bool route_request(server *s, conn *c, req *r, const rpc_msg *msg, enum method m
         r->m = m;
         r->start_ns = s->frame_start_ns;
         r->deadline_ms = pp->deadline_ms;
-        conn_hold(c);
+        req_hold(r, c);
         s->order_lookups++;
         if (store_find_order_sku(s->st, op->order_id, order_found_cb, r) != 0) {
             conn_release(c);

@@ -95,9 +95,11 @@ req *req_get(server *s)
     req *r = s->free_reqs;
     if (r != NULL) {
         s->free_reqs = r->next_free;
-    } else if ((r = malloc(sizeof(*r))) == NULL) {
+    } else if ((r = calloc(1, sizeof(*r))) == NULL) {
         return NULL;
     }
+    assert(r->state == REQ_FREE);
+    r->state = REQ_PARSING;
     memset(&r->op, 0, sizeof(r->op));
     r->op.ctx = r;
     r->op.err_line = -1;
@@ -108,9 +110,12 @@ req *req_get(server *s)
     return r;
 }
 
-/* Releases a request; its lines (rpc_parse) go with it. */
+/* Releases a request; its lines (rpc_parse) go with it. A request answered
+ * at once goes straight here; one that waited comes through req_finish. */
 void req_put(server *s, req *r)
 {
+    assert(r->state != REQ_FREE && r->state != REQ_WAITING);
+    r->state = REQ_FREE;
     rpc_op_free_lines(&r->op);
     r->next_free = s->free_reqs;
     s->free_reqs = r;
@@ -122,10 +127,31 @@ void req_put(server *s, req *r)
  * last request is answered. */
 void req_finish(server *s, req *r)
 {
+    assert(r->state == REQ_WAITING);
+    r->state = REQ_ANSWERED;
     conn *c = r->c;
     rpc_flush(s, c);
     req_put(s, r);
     conn_release(c);
+}
+
+void req_authorized(req *r)
+{
+    assert(r->state == REQ_PARSING);
+    r->state = REQ_AUTHORIZED;
+}
+
+void req_reroute(req *r)
+{
+    assert(r->state == REQ_WAITING);
+    r->state = REQ_AUTHORIZED;
+}
+
+void req_hold(req *r, conn *c)
+{
+    assert(r->state == REQ_AUTHORIZED || r->state == REQ_WAITING);
+    r->state = REQ_WAITING;
+    conn_hold(c);
 }
 
 /* The engine answered a request: reply and release it. */
@@ -322,7 +348,7 @@ void req_wait(server *s, conn *c, req *r, uint32_t msgid, enum method m, int64_t
     if (r->start_ns == 0)
         r->start_ns = s->frame_start_ns;
     r->deadline_ms = deadline_ms;
-    conn_hold(c);
+    req_hold(r, c);
 }
 
 /* supplier.put: fields not given keep the committed settings (or the
@@ -504,6 +530,7 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
         s->lines_reserves++;
         s->lines_total += op->n_lines;
     }
+    req_authorized(r);
     r->c = c;
     r->msgid = msg->msgid;
     r->m = m;
@@ -532,11 +559,11 @@ void rpc_local_request(server *s, conn *c, req *r, uint32_t msgid, enum method m
     }
     if (rpc_method_read_only(m)) {
         eng_order_view ov;
-        if (m == M_ORDER_GET && !rpc_order_read(s, op, &ov)) {
+        r->m = m;
+        if (m == M_ORDER_GET && route_nf_needed(s, r) && !rpc_order_read(s, op, &ov)) {
             req_wait(s, c, r, msgid, m, deadline_ms);
-            if (route_nf_verify(s, r))
-                return;
-            conn_release(c);
+            route_nf_verify(s, r);
+            return;
         }
         handle_read_only(s, c, msgid, m, r);
         req_put(s, r);
@@ -558,7 +585,7 @@ void rpc_local_request(server *s, conn *c, req *r, uint32_t msgid, enum method m
         req_put(s, r);
         return;
     }
-    conn_hold(c);
+    req_hold(r, c);
     evtimer_assign(&r->timer, s->base, rpc_deadline_cb, r);
     if (deadline_ms == (int64_t)s->cfg->default_deadline_ms && s->deadline_tv_default) {
         evtimer_add(&r->timer, s->deadline_tv_default);

@@ -70,8 +70,19 @@ static inline client *cl(conn *c)
     return conn_data(c);
 }
 
+/* A request's life; one function per transition (rpc.h). */
+enum req_state {
+    REQ_FREE = 0,     /* in the free list */
+    REQ_PARSING,      /* req_get: being decoded and validated */
+    REQ_AUTHORIZED,   /* req_authorized: parsed, the token and peer checks passed */
+    REQ_WAITING,      /* req_hold: held on its connection, waiting on a cold load,
+                       * the engine, a peer, the coordinator or MariaDB */
+    REQ_ANSWERED,     /* req_finish: its answer queued; back to FREE at once */
+};
+
 typedef struct req {
     eng_op op;                    /* op.ctx == this */
+    enum req_state state;
     conn *c;
     uint32_t msgid;
     enum method m;

@@ -34,6 +34,8 @@ void route_coordinate_order(server *s, conn *c, req *r, uint32_t msgid, enum met
  * MariaDB is asked (the answer then comes from there), false when the
  * caller answers not_found itself. */
 bool route_nf_verify(server *s, req *r);
+/* Whether route_nf_verify would ask MariaDB for r. */
+bool route_nf_needed(const server *s, const req *r);
 
 /* cluster.ring's answer into s->pk (a single node answers itself). */
 void route_pack_ring(server *s);

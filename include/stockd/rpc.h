@@ -31,7 +31,17 @@ void rpc_deadline_cb(evutil_socket_t fd, short what, void *arg);
 void rpc_local_request(server *s, conn *c, req *r, uint32_t msgid, enum method m,
                        int64_t deadline_ms);
 
+/* The transitions of enum req_state (node.h): req_get FREE -> PARSING;
+ * req_authorized PARSING -> AUTHORIZED; req_hold AUTHORIZED or WAITING ->
+ * WAITING (held on c); req_reroute WAITING -> AUTHORIZED; req_finish WAITING -> ANSWERED -> FREE; req_put an
+ * answer given at once (or none) -> FREE. Asserted: nothing is answered
+ * twice or released while it waits. */
 req *req_get(server *s);
+void req_authorized(req *r);
+void req_hold(req *r, conn *c);
+/* WAITING -> AUTHORIZED: a waiting request routed anew (its owner or its
+ * order was found); the caller releases the old hold after routing it. */
+void req_reroute(req *r);
 void req_put(server *s, req *r);
 /* Marks r as waiting on c (answered later through req_finish). */
 void req_wait(server *s, conn *c, req *r, uint32_t msgid, enum method m, int64_t deadline_ms);
