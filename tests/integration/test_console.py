@@ -341,3 +341,64 @@ def test_sku_recheck_rpc(srv):
     assert err["code"] == "unknown_sku"
     assert c.ok("sku.recheck", {"sku": "c-mug", "token": TOKEN})["rechecking"] is False
     c.close()
+
+
+# ---------------------------------------------------------------- a cluster
+
+@pytest.fixture(scope="module")
+def pair(make_db, log_dir):
+    """Two instances on one MariaDB; the console is on "ca"."""
+    db = make_db("pair")
+    pa, pb = itestlib.free_port(), itestlib.free_port()
+    peers = "ca=127.0.0.1:%d,cb=127.0.0.1:%d" % (pa, pb)
+    secret = secrets.token_hex(24)
+    hp = itestlib.free_port()
+    common = ["--peers", peers, "--cluster-secret", secret, "--admin-token", TOKEN]
+    b = itestlib.Stockd(db.url, log_dir, name="cb", args=common, port=pb)
+    a = itestlib.Stockd(db.url, log_dir, name="ca", port=pa,
+                        args=common + ["--http", "127.0.0.1:%d" % hp])
+    a.http_port = hp
+    try:
+        b.start()
+        a.start()
+        yield a, b, db
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_cluster_actions_go_to_the_owner(pair):
+    from test_cluster import Ring
+    a, b, db = pair
+    ca = a.client()
+    ring = Ring.from_reply(ca.ok("cluster.ring", {}))
+    sku = next("cb-sku-%d" % i for i in range(1000) if ring.owner("cb-sku-%d" % i) == "cb")
+    ca.ok("sku.put", {"sku": sku, "own_on_hand": 4, "token": TOKEN})
+    assert ca.ok("reserve", {"order_id": "cl-o1", "sku": sku, "qty": 1})["status"] == "confirmed"
+    forwarded = ca.ok("stats", {})["cluster"]["forwarded"]
+    # An alert another instance wrote is on this instance's list.
+    db.query("INSERT INTO alerts (kind, sku, order_id, reason, at, node) VALUES"
+             " ('purchase_failed', %s, 'cl-o1', 'written by cb', %s, 'cb')",
+             (sku, int(time.time() * 1000)))
+    hd = login(a)
+    st, _, j, _ = req(a, "GET", "/console/api/live", headers=hd)
+    assert any(x["reason"] == "written by cb" for x in j["alerts"]), j["alerts"]
+    # The SKU's figures are the owner's; actions on it go there.
+    st, _, j, _ = req(a, "GET", "/console/api/sku?sku=" + sku, headers=hd)
+    assert j["stock"]["result"]["own_reserved"] == 1, j
+    st, _, j, _ = req(a, "POST", "/console/api/recheck", {"sku": sku}, headers=hd)
+    assert st == 200 and j["result"]["sku"] == sku, j
+    st, _, j, _ = req(a, "POST", "/console/api/release", {"order_id": "cl-o1"}, headers=hd)
+    assert st == 200 and j["result"]["status"] == "released", j
+    assert ca.ok("stats", {})["cluster"]["forwarded"] >= forwarded + 3
+    cb = b.client()
+    assert cb.ok("order.get", {"order_id": "cl-o1"})["status"] == "released"
+    # Trust is per instance: the console sets it on both.
+    st, _, j, _ = req(a, "POST", "/console/api/supplier",
+                      {"supplier_id": "cl-sup", "event_mode": True}, headers=hd)
+    assert st == 200 and sorted(n["node"] for n in j["nodes"]) == ["ca", "cb"], j
+    assert cb.ok("supplier.get", {"supplier_id": "cl-sup"})["event_mode"] is True
+    st, _, j, _ = req(a, "GET", "/console/api/supplier?id=cl-sup", headers=hd)
+    assert [n["result"]["event_mode"] for n in j["nodes"]] == [True, True], j
+    ca.close()
+    cb.close()
