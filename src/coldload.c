@@ -193,6 +193,12 @@ static void cold_handle_waiter(server *s, req *r, const char *sku, int result)
         cold_reply(s, r, ENG_E_NOT_FOUND, NULL);
     } else if (r->m == M_STOCK_GET)
         cold_reply(s, r, engine_stock_get(s->eng, r->op.sku, &v) ? ENG_OK : ENG_E_UNKNOWN_SKU, &v);
+    else if (r->m == M_SKU_RECHECK && engine_stock_get(s->eng, r->op.sku, &v)) {
+        rpc_count_at(s, r->m, ENG_OK, r->start_ns);
+        rpc_pack_recheck(s, r->msgid, &v);
+        req_finish(s, r);
+    } else if (r->m == M_SKU_RECHECK)
+        cold_reply(s, r, ENG_E_UNKNOWN_SKU, NULL);
     else if (result == 0 && r->m != M_SKU_PUT && !engine_knows_sku(s->eng, r->op.sku))
         cold_reply(s, r, ENG_E_UNKNOWN_SKU, NULL);
     else

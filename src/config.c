@@ -99,6 +99,11 @@ static const cfg_opt cfg_opts[] = {
     U32("max-output-bytes", max_output_bytes, 65536, 1073741824),
     U32("max-output-total-bytes", max_output_total_bytes, 1048576, 4294967295u),
     U32("http-max-connections", http_max_connections, 1, 100000),
+    OPT("console-token", CFG_K_SECRET, offsetof(stockd_config, console_token)),
+    OPT("console-public-read", CFG_K_BOOL, offsetof(stockd_config, console_public_read)),
+    U32("console-session-ttl-s", console_session_ttl_s, 60, 604800),
+    U32("console-max-sessions", console_max_sessions, 1, 1024),
+    OPT("console-secure-cookie", CFG_K_BOOL, offsetof(stockd_config, console_secure_cookie)),
     U32("queue-per-sku-max", queue_per_sku_max, 1, 1000000),
     U32("queue-total-max", queue_total_max, 1, 10000000),
     U32("batch-ops-max", batch_ops_max, 1, 65536),
@@ -821,6 +826,10 @@ static int cfg_check_relations(stockd_config *c, char *err, size_t err_len) {
                             "themselves with it; give every node the same --cluster-secret "
                             "(at least %d bytes) or --cluster-secret-file", CFG_SECRET_MIN);
     }
+    /* A console sign-in is worth an admin token: not one a guess finds. */
+    if (c->console_token[0] && strlen(c->console_token) < CFG_CONSOLE_TOKEN_MIN)
+        return cfg_fail(err, err_len, "console-token must be at least %d bytes (e.g. "
+                        "openssl rand -hex 16)", CFG_CONSOLE_TOKEN_MIN);
     if (c->supplier_url[0] &&
         (!c->supplier_app_key[0] || !c->supplier_app_secret[0] || !c->supplier_token[0]))
         return cfg_fail(err, err_len,
@@ -863,6 +872,8 @@ void config_defaults(stockd_config *c) {
     c->max_output_bytes = 8u << 20;
     c->max_output_total_bytes = 256u << 20;
     c->http_max_connections = 64;
+    c->console_session_ttl_s = 28800;
+    c->console_max_sessions = 64;
     c->queue_per_sku_max = 10000;
     c->queue_total_max = 200000;
     c->batch_ops_max = 4096;
@@ -933,8 +944,9 @@ const char *config_usage(void) {
 "  --listen HOST:PORT         address to serve on; HOST is an IP or localhost,\n"
 "                             IPv6 as [addr]:port (env STOCKD_LISTEN;\n"
 "                             default 127.0.0.1:7400)\n"
-"  --http HOST:PORT           serve /metrics (Prometheus), /healthz and /readyz\n"
-"                             over HTTP (env STOCKD_HTTP; default off)\n"
+"  --http HOST:PORT           serve /metrics (Prometheus), /healthz, /readyz and\n"
+"                             the support console /console/ over HTTP\n"
+"                             (env STOCKD_HTTP; default off)\n"
 "  --db URL                   MariaDB: mysql://user:pass@host:port/db or\n"
 "                             mysql://user:pass@/db?socket=/path; percent-encode\n"
 "                             special characters in the password (env STOCKD_DB;\n"
@@ -989,6 +1001,25 @@ const char *config_usage(void) {
 "                             not sent a whole request within 10 s, or idles 30 s\n"
 "                             between requests, is closed\n"
 "                             (env STOCKD_HTTP_MAX_CONNECTIONS; default 64)\n"
+"\n"
+"Support console (/console/ on the --http port):\n"
+"  --console-token TOKEN      signs support staff in to the console, at least 16\n"
+"                             bytes; empty = sign in with the admin token; with\n"
+"                             neither, nobody can sign in; SIGHUP re-reads it\n"
+"                             (env STOCKD_CONSOLE_TOKEN; default empty)\n"
+"  --console-public-read yes|no  show the console's pages and figures without\n"
+"                             signing in (actions still need it)\n"
+"                             (env STOCKD_CONSOLE_PUBLIC_READ; default no)\n"
+"  --console-session-ttl-s S  a console session (its cookie) ends this long after\n"
+"                             signing in, 60..604800\n"
+"                             (env STOCKD_CONSOLE_SESSION_TTL_S; default 28800)\n"
+"  --console-max-sessions N   console sessions at once, 1..1024; signing in beyond\n"
+"                             it signs the oldest session out\n"
+"                             (env STOCKD_CONSOLE_MAX_SESSIONS; default 64)\n"
+"  --console-secure-cookie yes|no  mark the session cookie Secure: yes when a TLS\n"
+"                             proxy serves the console (browsers then send it over\n"
+"                             https only) (env STOCKD_CONSOLE_SECURE_COOKIE;\n"
+"                             default no)\n"
 "\n"
 "Engine:\n"
 "  --queue-per-sku-max N      waiting operations per SKU before 'busy', 1..1000000\n"

@@ -17,6 +17,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "stockd/console.h"
 #include "stockd/hist.h"
 #include "stockd/httpd.h"
 #include "stockd/log.h"
@@ -28,6 +29,7 @@
 struct http_srv {
     httpd *httpd;
     server *srv;
+    console *console;
 };
 
 
@@ -117,6 +119,8 @@ static void on_request(void *arg, httpd_req *req)
     const char *path = httpd_path(req);
     const char *method = httpd_method(req);
     bool read = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (console_handle(h->console, req))
+        return;
     if (strcmp(path, "/1688/push") == 0) {
         on_push(req, h);
     } else if (!read) {
@@ -128,8 +132,8 @@ static void on_request(void *arg, httpd_req *req)
     } else if (strcmp(path, "/healthz") == 0) {
         reply_short(req, 200, "OK", "ok", NULL);
     } else {
-        reply_short(req, 404, "Not Found", "not found: /metrics, /healthz, /readyz, POST /1688/push",
-                    NULL);
+        reply_short(req, 404, "Not Found",
+                    "not found: /metrics, /healthz, /readyz, /console/, POST /1688/push", NULL);
     }
 }
 
@@ -145,6 +149,12 @@ http_srv *http_new(struct event_base *base, server *srv, const stockd_config *cf
         return NULL;
     }
     h->srv = srv;
+    h->console = console_new(base, srv, cfg);
+    if (h->console == NULL) {
+        snprintf(err, err_len, "http: out of memory (console)");
+        free(h);
+        return NULL;
+    }
     httpd_config hc = {
         .host = cfg->http_host,
         .port = cfg->http_port,
@@ -155,6 +165,7 @@ http_srv *http_new(struct event_base *base, server *srv, const stockd_config *cf
     };
     h->httpd = httpd_new(base, &hc, err, err_len);
     if (h->httpd == NULL) {
+        console_free(h->console);
         free(h);
         return NULL;
     }
@@ -175,6 +186,7 @@ void http_free(http_srv *h)
 {
     if (h == NULL)
         return;
+    console_free(h->console);  /* answers its deferred requests first */
     httpd_free(h->httpd);
     free(h);
 }

@@ -17,9 +17,10 @@
 #include "stockd/net.h"
 
 /* IDLE: between requests (or a fresh connection): waiting for a request;
- * READING: part of a request is in; WRITING: an answer is being written;
- * the connection goes back to IDLE, or closes if the answer said so. */
-enum hc_state { HC_IDLE = 0, HC_READING, HC_WRITING };
+ * READING: part of a request is in; DEFERRED: the handler took the request
+ * to answer later (httpd_defer); WRITING: an answer is being written; the
+ * connection goes back to IDLE, or closes if the answer said so. */
+enum hc_state { HC_IDLE = 0, HC_READING, HC_DEFERRED, HC_WRITING };
 
 typedef struct hconn hconn;
 
@@ -33,6 +34,7 @@ struct httpd_req {
     char *body;
     size_t body_len;
     bool answered;
+    bool deferred;
 };
 
 struct hconn {
@@ -41,6 +43,7 @@ struct hconn {
     struct event *timer;
     enum hc_state state;
     bool close_after;
+    bool gone;                    /* DEFERRED and the socket is closed: freed at the answer */
     httpd_req req;
     hconn *prev, *next;
 };
@@ -65,8 +68,10 @@ static void hc_free(hconn *hc)
         h->conns = hc->next;
     if (hc->next)
         hc->next->prev = hc->prev;
-    bufferevent_free(hc->bev);
-    event_free(hc->timer);
+    if (hc->bev)
+        bufferevent_free(hc->bev);
+    if (hc->timer)
+        event_free(hc->timer);
     free(hc->req.body);
     assert(h->st.current > 0);
     h->st.current--;
@@ -79,13 +84,28 @@ static void arm(hconn *hc, unsigned ms)
     evtimer_add(hc->timer, &tv);
 }
 
+/* The socket goes; a deferred request keeps the struct until its owner
+ * answers (the answer is then dropped). */
+static void hc_end(hconn *hc)
+{
+    if (hc->state != HC_DEFERRED) {
+        hc_free(hc);
+        return;
+    }
+    hc->gone = true;
+    bufferevent_free(hc->bev);
+    hc->bev = NULL;
+    event_free(hc->timer);
+    hc->timer = NULL;
+}
+
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     hconn *hc = arg;
     hc->h->st.timed_out++;
-    hc_free(hc);
+    hc_end(hc);
 }
 
 /* ------------------------------------------------------------ answers */
@@ -122,8 +142,23 @@ void httpd_respond(httpd_req *r, int status, const char *reason, const char *con
 {
     assert(!r->answered);
     r->answered = true;
-    write_answer(r->hc, status, reason, content_type, body, len, extra_headers,
+    hconn *hc = r->hc;
+    if (hc->gone) {
+        hc_free(hc);
+        return;
+    }
+    write_answer(hc, status, reason, content_type, body, len, extra_headers,
                  strcmp(r->method, "HEAD") == 0);
+}
+
+void httpd_defer(httpd_req *r)
+{
+    assert(!r->answered && !r->deferred && r->hc->state == HC_READING);
+    r->deferred = true;
+    r->hc->state = HC_DEFERRED;
+    /* The owner bounds the wait (httpd.h); reading goes on only to notice
+     * a client that leaves, within the input watermark. */
+    evtimer_del(r->hc->timer);
 }
 
 /* ------------------------------------------------------------ parsing */
@@ -243,7 +278,7 @@ static bool process(hconn *hc)
 {
     httpd *h = hc->h;
     struct evbuffer *in = bufferevent_get_input(hc->bev);
-    while (hc->state != HC_WRITING) {
+    while (hc->state == HC_IDLE || hc->state == HC_READING) {
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
             return true;
@@ -310,9 +345,12 @@ static bool process(hconn *hc)
         hc->close_after = r->minor == 0 ? !(conn_hdr && strcasecmp(conn_hdr, "keep-alive") == 0)
                                         : (conn_hdr && strcasecmp(conn_hdr, "close") == 0);
         r->answered = false;
+        r->deferred = false;
         r->hc = hc;
         h->st.requests++;
         h->handler(h->arg, r);
+        if (r->deferred && !r->answered)
+            return true;
         if (!r->answered)
             httpd_respond(r, 500, "Internal Server Error", NULL, "no answer\n", 10, NULL);
     }
@@ -347,7 +385,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     hconn *hc = arg;
     if (what & BEV_EVENT_TIMEOUT)
         hc->h->st.timed_out++;
-    hc_free(hc);
+    hc_end(hc);
 }
 
 static void accept_fd(void *arg, evutil_socket_t fd)

@@ -125,6 +125,12 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     memcpy(c->admin_token, next.admin_token, sizeof(c->admin_token));
     memcpy(c->cluster_secret, next.cluster_secret, sizeof(c->cluster_secret));
     memcpy(c->cluster_secret_alt, next.cluster_secret_alt, sizeof(c->cluster_secret_alt));
+    /* The console reads these at each use (console.h). */
+    memcpy(c->console_token, next.console_token, sizeof(c->console_token));
+    c->console_public_read = next.console_public_read;
+    c->console_session_ttl_s = next.console_session_ttl_s;
+    c->console_max_sessions = next.console_max_sessions;
+    c->console_secure_cookie = next.console_secure_cookie;
     c->max_output_total_bytes = next.max_output_total_bytes;
     c->http_max_connections = next.http_max_connections;
     c->max_message_bytes = next.max_message_bytes;

@@ -382,7 +382,7 @@ bool route_request(server *s, conn *c, req *r, const rpc_msg *msg, enum method m
 {
     /* Not about one SKU: answered by the instance asked (per node). */
     if (m == M_PING || m == M_STATS || m == M_CLUSTER_RING || m == M_ORDER_SUBSCRIBE ||
-        m == M_ALERTS_LIST || m == M_SUPPLIER_PUT || m == M_SUPPLIER_GET)
+        m == M_ALERTS_LIST || m == M_SUPPLIER_PUT || m == M_SUPPLIER_GET || m == M_ALERTS_ACK)
         return false;
     eng_op *op = &r->op;
     if (m == M_RESERVE && op->n_lines > 0) {
@@ -395,7 +395,8 @@ bool route_request(server *s, conn *c, req *r, const rpc_msg *msg, enum method m
         route_coordinate_order(s, c, r, msg->msgid, m, pp->deadline_ms);
         return true;
     }
-    bool by_sku = m == M_RESERVE || m == M_STOCK_GET || m == M_SKU_PUT || m == M_ADJUST || pp->sku_hint;
+    bool by_sku = m == M_RESERVE || m == M_STOCK_GET || m == M_SKU_PUT || m == M_ADJUST ||
+                  m == M_SKU_RECHECK || pp->sku_hint;
     if (!by_sku && engine_order_sku(s->eng, op->order_id, op->sku)) {
         /* Held here: its SKU is ours, unless it moved away and waits to be
          * forgotten; then it goes to the owner like any call naming it. */

@@ -238,6 +238,22 @@ bool rpc_order_known(const server *s, const eng_op *op)
     return engine_order_sku(s->eng, op->order_id, NULL);
 }
 
+/* sku.recheck on the SKU's owner: asks the supplier sync for the SKU's
+ * offer now (coalesced with a call in flight), which refreshes the figure
+ * and validates the link; the outcome shows in stock.get. */
+void rpc_pack_recheck(server *s, uint32_t msgid, const eng_stock_view *v)
+{
+    bool mapped = v->mapping == ENG_MAP_OK || v->mapping == ENG_MAP_BROKEN;
+    bool poke = mapped && s->supsync != NULL;
+    if (poke)
+        supsync_poke_sku(s->supsync, v->sku);
+    codec_pack_response_ok_head(&s->pk, msgid);
+    msgpack_pack_map(&s->pk, 3);
+    codec_pack_kv_str(&s->pk, "sku", v->sku);
+    codec_pack_kv_str(&s->pk, "mapping", eng_mapping_name(v->mapping));
+    codec_pack_kv_bool(&s->pk, "rechecking", poke);
+}
+
 static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, req *r)
 {
     msgpack_packer *pk = &s->pk;
@@ -290,6 +306,13 @@ static void handle_read_only(server *s, conn *c, uint32_t msgid, enum method m, 
         }
         codec_pack_response_ok_head(pk, msgid);
         reply_stock(pk, &v);
+    } else if (m == M_SKU_RECHECK) {
+        eng_stock_view v;
+        if (!engine_stock_get(s->eng, op->sku, &v)) {
+            reply_read_miss(s, c, msgid, m, op, ENG_E_UNKNOWN_SKU);
+            return;
+        }
+        rpc_pack_recheck(s, msgid, &v);
     } else {
         assert(m == M_ORDER_GET);
         eng_order_view v;
@@ -470,6 +493,66 @@ static void peer_handshake(server *s, conn *c, uint32_t msgid, enum method m, co
     rpc_flush(s, c);
 }
 
+/* alerts.ack: MariaDB holds every instance's alerts, so the instance asked
+ * answers (no routing); the first acknowledgement stands. */
+static void ack_done(void *arg, int result, const store_alert *a)
+{
+    req *r = arg;
+    server *s = cl(r->c)->srv;
+    msgpack_packer *pk = &s->pk;
+    if (result >= 1) {
+        rpc_count_at(s, r->m, ENG_OK, r->start_ns);
+        bool oid = a->order_id[0] != '\0', note = a->ack_note[0] != '\0';
+        codec_pack_response_ok_head(pk, r->msgid);
+        msgpack_pack_map(pk, 8 + oid + note);
+        codec_pack_kv_int(pk, "id", a->id);
+        codec_pack_kv_str(pk, "kind", a->kind);
+        codec_pack_kv_str(pk, "sku", a->sku);
+        if (oid)
+            codec_pack_kv_str(pk, "order_id", a->order_id);
+        codec_pack_kv_str(pk, "reason", a->reason);
+        codec_pack_kv_int(pk, "at", a->at_ms);
+        codec_pack_kv_int(pk, "acked_at", a->acked_at);
+        codec_pack_kv_str(pk, "acked_by", a->acked_by);
+        if (note)
+            codec_pack_kv_str(pk, "note", a->ack_note);
+        codec_pack_kv_bool(pk, "acked_now", result == 1);
+    } else if (result == 0) {
+        rpc_count_at(s, r->m, ENG_E_NOT_FOUND, r->start_ns);
+        codec_pack_response_err_head(pk, r->msgid, "not_found", "no such alert", false, 0);
+        codec_pack_response_err_tail(pk);
+    } else {
+        rpc_count_at(s, r->m, ENG_E_UNAVAILABLE, r->start_ns);
+        codec_pack_response_err_head(pk, r->msgid, "unavailable",
+                                     "MariaDB unreachable or slow; acknowledging again is safe",
+                                     true, 0);
+        codec_pack_response_err_tail(pk);
+    }
+    req_finish(s, r);
+}
+
+static void alerts_ack(server *s, conn *c, req *r, uint32_t msgid, const rpc_parsed *pp)
+{
+    r->c = c;
+    r->msgid = msgid;
+    r->m = M_ALERTS_ACK;
+    r->start_ns = s->frame_start_ns;
+    bool down = s->st == NULL || s->draining;
+    if (down ||
+        store_alert_ack(s->st, pp->alert_id, pp->ack_by, pp->ack_note, clock_wall_ms(), ack_done,
+                        r) != 0) {
+        rpc_count(s, M_ALERTS_ACK, down ? ENG_E_UNAVAILABLE : ENG_E_BUSY);
+        if (down)
+            rpc_reply_error(s, c, msgid, "unavailable", "MariaDB unavailable", true, NULL, NULL);
+        else
+            rpc_reply_error(s, c, msgid, "busy", "too many support queries waiting", true, NULL,
+                            NULL);
+        req_put(s, r);
+        return;
+    }
+    conn_hold(c);
+}
+
 static void handle_request(server *s, conn *c, const rpc_msg *msg)
 {
     enum method m = rpc_method_lookup(msg->method, msg->method_len);
@@ -519,6 +602,10 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
         rpc_count(s, m, RES_UNAUTHORIZED);
         rpc_reply_error(s, c, msg->msgid, "unauthorized", "admin token required", false, NULL, NULL);
         req_put(s, r);
+        return;
+    }
+    if (m == M_ALERTS_ACK) {
+        alerts_ack(s, c, r, msg->msgid, &pp);
         return;
     }
     if (m == M_SUPPLIER_PUT && !supplier_put_merge(s, op, &pp, &pe)) {

@@ -11,7 +11,7 @@ static const char *const method_names[M_COUNT] = {
     "ping", "reserve", "confirm", "release", "ship", "order.get",
     "stock.get", "sku.put", "stock.adjust", "stats", "cluster.ring",
     "order.subscribe", "alerts.list", "supplier.put", "supplier.get", "peer.hello",
-    "peer.auth", "(unknown)",
+    "peer.auth", "alerts.ack", "sku.recheck", "(unknown)",
 };
 
 const char *rpc_method_name(enum method m)
@@ -25,14 +25,14 @@ enum field {
     F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_FWD,
     F_LIMIT, F_SUPPLIER_ID, F_TRUST, F_TRUST_CEILING, F_EVENT_MODE, F_EVENT_TRUST,
     F_LINES, F_PART_LINES, F_LINE_NO, F_DECIDED, F_AS_FAILED, F_UPDATE,
-    F_NODE, F_NONCE, F_KEYS, F_MAC, F_COUNT
+    F_NODE, F_NONCE, F_KEYS, F_MAC, F_ID, F_BY, F_NOTE, F_COUNT
 };
 static const char *const field_names[F_COUNT] = {
     "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
     "own_on_hand", "supplier", "supplier_reported", "token", "_fwd",
     "limit", "supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust",
     "lines", "part_lines", "line_no", "decided", "as_failed", "update",
-    "node", "nonce", "keys", "mac",
+    "node", "nonce", "keys", "mac", "id", "by", "note",
 };
 _Static_assert(F_COUNT <= 32, "field bits must fit in rpc_parsed.seen");
 #define B(f) (1u << (f))
@@ -79,6 +79,8 @@ static const method_spec specs[M_COUNT] = {
     [M_SUPPLIER_GET] = {B(F_SUPPLIER_ID) | B(F_TOKEN), B(F_SUPPLIER_ID), false},
     [M_PEER_HELLO] = {B(F_NODE) | B(F_NONCE) | B(F_KEYS), B(F_NODE) | B(F_NONCE) | B(F_KEYS), false},
     [M_PEER_AUTH] = {B(F_MAC), B(F_MAC), false},
+    [M_ALERTS_ACK] = {B(F_ID) | B(F_BY) | B(F_NOTE) | B(F_TOKEN), B(F_ID) | B(F_BY), true},
+    [M_SKU_RECHECK] = {B(F_SKU) | B(F_TOKEN) | B(F_FWD), B(F_SKU), true},
 };
 
 bool rpc_utf8_valid(const unsigned char *p, size_t n)
@@ -453,6 +455,17 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
         return v->type == MSGPACK_OBJECT_STR;
     case F_LIMIT:
         return get_int(v, 1, RPC_ALERTS_LIMIT_MAX, &pp->limit, e, "limit");
+    case F_ID:
+        return get_int(v, 1, INT64_MAX, &pp->alert_id, e, "id");
+    case F_BY:
+        return get_str(v, pp->ack_by, ENG_ID_MAX, true, e, "by");
+    case F_NOTE:
+        /* An empty note is a note not given: the column stays NULL. */
+        if (v->type == MSGPACK_OBJECT_STR && v->via.str.size == 0) {
+            pp->ack_note[0] = '\0';
+            return true;
+        }
+        return get_str(v, pp->ack_note, RPC_ACK_NOTE_MAX, true, e, "note");
     case F_SUPPLIER_ID:
         return get_supplier_id(v, op->supplier.supplier_id, e, "supplier_id");
     case F_TRUST:
@@ -740,7 +753,8 @@ bool rpc_method_admin(enum method m)
 
 bool rpc_method_names_sku(enum method m)
 {
-    return m == M_STOCK_GET || m == M_RESERVE || m == M_SKU_PUT || m == M_ADJUST;
+    return m == M_STOCK_GET || m == M_RESERVE || m == M_SKU_PUT || m == M_ADJUST ||
+           m == M_SKU_RECHECK;
 }
 
 bool rpc_method_is_order(enum method m)
@@ -763,5 +777,5 @@ bool rpc_method_read_only(enum method m)
 {
     return m == M_PING || m == M_STATS || m == M_STOCK_GET || m == M_ORDER_GET ||
            m == M_CLUSTER_RING || m == M_ORDER_SUBSCRIBE || m == M_ALERTS_LIST ||
-           m == M_SUPPLIER_GET;
+           m == M_SUPPLIER_GET || m == M_SKU_RECHECK;
 }

@@ -199,6 +199,11 @@ int server_supplier_start(server *s, char *err, size_t err_len)
     return 0;
 }
 
+store *server_store(server *s)
+{
+    return s->st;
+}
+
 supplier_sync *server_supsync(server *s)
 {
     return s->supsync;

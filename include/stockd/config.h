@@ -16,6 +16,7 @@
 
 #define CFG_STR_MAX 256
 #define CFG_SECRET_MIN 32               /* bytes of a cluster secret */
+#define CFG_CONSOLE_TOKEN_MIN 16        /* bytes of a --console-token */
 
 typedef struct cfg_db {
     char host[CFG_STR_MAX];       /* IP literal or "localhost" */
@@ -53,6 +54,13 @@ typedef struct stockd_config {
     uint32_t max_output_bytes;      /* per connection, default 8 MiB */
     uint32_t max_output_total_bytes; /* all connections, default 256 MiB */
     uint32_t http_max_connections;  /* --http connections at once, default 64 */
+
+    /* the support console on the --http listener (console.h) */
+    char console_token[CFG_STR_MAX]; /* --console-token; "" = sign in with the admin token */
+    bool console_public_read;       /* --console-public-read yes|no, default no */
+    uint32_t console_session_ttl_s; /* default 28800 (8 h), 60..604800 */
+    uint32_t console_max_sessions;  /* default 64, 1..1024 */
+    bool console_secure_cookie;     /* --console-secure-cookie yes|no, default no */
 
     /* engine */
     uint32_t queue_per_sku_max;     /* default 10000 */

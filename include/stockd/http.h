@@ -12,9 +12,11 @@
  *   POST /1688/push  the 1688 message push (supsync_push, via the server's
  *                 server_supsync()): its status (200, 400, 401, 413) and a
  *                 one-line text; 503 when the supplier sync is off.
+ *   /console/...  the support console (console.h), whose answers may wait
+ *                 (httpd_defer) for MariaDB or an RPC call, each bounded.
  *
  * GET and HEAD elsewhere (POST there is 405); other paths are 404.
- * Requests are answered at once from memory: nothing here waits on a
+ * Those are answered at once from memory: nothing there waits on a
  * backend. The server underneath (httpd.h) caps connections at
  * --http-max-connections, closes one that has not sent a whole request
  * within 10 s or idles 30 s between requests, and caps heads at 8 KiB and

@@ -24,8 +24,19 @@
  *
  * Requests are handled one at a time per connection (a pipelined request
  * waits for the previous answer). The handler is called from the loop with
- * a complete request and must answer it exactly once with httpd_respond()
- * before returning; every pointer in the request is valid until then.
+ * a complete request and must answer it exactly once with httpd_respond():
+ * before returning, or later after httpd_defer() (below); every pointer in
+ * the request is valid until then.
+ *
+ * Deferred answers: a handler whose answer must wait (for the engine,
+ * MariaDB or another node) calls httpd_defer(req) and returns without
+ * answering; it then owns req and answers it with httpd_respond() exactly
+ * once, from the loop. The owner bounds the wait (its own timeouts: the
+ * request timer stops at httpd_defer), and a handler answers at once when
+ * too many answers already wait. If the client leaves (or the socket
+ * fails) meanwhile, the socket is closed at once and the answer, when it
+ * comes, is dropped and frees what was kept. httpd_free() frees deferred
+ * requests too: their owner must answer or forget them before it.
  *
  * Errors: httpd_new returns NULL with a message in err (bind failures
  * included).
@@ -77,6 +88,10 @@ const char *httpd_body(const httpd_req *r, size_t *len);
  * for HEAD), and extra header lines ("Name: value\r\n" each, or NULL). */
 void httpd_respond(httpd_req *r, int status, const char *reason, const char *content_type,
                    const void *body, size_t len, const char *extra_headers);
+
+/* Takes req to answer later (see "Deferred answers"); call from the
+ * handler, before any answer. */
+void httpd_defer(httpd_req *r);
 
 typedef struct httpd_stats {
     uint32_t current;

@@ -64,6 +64,10 @@ void rpc_reply_error(server *s, conn *c, uint32_t msgid, const char *code, const
 void rpc_reply_invalid(server *s, conn *c, uint32_t msgid, enum method m, const char *field,
                        const char *problem);
 
+/* sku.recheck on the SKU's owner (v: the SKU): pokes the supplier sync
+ * and packs the answer. */
+void rpc_pack_recheck(server *s, uint32_t msgid, const eng_stock_view *v);
+
 /* The committed record an order call names (a part when the call has
  * part_lines); whether the engine knows it. */
 bool rpc_order_read(const server *s, const eng_op *op, eng_order_view *out);

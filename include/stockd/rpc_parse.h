@@ -25,21 +25,24 @@ enum method {
     M_PING = 0, M_RESERVE, M_CONFIRM, M_RELEASE, M_SHIP, M_ORDER_GET,
     M_STOCK_GET, M_SKU_PUT, M_ADJUST, M_STATS, M_CLUSTER_RING,
     M_ORDER_SUBSCRIBE, M_ALERTS_LIST, M_SUPPLIER_PUT, M_SUPPLIER_GET, M_PEER_HELLO, M_PEER_AUTH,
+    M_ALERTS_ACK, M_SKU_RECHECK,
     M_UNKNOWN, M_COUNT
 };
 
 #define RPC_ALERTS_LIMIT_MAX 1000
 #define RPC_ALERTS_LIMIT_DEFAULT 100
+#define RPC_ACK_NOTE_MAX 255     /* alerts.ack note, bytes (the column is VARBINARY(255)) */
 
 const char *rpc_method_name(enum method m);
 /* M_UNKNOWN when p[0..n) names no method. */
 enum method rpc_method_lookup(const char *p, uint32_t n);
 /* Admin methods need the admin token (when one is configured). */
 bool rpc_method_admin(enum method m);
-/* Reads answered from memory at once (no engine queue). */
+/* Answered at once, without the engine queue: reads from memory, and
+ * sku.recheck (it only asks the supplier sync for a call). */
 bool rpc_method_read_only(enum method m);
 /* Requests about one SKU they name (stock.get, reserve, sku.put,
- * stock.adjust). */
+ * stock.adjust, sku.recheck). */
 bool rpc_method_names_sku(enum method m);
 /* Calls on an existing order (confirm, release, ship, order.get). */
 bool rpc_method_is_order(enum method m);
@@ -58,6 +61,10 @@ typedef struct rpc_parsed {
                                      * with order_id and status strings) for this node's
                                      * listeners; NULL otherwise */
     int64_t limit;                  /* alerts.list; preset to 0 = the default */
+    /* alerts.ack: the alert's id, who handled it, an optional note ("" = none) */
+    int64_t alert_id;
+    char ack_by[ENG_ID_MAX + 1];
+    char ack_note[RPC_ACK_NOTE_MAX + 1];
     /* supplier.put / supplier.get: op->supplier.supplier_id names the
      * supplier; the trust fields given go to op->trust, the has_* say which
      * (the caller merges the rest from the committed settings). */

@@ -61,6 +61,9 @@ int server_supplier_start(server *s, char *err, size_t err_len);
  * worker (purchase.h) on the same supplier client. */
 struct supplier_sync;
 struct supplier_sync *server_supsync(server *s);
+/* The store (support queries of the console, console.h); NULL before
+ * server_set_store(). */
+store *server_store(server *s);
 
 /* Support alerts kept in memory for alerts.list (notify.h: the newest
  * NOTIFY_ALERTS_MAX; MariaDB keeps them all). Committed alerts are added by

@@ -128,6 +128,8 @@ int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t e
  * 0 or -1 with err. */
 #define STORE_ALERT_KIND_MAX 32
 
+#define STORE_ACK_NOTE_MAX 255
+
 typedef struct store_alert {
     int64_t id;
     char kind[STORE_ALERT_KIND_MAX + 1];
@@ -135,6 +137,10 @@ typedef struct store_alert {
     char order_id[ENG_ID_MAX + 1];        /* "": none */
     char reason[ENG_REASON_MAX + 1];
     int64_t at_ms;
+    /* alerts.ack (support queries only; 0 / "" at startup and while open) */
+    int64_t acked_at;
+    char acked_by[ENG_ID_MAX + 1];
+    char ack_note[STORE_ACK_NOTE_MAX + 1];
 } store_alert;
 
 int store_recent_alerts(store *s, uint32_t max, void (*fn)(const store_alert *a, void *arg),
@@ -232,6 +238,53 @@ typedef enum store_decision {
 typedef void (*store_decide_fn)(const char *order_id, int result, void *arg);
 int store_cart_decide(store *s, const char *order_id, store_decision want, store_decide_fn fn,
                       void *arg);
+
+/* ---- support: the console's reads and alerts.ack ----
+ * One more connection, opened at the first call and then kept
+ * (reconnecting with backoff like the others), so that what support staff
+ * do never waits behind a commit or a cold SKU load, nor delays one. One
+ * statement at a time; each read is bounded by MariaDB's
+ * max_statement_time (STORE_SUPPORT_STMT_S) and every statement by the
+ * commit timeout. At most STORE_SUPPORT_QUEUE_MAX requests wait; beyond,
+ * the call returns -1 at once and fn is never called. Otherwise fn is
+ * called exactly once, from the loop, never inside the call, with result
+ * = the number of rows (>= 0, rows valid during the call only) or -1
+ * (MariaDB down, timeout, error). store_free() abandons requests without
+ * calling fn. Strings go into SQL as hex literals, like everything else. */
+#define STORE_SUPPORT_QUEUE_MAX 64
+#define STORE_SUPPORT_ROWS_MAX 200
+#define STORE_SUPPORT_STMT_S 2
+
+typedef void (*store_alerts_fn)(void *arg, int result, const store_alert *rows);
+
+/* Alerts not acknowledged yet, newest first (all instances': MariaDB holds
+ * every alert), at most limit (1..STORE_SUPPORT_ROWS_MAX). */
+int store_alerts_open(store *s, uint32_t limit, store_alerts_fn fn, void *arg);
+/* The newest alerts, acknowledged or not, about SKUs mapped to
+ * supplier_id (1..ENG_ID_MAX bytes), at most limit. */
+int store_alerts_of_supplier(store *s, const char *supplier_id, uint32_t limit,
+                             store_alerts_fn fn, void *arg);
+/* alerts.ack: marks alert id handled at at_ms by `by` (1..ENG_ID_MAX bytes)
+ * with note (0..STORE_ACK_NOTE_MAX bytes, "" = none), unless it is already:
+ * the first acknowledgement stands. fn gets result 1 (acknowledged now) or
+ * 2 (it already was) with the alert's row as it stands, 0 (no such alert),
+ * or -1 (failed; when the connection broke the update may or may not have
+ * been written, and acknowledging again is safe). */
+int store_alert_ack(store *s, int64_t id, const char *by, const char *note, int64_t at_ms,
+                    store_alerts_fn fn, void *arg);
+
+/* The newest ledger moves of a SKU that name an order, with the order's
+ * line for that SKU as it is now (status "" when its row is gone). */
+typedef struct store_sku_move {
+    char order_id[ENG_ID_MAX + 1];
+    char move[17];
+    int64_t at_ms;
+    char status[17];
+    int64_t qty, from_own, from_supplier;
+    char reason[ENG_REASON_MAX + 1];
+} store_sku_move;
+typedef void (*store_moves_fn)(void *arg, int result, const store_sku_move *rows);
+int store_sku_moves(store *s, const char *sku, uint32_t limit, store_moves_fn fn, void *arg);
 
 /* True when at least one connection is up. */
 bool store_up(const store *s);
