@@ -550,7 +550,7 @@ static void alerts_ack(server *s, conn *c, req *r, uint32_t msgid, const rpc_par
         req_put(s, r);
         return;
     }
-    conn_hold(c);
+    req_hold(r, c);
 }
 
 static void handle_request(server *s, conn *c, const rpc_msg *msg)
@@ -605,6 +605,7 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
         return;
     }
     if (m == M_ALERTS_ACK) {
+        req_authorized(r);
         alerts_ack(s, c, r, msg->msgid, &pp);
         return;
     }
