@@ -25,14 +25,14 @@ enum field {
     F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_FWD,
     F_LIMIT, F_SUPPLIER_ID, F_TRUST, F_TRUST_CEILING, F_EVENT_MODE, F_EVENT_TRUST,
     F_LINES, F_PART_LINES, F_LINE_NO, F_DECIDED, F_AS_FAILED, F_UPDATE,
-    F_NODE, F_NONCE, F_KEYS, F_MAC, F_COUNT
+    F_NODE, F_NONCE, F_KEYS, F_MAC, F_ATTEMPT, F_WAIT_MS, F_ERASE, F_COUNT
 };
 static const char *const field_names[F_COUNT] = {
     "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
     "own_on_hand", "supplier", "supplier_reported", "token", "_fwd",
     "limit", "supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust",
     "lines", "part_lines", "line_no", "decided", "as_failed", "update",
-    "node", "nonce", "keys", "mac",
+    "node", "nonce", "keys", "mac", "attempt", "wait_ms", "erase",
 };
 _Static_assert(F_COUNT <= 32, "field bits must fit in rpc_parsed.seen");
 #define B(f) (1u << (f))
@@ -43,7 +43,8 @@ _Static_assert(F_COUNT <= 32, "field bits must fit in rpc_parsed.seen");
  * any other connection a request naming one is unauthorized, whatever
  * else it holds. release's "reason" is a peer's too (stock.adjust's is
  * the admin's). */
-#define PEER_ONLY_BITS (B(F_FWD) | PART_BITS | B(F_DECIDED) | B(F_AS_FAILED) | B(F_UPDATE))
+#define PEER_ONLY_BITS (B(F_FWD) | PART_BITS | B(F_DECIDED) | B(F_AS_FAILED) | B(F_UPDATE) | \
+                        B(F_ATTEMPT) | B(F_WAIT_MS) | B(F_ERASE))
 
 typedef struct method_spec {
     uint32_t allowed;
@@ -55,12 +56,12 @@ static const method_spec specs[M_COUNT] = {
     [M_PING] = {B(F_TOKEN) | B(F_FWD), 0, false},
     /* sku + qty or lines: checked after the fields (reserve_shape) */
     [M_RESERVE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_QTY) | B(F_LINES) | B(F_HOLD_MS) | B(F_DEADLINE_MS) |
-                   B(F_TOKEN) | B(F_FWD) | PART_BITS, B(F_ORDER_ID), false},
+                   B(F_TOKEN) | B(F_FWD) | PART_BITS | B(F_ATTEMPT) | B(F_WAIT_MS), B(F_ORDER_ID), false},
     [M_CONFIRM] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS |
                    B(F_DECIDED), B(F_ORDER_ID), false},
     /* as_failed / reason: a peer's cascade onto a part (checked in peer_only_check) */
     [M_RELEASE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS |
-                   B(F_AS_FAILED) | B(F_REASON), B(F_ORDER_ID), false},
+                   B(F_AS_FAILED) | B(F_REASON) | B(F_ATTEMPT) | B(F_ERASE), B(F_ORDER_ID), false},
     [M_SHIP] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS,
                 B(F_ORDER_ID), false},
     [M_ORDER_GET] = {B(F_ORDER_ID) | B(F_SKU) | B(F_TOKEN) | B(F_FWD) | PART_BITS, B(F_ORDER_ID), false},
@@ -492,6 +493,19 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
         e->problem = "must be a boolean";
         op->as_failed = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
         return v->type == MSGPACK_OBJECT_BOOLEAN;
+    case F_ATTEMPT:
+        /* 2^62: every peer can make one without overflow in any int64 */
+        if (!get_int(v, 1, (int64_t)1 << 62, &x, e, "attempt"))
+            return false;
+        op->attempt = (uint64_t)x;
+        return true;
+    case F_WAIT_MS:
+        return get_int(v, 0, ENG_WAIT_MS_MAX, &op->wait_ms, e, "wait_ms");
+    case F_ERASE:
+        e->field = "erase";
+        e->problem = "must be a boolean";
+        op->erase = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
+        return v->type == MSGPACK_OBJECT_BOOLEAN;
     case F_UPDATE:
         e->field = "update";
         e->problem = "must be an order record (a map with order_id and status)";
@@ -553,9 +567,23 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
 
 /* Part fields: only from peers ("_fwd" may come after them in the map,
  * hence checked here), part_lines and line_no together, line_no below
- * part_lines; decided counts only on a part. */
-static bool parts_check(eng_op *op, const rpc_parsed *pp, rpc_perr *e)
+ * part_lines; decided counts only on a part; a coordinator's attempt and
+ * wait_ms (reserve) and erase (release, attempt only with it) only on a
+ * part. */
+static bool parts_check(enum method m, eng_op *op, const rpc_parsed *pp, rpc_perr *e)
 {
+    uint32_t placing = pp->seen & (B(F_ATTEMPT) | B(F_WAIT_MS) | B(F_ERASE));
+    if (placing != 0 && (pp->seen & PART_BITS) != PART_BITS) {
+        /* A coordinator's placement of a part, or its erase (cart.h). */
+        e->field = field_names[__builtin_ctz(placing)];
+        e->problem = "only on a part (part_lines, line_no)";
+        return false;
+    }
+    if ((pp->seen & B(F_ATTEMPT)) && m == M_RELEASE && !op->erase) {
+        e->field = "attempt";
+        e->problem = "only with erase true";
+        return false;
+    }
     uint32_t given = pp->seen & (PART_BITS | B(F_DECIDED));
     if (given == 0)
         return true;
@@ -718,7 +746,7 @@ bool rpc_parse_params(enum method m, const msgpack_object *params, bool peer, en
         e->problem = "required";
         return false;
     }
-    return parts_check(op, pp, e) && peer_only_check(m, op, pp, e) &&
+    return parts_check(m, op, pp, e) && peer_only_check(m, op, pp, e) &&
            (m != M_RESERVE || reserve_shape(op, pp, e));
 }
 

@@ -152,6 +152,7 @@ typedef struct cart_stats {
     uint64_t aborted;             /* ending in ABORT (refused, expired) */
     uint64_t unavailable;         /* answered unavailable (owner or decision unreachable) */
     uint64_t busy;                /* refused: cart_inflight_max */
+    uint64_t sequential;          /* placements redone one by one in SKU order (waiting) */
     uint64_t settled_confirm;     /* lapsed parts confirmed (decision CONFIRM) */
     uint64_t settled_expire;      /* lapsed parts expired (decision ABORT) */
     uint64_t settle_retries;      /* lapsed parts put back (decision failed) */
