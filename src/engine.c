@@ -2135,7 +2135,24 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
         if (o == NULL || o->status == ENG_ST_NONE)
             return op->err = ENG_E_NOT_FOUND;
         /* The worker holds a claim it must be able to end: no queue limit.
-         * A failure fails the whole order: it waits for every line. */
+         * A failure fails the whole order: it waits for every line, and
+         * for a part, for every other part of its order held here. */
+        if (op->kind == ENG_OP_PURCHASE_FAILED && o->part) {
+            eng_sku *skus[ENG_LINES_MAX];
+            size_t n = 0;
+            skus[n++] = o->sku;
+            for (int32_t k = 0; k < o->n_lines; k++) {
+                eng_order *sib = k == o->line_no ? NULL : line_find(e, op->order_id, k, true);
+                if (sib != NULL && sib->part && sib->n_lines == o->n_lines &&
+                    (sib->status == ENG_ST_HELD || sib->status == ENG_ST_CONFIRMED))
+                    skus[n++] = sib->sku;
+            }
+            if (n == 1) {
+                fifo_push(e, o->sku, op);
+                return ENG_OK;
+            }
+            return op->err = push_tickets(e, op, skus, n);
+        }
         if (op->kind == ENG_OP_PURCHASE_FAILED)
             return op->err = queue_on_order(e, op, o->head, false);
         fifo_push(e, o->sku, op);
@@ -2967,6 +2984,8 @@ static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *h)
         op->order.status = ENG_ST_RELEASED;  /* its record is gone; its stock is back */
 }
 
+static bool in_batch(const eng_batch *b, const eng_sku *s);
+
 /* The purchase worker bought the order's supplier units upstream. */
 static void decide_purchased(engine *e, eng_batch *b, eng_op *op, eng_order *o)
 {
@@ -3037,6 +3056,18 @@ static void decide_purchase_failed(engine *e, eng_batch *b, eng_op *op, eng_orde
         char other[ENG_REASON_MAX + 1];
         eng_line_failed_reason(o->line_no, why, other);
         fail_open_lines(b, o->head, o, other);
+    } else if (o->part) {
+        /* The order's other parts held here go in the same commit (their
+         * purchase jobs cancelled, never sent); parts elsewhere are the
+         * cascade's (cart.h). Only those whose SKU this batch holds: the
+         * ones the op waited for. */
+        char other[ENG_REASON_MAX + 1];
+        eng_line_failed_reason(o->line_no, why, other);
+        for (int32_t k = 0; k < o->n_lines; k++) {
+            eng_order *sib = k == o->line_no ? NULL : line_find(e, op->order_id, k, true);
+            if (sib != NULL && sib->part && sib->n_lines == o->n_lines && in_batch(b, sib->sku))
+                fail_open_lines(b, sib, NULL, other);
+        }
     }
     switch (op->fail_kind) {
     case ENG_FAIL_STOCK:
