@@ -674,7 +674,10 @@ void engine_each_supplier(const engine *e,
  * upstream. ENG_OP_PURCHASE_FAILED on a CONFIRMED order: status FAILED with
  * reason, all its stock returned (ledger "fail"), the job row "failed", an
  * alert "purchase_failed"; then by fail_kind (STOCK: supplier_reported := 0
- * and the trust cut; LINK: mapping BROKEN). On any other status it changes
+ * and the trust cut; LINK: mapping BROKEN). The order's other lines held
+ * or confirmed end failed in the same batch (their jobs "cancelled"): every
+ * line of a whole order; for a part, every other part of the order held in
+ * this engine (the op waits on their SKUs' FIFOs too). On any other status it changes
  * nothing (ENG_E_INVALID_STATE). Orders dropped from memory
  * (engine_forget_sku) lose their claim silently: the worker's op then
  * gets ENG_E_NOT_FOUND. */
