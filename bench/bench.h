@@ -242,5 +242,7 @@ void bench_report_compare(const bench_opts *o, const bench_result *res, unsigned
 int bench_report_json(const bench_opts *o, const bench_result *res, unsigned n,
                       const char *path);
 int bench_report_plot(const bench_result *res, unsigned n, const char *png_path);
+/* stockbench --cart-contest (contest.c): its own options and report. */
+int contest_main(int argc, char **argv);
 
 #endif

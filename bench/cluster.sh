@@ -22,6 +22,13 @@
 # coordinates the rest). With 1 instance every cart is single-shard; with n
 # instances a cart of L lines spans several shards with probability
 # 1 - (1/n)^(L-1). A second table. CARTS_ONLY=1 runs only the carts.
+#
+# Cart contest: CONTEST=1 runs only `stockbench --cart-contest`: one seeded
+# sequence of CONTEST_CARTS (default 300) carts of 2-5 lines over 20 SKUs of
+# 6-15 units, all at once, on one plain instance (no --peers) and on
+# CONTEST_NODES (default 3) shards via HAProxy; seeds CONTEST_SEEDS
+# (default "1 2 3"). A table per seed: confirmed, refused, carts/s, SKUs
+# sold out, the cluster's confirmed carts as a share of the instance's.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,8 +49,53 @@ if [ -z "${STOCKD_DB:-}" ]; then
     eval "$("$root/tools/stack" env)"
 fi
 
-cleanup() { "$root/tools/cluster" down >/dev/null 2>&1 || true; }
+single_pid=
+cleanup() {
+    "$root/tools/cluster" down >/dev/null 2>&1 || true
+    if [ -n "$single_pid" ]; then kill "$single_pid" 2>/dev/null || true; fi
+}
 trap cleanup EXIT
+
+# The contest: one plain instance and a cluster, one table per seed.
+if [ "${CONTEST:-0}" = 1 ]; then
+    read -r single_port single_url < <(/usr/bin/python3 - "$STOCKD_DB" bench_contest_one <<'EOF'
+import socket, sys, urllib.parse
+import pymysql
+u = urllib.parse.urlparse(sys.argv[1])
+c = pymysql.connect(host=u.hostname, port=u.port or 3306, user=urllib.parse.unquote(u.username),
+                    password=urllib.parse.unquote(u.password or ""), autocommit=True)
+with c.cursor() as cur:
+    cur.execute("DROP DATABASE IF EXISTS `%s`" % sys.argv[2])
+    cur.execute("CREATE DATABASE `%s`" % sys.argv[2])
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+port = s.getsockname()[1]
+s.close()
+print(port, u._replace(path="/" + sys.argv[2]).geturl())
+EOF
+)
+    env -u STOCKD_DB -u STOCKD_REDIS "$stockd_bin" --listen "127.0.0.1:$single_port" \
+        --db "$single_url" --node one --default-deadline-ms 3000 >"$work/one.log" 2>&1 &
+    single_pid=$!
+    export CLUSTER_STOCKD_ARGS="--default-deadline-ms 3000"
+    "$root/tools/cluster" up "${CONTEST_NODES:-3}" >/dev/null
+    eval "$("$root/tools/cluster" env)"
+    mkdir -p "$(dirname "$out")"
+    {
+        echo "# stockd: cart contest (bench/cluster.sh, CONTEST=1)"
+        echo
+        echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, stockd $("$stockd_bin" --version 2>/dev/null | head -1)."
+        echo "One plain instance against ${CONTEST_NODES:-3} shards via HAProxy, on one MariaDB."
+        for seed in ${CONTEST_SEEDS:-1 2 3}; do
+            echo
+            "$bench_bin" --cart-contest --single-target "127.0.0.1:$single_port" \
+                --target "$STOCKD_CLUSTER_ADDR" --seed "$seed" --carts "${CONTEST_CARTS:-300}"
+        done
+    } | tee "$out"
+    echo "cluster.sh: wrote $out"
+    rm -rf "$work"
+    exit 0
+fi
 
 # One stockbench run; prints "req/s p50 p99 audit". A run whose setup
 # failed (e.g. a sku.put answered unavailable on a cold cluster) is retried

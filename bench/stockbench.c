@@ -44,6 +44,8 @@ static const char USAGE[] =
 "  salesnight    (--mode only) a seeded, time-compressed sales night against fake1688,\n"
 "                played against each of --systems and judged against the ground truth:\n"
 "                oversell, undersell, support load (see bench/README.md, Sales night)\n"
+"  --cart-contest  one seeded sequence of carts on scarce stock, on one instance and\n"
+"                  on a cluster side by side (stockbench --cart-contest --help)\n"
 "\n"
 "where:\n"
 "  --target HOST:PORT[,HOST:PORT...]  stockd (ping, stockd); connections round-robin\n"
@@ -601,6 +603,13 @@ static int parse_args(int argc, char **argv, bench_opts *o, sn_cli *sn)
 
 int main(int argc, char **argv)
 {
+    /* A round of its own, with options of its own (contest.c). */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--cart-contest") == 0) {
+            signal(SIGPIPE, SIG_IGN);
+            return contest_main(argc, argv);
+        }
+    }
     static bench_opts o;
     static sn_cli sn;
     int prc = parse_args(argc, argv, &o, &sn);

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -53,12 +54,16 @@
 #define CART_CASCADE_BACKOFF_MS 250 /* first retry; doubles, up to CART_CASCADE_BACKOFF_MAX_MS */
 #define CART_CASCADE_BACKOFF_MAX_MS 8000
 #define CART_CASCADE_CALL_MS 3000 /* a cascade release's deadline on the owner */
+/* A part that may wait for deciding parts stops waiting this long before
+ * its deadline on the owner: time to decide it there (a tick of the
+ * owner's timer, a commit) and answer before that deadline ends it. */
+#define CART_WAIT_MARGIN_MS 300
 
 /* CK_WATCH: internal, no client: the whole order fetched after one of
  * this node's parts changed, told to every node's listeners. */
 typedef enum coord_kind { CK_RESERVE = 0, CK_GET, CK_CONFIRM, CK_RELEASE, CK_SHIP, CK_WATCH } coord_kind;
 typedef enum coord_phase {
-    CP_LINES = 0, CP_PLACE, CP_DECIDE, CP_CONFIRM, CP_RELEASE, CP_OP, CP_DEFER
+    CP_LINES = 0, CP_PLACE, CP_RETREAT, CP_SEQ, CP_DECIDE, CP_CONFIRM, CP_RELEASE, CP_OP, CP_DEFER
 } coord_phase;
 
 /* What one part's last call gave. */
@@ -83,6 +88,8 @@ typedef struct cpart {
     bool has_available;
     int64_t available;
     char status[16];              /* invalid_state detail */
+    bool deciding;                /* insufficient only because of deciding parts' holds */
+    bool retreat;                 /* CP_RETREAT: erased to be placed again in order */
 } cpart;
 
 struct coord {
@@ -116,6 +123,14 @@ struct coord {
     eng_err final_err;            /* ENG_OK: the merged record */
     int32_t fail_part;            /* >= 0: answer that part's error (fail_copy) */
     cpart fail_copy;              /* kept: the part's slot is reused by its release */
+    uint64_t attempt;             /* reserve, no client hold: this coordination's id; its
+                                   * parts are deciding while held (engine.h "Waiting") */
+    bool erase;                   /* this phase's releases erase their parts */
+    int32_t short_part;           /* CP_RETREAT: the first part (by SKU) that must wait */
+    uint8_t seq[ENG_LINES_MAX];   /* CP_SEQ: parts placed one by one, in SKU order */
+    uint32_t n_seq, seq_at;
+    bool has_told;                /* the standing ABORT carries the refusal told */
+    store_abort_why told;
     coord *defer_next;
     cpart parts[ENG_LINES_MAX];
 };
@@ -165,6 +180,7 @@ struct cart {
     struct event *defer_ev;
     msgpack_sbuffer sb;
     msgpack_packer pk;
+    uint64_t attempt_next;        /* ids of coordinations (random start: unique per cluster) */
     cart_stats st;
 };
 
@@ -237,6 +253,7 @@ static void part_take_reply(cpart *p, const msgpack_object *error, const msgpack
 {
     p->err = ENG_OK;
     p->has_available = false;
+    p->deciding = false;
     p->status[0] = '\0';
     if (reason != NULL) {
         p->res = PR_FAIL;
@@ -266,6 +283,9 @@ static void part_take_reply(cpart *p, const msgpack_object *error, const msgpack
                                                                        : eng_err_retryable(p->err);
         p->has_available = obj_int(codec_map_get(error, "available"), &p->available);
         copy_obj_str(codec_map_get(error, "status"), p->status, sizeof p->status);
+        const msgpack_object *dc = codec_map_get(error, "deciding");
+        p->deciding = p->err == ENG_E_INSUFFICIENT && dc != NULL &&
+                      dc->type == MSGPACK_OBJECT_BOOLEAN && dc->via.boolean;
         return;
     }
     eng_order_view *o = &p->rec;
@@ -610,11 +630,12 @@ static void part_call(cart *c, coord *co, cpart *p, const char *method)
     assert(o < nn);
     (void)nn;
     int64_t budget = phase_budget(co);
-    msgpack_object_kv kv[8];
+    msgpack_object_kv kv[12];
     uint32_t k = 0;
     kv_str(&kv[k++], "order_id", co->order_id);
     kv_str(&kv[k++], "sku", p->sku);
     bool reserve = strcmp(method, "reserve") == 0;
+    bool release = strcmp(method, "release") == 0;
     if (reserve) {
         kv_int(&kv[k++], "qty", p->qty);
         int64_t hold = co->hold_ms > 0 ? co->hold_ms : (int64_t)c->env.cfg->cart_hold_ms;
@@ -624,12 +645,26 @@ static void part_call(cart *c, coord *co, cpart *p, const char *method)
     if (!co->plain) {
         kv_int(&kv[k++], "part_lines", co->n_lines);
         kv_int(&kv[k++], "line_no", p->line_no);
+        /* Waiting (engine.h): a part held for the client is never waited
+         * for, so its placement may wait in parallel; a deciding part
+         * waits only in the one global order (CP_SEQ). */
+        int64_t wait = budget - CART_WAIT_MARGIN_MS;
+        bool may_wait = co->phase == CP_SEQ || (co->phase == CP_PLACE && co->attempt == 0);
+        if (reserve && co->attempt != 0)
+            kv_int(&kv[k++], "attempt", (int64_t)co->attempt);
+        if (reserve && may_wait && wait > 0)
+            kv_int(&kv[k++], "wait_ms", wait < ENG_WAIT_MS_MAX ? wait : ENG_WAIT_MS_MAX);
+        if (release && co->erase) {
+            kv_bool(&kv[k++], "erase", true);
+            if (co->phase == CP_RETREAT)
+                kv_int(&kv[k++], "attempt", (int64_t)co->attempt);
+        }
     }
     if (strcmp(method, "order.get") != 0)
         kv_int(&kv[k++], "deadline_ms", budget);
     if (strcmp(method, "confirm") == 0)
         kv_bool(&kv[k++], "decided", true);
-    assert(k <= 8);
+    assert(k <= 12);
     msgpack_object map = {.type = MSGPACK_OBJECT_MAP, .via.map = {.size = k, .ptr = kv}};
     p->res = PR_NONE;
     co->pending++;
@@ -654,7 +689,27 @@ static bool parts_call(cart *c, coord *co, const char *method, bool (*sel)(const
 /* ------------------------------------------------------------ phases */
 
 static void phase_end(cart *c, coord *co);
-static void decide_cb(const char *order_id, int result, void *arg);
+static void decide_cb(const char *order_id, int result, const store_abort_why *why, void *arg);
+
+/* What an abort of a reserve tells the client, kept with the decision so
+ * that a retry tells it again: a refusal (not retryable) of the failing
+ * part; false for a transport failure or a retryable error (nothing
+ * stored: a retry then finds an abort without one, and answers expired). */
+static bool abort_why(const coord *co, store_abort_why *out)
+{
+    if (co->kind != CK_RESERVE || co->fail_part < 0)
+        return false;
+    const cpart *p = &co->parts[co->fail_part];
+    if (p->res != PR_ERROR || p->retryable || p->err == ENG_E_INTERNAL ||
+        strlen(p->code) > STORE_ABORT_CODE_MAX)
+        return false;
+    memset(out, 0, sizeof *out);
+    snprintf(out->code, sizeof out->code, "%s", p->code);
+    out->line = p->client_line;
+    snprintf(out->sku, sizeof out->sku, "%s", p->sku);
+    out->available = p->has_available ? p->available : -1;
+    return true;
+}
 
 static void start_decide(cart *c, coord *co, store_decision want)
 {
@@ -662,7 +717,9 @@ static void start_decide(cart *c, coord *co, store_decision want)
     co->want = want;
     co->decide_tries++;
     co->store_wait = true;
-    if (store_cart_decide(c->env.st, co->order_id, want, decide_cb, co) != 0) {
+    store_abort_why why;
+    bool has_why = want == STORE_DECIDE_ABORT && abort_why(co, &why);
+    if (store_cart_decide(c->env.st, co->order_id, want, has_why ? &why : NULL, decide_cb, co) != 0) {
         co->store_wait = false;
         coord_answer_err(c, co, ENG_E_UNAVAILABLE, "decision not recorded (store busy); retry with the same order_id");
     }
@@ -713,6 +770,29 @@ static bool sel_unreached(const cpart *p)
     return p->res == PR_FAIL;
 }
 
+/* The refusal a standing ABORT carries, as one instance answers it. */
+static void answer_told(cart *c, coord *co)
+{
+    cpart p;
+    memset(&p, 0, sizeof p);
+    p.err = err_from_code(co->told.code);
+    snprintf(p.code, sizeof p.code, "%s", co->told.code);
+    snprintf(p.msg, sizeof p.msg, "%s",
+             p.err == ENG_E_INSUFFICIENT   ? "insufficient stock"
+             : p.err == ENG_E_UNKNOWN_SKU  ? "unknown sku"
+             : p.err == ENG_E_CONFLICT     ? "order_id already used for another sku or qty"
+             : p.err == ENG_E_EXPIRED      ? "the order was aborted"
+                                           : "the order was refused");
+    p.retryable = false;
+    p.has_available = co->told.available >= 0;
+    p.available = co->told.available;
+    p.client_line = co->told.line;
+    snprintf(p.sku, sizeof p.sku, "%s", co->told.sku);
+    msgpack_sbuffer_clear(&c->sb);
+    pack_error(c, co->msgid, p.err, p.code, p.msg, false, &p, co->told.line >= 0 && p.sku[0]);
+    coord_answer(c, co);
+}
+
 /* Answers what an abort decided, once its releases are done. */
 static void finish_release(cart *c, coord *co)
 {
@@ -722,6 +802,15 @@ static void finish_release(cart *c, coord *co)
      * answers not_found, which is fine here. */
     if (++co->release_rounds < CART_RELEASE_ROUNDS && parts_call(c, co, "release", sel_unreached))
         return;
+    if (co->has_told && co->kind == CK_RESERVE) {
+        answer_told(c, co);
+        return;
+    }
+    if (co->has_told) {
+        /* A refused order left nothing: as on one instance. */
+        coord_answer_err(c, co, ENG_E_NOT_FOUND, "order not found");
+        return;
+    }
     if (co->fail_part >= 0) {
         coord_answer_part_err(c, co, &co->fail_copy);
         return;
@@ -783,6 +872,100 @@ static void finish_records(cart *c, coord *co, bool skip_not_found)
         coord_answer_merged(c, co);
 }
 
+/* ---- Waiting in one global order (engine.h "Waiting").
+ * The first placement goes to every owner at once and waits for nobody.
+ * When a part finds its SKU short only because of parts of carts still
+ * deciding, the cart backs out of every part it holds on a SKU after that
+ * one (by SKU name: erased, only if still this coordination's) and places
+ * the rest one by one in SKU order, each allowed to wait. A cart then
+ * waits only while holding SKUs before the one it waits for, so no circle
+ * of carts can wait on each other; a wait ends by the deadline. */
+
+static int seq_cmp_sku(const coord *co, uint8_t a, uint8_t b)
+{
+    return strcmp(co->parts[a].sku, co->parts[b].sku);
+}
+
+static void seq_start(cart *c, coord *co)
+{
+    co->n_seq = 0;
+    for (uint32_t i = 0; i < co->n; i++) {
+        cpart *p = &co->parts[i];
+        if (p->res == PR_RECORD && p->rec.status == ENG_ST_HELD)
+            continue;
+        /* Insertion by SKU: at most ENG_LINES_MAX. */
+        uint32_t k = co->n_seq++;
+        while (k > 0 && seq_cmp_sku(co, co->seq[k - 1], (uint8_t)i) > 0) {
+            co->seq[k] = co->seq[k - 1];
+            k--;
+        }
+        co->seq[k] = (uint8_t)i;
+    }
+    assert(co->n_seq > 0);
+    co->phase = CP_SEQ;
+    co->seq_at = 0;
+    c->st.sequential++;
+    part_call(c, co, &co->parts[co->seq[0]], "reserve");
+}
+
+static void start_retreat(cart *c, coord *co, int32_t wait)
+{
+    co->phase = CP_RETREAT;
+    co->short_part = wait;
+    co->erase = true;
+    const char *at = co->parts[wait].sku;
+    bool any = false;
+    for (uint32_t i = 0; i < co->n; i++) {
+        cpart *p = &co->parts[i];
+        p->retreat = p->res == PR_RECORD && p->rec.status == ENG_ST_HELD && strcmp(p->sku, at) > 0;
+        if (p->retreat) {
+            part_call(c, co, p, "release");
+            any = true;
+        }
+    }
+    co->erase = false;
+    if (!any)
+        seq_start(c, co);
+}
+
+static void retreat_done(cart *c, coord *co)
+{
+    for (uint32_t i = 0; i < co->n; i++) {
+        cpart *p = &co->parts[i];
+        if (!p->retreat)
+            continue;
+        p->retreat = false;
+        if (p->res != PR_RECORD || p->rec.status != ENG_ST_RELEASED) {
+            /* Not erased (another coordination of the order holds it now,
+             * or the owner did not answer): end this one by the decision. */
+            co->fail_part = co->short_part;
+            start_decide(c, co, STORE_DECIDE_ABORT);
+            return;
+        }
+        p->res = PR_NONE;
+        p->have_rec = false;
+    }
+    seq_start(c, co);
+}
+
+static void place_done(cart *c, coord *co);
+
+static void seq_next(cart *c, coord *co)
+{
+    uint8_t i = co->seq[co->seq_at];
+    cpart *p = &co->parts[i];
+    if (p->res != PR_RECORD) {
+        co->fail_part = i;
+        start_decide(c, co, STORE_DECIDE_ABORT);
+        return;
+    }
+    if (++co->seq_at < co->n_seq) {
+        part_call(c, co, &co->parts[co->seq[co->seq_at]], "reserve");
+        return;
+    }
+    place_done(c, co);  /* every part answered: held, or ended (a retry) */
+}
+
 /* Reserve: every part answered (placed, refused or not reached). */
 static void place_done(cart *c, coord *co)
 {
@@ -796,10 +979,17 @@ static void place_done(cart *c, coord *co)
         }
         return;
     }
-    int32_t fail = -1;
+    int32_t fail = -1, wait = -1;
     uint32_t held = 0, ended = 0;
     for (uint32_t i = 0; i < co->n; i++) {
         cpart *p = &co->parts[i];
+        if (p->res == PR_ERROR && p->deciding && co->phase == CP_PLACE && co->attempt != 0) {
+            /* Short only for carts still deciding: placed again, waiting,
+             * in SKU order (below). */
+            if (wait < 0 || strcmp(p->sku, co->parts[wait].sku) < 0)
+                wait = (int32_t)i;
+            continue;
+        }
         if (p->res != PR_RECORD) {
             if (fail < 0)
                 fail = (int32_t)i;
@@ -808,6 +998,12 @@ static void place_done(cart *c, coord *co)
         held += p->rec.status == ENG_ST_HELD;
         ended += status_ended(p->rec.status);
     }
+    if (fail < 0 && wait >= 0 && ended == 0) {
+        start_retreat(c, co, wait);
+        return;
+    }
+    if (fail < 0 && wait >= 0)
+        fail = wait;
     co->fail_part = fail;
     if (fail >= 0) {
         start_decide(c, co, STORE_DECIDE_ABORT);
@@ -824,7 +1020,7 @@ static void place_done(cart *c, coord *co)
     start_decide(c, co, ended == 0 ? STORE_DECIDE_CONFIRM : STORE_DECIDE_ABORT);
 }
 
-static void decide_cb(const char *order_id, int result, void *arg)
+static void decide_cb(const char *order_id, int result, const store_abort_why *why, void *arg)
 {
     (void)order_id;
     coord *co = arg;
@@ -854,13 +1050,22 @@ static void decide_cb(const char *order_id, int result, void *arg)
         return;
     }
     bool confirm = result == STORE_DECIDE_CONFIRM;
+    if (!confirm && why != NULL) {
+        /* A refused order: it leaves nothing, and says so again. */
+        co->has_told = true;
+        co->told = *why;
+        co->erase = true;
+    }
     switch (co->kind) {
     case CK_RESERVE:
         if (confirm) {
             /* Decided (now or by an earlier attempt): every part exists. */
             co->final_err = ENG_OK;
             start_confirm(c, co);
-        } else if (co->fail_part >= 0) {
+        } else if (co->fail_part >= 0 || co->has_told) {
+            /* Refused (a part refused or not reached): no part of it
+             * stays, none tells a record (engine.h "Erasing"). */
+            co->erase = true;
             start_release(c, co, ENG_OK, co->fail_part);
         } else {
             /* A fresh confirm that lost to a lapsed part, or a retry finding
@@ -897,6 +1102,12 @@ static void phase_end(cart *c, coord *co)
     switch (co->phase) {
     case CP_PLACE:
         place_done(c, co);
+        return;
+    case CP_RETREAT:
+        retreat_done(c, co);
+        return;
+    case CP_SEQ:
+        seq_next(c, co);
         return;
     case CP_CONFIRM:
         finish_records(c, co, false);
@@ -1015,6 +1226,12 @@ void cart_reserve(cart *c, uint32_t msgid, const char *order_id, const eng_line_
         return;
     co->n_lines = (int32_t)co->n;
     co->plain = co->n == 1;
+    /* Decided at once (no client hold): its parts are deciding while held. */
+    if (!co->plain && hold_ms == 0) {
+        co->attempt = c->attempt_next++;
+        if (c->attempt_next > ((uint64_t)1 << 62))
+            c->attempt_next = 1;
+    }
     co->phase = CP_PLACE;
     parts_call(c, co, "reserve", sel_all);
 }
@@ -1170,7 +1387,7 @@ static void settle_op_done(eng_op *op, void *arg)
     }
 }
 
-static void settle_decided(const char *order_id, int result, void *arg)
+static void settle_decided(const char *order_id, int result, const store_abort_why *why, void *arg)
 {
     (void)order_id;
     settle *s = arg;
@@ -1197,7 +1414,10 @@ static void settle_decided(const char *order_id, int result, void *arg)
     op->part_lines = s->ref.part_lines;
     op->line_no = s->ref.line_no;
     op->decided = op->kind == ENG_OP_CONFIRM;
-    op->as_expired = op->kind == ENG_OP_RELEASE;
+    /* A refused order leaves nothing (its coordinator's erase was lost);
+     * any other abort ends the part expired, as a lapsed hold. */
+    op->erase = op->kind == ENG_OP_RELEASE && why != NULL;
+    op->as_expired = op->kind == ENG_OP_RELEASE && why == NULL;
     op->on_done = settle_op_done;
     op->on_done_arg = s;
     eng_err e = engine_submit(c->env.eng, op, wall_ms());
@@ -1231,7 +1451,7 @@ void cart_settle_due(cart *c)
         c->settles = s;
         c->st.settling++;
         s->store_wait = true;
-        if (store_cart_decide(c->env.st, ref.order_id, STORE_DECIDE_ABORT, settle_decided, s) != 0) {
+        if (store_cart_decide(c->env.st, ref.order_id, STORE_DECIDE_ABORT, NULL, settle_decided, s) != 0) {
             s->store_wait = false;
             settle_retry(c, s);
             return;  /* the store's queue is full: later */
@@ -1572,6 +1792,12 @@ cart *cart_new(const cart_env *env)
     }
     msgpack_sbuffer_init(&c->sb);
     msgpack_packer_init(&c->pk, &c->sb, msgpack_sbuffer_write);
+    /* Coordinations of one order on two nodes (a client's retry) must
+     * not share an id: a random start, then counted. */
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+        r = (uint64_t)wall_ms() * 2654435761u;
+    c->attempt_next = (r & (((uint64_t)1 << 61) - 1)) + 1;
     return c;
 }
 

@@ -26,7 +26,7 @@
 
 #define FOR_LINES(h, l) for (eng_order *l = (h); l != NULL; l = l->line_next)
 
-enum op_state { OP_IDLE = 0, OP_QUEUED, OP_BATCHED };
+enum op_state { OP_IDLE = 0, OP_QUEUED, OP_BATCHED, OP_PARKED };
 
 struct eng_sku {
     char name[ENG_ID_MAX + 1];
@@ -48,6 +48,11 @@ struct eng_sku {
     char *aside_why;              /* heap, with aside */
     int64_t frozen_own;           /* units held by orders set aside (engine.h) */
     int64_t frozen_sup;
+    eng_order *dec;               /* parts that may be deciding ("Waiting"; pruned when read) */
+    eng_op *pk_head, *pk_tail;    /* parts' reserves waiting for deciding parts, in order */
+    uint32_t pk_len;
+    bool pk_listed;               /* on the engine's list of SKUs with waiting reserves */
+    eng_sku *pk_next;
     UT_hash_handle hh;
 };
 
@@ -66,6 +71,11 @@ struct eng_order {
     int32_t line_no, n_lines;
     bool part;                    /* a line of a cross-shard order, alone here */
     bool part_listed;             /* on the engine's due-parts list */
+    bool ghost;                   /* a part erased (committed): kept only because heap
+                                   * entries may still point here; reads miss it */
+    bool on_dec;                  /* on its SKU's dec list */
+    uint64_t attempt;             /* a part: the coordination that placed or took it over */
+    eng_order *dec_next, *dec_prev;
     eng_order *head;              /* the order's head (itself for a head) */
     eng_order *line_next;         /* head: its next line; ... */
     eng_order *due_next;          /* due-parts list */
@@ -188,6 +198,7 @@ struct engine {
     eng_order *pp_head, *pp_tail; /* committed pending purchases, oldest first */
     uint32_t pp_claimed;
     eng_order *due_head, *due_tail; /* parts whose hold lapsed, for the caller */
+    eng_sku *pk_skus;             /* SKUs with waiting reserves (pruned when read) */
     bool parts_mode;
     struct tomb *tombs;           /* uthash: parts released before they were placed */
     struct tomb **tomb_ring;      /* oldest first, ENG_TOMBS_MAX slots, evicted in turn */
@@ -692,9 +703,12 @@ static void pp_sync(engine *e, eng_order *o, bool recovered)
     e->st.purchases_pending++;
 }
 
+static void dec_unlink(eng_order *o);
+
 static void line_free(engine *e, eng_order *o)
 {
     assert(o->inflight == NULL);
+    dec_unlink(o);
     if (o->sku_prev)
         o->sku_prev->sku_next = o->sku_next;
     else
@@ -895,6 +909,172 @@ static void fifo_unlink(engine *e, eng_op *op)
         s->report_q = NULL;
     op->next = op->prev = NULL;
     op->state_ = OP_IDLE;
+}
+
+/* ------------------------------------------------------------ waiting
+ * (engine.h "Waiting"). A waiting reserve is off its FIFO, on its SKU's
+ * pk list (linked through next/prev, state OP_PARKED) and still counted
+ * in e->st.queued. */
+
+static void dec_link(eng_order *o)
+{
+    if (o->on_dec)
+        return;
+    eng_sku *s = o->sku;
+    o->on_dec = true;
+    o->dec_prev = NULL;
+    o->dec_next = s->dec;
+    if (s->dec)
+        s->dec->dec_prev = o;
+    s->dec = o;
+}
+
+static void dec_unlink(eng_order *o)
+{
+    if (!o->on_dec)
+        return;
+    eng_sku *s = o->sku;
+    if (o->dec_prev)
+        o->dec_prev->dec_next = o->dec_next;
+    else
+        s->dec = o->dec_next;
+    if (o->dec_next)
+        o->dec_next->dec_prev = o->dec_prev;
+    o->dec_next = o->dec_prev = NULL;
+    o->on_dec = false;
+}
+
+static bool part_deciding(const eng_order *o)
+{
+    return o->part && o->attempt != 0 && o->status == ENG_ST_HELD;
+}
+
+/* True when qty more units of s would be there if every deciding part
+ * on s gave its hold back (working state). Prunes parts that stopped
+ * deciding; a batch that undoes a change puts them back (batch_restore). */
+static bool short_for_deciding(eng_sku *s, int32_t qty)
+{
+    int64_t own = 0, sup = 0;
+    eng_order *o = s->dec;
+    while (o != NULL) {
+        eng_order *next = o->dec_next;
+        if (part_deciding(o)) {
+            own += o->from_own;
+            sup += o->from_supplier;
+        } else {
+            dec_unlink(o);
+        }
+        o = next;
+    }
+    if (own == 0 && sup == 0)
+        return false;
+    eng_counters c = s->c;
+    c.own_reserved -= own;
+    c.supplier_reserved -= sup;
+    assert(c.own_reserved >= 0 && c.supplier_reserved >= 0);
+    return qty <= eng_available(&c);
+}
+
+static void park(engine *e, eng_sku *s, eng_op *op)
+{
+    op->state_ = OP_PARKED;
+    op->sku_p = s;
+    op->next = NULL;
+    op->prev = s->pk_tail;
+    if (s->pk_tail)
+        s->pk_tail->next = op;
+    else
+        s->pk_head = op;
+    s->pk_tail = op;
+    s->pk_len++;
+    e->st.queued++;
+    e->st.parked++;
+    if (!s->pk_listed) {
+        s->pk_listed = true;
+        s->pk_next = e->pk_skus;
+        e->pk_skus = s;
+    }
+}
+
+static void park_unlink(engine *e, eng_op *op)
+{
+    eng_sku *s = op->sku_p;
+    assert(op->state_ == OP_PARKED && s->pk_len > 0);
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        s->pk_head = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    else
+        s->pk_tail = op->prev;
+    s->pk_len--;
+    e->st.queued--;
+    e->st.parked--;
+    op->next = op->prev = NULL;
+    op->state_ = OP_IDLE;
+}
+
+/* Every waiting reserve of s goes back to the head of its FIFO, in the
+ * order they came, to be decided again. */
+static void unpark_all(engine *e, eng_sku *s)
+{
+    if (s->pk_len == 0)
+        return;
+    eng_op *first = s->pk_head, *last = s->pk_tail;
+    uint32_t n = s->pk_len;
+    for (eng_op *op = first; op != NULL; op = op->next)
+        op->state_ = OP_QUEUED;
+    last->next = s->q_head;
+    if (s->q_head)
+        s->q_head->prev = last;
+    else
+        s->q_tail = last;
+    s->q_head = first;
+    s->q_len += n;
+    s->pk_head = s->pk_tail = NULL;
+    s->pk_len = 0;
+    e->st.parked -= n;
+    ready_push(e, s);
+}
+
+/* Ends the waits that ran out by now_ms; true when any did. */
+static bool park_due(engine *e, int64_t now_ms)
+{
+    bool any = false;
+    eng_sku **pp = &e->pk_skus;
+    while (*pp != NULL) {
+        eng_sku *s = *pp;
+        if (s->pk_len == 0) {
+            *pp = s->pk_next;
+            s->pk_listed = false;
+            continue;
+        }
+        bool due = false;
+        for (eng_op *op = s->pk_head; op != NULL; op = op->next) {
+            if (op->wait_until_ <= now_ms) {
+                op->wait_over_ = true;
+                due = true;
+            }
+        }
+        if (due) {
+            unpark_all(e, s);
+            any = true;
+        }
+        pp = &s->pk_next;
+    }
+    return any;
+}
+
+static void pk_skus_remove(engine *e, eng_sku *s)
+{
+    for (eng_sku **pp = &e->pk_skus; *pp != NULL; pp = &(*pp)->pk_next) {
+        if (*pp == s) {
+            *pp = s->pk_next;
+            s->pk_listed = false;
+            return;
+        }
+    }
 }
 
 /* ------------------------------------------------------------ heap */
@@ -1675,7 +1855,7 @@ static bool room_for(const engine *e, eng_sku *const *skus, size_t n)
     if (e->st.queued + n > e->lim.queue_total_max)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (skus[i]->q_len >= e->lim.queue_per_sku_max)
+        if (skus[i]->q_len + skus[i]->pk_len >= e->lim.queue_per_sku_max)
             return false;
     return true;
 }
@@ -1882,11 +2062,19 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
     op->err = ENG_OK;
     op->outcome_unknown = false;
     op->err_line = -1;
+    op->err_deciding = false;
     op->err_aside[0] = '\0';
+    op->park_ = op->wait_over_ = op->waited_ = false;
     e->st.ops_submitted++;
     assert(op->part_lines == 0 ||
            (op->part_lines > 1 && op->part_lines <= ENG_LINES_MAX && op->line_no >= 0 &&
             op->line_no < op->part_lines));
+    assert(op->wait_ms >= 0 && op->wait_ms <= ENG_WAIT_MS_MAX);
+    /* Waiting and erasing are for parts only (the caller's syntax check). */
+    assert((op->wait_ms == 0 && op->attempt == 0) ||
+           (op->part_lines > 1 && (op->kind == ENG_OP_RESERVE || op->kind == ENG_OP_RELEASE)));
+    assert(!op->erase || (op->part_lines > 1 && op->kind == ENG_OP_RELEASE));
+    op->wait_until_ = now_ms + op->wait_ms;
     /* Rows that could not be trusted at load: refused, never guessed at. */
     if (op->kind != ENG_OP_SUPPLIER_PUT && engine_aside_of(e, op, op->err_aside))
         return op->err = ENG_E_UNAVAILABLE;
@@ -1910,7 +2098,11 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
     case ENG_OP_RELEASE:
     case ENG_OP_SHIP:
         o = order_of_op(e, op);
-        if (o == NULL && op->kind == ENG_OP_RELEASE && op->part_lines > 1) {
+        /* A part released before it was placed; an unconditional erase
+         * counts a part erased earlier (a ghost) as not placed too. */
+        if (op->kind == ENG_OP_RELEASE && op->part_lines > 1 &&
+            (o == NULL || (o->ghost && o->status == ENG_ST_NONE && o->pending == 0 &&
+                           !order_inflight(o) && op->erase && op->attempt == 0))) {
             okey key;
             op_key(op, &key);
             tomb_add(e, &key, now_ms);
@@ -1924,7 +2116,7 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
             return op->err = o->part ? ENG_E_INVALID : ENG_E_NOT_FOUND;
         if ((op->decided && op->kind != ENG_OP_CONFIRM) ||
             ((op->as_expired || op->as_failed) && op->kind != ENG_OP_RELEASE) ||
-            (op->as_expired && op->as_failed))
+            (op->as_expired && op->as_failed) || (op->erase && (op->as_expired || op->as_failed)))
             return op->err = ENG_E_INVALID;
         return op->err = queue_on_order(e, op, o, true);
     case ENG_OP_SKU_PUT:
@@ -1943,7 +2135,24 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
         if (o == NULL || o->status == ENG_ST_NONE)
             return op->err = ENG_E_NOT_FOUND;
         /* The worker holds a claim it must be able to end: no queue limit.
-         * A failure fails the whole order: it waits for every line. */
+         * A failure fails the whole order: it waits for every line, and
+         * for a part, for every other part of its order held here. */
+        if (op->kind == ENG_OP_PURCHASE_FAILED && o->part) {
+            eng_sku *skus[ENG_LINES_MAX];
+            size_t n = 0;
+            skus[n++] = o->sku;
+            for (int32_t k = 0; k < o->n_lines; k++) {
+                eng_order *sib = k == o->line_no ? NULL : line_find(e, op->order_id, k, true);
+                if (sib != NULL && sib->part && sib->n_lines == o->n_lines &&
+                    (sib->status == ENG_ST_HELD || sib->status == ENG_ST_CONFIRMED))
+                    skus[n++] = sib->sku;
+            }
+            if (n == 1) {
+                fifo_push(e, o->sku, op);
+                return ENG_OK;
+            }
+            return op->err = push_tickets(e, op, skus, n);
+        }
         if (op->kind == ENG_OP_PURCHASE_FAILED)
             return op->err = queue_on_order(e, op, o->head, false);
         fifo_push(e, o->sku, op);
@@ -1967,15 +2176,18 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
 static void order_maybe_drop(engine *e, eng_order *o)
 {
     o = o->head;
-    if (o->status == ENG_ST_NONE && o->pending == 0 && !order_inflight(o))
+    /* A ghost stays: expiry heap entries may point at it. */
+    if (o->status == ENG_ST_NONE && o->pending == 0 && !order_inflight(o) && !o->ghost)
         order_free(e, o);
 }
 
 bool engine_cancel(engine *e, eng_op *op)
 {
-    if (op->state_ != OP_QUEUED)
+    if (op->state_ == OP_PARKED) {
+        park_unlink(e, op);
+    } else if (op->state_ != OP_QUEUED) {
         return false;
-    if (op->tk_next != NULL) {
+    } else if (op->tk_next != NULL) {
         tickets_free(e, op);
         op->state_ = OP_IDLE;
     } else {
@@ -2105,7 +2317,7 @@ size_t engine_order_lines(const engine *e, const char *order_id, eng_line_view *
 
 uint32_t engine_expire_due(engine *e, int64_t now_ms)
 {
-    uint32_t n = 0;
+    uint32_t n = park_due(e, now_ms) ? 1 : 0;
     while (e->heap_len > 0 && e->heap[0].at_ms <= now_ms && n < e->lim.expire_per_tick_max) {
         struct heap_item it = e->heap[0];
         eng_order *o = it.o;
@@ -2274,10 +2486,14 @@ void engine_purchase_counts(const engine *e, uint32_t *unclaimed, uint32_t *clai
 
 int64_t engine_next_expiry_ms(const engine *e, int64_t now_ms)
 {
-    if (e->heap_len == 0)
+    int64_t at = e->heap_len > 0 ? e->heap[0].at_ms : INT64_MAX;
+    for (const eng_sku *s = e->pk_skus; s != NULL; s = s->pk_next)
+        for (const eng_op *op = s->pk_head; op != NULL; op = op->next)
+            if (op->wait_until_ < at)
+                at = op->wait_until_;
+    if (at == INT64_MAX)
         return -1;
-    int64_t d = e->heap[0].at_ms - now_ms;
-    return d > 0 ? d : 0;
+    return at > now_ms ? at - now_ms : 0;
 }
 
 /* ------------------------------------------------------------ batches */
@@ -2522,6 +2738,11 @@ static void reserve_line(eng_batch *b, const eng_op *op, eng_order *o)
     ledger_add(b, s, o->id, ENG_MOVE_RESERVE, 0, from_own, from_sup, 0, "");
     if (purchase_due(o))
         job_add(b, o, true, ENG_JOB_PENDING);
+    if (o->part) {
+        o->attempt = op->attempt;
+        if (part_deciding(o))
+            dec_link(o);
+    }
 }
 
 /* The first line that cannot be met, or NULL: all lines are checked
@@ -2560,13 +2781,35 @@ static void decide_reserve(engine *e, eng_batch *b, eng_op *op, eng_order *h)
         } else {
             same = strcmp(h->sku->name, op->sku) == 0 && h->qty == op->qty;
         }
-        if (!same)
+        if (!same) {
             op->err = ENG_E_CONFLICT;
-        else
-            op_view(op, h);
+            return;
+        }
+        if (h->part && h->status == ENG_ST_HELD && op->attempt != 0) {
+            /* Another coordination of the order found it held: its part
+             * now (an erase by the one before is refused), deciding. */
+            h->attempt = op->attempt;
+            dec_link(h);
+        }
+        op_view(op, h);
         return;
     }
     if (first_unmet(op, h) != NULL) {
+        if (h->part && op->err == ENG_E_INSUFFICIENT && short_for_deciding(h->sku, h->qty)) {
+            op->err_deciding = true;
+            if (op->wait_ms > 0 && !op->wait_over_) {
+                /* Wait for the deciding parts instead (engine.h "Waiting"):
+                 * nothing was decided, the placeholder stays. */
+                op->err = ENG_OK;
+                op->err_available = 0;
+                op->err_line = -1;
+                op->park_ = true;
+                h->pending++;
+                return;
+            }
+            if (op->wait_over_)
+                e->st.park_timeouts++;
+        }
         order_maybe_drop(e, h);
         return;
     }
@@ -2641,6 +2884,24 @@ static void expire_all(eng_batch *b, eng_order *h)
         order_return_stock(b, l, ENG_ST_EXPIRED, ENG_MOVE_EXPIRE);
 }
 
+/* A part of an order that never was (engine.h "Erasing"): its stock back,
+ * its row deleted when the batch commits (batch_seal), a ghost after. */
+static void erase_part(eng_batch *b, eng_op *op, eng_order *h)
+{
+    assert(h->part);
+    if (op->attempt != 0 && (h->attempt != op->attempt || h->status != ENG_ST_HELD)) {
+        op->err = ENG_E_CONFLICT;  /* another coordination's part now */
+    } else if (h->status == ENG_ST_HELD) {
+        order_return_stock(b, h, ENG_ST_NONE, ENG_MOVE_RELEASE);
+    } else if (h->status == ENG_ST_RELEASED || h->status == ENG_ST_EXPIRED) {
+        touch_order(b, h);
+        h->status = ENG_ST_NONE;
+        h->updated_at_ms = b->now_ms;
+    } else {
+        op->err = ENG_E_INVALID_STATE;
+    }
+}
+
 /* confirm, release, ship, expire: on the whole order (every line), or on
  * a part. All lines or none: the checks run before any line changes. */
 static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *h)
@@ -2669,6 +2930,10 @@ static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *h)
         }
         break;
     case ENG_OP_RELEASE:
+        if (op->erase) {
+            erase_part(b, op, h);
+            break;
+        }
         if (op->as_failed) {
             fail_open_lines(b, h, NULL, op->reason[0] ? op->reason : "another line failed");
             break;
@@ -2715,7 +2980,11 @@ static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *h)
         op->err_status = st;
     if (op->err == ENG_OK)
         op_view(op, h);
+    if (op->err == ENG_OK && op->erase)
+        op->order.status = ENG_ST_RELEASED;  /* its record is gone; its stock is back */
 }
+
+static bool in_batch(const eng_batch *b, const eng_sku *s);
 
 /* The purchase worker bought the order's supplier units upstream. */
 static void decide_purchased(engine *e, eng_batch *b, eng_op *op, eng_order *o)
@@ -2787,6 +3056,18 @@ static void decide_purchase_failed(engine *e, eng_batch *b, eng_op *op, eng_orde
         char other[ENG_REASON_MAX + 1];
         eng_line_failed_reason(o->line_no, why, other);
         fail_open_lines(b, o->head, o, other);
+    } else if (o->part) {
+        /* The order's other parts held here go in the same commit (their
+         * purchase jobs cancelled, never sent); parts elsewhere are the
+         * cascade's (cart.h). Only those whose SKU this batch holds: the
+         * ones the op waited for. */
+        char other[ENG_REASON_MAX + 1];
+        eng_line_failed_reason(o->line_no, why, other);
+        for (int32_t k = 0; k < o->n_lines; k++) {
+            eng_order *sib = k == o->line_no ? NULL : line_find(e, op->order_id, k, true);
+            if (sib != NULL && sib->part && sib->n_lines == o->n_lines && in_batch(b, sib->sku))
+                fail_open_lines(b, sib, NULL, other);
+        }
     }
     switch (op->fail_kind) {
     case ENG_FAIL_STOCK:
@@ -3014,6 +3295,7 @@ static void batch_seal(eng_batch *b)
         eng_order_row *r = &b->order_rows[i];
         r->insert = b->ow[i].before.status == ENG_ST_NONE;
         const eng_order *o = b->ow[i].o;
+        r->erase = o->status == ENG_ST_NONE;
         order_to_view(o, &r->o);
         eng_status st = r->o.status;
         r->notify = st != b->ow[i].before.status &&
@@ -3106,6 +3388,21 @@ static void drain_sku(engine *e, eng_batch *b, struct sku_write *w)
         batch_append_op(b, op);
         if (decide(e, b, op))
             w->dirty = true;
+        if (op->park_) {
+            /* It waits off the FIFO: not in this batch, not answered. */
+            assert(b->ops_tail == op);
+            b->ops_tail = op->prev;
+            if (b->ops_tail)
+                b->ops_tail->next = NULL;
+            else
+                b->ops_head = NULL;
+            b->n_ops--;
+            op->park_ = false;
+            park(e, s, op);
+            if (!op->waited_)
+                e->st.park_waits++;
+            op->waited_ = true;
+        }
     }
 }
 
@@ -3240,10 +3537,16 @@ static void batch_finalize(engine *e, eng_batch *b)
             (before->status != ENG_ST_HELD || before->hold_expires_at_ms != o->hold_expires_at_ms))
             (void)heap_push(e, o->hold_expires_at_ms, o); /* OOM: expired by confirm */
         pp_sync(e, o, false);
+        if (o->status == ENG_ST_NONE && before->status != ENG_ST_NONE) {
+            o->ghost = true;  /* erased: heap entries may still name it */
+        }
     }
     for (size_t i = 0; i < b->n_sw; i++) {
         eng_sku *s = b->sw[i].sku;
         s->inflight = NULL;
+        /* What it wrote may be what its waiting reserves wait for. */
+        if (b->sw[i].dirty)
+            unpark_all(e, s);
         ready_push(e, s);
     }
 }
@@ -3256,6 +3559,8 @@ static void batch_restore(engine *e, eng_batch *b)
         eng_order *o = b->ow[i].o;
         order_from_view(o, &b->ow[i].before);
         o->inflight = NULL;
+        if (part_deciding(o))
+            dec_link(o);  /* pruned on the way, deciding again */
     }
     /* Trust settings come back unless a later batch moved them again (then
      * that batch's view stands: trust is advice, not an account). */
@@ -3279,6 +3584,8 @@ static void batch_restore(engine *e, eng_batch *b)
         if (s->map != NULL)
             *s->map = w->before_map;
         s->inflight = NULL;
+        /* Waits decided against what did not happen: again. */
+        unpark_all(e, s);
         ready_push(e, s);
     }
     /* Holds whose expiry was undone are due again. */
@@ -3365,6 +3672,7 @@ static void answer_queued(engine *e, eng_op *first, eng_err err, bool reheap)
 
 static void cancel_fifo(engine *e, eng_sku *s, eng_err err)
 {
+    unpark_all(e, s);
     while (s->q_head != NULL)
         answer_queued(e, s->q_head, err, true);
 }
@@ -3436,6 +3744,7 @@ static void sku_clear(engine *e, eng_sku *s, eng_err queued_err, const char *asi
 {
     /* Answer what waits; internal expiries are simply dropped (the next
      * owner reloads the holds and expires them). */
+    unpark_all(e, s);
     while (s->q_head != NULL)
         answer_queued(e, s->q_head, queued_err, false);
     /* Heap entries of its held orders go stale by status; clear them. */
@@ -3494,6 +3803,7 @@ bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err)
         if (order_inflight(o->head))
             return false;
     sku_clear(e, s, queued_err, NULL, NULL);
+    pk_skus_remove(e, s);
     HASH_DEL(e->skus, s);
     if (s->aside) {
         assert(e->n_aside > 0);

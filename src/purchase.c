@@ -31,6 +31,12 @@
 #define PJ_TICK_MS 1000
 /* Attempts double the wait; past this shift it is at the cap anyway. */
 #define PJ_BACKOFF_SHIFT_MAX 24u
+/* A checked line of an order of several lines waits for the checks of the
+ * order's other lines this worker is running, polling this often, at most
+ * PJ_BARRIER_MAX_MS: a line whose check fails then fails the order in
+ * one commit, before anything of it was bought. */
+#define PJ_BARRIER_POLL_MS 20
+#define PJ_BARRIER_MAX_MS 10000
 
 typedef enum pj_state { PJ_WAIT = 0, PJ_CALL, PJ_ENGINE } pj_state;
 
@@ -42,6 +48,8 @@ typedef struct pjob {
     pj_state state;
     bool need_lookup;             /* recovered, or a create ended unknown */
     bool have_outcome;            /* op holds a decided outcome (resubmit it) */
+    bool checked;                 /* its preview passed: it may be created */
+    int64_t barrier_until_ms;     /* waiting for its siblings' checks until then (0: not) */
     unsigned attempts;            /* backoffs so far */
     struct event *timer;
     eng_op op;
@@ -322,12 +330,18 @@ static bool job_current_line(purchase *p, pjob *j, supplier_cargo_line *line)
     return true;
 }
 
+static void job_create(purchase *p, pjob *j);
+
 /* One pass of purchase.h steps 1..3 (4 follows the preview's answer). */
 static void job_step(purchase *p, pjob *j)
 {
     assert(j->state == PJ_WAIT);
     if (j->have_outcome) {
         job_submit(p, j);
+        return;
+    }
+    if (j->checked && !j->need_lookup) {
+        job_create(p, j);
         return;
     }
     if (strlen(j->out_id) >= SUPPLIER_OUT_ID_MAX) {
@@ -447,6 +461,71 @@ static void preview_done(const supplier_reply *reply, void *arg)
     if (r->outcome == SUPPLIER_RETRYABLE || p->stopped) {
         job_backoff(p, j);  /* stopped: unclaims */
         return;
+    }
+    j->checked = true;
+    job_create(p, j);
+}
+
+/* True while another line of j's order, claimed by this worker, has not
+ * passed its check: its check may still fail the order, or its failure is
+ * being committed (which fails j's line in the same commit). */
+static bool job_checked(const purchase *p, const char *order_id, int32_t line_no)
+{
+    for (const pjob *q = p->jobs; q != NULL; q = q->next)
+        if (q->ep.line_no == line_no && q->checked && strcmp(q->ep.order_id, order_id) == 0)
+            return true;
+    return false;
+}
+
+/* A line this engine will buy and has not checked yet: held (about to be
+ * confirmed) or confirmed, with supplier units of a mapped SKU. */
+static bool line_to_check(const purchase *p, const char *order_id, int32_t line_no,
+                          const char *sku, eng_status st, int32_t from_supplier)
+{
+    eng_supplier_map map;
+    return from_supplier > 0 && (st == ENG_ST_HELD || st == ENG_ST_CONFIRMED) &&
+           engine_sku_supplier(p->eng, sku, &map) && !job_checked(p, order_id, line_no);
+}
+
+static bool siblings_unchecked(const purchase *p, const pjob *j)
+{
+    for (const pjob *q = p->jobs; q != NULL; q = q->next)
+        if (q != j && !q->checked && strcmp(q->ep.order_id, j->ep.order_id) == 0)
+            return true;
+    /* Lines of the order here that no job has claimed yet. */
+    if (j->ep.part_lines > 1) {
+        for (int32_t k = 0; k < j->ep.part_lines; k++) {
+            eng_order_view v;
+            if (k != j->ep.line_no && engine_part_get(p->eng, j->ep.order_id, k, &v) &&
+                line_to_check(p, j->ep.order_id, k, v.sku, v.status, v.from_supplier))
+                return true;
+        }
+        return false;
+    }
+    eng_line_view lines[ENG_LINES_MAX];
+    size_t n = engine_order_lines(p->eng, j->ep.order_id, lines, ENG_LINES_MAX);
+    for (size_t i = 0; i < n && n > 1; i++)
+        if (lines[i].line_no != j->ep.line_no &&
+            line_to_check(p, j->ep.order_id, lines[i].line_no, lines[i].sku, lines[i].status,
+                          lines[i].from_supplier))
+            return true;
+    return false;
+}
+
+/* Step 4 of a checked line: buy it, once the order's other lines this
+ * worker checks have passed (bounded wait). */
+static void job_create(purchase *p, pjob *j)
+{
+    if (siblings_unchecked(p, j)) {
+        int64_t now = wall_ms();
+        if (j->barrier_until_ms == 0)
+            j->barrier_until_ms = now + PJ_BARRIER_MAX_MS;
+        if (now < j->barrier_until_ms) {
+            j->state = PJ_WAIT;
+            struct timeval tv = {0, PJ_BARRIER_POLL_MS * 1000};
+            evtimer_add(j->timer, &tv);
+            return;
+        }
     }
     supplier_cargo_line line;
     if (!job_current_line(p, j, &line))

@@ -144,13 +144,17 @@ void reply_eng_error(msgpack_packer *pk, uint32_t msgid, const eng_op *op, const
     bool line = (err == ENG_E_INSUFFICIENT || err == ENG_E_UNKNOWN_SKU) && op->n_lines > 0 &&
                 op->err_line >= 0 && (uint32_t)op->err_line < op->n_lines;
     if (err == ENG_E_INSUFFICIENT) {
+        /* deciding: only for a coordinator's part (engine.h "Waiting"). */
+        bool deciding = op->err_deciding && op->part_lines > 1;
         codec_pack_response_err_head(pk, msgid, eng_err_code(err), reply_err_message(err), false,
-                                     1 + 2 * line);
+                                     1 + 2 * line + deciding);
         codec_pack_kv_int(pk, "available", op->err_available);
         if (line) {
             codec_pack_kv_int(pk, "line", op->err_line);
             codec_pack_kv_str(pk, "sku", op->lines[op->err_line].sku);
         }
+        if (deciding)
+            codec_pack_kv_bool(pk, "deciding", true);
     } else if (line) {
         codec_pack_response_err_head(pk, msgid, eng_err_code(err), reply_err_message(err), false, 2);
         codec_pack_kv_int(pk, "line", op->err_line);

@@ -25,17 +25,17 @@ enum field {
     F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_FWD,
     F_LIMIT, F_SUPPLIER_ID, F_TRUST, F_TRUST_CEILING, F_EVENT_MODE, F_EVENT_TRUST,
     F_LINES, F_PART_LINES, F_LINE_NO, F_DECIDED, F_AS_FAILED, F_UPDATE,
-    F_NODE, F_NONCE, F_KEYS, F_MAC, F_ID, F_BY, F_NOTE, F_COUNT
+    F_NODE, F_NONCE, F_KEYS, F_MAC, F_ID, F_BY, F_NOTE, F_ATTEMPT, F_WAIT_MS, F_ERASE, F_COUNT
 };
 static const char *const field_names[F_COUNT] = {
     "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
     "own_on_hand", "supplier", "supplier_reported", "token", "_fwd",
     "limit", "supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust",
     "lines", "part_lines", "line_no", "decided", "as_failed", "update",
-    "node", "nonce", "keys", "mac", "id", "by", "note",
+    "node", "nonce", "keys", "mac", "id", "by", "note", "attempt", "wait_ms", "erase",
 };
-_Static_assert(F_COUNT <= 32, "field bits must fit in rpc_parsed.seen");
-#define B(f) (1u << (f))
+_Static_assert(F_COUNT <= 64, "field bits must fit in rpc_parsed.seen");
+#define B(f) (UINT64_C(1) << (f))
 /* Fields of one line of a cross-shard order, sent only by stockd peers
  * (requests carrying "_fwd"). */
 #define PART_BITS (B(F_PART_LINES) | B(F_LINE_NO))
@@ -43,11 +43,12 @@ _Static_assert(F_COUNT <= 32, "field bits must fit in rpc_parsed.seen");
  * any other connection a request naming one is unauthorized, whatever
  * else it holds. release's "reason" is a peer's too (stock.adjust's is
  * the admin's). */
-#define PEER_ONLY_BITS (B(F_FWD) | PART_BITS | B(F_DECIDED) | B(F_AS_FAILED) | B(F_UPDATE))
+#define PEER_ONLY_BITS (B(F_FWD) | PART_BITS | B(F_DECIDED) | B(F_AS_FAILED) | B(F_UPDATE) | \
+                        B(F_ATTEMPT) | B(F_WAIT_MS) | B(F_ERASE))
 
 typedef struct method_spec {
-    uint32_t allowed;
-    uint32_t required;
+    uint64_t allowed;
+    uint64_t required;
     bool admin;
 } method_spec;
 
@@ -55,12 +56,12 @@ static const method_spec specs[M_COUNT] = {
     [M_PING] = {B(F_TOKEN) | B(F_FWD), 0, false},
     /* sku + qty or lines: checked after the fields (reserve_shape) */
     [M_RESERVE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_QTY) | B(F_LINES) | B(F_HOLD_MS) | B(F_DEADLINE_MS) |
-                   B(F_TOKEN) | B(F_FWD) | PART_BITS, B(F_ORDER_ID), false},
+                   B(F_TOKEN) | B(F_FWD) | PART_BITS | B(F_ATTEMPT) | B(F_WAIT_MS), B(F_ORDER_ID), false},
     [M_CONFIRM] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS |
                    B(F_DECIDED), B(F_ORDER_ID), false},
     /* as_failed / reason: a peer's cascade onto a part (checked in peer_only_check) */
     [M_RELEASE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS |
-                   B(F_AS_FAILED) | B(F_REASON), B(F_ORDER_ID), false},
+                   B(F_AS_FAILED) | B(F_REASON) | B(F_ATTEMPT) | B(F_ERASE), B(F_ORDER_ID), false},
     [M_SHIP] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS,
                 B(F_ORDER_ID), false},
     [M_ORDER_GET] = {B(F_ORDER_ID) | B(F_SKU) | B(F_TOKEN) | B(F_FWD) | PART_BITS, B(F_ORDER_ID), false},
@@ -505,6 +506,19 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
         e->problem = "must be a boolean";
         op->as_failed = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
         return v->type == MSGPACK_OBJECT_BOOLEAN;
+    case F_ATTEMPT:
+        /* 2^62: every peer can make one without overflow in any int64 */
+        if (!get_int(v, 1, (int64_t)1 << 62, &x, e, "attempt"))
+            return false;
+        op->attempt = (uint64_t)x;
+        return true;
+    case F_WAIT_MS:
+        return get_int(v, 0, ENG_WAIT_MS_MAX, &op->wait_ms, e, "wait_ms");
+    case F_ERASE:
+        e->field = "erase";
+        e->problem = "must be a boolean";
+        op->erase = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
+        return v->type == MSGPACK_OBJECT_BOOLEAN;
     case F_UPDATE:
         e->field = "update";
         e->problem = "must be an order record (a map with order_id and status)";
@@ -566,14 +580,28 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
 
 /* Part fields: only from peers ("_fwd" may come after them in the map,
  * hence checked here), part_lines and line_no together, line_no below
- * part_lines; decided counts only on a part. */
-static bool parts_check(eng_op *op, const rpc_parsed *pp, rpc_perr *e)
+ * part_lines; decided counts only on a part; a coordinator's attempt and
+ * wait_ms (reserve) and erase (release, attempt only with it) only on a
+ * part. */
+static bool parts_check(enum method m, eng_op *op, const rpc_parsed *pp, rpc_perr *e)
 {
-    uint32_t given = pp->seen & (PART_BITS | B(F_DECIDED));
+    uint64_t placing = pp->seen & (B(F_ATTEMPT) | B(F_WAIT_MS) | B(F_ERASE));
+    if (placing != 0 && (pp->seen & PART_BITS) != PART_BITS) {
+        /* A coordinator's placement of a part, or its erase (cart.h). */
+        e->field = field_names[__builtin_ctzll(placing)];
+        e->problem = "only on a part (part_lines, line_no)";
+        return false;
+    }
+    if ((pp->seen & B(F_ATTEMPT)) && m == M_RELEASE && !op->erase) {
+        e->field = "attempt";
+        e->problem = "only with erase true";
+        return false;
+    }
+    uint64_t given = pp->seen & (PART_BITS | B(F_DECIDED));
     if (given == 0)
         return true;
     if (!pp->fwd) {
-        e->field = field_names[__builtin_ctz(given)];
+        e->field = field_names[__builtin_ctzll(given)];
         e->problem = "unknown field";
         return false;
     }
@@ -601,13 +629,13 @@ static bool parts_check(eng_op *op, const rpc_parsed *pp, rpc_perr *e)
  * Checked after the map: "_fwd" may come last. */
 static bool peer_only_check(enum method m, eng_op *op, const rpc_parsed *pp, rpc_perr *e)
 {
-    uint32_t peer = m == M_RELEASE ? (B(F_AS_FAILED) | B(F_REASON))
+    uint64_t peer = m == M_RELEASE ? (B(F_AS_FAILED) | B(F_REASON))
                   : m == M_ORDER_SUBSCRIBE ? (B(F_UPDATE) | B(F_FWD)) : 0;
-    uint32_t given = pp->seen & peer;
+    uint64_t given = pp->seen & peer;
     if (given == 0)
         return true;
     if (!pp->fwd) {
-        e->field = field_names[__builtin_ctz(given)];
+        e->field = field_names[__builtin_ctzll(given)];
         e->problem = "unknown field";
         return false;
     }
@@ -636,7 +664,7 @@ static bool peer_only_check(enum method m, eng_op *op, const rpc_parsed *pp, rpc
 static bool reserve_shape(const eng_op *op, const rpc_parsed *pp, rpc_perr *e)
 {
     bool lines = pp->seen & B(F_LINES);
-    uint32_t one = pp->seen & (B(F_SKU) | B(F_QTY));
+    uint64_t one = pp->seen & (B(F_SKU) | B(F_QTY));
     if (lines && one) {
         e->field = "lines";
         e->problem = "give either lines or sku and qty, not both";
@@ -667,7 +695,7 @@ static bool peer_fields_allowed(enum method m, const msgpack_object *map, bool p
 {
     if (peer)
         return true;
-    uint32_t bits = PEER_ONLY_BITS | (m == M_RELEASE ? B(F_REASON) : 0);
+    uint64_t bits = PEER_ONLY_BITS | (m == M_RELEASE ? B(F_REASON) : 0);
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object *k = &map->via.map.ptr[i].key;
         if (k->type != MSGPACK_OBJECT_STR)
@@ -725,13 +753,13 @@ bool rpc_parse_params(enum method m, const msgpack_object *params, bool peer, en
         if (!parse_field(f, &map->via.map.ptr[i].val, op, pp, e))
             return false;
     }
-    uint32_t missing = spec->required & ~pp->seen;
+    uint64_t missing = spec->required & ~pp->seen;
     if (missing) {
-        e->field = field_names[__builtin_ctz(missing)];
+        e->field = field_names[__builtin_ctzll(missing)];
         e->problem = "required";
         return false;
     }
-    return parts_check(op, pp, e) && peer_only_check(m, op, pp, e) &&
+    return parts_check(m, op, pp, e) && peer_only_check(m, op, pp, e) &&
            (m != M_RESERVE || reserve_shape(op, pp, e));
 }
 

@@ -172,8 +172,9 @@ static void pack_alerts_notify(const stats_snapshot *s, msgpack_packer *pk)
 static void pack_lines_stats(const stats_snapshot *s, msgpack_packer *pk)
 {
     const cart_stats cs = s->cart;
+    const eng_stats *es = &s->engine;
     codec_pack_cstr(pk, "lines");
-    msgpack_pack_map(pk, 13);
+    msgpack_pack_map(pk, 17);
     codec_pack_kv_int(pk, "reserves", (int64_t)s->lines_reserves);
     codec_pack_kv_int(pk, "lines", (int64_t)s->lines_total);
     codec_pack_kv_int(pk, "coordinated", (int64_t)s->lines_coordinated);
@@ -188,6 +189,11 @@ static void pack_lines_stats(const stats_snapshot *s, msgpack_packer *pk)
     codec_pack_kv_int(pk, "cart_updates_sent", (int64_t)cs.updates_sent);
     codec_pack_kv_int(pk, "cart_updates_told", (int64_t)s->notify.updates_told);
     codec_pack_kv_int(pk, "cart_updates_repeated", (int64_t)s->notify.updates_repeated);
+    /* carts waiting for each other instead of refusing (engine.h "Waiting") */
+    codec_pack_kv_int(pk, "cart_sequential", (int64_t)cs.sequential);
+    codec_pack_kv_int(pk, "parts_waiting", es->parked);
+    codec_pack_kv_int(pk, "part_waits", (int64_t)es->park_waits);
+    codec_pack_kv_int(pk, "part_wait_timeouts", (int64_t)es->park_timeouts);
 }
 
 void stats_pack(const stats_snapshot *s, msgpack_packer *pk)

@@ -30,7 +30,7 @@
 #include "stockd/rpc_parse.h"
 
 #define STORE_CONNS_MAX 16
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 /* The statement of one batch; the stack's max_allowed_packet is 64 MiB and
  * MariaDB's default is 16 MiB, so stay under the smaller. */
 #define STORE_SQL_MAX_BYTES (15u << 20)
@@ -252,6 +252,7 @@ typedef struct load_req {
     char sku[ENG_ID_MAX + 1];     /* or the order_id (every kind but LK_SKU) */
     load_kind kind;
     store_decision want;          /* LK_DECIDE */
+    store_abort_why why;          /* LK_DECIDE, ABORT: the refusal told (code "" = none) */
     union {
         store_load_fn load;
         store_find_fn find;
@@ -275,7 +276,7 @@ static void load_req_fail(const load_req *r)
         r->fn.lines(r->sku, -1, NULL, r->arg);
         return;
     case LK_DECIDE:
-        r->fn.decide(r->sku, -1, r->arg);
+        r->fn.decide(r->sku, -1, NULL, r->arg);
         return;
     }
     assert(!"bad load kind");
@@ -655,6 +656,16 @@ static const char *const schema_v4[] = {
     " ADD INDEX IF NOT EXISTS open_alerts (acked_at)",
 };
 
+/* A refused cart leaves no record but its decision: the refusal the
+ * client heard rides with an ABORT, so a retry hears it again. */
+static const char *const schema_v5[] = {
+    "ALTER TABLE cart_decisions"
+    " ADD COLUMN IF NOT EXISTS err_code VARCHAR(16) NULL,"
+    " ADD COLUMN IF NOT EXISTS err_line SMALLINT NULL,"
+    " ADD COLUMN IF NOT EXISTS err_sku VARBINARY(64) NULL,"
+    " ADD COLUMN IF NOT EXISTS err_available BIGINT NULL",
+};
+
 typedef struct schema_step {
     int version;
     const char *const *sql;
@@ -666,6 +677,7 @@ static const schema_step schema_steps[] = {
     {2, schema_v2, sizeof schema_v2 / sizeof schema_v2[0]},
     {3, schema_v3, sizeof schema_v3 / sizeof schema_v3[0]},
     {4, schema_v4, sizeof schema_v4 / sizeof schema_v4[0]},
+    {5, schema_v5, sizeof schema_v5 / sizeof schema_v5[0]},
 };
 
 /* Database names go between backticks: allow only what needs no quoting. */
@@ -938,7 +950,7 @@ static void sql_orders(sbuf *b, const eng_batch *batch)
         bool want_insert = pass == 0;
         bool first = true;
         for (size_t i = 0; i < n; i++) {
-            if (rows[i].insert != want_insert)
+            if (rows[i].insert != want_insert || rows[i].erase)
                 continue;
             sb_str(b, first ? ORDER_COLS : ",\n");
             sql_order_values(b, &rows[i].o);
@@ -954,6 +966,20 @@ static void sql_orders(sbuf *b, const eng_batch *batch)
                       "upstream_order_id=VALUES(upstream_order_id),reason=VALUES(reason),"
                       "purchased_at=VALUES(purchased_at),"
                       "supplier_settled=VALUES(supplier_settled)");
+        sb_str(b, ";\n");
+    }
+    /* Parts erased (a refused cart leaves no record): their rows go. One
+     * placed and erased in this batch was never written. One statement a
+     * row, on the whole primary key: it locks that row only (a row
+     * constructor IN list may scan, and its gap locks deadlock with other
+     * nodes' inserts). */
+    for (size_t i = 0; i < n; i++) {
+        if (!rows[i].erase || rows[i].insert)
+            continue;
+        sb_str(b, "DELETE FROM orders WHERE order_id=");
+        sb_hex_str(b, rows[i].o.order_id);
+        sb_str(b, " AND line_no=");
+        sb_i64(b, rows[i].o.line_no);
         sb_str(b, ";\n");
     }
 }
@@ -2692,17 +2718,35 @@ static void rd_sql_in(store_reader *rd)
 static void rd_sql_decide(store_reader *rd)
 {
     int64_t at = now_ms();
-    sb_str(&rd->db.sql, "INSERT INTO cart_decisions (order_id,decision,at_ms) VALUES ");
+    sb_str(&rd->db.sql, "INSERT INTO cart_decisions (order_id,decision,at_ms,err_code,err_line,"
+                        "err_sku,err_available) VALUES ");
     for (size_t i = 0; i < rd->n_batch; i++) {
         const load_req *r = &rd->batch[i];
         assert(r->want == STORE_DECIDE_CONFIRM || r->want == STORE_DECIDE_ABORT);
+        const store_abort_why *w = &r->why;
+        bool why = r->want == STORE_DECIDE_ABORT && w->code[0] != '\0';
         sb_str(&rd->db.sql, i ? ",(" : "(");
         sb_hex_str(&rd->db.sql, r->sku);
         sb_str(&rd->db.sql, r->want == STORE_DECIDE_CONFIRM ? ",'confirm'," : ",'abort',");
         sb_i64(&rd->db.sql, at);
+        sb_str(&rd->db.sql, ",");
+        sb_hex_or_null(&rd->db.sql, why ? w->code : NULL);
+        sb_str(&rd->db.sql, ",");
+        if (why && w->line >= 0)
+            sb_i64(&rd->db.sql, w->line);
+        else
+            sb_str(&rd->db.sql, "NULL");
+        sb_str(&rd->db.sql, ",");
+        sb_hex_or_null(&rd->db.sql, why && w->sku[0] ? w->sku : NULL);
+        sb_str(&rd->db.sql, ",");
+        if (why && w->available >= 0)
+            sb_i64(&rd->db.sql, w->available);
+        else
+            sb_str(&rd->db.sql, "NULL");
         sb_str(&rd->db.sql, ")");
     }
-    sb_str(&rd->db.sql, " ON DUPLICATE KEY UPDATE at_ms=at_ms RETURNING order_id,decision");
+    sb_str(&rd->db.sql, " ON DUPLICATE KEY UPDATE at_ms=at_ms RETURNING order_id,decision,err_code,"
+                        "err_line,err_sku,err_available");
 }
 
 /* Sends the statement of the running batch's current step. */
@@ -2913,6 +2957,8 @@ static void rd_deliver_decide(store *s)
     MYSQL_RES *res;
     size_t n = rd_take_batch(s, batch, &res);
     int got[STORE_LOAD_BATCH_MAX];
+    store_abort_why why[STORE_LOAD_BATCH_MAX];
+    bool has_why[STORE_LOAD_BATCH_MAX] = {false};
     for (size_t i = 0; i < n; i++)
         got[i] = -1;
     MYSQL_ROW row;
@@ -2922,16 +2968,34 @@ static void rd_deliver_decide(store *s)
                 : strcmp(row[1], "confirm") == 0 ? STORE_DECIDE_CONFIRM
                 : strcmp(row[1], "abort") == 0   ? STORE_DECIDE_ABORT
                                                  : -1;
-        for (size_t i = 0; i < n; i++)
-            if (row_is_key(row, len, 0, batch[i].sku))
+        /* A refusal we cannot read back is no refusal: the retry then
+         * answers as for an abort without one. */
+        store_abort_why w = {.line = -1, .available = -1};
+        bool ok = d == STORE_DECIDE_ABORT && row[2] && len[2] > 0 && len[2] <= STORE_ABORT_CODE_MAX &&
+                  (!row[4] || len[4] <= ENG_ID_MAX);
+        if (ok) {
+            memcpy(w.code, row[2], len[2]);
+            if (row[3])
+                w.line = (int32_t)strtol(row[3], NULL, 10);
+            if (row[4])
+                memcpy(w.sku, row[4], len[4]);
+            if (row[5])
+                w.available = strtoll(row[5], NULL, 10);
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (row_is_key(row, len, 0, batch[i].sku)) {
                 got[i] = d;
+                why[i] = w;
+                has_why[i] = ok;
+            }
+        }
     }
     if (res)
         mysql_free_result(res);
     for (size_t i = 0; i < n; i++) {
         if (got[i] < 0)
             s->st.sku_loads_failed++;
-        batch[i].fn.decide(batch[i].sku, got[i], batch[i].arg);
+        batch[i].fn.decide(batch[i].sku, got[i], has_why[i] ? &why[i] : NULL, batch[i].arg);
     }
 }
 
@@ -3224,13 +3288,20 @@ int store_find_order_lines(store *s, const char *order_id, store_lines_fn fn, vo
     return rd_enqueue(s, &r);
 }
 
-int store_cart_decide(store *s, const char *order_id, store_decision want, store_decide_fn fn,
-                      void *arg)
+int store_cart_decide(store *s, const char *order_id, store_decision want,
+                      const store_abort_why *why, store_decide_fn fn, void *arg)
 {
     assert(fn && (want == STORE_DECIDE_CONFIRM || want == STORE_DECIDE_ABORT));
     load_req r = req_new(order_id, LK_DECIDE, arg);
     r.fn.decide = fn;
     r.want = want;
+    if (why != NULL && want == STORE_DECIDE_ABORT) {
+        r.why = *why;
+        assert(strlen(r.why.code) <= STORE_ABORT_CODE_MAX);
+    } else {
+        r.why.line = -1;
+        r.why.available = -1;
+    }
     return rd_enqueue(s, &r);
 }
 

@@ -10,6 +10,19 @@
  * {order_id, sku, qty, hold_ms: Hp, part_lines: N, line_no: k, "_fwd"}
  * (the node itself is reached through its own address like any peer), with
  * Hp = the client's hold_ms when > 0, else cfg->cart_hold_ms.
+ *   Placing (engine.h "Waiting"): without a client hold_ms the order gets
+ *   an attempt id (random start per process, counted) and its parts are
+ *   placed with "attempt" (deciding) and no wait, all at once. A part
+ *   answered insufficient with "deciding" (short only because of carts
+ *   still deciding), and no part refused otherwise: the coordinator erases
+ *   (release + erase + attempt) its held parts whose SKU sorts after the
+ *   first such part's, then places the parts not held one by one in SKU
+ *   order, each with "wait_ms" = what is left of the deadline minus
+ *   CART_WAIT_MARGIN_MS. A cart that waits therefore holds only SKUs
+ *   before the one it waits for: no circle of carts waiting on each other.
+ *   An erase refused (the part is another coordination's now) aborts.
+ *   With a client hold_ms every part may wait at once: such parts are
+ *   never deciding, so nobody waits for them.
  *   - every part held: with hold_ms 0, store_cart_decide(CONFIRM); CONFIRM
  *     stands -> every part confirmed with decided: true, the merged record
  *     is answered; ABORT stands -> every part released, `expired`. With
@@ -23,7 +36,15 @@
  *     part's "available"); an unreachable owner -> `unavailable`
  *     (retryable: the same order_id finds the decision and ends
  *     consistent). CONFIRM stands (an earlier attempt decided) -> that
- *     decision is followed. An abort releases every part a reserve was
+ *     decision is followed. A refusal (a part's error that is not
+ *     retryable) rides with the ABORT (store_abort_why): the releases erase
+ *     every part (no row, no record: order.get / confirm / release answer
+ *     not_found once through, as on one instance), and every later reserve
+ *     of the order_id (retry, any node) answers that refusal again; a
+ *     confirm or release of it that finds parts left erases them and
+ *     answers not_found. An abort for a retryable failure (an owner not
+ *     reached) stores none: its parts are erased too, a part left on an
+ *     unreachable owner lapses expired, and a retry answers expired. An abort releases every part a reserve was
  *     sent for, answered or not (a release finding nothing is fine), and
  *     sends the releases that got no answer once more. The decision is
  *     asked up to 3 times (from the loop); still failing -> `unavailable`
@@ -31,7 +52,8 @@
  *   - a retry finding parts already confirmed / ended follows what is
  *     there (see cart.c).
  * Owner side: cart_settle_due() settles this node's parts whose hold
- * lapsed (engine_part_due): ABORT stands -> release + as_expired; CONFIRM
+ * lapsed (engine_part_due): ABORT stands -> release + as_expired (with a
+ * refusal: release + erase, the coordinator's erase was lost); CONFIRM
  * stands -> confirm + decided; decision failed -> engine_part_retry() in
  * 1 s. The server calls it from its expiry timer.
  *
@@ -152,6 +174,7 @@ typedef struct cart_stats {
     uint64_t aborted;             /* ending in ABORT (refused, expired) */
     uint64_t unavailable;         /* answered unavailable (owner or decision unreachable) */
     uint64_t busy;                /* refused: cart_inflight_max */
+    uint64_t sequential;          /* placements redone one by one in SKU order (waiting) */
     uint64_t settled_confirm;     /* lapsed parts confirmed (decision CONFIRM) */
     uint64_t settled_expire;      /* lapsed parts expired (decision ABORT) */
     uint64_t settle_retries;      /* lapsed parts put back (decision failed) */

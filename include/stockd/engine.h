@@ -224,7 +224,36 @@ typedef struct eng_batch eng_batch;
  * 65,536 such): a reserve of that part arriving later is ENG_E_EXPIRED and
  * holds nothing (the order was aborted). engine_set_parts_mode(true) (sharded) loads
  * every stored line of an order with n_lines > 1 as a part; otherwise the
- * lines of an order load into one whole order (line 0 first). */
+ * lines of an order load into one whole order (line 0 first).
+ *
+ * Waiting (so that carts do not refuse each other): a part held by a
+ * reserve with attempt != 0 is DECIDING while it is held (its coordinator
+ * confirms or releases it as soon as every part answered; a part held for
+ * the client, attempt 0, is not). A part's reserve that finds its SKU short
+ * only because of the holds of deciding parts (with them returned it would
+ * be met) is ENG_E_INSUFFICIENT with err_deciding set, or, with wait_ms > 0,
+ * waits for them: it leaves the FIFO (ops behind it go on; the parts it
+ * waits for are settled through that FIFO) and is decided again, in the
+ * order in which such reserves came, each time a batch that wrote the SKU
+ * commits or aborts, until it is met, or the SKU is short for good, or
+ * wait_ms (from its submit) has passed: then it is decided as it stands
+ * (insufficient, err_deciding telling whether deciding holds were in the
+ * way). engine_expire_due() ends waits that ran out. A waiting op counts
+ * as queued (limits, stats); engine_cancel() takes it out like a queued
+ * one. Nothing prevents two waits from forming a circle: the coordinator
+ * places parts that may wait in one global order (cart.h).
+ *
+ * Erasing (a refused cart leaves nothing): release with erase on a part
+ * held (stock returned, ledger "release") or already released / expired
+ * deletes its row (eng_order_row.erase) and its record: reads answer as if
+ * it never was, a later reserve of that part is decided anew. With attempt
+ * != 0 only a part that attempt placed or took over (its reserve found the
+ * part held) is erased, else ENG_E_CONFLICT: a coordinator backing out of
+ * its own placement never erases a part another coordination of the same
+ * order relies on. Confirmed or later parts: ENG_E_INVALID_STATE. The op
+ * answers the part's record as released. An erase of a part that is not
+ * here remembers it as a release does (10 minutes). */
+#define ENG_WAIT_MS_MAX 600000
 typedef struct eng_line_in {
     char sku[ENG_ID_MAX + 1];
     int32_t qty;                  /* 1..ENG_QTY_MAX; the sum over one SKU too */
@@ -274,6 +303,14 @@ typedef struct eng_op {
     bool as_failed;               /* release: another part of the order failed its purchase:
                                    * held / confirmed lines end failed (stock returned, job
                                    * cancelled, reason = op->reason); bought lines stay */
+    uint64_t attempt;             /* reserve of a part: the coordination placing it, which
+                                   * decides as soon as every part answered ("Waiting": other
+                                   * parts may wait for its hold); 0 = a part held for the
+                                   * client (hold_ms), whose decision waits for the client.
+                                   * release + erase: only a part that attempt holds */
+    int64_t wait_ms;              /* reserve of a part: 0..ENG_WAIT_MS_MAX, how long it may
+                                   * wait for holds of deciding parts ("Waiting") */
+    bool erase;                   /* release of a part: the order never was ("Erasing") */
     int64_t hold_ms;              /* reserve: 0 = confirm at once */
     int64_t delta;                /* adjust */
     char reason[ENG_REASON_MAX + 1]; /* adjust */
@@ -300,6 +337,8 @@ typedef struct eng_op {
     eng_err err;
     bool outcome_unknown;         /* with ENG_E_UNAVAILABLE */
     int64_t err_available;        /* with ENG_E_INSUFFICIENT */
+    bool err_deciding;            /* with ENG_E_INSUFFICIENT on a part: short only because of
+                                   * holds of deciding parts ("Waiting") */
     int32_t err_line;             /* reserve with lines, ENG_E_INSUFFICIENT / ENG_E_UNKNOWN_SKU:
                                    * index into lines of the first line not met; else -1 */
     eng_status err_status;        /* with ENG_E_INVALID_STATE */
@@ -315,6 +354,10 @@ typedef struct eng_op {
     int state_;
     struct eng_op *tk_parent;     /* a ticket: the op it stands for in this SKU's FIFO */
     struct eng_op *tk_next;       /* the op's tickets, or the next ticket of the op */
+    int64_t wait_until_;          /* a part's reserve: waits for deciding parts until then */
+    bool wait_over_;              /* ... and no longer: decided as it stands */
+    bool park_;                   /* decided to wait ("Waiting") */
+    bool waited_;                 /* ... at least once */
 } eng_op;
 
 typedef void (*eng_done_fn)(eng_op *op, void *arg);
@@ -356,6 +399,9 @@ typedef struct eng_stats {
     uint64_t skus_aside;          /* SKUs set aside at load ("set aside" below) */
     uint64_t orders_aside;        /* orders set aside at load, their SKU's included */
     uint64_t aside_alerts_dropped; /* set-aside alerts beyond ENG_ASIDE_ALERTS_MAX */
+    uint32_t parked;              /* parts' reserves waiting for deciding parts now */
+    uint64_t park_waits;          /* reserves that started waiting */
+    uint64_t park_timeouts;       /* ... whose wait ran out (then decided as they stood) */
 } eng_stats;
 
 typedef struct engine engine;
@@ -628,7 +674,10 @@ void engine_each_supplier(const engine *e,
  * upstream. ENG_OP_PURCHASE_FAILED on a CONFIRMED order: status FAILED with
  * reason, all its stock returned (ledger "fail"), the job row "failed", an
  * alert "purchase_failed"; then by fail_kind (STOCK: supplier_reported := 0
- * and the trust cut; LINK: mapping BROKEN). On any other status it changes
+ * and the trust cut; LINK: mapping BROKEN). The order's other lines held
+ * or confirmed end failed in the same batch (their jobs "cancelled"): every
+ * line of a whole order; for a part, every other part of the order held in
+ * this engine (the op waits on their SKUs' FIFOs too). On any other status it changes
  * nothing (ENG_E_INVALID_STATE). Orders dropped from memory
  * (engine_forget_sku) lose their claim silently: the worker's op then
  * gets ENG_E_NOT_FOUND. */
@@ -695,6 +744,8 @@ typedef struct eng_sku_row {
 
 typedef struct eng_order_row {
     bool insert;                  /* new order: INSERT, else UPDATE */
+    bool erase;                   /* the row goes (a part erased, "Erasing"): DELETE it;
+                                   * with insert (placed and erased in one batch) nothing */
     bool notify;                  /* the order's status (whole order, or the part) became
                                    * purchased, failed or expired in this batch:
                                    * order.subscribe listeners hear of it. Set on one row

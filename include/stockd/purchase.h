@@ -31,6 +31,15 @@
  *      is offline -> LINK; other codes -> OTHER. reason = "<api>: <code>
  *      <message>" cut to ENG_REASON_MAX on a UTF-8 boundary.
  *      Retryable -> back off and start again at 1.
+ *   3b. a line of an order of several lines waits (polling every 20 ms,
+ *      at most 10 s) until every other line of the order this engine will
+ *      buy (held or confirmed with supplier units of a mapped SKU) has
+ *      passed its check in this worker, or left: a check that fails then
+ *      fails the order, this line included, in one commit (engine.h
+ *      "purchase jobs": the whole order, or the parts held here), and this
+ *      line is dropped at step 0 instead of bought. Lines on other owners
+ *      are failed by the cascade (cart.h); one of them already sent is
+ *      bought for a failed order (alert purchase_after_release).
  *   4. create: trade.fastCreateOrder with the line's outOrderId,
  *      idempotent = false (the client never repeats it after an unknown
  *      outcome; this worker looks up first, step 1). ok -> PURCHASED with

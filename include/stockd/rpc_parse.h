@@ -51,7 +51,7 @@ eng_op_kind rpc_method_op_kind(enum method m);
 
 /* What parsing found besides the op's fields. */
 typedef struct rpc_parsed {
-    uint32_t seen;                  /* bit per field given */
+    uint64_t seen;                  /* bit per field given */
     int64_t deadline_ms;            /* preset to the default by the caller */
     const msgpack_object *token;    /* NULL or a STR object */
     bool fwd;                       /* "_fwd": forwarded by a peer (sharding) */
@@ -91,8 +91,9 @@ typedef struct rpc_perr {
  * caller zeroed). Returns false with *e set on the first problem. m must
  * not be M_UNKNOWN. peer: the request came on a connection that proved the
  * cluster secret (peer_auth.h); otherwise a request naming any peer-only
- * field ("_fwd", part_lines, line_no, decided, as_failed, update, and
- * release's reason) fails with e->unauthorized set, before any other check.
+ * field ("_fwd", part_lines, line_no, decided, as_failed, update, attempt,
+ * wait_ms, erase, and release's reason) fails with e->unauthorized set,
+ * before any other check.
  *
  * reserve takes sku + qty, or "lines": 1..ENG_LINES_MAX maps of exactly
  * {sku, qty} with the top-level rules (and the qty limit on the sum of the
@@ -109,7 +110,10 @@ typedef struct rpc_perr {
  * op->decided (accepted alone on a peer's confirm of a single-SKU order,
  * then ignored). A peer's release of a part may carry "as_failed" (bool,
  * into op->as_failed: another line's purchase failed, engine.h) and, with
- * as_failed true, "reason" (into op->reason). A peer's order.subscribe
+ * as_failed true, "reason" (into op->reason). A coordinator's reserve of
+ * a part may carry "attempt" (1..2^62) and "wait_ms" (0..ENG_WAIT_MS_MAX),
+ * its release of a part "erase" (bool) and, with erase true, "attempt"
+ * (engine.h "Waiting", "Erasing"). A peer's order.subscribe
  * carries "update": an order record for this node's listeners
  * (pp->update). */
 bool rpc_parse_params(enum method m, const msgpack_object *params, bool peer, eng_op *op,

@@ -230,14 +230,27 @@ int store_find_order_lines(store *s, const char *order_id, store_lines_fn fn, vo
  * back, in one round trip. fn gets that decision (STORE_DECIDE_*) or -1
  * (failed: nothing known, retry). The coordinator decides CONFIRM only once
  * every part is held; a part whose hold lapsed asks for ABORT, so a late
- * coordinator and a lapsing part can never disagree. */
+ * coordinator and a lapsing part can never disagree.
+ * An ABORT may carry the refusal the client was told (why, written with
+ * the row when it is the first writer; NULL or code "" = none): a retry of
+ * the order answers it again, and the owners of its parts erase them
+ * rather than keep them expired (cart.h). fn gets the standing row's
+ * (why NULL when it has none, valid during the call). */
 typedef enum store_decision {
     STORE_DECIDE_CONFIRM = 1,
     STORE_DECIDE_ABORT = 2,
 } store_decision;
-typedef void (*store_decide_fn)(const char *order_id, int result, void *arg);
-int store_cart_decide(store *s, const char *order_id, store_decision want, store_decide_fn fn,
-                      void *arg);
+#define STORE_ABORT_CODE_MAX 16
+typedef struct store_abort_why {
+    char code[STORE_ABORT_CODE_MAX + 1]; /* an eng_err_code() that is not retryable */
+    int32_t line;                 /* the client's line index, -1 none */
+    char sku[ENG_ID_MAX + 1];     /* "" none */
+    int64_t available;            /* insufficient: what could be had; -1 none */
+} store_abort_why;
+typedef void (*store_decide_fn)(const char *order_id, int result, const store_abort_why *why,
+                                void *arg);
+int store_cart_decide(store *s, const char *order_id, store_decision want,
+                      const store_abort_why *why, store_decide_fn fn, void *arg);
 
 /* ---- support: the console's reads and alerts.ack ----
  * One more connection, opened at the first call and then kept

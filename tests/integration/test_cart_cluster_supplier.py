@@ -13,6 +13,10 @@ the two others, a listener on every node. Then, reading MariaDB:
   as_failed): within seconds every line is `failed`, the own units are back,
   counters equal the sums (audit_supplier), and each listener hears exactly
   one order.update for the order: failed, with all three lines failed;
+- a cart [own, GOOD x2, BAD x3] with both supplier lines on one owner:
+  BAD's check fails, GOOD (checked fine) waits for it and is never bought:
+  its job is cancelled in the commit that fails the order, no
+  purchase_after_release alert;
 - a cart [own, GOOD x2, own]: bought upstream once, `purchased` (own lines
   confirmed, the supplier line purchased), one order.update per listener.
 Bounded: about 30 s.
@@ -161,6 +165,42 @@ def test_failed_line_fails_every_shard(env):
     finally:
         for s in subs.values():
             s.close()
+
+
+def test_failed_check_buys_no_other_line(env):
+    """Two supplier lines on one owner, one of them short upstream: its
+    check fails, which fails the order, and the other line, checked fine,
+    is never bought (its job cancelled in the failure's commit), no
+    purchase_after_release alert; the own line is failed on its shard."""
+    fake, cl = env
+    k = cl.skus
+    names = sorted(cl.nodes)
+    with cl.node_client(names[0]) as c:
+        # The last failure cut the supplier's trust on the SKUs' owner:
+        # believe BAD's 5 again.
+        c.supplier_put("1688-ccs", trust=1.0, trust_ceiling=1.0)
+    with cl.node_client(names[1]) as c:
+        wait_until(lambda: c.ok("stock.get", {"sku": k["bad"]})["available"] >= 3, 15, 0.1,
+                   "BAD's figure back after the last failure")
+        o = c.ok("reserve", {"order_id": "ccs-two", "lines": [
+            {"sku": k["own1"], "qty": 1}, {"sku": k["good"], "qty": 2},
+            {"sku": k["bad"], "qty": 3}]})
+        assert o["status"] == "confirmed" and o["n_lines"] == 3, o
+        wait_until(lambda: [r["status"] for r in lines_of(cl.db, "ccs-two")] ==
+                   ["failed"] * 3, 15, 0.1, "every part of ccs-two failed")
+        time.sleep(QUIET_S)  # a create sent anyway would show by now
+        got = c.ok("order.get", {"order_id": "ccs-two"})
+        assert [l["status"] for l in got["lines"]] == ["failed"] * 3, got
+        assert not any(l.get("upstream_order_id") for l in got["lines"]), got
+    for line in (1, 2):
+        assert fake.ok("GET", "/orders?out_order_id=ccs-two%%23%d" % line)["orders"] == [], line
+    kinds = [r["kind"] for r in cl.db.query("SELECT kind FROM alerts WHERE order_id = %s",
+                                            (b"ccs-two",))]
+    assert "purchase_after_release" not in kinds and "purchase_failed" in kinds, kinds
+    jobs = cl.db.query("SELECT line_no, state FROM purchase_jobs WHERE order_id = %s "
+                       "ORDER BY line_no", (b"ccs-two",))
+    assert [(j["line_no"], j["state"]) for j in jobs] == [(1, "cancelled"), (2, "failed")], jobs
+    audit_supplier(cl.db, list(k.values()))
 
 
 def test_happy_cart_purchased_once(env):

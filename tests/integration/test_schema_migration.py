@@ -1,10 +1,11 @@
-"""Schema migration v2 -> v3 (issue 8: orders stored one row per line).
+"""Schema migration v2 -> v3 (issue 8: orders stored one row per line) and on
+to v4 (a cart's decision keeps the refusal its client was told).
 
 A database made by the v2 schema (tables as store.c's steps 1 and 2 create
 them, schema_version 1 and 2, a held and a confirmed order, a finished
 purchase job) is handed to stockd: it must migrate in place (orders and
 purchase_jobs keyed (order_id, line_no), old rows line 0 of one line,
-cart_decisions created), serve the old orders, write new rows and changes
+cart_decisions created with its err_* columns), serve the old orders, write new rows and changes
 of old rows under the new key without duplicates, and start again on the
 migrated database without migrating twice. Bounded: a few seconds.
 """
@@ -78,14 +79,18 @@ def primary_key(db, table):
 
 
 def check_v3(db):
-    """The latest schema: 3 (orders of several lines) and 4 (alerts.ack)."""
-    assert db.query("SELECT MAX(version) AS v FROM schema_version")[0]["v"] == 4
+    """The latest schema: 3 (orders of several lines), 4 (alerts.ack) and 5
+    (a refused cart's answer kept with its decision)."""
+    assert db.query("SELECT MAX(version) AS v FROM schema_version")[0]["v"] == 5
     assert [r["version"] for r in db.query("SELECT version FROM schema_version ORDER BY 1")] \
-        == [1, 2, 3, 4]
+        == [1, 2, 3, 4, 5]
     cols = {r["Field"] for r in db.query("SHOW COLUMNS FROM alerts")}
     assert {"acked_at", "acked_by", "ack_note"} <= cols, cols
     assert db.query("SHOW KEYS FROM alerts WHERE Key_name = 'open_alerts'"), \
         "alerts has no index of open alerts"
+    cols = [r["Field"] for r in db.query("SHOW COLUMNS FROM cart_decisions")]
+    assert cols == ["order_id", "decision", "at_ms", "err_code", "err_line", "err_sku",
+                    "err_available"], cols
     assert primary_key(db, "orders") == ["order_id", "line_no"]
     assert primary_key(db, "purchase_jobs") == ["order_id", "line_no"]
     assert primary_key(db, "cart_decisions") == ["order_id"]

@@ -1676,11 +1676,149 @@ static void check_invariants(engine *e)
                     sup += lv[j].from_supplier;
                 }
             }
+            eng_order_view pv;  /* the walk's parts are line 1 of 2 */
+            if (engine_part_get(e, id, 1, &pv) && strcmp(pv.sku, sku) == 0 &&
+                (pv.status == ENG_ST_HELD || pv.status == ENG_ST_CONFIRMED)) {
+                own += pv.from_own;
+                sup += pv.from_supplier;
+            }
         }
         assert_int_equal(sv.c.own_reserved, own);
         assert_int_equal(sv.c.supplier_reserved, sup);
         assert_true(sv.c.own_reserved <= sv.c.own_on_hand);
     }
+}
+
+static eng_op *part_op(eng_op_kind k, const char *id, const char *sku, int qty, int32_t lines,
+                       int32_t line_no)
+{
+    eng_op *op = op_new(k, id, sku, qty);
+    op->part_lines = lines;
+    op->line_no = line_no;
+    if (k == ENG_OP_RESERVE)
+        op->hold_ms = 2000;
+    return op;
+}
+
+/* engine.h "Waiting" and "Erasing": a part short only because of a
+ * deciding part waits for it (off the FIFO: the deciding part's release
+ * passes it), is met when that part is erased, and a refused part never
+ * holds; an erase leaves no row and no record, and a later reserve of the
+ * part is decided anew; a wait that runs out is insufficient. */
+static void test_parts_wait_and_erase(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put(e, "w", 3, -1);
+    eng_op *a = part_op(ENG_OP_RESERVE, "A", "w", 2, 2, 0);
+    a->attempt = 7;  /* deciding */
+    assert_int_equal(engine_submit(e, a, 10), ENG_OK);
+    run(e, 10, ENG_COMMITTED);
+    assert_int_equal(a->err, ENG_OK);
+    n_done = 0;
+    /* 2 of 3 held by a deciding part: B (2) waits, C (4) is short for good. */
+    eng_op *b = part_op(ENG_OP_RESERVE, "B", "w", 2, 2, 1);
+    b->attempt = 8;
+    b->wait_ms = 500;
+    eng_op *c = part_op(ENG_OP_RESERVE, "C", "w", 4, 2, 1);
+    c->attempt = 9;
+    c->wait_ms = 500;
+    eng_op *nowait = part_op(ENG_OP_RESERVE, "D", "w", 2, 3, 2);
+    nowait->attempt = 10;
+    assert_int_equal(engine_submit(e, b, 20), ENG_OK);
+    assert_int_equal(engine_submit(e, c, 20), ENG_OK);
+    assert_int_equal(engine_submit(e, nowait, 20), ENG_OK);
+    run(e, 20, ENG_COMMITTED);
+    assert_int_equal(c->err, ENG_E_INSUFFICIENT);
+    assert_false(c->err_deciding);
+    assert_int_equal(nowait->err, ENG_E_INSUFFICIENT);
+    assert_true(nowait->err_deciding);
+    eng_stats st;
+    engine_stats_get(e, &st);
+    assert_int_equal(st.parked, 1);
+    assert_int_equal(st.queued, 1);
+    assert_int_equal(n_done, 2);  /* B still waits */
+    /* A's coordinator backs out: erase (only its own attempt may). */
+    eng_op *wrong = part_op(ENG_OP_RELEASE, "A", NULL, 0, 2, 0);
+    wrong->erase = true;
+    wrong->attempt = 99;
+    assert_int_equal(engine_submit(e, wrong, 30), ENG_OK);
+    run(e, 30, ENG_COMMITTED);
+    assert_int_equal(wrong->err, ENG_E_CONFLICT);
+    eng_op *er = part_op(ENG_OP_RELEASE, "A", NULL, 0, 2, 0);
+    er->erase = true;
+    er->attempt = 7;
+    assert_int_equal(engine_submit(e, er, 31), ENG_OK);
+    eng_batch *bt = engine_next_batch(e, 31);
+    assert_non_null(bt);
+    const eng_order_row *rows;
+    assert_int_equal(eng_batch_order_rows(bt, &rows), 1);
+    assert_true(rows[0].erase);
+    assert_false(rows[0].insert);
+    engine_batch_done(e, bt, ENG_COMMITTED);
+    assert_int_equal(er->err, ENG_OK);
+    assert_int_equal(er->order.status, ENG_ST_RELEASED);
+    eng_order_view v;
+    assert_false(engine_part_get(e, "A", 0, &v));  /* no record */
+    /* B was woken by that commit and is held now. */
+    run(e, 32, ENG_COMMITTED);
+    assert_int_equal(b->err, ENG_OK);
+    assert_int_equal(b->order.status, ENG_ST_HELD);
+    engine_stats_get(e, &st);
+    assert_int_equal(st.parked, 0);
+    assert_int_equal(st.park_waits, 1);
+    assert_int_equal(avail(e, "w"), 1);
+    /* A placed again after its erase: decided anew (1 left: refused, and
+     * its placeholder leaves no record either). */
+    eng_op *again = part_op(ENG_OP_RESERVE, "A", "w", 2, 2, 0);
+    again->attempt = 11;
+    assert_int_equal(engine_submit(e, again, 40), ENG_OK);
+    run(e, 40, ENG_COMMITTED);
+    assert_int_equal(again->err, ENG_E_INSUFFICIENT);
+    assert_true(again->err_deciding);  /* B is deciding */
+    assert_false(engine_part_get(e, "A", 0, &v));
+    /* A wait that runs out: insufficient, decided as it stands. */
+    eng_op *late = part_op(ENG_OP_RESERVE, "E", "w", 2, 2, 1);
+    late->attempt = 12;
+    late->wait_ms = 100;
+    assert_int_equal(engine_submit(e, late, 50), ENG_OK);
+    run(e, 50, ENG_COMMITTED);
+    assert_int_equal(late->err, ENG_OK);  /* untouched: waiting */
+    assert_int_equal(engine_next_expiry_ms(e, 60), 90);
+    assert_true(engine_expire_due(e, 150) > 0);
+    run(e, 150, ENG_COMMITTED);
+    assert_int_equal(late->err, ENG_E_INSUFFICIENT);
+    assert_true(late->err_deciding);
+    engine_stats_get(e, &st);
+    assert_int_equal(st.park_timeouts, 1);
+    assert_int_equal(st.queued, 0);
+    /* A waiting reserve can be cancelled (its deadline) like a queued one. */
+    eng_op *cx = part_op(ENG_OP_RESERVE, "F", "w", 2, 2, 1);
+    cx->wait_ms = 1000;
+    assert_int_equal(engine_submit(e, cx, 200), ENG_OK);
+    run(e, 200, ENG_COMMITTED);
+    assert_true(engine_cancel(e, cx));
+    engine_stats_get(e, &st);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.parked, 0);
+    /* Erase after an abort: unconditional, also of a part already expired;
+     * an erase of a part never placed is remembered like a release. */
+    eng_op *eb = part_op(ENG_OP_RELEASE, "B", NULL, 0, 2, 1);
+    eb->erase = true;
+    assert_int_equal(engine_submit(e, eb, 300), ENG_OK);
+    run(e, 300, ENG_COMMITTED);
+    assert_int_equal(eb->err, ENG_OK);
+    assert_int_equal(avail(e, "w"), 3);
+    eng_op *ghost = part_op(ENG_OP_RELEASE, "G", NULL, 0, 2, 1);
+    ghost->erase = true;
+    assert_int_equal(engine_submit(e, ghost, 301), ENG_E_NOT_FOUND);
+    eng_op *lateg = part_op(ENG_OP_RESERVE, "G", "w", 1, 2, 1);
+    assert_int_equal(engine_submit(e, lateg, 302), ENG_E_EXPIRED);
+    eng_op *ops[] = {a, b, c, nowait, wrong, er, again, late, cx, eb, ghost, lateg};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        free(ops[i]);
+    n_done = 0;
+    engine_free(e);
 }
 
 static void test_random_walk(void **state)
@@ -1712,6 +1850,23 @@ static void test_random_walk(void **state)
             eng_op *op = op_new(kinds[kind], id, sku, 1 + (int)(rnd() % 3));
             if (kind == 4)
                 op->hold_ms = 1000;
+            if (rnd() % 4 == 0) {
+                /* A part (line 1 of 2): placed deciding or for the client,
+                 * waiting or not; released, erased (by its attempt or after
+                 * an abort) or confirmed as decided. */
+                op->part_lines = 2;
+                op->line_no = 1;
+                if (op->kind == ENG_OP_RESERVE) {
+                    op->hold_ms = 1000;
+                    op->attempt = rnd() % 3;
+                    op->wait_ms = rnd() % 2 ? (int64_t)(rnd() % 400) : 0;
+                } else if (op->kind == ENG_OP_RELEASE && rnd() % 2) {
+                    op->erase = true;
+                    op->attempt = rnd() % 3;
+                } else if (op->kind == ENG_OP_CONFIRM) {
+                    op->decided = rnd() % 2;
+                }
+            }
             if (kind == 0 && rnd() % 2 == 0) {
                 /* A cart of 2-4 lines, SKUs may repeat. */
                 free(op);
@@ -1753,14 +1908,17 @@ static void test_random_walk(void **state)
         }
         now += (int64_t)(rnd() % 300);
         engine_expire_due(e, now);
-        for (int i = 0; i < k; i++)
+        for (int i = 0; i < k; i++) {
+            (void)engine_cancel(e, ops[i]);  /* a part still waiting */
             free(ops[i]);
+        }
         n_done = 0;
     }
     eng_stats st;
     engine_stats_get(e, &st);
     assert_int_equal(st.queued, 0);
     assert_int_equal(st.batches_in_flight, 0);
+    assert_true(st.park_waits > 0);  /* the walk did wait */
     engine_free(e);
 }
 
@@ -1795,6 +1953,7 @@ int main(void)
         cmocka_unit_test(test_cart_waits_for_every_fifo),
         cmocka_unit_test(test_cart_abort_and_expiry),
         cmocka_unit_test(test_parts),
+        cmocka_unit_test(test_parts_wait_and_erase),
         cmocka_unit_test(test_load_lines),
         cmocka_unit_test(test_row_checks),
         cmocka_unit_test(test_lone_part_set_aside),
