@@ -146,7 +146,8 @@ def test_v4_step_runs_again_after_a_cut(make_db, make_stockd):
     db.query("INSERT INTO alerts (kind, sku, order_id, reason, at) VALUES"
              " ('purchase_failed', 'mig-a', 'mig-o9', 'old alert', %s)", (now,))
     s.stop()
-    db.query("DELETE FROM schema_version WHERE version = 4")
+    # Cut short during step 4: its version row (and so every later one) missing.
+    db.query("DELETE FROM schema_version WHERE version >= 4")
     s.start()
     check_v3(db)
     row = db.query("SELECT acked_at, acked_by FROM alerts WHERE order_id = 'mig-o9'")[0]
