@@ -12,6 +12,7 @@ is in MariaDB, the audit holds, and stockd exits 0 within 5 s.
 """
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -52,6 +53,35 @@ def test_health_and_ready(ops):
     assert http_get(ops.http_port, "/healthz")[::2] == (200, "ok\n")
     assert http_get(ops.http_port, "/readyz")[::2] == (200, "ready\n")
     assert http_get(ops.http_port, "/nope")[0] == 404
+
+
+def _raw_get(port, path, method="GET"):
+    """The status line and headers exactly as sent (urllib would fold them)."""
+    with socket.create_connection((HOST, port), timeout=5) as so:
+        so.sendall(("%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    % (method, path)).encode())
+        data = b""
+        while b"\r\n\r\n" not in data and len(data) < 65536:
+            chunk = so.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    return head[0], head[1:]
+
+
+def test_metrics_content_type_exact(ops):
+    """Prometheus picks the parser by Content-Type: the text format's own,
+    byte for byte, on GET and HEAD; the other pages stay plain text."""
+    for method in ("GET", "HEAD"):
+        status, headers = _raw_get(ops.http_port, "/metrics", method)
+        assert status == "HTTP/1.1 200 OK", (method, status)
+        ctypes = [h for h in headers if h.lower().startswith("content-type:")]
+        assert ctypes == ["Content-Type: text/plain; version=0.0.4; charset=utf-8"], \
+            (method, headers)
+    for path in ("/healthz", "/readyz"):
+        status, headers = _raw_get(ops.http_port, path)
+        assert "Content-Type: text/plain; charset=utf-8" in headers, (path, headers)
 
 
 def test_checker_refuses_bad_exposition():
