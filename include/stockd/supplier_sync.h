@@ -25,7 +25,7 @@
  *
  * Incremental sync: supsync_poke_sku() asks for the SKU's offer at once
  * (after a committed order that took supplier units, after a failed
- * check, after a sku.put that maps the SKU). Coalesced: one call per offer in flight; pokes during a call
+ * check, after a sku.put that gives the SKU a new link). Coalesced: one call per offer in flight; pokes during a call
  * make exactly one more call after it; pokes wait for a free slot
  * (concurrency) ahead of a snapshot round's remaining offers.
  *

@@ -257,8 +257,10 @@ def test_sku_put_mapping_syncs_at_once(env, make_stockd, db):
         after = supplier_stats(c)
         assert after["syncs"] == before["syncs"], (before, after)   # not a round
         assert after["pokes"] == before["pokes"] + 1, (before, after)
-        # A change of own stock alone keeps the mapping: no further call.
+        # Own stock alone, or the same working link again: no further call.
         c.ok("sku.put", {"sku": "poke-c", "own_on_hand": 3})
+        c.ok("sku.put", {"sku": "poke-c", "supplier": {
+            "supplier_id": "1688", "offer_id": OFFER_POKE, "spec_id": SPEC_C}})
         time.sleep(0.3)
         assert supplier_stats(c)["calls"] == after["calls"], supplier_stats(c)
     print("sku.put with a mapping: figure in %.2fs" % took)
