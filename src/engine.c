@@ -3100,10 +3100,21 @@ static void decide_supplier_put(engine *e, eng_batch *b, eng_op *op)
     p->t = op->trust;
 }
 
+/* The same upstream spec: what the figures are read from (cap and
+ * fingerprint aside). */
+static bool map_same_link(const eng_supplier_map *a, const eng_supplier_map *b)
+{
+    return strcmp(a->supplier_id, b->supplier_id) == 0 && a->offer_id == b->offer_id &&
+           strcmp(a->spec_id, b->spec_id) == 0 && a->sku_id == b->sku_id;
+}
+
 static void decide_sku_put(engine *e, eng_batch *b, eng_op *op, eng_sku *s)
 {
     eng_counters c = s->exists ? s->c : (eng_counters){0};
     eng_mapping mapping = s->exists ? s->mapping : ENG_MAP_NONE;
+    op->mapping_new = op->has_supplier &&
+                      !(s->exists && s->mapping == ENG_MAP_OK && s->map != NULL &&
+                        map_same_link(s->map, &op->supplier));
     if (op->has_own_on_hand) {
         if (op->own_on_hand < c.own_reserved) {
             op->err = ENG_E_INSUFFICIENT;

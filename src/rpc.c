@@ -167,6 +167,13 @@ void rpc_done_cb(eng_op *op, void *arg)
         s->outcome_unknown++;
     if (op->err == ENG_OK) {
         codec_pack_response_ok_head(&s->pk, r->msgid);
+        /* A link just committed (new, changed, or a repair of a broken
+         * one) is synced now: waiting for the next round would leave the
+         * SKU without supplier stock for up to --supplier-sync-ms. The
+         * engine applied the batch before answering, so the sync reads it.
+         * The same working link again is left alone. */
+        if (r->m == M_SKU_PUT && op->mapping_new)
+            supsync_poke_sku(s->supsync, op->sku);
         if (r->m == M_SKU_PUT || r->m == M_ADJUST)
             reply_stock(&s->pk, &op->stock);
         else if (r->m == M_SUPPLIER_PUT)

@@ -6,12 +6,16 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "stockd/client.h"
 #include "stockd/codec.h"
@@ -72,7 +76,7 @@ static const char ctl_usage_text[] =
     "  watch [--count N]                  print order.update notifications (purchased,\n"
     "                                     failed, expired) until ^C or N of them\n"
     "  top [--interval MS] [--count N]    live view of stats: requests/s by method,\n"
-    "                                     p50/p99, queues, batches, MariaDB (^C quits)\n"
+    "                                     p50/p99, queues, batches, MariaDB (q or ^C quits)\n"
     "\n"
     "options:\n"
     "  --addr HOST:PORT   server (default: $STOCKD_ADDR, else " STOCKD_DEFAULT_ADDR ")\n"
@@ -915,7 +919,7 @@ static void top_draw(const top_snap *cur, const top_snap *prev, const char *addr
     int64_t up = cur->uptime_ms / 1000;
     double dt = prev ? (double)(cur->t_ms - prev->t_ms) / 1000.0 : 0.0;
     printf("\033[H\033[2Jstockd top  %s  node %s  up %" PRId64 "h%02" PRId64 "m%02" PRId64
-           "s  conns %" PRId64 "  store %s\n\n",
+           "s  conns %" PRId64 "  store %s   (q quits)\n\n",
            addr, cur->node, up / 3600, up / 60 % 60, up % 60, cur->conns,
            cur->store_up ? "UP" : "DOWN");
     printf("%-14s %10s %12s %9s %10s %10s\n", "METHOD", "REQ/S", "TOTAL", "ERRORS", "P50_US",
@@ -955,20 +959,140 @@ static void top_draw(const top_snap *cur, const top_snap *prev, const char *addr
     fflush(stdout);
 }
 
-static void top_sleep_ms(int64_t ms)
+/* The terminal while top runs: keys arrive one at a time and unechoed, so
+ * `q` quits without Enter, and the cursor is hidden. Every way out puts
+ * back what was there: q, the end of --count, and the signals a terminal
+ * sends (^C, ^\, hangup), which then end stockctl as the signal would;
+ * ^Z restores it while stopped and takes it again on fg. Only
+ * async-signal-safe calls below are made from handlers. */
+static struct termios top_tio_saved;
+static volatile sig_atomic_t top_tio_active;   /* top_tio_saved is to be put back */
+static volatile sig_atomic_t top_quit_sig;     /* the signal that ends top, or 0 */
+static bool top_tty_out;
+
+static const char top_cursor_hide[] = "\033[?25l", top_cursor_show[] = "\033[?25h";
+
+static void top_term_put_back(void)
 {
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
+    if (top_tio_active)
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &top_tio_saved);
+    if (top_tty_out) {
+        ssize_t w = write(STDOUT_FILENO, top_cursor_show, sizeof top_cursor_show - 1);
+        (void)w;
+    }
+}
+
+static void top_term_take(void)
+{
+    if (top_tio_active) {
+        struct termios raw = top_tio_saved;
+        raw.c_lflag &= (tcflag_t) ~(ICANON | ECHO);  /* ISIG stays: ^C is still SIGINT */
+        raw.c_cc[VMIN] = 1;
+        raw.c_cc[VTIME] = 0;
+        tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+    }
+    if (top_tty_out) {
+        ssize_t w = write(STDOUT_FILENO, top_cursor_hide, sizeof top_cursor_hide - 1);
+        (void)w;
+    }
+}
+
+static void top_on_quit(int sig)
+{
+    top_quit_sig = sig;
+}
+
+static void top_on_tstp(int sig)
+{
+    int saved = errno;
+    top_term_put_back();
+    signal(sig, SIG_DFL);
+    /* Blocked while its handler runs: unblock it, or the raise would be
+     * held back until this handler returned and caught again. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    raise(sig);              /* stopped here until SIGCONT (ignored if nobody could fg us) */
+    struct sigaction sa = {.sa_handler = top_on_tstp};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTSTP, &sa, NULL);
+    top_term_take();
+    errno = saved;
+}
+
+static void top_term_begin(void)
+{
+    top_tty_out = isatty(STDOUT_FILENO);
+    if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &top_tio_saved) == 0)
+        top_tio_active = 1;
+    /* No SA_RESTART: a signal ends the wait between refreshes at once. */
+    struct sigaction sa = {.sa_handler = top_on_quit};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGQUIT, &sa, NULL);
+    sa.sa_handler = top_on_tstp;
+    sigaction(SIGTSTP, &sa, NULL);
+    top_term_take();
+}
+
+/* Puts the terminal back; after a signal, ends the process by it (so a
+ * shell or script sees ^C as ^C). */
+static void top_term_end(void)
+{
+    fflush(stdout);
+    signal(SIGTSTP, SIG_DFL);
+    top_term_put_back();
+    top_tio_active = 0;
+    if (top_quit_sig) {
+        signal(top_quit_sig, SIG_DFL);
+        raise(top_quit_sig);
+    }
+}
+
+/* Waits ms, or less when q is typed or a signal ends top: true to quit. */
+static bool top_wait_ms(int64_t ms)
+{
+    int64_t until = top_now_ms() + ms;
+    for (;;) {
+        if (top_quit_sig)
+            return true;
+        int64_t left = until - top_now_ms();
+        if (left <= 0)
+            return false;
+        if (!top_tio_active) {
+            struct timespec ts = {(time_t)(left / 1000), (long)(left % 1000) * 1000000L};
+            nanosleep(&ts, NULL);  /* EINTR: the loop looks at top_quit_sig */
+            continue;
+        }
+        struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
+        int n = poll(&p, 1, (int)left);
+        if (n <= 0)
+            continue;  /* timeout or EINTR */
+        if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
+            return true;  /* the terminal is gone */
+        char keys[64];
+        ssize_t got = read(STDIN_FILENO, keys, sizeof keys);
+        if (got == 0)
+            return true;
+        for (ssize_t i = 0; i < got; i++)
+            if (keys[i] == 'q' || keys[i] == 'Q')
+                return true;
+    }
 }
 
 static int cmd_top(stockd_client *c, const ctl_opts *o)
 {
     top_snap snaps[2];
     top_snap *cur = &snaps[0], *prev = NULL;
+    top_term_begin();
     for (int64_t n = 0; o->top_count == 0 || n < o->top_count; n++) {
-        if (n > 0)
-            top_sleep_ms(o->interval_ms);
+        if (n > 0 && top_wait_ms(o->interval_ms))
+            break;
+        if (top_quit_sig)
+            break;
         const msgpack_object *st;
         stockd_rc rc = stockd_client_connected(c) ? STOCKD_OK
                                                   : stockd_client_connect(c, o->addr, o->timeout_ms);
@@ -976,7 +1100,7 @@ static int cmd_top(stockd_client *c, const ctl_opts *o)
             rc = stockd_stats(c, &st);
         if (rc != STOCKD_OK) {
             printf("\033[H\033[2Jstockd top  %s  unreachable: %s (retrying every %" PRId64
-                   " ms)\n", o->addr, stockd_client_errstr(c), o->interval_ms);
+                   " ms; q quits)\n", o->addr, stockd_client_errstr(c), o->interval_ms);
             fflush(stdout);
             stockd_client_close(c);
             prev = NULL;
@@ -987,6 +1111,7 @@ static int cmd_top(stockd_client *c, const ctl_opts *o)
         prev = cur;
         cur = cur == &snaps[0] ? &snaps[1] : &snaps[0];
     }
+    top_term_end();
     return 0;
 }
 

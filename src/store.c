@@ -38,6 +38,13 @@
  * after the statement, so one huge batch does not pin memory forever. */
 #define STORE_SQL_KEEP_BYTES (1u << 20)
 #define STORE_BACKOFF_MIN_MS 50u
+/* An idle writer connection is pinged when it has been idle this long, so a
+ * database that died or froze without closing the socket (SIGSTOP, a hung
+ * host, a dropped network path) is noticed within about this plus the
+ * connect timeout even when no order comes: /readyz says so before the
+ * first order fails. A ping is one round trip on a connection that is idle
+ * anyway. */
+#define STORE_PROBE_IDLE_MS 2000u
 #define STORE_BLOCKING_IO_TIMEOUT_S 60u
 /* batch_id = boot_id << 40 | engine batch counter: 2^40 batches per boot
  * (years at 10k commits/s) and 2^23 boots. */
@@ -206,6 +213,7 @@ struct dbc {
     struct event *timer;
     struct event *defer;
     uint32_t backoff_ms;    /* 0: healthy, next failure reconnects at once */
+    int64_t idle_since_us;  /* mono_us() when it last became idle (DBC_IDLE) */
     bool step_due;          /* defer: a _start finished at once, step() its result */
     sbuf sql;
 };
@@ -214,6 +222,7 @@ struct dbc {
 typedef enum conn_kind {
     CONN_COMMIT = 0,    /**< a batch statement; timer = commit timeout */
     CONN_RESOLVE,       /**< a tombstone insert; timer = commit timeout */
+    CONN_PROBE,         /**< a ping of an idle connection; timer = connect timeout */
 } conn_kind;
 
 typedef enum conn_phase {
@@ -328,6 +337,7 @@ struct store {
     store_conn conns[STORE_CONNS_MAX];
     store_reader rd;
     struct store_support *sup;  /* support queries: created at the first one */
+    struct event *probe;    /* every STORE_PROBE_IDLE_MS: ping the long-idle writers */
     engine *takeover;       /* non-NULL: loads are takeovers into this engine */
     engine *eng;            /* the engine loaded (store_load_state, store_set_takeover):
                              * cold SKU rows that cannot be trusted are set aside in it */
@@ -1334,6 +1344,7 @@ static void dbc_connected(dbc *d)
     }
     event_del(d->timer);
     d->state = DBC_IDLE;
+    d->idle_since_us = mono_us();
     d->backoff_ms = 0;
     dbc_watch_idle(d);
     d->ops->up(d);
@@ -1344,6 +1355,7 @@ static void dbc_idle(dbc *d)
 {
     event_del(d->timer);
     d->state = DBC_IDLE;
+    d->idle_since_us = mono_us();
     dbc_watch_idle(d);
 }
 
@@ -1467,6 +1479,7 @@ static int dbc_init(dbc *d, store *s, const dbc_ops *ops, void *owner, char *err
     if (!d->my)
         return -1;
     d->state = DBC_IDLE;
+    d->idle_since_us = mono_us();
     dbc_watch_idle(d);
     return 0;
 }
@@ -1782,14 +1795,27 @@ static void conn_query_step(store_conn *c)
     }
 }
 
+static void conn_finish_probe(store_conn *c, const char *err);
+
 static void conn_on_step(dbc *d)
 {
-    conn_query_step(d->owner);
+    store_conn *c = d->owner;
+    if (c->kind == CONN_PROBE) {
+        char msg[300];
+        if (d->qret != 0)
+            snprintf(msg, sizeof msg, "probe: MariaDB %u: %s", mysql_errno(d->my),
+                     mysql_error(d->my));
+        conn_finish_probe(c, d->qret != 0 ? msg : NULL);
+        return;
+    }
+    conn_query_step(c);
 }
 
 static int conn_on_cont(dbc *d, int status)
 {
     const store_conn *c = d->owner;
+    if (c->kind == CONN_PROBE)
+        return mysql_ping_cont(&d->qret, d->my, status);
     if (c->phase == PHASE_QUERY)
         return mysql_real_query_cont(&d->qret, d->my, status);
     return mysql_next_result_cont(&d->qret, d->my, status);
@@ -1800,6 +1826,12 @@ static void conn_on_timeout(dbc *d)
     store_conn *c = d->owner;
     assert(d->state == DBC_BUSY && "timer in a state without a timer");
     char msg[64];
+    if (c->kind == CONN_PROBE) {
+        snprintf(msg, sizeof msg, "probe: no answer within %" PRIu32 " ms",
+                 c->s->connect_timeout_ms);
+        conn_finish_probe(c, msg);
+        return;
+    }
     snprintf(msg, sizeof msg, "%s timeout after %" PRIu32 " ms",
              c->kind == CONN_COMMIT ? "commit" : "resolve", c->s->commit_timeout_ms);
     if (c->kind == CONN_COMMIT)
@@ -1815,6 +1847,43 @@ static const dbc_ops conn_ops = {
     .step = conn_on_step,
     .timeout = conn_on_timeout,
 };
+
+/* ---- probes of idle connections ---------------------------------------------- */
+
+/* A ping answered: the connection is idle again and commits may use it.
+ * Unanswered or refused: the connection goes down like any broken one
+ * (reconnect with backoff; store_up() false once none is left up). */
+static void conn_finish_probe(store_conn *c, const char *err)
+{
+    store *s = c->s;
+    assert(c->db.state == DBC_BUSY && c->kind == CONN_PROBE);
+    c->kind = CONN_COMMIT;
+    if (err != NULL) {
+        conn_down(c, err);
+        store_notify(s, false);
+        return;
+    }
+    dbc_idle(&c->db);
+    if (s->rq_len)
+        conn_start_resolve(c);
+    store_notify(s, conn_is_idle(c));
+}
+
+static void probe_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    store *s = arg;
+    int64_t now = mono_us();
+    for (uint32_t i = 0; i < s->n_conns; i++) {
+        store_conn *c = &s->conns[i];
+        if (!conn_is_idle(c) || now - c->db.idle_since_us < (int64_t)STORE_PROBE_IDLE_MS * 1000)
+            continue;
+        c->kind = CONN_PROBE;
+        dbc_begin(&c->db, s->connect_timeout_ms);
+        dbc_started(&c->db, mysql_ping_start(&c->db.qret, c->db.my));
+    }
+}
 
 static int rd_init(store *s, char *err, size_t err_len);
 static void rd_free(store *s);
@@ -1869,6 +1938,15 @@ store *store_open(struct event_base *base, const stockd_config *cfg,
         store_free(s);
         return NULL;
     }
+    /* Half the idle time: a connection is pinged at most 1.5 x
+     * STORE_PROBE_IDLE_MS after it last answered. */
+    struct timeval every = tv_ms(STORE_PROBE_IDLE_MS / 2);
+    s->probe = event_new(base, -1, EV_PERSIST, probe_cb, s);
+    if (!s->probe || event_add(s->probe, &every) != 0) {
+        set_err(err, err_len, "event_new: out of memory");
+        store_free(s);
+        return NULL;
+    }
     s->was_up = true;
     char boot[24];
     snprintf(boot, sizeof boot, "%" PRIu64, s->boot_id);
@@ -1880,6 +1958,8 @@ void store_free(store *s)
 {
     if (!s)
         return;
+    if (s->probe)
+        event_free(s->probe);
     for (uint32_t i = 0; i < STORE_CONNS_MAX; i++)
         dbc_free(&s->conns[i].db);
     rd_free(s);

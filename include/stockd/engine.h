@@ -347,6 +347,9 @@ typedef struct eng_op {
                                    * and why; "" otherwise */
     eng_order_view order;         /* order ops, on success */
     eng_stock_view stock;         /* sku.put / adjust, on success */
+    bool mapping_new;             /* sku.put, on success: it set a 1688 link other than the
+                                   * SKU's working one (new, changed, or a broken one
+                                   * given again): its figures are still to be fetched */
 
     /* engine-private */
     struct eng_op *next, *prev;   /* SKU FIFO, then batch list */

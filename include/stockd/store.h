@@ -299,7 +299,11 @@ typedef struct store_sku_move {
 typedef void (*store_moves_fn)(void *arg, int result, const store_sku_move *rows);
 int store_sku_moves(store *s, const char *sku, uint32_t limit, store_moves_fn fn, void *arg);
 
-/* True when at least one connection is up. */
+/* True when at least one connection is up. A writer connection idle for
+ * 2 s is pinged (nonblocking); one whose ping is refused or not answered
+ * within the connect timeout goes down and reconnects with backoff, so
+ * this turns false within seconds of MariaDB freezing even with no
+ * commits. */
 bool store_up(const store *s);
 /* True when a connection is up and idle: store_commit() will take a batch. */
 bool store_can_commit(const store *s);

@@ -25,9 +25,10 @@
  *
  * Incremental sync: supsync_poke_sku() asks for the SKU's offer at once
  * (after a committed order that took supplier units, after a failed
- * check). Coalesced: one call per offer in flight; pokes during a call
- * make exactly one more call after it; pokes wait for a free slot
- * (concurrency) ahead of a snapshot round's remaining offers.
+ * check, after a sku.put that gives the SKU a new link). Coalesced: one
+ * call per offer in flight; pokes during a call make exactly one more call
+ * after it; pokes wait for a free slot (concurrency) ahead of a snapshot
+ * round's remaining offers.
  *
  * Message push (supsync_push): the body of a POST from 1688's message
  * service (form fields message=<json> and _aop_signature =

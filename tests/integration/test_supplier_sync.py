@@ -222,3 +222,45 @@ def test_sync_figures_reserve_and_outage(env, db):
     log = open(s.log_path, errors="replace").read()
     assert secret not in log and token not in log, "a secret reached the log"
     assert "supplier sync" in log
+
+
+OFFER_POKE = 610000000002
+SPEC_C = "cccccccccccccccccccccccccccccccc"
+
+
+def test_sku_put_mapping_syncs_at_once(env, make_stockd, db):
+    """sku.put with a new 1688 mapping asks for that offer at once: its
+    figure arrives within a couple of seconds although the next round is a
+    day away (a round would otherwise leave the SKU without supplier stock
+    for up to --supplier-sync-ms)."""
+    fake, _, (secret, token) = env
+    fake.ok("POST", "/products", {"offer_id": OFFER_POKE, "subject": "cup", "skus": [
+        {"sku_id": 5200000000003, "spec_id": SPEC_C, "price": 4, "real": 42}]})
+    day = str(24 * 3600 * 1000)
+    s = make_stockd(db=db, name="sync-poke", args=[
+        "--supplier-url", "http://127.0.0.1:%d" % fake.port,
+        "--supplier-app-key", "1000000", "--supplier-app-secret", secret,
+        "--supplier-token", token, "--supplier-sync-ms", day, "--supplier-validate-ms", day])
+    with s.client() as c:
+        # The first round comes about a second after start; wait it out so
+        # that only a poke can bring the figure.
+        wait_until(lambda: supplier_stats(c)["syncs"] >= 1 and
+                   supplier_stats(c)["in_flight"] == 0, 5, what="the first round")
+        before = supplier_stats(c)
+        c.ok("sku.put", {"sku": "poke-own", "own_on_hand": 1})   # no mapping: no call
+        t0 = time.monotonic()
+        c.ok("sku.put", {"sku": "poke-c", "own_on_hand": 2, "supplier": {
+            "supplier_id": "1688", "offer_id": OFFER_POKE, "spec_id": SPEC_C}})
+        got = wait_figures(c, {"poke-c": 42}, timeout=3.0)
+        took = time.monotonic() - t0
+        assert got["poke-c"]["available"] == 2 + 42 and got["poke-c"]["mapping"] == "ok", got
+        after = supplier_stats(c)
+        assert after["syncs"] == before["syncs"], (before, after)   # not a round
+        assert after["pokes"] == before["pokes"] + 1, (before, after)
+        # Own stock alone, or the same working link again: no further call.
+        c.ok("sku.put", {"sku": "poke-c", "own_on_hand": 3})
+        c.ok("sku.put", {"sku": "poke-c", "supplier": {
+            "supplier_id": "1688", "offer_id": OFFER_POKE, "spec_id": SPEC_C}})
+        time.sleep(0.3)
+        assert supplier_stats(c)["calls"] == after["calls"], supplier_stats(c)
+    print("sku.put with a mapping: figure in %.2fs" % took)
