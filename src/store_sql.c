@@ -1,0 +1,518 @@
+/* store_sql.c — the SQL text stockd sends: a growable buffer with the
+ * escaping helpers, and the statement of one batch (orders, counters fenced
+ * by the epoch, ledger, jobs, alerts, suppliers, the batch log). Pure: no
+ * connection, no state; tests/unit/test_store_sql.c checks it byte for byte. */
+#include "store_internal.h"
+
+void st_sb_reset(sbuf *b)
+{
+    b->len = 0;
+    b->err = NULL;
+    if (b->p)
+        b->p[0] = '\0';
+}
+
+static bool sb_reserve(sbuf *b, size_t n)
+{
+    if (b->err)
+        return false;
+    if (b->len + n + 1 <= b->cap)
+        return true;
+    if (b->len + n + 1 > STORE_SQL_MAX_BYTES) {
+        b->err = "batch too large for one statement";
+        return false;
+    }
+    size_t cap = b->cap ? b->cap : 16384;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        b->err = "out of memory";
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static void sb_add(sbuf *b, const char *s, size_t n)
+{
+    if (!sb_reserve(b, n))
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void st_sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
+
+void st_sb_i64(sbuf *b, int64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v);
+    sb_add(b, tmp, (size_t)n);
+}
+
+static void sb_u64(sbuf *b, uint64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%" PRIu64, v);
+    sb_add(b, tmp, (size_t)n);
+}
+
+/* X'..' for n bytes; '' when empty (X'' is fine too, but clearer). */
+static void sb_hex(sbuf *b, const void *data, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    const unsigned char *d = data;
+    if (n == 0) {
+        sb_add(b, "''", 2);
+        return;
+    }
+    if (!sb_reserve(b, 2 * n + 3))
+        return;
+    char *o = b->p + b->len;
+    *o++ = 'X';
+    *o++ = '\'';
+    for (size_t i = 0; i < n; i++) {
+        *o++ = digits[d[i] >> 4];
+        *o++ = digits[d[i] & 15];
+    }
+    *o++ = '\'';
+    b->len = (size_t)(o - b->p);
+    b->p[b->len] = '\0';
+}
+
+void st_sb_hex_str(sbuf *b, const char *s) { sb_hex(b, s, strlen(s)); }
+
+/* An empty optional string is NULL in the database. */
+void st_sb_hex_or_null(sbuf *b, const char *s)
+{
+    if (!s || !s[0])
+        st_sb_str(b, "NULL");
+    else
+        st_sb_hex_str(b, s);
+}
+
+static void sb_i64_or_null(sbuf *b, int64_t v)
+{
+    if (v == 0)
+        st_sb_str(b, "NULL");
+    else
+        st_sb_i64(b, v);
+}
+
+void st_sb_free(sbuf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- batch SQL ------------------------------------------------------------- */
+
+/* The map columns of a row: a map is written for OK and for BROKEN (kept
+ * for support and for the repair); NONE and MANUAL clear them. */
+static const eng_supplier_map *sku_row_map(const eng_sku_row *r)
+{
+    if (r->mapping != ENG_MAP_OK && r->mapping != ENG_MAP_BROKEN)
+        return NULL;
+    return r->map;
+}
+
+static void sql_sku_values(sbuf *b, const eng_sku_row *r, int64_t at)
+{
+    const eng_supplier_map *m = sku_row_map(r);
+    st_sb_str(b, "(");
+    st_sb_hex_str(b, r->sku);
+    st_sb_str(b, ",");
+    st_sb_i64(b, r->c.own_on_hand);
+    st_sb_str(b, ",");
+    st_sb_i64(b, r->c.own_reserved);
+    st_sb_str(b, ",");
+    st_sb_i64(b, r->c.supplier_reported);
+    st_sb_str(b, ",");
+    st_sb_i64(b, r->c.supplier_sellable);
+    st_sb_str(b, ",");
+    st_sb_i64(b, r->c.supplier_reserved);
+    st_sb_str(b, ",");
+    st_sb_i64(b, r->c.supplier_synced_at_ms);
+    st_sb_str(b, ",'");
+    st_sb_str(b, eng_mapping_name(r->mapping));
+    st_sb_str(b, "',");
+    st_sb_hex_or_null(b, m ? m->supplier_id : NULL);
+    st_sb_str(b, ",");
+    sb_i64_or_null(b, m ? m->offer_id : 0);
+    st_sb_str(b, ",");
+    st_sb_hex_or_null(b, m ? m->spec_id : NULL);
+    st_sb_str(b, ",");
+    sb_i64_or_null(b, m ? m->sku_id : 0);
+    st_sb_str(b, ",");
+    st_sb_i64(b, r->epoch);
+    st_sb_str(b, ",0,");
+    st_sb_i64(b, at);
+    st_sb_str(b, ",");
+    /* NULL cap = no cap (-1 in the engine), NULL fingerprint = not seen (0). */
+    if (m && m->cap >= 0)
+        st_sb_i64(b, m->cap);
+    else
+        st_sb_str(b, "NULL");
+    st_sb_str(b, ",");
+    if (m && m->fingerprint)
+        sb_u64(b, m->fingerprint);
+    else
+        st_sb_str(b, "NULL");
+    st_sb_str(b, ")");
+}
+
+/* New SKUs in one INSERT (a duplicate fails the batch). Changed SKUs in one
+ * multi-row upsert whose every assignment is fenced on epoch: a row whose
+ * epoch moved keeps its values, and version moves only where the fence
+ * holds. MariaDB counts 2 affected rows per updated row (and 1 per insert,
+ * 0 per unchanged row), so ROW_COUNT() = 2 x updates proves every fence held
+ * and no row was missing. One statement instead of one UPDATE per SKU: the
+ * per-statement cost of a compound block was ~100 us a SKU. */
+static void sql_skus(sbuf *b, const eng_batch *batch, int64_t at)
+{
+    const eng_sku_row *rows;
+    size_t n = eng_batch_sku_rows(batch, &rows);
+    for (int pass = 0; pass < 2; pass++) {
+        bool want_insert = pass == 0;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (rows[i].insert != want_insert)
+                continue;
+            st_sb_str(b, k == 0 ? SKU_COLS : ",\n");
+            sql_sku_values(b, &rows[i], at);
+            k++;
+        }
+        if (k == 0)
+            continue;
+        if (want_insert) {
+            st_sb_str(b, ";\n");
+            continue;
+        }
+        st_sb_str(b, "\nON DUPLICATE KEY UPDATE "
+                  FENCED("own_on_hand") FENCED("own_reserved") FENCED("supplier_reported")
+                  FENCED("supplier_sellable") FENCED("supplier_reserved")
+                  FENCED("supplier_synced_at") FENCED("mapping") FENCED_MAP("supplier_id")
+                  FENCED_MAP("offer_id") FENCED_MAP("spec_id") FENCED_MAP("sku_id")
+                  FENCED_MAP("supplier_cap") FENCED_MAP("fingerprint") FENCED("updated_at")
+                  "version=IF(epoch=VALUES(epoch),version+1,version);\n"
+                  "IF ROW_COUNT()<>");
+        sb_u64(b, 2 * (uint64_t)k);
+        st_sb_str(b, " THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT='epoch fence'; END IF;\n");
+    }
+}
+
+/* n_lines of a row, checked: a line outside its order would load as
+ * nonsense (the load refuses it, and the instance would not start). */
+static int32_t order_n_lines(const eng_order_view *o)
+{
+    int32_t n = o->n_lines;
+    assert(n >= 1 && n <= ENG_LINES_MAX && o->line_no >= 0 && o->line_no < n);
+    return n;
+}
+
+static void sql_order_values(sbuf *b, const eng_order_view *o)
+{
+    st_sb_str(b, "(");
+    st_sb_hex_str(b, o->order_id);
+    st_sb_str(b, ",");
+    st_sb_i64(b, o->line_no);
+    st_sb_str(b, ",");
+    st_sb_i64(b, order_n_lines(o));
+    st_sb_str(b, ",");
+    st_sb_hex_str(b, o->sku);
+    st_sb_str(b, ",");
+    st_sb_i64(b, o->qty);
+    st_sb_str(b, ",'");
+    st_sb_str(b, eng_status_name(o->status));
+    st_sb_str(b, "',");
+    st_sb_i64(b, o->from_own);
+    st_sb_str(b, ",");
+    st_sb_i64(b, o->from_supplier);
+    st_sb_str(b, ",");
+    st_sb_i64(b, o->available);
+    st_sb_str(b, ",");
+    st_sb_i64(b, o->created_at_ms);
+    st_sb_str(b, ",");
+    st_sb_i64(b, o->updated_at_ms);
+    st_sb_str(b, ",");
+    sb_i64_or_null(b, o->hold_expires_at_ms);
+    st_sb_str(b, ",");
+    st_sb_hex_or_null(b, o->upstream_order_id);
+    st_sb_str(b, ",");
+    st_sb_hex_or_null(b, o->reason);
+    st_sb_str(b, ",");
+    sb_i64_or_null(b, o->purchased_at_ms);
+    st_sb_str(b, o->supplier_settled ? ",1)" : ",0)");
+}
+
+/* One row per line, keyed (order_id, line_no). New lines in one INSERT (a
+ * duplicate key fails the batch), changed lines in one upsert on that key
+ * (a line's sku, qty and n_lines never change). */
+static void sql_orders(sbuf *b, const eng_batch *batch)
+{
+    const eng_order_row *rows;
+    size_t n = eng_batch_order_rows(batch, &rows);
+    for (int pass = 0; pass < 2; pass++) {
+        bool want_insert = pass == 0;
+        bool first = true;
+        for (size_t i = 0; i < n; i++) {
+            if (rows[i].insert != want_insert || rows[i].erase)
+                continue;
+            st_sb_str(b, first ? ORDER_COLS : ",\n");
+            sql_order_values(b, &rows[i].o);
+            first = false;
+        }
+        if (first)
+            continue;
+        if (!want_insert)
+            st_sb_str(b, "\nON DUPLICATE KEY UPDATE status=VALUES(status),"
+                      "from_own=VALUES(from_own),from_supplier=VALUES(from_supplier),"
+                      "available=VALUES(available),updated_at=VALUES(updated_at),"
+                      "hold_expires_at=VALUES(hold_expires_at),"
+                      "upstream_order_id=VALUES(upstream_order_id),reason=VALUES(reason),"
+                      "purchased_at=VALUES(purchased_at),"
+                      "supplier_settled=VALUES(supplier_settled)");
+        st_sb_str(b, ";\n");
+    }
+    /* Parts erased (a refused cart leaves no record): their rows go. One
+     * placed and erased in this batch was never written. One statement a
+     * row, on the whole primary key: it locks that row only (a row
+     * constructor IN list may scan, and its gap locks deadlock with other
+     * nodes' inserts). */
+    for (size_t i = 0; i < n; i++) {
+        if (!rows[i].erase || rows[i].insert)
+            continue;
+        st_sb_str(b, "DELETE FROM orders WHERE order_id=");
+        st_sb_hex_str(b, rows[i].o.order_id);
+        st_sb_str(b, " AND line_no=");
+        st_sb_i64(b, rows[i].o.line_no);
+        st_sb_str(b, ";\n");
+    }
+}
+
+static void sql_ledger(sbuf *b, const eng_batch *batch, uint64_t batch_id)
+{
+    const eng_ledger_row *rows;
+    size_t n = eng_batch_ledger_rows(batch, &rows);
+    for (size_t i = 0; i < n; i++) {
+        const eng_ledger_row *r = &rows[i];
+        st_sb_str(b, i == 0 ? "INSERT INTO ledger (sku,order_id,move,d_own_on_hand,"
+                           "d_own_reserved,d_supplier_reserved,d_supplier_reported,"
+                           "reason,at,batch_id) VALUES\n"
+                         : ",\n");
+        st_sb_str(b, "(");
+        st_sb_hex_str(b, r->sku);
+        st_sb_str(b, ",");
+        st_sb_hex_or_null(b, r->order_id);
+        st_sb_str(b, ",'");
+        st_sb_str(b, eng_move_name(r->move));
+        st_sb_str(b, "',");
+        st_sb_i64(b, r->d_own_on_hand);
+        st_sb_str(b, ",");
+        st_sb_i64(b, r->d_own_reserved);
+        st_sb_str(b, ",");
+        st_sb_i64(b, r->d_supplier_reserved);
+        st_sb_str(b, ",");
+        st_sb_i64(b, r->d_supplier_reported);
+        st_sb_str(b, ",");
+        st_sb_hex_or_null(b, r->reason);
+        st_sb_str(b, ",");
+        st_sb_i64(b, r->at_ms);
+        st_sb_str(b, ",");
+        sb_u64(b, batch_id);
+        st_sb_str(b, ")");
+    }
+    if (n)
+        st_sb_str(b, ";\n");
+}
+
+/* A string column of at most max bytes (VARBINARY(255) reasons): cut, not
+ * refused, so a long reason never fails a batch. */
+static void sb_hex_cut(sbuf *b, const char *s, size_t max)
+{
+    size_t n = s ? strnlen(s, max) : 0;
+    sb_hex(b, s ? s : "", n);
+}
+
+static void sql_job_values(sbuf *b, const eng_job_row *r, const eng_supplier_map *m)
+{
+    st_sb_str(b, "(");
+    st_sb_hex_str(b, r->order_id);
+    st_sb_str(b, ",");
+    st_sb_i64(b, r->line_no);
+    st_sb_str(b, ",");
+    st_sb_hex_str(b, r->sku);
+    st_sb_str(b, ",");
+    st_sb_hex_or_null(b, m ? m->supplier_id : NULL);
+    st_sb_str(b, ",");
+    sb_i64_or_null(b, m ? m->offer_id : 0);
+    st_sb_str(b, ",");
+    st_sb_hex_or_null(b, m ? m->spec_id : NULL);
+    st_sb_str(b, ",");
+    sb_i64_or_null(b, m ? m->sku_id : 0);
+    st_sb_str(b, ",");
+    st_sb_i64(b, r->qty);
+    st_sb_str(b, ",'");
+    st_sb_str(b, eng_job_state_name(r->state));
+    st_sb_str(b, "',");
+    st_sb_i64(b, r->at_ms);
+    st_sb_str(b, ",");
+    st_sb_i64(b, r->at_ms);
+    st_sb_str(b, ")");
+}
+
+/* Purchase outbox, one job per line, keyed (order_id, line_no). New jobs
+ * in one INSERT (a duplicate fails the batch, as for orders). State changes in one upsert that changes only state and
+ * updated_at: an order confirmed before schema 2 has no job row, and its
+ * first state change then creates one (without a map) instead of vanishing
+ * into an UPDATE that matched nothing. A change row without a SKU (not
+ * expected) falls back to a plain UPDATE. */
+static void sql_jobs(sbuf *b, const eng_batch *batch)
+{
+    const eng_job_row *rows;
+    size_t n = eng_batch_job_rows(batch, &rows);
+    for (int pass = 0; pass < 2; pass++) {
+        bool want_insert = pass == 0;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            const eng_job_row *r = &rows[i];
+            assert(r->order_id && r->order_id[0]);
+            assert(r->line_no >= 0 && r->line_no < ENG_LINES_MAX);
+            if (r->insert != want_insert || (!want_insert && (!r->sku || !r->sku[0])))
+                continue;
+            st_sb_str(b, k == 0 ? JOB_COLS : ",\n");
+            sql_job_values(b, r, want_insert ? &r->map : NULL);
+            k++;
+        }
+        if (k == 0)
+            continue;
+        if (!want_insert)
+            st_sb_str(b, "\nON DUPLICATE KEY UPDATE state=VALUES(state),updated_at=VALUES(updated_at)");
+        st_sb_str(b, ";\n");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const eng_job_row *r = &rows[i];
+        if (r->insert || (r->sku && r->sku[0]))
+            continue;
+        st_sb_str(b, "UPDATE purchase_jobs SET state='");
+        st_sb_str(b, eng_job_state_name(r->state));
+        st_sb_str(b, "',updated_at=");
+        st_sb_i64(b, r->at_ms);
+        st_sb_str(b, " WHERE order_id=");
+        st_sb_hex_str(b, r->order_id);
+        st_sb_str(b, " AND line_no=");
+        st_sb_i64(b, r->line_no);
+        st_sb_str(b, ";\n");
+    }
+}
+
+static void sql_alerts(sbuf *b, const store *s, const eng_batch *batch, uint64_t batch_id)
+{
+    const eng_alert_row *rows;
+    size_t n = eng_batch_alert_rows(batch, &rows);
+    for (size_t i = 0; i < n; i++) {
+        const eng_alert_row *r = &rows[i];
+        assert(r->kind && r->kind[0] && r->sku && r->sku[0]);
+        st_sb_str(b, i == 0 ? "INSERT INTO alerts (kind,sku,order_id,reason,at,node,batch_id)"
+                           " VALUES\n"
+                         : ",\n");
+        st_sb_str(b, "(");
+        sb_hex_cut(b, r->kind, STORE_ALERT_KIND_MAX);
+        st_sb_str(b, ",");
+        st_sb_hex_str(b, r->sku);
+        st_sb_str(b, ",");
+        st_sb_hex_or_null(b, r->order_id);
+        st_sb_str(b, ",");
+        sb_hex_cut(b, r->reason, 255);
+        st_sb_str(b, ",");
+        st_sb_i64(b, r->at_ms);
+        st_sb_str(b, ",");
+        st_sb_hex_str(b, s->node);
+        st_sb_str(b, ",");
+        sb_u64(b, batch_id);
+        st_sb_str(b, ")");
+    }
+    if (n)
+        st_sb_str(b, ";\n");
+}
+
+/* A trust factor: 0..1 by contract; "%.17g" round-trips a double exactly.
+ * Anything else fails the batch rather than writing nonsense. */
+static void sb_factor(sbuf *b, double v)
+{
+    if (!(v >= 0.0 && v <= 1.0)) {
+        if (!b->err)
+            b->err = "trust factor outside 0..1";
+        return;
+    }
+    char tmp[40];
+    int n = snprintf(tmp, sizeof tmp, "%.17g", v);
+    sb_add(b, tmp, (size_t)n);
+}
+
+static void sql_suppliers(sbuf *b, const eng_batch *batch, int64_t at)
+{
+    const eng_supplier_row *rows;
+    size_t n = eng_batch_supplier_rows(batch, &rows);
+    for (size_t i = 0; i < n; i++) {
+        const eng_supplier_row *r = &rows[i];
+        assert(r->supplier_id && r->supplier_id[0]);
+        st_sb_str(b, i == 0 ? "INSERT INTO supplier (supplier_id,trust,trust_ceiling,event_mode,"
+                           "event_trust,updated_at) VALUES\n"
+                         : ",\n");
+        st_sb_str(b, "(");
+        st_sb_hex_str(b, r->supplier_id);
+        st_sb_str(b, ",");
+        sb_factor(b, r->t.trust);
+        st_sb_str(b, ",");
+        sb_factor(b, r->t.ceiling);
+        st_sb_str(b, r->t.event_mode ? ",1," : ",0,");
+        sb_factor(b, r->t.event_trust);
+        st_sb_str(b, ",");
+        st_sb_i64(b, at);
+        st_sb_str(b, ")");
+    }
+    if (n)
+        st_sb_str(b, "\nON DUPLICATE KEY UPDATE trust=VALUES(trust),"
+                  "trust_ceiling=VALUES(trust_ceiling),event_mode=VALUES(event_mode),"
+                  "event_trust=VALUES(event_trust),updated_at=VALUES(updated_at);\n");
+}
+
+void st_sql_batch_log(sbuf *b, const store *s, uint64_t batch_id, const char *state)
+{
+    st_sb_str(b, "INSERT INTO batch_log (batch_id,node,state,at) VALUES (");
+    sb_u64(b, batch_id);
+    st_sb_str(b, ",");
+    st_sb_hex_str(b, s->node);
+    st_sb_str(b, ",'");
+    st_sb_str(b, state);
+    st_sb_str(b, "',");
+    st_sb_i64(b, st_now_ms());
+    st_sb_str(b, ")");
+}
+
+/* The whole batch as one compound statement: one round trip. The exit
+ * handler rolls back and re-raises any error, the epoch fence included, so
+ * the client sees exactly one error and nothing of the batch stays. */
+void st_sql_build_commit(sbuf *b, const store *s, const eng_batch *batch,
+                             uint64_t batch_id)
+{
+    st_sb_reset(b);
+    st_sb_str(b, "BEGIN NOT ATOMIC\n"
+              "DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;\n"
+              "START TRANSACTION;\n");
+    /* First: the tombstone key that store_resolve() races against. */
+    st_sql_batch_log(b, s, batch_id, "committed");
+    st_sb_str(b, ";\n");
+    int64_t at = st_now_ms();
+    sql_suppliers(b, batch, at);
+    sql_skus(b, batch, at);
+    sql_orders(b, batch);
+    sql_jobs(b, batch);
+    sql_ledger(b, batch, batch_id);
+    sql_alerts(b, s, batch, batch_id);
+    st_sb_str(b, "COMMIT;\nEND");
+}
