@@ -12,6 +12,7 @@
  * disconnects, it frees the context and tells us through disconnect_cb.
  */
 #include "stockd/cache.h"
+#include "stockd/clock.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -75,12 +76,6 @@ struct cache {
     cache_stats st;
 };
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static struct timeval tv_ms(uint32_t ms)
 {
@@ -106,7 +101,7 @@ static cache_cmd *cmd_new(cache *c, enum cmd_kind kind)
         return NULL;
     cmd->c = c;
     cmd->kind = kind;
-    cmd->sent_us = mono_us();
+    cmd->sent_us = clock_mono_us();
     cmd->prev = c->tail;
     if (c->tail)
         c->tail->next = cmd;
@@ -380,7 +375,7 @@ static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
     cache *c = arg;
     if (c->ac == NULL || c->head == NULL || c->state == CS_CONNECTING)
         return;  /* connecting has its own timer */
-    int64_t age_us = mono_us() - c->head->sent_us;
+    int64_t age_us = clock_mono_us() - c->head->sent_us;
     if (age_us >= (int64_t)c->timeout_ms * 1000) {
         char msg[64];
         snprintf(msg, sizeof msg, "no reply in %" PRIu32 " ms", c->timeout_ms);
@@ -459,7 +454,7 @@ cache *cache_new(struct event_base *base, const stockd_config *cfg, cache_render
                             ? cfg->redis_backoff_max_ms : CACHE_BACKOFF_MIN_MS;
     c->render = render;
     c->render_arg = render_arg;
-    c->rng = (uint64_t)mono_us() ^ ((uint64_t)getpid() << 32) ^ UINT64_C(0x9e3779b97f4a7c15);
+    c->rng = (uint64_t)clock_mono_us() ^ ((uint64_t)getpid() << 32) ^ UINT64_C(0x9e3779b97f4a7c15);
     c->timer = evtimer_new(base, timer_cb, c);
     c->watchdog = event_new(base, -1, EV_PERSIST, watchdog_cb, c);
     c->flush_ev = event_new(base, -1, 0, flush_cb, c);

@@ -23,6 +23,7 @@
  * Settle ops in the engine are orphaned the same way.
  */
 #include "stockd/cart.h"
+#include "stockd/clock.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -186,19 +187,7 @@ struct cart {
 
 /* ------------------------------------------------------------ helpers */
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void copy_obj_str(const msgpack_object *v, char *dst, size_t cap)
 {
@@ -581,7 +570,7 @@ static void part_reply_cb(void *ctx, const msgpack_object *error, const msgpack_
  * deadline, at least CART_PHASE_MIN_MS after the first phase. */
 static int64_t phase_budget(const coord *co)
 {
-    int64_t left = co->end_ms - mono_ms();
+    int64_t left = co->end_ms - clock_mono_ms();
     if (co->phase != CP_PLACE && left < CART_PHASE_MIN_MS)
         left = CART_PHASE_MIN_MS;
     if (left < 1)
@@ -1159,7 +1148,7 @@ static coord *coord_new(cart *c, coord_kind kind, uint32_t msgid, const char *or
         deadline_ms = 1;
     if (deadline_ms > CART_DEADLINE_MAX_MS)
         deadline_ms = CART_DEADLINE_MAX_MS;
-    co->end_ms = mono_ms() + deadline_ms;
+    co->end_ms = clock_mono_ms() + deadline_ms;
     co->fn = fn;
     co->ctx = ctx;
     co->fail_part = -1;
@@ -1360,7 +1349,7 @@ static void settle_free(cart *c, settle *s)
 static void settle_retry(cart *c, settle *s)
 {
     c->st.settle_retries++;
-    engine_part_retry(c->env.eng, &s->ref, wall_ms() + CART_RETRY_MS);
+    engine_part_retry(c->env.eng, &s->ref, clock_wall_ms() + CART_RETRY_MS);
     settle_free(c, s);
 }
 
@@ -1420,7 +1409,7 @@ static void settle_decided(const char *order_id, int result, const store_abort_w
     op->as_expired = op->kind == ENG_OP_RELEASE && why == NULL;
     op->on_done = settle_op_done;
     op->on_done_arg = s;
-    eng_err e = engine_submit(c->env.eng, op, wall_ms());
+    eng_err e = engine_submit(c->env.eng, op, clock_wall_ms());
     if (e == ENG_OK) {
         c->env.pump(c->env.pump_arg);
         return;
@@ -1433,7 +1422,7 @@ static void settle_decided(const char *order_id, int result, const store_abort_w
 
 void cart_settle_due(cart *c)
 {
-    int64_t now = wall_ms();
+    int64_t now = clock_wall_ms();
     for (uint32_t i = 0; i < CART_SETTLE_PER_CALL && c->st.settling < CART_SETTLING_MAX; i++) {
         eng_part_ref ref;
         if (!engine_part_due(c->env.eng, now, &ref))
@@ -1796,7 +1785,7 @@ cart *cart_new(const cart_env *env)
      * not share an id: a random start, then counted. */
     uint64_t r = 0;
     if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
-        r = (uint64_t)wall_ms() * 2654435761u;
+        r = (uint64_t)clock_wall_ms() * 2654435761u;
     c->attempt_next = (r & (((uint64_t)1 << 61) - 1)) + 1;
     return c;
 }

@@ -9,6 +9,7 @@
  * flush that runs after the round (Redis's handleClientsWithPendingWrites).
  */
 #include "stockd/conn.h"
+#include "stockd/clock.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -93,12 +94,6 @@ static int64_t now_ms(conn_mgr *m)
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------ close */
 
@@ -408,12 +403,12 @@ static void process(conn *c)
 {
     conn_mgr *m = c->mgr;
     size_t max = m->cfg->max_message_bytes;
-    int64_t start = mono_ns();
+    int64_t start = clock_mono_ns();
     for (int frames = 0; frames < CONN_FRAMES_PER_READ_MAX; frames++) {
         /* Fairness in time, not only in frames: a client pipelining costly
          * requests yields after its slice so that everybody else's requests
          * of this round are answered within milliseconds. */
-        if (frames > 0 && mono_ns() - start > CONN_READ_SLICE_NS)
+        if (frames > 0 && clock_mono_ns() - start > CONN_READ_SLICE_NS)
             break;
         update_read(c);
         if (c->state != CONN_OPEN || c->read_paused)

@@ -3,6 +3,7 @@
  * step; the writers, the reader and the support connection each run their
  * statements on one (store_internal.h dbc_ops). */
 #include "store_internal.h"
+#include "stockd/clock.h"
 
 bool st_dbc_is_up(const dbc *d)
 {
@@ -121,7 +122,7 @@ static void dbc_connected(dbc *d)
     }
     event_del(d->timer);
     d->state = DBC_IDLE;
-    d->idle_since_us = st_mono_us();
+    d->idle_since_us = clock_mono_us();
     d->backoff_ms = 0;
     dbc_watch_idle(d);
     d->ops->up(d);
@@ -132,7 +133,7 @@ void st_dbc_idle(dbc *d)
 {
     event_del(d->timer);
     d->state = DBC_IDLE;
-    d->idle_since_us = st_mono_us();
+    d->idle_since_us = clock_mono_us();
     dbc_watch_idle(d);
 }
 
@@ -256,7 +257,7 @@ int st_dbc_init(dbc *d, store *s, const dbc_ops *ops, void *owner, char *err,
     if (!d->my)
         return -1;
     d->state = DBC_IDLE;
-    d->idle_since_us = st_mono_us();
+    d->idle_since_us = clock_mono_us();
     dbc_watch_idle(d);
     return 0;
 }

@@ -13,9 +13,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
+
+/* Rows of one kind (orders, ledger, jobs, alerts) one op may add per line
+ * of its order, beyond a supplier report's settlements. */
 #define OP_ROWS_MAX 4
 #define OP_ROWS_ALL (OP_ROWS_MAX * ENG_LINES_MAX)
 #define FOR_LINES(h, l) for (eng_order *l = (h); l != NULL; l = l->line_next)
+
+/* A part the coordinator released before its reserve arrived (the reply
+ * was lost or late): the order is decided ABORT, so a reserve of that part
+ * arriving later must hold nothing. Kept in memory for ENG_TOMB_MS, at
+ * most ENG_TOMBS_MAX (oldest evicted); after a restart the hold TTL is the
+ * backstop again. */
 #define ENG_TOMBS_MAX 65536
 #define ENG_TOMB_MS 600000
 

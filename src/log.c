@@ -7,6 +7,7 @@
  * lines from several processes sharing stderr do not interleave.
  */
 #include "stockd/log.h"
+#include "stockd/clock.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -160,11 +161,7 @@ static void log_emit(log_buf *lb) {
 
 /* ---- rate limiting ------------------------------------------------------- */
 
-static int64_t log_now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec;
-}
+static int64_t log_now_s(void) { return clock_mono_ns() / 1000000000; }
 
 static void log_summarise(log_rate_slot *s) {
     if (s->suppressed == 0) return;
@@ -194,9 +191,7 @@ static void log_arm(void) {
     bool held = false;
     for (size_t i = 0; i < LOG_RATE_SLOTS && !held; i++) held = log_slots[i].suppressed != 0;
     if (!held) return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    long left_us = 1000000L - ts.tv_nsec / 1000L + 10000L;
+    long left_us = 1000000L - (long)(clock_mono_ns() % 1000000000) / 1000L + 10000L;
     struct timeval tv = {left_us / 1000000L, left_us % 1000000L};
     evtimer_add(log_timer, &tv);
 }

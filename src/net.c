@@ -13,6 +13,7 @@
 #include <event2/listener.h>
 #include <netinet/in.h>
 
+#include "stockd/clock.h"
 #include "stockd/log.h"
 
 struct net_listener {
@@ -28,12 +29,6 @@ struct net_listener {
     net_listener_stats st;
 };
 
-static int64_t mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec;
-}
 
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int len,
                       void *arg)
@@ -71,7 +66,7 @@ static void error_cb(struct evconnlistener *lev, void *arg)
         struct timeval tv = {0, NET_ACCEPT_PAUSE_MS * 1000};
         event_add(l->resume_ev, &tv);
     }
-    int64_t now = mono_s();
+    int64_t now = clock_mono_ms() / 1000;
     if (now != l->last_log_s) {
         char n[24];
         snprintf(n, sizeof n, "%llu", (unsigned long long)l->errors_unlogged);

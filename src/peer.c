@@ -1,5 +1,6 @@
 /* peer.c — pipelined msgpack-rpc client connections to peers; see peer.h. */
 #include "stockd/peer.h"
+#include "stockd/clock.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -78,12 +79,6 @@ struct peer_pool {
     peer_stats st;
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static pcall *call_get(peer_pool *p)
 {
@@ -161,7 +156,7 @@ static void pconn_down(pconn *pc, const char *reason)
     pc->backoff_ms = pc->backoff_ms ? pc->backoff_ms * 2 : PEER_BACKOFF_MIN_MS;
     if (pc->backoff_ms > PEER_BACKOFF_MAX_MS)
         pc->backoff_ms = PEER_BACKOFF_MAX_MS;
-    pc->retry_at_ms = mono_ms() + pc->backoff_ms;
+    pc->retry_at_ms = clock_mono_ms() + pc->backoff_ms;
     pcall *c, *tmp;
     HASH_ITER(hh, pc->calls, c, tmp) {
         call_detach(pc, c);
@@ -442,7 +437,7 @@ void peer_call(peer_pool *p, const char *name, const char *host, int port, const
         return;
     }
     if (pc->state == PC_DOWN) {
-        if (mono_ms() < pc->retry_at_ms || !pconn_open(pc)) {
+        if (clock_mono_ms() < pc->retry_at_ms || !pconn_open(pc)) {
             call_fail_later(p, c, "unreachable");
             return;
         }

@@ -14,6 +14,7 @@
  * freed finds its job "orphaned" and only frees it.
  */
 #include "stockd/purchase.h"
+#include "stockd/clock.h"
 
 #include <assert.h>
 #include <stddef.h>
@@ -69,12 +70,6 @@ struct purchase {
     purchase_stats st;
 };
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint64_t rng_next(purchase *p)
 {
@@ -232,7 +227,7 @@ static void job_submit(purchase *p, pjob *j)
 {
     assert(j->have_outcome);
     j->state = PJ_ENGINE;
-    eng_err e = engine_submit(p->eng, &j->op, wall_ms());
+    eng_err e = engine_submit(p->eng, &j->op, clock_wall_ms());
     switch (e) {
     case ENG_OK:
         if (p->hooks.kick)
@@ -517,7 +512,7 @@ static bool siblings_unchecked(const purchase *p, const pjob *j)
 static void job_create(purchase *p, pjob *j)
 {
     if (siblings_unchecked(p, j)) {
-        int64_t now = wall_ms();
+        int64_t now = clock_wall_ms();
         if (j->barrier_until_ms == 0)
             j->barrier_until_ms = now + PJ_BARRIER_MAX_MS;
         if (now < j->barrier_until_ms) {

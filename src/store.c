@@ -3,6 +3,7 @@
  * connections, and the public API; the SQL is built in store_sql.c, the
  * connection machine is dbconn.c. */
 #include "store_internal.h"
+#include "stockd/clock.h"
 
 static void conn_start_resolve(store_conn *c);
 static void conn_finish_probe(store_conn *c, const char *err);
@@ -35,19 +36,7 @@ bool st_rd_step_single(int step)
 
 /* ---- small helpers ------------------------------------------------------- */
 
-int64_t st_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
-int64_t st_mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 void st_set_err(char *err, size_t err_len, const char *fmt, ...)
 {
     if (!err || err_len == 0)
@@ -197,7 +186,7 @@ static void conn_on_up(dbc *d)
 static void conn_start_query(store_conn *c)
 {
     c->phase = PHASE_QUERY;
-    c->started_us = st_mono_us();
+    c->started_us = clock_mono_us();
     st_dbc_begin(&c->db, c->s->commit_timeout_ms);
     if (c->build_err)
         st_dbc_step_later(&c->db);
@@ -256,7 +245,7 @@ static void conn_start_resolve(store_conn *c)
     c->kind = CONN_RESOLVE;
     c->build_err = NULL;
     st_sb_reset(&c->db.sql);
-    st_sql_batch_log(&c->db.sql, s, c->batch_id, "aborted");
+    st_sql_batch_log(&c->db.sql, s->node, c->batch_id, "aborted", clock_wall_ms());
     /* An earlier attempt of this resolve may have written the tombstone
      * and lost its reply: a duplicate alone does not mean "committed".
      * The update changes an 'aborted' row and leaves a 'committed' one as
@@ -279,7 +268,7 @@ static void store_kick(store *s)
 
 static void conn_note_latency(store_conn *c)
 {
-    int64_t us = st_mono_us() - c->started_us;
+    int64_t us = clock_mono_us() - c->started_us;
     if (us < 0)
         us = 0;
     c->s->st.commit_us_total += (uint64_t)us;
@@ -505,7 +494,7 @@ static void probe_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     store *s = arg;
-    int64_t now = st_mono_us();
+    int64_t now = clock_mono_us();
     for (uint32_t i = 0; i < s->n_conns; i++) {
         store_conn *c = &s->conns[i];
         if (!conn_is_idle(c) || now - c->db.idle_since_us < (int64_t)STORE_PROBE_IDLE_MS * 1000)
@@ -559,7 +548,7 @@ store *store_open(struct event_base *base, const stockd_config *cfg,
     s->connect_timeout_ms = cfg->db_connect_timeout_ms ? cfg->db_connect_timeout_ms : 2000;
     s->backoff_max_ms = cfg->db_backoff_max_ms >= STORE_BACKOFF_MIN_MS
                             ? cfg->db_backoff_max_ms : STORE_BACKOFF_MIN_MS;
-    s->rng = (uint64_t)st_mono_us() ^ ((uint64_t)getpid() << 32) ^ UINT64_C(0x9e3779b97f4a7c15);
+    s->rng = (uint64_t)clock_mono_us() ^ ((uint64_t)getpid() << 32) ^ UINT64_C(0x9e3779b97f4a7c15);
     if (st_store_setup_schema(s, err, err_len) != 0 || store_conns_init(s, err, err_len) != 0 ||
         st_rd_init(s, err, err_len) != 0) {
         store_free(s);
@@ -625,7 +614,7 @@ int store_commit(store *s, eng_batch *b)
     c->batch = b;
     c->batch_id = store_batch_id(s, b);
     c->kind = CONN_COMMIT;
-    st_sql_build_commit(&c->db.sql, s, b, c->batch_id);
+    st_sql_build_commit(&c->db.sql, s->node, b, c->batch_id, clock_wall_ms());
     c->build_err = c->db.sql.err;
     conn_start_query(c);
     return 0;

@@ -23,31 +23,34 @@
 #include "stockd/rpc_parse.h"
 #define STORE_CONNS_MAX 16
 #define STORE_SCHEMA_VERSION 5
-#define STORE_SQL_MAX_BYTES (15u << 20)
+
+/* A connection's SQL buffer is kept for reuse up to this size, else freed
+ * after the statement, so one huge batch does not pin memory forever. */
 #define STORE_SQL_KEEP_BYTES (1u << 20)
 #define STORE_BACKOFF_MIN_MS 50u
+
+/* An idle writer connection is pinged when it has been idle this long, so a
+ * database that died or froze without closing the socket (SIGSTOP, a hung
+ * host, a dropped network path) is noticed within about this plus the
+ * connect timeout even when no order comes: /readyz says so before the
+ * first order fails. A ping is one round trip on a connection that is idle
+ * anyway. */
 #define STORE_PROBE_IDLE_MS 2000u
 #define STORE_BLOCKING_IO_TIMEOUT_S 60u
+
+/* batch_id = boot_id << 40 | engine batch counter: 2^40 batches per boot
+ * (years at 10k commits/s) and 2^23 boots. */
 #define STORE_BATCH_COUNTER_BITS 40
 #define STORE_BOOT_ID_MAX ((UINT64_C(1) << 23) - 1)
-#define SKU_COLS "INSERT INTO sku (sku,own_on_hand,own_reserved,"                     \
-                 "supplier_reported,supplier_sellable,supplier_reserved,"             \
-                 "supplier_synced_at,mapping,supplier_id,offer_id,spec_id,"           \
-                 "sku_id,epoch,version,updated_at,supplier_cap,fingerprint) VALUES\n"
-#define FENCED(col) col "=IF(epoch=VALUES(epoch),VALUES(" col ")," col "),"
-#define FENCED_MAP(col) col "=IF(epoch=VALUES(epoch) AND NOT (VALUES(mapping)='broken'" \
-                        " AND VALUES(supplier_id) IS NULL),VALUES(" col ")," col "),"
-#define ORDER_COLS "INSERT INTO orders (order_id,line_no,n_lines,sku,qty,status,from_own,from_supplier," \
-                   "available,created_at,updated_at,hold_expires_at,upstream_order_id,"  \
-                   "reason,purchased_at,supplier_settled) VALUES\n"
-#define JOB_COLS "INSERT INTO purchase_jobs (order_id,line_no,sku,supplier_id,offer_id,spec_id," \
-                 "sku_id,qty,state,created_at,updated_at) VALUES\n"
 #define SKU_SELECT "SELECT sku,own_on_hand,own_reserved,supplier_reported," \
                    "supplier_sellable,supplier_reserved,supplier_synced_at,mapping," \
                    "supplier_id,offer_id,spec_id,sku_id,epoch,supplier_cap,fingerprint FROM sku"
 #define ORDER_SELECT "SELECT order_id,sku,qty,status,from_own,from_supplier,available," \
                      "created_at,updated_at,hold_expires_at,upstream_order_id,reason," \
                      "purchased_at,supplier_settled,line_no,n_lines FROM orders"
+
+/* Lines reach the engine in this order: one order's lines together, line
+ * 0 first (engine_load_order_lines). */
 #define ORDER_SORT " ORDER BY order_id,line_no"
 #define SUPPLIER_SELECT "SELECT supplier_id,trust,trust_ceiling,event_mode,event_trust FROM supplier"
 #define SUP_SQL_MAX 1536   /* the longest: an ack, hex of by (128) and note (510) */
@@ -56,11 +59,7 @@
 
 /* ---- growable SQL buffer ------------------------------------------------ */
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    const char *err;    /* first failure ("out of memory", "batch too large") */
-} sbuf;
+#include "stockd/store_sql.h"
 
 /* ---- types --------------------------------------------------------------- */
 
@@ -280,15 +279,6 @@ typedef struct store_support {
 } store_support;
 
 /* Shared between the files of the module (defined where their job is). */
-void st_sb_reset(sbuf *b);
-void st_sb_str(sbuf *b, const char *s);
-void st_sb_i64(sbuf *b, int64_t v);
-void st_sb_hex_str(sbuf *b, const char *s);
-void st_sb_hex_or_null(sbuf *b, const char *s);
-void st_sb_free(sbuf *b);
-void st_sql_batch_log(sbuf *b, const store *s, uint64_t batch_id, const char *state);
-void st_sql_build_commit(sbuf *b, const store *s, const eng_batch *batch,
-                             uint64_t batch_id);
 bool st_dbc_is_up(const dbc *d);
 void st_dbc_wait(dbc *d, int status);
 void st_dbc_started(dbc *d, int st);
@@ -322,8 +312,6 @@ void st_rd_free(store *s);
 void st_sup_free(store *s);
 void st_load_req_fail(const load_req *r);
 bool st_rd_step_single(int step);
-int64_t st_now_ms(void);
-int64_t st_mono_us(void);
 void st_set_err(char *err, size_t err_len, const char *fmt, ...);
 uint64_t st_store_rand(store *s);
 struct timeval st_tv_ms(uint32_t ms);

@@ -2,6 +2,7 @@
  * takeovers), order lookups, cart decisions, queued and batched, answered
  * from the loop. */
 #include "store_internal.h"
+#include "stockd/clock.h"
 
 static void rd_start_query(store *s);
 
@@ -90,7 +91,7 @@ static void rd_sql_in(store_reader *rd)
  * requests of one order in a batch: the first inserts, both read it. */
 static void rd_sql_decide(store_reader *rd)
 {
-    int64_t at = st_now_ms();
+    int64_t at = clock_wall_ms();
     st_sb_str(&rd->db.sql, "INSERT INTO cart_decisions (order_id,decision,at_ms,err_code,err_line,"
                         "err_sku,err_available) VALUES ");
     for (size_t i = 0; i < rd->n_batch; i++) {

@@ -1,6 +1,7 @@
 /* store_schema.c — connection options and the schema: creating the
  * database's tables and migrating them step by step, idempotently. */
 #include "store_internal.h"
+#include "stockd/clock.h"
 
 /* ---- connection options ------------------------------------------------- */
 
@@ -270,7 +271,7 @@ static int schema_migrate(MYSQL *my, char *err, size_t err_len)
                 return -1;
         char sql[128];
         snprintf(sql, sizeof sql, "INSERT INTO schema_version VALUES (%d, %" PRId64 ")",
-                 st->version, st_now_ms());
+                 st->version, clock_wall_ms());
         if (db_exec(my, sql, err, err_len) != 0)
             return -1;
         char v[16];
@@ -317,7 +318,7 @@ int st_store_setup_schema(store *s, char *err, size_t err_len)
     st_sb_str(&b, "INSERT INTO boots (node, at) VALUES (");
     st_sb_hex_str(&b, s->node);
     st_sb_str(&b, ", ");
-    st_sb_i64(&b, st_now_ms());
+    st_sb_i64(&b, clock_wall_ms());
     st_sb_str(&b, ")");
     rc = b.err ? -1 : db_exec(my, b.p, err, err_len);
     st_sb_free(&b);

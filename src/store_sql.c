@@ -2,7 +2,41 @@
  * escaping helpers, and the statement of one batch (orders, counters fenced
  * by the epoch, ledger, jobs, alerts, suppliers, the batch log). Pure: no
  * connection, no state; tests/unit/test_store_sql.c checks it byte for byte. */
-#include "store_internal.h"
+#include "stockd/store_sql.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stockd/store.h"
+
+/* The statement of one batch; the stack's max_allowed_packet is 64 MiB and
+ * MariaDB's default is 16 MiB, so stay under the smaller. */
+#define STORE_SQL_MAX_BYTES (15u << 20)
+
+#define SKU_COLS "INSERT INTO sku (sku,own_on_hand,own_reserved,"                     \
+                 "supplier_reported,supplier_sellable,supplier_reserved,"             \
+                 "supplier_synced_at,mapping,supplier_id,offer_id,spec_id,"           \
+                 "sku_id,epoch,version,updated_at,supplier_cap,fingerprint) VALUES\n"
+
+/* Every fenced column assignment: taken only where the row's epoch is the
+ * one the engine decided under. */
+#define FENCED(col) col "=IF(epoch=VALUES(epoch),VALUES(" col ")," col "),"
+
+/* A map column: like FENCED, but a BROKEN row that came without its map
+ * (supplier_id NULL: every real map names its supplier) keeps the columns
+ * it has, so support still sees what the SKU was mapped to. */
+#define FENCED_MAP(col) col "=IF(epoch=VALUES(epoch) AND NOT (VALUES(mapping)='broken'" \
+                        " AND VALUES(supplier_id) IS NULL),VALUES(" col ")," col "),"
+
+#define ORDER_COLS "INSERT INTO orders (order_id,line_no,n_lines,sku,qty,status,from_own,from_supplier," \
+                   "available,created_at,updated_at,hold_expires_at,upstream_order_id,"  \
+                   "reason,purchased_at,supplier_settled) VALUES\n"
+
+#define JOB_COLS "INSERT INTO purchase_jobs (order_id,line_no,sku,supplier_id,offer_id,spec_id," \
+                 "sku_id,qty,state,created_at,updated_at) VALUES\n"
 
 void st_sb_reset(sbuf *b)
 {
@@ -409,7 +443,7 @@ static void sql_jobs(sbuf *b, const eng_batch *batch)
     }
 }
 
-static void sql_alerts(sbuf *b, const store *s, const eng_batch *batch, uint64_t batch_id)
+static void sql_alerts(sbuf *b, const char *node, const eng_batch *batch, uint64_t batch_id)
 {
     const eng_alert_row *rows;
     size_t n = eng_batch_alert_rows(batch, &rows);
@@ -430,7 +464,7 @@ static void sql_alerts(sbuf *b, const store *s, const eng_batch *batch, uint64_t
         st_sb_str(b, ",");
         st_sb_i64(b, r->at_ms);
         st_sb_str(b, ",");
-        st_sb_hex_str(b, s->node);
+        st_sb_hex_str(b, node);
         st_sb_str(b, ",");
         sb_u64(b, batch_id);
         st_sb_str(b, ")");
@@ -481,38 +515,39 @@ static void sql_suppliers(sbuf *b, const eng_batch *batch, int64_t at)
                   "event_trust=VALUES(event_trust),updated_at=VALUES(updated_at);\n");
 }
 
-void st_sql_batch_log(sbuf *b, const store *s, uint64_t batch_id, const char *state)
+void st_sql_batch_log(sbuf *b, const char *node, uint64_t batch_id, const char *state,
+                      int64_t at_ms)
 {
     st_sb_str(b, "INSERT INTO batch_log (batch_id,node,state,at) VALUES (");
     sb_u64(b, batch_id);
     st_sb_str(b, ",");
-    st_sb_hex_str(b, s->node);
+    st_sb_hex_str(b, node);
     st_sb_str(b, ",'");
     st_sb_str(b, state);
     st_sb_str(b, "',");
-    st_sb_i64(b, st_now_ms());
+    st_sb_i64(b, at_ms);
     st_sb_str(b, ")");
 }
 
 /* The whole batch as one compound statement: one round trip. The exit
  * handler rolls back and re-raises any error, the epoch fence included, so
  * the client sees exactly one error and nothing of the batch stays. */
-void st_sql_build_commit(sbuf *b, const store *s, const eng_batch *batch,
-                             uint64_t batch_id)
+void st_sql_build_commit(sbuf *b, const char *node, const eng_batch *batch, uint64_t batch_id,
+                         int64_t at_ms)
 {
     st_sb_reset(b);
     st_sb_str(b, "BEGIN NOT ATOMIC\n"
               "DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;\n"
               "START TRANSACTION;\n");
     /* First: the tombstone key that store_resolve() races against. */
-    st_sql_batch_log(b, s, batch_id, "committed");
+    st_sql_batch_log(b, node, batch_id, "committed", at_ms);
     st_sb_str(b, ";\n");
-    int64_t at = st_now_ms();
+    int64_t at = at_ms;
     sql_suppliers(b, batch, at);
     sql_skus(b, batch, at);
     sql_orders(b, batch);
     sql_jobs(b, batch);
     sql_ledger(b, batch, batch_id);
-    sql_alerts(b, s, batch, batch_id);
+    sql_alerts(b, node, batch, batch_id);
     st_sb_str(b, "COMMIT;\nEND");
 }

@@ -8,6 +8,7 @@
  * are never inside a curl callback nor inside a submission.
  */
 #include "stockd/supplier.h"
+#include "stockd/clock.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -86,19 +87,9 @@ struct supplier_client {
 
 /* ---- small helpers --------------------------------------------------------------- */
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+static uint64_t mono_ms(void) { return (uint64_t)clock_mono_ms(); }
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+static uint64_t wall_ms(void) { return (uint64_t)clock_wall_ms(); }
 
 static uint64_t rng_next(supplier_client *c)
 {

@@ -14,6 +14,7 @@
  * its call sets `again` (one more call after it, however many pokes).
  */
 #include "stockd/supplier_sync.h"
+#include "stockd/clock.h"
 
 #include <assert.h>
 #include <stdint.h>
@@ -100,19 +101,7 @@ struct supplier_sync {
     supsync_stats st;
 };
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ------------------------------------------------------------ queues */
 
@@ -228,7 +217,7 @@ static void index_rebuild(supplier_sync *ss)
         if (o->n == 0 && !o->in_flight && o->queue == Q_NONE)
             offer_free(ss, o);
     }
-    ss->index_mono_ms = mono_ms();
+    ss->index_mono_ms = clock_mono_ms();
 }
 
 /* The offer's record for a push; a miss rebuilds the index once per push
@@ -238,7 +227,7 @@ static so_offer *offer_for_push(supplier_sync *ss, int64_t offer_id, bool *rebui
 {
     so_offer *o = offer_get(ss, offer_id, false);
     if ((o == NULL || o->n == 0) && !*rebuilt &&
-        mono_ms() - ss->index_mono_ms >= SUPSYNC_REINDEX_MIN_MS) {
+        clock_mono_ms() - ss->index_mono_ms >= SUPSYNC_REINDEX_MIN_MS) {
         *rebuilt = true;
         index_rebuild(ss);
         o = offer_get(ss, offer_id, false);
@@ -351,7 +340,7 @@ static void round_maybe_end(supplier_sync *ss)
     if (!ss->round_open || ss->round_pending > 0)
         return;
     ss->round_open = false;
-    ss->st.last_sync_ms = wall_ms();
+    ss->st.last_sync_ms = clock_wall_ms();
     ss->st.last_duration_ms = ss->st.last_sync_ms - ss->round_start_ms;
 }
 
@@ -444,7 +433,7 @@ static void start_calls(supplier_sync *ss)
             offer_free(ss, o);
             continue;
         }
-        int64_t now = wall_ms();
+        int64_t now = clock_wall_ms();
         if (supplier_product_get(ss->cli, o->offer_id, product_done, o) != 0) {
             note_failure(ss, o->offer_id, NULL);
             round_leave(ss, o);
@@ -469,7 +458,7 @@ static void round_start(supplier_sync *ss)
     ss->round_open = true;
     ss->round_pending = 0;
     ss->logged_this_round = false;
-    ss->round_start_ms = wall_ms();
+    ss->round_start_ms = clock_wall_ms();
     uint32_t n = 0;
     so_offer *o, *tmp;
     HASH_ITER(hh, ss->offers, o, tmp) {
@@ -597,7 +586,7 @@ static void push_inventory_entry(supplier_sync *ss, const json_t *e, int64_t bor
         t->unknown++;  /* not an offer we sell */
         return;
     }
-    int64_t at = push_time(e, born, wall_ms());
+    int64_t at = push_time(e, born, clock_wall_ms());
     bool poke = false;
     for (uint32_t i = 0; i < o->n; i++) {
         eng_supplier_map cur;
@@ -741,7 +730,7 @@ static void seen_drop_head(supplier_sync *ss)
 static int push_fresh(supplier_sync *ss, json_t *doc, int64_t born, char id[SUPSYNC_MSGID_MAX + 1],
                       char *msg, size_t cap)
 {
-    int64_t now = wall_ms(), mono = mono_ms();
+    int64_t now = clock_wall_ms(), mono = clock_mono_ms();
     int64_t skew = born - now;
     if (born <= 0 || skew > (int64_t)ss->push_window_ms || -skew > (int64_t)ss->push_window_ms) {
         ss->st.push_stale++;
@@ -786,7 +775,7 @@ static void push_remember(supplier_sync *ss, const char *id)
     if (p == NULL)
         return;  /* out of memory: not remembered, as if evicted */
     snprintf(p->id, sizeof(p->id), "%s", id);
-    p->until_mono_ms = mono_ms() + 2 * (int64_t)ss->push_window_ms;
+    p->until_mono_ms = clock_mono_ms() + 2 * (int64_t)ss->push_window_ms;
     if (ss->seen_tail)
         ss->seen_tail->next = p;
     else
@@ -937,7 +926,7 @@ supplier_sync *supsync_new(struct event_base *base, const stockd_config *cfg, en
     ss->concurrency = cfg->supplier_concurrency;
     memcpy(ss->secret, cfg->supplier_app_secret, slen);
     ss->secret_len = slen;
-    ss->index_mono_ms = mono_ms() - SUPSYNC_REINDEX_MIN_MS;
+    ss->index_mono_ms = clock_mono_ms() - SUPSYNC_REINDEX_MIN_MS;
     ss->timer = evtimer_new(base, timer_cb, ss);
     /* Validation rounds only matter when they come more often than syncs. */
     if (ss->validate_ms > 0 && ss->validate_ms < ss->sync_ms)
