@@ -73,7 +73,7 @@ static void cold_submit(server *s, req *r)
 {
     eng_op *op = &r->op;
     op->kind = rpc_method_op_kind(r->m);
-    eng_err err = (s->st == NULL || !store_up(s->st) || s->draining)
+    eng_err err = (!core_store_up(s) || s->draining)
                       ? ENG_E_UNAVAILABLE : engine_submit(s->eng, op, clock_wall_ms());
     if (err != ENG_OK) {
         cold_reply(s, r, err, NULL);

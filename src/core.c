@@ -234,11 +234,11 @@ void core_pump_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     server *s = arg;
     s->pump_armed = false;
-    if (s->st == NULL)
+    if (s->sink.commit == NULL)
         return;
     /* Bounded: each round takes at least one op off a queue. */
     for (int rounds = 0; rounds < 64 && engine_has_ready(s->eng); rounds++) {
-        if (!store_can_commit(s->st))
+        if (!s->sink.can_commit(s->sink.st))
             return;  /* on_idle pumps again */
         eng_batch *b = engine_next_batch(s->eng, clock_wall_ms());
         if (b == NULL)
@@ -248,11 +248,11 @@ void core_pump_cb(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         commit_track(s, b);
-        int rc = store_commit(s->st, b);
+        int rc = s->sink.commit(s->sink.st, b);
         assert(rc == 0);
         (void)rc;
     }
-    if (engine_has_ready(s->eng) && store_can_commit(s->st))
+    if (engine_has_ready(s->eng) && s->sink.can_commit(s->sink.st))
         core_pump_schedule(s);
 }
 
@@ -302,7 +302,7 @@ static void on_commit(eng_batch *b, eng_outcome outcome, const char *err, void *
     engine_batch_done(s->eng, b, outcome);
     post_committed(s, &pc);
     if (outcome == ENG_UNKNOWN)
-        store_resolve(s->st, b);
+        s->sink.resolve(s->sink.st, b);
     core_pump_schedule(s);
 }
 
@@ -321,12 +321,23 @@ static void on_resolve(eng_batch *b, bool committed, void *arg)
 static void on_idle(void *arg)
 {
     server *s = arg;
-    if (!store_up(s->st)) {
+    if (!core_store_up(s)) {
         /* Work waiting for a store that is gone: tell its clients now. */
         engine_cancel_all(s->eng, ENG_E_UNAVAILABLE);
         return;
     }
     core_pump_schedule(s);
+}
+
+void core_set_sink(server *s, const core_sink *sink)
+{
+    s->sink = *sink;
+    core_pump_schedule(s);
+}
+
+bool core_store_up(const server *s)
+{
+    return s->sink.up != NULL && s->sink.up(s->sink.st);
 }
 
 void server_store_callbacks(server *s, store_callbacks *out)

@@ -168,6 +168,79 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     server_drain(srv, DRAIN_MS);
 }
 
+/* The loop with its priorities (conn.h): everything at CONN_PRIO_NORMAL,
+ * connections that keep using whole slices at CONN_PRIO_SLOW, where the loop
+ * stops every CONN_SLOW_DISPATCH_US to look for new events. */
+static struct event_base *new_loop(void)
+{
+    struct event_config *ecfg = event_config_new();
+    struct timeval slow_tv = {0, CONN_SLOW_DISPATCH_US};
+    if (ecfg != NULL)
+        event_config_set_max_dispatch_interval(ecfg, &slow_tv, -1, CONN_PRIO_SLOW);
+    struct event_base *base = ecfg ? event_base_new_with_config(ecfg) : NULL;
+    if (ecfg != NULL)
+        event_config_free(ecfg);
+    if (base != NULL && event_base_priority_init(base, CONN_PRIOS) != 0) {
+        event_base_free(base);
+        return NULL;
+    }
+    return base;
+}
+
+/* Builds the node in the order its parts need each other: the server (and
+ * engine), the store, the state it loads, the read path, the listener, the
+ * supplier side, HTTP. On failure logs why and returns -1; what was built is
+ * left for the process exit to reclaim. */
+static int start_node(struct event_base *base, const stockd_config *cfg, server **srv_out,
+                      store **st_out, http_srv **http_out)
+{
+    char err[512];
+    server *srv = *srv_out = server_new(base, cfg, err, sizeof(err));
+    if (srv == NULL) {
+        LOG_E("startup failed", "error", err);
+        return -1;
+    }
+    store_callbacks cb;
+    server_store_callbacks(srv, &cb);
+    store *st = *st_out = store_open(base, cfg, &cb, err, sizeof(err));
+    if (st == NULL) {
+        LOG_E("store open failed", "error", err);
+        return -1;
+    }
+    server_set_store(srv, st);
+    if (server_sharded(srv) ? server_take_over_owned(srv, err, sizeof(err))
+                            : store_load_state(st, server_engine(srv), cfg->preload_skus, err, sizeof(err))) {
+        LOG_E("state load failed", "error", err);
+        return -1;
+    }
+    if (store_recent_alerts(st, NOTIFY_ALERTS_MAX, load_alert, srv, err, sizeof(err)) != 0) {
+        LOG_E("state load failed", "error", err);
+        return -1;
+    }
+    if (server_read_path_init(srv, err, sizeof(err)) != 0) {
+        LOG_E("read path setup failed", "error", err);
+        return -1;
+    }
+    if (server_listen(srv, err, sizeof(err)) != 0) {
+        LOG_E("listen failed", "error", err);
+        return -1;
+    }
+    if (cfg->supplier_url[0] != '\0' && supplier_global_init() != 0) {
+        LOG_E("supplier setup failed", "error", "curl_global_init");
+        return -1;
+    }
+    if (server_supplier_start(srv, err, sizeof(err)) != 0) {
+        LOG_E("supplier setup failed", "error", err);
+        return -1;
+    }
+    if (cfg->http_port > 0 &&
+        (*http_out = http_new(base, srv, cfg, err, sizeof(err))) == NULL) {
+        LOG_E("http listen failed", "error", err);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     stockd_config cfg;
@@ -202,17 +275,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "stockd: mysql_library_init failed\n");
         return 1;
     }
-    /* Priorities (conn.h): everything at CONN_PRIO_NORMAL, connections that
-     * keep using whole slices at CONN_PRIO_SLOW, where the loop stops every
-     * CONN_SLOW_DISPATCH_US to look for new events. */
-    struct event_config *ecfg = event_config_new();
-    struct timeval slow_tv = {0, CONN_SLOW_DISPATCH_US};
-    if (ecfg != NULL)
-        event_config_set_max_dispatch_interval(ecfg, &slow_tv, -1, CONN_PRIO_SLOW);
-    struct event_base *base = ecfg ? event_base_new_with_config(ecfg) : NULL;
-    if (ecfg != NULL)
-        event_config_free(ecfg);
-    if (base == NULL || event_base_priority_init(base, CONN_PRIOS) != 0) {
+    struct event_base *base = new_loop();
+    if (base == NULL) {
         fprintf(stderr, "stockd: event_base_new failed\n");
         return 1;
     }
@@ -220,50 +284,11 @@ int main(int argc, char **argv)
      * loop then goes quiet. */
     if (log_attach_loop(base) != 0)
         LOG_W("log summaries wait for the next line (out of memory)");
-    server *srv = server_new(base, &cfg, err, sizeof(err));
-    if (srv == NULL) {
-        LOG_E("startup failed", "error", err);
-        return 1;
-    }
-    store_callbacks cb;
-    server_store_callbacks(srv, &cb);
-    store *st = store_open(base, &cfg, &cb, err, sizeof(err));
-    if (st == NULL) {
-        LOG_E("store open failed", "error", err);
-        return 1;
-    }
-    server_set_store(srv, st);
-    if (server_sharded(srv) ? server_take_over_owned(srv, err, sizeof(err))
-                            : store_load_state(st, server_engine(srv), cfg.preload_skus, err, sizeof(err))) {
-        LOG_E("state load failed", "error", err);
-        return 1;
-    }
-    if (store_recent_alerts(st, NOTIFY_ALERTS_MAX, load_alert, srv, err, sizeof(err)) != 0) {
-        LOG_E("state load failed", "error", err);
-        return 1;
-    }
-    if (server_read_path_init(srv, err, sizeof(err)) != 0) {
-        LOG_E("read path setup failed", "error", err);
-        return 1;
-    }
-    if (server_listen(srv, err, sizeof(err)) != 0) {
-        LOG_E("listen failed", "error", err);
-        return 1;
-    }
-    if (cfg.supplier_url[0] != '\0' && supplier_global_init() != 0) {
-        LOG_E("supplier setup failed", "error", "curl_global_init");
-        return 1;
-    }
-    if (server_supplier_start(srv, err, sizeof(err)) != 0) {
-        LOG_E("supplier setup failed", "error", err);
-        return 1;
-    }
+    server *srv = NULL;
+    store *st = NULL;
     http_srv *http = NULL;
-    if (cfg.http_port > 0 &&
-        (http = http_new(base, srv, &cfg, err, sizeof(err))) == NULL) {
-        LOG_E("http listen failed", "error", err);
+    if (start_node(base, &cfg, &srv, &st, &http) != 0)
         return 1;
-    }
     reload_ctx rctx = {srv, http, &cfg, argc, argv};
     struct event *sigterm = evsignal_new(base, SIGTERM, signal_cb, srv);
     struct event *sigint = evsignal_new(base, SIGINT, signal_cb, srv);

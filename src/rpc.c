@@ -670,7 +670,7 @@ void rpc_local_request(server *s, conn *c, req *r, uint32_t msgid, enum method m
     r->m = m;
     /* A store known to be down answers at once rather than queueing work
      * that cannot commit. */
-    eng_err err = (s->st == NULL || !store_up(s->st) || s->draining) ? ENG_E_UNAVAILABLE
+    eng_err err = (!core_store_up(s) || s->draining) ? ENG_E_UNAVAILABLE
                                                       : engine_submit(s->eng, op, clock_wall_ms());
     if (err != ENG_OK) {
         op->err = err;

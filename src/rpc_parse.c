@@ -404,6 +404,75 @@ static int field_lookup(const char *p, size_t n)
     return -1;
 }
 
+static bool get_bool(const msgpack_object *v, bool *out, rpc_perr *e, const char *name)
+{
+    e->field = name;
+    e->problem = "must be a boolean";
+    *out = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
+    return v->type == MSGPACK_OBJECT_BOOLEAN;
+}
+
+/* A nonce or a MAC: exactly 32 bytes of bin, kept as a pointer into the
+ * request (valid while it is). */
+static bool get_bin32(const msgpack_object *v, const uint8_t **out, rpc_perr *e,
+                      const char *name)
+{
+    _Static_assert(PEER_NONCE_BYTES == 32 && PEER_MAC_BYTES == 32, "both are 32 bytes");
+    e->field = name;
+    if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != 32) {
+        e->problem = "must be 32 bytes (bin)";
+        return false;
+    }
+    *out = (const uint8_t *)v->via.bin.ptr;
+    return true;
+}
+
+/* The fields only peers send: the handshake's and the forwarding mark. */
+static bool parse_peer_field(int f, const msgpack_object *v, rpc_parsed *pp, rpc_perr *e)
+{
+    switch (f) {
+    case F_NODE:
+        e->field = "node";
+        if (v->type != MSGPACK_OBJECT_STR || v->via.str.size == 0 ||
+            v->via.str.size > PEER_NODE_MAX ||
+            !rpc_utf8_valid((const unsigned char *)v->via.str.ptr, v->via.str.size)) {
+            e->problem = "must be a node name (1..64 bytes)";
+            return false;
+        }
+        memcpy(pp->peer_node, v->via.str.ptr, v->via.str.size);
+        pp->peer_node[v->via.str.size] = '\0';
+        return true;
+    case F_NONCE:
+        return get_bin32(v, &pp->peer_nonce, e, "nonce");
+    case F_KEYS:
+        e->field = "keys";
+        if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 ||
+            v->via.array.size > PEER_KEYS_MAX) {
+            e->problem = "must be an array of 1..2 key ids";
+            return false;
+        }
+        for (uint32_t i = 0; i < v->via.array.size; i++) {
+            const msgpack_object *k = &v->via.array.ptr[i];
+            if (k->type != MSGPACK_OBJECT_BIN || k->via.bin.size != PEER_KEY_ID_BYTES) {
+                e->problem = "each key id must be 8 bytes (bin)";
+                return false;
+            }
+            memcpy(pp->peer_keys + i * PEER_KEY_ID_BYTES, k->via.bin.ptr, PEER_KEY_ID_BYTES);
+        }
+        pp->peer_n_keys = v->via.array.size;
+        return true;
+    case F_MAC:
+        return get_bin32(v, &pp->peer_mac, e, "mac");
+    case F_FWD:
+        e->field = "_fwd";
+        e->problem = "must be a positive integer (set by stockd peers)";
+        pp->fwd = true;
+        pp->fwd_ring = v->via.u64;
+        return v->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+    }
+    return false;
+}
+
 static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *pp, rpc_perr *e)
 {
     int64_t x;
@@ -480,10 +549,7 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
         return get_factor(v, &op->trust.event_trust, e, "event_trust");
     case F_EVENT_MODE:
         pp->has_event_mode = true;
-        e->field = "event_mode";
-        e->problem = "must be a boolean";
-        op->trust.event_mode = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
-        return v->type == MSGPACK_OBJECT_BOOLEAN;
+        return get_bool(v, &op->trust.event_mode, e, "event_mode");
     case F_LINES:
         return parse_lines(v, op, e);
     case F_PART_LINES:
@@ -497,15 +563,9 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
         op->line_no = (int32_t)x;
         return true;
     case F_DECIDED:
-        e->field = "decided";
-        e->problem = "must be a boolean";
-        op->decided = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
-        return v->type == MSGPACK_OBJECT_BOOLEAN;
+        return get_bool(v, &op->decided, e, "decided");
     case F_AS_FAILED:
-        e->field = "as_failed";
-        e->problem = "must be a boolean";
-        op->as_failed = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
-        return v->type == MSGPACK_OBJECT_BOOLEAN;
+        return get_bool(v, &op->as_failed, e, "as_failed");
     case F_ATTEMPT:
         /* 2^62: every peer can make one without overflow in any int64 */
         if (!get_int(v, 1, (int64_t)1 << 62, &x, e, "attempt"))
@@ -515,65 +575,14 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
     case F_WAIT_MS:
         return get_int(v, 0, ENG_WAIT_MS_MAX, &op->wait_ms, e, "wait_ms");
     case F_ERASE:
-        e->field = "erase";
-        e->problem = "must be a boolean";
-        op->erase = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
-        return v->type == MSGPACK_OBJECT_BOOLEAN;
+        return get_bool(v, &op->erase, e, "erase");
     case F_UPDATE:
         e->field = "update";
         e->problem = "must be an order record (a map with order_id and status)";
         pp->update = v;
         return v->type == MSGPACK_OBJECT_MAP && update_valid(v);
-    case F_NODE:
-        e->field = "node";
-        if (v->type != MSGPACK_OBJECT_STR || v->via.str.size == 0 ||
-            v->via.str.size > PEER_NODE_MAX ||
-            !rpc_utf8_valid((const unsigned char *)v->via.str.ptr, v->via.str.size)) {
-            e->problem = "must be a node name (1..64 bytes)";
-            return false;
-        }
-        memcpy(pp->peer_node, v->via.str.ptr, v->via.str.size);
-        pp->peer_node[v->via.str.size] = '\0';
-        return true;
-    case F_NONCE:
-        e->field = "nonce";
-        if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != PEER_NONCE_BYTES) {
-            e->problem = "must be 32 bytes (bin)";
-            return false;
-        }
-        pp->peer_nonce = (const uint8_t *)v->via.bin.ptr;
-        return true;
-    case F_KEYS:
-        e->field = "keys";
-        if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 ||
-            v->via.array.size > PEER_KEYS_MAX) {
-            e->problem = "must be an array of 1..2 key ids";
-            return false;
-        }
-        for (uint32_t i = 0; i < v->via.array.size; i++) {
-            const msgpack_object *k = &v->via.array.ptr[i];
-            if (k->type != MSGPACK_OBJECT_BIN || k->via.bin.size != PEER_KEY_ID_BYTES) {
-                e->problem = "each key id must be 8 bytes (bin)";
-                return false;
-            }
-            memcpy(pp->peer_keys + i * PEER_KEY_ID_BYTES, k->via.bin.ptr, PEER_KEY_ID_BYTES);
-        }
-        pp->peer_n_keys = v->via.array.size;
-        return true;
-    case F_MAC:
-        e->field = "mac";
-        if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != PEER_MAC_BYTES) {
-            e->problem = "must be 32 bytes (bin)";
-            return false;
-        }
-        pp->peer_mac = (const uint8_t *)v->via.bin.ptr;
-        return true;
-    case F_FWD:
-        e->field = "_fwd";
-        e->problem = "must be a positive integer (set by stockd peers)";
-        pp->fwd = true;
-        pp->fwd_ring = v->via.u64;
-        return v->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+    default:
+        return parse_peer_field(f, v, pp, e);
     }
     return false;
 }

@@ -87,9 +87,16 @@ engine *server_engine(server *s)
     return s->eng;
 }
 
+/* The store as the core's sink (core.h). */
+static bool sink_up(void *st) { return store_up(st); }
+static bool sink_can_commit(void *st) { return store_can_commit(st); }
+static int sink_commit(void *st, eng_batch *b) { return store_commit(st, b); }
+static void sink_resolve(void *st, eng_batch *b) { store_resolve(st, b); }
+
 void server_set_store(server *s, store *st)
 {
     s->st = st;
+    core_set_sink(s, &(core_sink){sink_up, sink_can_commit, sink_commit, sink_resolve, st});
     if (s->ring != NULL)
         route_coordinator_start(s);
 }
@@ -307,7 +314,7 @@ void server_stats_get(server *s, stats_snapshot *out)
     out->uptime_ms = clock_wall_ms() - s->started_ms;
     out->listening = s->listening;
     out->draining = s->draining;
-    out->store_up = s->st != NULL && store_up(s->st);
+    out->store_up = core_store_up(s);
     conn_mgr_stats_get(s->cm, &out->conns);
     out->open_files = open_files();
     struct rlimit rl;

@@ -17,6 +17,14 @@
 
 #define EXPIRY_TICK_MS 50
 
+/* Where the pump sends batches: in stockd the store (server_set_store sets
+ * it); tests/unit/test_core.c sets its own and completes the batches itself
+ * through the callbacks server_store_callbacks gives, which is how the
+ * core is tested without MariaDB. */
+void core_set_sink(server *s, const core_sink *sink);
+/* Whether batches can commit now (the sink is set and up). */
+bool core_store_up(const server *s);
+
 void core_pump_schedule(server *s);
 /* The pump's and the tick's events (arg: server). */
 void core_pump_cb(evutil_socket_t fd, short what, void *arg);

@@ -98,11 +98,22 @@ typedef struct req {
                                    * routed by it: never handed to the coordinator again */
 } req;
 
+/* What the core's pump needs of a store (core.h): the store's own calls
+ * (store.h) in stockd, a test's in the unit test of the core. */
+typedef struct core_sink {
+    bool (*up)(void *st);
+    bool (*can_commit)(void *st);
+    int (*commit)(void *st, eng_batch *b);   /* 0: started; on_commit follows */
+    void (*resolve)(void *st, eng_batch *b); /* on_resolve follows */
+    void *st;
+} core_sink;
+
 struct server {
     struct event_base *base;
     const stockd_config *cfg;
     engine *eng;
     store *st;
+    core_sink sink;          /* where batches go: the store, or a test's own */
     conn_mgr *cm;
     struct event *pump_ev;
     struct event *tick_ev;
