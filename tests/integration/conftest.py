@@ -16,6 +16,22 @@ import itestlib
 from itestlib import Db, Stockd
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "not_sanitized(why): skipped in tools/test's ASan/UBSan run "
+        "(STOCKD_SANITIZED=1), which repeats the suite to find memory errors: for "
+        "tests that measure time, or that exercise no stockd code the rest does not")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("STOCKD_SANITIZED") != "1":
+        return
+    for item in items:
+        m = item.get_closest_marker("not_sanitized")
+        if m is not None:
+            item.add_marker(pytest.mark.skip(reason="sanitized run: " + m.args[0]))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -406,6 +406,7 @@ def _redis_down_case(make_stockd, private_redis, tmp_path, how):
     itestlib.audit(s.db)
 
 
+@pytest.mark.not_sanitized("a latency bound: the sanitizers' slowdown makes it noise")
 def test_redis_sigstop_under_load(make_stockd, private_redis, tmp_path):
     _redis_down_case(make_stockd, private_redis, tmp_path, "sigstop")
 

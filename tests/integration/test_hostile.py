@@ -389,6 +389,7 @@ def test_refuses_to_start_beyond_the_descriptor_limit(make_stockd):
         assert c.ok("ping", {})["node"] == s.name
 
 
+@pytest.mark.not_sanitized("tools/stack on a fresh clone: no stockd code")
 def test_stack_up_on_a_fresh_clone(tmp_path):
     """tools/stack up in a clone that has no build: it builds what it needs
     (fake1688) and starts, or fails saying what is missing (it used to exit

@@ -96,6 +96,7 @@ def test_stockd_night_keeps_its_books(env, db, tmp_path):
     assert not twice, twice
 
 
+@pytest.mark.not_sanitized("the simulator's determinism; the night itself runs in the other test")
 def test_recipes_replay_the_same_counts(tmp_path):
     """naive and seed run on simulated time only: the same seed twice gives
     every count again (latency and throughput aside)."""
