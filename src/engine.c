@@ -739,11 +739,9 @@ bool ei_heap_push(engine *e, int64_t at_ms, eng_order *o)
     return true;
 }
 
-void ei_heap_pop(engine *e)
+/* Moves entry i down to its place below its parent. */
+static void heap_sift_down(engine *e, size_t i)
 {
-    assert(e->heap_len > 0);
-    e->heap[0] = e->heap[--e->heap_len];
-    size_t i = 0;
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
         if (l < e->heap_len && e->heap[l].at_ms < e->heap[m].at_ms)
@@ -757,22 +755,17 @@ void ei_heap_pop(engine *e)
     }
 }
 
+void ei_heap_pop(engine *e)
+{
+    assert(e->heap_len > 0);
+    e->heap[0] = e->heap[--e->heap_len];
+    heap_sift_down(e, 0);
+}
+
 void ei_heap_rebuild(engine *e)
 {
-    for (size_t k = e->heap_len / 2; k-- > 0;) {
-        size_t i = k;
-        for (;;) {
-            size_t l = 2 * i + 1, r = l + 1, m = i;
-            if (l < e->heap_len && e->heap[l].at_ms < e->heap[m].at_ms)
-                m = l;
-            if (r < e->heap_len && e->heap[r].at_ms < e->heap[m].at_ms)
-                m = r;
-            if (m == i)
-                break;
-            heap_swap(e->heap, i, m);
-            i = m;
-        }
-    }
+    for (size_t k = e->heap_len / 2; k-- > 0;)
+        heap_sift_down(e, k);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -956,41 +949,20 @@ size_t eng_batch_ops(const eng_batch *b)
     return b->n_ops;
 }
 
-size_t eng_batch_sku_rows(const eng_batch *b, const eng_sku_row **rows)
-{
-    *rows = b->sku_rows;
-    return b->n_sku_rows;
-}
-
-size_t eng_batch_order_rows(const eng_batch *b, const eng_order_row **rows)
-{
-    *rows = b->order_rows;
-    return b->n_ow;
-}
-
-size_t eng_batch_ledger_rows(const eng_batch *b, const eng_ledger_row **rows)
-{
-    *rows = b->ledger;
-    return b->n_ledger;
-}
-
-size_t eng_batch_job_rows(const eng_batch *b, const eng_job_row **rows)
-{
-    *rows = b->jobs;
-    return b->n_jobs;
-}
-
-size_t eng_batch_alert_rows(const eng_batch *b, const eng_alert_row **rows)
-{
-    *rows = b->alerts;
-    return b->n_alerts;
-}
-
-size_t eng_batch_supplier_rows(const eng_batch *b, const eng_supplier_row **rows)
-{
-    *rows = b->sup_rows;
-    return b->n_supw;
-}
+/* The row getters of engine.h: each the rows of one table and their count. */
+#define BATCH_ROWS(fn, type, rows_field, n_field)                                      \
+    size_t fn(const eng_batch *b, const type **rows)                                  \
+    {                                                                                  \
+        *rows = b->rows_field;                                                         \
+        return b->n_field;                                                             \
+    }
+BATCH_ROWS(eng_batch_sku_rows, eng_sku_row, sku_rows, n_sku_rows)
+BATCH_ROWS(eng_batch_order_rows, eng_order_row, order_rows, n_ow)
+BATCH_ROWS(eng_batch_ledger_rows, eng_ledger_row, ledger, n_ledger)
+BATCH_ROWS(eng_batch_job_rows, eng_job_row, jobs, n_jobs)
+BATCH_ROWS(eng_batch_alert_rows, eng_alert_row, alerts, n_alerts)
+BATCH_ROWS(eng_batch_supplier_rows, eng_supplier_row, sup_rows, n_supw)
+#undef BATCH_ROWS
 
 bool engine_forget_sku(engine *e, const char *sku, eng_err queued_err)
 {

@@ -12,6 +12,7 @@
 #include "stockd/codec.h"
 #include "stockd/engine.h"
 #include "stockd/log.h"
+#include "stockd/reply.h"
 #include "stockd/store.h"
 
 typedef struct alert_ent {
@@ -171,14 +172,7 @@ void notify_alerts_pack(const notify *n, msgpack_packer *pk, uint32_t limit)
     for (uint32_t i = 0; i < k; i++) {
         const alert_ent *a =
             &n->alerts[(n->alerts_head + NOTIFY_ALERTS_MAX - 1 - i) % NOTIFY_ALERTS_MAX];
-        bool oid = a->order_id[0] != '\0';
-        msgpack_pack_map(pk, 4 + oid);
-        codec_pack_kv_str(pk, "kind", a->kind);
-        codec_pack_kv_str(pk, "sku", a->sku);
-        if (oid)
-            codec_pack_kv_str(pk, "order_id", a->order_id);
-        codec_pack_kv_str(pk, "reason", a->reason);
-        codec_pack_kv_int(pk, "at", a->at_ms);
+        reply_alert_head(pk, 0, a->kind, a->sku, a->order_id, a->reason, a->at_ms);
     }
 }
 

@@ -94,6 +94,19 @@ void reply_order(msgpack_packer *pk, const eng_order_view *o, bool part,
 }
 
 
+void reply_alert_head(msgpack_packer *pk, uint32_t extra, const char *kind, const char *sku,
+                      const char *order_id, const char *reason, int64_t at_ms)
+{
+    bool oid = order_id[0] != '\0';
+    msgpack_pack_map(pk, 4 + oid + extra);
+    codec_pack_kv_str(pk, "kind", kind);
+    codec_pack_kv_str(pk, "sku", sku);
+    if (oid)
+        codec_pack_kv_str(pk, "order_id", order_id);
+    codec_pack_kv_str(pk, "reason", reason);
+    codec_pack_kv_int(pk, "at", at_ms);
+}
+
 void reply_trust(msgpack_packer *pk, const char *supplier_id, const eng_trust *t)
 {
     msgpack_pack_map(pk, 6);

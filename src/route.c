@@ -132,20 +132,20 @@ static void forward(server *s, conn *c, req *r, uint32_t msgid, enum method m, u
 
 /* The params of an order call rebuilt from its op, with the SKU as hint
  * (the request's own params are gone once handle_request returns). */
+static void kv_str(msgpack_object_kv *kv, const char *key, const char *val)
+{
+    kv->key.type = MSGPACK_OBJECT_STR;
+    kv->key.via.str.ptr = key;
+    kv->key.via.str.size = (uint32_t)strlen(key);
+    kv->val.type = MSGPACK_OBJECT_STR;
+    kv->val.via.str.ptr = val;
+    kv->val.via.str.size = (uint32_t)strlen(val);
+}
+
 static void order_params(req *r, msgpack_object_kv kv[2], msgpack_object *map)
 {
-    kv[0].key.type = MSGPACK_OBJECT_STR;
-    kv[0].key.via.str.ptr = "order_id";
-    kv[0].key.via.str.size = 8;
-    kv[0].val.type = MSGPACK_OBJECT_STR;
-    kv[0].val.via.str.ptr = r->op.order_id;
-    kv[0].val.via.str.size = (uint32_t)strlen(r->op.order_id);
-    kv[1].key.type = MSGPACK_OBJECT_STR;
-    kv[1].key.via.str.ptr = "sku";
-    kv[1].key.via.str.size = 3;
-    kv[1].val.type = MSGPACK_OBJECT_STR;
-    kv[1].val.via.str.ptr = r->op.sku;
-    kv[1].val.via.str.size = (uint32_t)strlen(r->op.sku);
+    kv_str(&kv[0], "order_id", r->op.order_id);
+    kv_str(&kv[1], "sku", r->op.sku);
     map->type = MSGPACK_OBJECT_MAP;
     map->via.map.size = 2;
     map->via.map.ptr = kv;

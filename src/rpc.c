@@ -509,16 +509,10 @@ static void ack_done(void *arg, int result, const store_alert *a)
     msgpack_packer *pk = &s->pk;
     if (result >= 1) {
         rpc_count_at(s, r->m, ENG_OK, r->start_ns);
-        bool oid = a->order_id[0] != '\0', note = a->ack_note[0] != '\0';
+        bool note = a->ack_note[0] != '\0';
         codec_pack_response_ok_head(pk, r->msgid);
-        msgpack_pack_map(pk, 8 + oid + note);
+        reply_alert_head(pk, 4 + note, a->kind, a->sku, a->order_id, a->reason, a->at_ms);
         codec_pack_kv_int(pk, "id", a->id);
-        codec_pack_kv_str(pk, "kind", a->kind);
-        codec_pack_kv_str(pk, "sku", a->sku);
-        if (oid)
-            codec_pack_kv_str(pk, "order_id", a->order_id);
-        codec_pack_kv_str(pk, "reason", a->reason);
-        codec_pack_kv_int(pk, "at", a->at_ms);
         codec_pack_kv_int(pk, "acked_at", a->acked_at);
         codec_pack_kv_str(pk, "acked_by", a->acked_by);
         if (note)

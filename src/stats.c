@@ -10,52 +10,57 @@
 
 /* ------------------------------------------------------------ the `stats` map */
 
+/* One figure of a group: an integer, or a boolean when is_bool. A group's
+ * map size is the length of its table, never a hand-kept count. */
+typedef struct fig {
+    const char *name;
+    int64_t v;
+    bool is_bool;
+} fig;
+
+#define FIGS(...) (const fig[]){__VA_ARGS__}, sizeof((const fig[]){__VA_ARGS__}) / sizeof(fig)
+
+/* "name": {figures..., then `nested` more pairs the caller packs}. */
+static void pack_group(msgpack_packer *pk, const char *name, uint32_t nested, const fig *f,
+                       size_t n)
+{
+    codec_pack_cstr(pk, name);
+    msgpack_pack_map(pk, (uint32_t)n + nested);
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].is_bool)
+            codec_pack_kv_bool(pk, f[i].name, f[i].v != 0);
+        else
+            codec_pack_kv_int(pk, f[i].name, f[i].v);
+    }
+}
+
+#define I(name, v) {name, (int64_t)(v), false}
+#define B(name, v) {name, (v) ? 1 : 0, true}
+
 static void pack_read_path(const stats_snapshot *s, msgpack_packer *pk)
 {
-    const bloom_stats bs = s->bloom;
-    const cache_stats cs = s->cache;
-    const store_stats ss = s->store;
+    const bloom_stats *bs = &s->bloom;
+    const cache_stats *cs = &s->cache;
+    const store_stats *ss = &s->store;
     codec_pack_cstr(pk, "read_path");
     msgpack_pack_map(pk, 3);
-    codec_pack_cstr(pk, "cold");
-    msgpack_pack_map(pk, 9);
-    codec_pack_kv_bool(pk, "preload_skus", s->preload_skus);
-    codec_pack_kv_int(pk, "loads", (int64_t)s->cold_loads);
-    codec_pack_kv_int(pk, "waits", (int64_t)s->cold_waits);
-    codec_pack_kv_int(pk, "loaded", (int64_t)s->cold_loaded);
-    codec_pack_kv_int(pk, "missing", (int64_t)s->cold_missing);
-    codec_pack_kv_int(pk, "failed", (int64_t)s->cold_failed);
-    codec_pack_kv_int(pk, "in_flight", s->cold_in_flight);
-    codec_pack_kv_int(pk, "db_queries", (int64_t)ss.sku_load_queries);
-    codec_pack_kv_int(pk, "db_loads", (int64_t)ss.sku_loads);
-    codec_pack_cstr(pk, "bloom");
-    msgpack_pack_map(pk, 9);
-    codec_pack_kv_int(pk, "capacity", (int64_t)bs.capacity);
-    codec_pack_kv_int(pk, "items", (int64_t)bs.items);
-    codec_pack_kv_int(pk, "bytes", (int64_t)(bs.bits / 8));
-    codec_pack_kv_int(pk, "hashes", bs.hashes);
-    codec_pack_kv_int(pk, "fp_ppm_target", bs.fp_ppm_target);
-    codec_pack_kv_int(pk, "fp_ppm_estimate", bs.fp_ppm_estimate);
-    codec_pack_kv_int(pk, "checks", (int64_t)bs.checks);
-    codec_pack_kv_int(pk, "negatives", (int64_t)bs.negatives);
-    codec_pack_kv_int(pk, "false_positives", (int64_t)bs.false_positives);
-    codec_pack_cstr(pk, "cache");
-    msgpack_pack_map(pk, 15);
-    codec_pack_kv_bool(pk, "up", cs.up);
-    codec_pack_kv_int(pk, "connects", (int64_t)cs.connects);
-    codec_pack_kv_int(pk, "connect_failures", (int64_t)cs.connect_failures);
-    codec_pack_kv_int(pk, "drops", (int64_t)cs.drops);
-    codec_pack_kv_int(pk, "timeouts", (int64_t)cs.timeouts);
-    codec_pack_kv_int(pk, "marks", (int64_t)cs.marks);
-    codec_pack_kv_int(pk, "marks_coalesced", (int64_t)cs.marks_coalesced);
-    codec_pack_kv_int(pk, "marks_dropped", (int64_t)cs.marks_dropped);
-    codec_pack_kv_int(pk, "sets_sent", (int64_t)cs.sets_sent);
-    codec_pack_kv_int(pk, "sets_ok", (int64_t)cs.sets_ok);
-    codec_pack_kv_int(pk, "sets_failed", (int64_t)cs.sets_failed);
-    codec_pack_kv_int(pk, "flushes", (int64_t)cs.flushes);
-    codec_pack_kv_int(pk, "dirty", cs.dirty);
-    codec_pack_kv_int(pk, "inflight", cs.inflight);
-    codec_pack_kv_int(pk, "ttl_s", s->cache_ttl_s);
+    pack_group(pk, "cold", 0, FIGS(
+        B("preload_skus", s->preload_skus), I("loads", s->cold_loads),
+        I("waits", s->cold_waits), I("loaded", s->cold_loaded), I("missing", s->cold_missing),
+        I("failed", s->cold_failed), I("in_flight", s->cold_in_flight),
+        I("db_queries", ss->sku_load_queries), I("db_loads", ss->sku_loads)));
+    pack_group(pk, "bloom", 0, FIGS(
+        I("capacity", bs->capacity), I("items", bs->items), I("bytes", bs->bits / 8),
+        I("hashes", bs->hashes), I("fp_ppm_target", bs->fp_ppm_target),
+        I("fp_ppm_estimate", bs->fp_ppm_estimate), I("checks", bs->checks),
+        I("negatives", bs->negatives), I("false_positives", bs->false_positives)));
+    pack_group(pk, "cache", 0, FIGS(
+        B("up", cs->up), I("connects", cs->connects), I("connect_failures", cs->connect_failures),
+        I("drops", cs->drops), I("timeouts", cs->timeouts), I("marks", cs->marks),
+        I("marks_coalesced", cs->marks_coalesced), I("marks_dropped", cs->marks_dropped),
+        I("sets_sent", cs->sets_sent), I("sets_ok", cs->sets_ok),
+        I("sets_failed", cs->sets_failed), I("flushes", cs->flushes), I("dirty", cs->dirty),
+        I("inflight", cs->inflight), I("ttl_s", s->cache_ttl_s)));
 }
 
 
@@ -91,156 +96,80 @@ static void pack_supplier(const stats_snapshot *s, msgpack_packer *pk)
     const supplier_stats *cs = &s->client;
     const eng_stats *es = &s->engine;
     codec_pack_cstr(pk, "supplier");
-    msgpack_pack_map(pk, 26);
+    const fig f[] = {
+        B("enabled", s->supplier_enabled), I("syncs", ys->syncs), I("calls", ys->calls),
+        I("ok", ys->ok), I("failed", ys->failed), I("skipped", ys->skipped),
+        I("reports", ys->reports), I("offers", ys->offers), I("in_flight", ys->in_flight),
+        I("last_sync_ms", ys->last_sync_ms), I("last_duration_ms", ys->last_duration_ms),
+        I("pokes", ys->pokes), I("broken", ys->broken), I("pushes", ys->pushes),
+        I("push_refused", ys->push_refused), I("push_stale", ys->push_stale),
+        I("push_duplicate", ys->push_duplicate), I("push_seen_evicted", ys->push_seen_evicted),
+        I("purchases_pending", es->purchases_pending), I("purchased", es->purchased),
+        I("purchase_failed", es->purchase_failed), I("mappings_broken", es->mappings_broken),
+        I("settled_units", es->settled_units),
+    };
+    /* trust first, then the figures, then purchase and client */
+    msgpack_pack_map(pk, (uint32_t)(sizeof f / sizeof f[0]) + 3);
     codec_pack_cstr(pk, "trust");
     msgpack_pack_map(pk, s->n_trust);
     for (uint32_t i = 0; i < s->n_trust; i++) {
         codec_pack_cstr(pk, s->trust[i].supplier_id);
         msgpack_pack_double(pk, s->trust[i].effective);
     }
-    codec_pack_kv_bool(pk, "enabled", s->supplier_enabled);
-    codec_pack_kv_int(pk, "syncs", (int64_t)ys->syncs);
-    codec_pack_kv_int(pk, "calls", (int64_t)ys->calls);
-    codec_pack_kv_int(pk, "ok", (int64_t)ys->ok);
-    codec_pack_kv_int(pk, "failed", (int64_t)ys->failed);
-    codec_pack_kv_int(pk, "skipped", (int64_t)ys->skipped);
-    codec_pack_kv_int(pk, "reports", (int64_t)ys->reports);
-    codec_pack_kv_int(pk, "offers", ys->offers);
-    codec_pack_kv_int(pk, "in_flight", ys->in_flight);
-    codec_pack_kv_int(pk, "last_sync_ms", ys->last_sync_ms);
-    codec_pack_kv_int(pk, "last_duration_ms", ys->last_duration_ms);
-    codec_pack_kv_int(pk, "pokes", (int64_t)ys->pokes);
-    codec_pack_kv_int(pk, "broken", (int64_t)ys->broken);
-    codec_pack_kv_int(pk, "pushes", (int64_t)ys->pushes);
-    codec_pack_kv_int(pk, "push_refused", (int64_t)ys->push_refused);
-    codec_pack_kv_int(pk, "push_stale", (int64_t)ys->push_stale);
-    codec_pack_kv_int(pk, "push_duplicate", (int64_t)ys->push_duplicate);
-    codec_pack_kv_int(pk, "push_seen_evicted", (int64_t)ys->push_seen_evicted);
-    codec_pack_kv_int(pk, "purchases_pending", (int64_t)es->purchases_pending);
-    codec_pack_kv_int(pk, "purchased", (int64_t)es->purchased);
-    codec_pack_kv_int(pk, "purchase_failed", (int64_t)es->purchase_failed);
-    codec_pack_kv_int(pk, "mappings_broken", (int64_t)es->mappings_broken);
-    codec_pack_kv_int(pk, "settled_units", (int64_t)es->settled_units);
-    codec_pack_cstr(pk, "purchase");
-    msgpack_pack_map(pk, 9);
-    codec_pack_kv_int(pk, "claimed", (int64_t)ps->claimed);
-    codec_pack_kv_int(pk, "lookups", (int64_t)ps->lookups);
-    codec_pack_kv_int(pk, "previews", (int64_t)ps->previews);
-    codec_pack_kv_int(pk, "creates", (int64_t)ps->creates);
-    codec_pack_kv_int(pk, "purchased", (int64_t)ps->purchased);
-    codec_pack_kv_int(pk, "failed", (int64_t)ps->failed);
-    codec_pack_kv_int(pk, "retries", (int64_t)ps->retries);
-    codec_pack_kv_int(pk, "dropped", (int64_t)ps->dropped);
-    codec_pack_kv_int(pk, "active", ps->active);
-    codec_pack_cstr(pk, "client");
-    msgpack_pack_map(pk, 11);
-    codec_pack_kv_int(pk, "calls", (int64_t)cs->calls);
-    codec_pack_kv_int(pk, "attempts", (int64_t)cs->attempts);
-    codec_pack_kv_int(pk, "retries", (int64_t)cs->retries);
-    codec_pack_kv_int(pk, "ok", (int64_t)cs->ok);
-    codec_pack_kv_int(pk, "retryable", (int64_t)cs->retryable);
-    codec_pack_kv_int(pk, "definitive", (int64_t)cs->definitive);
-    codec_pack_kv_int(pk, "refused", (int64_t)cs->refused);
-    codec_pack_kv_int(pk, "in_flight", cs->in_flight);
-    codec_pack_kv_int(pk, "queued", cs->queued);
-    codec_pack_kv_int(pk, "backing_off", cs->backing_off);
-    codec_pack_kv_int(pk, "max_in_flight_seen", cs->max_in_flight_seen);
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        if (f[i].is_bool)
+            codec_pack_kv_bool(pk, f[i].name, f[i].v != 0);
+        else
+            codec_pack_kv_int(pk, f[i].name, f[i].v);
+    }
+    pack_group(pk, "purchase", 0, FIGS(
+        I("claimed", ps->claimed), I("lookups", ps->lookups), I("previews", ps->previews),
+        I("creates", ps->creates), I("purchased", ps->purchased), I("failed", ps->failed),
+        I("retries", ps->retries), I("dropped", ps->dropped), I("active", ps->active)));
+    pack_group(pk, "client", 0, FIGS(
+        I("calls", cs->calls), I("attempts", cs->attempts), I("retries", cs->retries),
+        I("ok", cs->ok), I("retryable", cs->retryable), I("definitive", cs->definitive),
+        I("refused", cs->refused), I("in_flight", cs->in_flight), I("queued", cs->queued),
+        I("backing_off", cs->backing_off), I("max_in_flight_seen", cs->max_in_flight_seen)));
 }
 
 /* "alerts" (support alerts: ring, Redis stream) and "notify"
  * (order.subscribe listeners). */
 static void pack_alerts_notify(const stats_snapshot *s, msgpack_packer *pk)
 {
-    const cache_stats cs = s->cache;
-    const notify_stats nst = s->notify;
-    codec_pack_cstr(pk, "alerts");
-    msgpack_pack_map(pk, 6);
-    codec_pack_kv_int(pk, "total", (int64_t)s->alerts_total);
-    codec_pack_kv_int(pk, "kept", nst.alerts_kept);
-    codec_pack_kv_int(pk, "stream_sent", (int64_t)cs.alerts_sent);
-    codec_pack_kv_int(pk, "stream_ok", (int64_t)cs.alerts_ok);
-    codec_pack_kv_int(pk, "stream_failed", (int64_t)cs.alerts_failed);
-    codec_pack_kv_int(pk, "stream_skipped", (int64_t)(cs.alerts_skipped + s->alerts_no_cache));
-    codec_pack_cstr(pk, "notify");
-    msgpack_pack_map(pk, 3);
-    codec_pack_kv_int(pk, "subscribers", nst.listeners);
-    codec_pack_kv_int(pk, "sent", (int64_t)nst.sent);
-    codec_pack_kv_int(pk, "dropped", (int64_t)nst.dropped);
+    const cache_stats *cs = &s->cache;
+    const notify_stats *nst = &s->notify;
+    pack_group(pk, "alerts", 0, FIGS(
+        I("total", s->alerts_total), I("kept", nst->alerts_kept),
+        I("stream_sent", cs->alerts_sent), I("stream_ok", cs->alerts_ok),
+        I("stream_failed", cs->alerts_failed),
+        I("stream_skipped", cs->alerts_skipped + s->alerts_no_cache)));
+    pack_group(pk, "notify", 0, FIGS(
+        I("subscribers", nst->listeners), I("sent", nst->sent), I("dropped", nst->dropped)));
 }
 
-/* "lines": reserves with lines (orders of several lines). */
+/* "lines": reserves with lines (orders of several lines); a failed line's
+ * cascade onto the other parts, whole-order updates; carts waiting for each
+ * other instead of refusing (engine.h "Waiting"). */
 static void pack_lines_stats(const stats_snapshot *s, msgpack_packer *pk)
 {
-    const cart_stats cs = s->cart;
+    const cart_stats *cs = &s->cart;
     const eng_stats *es = &s->engine;
-    codec_pack_cstr(pk, "lines");
-    msgpack_pack_map(pk, 17);
-    codec_pack_kv_int(pk, "reserves", (int64_t)s->lines_reserves);
-    codec_pack_kv_int(pk, "lines", (int64_t)s->lines_total);
-    codec_pack_kv_int(pk, "coordinated", (int64_t)s->lines_coordinated);
-    codec_pack_kv_bool(pk, "coordinator", s->coordinator);
-    codec_pack_kv_int(pk, "cart_confirmed", (int64_t)cs.confirmed);
-    codec_pack_kv_int(pk, "cart_aborted", (int64_t)cs.aborted);
-    codec_pack_kv_int(pk, "cart_unavailable", (int64_t)cs.unavailable);
-    codec_pack_kv_int(pk, "cart_inflight", cs.inflight);
-    /* a failed line's cascade onto the other parts, whole-order updates */
-    codec_pack_kv_int(pk, "cart_cascades", (int64_t)cs.cascades);
-    codec_pack_kv_int(pk, "cart_cascade_gave_up", (int64_t)cs.cascade_gave_up);
-    codec_pack_kv_int(pk, "cart_updates_sent", (int64_t)cs.updates_sent);
-    codec_pack_kv_int(pk, "cart_updates_told", (int64_t)s->notify.updates_told);
-    codec_pack_kv_int(pk, "cart_updates_repeated", (int64_t)s->notify.updates_repeated);
-    /* carts waiting for each other instead of refusing (engine.h "Waiting") */
-    codec_pack_kv_int(pk, "cart_sequential", (int64_t)cs.sequential);
-    codec_pack_kv_int(pk, "parts_waiting", es->parked);
-    codec_pack_kv_int(pk, "part_waits", (int64_t)es->park_waits);
-    codec_pack_kv_int(pk, "part_wait_timeouts", (int64_t)es->park_timeouts);
+    pack_group(pk, "lines", 0, FIGS(
+        I("reserves", s->lines_reserves), I("lines", s->lines_total),
+        I("coordinated", s->lines_coordinated), B("coordinator", s->coordinator),
+        I("cart_confirmed", cs->confirmed), I("cart_aborted", cs->aborted),
+        I("cart_unavailable", cs->unavailable), I("cart_inflight", cs->inflight),
+        I("cart_cascades", cs->cascades), I("cart_cascade_gave_up", cs->cascade_gave_up),
+        I("cart_updates_sent", cs->updates_sent), I("cart_updates_told", s->notify.updates_told),
+        I("cart_updates_repeated", s->notify.updates_repeated),
+        I("cart_sequential", cs->sequential), I("parts_waiting", es->parked),
+        I("part_waits", es->park_waits), I("part_wait_timeouts", es->park_timeouts)));
 }
 
-void stats_pack(const stats_snapshot *s, msgpack_packer *pk)
+/* "requests": {method: {result: count}} for methods answered at least once. */
+static void pack_requests(const stats_snapshot *s, msgpack_packer *pk)
 {
-    const eng_stats es = s->engine;
-    const store_stats ss = s->store;
-    msgpack_pack_map(pk, 15);
-    codec_pack_kv_str(pk, "node", s->node);
-    codec_pack_kv_int(pk, "uptime_ms", s->uptime_ms);
-
-    codec_pack_cstr(pk, "cluster");
-    const peer_stats ps = s->peers;
-    msgpack_pack_map(pk, 15);
-    codec_pack_kv_bool(pk, "sharded", s->sharded);
-    codec_pack_kv_int(pk, "nodes", s->nodes);
-    char ver[24];
-    snprintf(ver, sizeof ver, "%016llx", (unsigned long long)s->ring_version);
-    codec_pack_kv_str(pk, "ring_version", ver);
-    codec_pack_kv_int(pk, "ring_changes", (int64_t)s->ring_changes);
-    codec_pack_kv_int(pk, "forwarded", (int64_t)s->forwarded);
-    codec_pack_kv_int(pk, "forward_failed", (int64_t)s->forward_failed);
-    codec_pack_kv_int(pk, "not_owner", (int64_t)s->not_owner);
-    codec_pack_kv_int(pk, "fence_drops", (int64_t)s->fence_drops);
-    codec_pack_kv_int(pk, "order_lookups", (int64_t)s->order_lookups);
-    codec_pack_kv_int(pk, "forget_pending", (int64_t)s->forget_pending);
-    const conn_stats cst = s->conns;
-    codec_pack_kv_int(pk, "peer_inflight", ps.inflight);
-    /* peer handshakes accepted here / refused here; made by us / failed */
-    codec_pack_kv_int(pk, "peer_auth_ok", (int64_t)s->peer_auth_ok);
-    codec_pack_kv_int(pk, "peer_auth_failed", (int64_t)s->peer_auth_failed);
-    codec_pack_kv_int(pk, "peer_auth_out_ok", (int64_t)ps.auth_ok);
-    codec_pack_kv_int(pk, "peer_only_refused", (int64_t)s->peer_only_refused);
-
-    codec_pack_cstr(pk, "connections");
-    msgpack_pack_map(pk, 11);
-    codec_pack_kv_int(pk, "current", cst.current);
-    codec_pack_kv_int(pk, "total", (int64_t)cst.total);
-    codec_pack_kv_int(pk, "refused", (int64_t)cst.refused);
-    codec_pack_kv_int(pk, "closed_bad_input", (int64_t)cst.closed_bad);
-    codec_pack_kv_int(pk, "closed_idle", (int64_t)cst.closed_idle);
-    codec_pack_kv_int(pk, "closed_stalled", (int64_t)cst.closed_stalled);
-    codec_pack_kv_int(pk, "output_bytes", (int64_t)cst.output_bytes);
-    codec_pack_kv_int(pk, "output_paused", (int64_t)cst.output_paused);
-    codec_pack_kv_int(pk, "accept_errors", (int64_t)cst.accept_errors);
-    codec_pack_kv_int(pk, "accept_pauses", (int64_t)cst.accept_pauses);
-    codec_pack_kv_int(pk, "values_refused", (int64_t)cst.values_refused);
-
     codec_pack_cstr(pk, "requests");
     uint32_t nm = 0;
     for (uint32_t m = 0; m < s->n_methods; m++) {
@@ -266,53 +195,66 @@ void stats_pack(const stats_snapshot *s, msgpack_packer *pk)
             codec_pack_kv_int(pk, s->result_names[r], (int64_t)s->methods[m].results[r]);
         }
     }
+}
 
+void stats_pack(const stats_snapshot *s, msgpack_packer *pk)
+{
+    const eng_stats *es = &s->engine;
+    const store_stats *ss = &s->store;
+    const peer_stats *ps = &s->peers;
+    const conn_stats *cst = &s->conns;
+    msgpack_pack_map(pk, 15);
+    codec_pack_kv_str(pk, "node", s->node);
+    codec_pack_kv_int(pk, "uptime_ms", s->uptime_ms);
+
+    /* peer handshakes accepted here / refused here; made by us */
+    pack_group(pk, "cluster", 1, FIGS(
+        B("sharded", s->sharded), I("nodes", s->nodes), I("ring_changes", s->ring_changes),
+        I("forwarded", s->forwarded), I("forward_failed", s->forward_failed),
+        I("not_owner", s->not_owner), I("fence_drops", s->fence_drops),
+        I("order_lookups", s->order_lookups), I("forget_pending", s->forget_pending),
+        I("peer_inflight", ps->inflight), I("peer_auth_ok", s->peer_auth_ok),
+        I("peer_auth_failed", s->peer_auth_failed), I("peer_auth_out_ok", ps->auth_ok),
+        I("peer_only_refused", s->peer_only_refused)));
+    char ver[24];
+    snprintf(ver, sizeof ver, "%016llx", (unsigned long long)s->ring_version);
+    codec_pack_kv_str(pk, "ring_version", ver);
+
+    pack_group(pk, "connections", 0, FIGS(
+        I("current", cst->current), I("total", cst->total), I("refused", cst->refused),
+        I("closed_bad_input", cst->closed_bad), I("closed_idle", cst->closed_idle),
+        I("closed_stalled", cst->closed_stalled), I("output_bytes", cst->output_bytes),
+        I("output_paused", cst->output_paused), I("accept_errors", cst->accept_errors),
+        I("accept_pauses", cst->accept_pauses), I("values_refused", cst->values_refused)));
+    pack_requests(s, pk);
     pack_latency(s, pk);
-
-    codec_pack_cstr(pk, "queue");
-    msgpack_pack_map(pk, 4);
-    codec_pack_kv_int(pk, "queued", es.queued);
-    codec_pack_kv_int(pk, "queued_max_sku", es.queued_max_sku);
-    codec_pack_kv_int(pk, "per_sku_max", s->queue_per_sku_max);
-    codec_pack_kv_int(pk, "total_max", s->queue_total_max);
-
-    codec_pack_cstr(pk, "batches");
-    msgpack_pack_map(pk, 7);
-    codec_pack_kv_int(pk, "batches", (int64_t)es.batches);
-    codec_pack_kv_int(pk, "batch_ops", (int64_t)es.batch_ops);
-    codec_pack_kv_int(pk, "mean_batch_x1000", es.batches ? (int64_t)(es.batch_ops * 1000 / es.batches) : 0);
-    codec_pack_kv_int(pk, "committed", (int64_t)es.batches_committed);
-    codec_pack_kv_int(pk, "aborted", (int64_t)es.batches_aborted);
-    codec_pack_kv_int(pk, "unknown", (int64_t)es.batches_unknown);
-    codec_pack_kv_int(pk, "in_flight", es.batches_in_flight);
-
-    codec_pack_cstr(pk, "commits");
-    msgpack_pack_map(pk, 8);
-    codec_pack_kv_int(pk, "ok", (int64_t)ss.commits_ok);
-    codec_pack_kv_int(pk, "aborted", (int64_t)ss.commits_aborted);
-    codec_pack_kv_int(pk, "unknown", (int64_t)ss.commits_unknown);
-    codec_pack_kv_int(pk, "resolves", (int64_t)ss.resolves);
-    codec_pack_kv_int(pk, "reconnects", (int64_t)ss.reconnects);
-    codec_pack_kv_int(pk, "latency_us_mean", ss.commits_ok ? (int64_t)(ss.commit_us_total / ss.commits_ok) : 0);
-    codec_pack_kv_int(pk, "latency_us_max", (int64_t)ss.commit_us_max);
-    codec_pack_kv_int(pk, "conns_up", ss.conns_up);
-
+    pack_group(pk, "queue", 0, FIGS(
+        I("queued", es->queued), I("queued_max_sku", es->queued_max_sku),
+        I("per_sku_max", s->queue_per_sku_max), I("total_max", s->queue_total_max)));
+    pack_group(pk, "batches", 0, FIGS(
+        I("batches", es->batches), I("batch_ops", es->batch_ops),
+        I("mean_batch_x1000", es->batches ? es->batch_ops * 1000 / es->batches : 0),
+        I("committed", es->batches_committed), I("aborted", es->batches_aborted),
+        I("unknown", es->batches_unknown), I("in_flight", es->batches_in_flight)));
+    pack_group(pk, "commits", 0, FIGS(
+        I("ok", ss->commits_ok), I("aborted", ss->commits_aborted),
+        I("unknown", ss->commits_unknown), I("resolves", ss->resolves),
+        I("reconnects", ss->reconnects),
+        I("latency_us_mean", ss->commits_ok ? ss->commit_us_total / ss->commits_ok : 0),
+        I("latency_us_max", ss->commit_us_max), I("conns_up", ss->conns_up)));
     pack_read_path(s, pk);
     pack_supplier(s, pk);
     pack_alerts_notify(s, pk);
-    codec_pack_cstr(pk, "state");
-    msgpack_pack_map(pk, 8);
-    codec_pack_kv_int(pk, "skus", (int64_t)es.skus);
-    codec_pack_kv_int(pk, "orders", (int64_t)es.orders);
-    codec_pack_kv_int(pk, "holds_expired", (int64_t)es.holds_expired);
-    codec_pack_kv_int(pk, "skus_set_aside", (int64_t)es.skus_aside);
-    codec_pack_kv_int(pk, "orders_set_aside", (int64_t)es.orders_aside);
-    codec_pack_kv_int(pk, "set_aside_alerts_dropped", (int64_t)es.aside_alerts_dropped);
-    codec_pack_kv_bool(pk, "store_up", s->store_up);
-    codec_pack_kv_int(pk, "outcome_unknown", (int64_t)s->outcome_unknown);
+    pack_group(pk, "state", 0, FIGS(
+        I("skus", es->skus), I("orders", es->orders), I("holds_expired", es->holds_expired),
+        I("skus_set_aside", es->skus_aside), I("orders_set_aside", es->orders_aside),
+        I("set_aside_alerts_dropped", es->aside_alerts_dropped), B("store_up", s->store_up),
+        I("outcome_unknown", s->outcome_unknown)));
     pack_lines_stats(s, pk);
 }
 
+#undef I
+#undef B
 
 /* ------------------------------------------------------------ /metrics */
 

@@ -5,6 +5,7 @@
 #include "stockd/store_sql.h"
 
 #include <assert.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,6 +143,79 @@ void st_sb_free(sbuf *b)
     memset(b, 0, sizeof *b);
 }
 
+/* A trust factor: 0..1 by contract; "%.17g" round-trips a double exactly.
+ * Anything else fails the batch rather than writing nonsense. */
+static void sb_factor(sbuf *b, double v)
+{
+    if (!(v >= 0.0 && v <= 1.0)) {
+        if (!b->err)
+            b->err = "trust factor outside 0..1";
+        return;
+    }
+    char tmp[40];
+    int n = snprintf(tmp, sizeof tmp, "%.17g", v);
+    sb_add(b, tmp, (size_t)n);
+}
+
+/* One row of values, "(v1,v2,...)", each value by one letter of fmt:
+ *   x  const char *  as hex (not NULL)      X  const char *  as hex, NULL or "" as NULL
+ *   k  const char *, size_t max: as hex, cut to max bytes (NULL as '')
+ *   i  int64_t                              I  int64_t, 0 as NULL
+ *   N  int64_t, negative as NULL            u  uint64_t     U  uint64_t, 0 as NULL
+ *   e  const char *  one of our own names, quoted ('confirmed')
+ *   b  int  as 1 or 0                       f  double  a factor in 0..1
+ * The arguments must have exactly these types (the callers cast). */
+void st_sb_row(sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    st_sb_str(b, "(");
+    for (const char *f = fmt; *f; f++) {
+        if (f != fmt)
+            st_sb_str(b, ",");
+        switch (*f) {
+        case 'x': st_sb_hex_str(b, va_arg(ap, const char *)); break;
+        case 'X': st_sb_hex_or_null(b, va_arg(ap, const char *)); break;
+        case 'k': {
+            const char *v = va_arg(ap, const char *);
+            size_t max = va_arg(ap, size_t);
+            sb_hex(b, v ? v : "", v ? strnlen(v, max) : 0);
+            break;
+        }
+        case 'i': st_sb_i64(b, va_arg(ap, int64_t)); break;
+        case 'I': sb_i64_or_null(b, va_arg(ap, int64_t)); break;
+        case 'N': {
+            int64_t v = va_arg(ap, int64_t);
+            if (v >= 0)
+                st_sb_i64(b, v);
+            else
+                st_sb_str(b, "NULL");
+            break;
+        }
+        case 'u': sb_u64(b, va_arg(ap, uint64_t)); break;
+        case 'U': {
+            uint64_t v = va_arg(ap, uint64_t);
+            if (v != 0)
+                sb_u64(b, v);
+            else
+                st_sb_str(b, "NULL");
+            break;
+        }
+        case 'e':
+            st_sb_str(b, "'");
+            st_sb_str(b, va_arg(ap, const char *));
+            st_sb_str(b, "'");
+            break;
+        case 'b': st_sb_str(b, va_arg(ap, int) ? "1" : "0"); break;
+        case 'f': sb_factor(b, va_arg(ap, double)); break;
+        default:
+            assert(!"st_sb_row: unknown letter");
+        }
+    }
+    st_sb_str(b, ")");
+    va_end(ap);
+}
+
 /* ---- batch SQL ------------------------------------------------------------- */
 
 /* The map columns of a row: a map is written for OK and for BROKEN (kept
@@ -156,46 +230,15 @@ static const eng_supplier_map *sku_row_map(const eng_sku_row *r)
 static void sql_sku_values(sbuf *b, const eng_sku_row *r, int64_t at)
 {
     const eng_supplier_map *m = sku_row_map(r);
-    st_sb_str(b, "(");
-    st_sb_hex_str(b, r->sku);
-    st_sb_str(b, ",");
-    st_sb_i64(b, r->c.own_on_hand);
-    st_sb_str(b, ",");
-    st_sb_i64(b, r->c.own_reserved);
-    st_sb_str(b, ",");
-    st_sb_i64(b, r->c.supplier_reported);
-    st_sb_str(b, ",");
-    st_sb_i64(b, r->c.supplier_sellable);
-    st_sb_str(b, ",");
-    st_sb_i64(b, r->c.supplier_reserved);
-    st_sb_str(b, ",");
-    st_sb_i64(b, r->c.supplier_synced_at_ms);
-    st_sb_str(b, ",'");
-    st_sb_str(b, eng_mapping_name(r->mapping));
-    st_sb_str(b, "',");
-    st_sb_hex_or_null(b, m ? m->supplier_id : NULL);
-    st_sb_str(b, ",");
-    sb_i64_or_null(b, m ? m->offer_id : 0);
-    st_sb_str(b, ",");
-    st_sb_hex_or_null(b, m ? m->spec_id : NULL);
-    st_sb_str(b, ",");
-    sb_i64_or_null(b, m ? m->sku_id : 0);
-    st_sb_str(b, ",");
-    st_sb_i64(b, r->epoch);
-    st_sb_str(b, ",0,");
-    st_sb_i64(b, at);
-    st_sb_str(b, ",");
-    /* NULL cap = no cap (-1 in the engine), NULL fingerprint = not seen (0). */
-    if (m && m->cap >= 0)
-        st_sb_i64(b, m->cap);
-    else
-        st_sb_str(b, "NULL");
-    st_sb_str(b, ",");
-    if (m && m->fingerprint)
-        sb_u64(b, m->fingerprint);
-    else
-        st_sb_str(b, "NULL");
-    st_sb_str(b, ")");
+    const eng_counters *c = &r->c;
+    /* version 0: a new row's; an update moves it in SQL. NULL cap = no cap
+     * (-1 in the engine), NULL fingerprint = not seen (0). */
+    st_sb_row(b, "xiiiiiieXIXIiiiNU", r->sku, c->own_on_hand, c->own_reserved,
+              c->supplier_reported, c->supplier_sellable, c->supplier_reserved,
+              c->supplier_synced_at_ms, eng_mapping_name(r->mapping), m ? m->supplier_id : NULL,
+              m ? m->offer_id : (int64_t)0, m ? m->spec_id : NULL, m ? m->sku_id : (int64_t)0,
+              r->epoch, (int64_t)0, at, m ? m->cap : (int64_t)-1,
+              m ? m->fingerprint : (uint64_t)0);
 }
 
 /* New SKUs in one INSERT (a duplicate fails the batch). Changed SKUs in one
@@ -249,37 +292,11 @@ static int32_t order_n_lines(const eng_order_view *o)
 
 static void sql_order_values(sbuf *b, const eng_order_view *o)
 {
-    st_sb_str(b, "(");
-    st_sb_hex_str(b, o->order_id);
-    st_sb_str(b, ",");
-    st_sb_i64(b, o->line_no);
-    st_sb_str(b, ",");
-    st_sb_i64(b, order_n_lines(o));
-    st_sb_str(b, ",");
-    st_sb_hex_str(b, o->sku);
-    st_sb_str(b, ",");
-    st_sb_i64(b, o->qty);
-    st_sb_str(b, ",'");
-    st_sb_str(b, eng_status_name(o->status));
-    st_sb_str(b, "',");
-    st_sb_i64(b, o->from_own);
-    st_sb_str(b, ",");
-    st_sb_i64(b, o->from_supplier);
-    st_sb_str(b, ",");
-    st_sb_i64(b, o->available);
-    st_sb_str(b, ",");
-    st_sb_i64(b, o->created_at_ms);
-    st_sb_str(b, ",");
-    st_sb_i64(b, o->updated_at_ms);
-    st_sb_str(b, ",");
-    sb_i64_or_null(b, o->hold_expires_at_ms);
-    st_sb_str(b, ",");
-    st_sb_hex_or_null(b, o->upstream_order_id);
-    st_sb_str(b, ",");
-    st_sb_hex_or_null(b, o->reason);
-    st_sb_str(b, ",");
-    sb_i64_or_null(b, o->purchased_at_ms);
-    st_sb_str(b, o->supplier_settled ? ",1)" : ",0)");
+    st_sb_row(b, "xiixieiiiiiIXXIb", o->order_id, (int64_t)o->line_no,
+              (int64_t)order_n_lines(o), o->sku, (int64_t)o->qty, eng_status_name(o->status),
+              (int64_t)o->from_own, (int64_t)o->from_supplier, o->available, o->created_at_ms,
+              o->updated_at_ms, o->hold_expires_at_ms, o->upstream_order_id, o->reason,
+              o->purchased_at_ms, (int)o->supplier_settled);
 }
 
 /* One row per line, keyed (order_id, line_no). New lines in one INSERT (a
@@ -337,65 +354,20 @@ static void sql_ledger(sbuf *b, const eng_batch *batch, uint64_t batch_id)
                            "d_own_reserved,d_supplier_reserved,d_supplier_reported,"
                            "reason,at,batch_id) VALUES\n"
                          : ",\n");
-        st_sb_str(b, "(");
-        st_sb_hex_str(b, r->sku);
-        st_sb_str(b, ",");
-        st_sb_hex_or_null(b, r->order_id);
-        st_sb_str(b, ",'");
-        st_sb_str(b, eng_move_name(r->move));
-        st_sb_str(b, "',");
-        st_sb_i64(b, r->d_own_on_hand);
-        st_sb_str(b, ",");
-        st_sb_i64(b, r->d_own_reserved);
-        st_sb_str(b, ",");
-        st_sb_i64(b, r->d_supplier_reserved);
-        st_sb_str(b, ",");
-        st_sb_i64(b, r->d_supplier_reported);
-        st_sb_str(b, ",");
-        st_sb_hex_or_null(b, r->reason);
-        st_sb_str(b, ",");
-        st_sb_i64(b, r->at_ms);
-        st_sb_str(b, ",");
-        sb_u64(b, batch_id);
-        st_sb_str(b, ")");
+        st_sb_row(b, "xXeiiiiXiu", r->sku, r->order_id, eng_move_name(r->move), r->d_own_on_hand,
+                  r->d_own_reserved, r->d_supplier_reserved, r->d_supplier_reported, r->reason,
+                  r->at_ms, batch_id);
     }
     if (n)
         st_sb_str(b, ";\n");
 }
 
-/* A string column of at most max bytes (VARBINARY(255) reasons): cut, not
- * refused, so a long reason never fails a batch. */
-static void sb_hex_cut(sbuf *b, const char *s, size_t max)
-{
-    size_t n = s ? strnlen(s, max) : 0;
-    sb_hex(b, s ? s : "", n);
-}
-
 static void sql_job_values(sbuf *b, const eng_job_row *r, const eng_supplier_map *m)
 {
-    st_sb_str(b, "(");
-    st_sb_hex_str(b, r->order_id);
-    st_sb_str(b, ",");
-    st_sb_i64(b, r->line_no);
-    st_sb_str(b, ",");
-    st_sb_hex_str(b, r->sku);
-    st_sb_str(b, ",");
-    st_sb_hex_or_null(b, m ? m->supplier_id : NULL);
-    st_sb_str(b, ",");
-    sb_i64_or_null(b, m ? m->offer_id : 0);
-    st_sb_str(b, ",");
-    st_sb_hex_or_null(b, m ? m->spec_id : NULL);
-    st_sb_str(b, ",");
-    sb_i64_or_null(b, m ? m->sku_id : 0);
-    st_sb_str(b, ",");
-    st_sb_i64(b, r->qty);
-    st_sb_str(b, ",'");
-    st_sb_str(b, eng_job_state_name(r->state));
-    st_sb_str(b, "',");
-    st_sb_i64(b, r->at_ms);
-    st_sb_str(b, ",");
-    st_sb_i64(b, r->at_ms);
-    st_sb_str(b, ")");
+    st_sb_row(b, "xixXIXIieii", r->order_id, (int64_t)r->line_no, r->sku,
+              m ? m->supplier_id : NULL, m ? m->offer_id : (int64_t)0, m ? m->spec_id : NULL,
+              m ? m->sku_id : (int64_t)0, (int64_t)r->qty, eng_job_state_name(r->state), r->at_ms,
+              r->at_ms);
 }
 
 /* Purchase outbox, one job per line, keyed (order_id, line_no). New jobs
@@ -453,38 +425,12 @@ static void sql_alerts(sbuf *b, const char *node, const eng_batch *batch, uint64
         st_sb_str(b, i == 0 ? "INSERT INTO alerts (kind,sku,order_id,reason,at,node,batch_id)"
                            " VALUES\n"
                          : ",\n");
-        st_sb_str(b, "(");
-        sb_hex_cut(b, r->kind, STORE_ALERT_KIND_MAX);
-        st_sb_str(b, ",");
-        st_sb_hex_str(b, r->sku);
-        st_sb_str(b, ",");
-        st_sb_hex_or_null(b, r->order_id);
-        st_sb_str(b, ",");
-        sb_hex_cut(b, r->reason, 255);
-        st_sb_str(b, ",");
-        st_sb_i64(b, r->at_ms);
-        st_sb_str(b, ",");
-        st_sb_hex_str(b, node);
-        st_sb_str(b, ",");
-        sb_u64(b, batch_id);
-        st_sb_str(b, ")");
+        /* VARBINARY(255) columns: a long reason is cut, never fails a batch. */
+        st_sb_row(b, "kxXkixu", r->kind, (size_t)STORE_ALERT_KIND_MAX, r->sku, r->order_id,
+                  r->reason, (size_t)255, r->at_ms, node, batch_id);
     }
     if (n)
         st_sb_str(b, ";\n");
-}
-
-/* A trust factor: 0..1 by contract; "%.17g" round-trips a double exactly.
- * Anything else fails the batch rather than writing nonsense. */
-static void sb_factor(sbuf *b, double v)
-{
-    if (!(v >= 0.0 && v <= 1.0)) {
-        if (!b->err)
-            b->err = "trust factor outside 0..1";
-        return;
-    }
-    char tmp[40];
-    int n = snprintf(tmp, sizeof tmp, "%.17g", v);
-    sb_add(b, tmp, (size_t)n);
 }
 
 static void sql_suppliers(sbuf *b, const eng_batch *batch, int64_t at)
@@ -497,17 +443,8 @@ static void sql_suppliers(sbuf *b, const eng_batch *batch, int64_t at)
         st_sb_str(b, i == 0 ? "INSERT INTO supplier (supplier_id,trust,trust_ceiling,event_mode,"
                            "event_trust,updated_at) VALUES\n"
                          : ",\n");
-        st_sb_str(b, "(");
-        st_sb_hex_str(b, r->supplier_id);
-        st_sb_str(b, ",");
-        sb_factor(b, r->t.trust);
-        st_sb_str(b, ",");
-        sb_factor(b, r->t.ceiling);
-        st_sb_str(b, r->t.event_mode ? ",1," : ",0,");
-        sb_factor(b, r->t.event_trust);
-        st_sb_str(b, ",");
-        st_sb_i64(b, at);
-        st_sb_str(b, ")");
+        st_sb_row(b, "xffbfi", r->supplier_id, r->t.trust, r->t.ceiling, (int)r->t.event_mode,
+                  r->t.event_trust, at);
     }
     if (n)
         st_sb_str(b, "\nON DUPLICATE KEY UPDATE trust=VALUES(trust),"
@@ -518,15 +455,8 @@ static void sql_suppliers(sbuf *b, const eng_batch *batch, int64_t at)
 void st_sql_batch_log(sbuf *b, const char *node, uint64_t batch_id, const char *state,
                       int64_t at_ms)
 {
-    st_sb_str(b, "INSERT INTO batch_log (batch_id,node,state,at) VALUES (");
-    sb_u64(b, batch_id);
-    st_sb_str(b, ",");
-    st_sb_hex_str(b, node);
-    st_sb_str(b, ",'");
-    st_sb_str(b, state);
-    st_sb_str(b, "',");
-    st_sb_i64(b, at_ms);
-    st_sb_str(b, ")");
+    st_sb_str(b, "INSERT INTO batch_log (batch_id,node,state,at) VALUES ");
+    st_sb_row(b, "uxei", batch_id, node, state, at_ms);
 }
 
 /* The whole batch as one compound statement: one round trip. The exit

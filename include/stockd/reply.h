@@ -29,6 +29,10 @@ void reply_order(msgpack_packer *pk, const eng_order_view *o, bool part,
                  const eng_line_view *lines, size_t n_lines);
 
 /* supplier.put / supplier.get */
+/* A support alert's map, with extra more pairs the caller packs after:
+ * kind, sku, order_id (when not ""), reason, at. */
+void reply_alert_head(msgpack_packer *pk, uint32_t extra, const char *kind, const char *sku,
+                      const char *order_id, const char *reason, int64_t at_ms);
 void reply_trust(msgpack_packer *pk, const char *supplier_id, const eng_trust *t);
 
 /* The human message of an engine error (clients branch on the code). */

@@ -31,6 +31,11 @@ void st_sb_hex_str(sbuf *b, const char *s);
 /* The same, but NULL or "" as NULL (an unset optional column). */
 void st_sb_hex_or_null(sbuf *b, const char *s);
 
+/* One row of values "(v1,v2,...)" by a letter per value (store_sql.c
+ * lists them: x/X hex or NULL, k hex cut, i/I/N integers, u/U unsigned,
+ * e one of our names quoted, b 1/0, f a factor in 0..1). */
+void st_sb_row(sbuf *b, const char *fmt, ...);
+
 /* The batch_log row of batch_id by node, in state, at at_ms (no trailing
  * semicolon). */
 void st_sql_batch_log(sbuf *b, const char *node, uint64_t batch_id, const char *state,
