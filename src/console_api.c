@@ -462,7 +462,7 @@ static bool factor_ok(json_t *v)
     return (json_is_real(v) || json_is_integer(v)) && d >= 0.0 && d <= 1.0;
 }
 
-/* supplier.put on every instance: trust is per node (PROTOCOL §4). */
+/* supplier.put on every instance: trust is per node. */
 void cs_on_supplier_put(console *c, httpd_req *req)
 {
     json_t *j = cs_body_object(req, "supplier_id,event_mode,trust,event_trust");

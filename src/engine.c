@@ -157,7 +157,7 @@ const eng_trust *ei_supp_trust(const engine *e, const char *id)
     return p != NULL ? &p->t : &e->lim.trust_default;
 }
 
-/* What stockd dares to sell of the supplier's figure (DESIGN.md §2): all of
+/* What stockd dares to sell of the supplier's figure: all of
  * a manual figure, min(floor(reported x trust), cap) of a mapped one,
  * nothing without a working mapping. Derived whenever read or decided, so
  * a trust change reaches every SKU of the supplier at once. */

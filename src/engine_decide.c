@@ -627,7 +627,7 @@ static bool same_map(const eng_supplier_map *a, const eng_supplier_map *b)
 }
 
 /* Bought units a snapshot taken at synced_at_ms must already show leave
- * supplier_reserved, each exactly once (DESIGN.md §2). */
+ * supplier_reserved, each exactly once. */
 static void settle_bought(engine *e, eng_batch *b, eng_sku *s, int64_t synced_at_ms)
 {
     uint32_t n = 0;

@@ -187,7 +187,7 @@ bool engine_load_supplier(engine *e, const char *supplier_id, const eng_trust *t
 
 /* ------------------------------------------------------------ set aside (engine.h) */
 
-/* The units a stored line holds in its SKU's counters (DESIGN.md §2). */
+/* The units a stored line holds in its SKU's counters. */
 static void line_holds(eng_status st, int32_t from_own, int32_t from_supplier, bool settled,
                        int64_t *own, int64_t *sup)
 {

@@ -70,8 +70,8 @@ static void tickets_free(engine *e, eng_op *op)
     op->tk_next = NULL;
 }
 
-/* Queues op on every SKU in skus[0..n) at once, one ticket each (DESIGN.md
- * §3: arrival order on one loop is a total order, so waiting for the head
+/* Queues op on every SKU in skus[0..n) at once, one ticket each (the
+ * arrival order on one loop is a total order, so waiting for the head
  * of every FIFO cannot deadlock). */
 static eng_err push_tickets(engine *e, eng_op *op, eng_sku *const *skus, size_t n)
 {

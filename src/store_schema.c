@@ -131,7 +131,7 @@ static const char *const schema_v1[] = {
     ") ENGINE=InnoDB",
 };
 
-/* Issue 4: supplier cap and fingerprint, broken mappings (no DDL: mapping is
+/* Supplier cap and fingerprint, broken mappings (no DDL: mapping is
  * a name), purchase bookkeeping of orders, the purchase outbox, support
  * alerts and supplier trust. Every statement is idempotent (IF NOT EXISTS),
  * so a step cut short by a crash simply runs again. */
@@ -180,7 +180,7 @@ static const char *const schema_v2[] = {
     ") ENGINE=InnoDB",
 };
 
-/* Issue 8: orders of several lines. An order is stored one row per line,
+/* Orders of several lines. An order is stored one row per line,
  * keyed (order_id, line_no); every existing row is line 0 of a one-line
  * order (the defaults). Jobs are per line likewise. cart_decisions holds
  * the one decision on a cross-shard order (store_cart_decide). Each ALTER

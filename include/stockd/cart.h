@@ -1,5 +1,5 @@
-/* cart.h — the cross-shard coordinator for orders of several lines
- * (issue 8), used only in sharded mode (--peers).
+/* cart.h — the cross-shard coordinator for orders of several lines,
+ * used only in sharded mode (--peers).
  *
  * A reserve with lines that reaches a sharded node is coordinated by that
  * node. Lines are normalized here exactly as the engine does it (lines of

@@ -4,7 +4,7 @@
  * waiters in arrival order, at most queue_per_sku_max; loads in flight at
  * most cold_loads_max, beyond: busy); the Bloom filter answers unknown_sku
  * for SKUs certainly unknown without touching a backend; a loaded SKU's
- * committed figure goes to the Redis read cache (PROTOCOL §12).
+ * committed figure goes to the Redis read cache.
  *
  * Part of the node (node.h): reads and writes the read-path section of
  * struct server. Loads arrive from the store's callback and are handled

@@ -100,7 +100,7 @@ typedef struct stockd_config {
     uint32_t supplier_validate_ms;  /* link validation round, default 1800000, 100..86400000 */
     uint32_t supplier_push_window_ms; /* push freshness and msgId memory, default 300000,
                                        * 1000..86400000 */
-    uint32_t supplier_upstream_lag_ms; /* DESIGN §2 upstream_lag, default 300000, 0..86400000 */
+    uint32_t supplier_upstream_lag_ms; /* upstream lag, default 300000, 0..86400000 */
     char supplier_address[CFG_STR_MAX]; /* addressParam JSON for preview/create, default {"addressId":1} */
     uint32_t supplier_purchase_concurrency; /* purchase jobs worked at once, default 8, 1..256 */
     uint32_t supplier_purchase_backoff_max_ms; /* retry wait cap, default 60000, 100..3600000 */

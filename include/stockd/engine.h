@@ -41,7 +41,7 @@
 #define ENG_HOLD_MS_MIN 1000
 #define ENG_HOLD_MS_MAX 86400000
 #define ENG_STOCK_MAX 1000000000000LL /* any counter, absolute */
-#define ENG_LINES_MAX 50         /* lines of one order (issue 8) */
+#define ENG_LINES_MAX 50         /* lines of one order */
 /* order_id of an order given with lines: line k >= 1 is bought upstream as
  * "<order_id>#<k>", which must fit the supplier's 64 bytes. */
 #define ENG_CART_ID_MAX (ENG_ID_MAX - 3)
@@ -102,7 +102,7 @@ typedef enum eng_mapping {
     ENG_MAP_COUNT_
 } eng_mapping;
 
-/* Counters of one SKU (DESIGN.md §2). All values are >= 0. */
+/* Counters of one SKU. All values are >= 0. */
 typedef struct eng_counters {
     int64_t own_on_hand;
     int64_t own_reserved;
@@ -122,7 +122,7 @@ typedef struct eng_supplier_map {
                            * 0 = not seen yet: the first sync adopts the live one */
 } eng_supplier_map;
 
-/* A supplier's trust (DESIGN.md §2, issue 4 item 7): supplier_sellable =
+/* A supplier's trust: supplier_sellable =
  * min(floor(supplier_reported x effective), cap), effective = event_trust
  * while event_mode, else trust. Adaptive: a purchase that failed for
  * insufficient stock multiplies the effective factor by limits.trust_cut;
@@ -172,7 +172,7 @@ typedef struct eng_order_view {
     char reason[ENG_REASON_MAX + 1];         /* "": none */
     int64_t purchased_at_ms;      /* 0: not bought upstream */
     bool supplier_settled;        /* its bought units left supplier_reserved (a later
-                                   * snapshot shows them, DESIGN.md §2) */
+                                   * snapshot shows them) */
 } eng_order_view;
 
 /* Why a purchase failed for good (ENG_OP_PURCHASE_FAILED). */
@@ -189,7 +189,7 @@ typedef struct eng_sku eng_sku;
 typedef struct eng_order eng_order;
 typedef struct eng_batch eng_batch;
 
-/* ---- orders of several lines (issue 8) ----
+/* ---- orders of several lines ----
  * A reserve may carry lines (1..ENG_LINES_MAX) instead of sku/qty. Lines
  * naming the same SKU are summed first; the order's lines are the distinct
  * SKUs in order of first appearance (line_no 0, 1, ...). On one engine the
@@ -504,7 +504,7 @@ int engine_set_aside_sku(engine *e, const char *sku, const char *why, size_t *or
  * call against its orders in memory and the units frozen for orders set
  * aside: own_reserved = from_own of held, confirmed and purchased lines;
  * supplier_reserved = from_supplier of held and confirmed lines, and of
- * purchased or shipped lines not yet settled (DESIGN.md §2). Call once a
+ * purchased or shipped lines not yet settled. Call once a
  * SKU and all its orders are loaded. A SKU that does not match is set
  * aside and handed to fn (unless NULL) with why. Returns how many were set
  * aside, or -1 when a set-aside failed (ENG_ASIDE_MAX). */

@@ -1,5 +1,5 @@
 /* purchase.h — the purchase worker: the consumer of the transactional
- * outbox (issue 4 item 5). It turns the engine's pending purchases
+ * outbox. It turns the engine's pending purchases
  * (engine.h "purchase jobs") into 1688 orders, on the loop, through the
  * shared supplier_client (one token bucket per app key for sync and
  * purchases alike).

@@ -1,5 +1,5 @@
 /* reply.h — the msgpack encoding of stockd's answers: order records, stock
- * maps, trust maps and error maps (proto/PROTOCOL.md §4, §5). Pure: packs
+ * maps, trust maps and error maps. Pure: packs
  * into the caller's packer from the engine's views, reads no state, so the
  * bytes are unit-tested (tests/unit/test_reply.c) and match proto/vectors.
  *

@@ -2,7 +2,7 @@
  * the ring; a request for a SKU another node owns is forwarded to it
  * (peer.h, over a proven connection) and its answer relayed under the
  * client's msgid; a forwarded change whose answer is lost answers
- * outcome unknown, one never sent a plain unavailable (PROTOCOL §13
+ * outcome unknown, one never sent a plain unavailable (PROTOCOL.md
  * "Faults"). Order calls without a SKU are routed by MariaDB's lines of the
  * order; orders of several lines go to the cart coordinator (cart.h). A
  * not_found from this node's memory is checked in MariaDB first. SKUs that

@@ -1,6 +1,6 @@
 /* stats.h — one snapshot of every figure stockd keeps, filled once per
  * question (server_stats_get) and rendered two ways from the same struct:
- * the `stats` method's map (proto/PROTOCOL.md §4) and /metrics (Prometheus
+ * the `stats` method's map and /metrics (Prometheus
  * text 0.0.4, http.h). So the two can never disagree. Pure rendering: no
  * state, no I/O but appending to the caller's buffer.
  *
@@ -101,7 +101,7 @@ typedef struct stats_snapshot {
     httpd_stats http;
 } stats_snapshot;
 
-/* The `stats` answer: one map (PROTOCOL.md §4 names its keys). */
+/* The `stats` answer: one map (PROTOCOL.md names its keys). */
 void stats_pack(const stats_snapshot *s, msgpack_packer *pk);
 /* /metrics: Prometheus text exposition 0.0.4. */
 void stats_metrics(const stats_snapshot *s, struct evbuffer *out);

@@ -207,7 +207,7 @@ void store_set_takeover(store *s, engine *e);
  * callback rules as store_load_sku(); fn is called exactly once. */
 int store_find_order_sku(store *s, const char *order_id, store_find_fn fn, void *arg);
 
-/* ---- orders of several lines (issue 8) ----
+/* ---- orders of several lines ----
  * Orders are stored one row per line: orders (order_id, line_no) with
  * n_lines; purchase_jobs likewise per line. store_find_order_sku() gives
  * line 0's SKU. */

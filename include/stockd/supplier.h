@@ -1,6 +1,6 @@
 /* supplier.h — the 1688 Open Platform client on the libevent loop (curl
  * multi-socket API, driven by CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION events;
- * reference c-server-style-and-idioms.md §2(c)).
+ * reference c-server-style-and-idioms.md).
  *
  * One supplier_client is one app (app key, secret, access token): the
  * concurrency limit and the token bucket below are per app key, as 1688's

@@ -5,7 +5,7 @@
  * and the typed readers of the five APIs stockd calls. Split from
  * supplier.c so it can be unit-tested on recorded bodies and fuzzed.
  *
- * The one result (reference 1688-open-api.md §3, §5):
+ * The one result (reference 1688-open-api.md):
  *   ok                      the API ran and answered a success we could read
  *   retryable(kind)         nothing definite is known; a repeat may succeed.
  *                           kind says whether the API may have run:

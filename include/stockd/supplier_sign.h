@@ -3,7 +3,7 @@
  * clock, no global state; shared by stockd's supplier client, its push
  * ingest and tools/fake1688.
  *
- * Signature (reference 1688-open-api.md §2, as the official SDKs do it):
+ * Signature (reference 1688-open-api.md, as the official SDKs do it):
  *   s   = url_path + concat(sort_bytewise(key + value for every param
  *                                         except _aop_signature))
  *   sig = UPPER(HEX(HMAC_SHA1(key = app_secret, msg = s)))      40 chars

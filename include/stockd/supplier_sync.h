@@ -1,5 +1,4 @@
-/* supplier_sync.h — the periodic snapshot sync of supplier stock (issue 4
- * item 3, first slice).
+/* supplier_sync.h — the periodic snapshot sync of supplier stock.
  *
  * Every sync_ms a round walks the SKUs in memory (in a cluster: the SKUs
  * this node owns and has loaded), takes those with a committed 1688

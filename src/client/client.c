@@ -1100,7 +1100,7 @@ stockd_rc stockd_stats(stockd_client *c, const msgpack_object **stats)
     return rc;
 }
 
-/* ------------------------------------------------- supplier round (issue 4) */
+/* ------------------------------------------------- supplier round */
 
 /* Sends a request whose params were packed (pack_rc) and waits for it. */
 static stockd_rc client_call_raw(stockd_client *c, int pack_rc, const msgpack_object **result)
