@@ -188,7 +188,8 @@ static void answer_told(cart *c, coord *co)
     cart_part p;
     cart_told_part(co->told.code, co->told.line, co->told.sku, co->told.available, &p);
     msgpack_sbuffer_clear(&c->sb);
-    cart_pack_error(&c->pk, co->msgid, p.err, p.code, p.msg, false, &p, co->told.line >= 0 && p.sku[0]);
+    cart_pack_error(&c->pk, co->msgid, p.err, p.code, p.msg, false, &p,
+                    co->told.line >= 0 && p.sku[0]);
     ct_coord_answer(c, co);
 }
 

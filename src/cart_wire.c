@@ -275,7 +275,8 @@ bool cart_order_final(const cart_part *parts, uint32_t n)
         open = open || p->rec.status == ENG_ST_HELD || p->rec.status == ENG_ST_CONFIRMED;
     }
     eng_status st = cart_merged_status(lv, n);
-    return !held && (st == ENG_ST_PURCHASED || ((st == ENG_ST_FAILED || st == ENG_ST_EXPIRED) && !open));
+    bool ended = st == ENG_ST_FAILED || st == ENG_ST_EXPIRED;
+    return !held && (st == ENG_ST_PURCHASED || (ended && !open));
 }
 
 void cart_told_part(const char *code, int32_t line, const char *sku, int64_t available,

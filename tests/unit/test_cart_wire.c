@@ -85,7 +85,8 @@ static eng_order_view record(const char *sku, int32_t qty, eng_status st)
 
 /* A part slot filled from its owner's reply: the record packed as the
  * owner packs a part (reply_order with part), read back. */
-static void part_from_record(cart_part *p, const eng_order_view *o, int32_t line_no, int32_t n_lines)
+static void part_from_record(cart_part *p, const eng_order_view *o, int32_t line_no,
+                             int32_t n_lines)
 {
     memset(p, 0, sizeof *p);
     snprintf(p->sku, sizeof p->sku, "%s", o->sku);
@@ -135,8 +136,8 @@ static void test_record_reads_back_whole(void **state)
 }
 
 /* An error as an owner sends it: {code, message, retryable, details}. */
-static const msgpack_object *error_map(packed *e, const char *code, bool retryable, int64_t available,
-                                       const char *status, bool deciding)
+static const msgpack_object *error_map(packed *e, const char *code, bool retryable,
+                                       int64_t available, const char *status, bool deciding)
 {
     start(e);
     uint32_t n = 3 + (available >= 0) + (status != NULL) + deciding;
@@ -172,7 +173,8 @@ static void test_owner_errors_keep_details(void **state)
     assert_true(p.deciding);
     assert_false(p.have_rec);
 
-    cart_part_take_reply(&p, error_map(&e, "invalid_state", false, -1, "shipped", false), NULL, NULL);
+    cart_part_take_reply(&p, error_map(&e, "invalid_state", false, -1, "shipped", false), NULL,
+                         NULL);
     finish(&e);
     assert_int_equal(p.err, ENG_E_INVALID_STATE);
     assert_string_equal(p.status, "shipped");
@@ -205,7 +207,8 @@ static void test_unparsed_is_retryable_failure(void **state)
     assert_int_equal(p.res, CART_PR_FAIL);
     assert_int_equal(p.err, ENG_E_UNAVAILABLE);
     assert_string_equal(p.code, "unavailable");
-    assert_string_equal(p.msg, "owner of sku tee not reachable (timeout); retry with the same order_id");
+    assert_string_equal(p.msg,
+                        "owner of sku tee not reachable (timeout); retry with the same order_id");
     assert_true(p.retryable);
 
     msgpack_object s = {.type = MSGPACK_OBJECT_STR, .via.str = {.size = 3, .ptr = "bad"}};
