@@ -36,8 +36,7 @@ void reply_stock(msgpack_packer *pk, const eng_stock_view *v)
     msgpack_pack_double(pk, v->trust);
 }
 
-/* The lines of a whole order of several lines. */
-static void pack_lines(msgpack_packer *pk, const eng_line_view *l, size_t n)
+void reply_lines(msgpack_packer *pk, const eng_line_view *l, size_t n)
 {
     codec_pack_cstr(pk, "lines");
     msgpack_pack_array(pk, (uint32_t)n);
@@ -90,7 +89,7 @@ void reply_order(msgpack_packer *pk, const eng_order_view *o, bool part,
     if (part)
         codec_pack_kv_int(pk, "line", o->line_no);
     if (nl > 0)
-        pack_lines(pk, lines, nl);
+        reply_lines(pk, lines, nl);
 }
 
 

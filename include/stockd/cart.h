@@ -1,5 +1,7 @@
 /* cart.h — the cross-shard coordinator for orders of several lines,
- * used only in sharded mode (--peers).
+ * used only in sharded mode (--peers). Its files: cart.c (this API, a
+ * coordination's life), cart_coord.c (the phases), cart_owner.c (the
+ * owner side), cart_wire.c (the messages, pure: cart_wire.h).
  *
  * A reserve with lines that reaches a sharded node is coordinated by that
  * node. Lines are normalized here exactly as the engine does it (lines of
@@ -50,7 +52,7 @@
  *     asked up to 3 times (from the loop); still failing -> `unavailable`
  *     and nothing released: the owners' hold lapse settles the parts.
  *   - a retry finding parts already confirmed / ended follows what is
- *     there (see cart.c).
+ *     there (see cart_coord.c).
  * Owner side: cart_settle_due() settles this node's parts whose hold
  * lapsed (engine_part_due): ABORT stands -> release + as_expired (with a
  * refusal: release + erase, the coordinator's erase was lost); CONFIRM
@@ -65,7 +67,7 @@
  * order (store_find_order_lines) decide: none -> single_fn(ctx, "") (the
  * server answers as for an unknown order); one line -> single_fn(ctx, sku)
  * (the server routes it as a plain order call for that SKU); several ->
- * fanned out to every part's owner and merged (see cart.c).
+ * fanned out to every part's owner and merged (see cart_coord.c).
  *
  * Callbacks: every cart_reserve() / cart_order_op() call ends in exactly
  * ONE callback, fn or single_fn, from the loop and never inside the call.
@@ -144,8 +146,8 @@ void cart_order_op(cart *c, uint32_t msgid, const char *method, const char *orde
  * {part_lines, line_no, as_failed: true, reason: "line K failed: <reason>"}
  * to every other part's owner (this node through its own address); parts
  * not reached (transport failure or a retryable error) are tried again
- * with backoff (CART_CASCADE_* in cart.c, about a minute in all), then the
- * cascade is logged and left to support (the failed line's
+ * with backoff (CART_CASCADE_* in cart_internal.h, about a minute in
+ * all), then the cascade is logged and left to support (the failed line's
  * "purchase_failed" alert). One cascade per order at a time; repeats are
  * harmless (the engine fails only what is held or confirmed). When every
  * part is settled the order's listeners are told (cart_order_changed). */

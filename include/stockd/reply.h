@@ -28,6 +28,11 @@ void reply_stock(msgpack_packer *pk, const eng_stock_view *v);
 void reply_order(msgpack_packer *pk, const eng_order_view *o, bool part,
                  const eng_line_view *lines, size_t n_lines);
 
+/* "lines": the lines of a whole order of several lines (a key and its
+ * array of n line maps), as reply_order and the cart coordinator's merged
+ * record write them. */
+void reply_lines(msgpack_packer *pk, const eng_line_view *l, size_t n);
+
 /* supplier.put / supplier.get */
 /* A support alert's map, with extra more pairs the caller packs after:
  * kind, sku, order_id (when not ""), reason, at. */
