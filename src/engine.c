@@ -351,6 +351,135 @@ static void line_free(engine *e, eng_order *o)
     free(o);
 }
 
+/* ------------------------------------------------------------ final orders */
+
+void ei_line_holds(eng_status st, int32_t from_own, int32_t from_supplier, bool settled,
+                   int64_t *own, int64_t *sup)
+{
+    bool live = st == ENG_ST_HELD || st == ENG_ST_CONFIRMED;
+    *own = live || st == ENG_ST_PURCHASED ? from_own : 0;
+    *sup = live || ((st == ENG_ST_PURCHASED || st == ENG_ST_SHIPPED) && !settled)
+               ? from_supplier : 0;
+}
+
+/* Every line ended and holds nothing: MariaDB's rows say all there is to
+ * say of it, and no later change of the order can need its units. Parts
+ * stay (their coordinator may still ask), and so do ghosts. */
+static bool order_final(const eng_order *h)
+{
+    if (h->part || h->ghost)
+        return false;
+    FOR_LINES((eng_order *)h, l) {
+        if (l->status == ENG_ST_NONE || l->status == ENG_ST_HELD || l->status == ENG_ST_CONFIRMED)
+            return false;
+        int64_t own, sup;
+        ei_line_holds(l->status, l->from_own, l->from_supplier, l->supplier_settled, &own, &sup);
+        if (own != 0 || sup != 0)
+            return false;
+    }
+    return true;
+}
+
+static void fin_unlink(engine *e, eng_order *h)
+{
+    if (!h->on_fin)
+        return;
+    if (h->fin_prev)
+        h->fin_prev->fin_next = h->fin_next;
+    else
+        e->fin_head = h->fin_next;
+    if (h->fin_next)
+        h->fin_next->fin_prev = h->fin_prev;
+    else
+        e->fin_tail = h->fin_prev;
+    h->fin_next = h->fin_prev = NULL;
+    h->on_fin = false;
+}
+
+static void fin_append(engine *e, eng_order *h)
+{
+    h->fin_prev = e->fin_tail;
+    h->fin_next = NULL;
+    if (e->fin_tail)
+        e->fin_tail->fin_next = h;
+    else
+        e->fin_head = h;
+    e->fin_tail = h;
+    h->on_fin = true;
+}
+
+void ei_fin_sync(engine *e, eng_order *h)
+{
+    h = h->head;
+    bool fin = order_final(h);
+    if (fin && !h->on_fin)
+        fin_append(e, h);
+    else if (!fin && h->on_fin)
+        fin_unlink(e, h);
+}
+
+/* A SKU queue this long is not searched: its orders wait for a quieter
+ * moment to leave memory. */
+#define EVICT_QUEUE_SCAN_MAX 256
+
+/* Whether an op queued on s (or a cart's ticket there) names order_id;
+ * also true when the queue is too long to look through. */
+static bool queue_names(const eng_sku *s, const char *order_id)
+{
+    if (s->q_len > EVICT_QUEUE_SCAN_MAX)
+        return true;
+    for (const eng_op *q = s->q_head; q != NULL; q = q->next) {
+        const eng_op *op = q->tk_parent != NULL ? q->tk_parent : q;
+        if (strcmp(op->order_id, order_id) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Something still points at it: an op waits on it (queued for any of its
+ * SKUs), a batch writes it, an expiry entry or the purchase worker names
+ * it. */
+static bool order_busy(const eng_order *h)
+{
+    if (h->pending != 0 || h->heap_refs != 0 || h->part_listed || ei_order_inflight(h))
+        return true;
+    FOR_LINES((eng_order *)h, l)
+        if (l->claimed || l->in_purchases || queue_names(l->sku, h->id))
+            return true;
+    return false;
+}
+
+size_t engine_evict_orders(engine *e, int64_t before_ms, size_t max,
+                           void (*fn)(const char *order_id, void *arg), void *arg)
+{
+    size_t n = 0, looked = 0;
+    if (e->parts_mode)
+        return 0;
+    eng_order *h = e->fin_head;
+    /* The list is in the order orders became final, near enough the order
+     * of their last change: stop at the first one changed too recently. */
+    while (h != NULL && n < max && looked++ < 4 * max && h->updated_at_ms < before_ms) {
+        eng_order *next = h->fin_next;
+        if (!order_final(h)) {
+            fin_unlink(e, h);
+        } else if (order_busy(h)) {
+            /* Later: to the back, so one busy order does not stop the rest. */
+            fin_unlink(e, h);
+            fin_append(e, h);
+            if (next == NULL)
+                break;
+        } else {
+            if (fn != NULL)
+                fn(h->id, arg);
+            ei_order_free(e, h);
+            e->st.orders_evicted++;
+            n++;
+        }
+        h = next;
+    }
+    return n;
+}
+
 /* Frees an order: its head and every line. A part on the due list is
  * unlinked first. */
 void ei_order_free(engine *e, eng_order *h)
@@ -366,6 +495,7 @@ void ei_order_free(engine *e, eng_order *h)
         if (e->due_tail == h)
             e->due_tail = prev;
     }
+    fin_unlink(e, h);
     HASH_DEL(e->orders, h);
     eng_order *l = h->line_next;
     while (l != NULL) {
@@ -729,6 +859,7 @@ bool ei_heap_push(engine *e, int64_t at_ms, eng_order *o)
     size_t i = e->heap_len++;
     e->heap[i].at_ms = at_ms;
     e->heap[i].o = o;
+    o->heap_refs++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
         if (e->heap[p].at_ms <= e->heap[i].at_ms)
@@ -758,8 +889,16 @@ static void heap_sift_down(engine *e, size_t i)
 void ei_heap_pop(engine *e)
 {
     assert(e->heap_len > 0);
+    e->heap[0].o->heap_refs--;
     e->heap[0] = e->heap[--e->heap_len];
     heap_sift_down(e, 0);
+}
+
+void ei_heap_drop(engine *e, size_t i)
+{
+    assert(i < e->heap_len);
+    e->heap[i].o->heap_refs--;
+    e->heap[i] = e->heap[--e->heap_len];
 }
 
 void ei_heap_rebuild(engine *e)

@@ -338,6 +338,7 @@ static void batch_finalize(engine *e, eng_batch *b)
         if (o->status == ENG_ST_NONE && before->status != ENG_ST_NONE) {
             o->ghost = true;  /* erased: heap entries may still name it */
         }
+        ei_fin_sync(e, o);
     }
     for (size_t i = 0; i < b->n_sw; i++) {
         eng_sku *s = b->sw[i].sku;

@@ -96,6 +96,9 @@ struct eng_order {
     eng_order *pp_next, *pp_prev; /* pending-purchase list */
     struct order_write *inflight;
     eng_order *sku_next, *sku_prev; /* the SKU's order list */
+    eng_order *fin_next, *fin_prev; /* head: the engine's final-orders list */
+    bool on_fin;
+    uint16_t heap_refs;           /* head: expiry heap entries naming it */
     UT_hash_handle hh;
 };
 
@@ -194,6 +197,7 @@ struct engine {
     eng_batch *free_batches;
     uint64_t next_batch_id;
     struct heap_item *heap;       /* min-heap of committed holds */
+    eng_order *fin_head, *fin_tail; /* final orders, in the order they became final */
     size_t heap_len, heap_cap;
     eng_op *free_ops;             /* internal expire ops */
     eng_supp *supps;              /* uthash by id */
@@ -269,6 +273,13 @@ void ei_park_unlink(engine *e, eng_op *op);
 void ei_unpark_all(engine *e, eng_sku *s);
 bool ei_park_due(engine *e, int64_t now_ms);
 bool ei_heap_push(engine *e, int64_t at_ms, eng_order *o);
+/* Drops heap entry i (the heap is rebuilt by the caller). */
+void ei_heap_drop(engine *e, size_t i);
+/* The units a stored line holds in its SKU's counters. */
+void ei_line_holds(eng_status st, int32_t from_own, int32_t from_supplier, bool settled,
+                   int64_t *own, int64_t *sup);
+/* Puts h on the final-orders list when it is final, takes it off when not. */
+void ei_fin_sync(engine *e, eng_order *h);
 void ei_heap_pop(engine *e);
 void ei_heap_rebuild(engine *e);
 void ei_batch_free_mem(eng_batch *b);

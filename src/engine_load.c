@@ -187,16 +187,6 @@ bool engine_load_supplier(engine *e, const char *supplier_id, const eng_trust *t
 
 /* ------------------------------------------------------------ set aside (engine.h) */
 
-/* The units a stored line holds in its SKU's counters. */
-static void line_holds(eng_status st, int32_t from_own, int32_t from_supplier, bool settled,
-                       int64_t *own, int64_t *sup)
-{
-    bool live = st == ENG_ST_HELD || st == ENG_ST_CONFIRMED;
-    *own = live || st == ENG_ST_PURCHASED ? from_own : 0;
-    *sup = live || ((st == ENG_ST_PURCHASED || st == ENG_ST_SHIPPED) && !settled)
-               ? from_supplier : 0;
-}
-
 static void aside_alert_push(engine *e, const char *sku, const char *order_id, const char *why)
 {
     if (e->pal == NULL && (e->pal = calloc(ENG_ASIDE_ALERTS_MAX, sizeof(*e->pal))) == NULL) {
@@ -248,7 +238,7 @@ static void freeze(engine *e, const char *sku, eng_status st, int32_t from_own,
         st >= ENG_ST_COUNT_ || from_own < 0 || from_supplier < 0)
         return;
     int64_t own, sup;
-    line_holds(st, from_own, from_supplier, settled, &own, &sup);
+    ei_line_holds(st, from_own, from_supplier, settled, &own, &sup);
     s->frozen_own += own;
     s->frozen_sup += sup;
 }
@@ -343,7 +333,7 @@ int engine_audit_loaded(engine *e, void (*fn)(const char *sku, const char *why, 
             if (o->status == ENG_ST_NONE)
                 continue;
             int64_t lo, ls;
-            line_holds(o->status, o->from_own, o->from_supplier, o->supplier_settled, &lo, &ls);
+            ei_line_holds(o->status, o->from_own, o->from_supplier, o->supplier_settled, &lo, &ls);
             own += lo;
             sup += ls;
         }
@@ -442,6 +432,56 @@ int engine_load_order_lines(engine *e, const eng_order_view *v, size_t n,
     for (size_t i = 0; i < n; i++)
         if (!engine_load_order(e, &v[i]))
             return -1;  /* checked above: only memory can fail */
+    eng_order *h = ei_order_find_id(e, v[0].order_id);
+    if (h != NULL)
+        ei_fin_sync(e, h);
+    return 1;
+}
+
+int engine_reload_order(engine *e, const eng_order_view *v, size_t n,
+                        char why[ENG_REASON_MAX + 1])
+{
+    if (n == 0 || n > ENG_LINES_MAX || e->parts_mode) {
+        eng_why_fmt(why, "%zu stored lines (1..%d, not sharded)", n, ENG_LINES_MAX);
+        return 0;
+    }
+    if (ei_order_find_id(e, v[0].order_id) != NULL)
+        return 1;  /* memory stands */
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].order_id, v[0].order_id) != 0 || !eng_order_row_valid(&v[i], why) ||
+            v[i].n_lines != (int32_t)n || v[i].line_no != (int32_t)i) {
+            if (why[0] == '\0')
+                eng_why_fmt(why, "its stored lines do not make one order");
+            return 0;
+        }
+        const eng_sku *s = ei_sku_find(e, v[i].sku);
+        if (s == NULL || !s->exists || s->aside) {
+            eng_why_fmt(why, "line %d: its SKU %s is %s", (int)i, v[i].sku,
+                        s != NULL && s->aside ? "set aside" : "not loaded");
+            return 0;
+        }
+        int64_t own, sup;
+        ei_line_holds(v[i].status, v[i].from_own, v[i].from_supplier, v[i].supplier_settled,
+                      &own, &sup);
+        /* Only final orders leave memory: one that holds units and is not
+         * here was never evicted, and its units are not in the counters. */
+        if (own != 0 || sup != 0 || v[i].status == ENG_ST_HELD ||
+            v[i].status == ENG_ST_CONFIRMED) {
+            eng_why_fmt(why, "line %d is %s but the order is not in memory", (int)i,
+                        eng_status_name(v[i].status));
+            return 0;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!engine_load_order(e, &v[i])) {
+            eng_order *h = ei_order_find_id(e, v[0].order_id);
+            if (h != NULL)
+                ei_order_free(e, h);
+            return -1;
+        }
+    }
+    ei_fin_sync(e, ei_order_find_id(e, v[0].order_id));
+    e->st.orders_reloaded++;
     return 1;
 }
 
@@ -523,7 +563,7 @@ void ei_sku_clear(engine *e, eng_sku *s, eng_err queued_err, const char *aside_w
         FOR_LINES(e->heap[i].o, l)
             here = here || l->sku == s;
         if (here) {
-            e->heap[i] = e->heap[--e->heap_len];
+            ei_heap_drop(e, i);
             continue;
         }
         i++;

@@ -394,6 +394,8 @@ typedef struct eng_stats {
     uint32_t batches_in_flight;
     uint64_t skus;
     uint64_t orders;
+    uint64_t orders_evicted;      /* final orders freed (engine_evict_orders) */
+    uint64_t orders_reloaded;     /* read back after that (engine_reload_order) */
     uint64_t purchases_pending;   /* confirmed orders with supplier units, not yet bought */
     uint64_t purchased;           /* ENG_OP_PURCHASED committed (this process) */
     uint64_t purchase_failed;     /* ENG_OP_PURCHASE_FAILED committed */
@@ -486,6 +488,25 @@ bool eng_order_row_valid(const eng_order_view *v, char why[ENG_REASON_MAX + 1]);
  * of memory. */
 int engine_load_order_lines(engine *e, const eng_order_view *v, size_t n,
                             char why[ENG_REASON_MAX + 1]);
+
+/* ---- memory bounded by live orders ----
+ * An order is final when every line has ended and holds no units of its
+ * SKU's counters (shipped with its supplier units settled, purchased with
+ * nothing left to ship or settle, released, expired, failed): MariaDB's rows
+ * say all there is to say of it. Final orders are kept in the order they
+ * became final; engine_evict_orders() frees those whose last change is
+ * older than before_ms, at most max a call, skipping (for later) any an op
+ * waits on, a batch writes or an expiry entry names; parts of cross-shard
+ * orders and orders of a sharded node stay. fn (may be NULL) hears each
+ * order_id freed. Returns how many were freed. */
+size_t engine_evict_orders(engine *e, int64_t before_ms, size_t max,
+                           void (*fn)(const char *order_id, void *arg), void *arg);
+/* Reads an evicted order back (v[0..n): its stored lines 0..n-1, sorted),
+ * its SKUs loaded: 1 loaded (or already in memory: memory stands), 0 not a
+ * final order of loaded SKUs (why says what; nothing loaded), -1 out of
+ * memory. A final order holds no units, so the counters do not move. */
+int engine_reload_order(engine *e, const eng_order_view *v, size_t n,
+                        char why[ENG_REASON_MAX + 1]);
 /* Sets order_id aside (see above). lines[0..n) are the lines that could be
  * read (n may be 0): the units they hold on loaded SKUs are frozen there.
  * sku names the alert's SKU ("" when unknown). Returns 1 set aside now

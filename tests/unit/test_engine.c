@@ -1821,9 +1821,197 @@ static void test_parts_wait_and_erase(void **state)
     engine_free(e);
 }
 
+/* ---- memory bounded by live orders ------------------------------------------ */
+
+/* A tiny store: the latest committed row of each (order_id, line_no), as
+ * MariaDB keeps them; a batch that inserts a row whose key is there fails
+ * (the primary key), as it would in MariaDB. */
+#define MS_MAX 256
+static struct {
+    eng_order_view v[MS_MAX];
+    bool used[MS_MAX];
+} ms;
+
+static int ms_find(const char *id, int32_t line_no)
+{
+    for (int i = 0; i < MS_MAX; i++)
+        if (ms.used[i] && ms.v[i].line_no == line_no && strcmp(ms.v[i].order_id, id) == 0)
+            return i;
+    return -1;
+}
+
+/* Whether b would break the primary key of the tiny store. */
+static bool ms_dup(const eng_batch *b)
+{
+    const eng_order_row *rows;
+    size_t n = eng_batch_order_rows(b, &rows);
+    for (size_t i = 0; i < n; i++)
+        if (rows[i].insert && !rows[i].erase && ms_find(rows[i].o.order_id, rows[i].o.line_no) >= 0)
+            return true;
+    return false;
+}
+
+static void ms_apply(const eng_batch *b)
+{
+    const eng_order_row *rows;
+    size_t n = eng_batch_order_rows(b, &rows);
+    for (size_t i = 0; i < n; i++) {
+        int k = ms_find(rows[i].o.order_id, rows[i].o.line_no);
+        if (rows[i].erase) {
+            if (k >= 0)
+                ms.used[k] = false;
+            continue;
+        }
+        if (k < 0)
+            for (k = 0; k < MS_MAX && ms.used[k]; k++)
+                ;
+        assert_true(k < MS_MAX);
+        ms.v[k] = rows[i].o;
+        ms.used[k] = true;
+    }
+}
+
+/* The stored lines of a whole order, line_no order: how many (0: none). */
+static size_t ms_lines(const char *id, eng_order_view *out)
+{
+    size_t n = 0;
+    for (int32_t l = 0; l < ENG_LINES_MAX; l++) {
+        int k = ms_find(id, l);
+        if (k < 0)
+            break;
+        out[n++] = ms.v[k];
+    }
+    return n;
+}
+
+/* Runs every ready batch: committed (and stored) unless the store refuses
+ * it for its primary key. */
+static void ms_run(engine *e, int64_t now)
+{
+    eng_batch *b;
+    while ((b = engine_next_batch(e, now)) != NULL) {
+        if (ms_dup(b)) {
+            engine_batch_done(e, b, ENG_ABORTED);
+            continue;
+        }
+        ms_apply(b);
+        engine_batch_done(e, b, ENG_COMMITTED);
+    }
+}
+
+static char evicted_ids[8][ENG_ID_MAX + 1];
+static int n_evicted_ids;
+static void note_evicted(const char *id, void *arg)
+{
+    (void)arg;
+    if (n_evicted_ids < 8)
+        snprintf(evicted_ids[n_evicted_ids++], sizeof evicted_ids[0], "%s", id);
+}
+
+static eng_op *ms_submit(engine *e, eng_op_kind k, const char *id, const char *sku, int qty,
+                         int64_t now)
+{
+    eng_op *op = op_new(k, id, sku, qty);
+    assert_int_equal(engine_submit(e, op, now), ENG_OK);
+    ms_run(e, now);
+    return op;
+}
+
+/* Final orders leave memory after their last change is old enough, held
+ * and confirmed ones stay; the counters do not move; an evicted order read
+ * back answers its retry with its first record; a retry that comes before
+ * the read-back is refused by the primary key and changes nothing. */
+static void test_evict_and_reload(void **state)
+{
+    (void)state;
+    memset(&ms, 0, sizeof ms);
+    engine *e = mk();
+    put(e, "s", 5, -1);
+    eng_op *r1 = ms_submit(e, ENG_OP_RESERVE, "o1", "s", 2, 10);
+    eng_op *x1 = ms_submit(e, ENG_OP_RELEASE, "o1", NULL, 0, 20);
+    eng_op *r2 = op_new(ENG_OP_RESERVE, "o2", "s", 1);
+    r2->hold_ms = 100000;
+    assert_int_equal(engine_submit(e, r2, 30), ENG_OK);
+    ms_run(e, 30);
+    eng_op *r3 = ms_submit(e, ENG_OP_RESERVE, "o3", "s", 1, 40);
+    eng_op *s3 = ms_submit(e, ENG_OP_SHIP, "o3", NULL, 0, 50);
+    eng_op *r4 = ms_submit(e, ENG_OP_RESERVE, "o4", "s", 1, 60);  /* confirmed: live */
+    assert_int_equal(x1->order.status, ENG_ST_RELEASED);
+    assert_int_equal(s3->order.status, ENG_ST_SHIPPED);
+    int64_t before = avail(e, "s");
+    eng_stats st;
+    engine_stats_get(e, &st);
+    uint64_t orders = st.orders;
+
+    /* Too recent: nothing goes. */
+    assert_int_equal(engine_evict_orders(e, 20, 100, NULL, NULL), 0);
+    n_evicted_ids = 0;
+    assert_int_equal(engine_evict_orders(e, 1000, 100, note_evicted, NULL), 2);
+    assert_int_equal(n_evicted_ids, 2);
+    assert_string_equal(evicted_ids[0], "o1");
+    assert_string_equal(evicted_ids[1], "o3");
+    eng_order_view v;
+    assert_false(engine_order_get(e, "o1", &v));
+    assert_true(engine_order_get(e, "o2", &v));
+    assert_true(engine_order_get(e, "o4", &v));
+    engine_stats_get(e, &st);
+    assert_int_equal(st.orders, orders - 2);
+    assert_int_equal(st.orders_evicted, 2);
+    assert_int_equal(avail(e, "s"), before);
+
+    /* A retry before the read-back: decided as new, refused by the key. */
+    eng_op *early = ms_submit(e, ENG_OP_RESERVE, "o1", "s", 2, 70);
+    assert_int_equal(early->err, ENG_E_UNAVAILABLE);
+    assert_int_equal(avail(e, "s"), before);
+
+    /* Read back: the retry answers the first record, no new reservation. */
+    eng_order_view lines[ENG_LINES_MAX];
+    size_t n = ms_lines("o1", lines);
+    assert_int_equal(n, 1);
+    char why[ENG_REASON_MAX + 1] = "";
+    assert_int_equal(engine_reload_order(e, lines, n, why), 1);
+    assert_true(engine_order_get(e, "o1", &v));
+    assert_int_equal(v.status, ENG_ST_RELEASED);
+    eng_op *retry = op_new(ENG_OP_RESERVE, "o1", "s", 2);
+    eng_err err = engine_submit(e, retry, 80);
+    ms_run(e, 80);
+    assert_int_equal(err, ENG_OK);
+    assert_int_equal(retry->err, ENG_OK);
+    assert_int_equal(retry->order.status, ENG_ST_RELEASED);  /* its record, not a new hold */
+    assert_int_equal(retry->order.created_at_ms, 10);
+    assert_int_equal(avail(e, "s"), before);
+    engine_stats_get(e, &st);
+    assert_int_equal(st.orders_reloaded, 1);
+
+    /* A live order is never read back over memory, nor one not final. */
+    n = ms_lines("o4", lines);
+    assert_int_equal(engine_reload_order(e, lines, n, why), 1);  /* in memory: stands */
+    lines[0].status = ENG_ST_CONFIRMED;
+    snprintf(lines[0].order_id, sizeof lines[0].order_id, "o9");
+    why[0] = '\0';
+    assert_int_equal(engine_reload_order(e, lines, n, why), 0);
+    assert_non_null(strstr(why, "not in memory"));
+
+    /* Busy: an op waiting on a final order keeps it. */
+    engine_evict_orders(e, 100000, 100, NULL, NULL);
+    n = ms_lines("o3", lines);
+    assert_int_equal(engine_reload_order(e, lines, n, why), 1);
+    eng_op *w = op_new(ENG_OP_SHIP, "o3", NULL, 0);
+    assert_int_equal(engine_submit(e, w, 90), ENG_OK);  /* queued, not run */
+    assert_int_equal(engine_evict_orders(e, 100000, 100, NULL, NULL), 0);
+    assert_true(engine_order_get(e, "o3", &v));
+    ms_run(e, 90);
+    eng_op *ops[] = {r1, x1, r2, r3, s3, r4, early, retry, w};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        free(ops[i]);
+    n_done = 0;
+    engine_free(e);
+}
+
 static void test_random_walk(void **state)
 {
     (void)state;
+    memset(&ms, 0, sizeof ms);
     engine *e = mk();
     eng_limits l;
     eng_limits_default(&l);
@@ -1880,6 +2068,15 @@ static void test_random_walk(void **state)
                 }
                 op = cart_new(id, spec, rnd() % 2 ? 1000 : 0);
             }
+            /* An evicted order is read back before its call, half the
+             * time; the other half the call meets the primary key. */
+            eng_order_view stored[ENG_LINES_MAX], mem;
+            size_t ns = ms_lines(id, stored);
+            if (ns > 0 && (size_t)stored[0].n_lines == ns && !engine_order_get(e, id, &mem) &&
+                rnd() % 2) {
+                char why[ENG_REASON_MAX + 1] = "";
+                assert_int_equal(engine_reload_order(e, stored, ns, why), 1);
+            }
             if (engine_submit(e, op, now) == ENG_OK)
                 ops[k++] = op;
             else
@@ -1895,15 +2092,24 @@ static void test_random_walk(void **state)
         eng_batch *b;
         while ((b = engine_next_batch(e, now)) != NULL) {
             int r = (int)(rnd() % 10);
-            if (eng_batch_is_empty(b) || r < 7) {
+            bool dup = ms_dup(b);  /* a call on an evicted order decided as new */
+            if (!dup && (eng_batch_is_empty(b) || r < 7)) {
+                ms_apply(b);
                 engine_batch_done(e, b, ENG_COMMITTED);
-            } else if (r < 9) {
+            } else if (r < 9 || dup) {
                 engine_batch_done(e, b, ENG_ABORTED);
             } else {
                 engine_batch_done(e, b, ENG_UNKNOWN);
                 check_invariants(e);
-                engine_batch_resolve(e, b, rnd() % 2);
+                bool committed = rnd() % 2;
+                if (committed)
+                    ms_apply(b);
+                engine_batch_resolve(e, b, committed);
             }
+            check_invariants(e);
+        }
+        if (rnd() % 4 == 0) {
+            engine_evict_orders(e, now - (int64_t)(rnd() % 600), 1 + rnd() % 8, NULL, NULL);
             check_invariants(e);
         }
         now += (int64_t)(rnd() % 300);
@@ -1919,6 +2125,7 @@ static void test_random_walk(void **state)
     assert_int_equal(st.queued, 0);
     assert_int_equal(st.batches_in_flight, 0);
     assert_true(st.park_waits > 0);  /* the walk did wait */
+    assert_true(st.orders_evicted > 0 && st.orders_reloaded > 0);
     engine_free(e);
 }
 
@@ -1960,6 +2167,7 @@ int main(void)
         cmocka_unit_test(test_bad_order_lines),
         cmocka_unit_test(test_audit_sets_sku_aside),
         cmocka_unit_test(test_aside_alerts_bounded),
+        cmocka_unit_test(test_evict_and_reload),
         cmocka_unit_test(test_random_walk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
