@@ -268,7 +268,7 @@ stockd_rc stockd_stock_get(stockd_client *c, const char *sku, stockd_stock *out)
 stockd_rc stockd_sku_put(stockd_client *c, const stockd_sku_put_req *req, stockd_stock *out);
 stockd_rc stockd_stock_adjust(stockd_client *c, const char *sku, int64_t delta,
                               const char *reason, stockd_stock *out);
-/* ---- supplier round (issue 4) ----
+/* ---- supplier round ----
  * Results are the raw maps / array, valid until the next call. */
 stockd_rc stockd_supplier_put(stockd_client *c, const stockd_supplier_put_req *req,
                               const msgpack_object **result);
