@@ -23,17 +23,23 @@ stockd_rc client_wait_typed(stockd_client *c, stockd_rc rc, uint32_t msgid, stoc
     return rc;
 }
 
-stockd_rc stockd_ping(stockd_client *c, char *node, size_t node_len, char *version,
-                      size_t version_len)
+/* The synchronous call of a method that takes no params. */
+stockd_rc client_call_empty(stockd_client *c, const char *method, stockd_reply *reply)
 {
     msgpack_packer *pk;
-    stockd_reply r;
-    stockd_rc rc = stockd_request_begin(c, "ping", &pk);
+    stockd_rc rc = stockd_request_begin(c, method, &pk);
     if (rc != STOCKD_OK)
         return rc;
     if (msgpack_pack_map(pk, 0) != 0)
         return client_end_typed(c, -1, NULL);
-    rc = stockd_request_call(c, &r);
+    return stockd_request_call(c, reply);
+}
+
+stockd_rc stockd_ping(stockd_client *c, char *node, size_t node_len, char *version,
+                      size_t version_len)
+{
+    stockd_reply r;
+    stockd_rc rc = client_call_empty(c, "ping", &r);
     if (rc != STOCKD_OK)
         return rc;
     if (node && node_len)
@@ -110,15 +116,9 @@ stockd_rc stockd_stock_adjust(stockd_client *c, const char *sku, int64_t delta,
 
 stockd_rc stockd_stats(stockd_client *c, const msgpack_object **stats)
 {
-    msgpack_packer *pk;
     stockd_reply r;
     *stats = NULL;
-    stockd_rc rc = stockd_request_begin(c, "stats", &pk);
-    if (rc != STOCKD_OK)
-        return rc;
-    if (msgpack_pack_map(pk, 0) != 0)
-        return client_end_typed(c, -1, NULL);
-    rc = stockd_request_call(c, &r);
+    stockd_rc rc = client_call_empty(c, "stats", &r);
     if (rc == STOCKD_OK)
         *stats = r.result;
     return rc;
@@ -198,10 +198,6 @@ stockd_rc stockd_alerts_list(stockd_client *c, unsigned limit, const msgpack_obj
 
 stockd_rc stockd_order_subscribe(stockd_client *c)
 {
-    msgpack_packer *pk;
-    const msgpack_object *res;
-    stockd_rc rc = stockd_request_begin(c, "order.subscribe", &pk);
-    if (rc != STOCKD_OK)
-        return rc;
-    return client_call_raw(c, msgpack_pack_map(pk, 0), &res);
+    stockd_reply r;
+    return client_call_empty(c, "order.subscribe", &r);
 }

@@ -112,6 +112,9 @@ int client_pack_token(stockd_client *c, msgpack_packer *pk);
 stockd_rc client_wait_typed(stockd_client *c, stockd_rc rc, uint32_t msgid, stockd_order *ord,
                             stockd_stock *st);
 
+/* The synchronous call of a method that takes no params. */
+stockd_rc client_call_empty(stockd_client *c, const char *method, stockd_reply *reply);
+
 /* ---- client_ring.c ---- */
 /* Fills r from a cluster.ring result; NULL, or why it is refused. */
 const char *client_ring_parse(stockd_ring *r, const msgpack_object *res);

@@ -137,14 +137,8 @@ const char *client_ring_parse(stockd_ring *r, const msgpack_object *res)
 stockd_rc stockd_ring_fetch(stockd_client *c, stockd_ring **out)
 {
     *out = NULL;
-    msgpack_packer *pk;
     stockd_reply rep;
-    stockd_rc rc = stockd_request_begin(c, "cluster.ring", &pk);
-    if (rc != STOCKD_OK)
-        return rc;
-    if (msgpack_pack_map(pk, 0) != 0)
-        return client_end_typed(c, -1, NULL);
-    rc = stockd_request_call(c, &rep);
+    stockd_rc rc = client_call_empty(c, "cluster.ring", &rep);
     if (rc != STOCKD_OK)
         return rc;
     stockd_ring *r = calloc(1, sizeof *r);
