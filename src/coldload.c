@@ -17,6 +17,7 @@
 #include <uthash.h>
 
 #include "stockd/core.h"
+#include "stockd/orderload.h"
 #include "stockd/reply.h"
 #include "stockd/route.h"
 #include "stockd/rpc.h"
@@ -166,7 +167,9 @@ void cold_again_cb(evutil_socket_t fd, short what, void *arg)
 static void cold_handle_waiter(server *s, req *r, const char *sku, int result)
 {
     eng_stock_view v;
-    if (result < 0) {
+    if (r->reload_sku) {
+        orderload_sku_loaded(s, r, result);
+    } else if (result < 0) {
         cold_reply(s, r, ENG_E_UNAVAILABLE, NULL);
     } else if (route_hint_missed(s, r, r->m)) {
         /* As in local_request: the SKU is loaded now, the order is not on it. */
@@ -297,6 +300,11 @@ static eng_err cold_enqueue(server *s, req *r, const char *sku)
     k->tail = r;
     k->n_waiters++;
     return ENG_OK;
+}
+
+bool cold_wait_held(server *s, req *r, const char *sku)
+{
+    return cold_enqueue(s, r, sku) == ENG_OK;
 }
 
 /* Takes a request naming a SKU the engine does not hold. Returns false when

@@ -121,6 +121,7 @@ static const cfg_opt cfg_opts[] = {
     U32("bloom-fp-ppm", bloom_fp_ppm, 1, 500000),
     U32("bloom-min-skus", bloom_min_skus, 1, 1000000000),
     U32("cold-loads-max", cold_loads_max, 1, 100000),
+    U32("order-retention-ms", order_retention_ms, 0, 2592000000u),
     U32("cart-hold-ms", cart_hold_ms, 1000, 86400000),
     U32("cart-inflight-max", cart_inflight_max, 1, 1000000),
     OPT("config", CFG_K_FLAG_ONLY, 0),
@@ -891,6 +892,7 @@ void config_defaults(stockd_config *c) {
     c->bloom_fp_ppm = 1000;
     c->bloom_min_skus = 1000000;
     c->cold_loads_max = 16384;
+    c->order_retention_ms = 3600000;
     c->cart_hold_ms = 10000;
     c->cart_inflight_max = 10000;
     c->supplier_sync_ms = 300000;
@@ -1050,6 +1052,13 @@ const char *config_usage(void) {
 "  --preload-skus yes|no      load every SKU at startup (yes), or only SKUs with\n"
 "                             orders; others load on first use (env\n"
 "                             STOCKD_PRELOAD_SKUS; default yes)\n"
+"  --order-retention-ms MS    an order that has ended and holds no stock leaves\n"
+"                             memory this long after its last change, and is\n"
+"                             read back from MariaDB when asked for; startup\n"
+"                             loads live orders and the recent ones only; 0\n"
+"                             keeps every order in memory (one instance, not\n"
+"                             --peers), 0..2592000000 (env\n"
+"                             STOCKD_ORDER_RETENTION_MS; default 3600000)\n"
 "  --cache-ttl-s S            TTL of the Redis keys stock:{supplier}:{sku},\n"
 "                             1..86400 (env STOCKD_CACHE_TTL_S; default 60)\n"
 "  --redis-timeout-ms MS      Redis connect and command timeout; slower = down,\n"

@@ -1,6 +1,7 @@
 /* core.c — the engine's pump and what follows a commit: batches handed to
  * the store, outcomes applied, then notifications, alerts, cache refreshes,
  * purchase kicks and cart events; the expiry tick; see core.h. */
+#include "stockd/orderload.h"
 #include "stockd/core.h"
 
 #include <assert.h>
@@ -277,6 +278,7 @@ void core_tick_cb(evutil_socket_t fd, short what, void *arg)
         core_pump_schedule(s);
     if (s->cart != NULL)
         cart_settle_due(s->cart);  /* this node's parts whose hold lapsed */
+    orderload_evict(s);
 }
 
 static void on_commit(eng_batch *b, eng_outcome outcome, const char *err, void *arg)
@@ -299,6 +301,8 @@ static void on_commit(eng_batch *b, eng_outcome outcome, const char *err, void *
             route_forget_later(s, rows[i].sku);
         s->fence_drops += n;
     }
+    if (outcome == ENG_ABORTED)
+        orderload_note_abort(s, b, err);
     engine_batch_done(s->eng, b, outcome);
     post_committed(s, &pc);
     if (outcome == ENG_UNKNOWN)

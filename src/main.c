@@ -10,6 +10,7 @@
 #include <event2/event.h>
 #include <mysql.h>
 
+#include "stockd/clock.h"
 #include "stockd/config.h"
 #include "stockd/conn.h"
 #include "stockd/http.h"
@@ -209,7 +210,11 @@ static int start_node(struct event_base *base, const stockd_config *cfg, server 
     }
     server_set_store(srv, st);
     if (server_sharded(srv) ? server_take_over_owned(srv, err, sizeof(err))
-                            : store_load_state(st, server_engine(srv), cfg->preload_skus, err, sizeof(err))) {
+                            : store_load_state(st, server_engine(srv), cfg->preload_skus,
+                                               cfg->order_retention_ms > 0
+                                                   ? clock_wall_ms() - cfg->order_retention_ms
+                                                   : 0,
+                                               err, sizeof(err))) {
         LOG_E("state load failed", "error", err);
         return -1;
     }

@@ -1,6 +1,7 @@
 /* rpc.c — the request: decoded from a frame, authorized (admin token,
  * peer handshake, peer-only fields), answered from memory or routed and
  * queued, then answered exactly once; see rpc.h and node.h. */
+#include "stockd/orderload.h"
 #include "stockd/rpc.h"
 
 #include <assert.h>
@@ -107,6 +108,8 @@ req *req_get(server *s)
     r->cart_routed = false;
     r->fwd = false;
     r->nf_checked = false;
+    r->order_reloaded = false;
+    r->reload_sku = false;
     return r;
 }
 
@@ -646,6 +649,9 @@ void rpc_local_request(server *s, conn *c, req *r, uint32_t msgid, enum method m
         route_coordinate_order(s, c, r, msgid, m, deadline_ms);
         return;
     }
+    /* An order that left memory (or was never loaded) is read back first. */
+    if (orderload_intercept(s, c, r, msgid, m, deadline_ms))
+        return;
     if (rpc_method_read_only(m)) {
         eng_order_view ov;
         r->m = m;

@@ -1,6 +1,7 @@
 /* server.c — builds one stockd node from its parts (node.h), starts and
  * stops it, reloads its limits and fills the figures operators read; see
  * server.h. */
+#include "stockd/orderload.h"
 #include "stockd/server.h"
 
 #include <assert.h>
@@ -234,6 +235,7 @@ void server_free(server *s)
     cache_free(s->cache);         /* before the engine: pending SETs fail now */
     bloom_free(s->bloom);
     cold_free_all(s);
+    orderload_free_all(s);
     if (s->cart != NULL)
         cart_free(s->cart);       /* before the pool and the store (cart.h) */
     peer_pool_free(s->peers);     /* forwarded calls fail now: their conns are still here */
@@ -352,6 +354,11 @@ void server_stats_get(server *s, stats_snapshot *out)
     out->cold_missing = s->cold_missing;
     out->cold_failed = s->cold_failed;
     out->cold_in_flight = s->n_cold;
+    out->order_retention_ms = orderload_enabled(s) ? s->cfg->order_retention_ms : 0;
+    out->order_reads = s->order_reads;
+    out->order_reads_failed = s->order_reads_failed;
+    out->order_key_refusals = s->order_key_refusals;
+    out->order_reads_in_flight = s->n_order_waits;
     out->sharded = s->ring != NULL;
     out->nodes = s->ring ? (uint32_t)ring_nodes(s->ring, &(const ring_node *){NULL}) : 1;
     out->ring_version = s->ring ? ring_version(s->ring) : 0;

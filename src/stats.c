@@ -249,7 +249,11 @@ void stats_pack(const stats_snapshot *s, msgpack_packer *pk)
         I("skus", es->skus), I("orders", es->orders), I("holds_expired", es->holds_expired),
         I("skus_set_aside", es->skus_aside), I("orders_set_aside", es->orders_aside),
         I("set_aside_alerts_dropped", es->aside_alerts_dropped), B("store_up", s->store_up),
-        I("outcome_unknown", s->outcome_unknown)));
+        I("outcome_unknown", s->outcome_unknown), I("order_retention_ms", s->order_retention_ms),
+        I("orders_evicted", es->orders_evicted), I("orders_reloaded", es->orders_reloaded),
+        I("order_reads", s->order_reads), I("order_reads_failed", s->order_reads_failed),
+        I("order_reads_in_flight", s->order_reads_in_flight),
+        I("order_key_refusals", s->order_key_refusals)));
     pack_lines_stats(s, pk);
 }
 
@@ -405,6 +409,13 @@ static void metrics_engine(struct evbuffer *b, const stats_snapshot *m)
     sample_u(b, "stockd_skus", NULL, e->skus);
     family(b, "stockd_orders", "gauge", "Orders in memory.");
     sample_u(b, "stockd_orders", NULL, e->orders);
+    family(b, "stockd_orders_evicted_total", "counter",
+           "Ended orders that left memory (--order-retention-ms).");
+    sample_u(b, "stockd_orders_evicted_total", NULL, e->orders_evicted);
+    family(b, "stockd_order_reads_total", "counter",
+           "Orders not in memory read back from MariaDB, by result.");
+    sample_u(b, "stockd_order_reads_total", "result=\"ok\"", m->order_reads - m->order_reads_failed);
+    sample_u(b, "stockd_order_reads_total", "result=\"failed\"", m->order_reads_failed);
     family(b, "stockd_holds_expired_total", "counter", "Held orders expired.");
     sample_u(b, "stockd_holds_expired_total", NULL, e->holds_expired);
     family(b, "stockd_outcome_unknown_total", "counter",

@@ -24,6 +24,9 @@ void st_load_req_fail(const load_req *r)
     case LK_DECIDE:
         r->fn.decide(r->sku, -1, NULL, r->arg);
         return;
+    case LK_ORDER:
+        r->fn.order(r->sku, -1, NULL, r->arg);
+        return;
     }
     assert(!"bad load kind");
 }
@@ -31,7 +34,8 @@ void st_load_req_fail(const load_req *r)
 /* Steps that are a whole request in one statement with one result set. */
 bool st_rd_step_single(int step)
 {
-    return step == RD_STEP_FIND || step == RD_STEP_LINES || step == RD_STEP_DECIDE;
+    return step == RD_STEP_FIND || step == RD_STEP_LINES || step == RD_STEP_DECIDE ||
+           step == RD_STEP_ORDER;
 }
 
 /* ---- small helpers ------------------------------------------------------- */

@@ -153,6 +153,7 @@ typedef enum load_kind {
     LK_FIND,            /**< store_find_order_sku: line 0's SKU */
     LK_LINES,           /**< store_find_order_lines: every line's SKU */
     LK_DECIDE,          /**< store_cart_decide: first writer wins */
+    LK_ORDER,           /**< store_load_order: every stored line of an order */
 } load_kind;
 
 typedef struct load_req {
@@ -165,6 +166,7 @@ typedef struct load_req {
         store_find_fn find;
         store_lines_fn lines;
         store_decide_fn decide;
+        store_order_fn order;
     } fn;
     void *arg;
 } load_req;
@@ -191,7 +193,8 @@ enum {
     RD_STEP_FIND,     /* an order lookup: one SELECT of (order_id, sku) of line 0 */
     RD_STEP_RETRY,    /* a takeover lost a lock conflict: ROLLBACK, then again */
     RD_STEP_LINES,    /* an order's lines: one SELECT of (order_id, line_no, n_lines, sku) */
-    RD_STEP_DECIDE    /* cart decisions: one upsert ... RETURNING the rows that stand */
+    RD_STEP_DECIDE,   /* cart decisions: one upsert ... RETURNING the rows that stand */
+    RD_STEP_ORDER     /* whole orders read back: one SELECT of their rows */
 };
 
 struct store {
@@ -305,6 +308,9 @@ bool st_parse_sku_row(MYSQL_ROW row, const unsigned long *len, store_sku_row *r,
                           char why[ENG_REASON_MAX + 1]);
 int st_aside_sku(engine *e, const char *sku, const char *why);
 int st_load_orders_res(MYSQL_RES *res, engine *e, uint64_t *count, char *err, size_t err_len);
+/* The columns of ORDER_SELECT into o, checked; false with why on a bad row. */
+bool st_parse_order_row(MYSQL_ROW row, const unsigned long *len, eng_order_view *o,
+                        char why[ENG_REASON_MAX + 1]);
 void st_col_cut(MYSQL_ROW row, const unsigned long *len, int i, char *out, size_t out_size);
 bool st_parse_alert_row(MYSQL_ROW row, const unsigned long *len, store_alert *a);
 int st_rd_init(store *s, char *err, size_t err_len);

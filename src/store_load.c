@@ -493,10 +493,19 @@ static int load_supplier_row(engine *e, MYSQL_ROW row, const unsigned long *len,
 
 int store_load_all(store *s, engine *e, char *err, size_t err_len)
 {
-    return store_load_state(s, e, true, err, err_len);
+    return store_load_state(s, e, true, 0, err, err_len);
 }
 
-int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t err_len)
+/* The orders of an order with a line that is live: not ended, or holding
+ * units (ei_line_holds), or changed at or after the cutoff. */
+#define ORDERS_LIVE_SINCE                                                                    \
+    " WHERE order_id IN (SELECT order_id FROM orders WHERE updated_at>=%lld"               \
+    " OR status IN ('held','confirmed')"                                                     \
+    " OR (status='purchased' AND from_own>0)"                                                \
+    " OR (status IN ('purchased','shipped') AND from_supplier>0 AND supplier_settled=0))"
+
+int store_load_state(store *s, engine *e, bool preload_skus, int64_t final_since_ms, char *err,
+                     size_t err_len)
 {
     s->eng = e;
     MYSQL *my = st_db_connect_blocking(s, false, s->db.database, err, err_len);
@@ -508,13 +517,26 @@ int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t e
      * loaded later need them too. */
     int rc = load_table(my, e, "supplier", SUPPLIER_SELECT, load_supplier_row, &suppliers,
                         err, err_len);
+    /* Without preloading, the SKUs of the orders loaded: every line's. */
+    char sku_sql[sizeof SKU_SELECT ORDERS_LIVE_SINCE + 96];
+    if (preload_skus)
+        snprintf(sku_sql, sizeof sku_sql, "%s", SKU_SELECT);
+    else if (final_since_ms > 0)
+        snprintf(sku_sql, sizeof sku_sql,
+                 SKU_SELECT " WHERE sku IN (SELECT DISTINCT sku FROM orders" ORDERS_LIVE_SINCE ")",
+                 (long long)final_since_ms);
+    else
+        snprintf(sku_sql, sizeof sku_sql, "%s",
+                 SKU_SELECT " WHERE sku IN (SELECT DISTINCT sku FROM orders)");
     if (rc == 0)
-        rc = load_table(my, e, "sku",
-                        preload_skus ? SKU_SELECT
-                                     : SKU_SELECT " WHERE sku IN (SELECT DISTINCT sku FROM orders)",
-                        load_sku_row, &skus, err, err_len);
+        rc = load_table(my, e, "sku", sku_sql, load_sku_row, &skus, err, err_len);
     if (rc == 0) {
-        const char *sql = ORDER_SELECT ORDER_SORT;
+        char sql[sizeof ORDER_SELECT ORDERS_LIVE_SINCE ORDER_SORT + 24];
+        if (final_since_ms > 0)
+            snprintf(sql, sizeof sql, ORDER_SELECT ORDERS_LIVE_SINCE ORDER_SORT,
+                     (long long)final_since_ms);
+        else
+            snprintf(sql, sizeof sql, "%s", ORDER_SELECT ORDER_SORT);
         MYSQL_RES *r = NULL;
         if (mysql_real_query(my, sql, strlen(sql)) != 0 || !(r = mysql_use_result(my))) {
             st_set_err(err, err_len, "load orders: %s", mysql_error(my));
@@ -542,6 +564,13 @@ int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t e
               "orders_set_aside", f);
     }
     return rc;
+}
+
+bool st_parse_order_row(MYSQL_ROW row, const unsigned long *len, eng_order_view *o,
+                        char why[ENG_REASON_MAX + 1])
+{
+    bool holds_known;
+    return parse_order_row(row, len, o, why, &holds_known);
 }
 
 /* ---- recent alerts (startup) --------------------------------------------- */

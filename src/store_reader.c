@@ -74,9 +74,10 @@ static void lq_pop(store_reader *rd, load_req *out)
 /* " WHERE sku IN (...)" (or order_id) over the running batch. */
 static void rd_sql_in(store_reader *rd)
 {
-    st_sb_str(&rd->db.sql, rd->step == RD_STEP_FIND || rd->step == RD_STEP_LINES
-                         ? " WHERE order_id IN ("
-                         : " WHERE sku IN (");
+    st_sb_str(&rd->db.sql,
+              rd->step == RD_STEP_FIND || rd->step == RD_STEP_LINES || rd->step == RD_STEP_ORDER
+                  ? " WHERE order_id IN ("
+                  : " WHERE sku IN (");
     for (size_t i = 0; i < rd->n_batch; i++) {
         if (i)
             st_sb_str(&rd->db.sql, ",");
@@ -169,6 +170,11 @@ static void rd_send_step(store *s)
     case RD_STEP_DECIDE:
         rd_sql_decide(rd);
         break;
+    case RD_STEP_ORDER:
+        st_sb_str(&rd->db.sql, ORDER_SELECT);
+        rd_sql_in(rd);
+        st_sb_str(&rd->db.sql, ORDER_SORT);
+        break;
     case RD_STEP_RETRY:
         st_sb_str(&rd->db.sql, "ROLLBACK");
         break;
@@ -209,6 +215,9 @@ static void rd_start_query(store *s)
         break;
     case LK_DECIDE:
         rd->step = RD_STEP_DECIDE;
+        break;
+    case LK_ORDER:
+        rd->step = RD_STEP_ORDER;
         break;
     default:
         rd->step = s->takeover ? RD_STEP_ISOLATION : RD_STEP_SKUS;
@@ -324,6 +333,44 @@ static void rd_deliver_lines(store *s)
         mysql_free_result(res);
 }
 
+/* Whole orders read back: each request's rows (sorted by order_id,
+ * line_no) as views; -1 when one does not parse or the lines do not make
+ * one order (0..n_lines-1 once each). */
+static void rd_deliver_order(store *s)
+{
+    load_req batch[STORE_LOAD_BATCH_MAX];
+    MYSQL_RES *res;
+    size_t n = rd_take_batch(s, batch, &res);
+    eng_order_view lines[ENG_LINES_MAX];
+    for (size_t i = 0; i < n; i++) {
+        int got = res ? 0 : -1;
+        char why[ENG_REASON_MAX + 1] = "";
+        MYSQL_ROW row;
+        if (res)
+            mysql_data_seek(res, 0);
+        while (got >= 0 && res && (row = mysql_fetch_row(res))) {
+            unsigned long *len = mysql_fetch_lengths(res);
+            if (!row_is_key(row, len, 0, batch[i].sku))
+                continue;
+            if (got >= ENG_LINES_MAX || !st_parse_order_row(row, len, &lines[got], why) ||
+                lines[got].line_no != got || lines[got].n_lines != lines[0].n_lines)
+                got = -1;
+            else
+                got++;
+        }
+        if (got > 0 && lines[0].n_lines != got)
+            got = -1;
+        if (got < 0 && res) {
+            s->st.sku_loads_failed++;
+            LOG_W("store: a stored order does not read back", "order_id", batch[i].sku,
+                  "why", why[0] ? why : "its lines do not make one order");
+        }
+        batch[i].fn.order(batch[i].sku, got, got > 0 ? lines : NULL, batch[i].arg);
+    }
+    if (res)
+        mysql_free_result(res);
+}
+
 /* A decision batch's result: (order_id, decision) of every order asked. */
 static void rd_deliver_decide(store *s)
 {
@@ -387,6 +434,10 @@ static void rd_deliver(store *s)
     }
     if (rd->step == RD_STEP_DECIDE) {
         rd_deliver_decide(s);
+        return;
+    }
+    if (rd->step == RD_STEP_ORDER) {
+        rd_deliver_order(s);
         return;
     }
     MYSQL_RES *res = rd->res, *res_orders = rd->res_orders;
@@ -659,6 +710,14 @@ int store_find_order_lines(store *s, const char *order_id, store_lines_fn fn, vo
     assert(fn);
     load_req r = req_new(order_id, LK_LINES, arg);
     r.fn.lines = fn;
+    return rd_enqueue(s, &r);
+}
+
+int store_load_order(store *s, const char *order_id, store_order_fn fn, void *arg)
+{
+    assert(fn);
+    load_req r = req_new(order_id, LK_ORDER, arg);
+    r.fn.order = fn;
     return rd_enqueue(s, &r);
 }
 

@@ -22,6 +22,11 @@ bool cold_enabled(const server *s);
  * true: answered now, or waiting (held on c) on the load. */
 bool cold_intercept(server *s, conn *c, req *r, uint32_t msgid, enum method m,
                     int64_t deadline_ms);
+/* A request already waiting (held on its connection) that needs sku loaded
+ * first: an order read back whose SKU is cold. Queued on the SKU's load;
+ * when it ends, orderload_sku_loaded() takes the request again. False: not
+ * queued (limits, the Bloom filter says unknown, no store). */
+bool cold_wait_held(server *s, req *r, const char *sku);
 /* Carts waiting for their next cold SKU (the node's event, arg: server). */
 void cold_again_cb(evutil_socket_t fd, short what, void *arg);
 /* Shutdown: loads still in flight are abandoned, their waiters answered

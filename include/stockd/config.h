@@ -84,6 +84,7 @@ typedef struct stockd_config {
     uint32_t bloom_fp_ppm;          /* target false positives per million, default 1000 */
     uint32_t bloom_min_skus;        /* capacity floor, default 1000000 */
     uint32_t cold_loads_max;        /* SKU loads in flight, default 16384 */
+    uint32_t order_retention_ms;    /* final orders leave memory after this; 0 never */
 
     /* cross-shard orders of several lines (cart.c) */
     uint32_t cart_hold_ms;          /* hold of a part placed for a reserve without hold_ms,

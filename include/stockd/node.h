@@ -96,6 +96,8 @@ typedef struct req {
     bool nf_checked;              /* a not_found from memory already asked MariaDB */
     bool cart_routed;             /* an order call the coordinator found to have one SKU and
                                    * routed by it: never handed to the coordinator again */
+    bool order_reloaded;          /* its order was read back from MariaDB (or is not there) */
+    bool reload_sku;              /* waiting on a cold SKU before its order is read back */
 } req;
 
 /* What the core's pump needs of a store (core.h): the store's own calls
@@ -148,6 +150,12 @@ struct server {
     struct event *cold_again_ev;
     bloom *bloom;
     cache *cache;
+    /* orders read back (orderload.h) */
+    struct order_wait *order_waits; /* uthash by order_id: reads in flight */
+    uint32_t n_order_waits;
+    bloom *ids_new, *ids_old;     /* ids that may be stored but not in memory */
+    uint64_t ids_new_n;
+    uint64_t order_reads, order_reads_failed, order_key_refusals;
     /* sharding (NULL ring: a single node owning every SKU) */
     ring *ring;
     uint32_t self;                /* this node's index in the ring */

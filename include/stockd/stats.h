@@ -73,6 +73,10 @@ typedef struct stats_snapshot {
     cache_stats cache;
     uint64_t cold_loads, cold_waits, cold_loaded, cold_missing, cold_failed;
     uint32_t cold_in_flight;
+    /* orders that left memory (orderload.h) */
+    uint32_t order_retention_ms;
+    uint64_t order_reads, order_reads_failed, order_key_refusals;
+    uint32_t order_reads_in_flight;
     /* cluster */
     bool sharded;
     uint32_t nodes;

@@ -117,9 +117,13 @@ int store_load_all(store *s, engine *e, char *err, size_t err_len);
 
 /* Like store_load_all(), but with preload_skus false only the SKUs that
  * orders refer to are loaded (orders need their SKU); every other SKU is
- * "cold" and loaded on first use with store_load_sku(). Both load every
- * supplier row first (engine_load_supplier). */
-int store_load_state(store *s, engine *e, bool preload_skus, char *err, size_t err_len);
+ * "cold" and loaded on first use with store_load_sku(). With final_since_ms
+ * > 0 only the orders that are live (a line holds units or has not ended)
+ * or changed at or after it are loaded; the others stay in MariaDB and are
+ * read back on demand (orderload.h). Both load every supplier row first
+ * (engine_load_supplier). */
+int store_load_state(store *s, engine *e, bool preload_skus, int64_t final_since_ms, char *err,
+                     size_t err_len);
 
 /* ---- support alerts (startup) ----
  * Blocking, startup only: the newest max rows of the alerts table, handed
@@ -224,6 +228,15 @@ typedef struct store_line_ref {
 typedef void (*store_lines_fn)(const char *order_id, int result, const store_line_ref *lines,
                                void *arg);
 int store_find_order_lines(store *s, const char *order_id, store_lines_fn fn, void *arg);
+
+/* Every stored line of order_id as the engine's views, to read an order
+ * that left memory back (engine_reload_order): fn gets result n >= 1 lines
+ * (0..n-1, valid during the call), 0 (no such order) or -1 (failed, or rows
+ * that do not make one order: logged). Same queue, batching and callback
+ * rules as store_load_sku(). */
+typedef void (*store_order_fn)(const char *order_id, int result, const eng_order_view *lines,
+                               void *arg);
+int store_load_order(store *s, const char *order_id, store_order_fn fn, void *arg);
 
 /* The one decision on a cross-shard order, first writer wins (table
  * cart_decisions): INSERT IGNORE of want, then the row that stands is read
