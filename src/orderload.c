@@ -232,6 +232,11 @@ bool orderload_intercept(server *s, conn *c, req *r, uint32_t msgid, enum method
     } else if (!rpc_method_is_order(m) || rpc_order_known(s, op)) {
         return false;
     }
+    /* Set aside at load: the normal path says so (MariaDB's rows for it
+     * are the bad ones). */
+    char aside[ENG_REASON_MAX + 1];
+    if (engine_aside_of(s->eng, op, aside))
+        return false;
     req_wait(s, c, r, msgid, m, deadline_ms);
     if (!reload_queue(s, r))
         waiter_fail(s, r, ENG_E_BUSY, NULL);
