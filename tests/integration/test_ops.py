@@ -390,7 +390,10 @@ def test_stats_supplier_alerts_notify(ops):
                                  "stream_skipped"}, st["alerts"]
     assert set(st["notify"]) == {"subscribers", "sent", "dropped"}, st["notify"]
     assert set(st["state"]) == {"skus", "orders", "holds_expired", "store_up", "outcome_unknown",
-                                "skus_set_aside", "orders_set_aside", "set_aside_alerts_dropped"}
+                                "skus_set_aside", "orders_set_aside", "set_aside_alerts_dropped",
+                                "order_retention_ms", "orders_evicted", "orders_reloaded",
+                                "order_reads", "order_reads_failed", "order_reads_in_flight",
+                                "order_key_refusals"}
 
 
 def test_notify_counts_and_unsubscribe_on_close(ops):
