@@ -49,6 +49,7 @@ typedef enum bench_mode_id {
     BENCH_MODE_MARIADB_ROW,
     BENCH_MODE_REDIS_LUA,
     BENCH_MODE_SEED_LOCK,
+    BENCH_MODE_CEILING,              /* not orders: 1,000-row INSERTs, the durable append ceiling */
     BENCH_MODE_COUNT_
 } bench_mode_id;
 
@@ -146,6 +147,7 @@ typedef struct bench_result {
     double srv_batches, srv_batch_ops, srv_commits;
     bench_audit_rc audit_rc;
     char audit[512];
+    char server_settings[160];       /* ceiling: the server's durability settings, "" otherwise */
 } bench_result;
 
 typedef struct bench_run bench_run;
@@ -180,6 +182,10 @@ typedef struct bench_req {
 typedef struct bench_mode_ops {
     const char *name;
     bool reserves;                   /* counts reservations (false: ping modes) */
+    /* Rows one successful request writes when the mode's throughput is rows
+     * rather than orders (ceiling: a statement of 1,000); 0 = orders. Its
+     * rows/s then stands where the other modes' reservations/s stand. */
+    uint32_t rows_per_request;
     /* Creates the mode's state, tables/keys and connections; registers
      * connections with bench_add_conn(). 0, or -1 with err. */
     int (*open)(bench_run *r, void **state, char *err, size_t err_len);
@@ -197,7 +203,7 @@ const char *bench_mode_name(bench_mode_id id);
 int bench_mode_parse(const char *s, bench_mode_id *out);
 
 extern const bench_mode_ops bench_mode_stockd, bench_mode_ping, bench_mode_redis_ping,
-    bench_mode_mariadb_row, bench_mode_redis_lua, bench_mode_seed_lock;
+    bench_mode_mariadb_row, bench_mode_redis_lua, bench_mode_seed_lock, bench_mode_ceiling;
 
 /* ---- driver (driver.c) ---- */
 

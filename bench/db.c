@@ -25,6 +25,7 @@ struct bench_db {
     bool in_start;
     db_state state;
     char sql[BENCH_SQL_MAX];
+    const char *sqlp;         /* sql, or the caller's text (bench_db_query_ref) */
     size_t sql_len;
     bench_db_cb cb;
     void *arg;
@@ -228,13 +229,9 @@ bench_db *bench_db_open(struct event_base *base, const bench_dburl *u, const cha
     return db;
 }
 
-int bench_db_query(bench_db *db, const char *sql, size_t len, bench_db_cb cb, void *arg)
+static int db_start(bench_db *db, const char *sql, size_t len, bench_db_cb cb, void *arg)
 {
-    assert(cb != NULL);
-    if (db->state != DB_IDLE || len >= sizeof db->sql)
-        return -1;
-    memcpy(db->sql, sql, len);
-    db->sql[len] = '\0';
+    db->sqlp = sql;
     db->sql_len = len;
     db->cb = cb;
     db->arg = arg;
@@ -243,13 +240,31 @@ int bench_db_query(bench_db *db, const char *sql, size_t len, bench_db_cb cb, vo
     db->has_value = false;
     db->state = DB_QUERY;
     db->in_start = true;
-    int st = mysql_real_query_start(&db->qret, db->m, db->sql, (unsigned long)db->sql_len);
+    int st = mysql_real_query_start(&db->qret, db->m, db->sqlp, (unsigned long)db->sql_len);
     if (st != 0)
         db_wait(db, st);
     else
         db_after_query(db);
     db->in_start = false;
     return 0;
+}
+
+int bench_db_query(bench_db *db, const char *sql, size_t len, bench_db_cb cb, void *arg)
+{
+    assert(cb != NULL);
+    if (db->state != DB_IDLE || len >= sizeof db->sql)
+        return -1;
+    memcpy(db->sql, sql, len);
+    db->sql[len] = '\0';
+    return db_start(db, db->sql, len, cb, arg);
+}
+
+int bench_db_query_ref(bench_db *db, const char *sql, size_t len, bench_db_cb cb, void *arg)
+{
+    assert(cb != NULL);
+    if (db->state != DB_IDLE)
+        return -1;
+    return db_start(db, sql, len, cb, arg);
 }
 
 bool bench_db_dead(const bench_db *db)

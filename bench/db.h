@@ -40,6 +40,10 @@ bench_db *bench_db_open(struct event_base *base, const bench_dburl *u, const cha
                         char *err, size_t err_len);
 /* Starts sql; 0, or -1 when the connection is dead or busy. */
 int bench_db_query(bench_db *db, const char *sql, size_t len, bench_db_cb cb, void *arg);
+/* The same for statements of any size: sql is not copied and must stay
+ * unchanged until the callback has run (Connector/C may still be sending
+ * it from the loop). */
+int bench_db_query_ref(bench_db *db, const char *sql, size_t len, bench_db_cb cb, void *arg);
 bool bench_db_dead(const bench_db *db);
 void bench_db_close(bench_db *db);
 

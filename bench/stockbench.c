@@ -41,6 +41,12 @@ static const char USAGE[] =
 "  mariadb-row   per order: START TRANSACTION; UPDATE ... WHERE qty >= ?; INSERT; COMMIT\n"
 "  redis-lua     one EVALSHA checks, decrements and records the order\n"
 "  seed-lock     Redis lock (SET NX PX, retry+backoff) + cache + MariaDB UPDATE/INSERT\n"
+"  ceiling       not orders: the durable append ceiling of --db's MariaDB. Each request\n"
+"                is one INSERT of 1,000 rows shaped like stockd's order rows into a\n"
+"                scratch table (dropped at the end), autocommit, the server's own\n"
+"                flush settings; reports rows/s (where the others report\n"
+"                reservations/s) and statement latency. One statement per\n"
+"                connection: concurrency is --connections\n"
 "  salesnight    (--mode only) a seeded, time-compressed sales night against fake1688,\n"
 "                played against each of --systems and judged against the ground truth:\n"
 "                oversell, undersell, support load (see bench/README.md, Sales night)\n"
@@ -115,7 +121,7 @@ static const char USAGE[] =
 "could not run (connect or setup failed).\n";
 
 static const char *const MODE_NAMES[BENCH_MODE_COUNT_] = {
-    "stockd", "ping", "redis-ping", "mariadb-row", "redis-lua", "seed-lock",
+    "stockd", "ping", "redis-ping", "mariadb-row", "redis-lua", "seed-lock", "ceiling",
 };
 
 const char *bench_mode_name(bench_mode_id id)
@@ -129,6 +135,7 @@ const bench_mode_ops *bench_mode_get(bench_mode_id id)
     static const bench_mode_ops *const ops[BENCH_MODE_COUNT_] = {
         &bench_mode_stockd, &bench_mode_ping, &bench_mode_redis_ping,
         &bench_mode_mariadb_row, &bench_mode_redis_lua, &bench_mode_seed_lock,
+        &bench_mode_ceiling,
     };
     assert(id >= 0 && id < BENCH_MODE_COUNT_);
     return ops[id];
@@ -572,6 +579,20 @@ static int finish_opts(bench_opts *o, bool db_given, bool redis_given)
                            o->lines, o->skus);
     if (o->lines > 0 && o->sku_prefix[0])
         return usage_error("--lines is for reservations; --sku-prefix is for reads");
+    for (unsigned i = 0; i < o->n_modes; i++) {
+        if (o->modes[i] != BENCH_MODE_CEILING)
+            continue;
+        /* The ceiling appends rows, round-robin over --skus; anything that
+         * shapes orders or their transport would be silently ignored. */
+        const char *bad = o->lines ? "--lines" : o->has_mix ? "--mix" : o->hold_ms ? "--hold-ms"
+                        : o->sku_prefix[0] ? "--sku-prefix" : o->no_setup ? "--no-setup"
+                        : o->ring_aware ? "--ring-aware" : o->zipf_s > 0 ? "--dist zipf"
+                        : o->dist_seq ? "--dist seq" : o->pipeline > 1 ? "--pipeline" : NULL;
+        if (bad != NULL)
+            return usage_error("ceiling: %s does not apply (one 1,000-row INSERT per connection at a "
+                               "time, rows round-robin over --skus; concurrency is --connections)",
+                               bad);
+    }
     if (o->stock < o->qty && o->stock != 0)
         fprintf(stderr, "stockbench: note: --stock %" PRId64 " < --qty %" PRId32
                 ": every order will be refused\n", o->stock, o->qty);

@@ -1,7 +1,9 @@
 /* test_bench.c — unit checks for stockbench's pure parts: the histogram's
- * latency quantiles, URL/address parsing, the zipf table. Plain
+ * latency quantiles, URL/address parsing, the zipf table, the ceiling's
+ * rows. Plain
  * asserts (they stay on: b_ndebug=false); exits 0 when all hold. */
 #include "bench.h"
+#include "ceiling.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -65,11 +67,84 @@ static void test_zipf(void)
     free(cdf);
 }
 
+/* The ceiling's rows: stockd's order row shape (every column, ids and SKUs
+ * as hex literals), one unique id per row, SKUs round-robin, and a buffer
+ * of ceiling_insert_cap() always big enough. */
+static void test_ceiling_rows(void)
+{
+    char buf[4096];
+    ceiling_shape s = { .table = "`db`.bench_ceiling_ab", .nonce = "ab", .skus = 2, .qty = 3,
+                        .available = 99 };
+    size_t n = ceiling_row_sql(buf, sizeof buf, &s, 5, 1700000000123);
+    /* "oab-5" and "bab-1" (5 mod 2) in hex */
+    const char *want = "(X'6f61622d35',0,1,X'6261622d31',3,'confirmed',3,0,99,1700000000123,"
+                       "1700000000123,NULL,NULL,NULL,NULL,0)";
+    assert(n == strlen(want) && strcmp(buf, want) == 0);
+    assert(ceiling_row_sql(buf, n, &s, 5, 1700000000123) == 0);      /* no room for the NUL */
+
+    n = ceiling_insert_sql(buf, sizeof buf, &s, 10, 3, 7);
+    assert(n == strlen(buf));
+    assert(strncmp(buf, "INSERT INTO `db`.bench_ceiling_ab (order_id,line_no,n_lines,sku,qty,status,"
+                   "from_own,from_supplier,available,created_at,updated_at,hold_expires_at,"
+                   "upstream_order_id,reason,purchased_at,supplier_settled) VALUES\n(X'6f61622d3130',",
+                   strlen("INSERT INTO `db`.bench_ceiling_ab (order_id,line_no,n_lines,sku,qty,status,"
+                   "from_own,from_supplier,available,created_at,updated_at,hold_expires_at,"
+                   "upstream_order_id,reason,purchased_at,supplier_settled) VALUES\n(X'6f61622d3130',")) == 0);
+    assert(strstr(buf, "X'6f61622d3132'") != NULL);                /* oab-12, the last */
+    assert(strstr(buf, "X'6f61622d3133'") == NULL);                /* oab-13 is not in it */
+    assert(strstr(buf, ",NULL,NULL,NULL,NULL,0),\n(") != NULL);     /* separated as stockd does */
+    assert(buf[n - 1] == ')');
+    assert(ceiling_insert_sql(buf, 100, &s, 10, 3, 7) == 0);
+    assert(ceiling_insert_sql(buf, sizeof buf, &s, 10, 0, 7) == 0);
+
+    /* The same columns, in the same order, in the table and the INSERT. */
+    char ddl[2048];
+    assert(ceiling_table_sql(ddl, sizeof ddl, s.table) > 0);
+    const char *cols[] = { "order_id", "line_no", "n_lines", "sku", "qty", "status", "from_own",
+                           "from_supplier", "available", "created_at", "updated_at",
+                           "hold_expires_at", "upstream_order_id", "reason", "purchased_at",
+                           "supplier_settled" };
+    const char *at = ddl;
+    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
+        char pat[40];
+        snprintf(pat, sizeof pat, " %s ", cols[i]);
+        const char *p = strstr(at, pat);
+        assert(p != NULL);
+        at = p + 1;
+    }
+    assert(strstr(ddl, "PRIMARY KEY (order_id, line_no)") && strstr(ddl, "KEY sku_status (sku, status)"));
+    assert(ceiling_table_sql(ddl, 20, s.table) == 0);
+
+    /* Longest names and numbers: a row stays under CEILING_ROW_MAX, and a
+     * full statement fits ceiling_insert_cap(). */
+    char nonce[80];
+    memset(nonce, 'z', 72);
+    nonce[72] = '\0';
+    ceiling_shape big = { .table = "`db`.bench_ceiling_zz", .nonce = nonce, .skus = UINT32_MAX,
+                          .qty = INT32_MIN, .available = INT64_MIN };
+    n = ceiling_row_sql(buf, sizeof buf, &big, UINT64_MAX, INT64_MIN);
+    assert(n > 0 && n <= CEILING_ROW_MAX);
+    memset(nonce, 'z', 79);                                        /* too long: refused, not cut */
+    nonce[79] = '\0';
+    assert(ceiling_row_sql(buf, sizeof buf, &big, 1, 1) == 0);
+    nonce[72] = '\0';
+    size_t cap = ceiling_insert_cap(CEILING_ROWS);
+    char *stmt = malloc(cap);
+    assert(stmt != NULL);
+    n = ceiling_insert_sql(stmt, cap, &big, UINT64_MAX - CEILING_ROWS, CEILING_ROWS, INT64_MIN);
+    assert(n > 0 && n < cap);
+    /* The usual shape: ~130 bytes a row. */
+    n = ceiling_insert_sql(stmt, cap, &s, 0, CEILING_ROWS, 1700000000123);
+    assert(n > 100 * CEILING_ROWS && n < 200 * CEILING_ROWS);
+    free(stmt);
+}
+
 int main(void)
 {
     test_hist_exact_and_bounded();
     test_urls();
     test_zipf();
+    test_ceiling_rows();
     printf("stockbench unit checks: ok\n");
     return 0;
 }

@@ -4,8 +4,9 @@ Goal: the bench client runs end to end in every mode against real servers and
 its audits agree with what it did. Method: short runs (a second or two each)
 of stockbench against the module's stockd and the stack's MariaDB and Redis;
 assert exit status 0, `audit: ok` for every mode, the exact success count of
-the `--stock 2` oversell check (64 connections on one SKU: exactly 2), and
-that the JSON report has the documented shape. Figures are not asserted:
+the `--stock 2` oversell check (64 connections on one SKU: exactly 2), that
+the JSON report has the documented shape, and that the ceiling mode leaves
+no scratch table behind. Figures are not asserted:
 speed is measured by tools/bench, never by tests.
 """
 import json
@@ -120,3 +121,33 @@ def test_carts_of_three_lines_no_oversell(stockd, db, tmp_path):
         " AND order_id LIKE 'o%%' GROUP BY order_id HAVING nl = 3")
     assert all(int(r["n"]) == 3 for r in nonce_rows), nonce_rows
     itestlib.audit(db)
+
+
+def test_ceiling_smoke(db, tmp_path):
+    """--mode ceiling (the durable append ceiling): a one-second run appends
+    whole 1,000-row statements, reports rows/s where the other modes report
+    reservations/s, passes its audit, says which flush settings it ran
+    under, and drops its scratch table; a flag that shapes orders is
+    refused as a usage error (exit 2)."""
+    out_json = str(tmp_path / "ceiling.json")
+    rc, out = run_bench(["--mode", "ceiling", "--db", db.url, "--connections", "2",
+                         "--duration", "1", "--warmup", "0", "--json", out_json])
+    assert rc == 0, out
+    assert "audit: ok" in out and "rows/s" in out, out
+    m = json.load(open(out_json))["modes"]["ceiling"]
+    assert m["audit"] == "ok", m
+    assert m["rows_per_s"] > 0, m
+    assert m["reservations_per_s"] == m["rows_per_s"], m
+    assert m["rows_per_statement"] == 1000, m
+    assert m["statements_per_s"] == pytest.approx(m["requests_per_s"]), m
+    assert m["errors"] == {}, m
+    assert "innodb_flush_log_at_trx_commit=" in m["server_settings"], m
+    left = db.query("SELECT table_name AS t FROM information_schema.tables"
+                    " WHERE table_schema = %s AND table_name LIKE 'bench\\_ceiling\\_%%'",
+                    (db.database,))
+    assert left == [], left
+
+    rc, out = run_bench(["--mode", "ceiling", "--db", db.url, "--skus", "4", "--lines", "2",
+                         "--duration", "1", "--warmup", "0"])
+    assert rc == 2, out
+    assert "ceiling: --lines does not apply" in out, out
