@@ -392,6 +392,7 @@ static bool supplier_put_merge(server *s, eng_op *op, const rpc_parsed *pp, rpc_
         cur.ceiling = 1.0;
         cur.event_mode = false;
         cur.event_trust = s->cfg->supplier_event_trust;
+        cur.check_before_confirm = false;
     }
     eng_trust *t = &op->trust;
     if (!pp->has_trust)
@@ -402,6 +403,8 @@ static bool supplier_put_merge(server *s, eng_op *op, const rpc_parsed *pp, rpc_
         t->event_mode = cur.event_mode;
     if (!pp->has_event_trust)
         t->event_trust = cur.event_trust;
+    if (!pp->has_check_before_confirm)
+        t->check_before_confirm = cur.check_before_confirm;
     op->has_trust = true;
     if (eng_trust_valid(t))
         return true;
