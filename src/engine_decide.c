@@ -369,6 +369,8 @@ eng_status ei_order_status_working(const eng_order *h)
 static void confirm_line(eng_batch *b, eng_order *o)
 {
     touch_order(b, o);
+    if (o->reason != NULL && strcmp(o->reason, ENG_CHECK_PENDING) == 0)
+        ei_set_str(&o->reason, NULL);  /* a gateway confirmed it while it was checked */
     o->status = ENG_ST_CONFIRMED;
     o->hold_expires_at_ms = 0;
     o->updated_at_ms = b->now_ms;

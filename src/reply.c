@@ -135,7 +135,8 @@ const char *reply_err_message(eng_err err)
     case ENG_E_BUSY: return "queue full, retry later";
     case ENG_E_DEADLINE: return "deadline passed while queued; nothing changed";
     case ENG_E_UNAVAILABLE: return "store unavailable";
-    case ENG_E_CHECK_FAILED: return "the supplier's order check refused the supplier units";
+    case ENG_E_CHECK_FAILED:
+        return "supplier units to check, but no supplier API (--supplier-url) to check them";
     default: return "internal error";
     }
 }
