@@ -29,6 +29,7 @@ extern char **environ;
 
 typedef struct sn_result {
     char name[16];
+    char order_prefix[40];           /* "sn<nonce>-": this system's order ids in MariaDB */
     bool ran;
     char note[600];
     sn_summary s;
@@ -495,6 +496,7 @@ static int write_json(const char *path, const bench_opts *o, const sn_opts *so,
             (json_int_t)r[i].event_errors, "minutes", mins);
         if (r[i].why)
             json_object_set(j, "why", r[i].why);
+        json_object_set_new(j, "order_prefix", json_string(r[i].order_prefix));
         json_object_set_new(systems, r[i].name, j);
     }
     char digest[24];
@@ -658,6 +660,7 @@ int sn_main(const bench_opts *o, const sn_opts *so)
         const sn_system *sys = system_by_name(so->systems[i]);
         sn_acct acct;
         snprintf(c.nonce, sizeof c.nonce, "%" PRIx64, (uint64_t)((nonce_base + i) & 0xffffffffffULL));
+        snprintf(res[i].order_prefix, sizeof res[i].order_prefix, "sn%s-", c.nonce);
         if (sys == NULL || sn_acct_init(&acct, &sc) != 0) {
             fprintf(stderr, "stockbench: %s: cannot run\n", so->systems[i]);
             exit_rc = 3;

@@ -170,7 +170,9 @@ static int sd_order(sn_ctx *c, void *st, const sn_event *ev)
         int64_t orderable[SN_LINES_MAX];
         if (sn_truth_lines(c, ev, orderable) != 0)
             return fail(c, s, "truth", NULL);
-        sn_acct_no(c->acct, ev, orderable, strcmp(e->code, "insufficient") != 0);
+        /* check_failed is 1688 refusing the units: a right answer, not an error. */
+        bool error = strcmp(e->code, "insufficient") != 0 && strcmp(e->code, "check_failed") != 0;
+        sn_acct_no(c->acct, ev, orderable, error);
         return 0;
     }
     int32_t from_own[SN_LINES_MAX] = {0}, from_sup[SN_LINES_MAX] = {0};
