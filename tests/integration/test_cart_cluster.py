@@ -25,18 +25,15 @@ dead coordinator settle within seconds. Then, reading MariaDB:
 Skipped (with the reason) until a cluster accepts reserve with lines.
 Bounded: every loop has a time limit; the module takes well under 90 s.
 """
-import os
 import random
 import threading
 import time
-import uuid
 
 import pytest
 
-import itestlib
-from itestlib import Db, audit, wait_until
+from itestlib import audit, wait_until
 from stockrpc import RpcClosed, RpcTimeout
-from test_cluster import Cluster, Ring, haproxy_present, peers_supported
+from test_cluster import Cluster, print_logs_on_failure
 
 HOLD_MS = 2000            # --cart-hold-ms: parts of a crashed coordinator settle after this
 RETRYABLE = ("unavailable", "busy", "deadline")
@@ -45,35 +42,15 @@ LIVE = ("held", "confirmed", "purchased")
 
 @pytest.fixture(scope="module")
 def cluster(prereqs, tmp_path_factory):
-    if not peers_supported():
-        pytest.skip("stockd has no --peers (sharding not built)")
-    if not haproxy_present():
-        itestlib.skip_or_fail("haproxy not installed (tools/deps installs it)")
-    cl = Cluster(str(tmp_path_factory.mktemp("cartcluster")), "it_cart_" + uuid.uuid4().hex[:8])
-    cl.env["CLUSTER_STOCKD_ARGS"] = "--default-deadline-ms 3000 --cart-hold-ms %d" % HOLD_MS
-    try:
-        cl.up(3)
-        cl.db = Db(os.environ["STOCKD_DB"], cl.db_name)
-        with cl.client() as c:
-            err, _ = c.call("reserve", {"order_id": "probe-1",
-                                        "lines": [{"sku": "no-such-sku", "qty": 1}]})
-        if err is not None and err.get("code") == "invalid" and err.get("field") in ("lines", "sku"):
-            itestlib.skip_or_fail("reserve with lines not supported yet: %r" % (err,))
+    with Cluster.running(tmp_path_factory, "cart", stockd_args=(
+            "--default-deadline-ms 3000 --cart-hold-ms %d" % HOLD_MS)) as cl:
         yield cl
-    finally:
-        try:
-            cl.run("down", timeout=120)
-        finally:
-            if os.environ.get("ITEST_KEEP_DB") != "1":
-                Db(os.environ["STOCKD_DB"], cl.db_name).drop()
 
 
 @pytest.fixture(autouse=True)
 def _logs_on_failure(request):
     yield
-    cl = request.node.funcargs.get("cluster")
-    if cl is not None:
-        print(cl.tails())
+    print_logs_on_failure(request, "cluster")
 
 
 # ---------------------------------------------------------------- helpers

@@ -21,17 +21,14 @@ the two others, a listener on every node. Then, reading MariaDB:
   confirmed, the supplier line purchased), one order.update per listener.
 Bounded: about 30 s.
 """
-import os
 import secrets
 import time
-import uuid
 
 import pytest
 
-import itestlib
-from itestlib import Db, audit_supplier, order_updates, supplier_flags, wait_until
+from itestlib import audit_supplier, order_updates, supplier_flags, wait_until
 from test_cart_cluster import lines_of, one_per_owner
-from test_cluster import Cluster, haproxy_present, peers_supported
+from test_cluster import Cluster, need_cluster, print_logs_on_failure
 from test_supplier_sync import Fake
 
 OFFER_GOOD = 640000000001
@@ -44,14 +41,10 @@ QUIET_S = 1.5             # after the one update: nothing more for the order
 
 @pytest.fixture(scope="module")
 def env(prereqs, tmp_path_factory):
-    if not peers_supported():
-        pytest.skip("stockd has no --peers (sharding not built)")
-    if not haproxy_present():
-        itestlib.skip_or_fail("haproxy not installed (tools/deps installs it)")
+    need_cluster()
     secret = "sec-" + secrets.token_hex(12)
     token = "tok-" + secrets.token_hex(12)
     fake = Fake(secret, token)
-    cl = Cluster(str(tmp_path_factory.mktemp("cartsup")), "it_cartsup_" + uuid.uuid4().hex[:8])
     try:
         fake.ok("POST", "/catalogue", {"products": [
             {"offer_id": OFFER_GOOD, "subject": "cluster mug", "skus": [
@@ -62,42 +55,33 @@ def env(prereqs, tmp_path_factory):
         flags = supplier_flags(fake.port, secret, token, sync_ms=SYNC_MS, validate_ms=SYNC_MS,
                                upstream_lag_ms=0, rate_per_s=2000, purchase_concurrency=4,
                                purchase_backoff_max_ms=300, timeout_ms=3000)
-        cl.env["CLUSTER_STOCKD_ARGS"] = " ".join(["--default-deadline-ms", "3000",
-                                                  "--cart-hold-ms", "2000"] + flags)
-        cl.up(3)
-        cl.db = Db(os.environ["STOCKD_DB"], cl.db_name)
-        names = sorted(cl.nodes)
-        ring = cl.ring()
-        # Supplier SKUs on names[0], own stock on names[1] and names[2].
-        good, = one_per_owner(ring, "ccs-good-", names[:1])
-        bad, = one_per_owner(ring, "ccs-bad-", names[:1])
-        own1, own2 = one_per_owner(ring, "ccs-own-", names[1:])
-        with cl.node_client(names[1]) as c:
-            for k in (own1, own2):
-                c.ok("sku.put", {"sku": k, "own_on_hand": 5})
-            for k, offer, spec in ((good, OFFER_GOOD, SPEC_GOOD), (bad, OFFER_BAD, SPEC_BAD)):
-                c.ok("sku.put", {"sku": k, "own_on_hand": 0, "supplier": {
-                    "supplier_id": "1688-ccs", "offer_id": offer, "spec_id": spec}})
-            for k, want in ((good, 10), (bad, 5)):
-                wait_until(lambda k=k, want=want: c.ok("stock.get", {"sku": k})
-                           ["supplier_reported"] == want, 10, what="%s synced" % k)
-        cl.skus = {"good": good, "bad": bad, "own1": own1, "own2": own2}
-        yield fake, cl
+        args = " ".join(["--default-deadline-ms", "3000", "--cart-hold-ms", "2000"] + flags)
+        with Cluster.running(tmp_path_factory, "cartsup", stockd_args=args) as cl:
+            names = sorted(cl.nodes)
+            ring = cl.ring()
+            # Supplier SKUs on names[0], own stock on names[1] and names[2].
+            good, = one_per_owner(ring, "ccs-good-", names[:1])
+            bad, = one_per_owner(ring, "ccs-bad-", names[:1])
+            own1, own2 = one_per_owner(ring, "ccs-own-", names[1:])
+            with cl.node_client(names[1]) as c:
+                for k in (own1, own2):
+                    c.ok("sku.put", {"sku": k, "own_on_hand": 5})
+                for k, offer, spec in ((good, OFFER_GOOD, SPEC_GOOD), (bad, OFFER_BAD, SPEC_BAD)):
+                    c.ok("sku.put", {"sku": k, "own_on_hand": 0, "supplier": {
+                        "supplier_id": "1688-ccs", "offer_id": offer, "spec_id": spec}})
+                for k, want in ((good, 10), (bad, 5)):
+                    wait_until(lambda k=k, want=want: c.ok("stock.get", {"sku": k})
+                               ["supplier_reported"] == want, 10, what="%s synced" % k)
+            cl.skus = {"good": good, "bad": bad, "own1": own1, "own2": own2}
+            yield fake, cl
     finally:
-        try:
-            cl.run("down", timeout=120)
-        finally:
-            fake.stop()
-            if os.environ.get("ITEST_KEEP_DB") != "1":
-                Db(os.environ["STOCKD_DB"], cl.db_name).drop()
+        fake.stop()
 
 
 @pytest.fixture(autouse=True)
 def _logs_on_failure(request):
     yield
-    e = request.node.funcargs.get("env")
-    if e is not None:
-        print(e[1].tails())
+    print_logs_on_failure(request, "env")
 
 
 def listeners(cl):

@@ -30,12 +30,11 @@ import uuid
 
 import pytest
 
-import itestlib
 from cartcontest import Contest
 from itestlib import Db, audit, wait_until
 from stockrpc import Rpc
 from test_cart_cluster import lines_of, one_per_owner, put_stock
-from test_cluster import Cluster, haproxy_present, peers_supported
+from test_cluster import Cluster, print_logs_on_failure
 
 HOLD_MS = 2000
 DEADLINE_MS = 3000
@@ -44,39 +43,16 @@ CONTEST_SEED = int(os.environ.get("ITEST_CONTEST_SEED", "15"))
 
 @pytest.fixture(scope="module")
 def cluster(prereqs, tmp_path_factory):
-    if not peers_supported():
-        pytest.skip("stockd has no --peers (sharding not built)")
-    if not haproxy_present():
-        itestlib.skip_or_fail("haproxy not installed (tools/deps installs it)")
-    cl = Cluster(str(tmp_path_factory.mktemp("carttruth")), "it_ctruth_" + uuid.uuid4().hex[:8])
-    cl.env["CLUSTER_STOCKD_ARGS"] = "--default-deadline-ms %d --cart-hold-ms %d" % (
-        DEADLINE_MS, HOLD_MS)
-    try:
-        cl.up(3)
-        cl.db = Db(os.environ["STOCKD_DB"], cl.db_name)
+    with Cluster.running(tmp_path_factory, "ctruth",
+                         stockd_args="--default-deadline-ms %d --cart-hold-ms %d" % (
+                             DEADLINE_MS, HOLD_MS)) as cl:
         yield cl
-    finally:
-        try:
-            cl.run("down", timeout=120)
-        finally:
-            if os.environ.get("ITEST_KEEP_DB") != "1":
-                Db(os.environ["STOCKD_DB"], cl.db_name).drop()
 
 
 @pytest.fixture(autouse=True)
 def _logs_on_failure(request):
     yield
-    cl = request.node.funcargs.get("cluster")
-    if cl is not None:
-        print(cl.tails())
-
-
-def pid_of(cl, name):
-    for line in cl.run("pids").splitlines():
-        n, _, pid = line.partition(" ")
-        if n == name:
-            return int(pid)
-    raise AssertionError("no pid for %s" % name)
+    print_logs_on_failure(request, "cluster")
 
 
 def decision(db, order_id):
@@ -143,7 +119,7 @@ def test_refused_cart_with_a_frozen_owner(cluster):
         put_stock(c, (held, frozen_sku), 5)
         put_stock(c, (short,), 0)
     lines = [{"sku": short, "qty": 1}, {"sku": frozen_sku, "qty": 2}, {"sku": held, "qty": 1}]
-    pid = pid_of(cluster, frozen)
+    pid = cluster.pid_of(frozen)
     os.kill(pid, signal.SIGSTOP)
     try:
         with cluster.node_client(names[0], timeout=20) as c:

@@ -24,6 +24,7 @@ Skipped (with the reason) until stockd knows --peers. Bounded: every load
 loop has a time limit; the module takes about a minute.
 """
 import bisect
+import contextlib
 import ctypes
 import json
 import os
@@ -98,8 +99,47 @@ def haproxy_present():
                for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin"])
 
 
+def need_cluster():
+    """Skips when stockd has no sharding; fails (under ITEST_STRICT) without HAProxy."""
+    if not peers_supported():
+        pytest.skip("stockd has no --peers (sharding not built)")
+    if not haproxy_present():
+        itestlib.skip_or_fail("haproxy not installed (tools/deps installs it)")
+
+
+def print_logs_on_failure(request, fixture):
+    """For an autouse fixture's teardown: the instances' logs of the test's
+    cluster (the fixture's value, or its last item when it is a tuple);
+    pytest shows them only for a failing test."""
+    cl = request.node.funcargs.get(fixture)
+    if isinstance(cl, tuple):
+        cl = cl[-1]
+    if cl is not None:
+        print(cl.tails())
+
+
 class Cluster:
     """tools/cluster under a private CLUSTER_DIR and database."""
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, tmp_path_factory, name, n=3, stockd_args=None):
+        """n instances on a fresh database it_<name>_<random>, stopped and
+        the database dropped (unless ITEST_KEEP_DB=1) however the block ends."""
+        need_cluster()
+        cl = cls(str(tmp_path_factory.mktemp(name)), "it_%s_%s" % (name, uuid.uuid4().hex[:8]))
+        if stockd_args is not None:
+            cl.env["CLUSTER_STOCKD_ARGS"] = stockd_args
+        try:
+            cl.up(n)
+            cl.db = Db(os.environ["STOCKD_DB"], cl.db_name)
+            yield cl
+        finally:
+            try:
+                cl.run("down", timeout=120)
+            finally:
+                if os.environ.get("ITEST_KEEP_DB") != "1":
+                    Db(os.environ["STOCKD_DB"], cl.db_name).drop()
 
     def __init__(self, work_dir, db_name):
         self.dir = work_dir
@@ -163,6 +203,13 @@ class Cluster:
         with self.node_client(name) as c:
             return c.ok("stats", {})
 
+    def pid_of(self, name):
+        for line in self.run("pids").splitlines():
+            n, _, pid = line.partition(" ")
+            if n == name:
+                return int(pid)
+        raise AssertionError("no pid for %s" % name)
+
     def tails(self, n=25):
         out = []
         for f in sorted(os.listdir(self.dir)):
@@ -176,34 +223,19 @@ class Cluster:
 @pytest.fixture(scope="module")
 def sharding(prereqs):
     if not peers_supported():
-        pytest.skip("stockd --help does not mention --peers: the sharding server side "
-                    "(issue 6) is not built yet")
+        pytest.skip("stockd --help does not mention --peers: sharding is not built")
 
 
 @pytest.fixture(scope="module")
 def cluster(sharding, tmp_path_factory):
-    if not haproxy_present():
-        itestlib.skip_or_fail("haproxy not installed (tools/deps installs it)")
-    cl = Cluster(str(tmp_path_factory.mktemp("cluster")), "it_cluster_" + uuid.uuid4().hex[:8])
-    try:
-        cl.up(3)
-        cl.db = Db(os.environ["STOCKD_DB"], cl.db_name)
+    with Cluster.running(tmp_path_factory, "cluster") as cl:
         yield cl
-    finally:
-        try:
-            cl.run("down", timeout=120)
-        finally:
-            if os.environ.get("ITEST_KEEP_DB") != "1":
-                Db(os.environ["STOCKD_DB"], cl.db_name).drop()
 
 
 @pytest.fixture(autouse=True)
 def _cluster_logs_on_failure(request):
-    """Teardown output is shown only for failing tests: the instances' logs."""
     yield
-    cl = request.node.funcargs.get("cluster")
-    if cl is not None:
-        print(cl.tails())
+    print_logs_on_failure(request, "cluster")
 
 
 def owners_wrong(db, ring, like, column="l.sku"):

@@ -10,26 +10,16 @@ import os
 import signal
 import threading
 import time
-import uuid
 
 import pytest
 
-import itestlib
-from itestlib import Db
 from stockrpc import RpcClosed, RpcTimeout
-from test_cluster import Cluster, haproxy_present, peers_supported
+from test_cluster import Cluster
 
 
 @pytest.fixture(scope="module")
 def cl(prereqs, tmp_path_factory):
-    if not peers_supported():
-        pytest.skip("stockd has no --peers")
-    if not haproxy_present():
-        itestlib.skip_or_fail("haproxy not installed (tools/deps installs it)")
-    c = Cluster(str(tmp_path_factory.mktemp("faults")), "it_faults_" + uuid.uuid4().hex[:8])
-    try:
-        c.up(2)
-        c.db = Db(os.environ["STOCKD_DB"], c.db_name)
+    with Cluster.running(tmp_path_factory, "faults", n=2) as c:
         ring = c.ring()
         c.skus = [k for k in ("fl-%d" % i for i in range(200)) if ring.owner(k) == "n2"][:8]
         assert len(c.skus) == 8
@@ -37,20 +27,6 @@ def cl(prereqs, tmp_path_factory):
             for k in c.skus:
                 n1.ok("sku.put", {"sku": k, "own_on_hand": 1000000})
         yield c
-    finally:
-        try:
-            c.run("down", timeout=120)
-        finally:
-            if os.environ.get("ITEST_KEEP_DB") != "1":
-                Db(os.environ["STOCKD_DB"], c.db_name).drop()
-
-
-def pid_of(c, name):
-    for line in c.run("pids").splitlines():
-        n, _, p = line.partition(" ")
-        if n == name:
-            return int(p)
-    raise AssertionError("no pid for %s" % name)
 
 
 def ensure_up(c, name):
@@ -89,7 +65,7 @@ def test_owner_frozen_past_the_deadline(cl):
     sku = cl.skus[0]
     with cl.node_client("n1") as n1:
         n1.ok("stock.get", {"sku": sku})  # the peer connection is up and proven
-        pid = pid_of(cl, "n2")
+        pid = cl.pid_of("n2")
         os.kill(pid, signal.SIGSTOP)
         try:
             err = n1.err("reserve", {"order_id": "fz-1", "sku": sku, "qty": 2,
@@ -109,7 +85,7 @@ def test_owner_killed_after_the_request_was_sent(cl):
     sku = cl.skus[1]
     with cl.node_client("n1") as n1:
         n1.ok("stock.get", {"sku": sku})
-        pid = pid_of(cl, "n2")
+        pid = cl.pid_of("n2")
         os.kill(pid, signal.SIGSTOP)
         mid = n1.send("reserve", {"order_id": "kl-1", "sku": sku, "qty": 3, "deadline_ms": 5000})
         time.sleep(0.3)

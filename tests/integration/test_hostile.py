@@ -20,15 +20,14 @@ import resource
 import socket
 import struct
 import subprocess
-import threading
 import time
 
 import msgpack
 import pytest
 
 import itestlib
-from itestlib import HOST, wait_until
-from stockrpc import Rpc, RpcClosed, RpcTimeout, peer_handshake, peer_key_id, peer_mac
+from itestlib import HOST
+from stockrpc import RpcClosed, RpcTimeout, peer_handshake, peer_key_id, peer_mac
 
 FORGED_PART = {"order_id": "forged-part", "sku": "hoodie", "qty": 2, "_fwd": 1,
                "part_lines": 2, "line_no": 0, "hold_ms": 600000}
