@@ -14,9 +14,11 @@ static const char ctl_usage_text[] =
     "commands:\n"
     "  ping                               node name, version and round trip\n"
     "  get SKU                            stock view of a SKU\n"
-    "  reserve ORDER SKU QTY [--hold MS] [--deadline MS]\n"
-    "                                     reserve QTY units (held for MS ms with --hold)\n"
-    "  reserve ORDER --line SKU:QTY [--line SKU:QTY ...] [--hold MS] [--deadline MS]\n"
+    "  reserve ORDER SKU QTY [--hold MS] [--deadline MS] [--check]\n"
+    "                                     reserve QTY units (held for MS ms with --hold;\n"
+    "                                     --check: 1688's order check on supplier units\n"
+    "                                     before the answer)\n"
+    "  reserve ORDER --line SKU:QTY [--line SKU:QTY ...] [--hold MS] [--deadline MS] [--check]\n"
     "                                     reserve an order of several lines (1..50): all\n"
     "                                     lines or none; lines of one SKU are summed\n"
     "  confirm ORDER | release ORDER | ship ORDER | order ORDER\n"
@@ -31,8 +33,11 @@ static const char ctl_usage_text[] =
     "                                     at, kind, sku, order_id, reason\n"
     "  supplier-get SUPPLIER              a supplier's trust settings\n"
     "  supplier-put SUPPLIER [--trust X] [--ceiling X] [--event on|off] [--event-trust X]\n"
+    "               [--check-before-confirm on|off]\n"
     "                                     set trust settings (admin; factors 0..1; what\n"
-    "                                     is not given keeps its current value)\n"
+    "                                     is not given keeps its current value); with\n"
+    "                                     --check-before-confirm on every reserve taking\n"
+    "                                     this supplier's units is checked with 1688 first\n"
     "  watch [--count N]                  print order.update notifications (purchased,\n"
     "                                     failed, expired) until ^C or N of them\n"
     "  top [--interval MS] [--count N]    live view of stats: requests/s by method,\n"
@@ -140,6 +145,7 @@ int ctl_parse_args(int argc, char **argv, ctl_opts *o)
             return 0;
         }
         if (strcmp(a, "--json") == 0) { o->json = true; continue; }
+        if (strcmp(a, "--check") == 0) { o->check = true; continue; }
         /* options with a value: --opt V or --opt=V */
         const char *eq = strchr(a, '=');
         size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
@@ -200,6 +206,11 @@ int ctl_parse_args(int argc, char **argv, ctl_opts *o)
             if (!parse_factor(v, &o->event_trust))
                 return ctl_usage("bad --event-trust '%s' (0..1)", v);
             o->has_event_trust = true;
+        } else if (OPT("--check-before-confirm")) {
+            if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
+                return ctl_usage("bad --check-before-confirm '%s' (on or off)", v);
+            o->check_first = strcmp(v, "on") == 0;
+            o->has_check_first = true;
         } else if (OPT("--event")) {
             if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
                 return ctl_usage("bad --event '%s' (on or off)", v);
@@ -225,8 +236,8 @@ int ctl_parse_args(int argc, char **argv, ctl_opts *o)
 int ctl_check_cmd_opts(const ctl_opts *o, const char *cmd)
 {
     bool is_reserve = strcmp(cmd, "reserve") == 0, is_put = strcmp(cmd, "sku-put") == 0;
-    if ((o->has_hold || o->has_deadline) && !is_reserve)
-        return ctl_usage("--hold and --deadline only apply to reserve");
+    if ((o->has_hold || o->has_deadline || o->check) && !is_reserve)
+        return ctl_usage("--hold, --deadline and --check only apply to reserve");
     if (o->n_lines > 0 && !is_reserve)
         return ctl_usage("--line only applies to reserve");
     if ((o->has_own || o->has_reported || o->supplier || o->has_cap) && !is_put)
@@ -237,8 +248,9 @@ int ctl_check_cmd_opts(const ctl_opts *o, const char *cmd)
         return ctl_usage("--count only applies to top and watch");
     if (o->has_limit && strcmp(cmd, "alerts") != 0)
         return ctl_usage("--limit only applies to alerts");
-    if ((o->has_trust || o->has_ceiling || o->has_event || o->has_event_trust) &&
-        strcmp(cmd, "supplier-put") != 0)
-        return ctl_usage("--trust, --ceiling, --event and --event-trust only apply to supplier-put");
+    if ((o->has_trust || o->has_ceiling || o->has_event || o->has_event_trust ||
+         o->has_check_first) && strcmp(cmd, "supplier-put") != 0)
+        return ctl_usage("--trust, --ceiling, --event, --event-trust and --check-before-confirm "
+                         "only apply to supplier-put");
     return -1;
 }

@@ -55,7 +55,8 @@ static int cmd_reserve_lines(stockd_client *c, const ctl_opts *o)
     stockd_reserve_lines_req req = {.order_id = o->pos[1], .lines = lines,
                                     .n_lines = (size_t)o->n_lines,
                                     .hold_ms = o->has_hold ? o->hold_ms : 0,
-                                    .deadline_ms = o->has_deadline ? o->deadline_ms : 0};
+                                    .deadline_ms = o->has_deadline ? o->deadline_ms : 0,
+                                    .check = o->check};
     stockd_order ord;
     return ctl_order_done(c, o, stockd_reserve_lines(c, &req, &ord), &ord);
 }
@@ -66,7 +67,8 @@ static int cmd_reserve(stockd_client *c, const ctl_opts *o)
         return cmd_reserve_lines(c, o);
     stockd_reserve_req req = {.order_id = o->pos[1], .sku = o->pos[2],
                               .hold_ms = o->has_hold ? o->hold_ms : 0,
-                              .deadline_ms = o->has_deadline ? o->deadline_ms : 0};
+                              .deadline_ms = o->has_deadline ? o->deadline_ms : 0,
+                              .check = o->check};
     if (!ctl_parse_i64(o->pos[3], INT64_MIN, INT64_MAX, &req.qty))
         return ctl_usage("QTY must be an integer, got '%s'", o->pos[3]);
     stockd_order ord;
@@ -185,7 +187,8 @@ static int cmd_supplier_put(stockd_client *c, const ctl_opts *o)
         .supplier_id = o->pos[1], .has_trust = o->has_trust, .trust = o->trust,
         .has_ceiling = o->has_ceiling, .ceiling = o->ceiling, .has_event_mode = o->has_event,
         .event_mode = o->event_on, .has_event_trust = o->has_event_trust,
-        .event_trust = o->event_trust};
+        .event_trust = o->event_trust, .has_check_before_confirm = o->has_check_first,
+        .check_before_confirm = o->check_first};
     const msgpack_object *r;
     stockd_rc rc = stockd_supplier_put(c, &req, &r);
     if (rc != STOCKD_OK)

@@ -31,6 +31,8 @@ typedef struct ctl_opts {
     const char *token;
     int timeout_ms;
     bool has_hold, has_deadline, has_own, has_reported;
+    bool check;                      /* reserve --check */
+    bool has_check_first, check_first;  /* supplier-put --check-before-confirm on|off */
     int64_t hold_ms, deadline_ms, own, reported;
     bool has_interval, has_count;
     int64_t interval_ms, top_count;  /* top: refresh period, frames (0 = until ^C) */

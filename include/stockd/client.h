@@ -144,6 +144,7 @@ typedef struct stockd_reserve_req {
     int64_t qty;
     int64_t hold_ms;          /* 0: confirm at once */
     int64_t deadline_ms;      /* 0: server default */
+    bool check;               /* 1688's order check on supplier units before the answer */
 } stockd_reserve_req;
 
 /* reserve with lines: all lines or none; lines of one SKU are summed. */
@@ -158,6 +159,7 @@ typedef struct stockd_reserve_lines_req {
     size_t n_lines;
     int64_t hold_ms;          /* 0: confirm at once */
     int64_t deadline_ms;      /* 0: server default */
+    bool check;               /* as in stockd_reserve_req */
 } stockd_reserve_lines_req;
 
 /* sku.put: every field but sku is optional (has_* says whether to send it). */
@@ -180,9 +182,10 @@ typedef struct stockd_sku_put_req {
 /* supplier.put (admin): fields not sent keep the supplier's current settings. */
 typedef struct stockd_supplier_put_req {
     const char *supplier_id;
-    bool has_trust, has_ceiling, has_event_mode, has_event_trust;
+    bool has_trust, has_ceiling, has_event_mode, has_event_trust, has_check_before_confirm;
     double trust, ceiling, event_trust;   /* 0..1 */
     bool event_mode;
+    bool check_before_confirm;            /* reserves taking its units are checked first */
 } stockd_supplier_put_req;
 
 /* One reply taken off the wire. Objects live until the next call. */

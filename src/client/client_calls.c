@@ -155,12 +155,14 @@ stockd_rc stockd_supplier_put(stockd_client *c, const stockd_supplier_put_req *r
     if (rc != STOCKD_OK)
         return rc;
     uint32_t n = 1 + req->has_trust + req->has_ceiling + req->has_event_mode +
-                 req->has_event_trust + c->has_token;
+                 req->has_event_trust + req->has_check_before_confirm + c->has_token;
     int r = msgpack_pack_map(pk, n) || codec_pack_kv_str(pk, "supplier_id", req->supplier_id) ||
             (req->has_trust && client_pack_factor(pk, "trust", req->trust)) ||
             (req->has_ceiling && client_pack_factor(pk, "trust_ceiling", req->ceiling)) ||
             (req->has_event_mode && codec_pack_kv_bool(pk, "event_mode", req->event_mode)) ||
             (req->has_event_trust && client_pack_factor(pk, "event_trust", req->event_trust)) ||
+            (req->has_check_before_confirm &&
+             codec_pack_kv_bool(pk, "check_before_confirm", req->check_before_confirm)) ||
             client_pack_token(c, pk);
     return client_call_raw(c, r, result);
 }

@@ -101,6 +101,25 @@ int client_pack_token(stockd_client *c, msgpack_packer *pk)
     return c->has_token ? codec_pack_kv_str(pk, "token", c->token) : 0;
 }
 
+/* The optional tail of a reserve, the same for one SKU and for lines: only
+ * what differs from the server's default is sent. */
+static uint32_t reserve_opts_n(int64_t hold_ms, int64_t deadline_ms, bool check)
+{
+    return (uint32_t)(hold_ms != 0) + (deadline_ms != 0) + check;
+}
+
+static int pack_reserve_opts(msgpack_packer *pk, int64_t hold_ms, int64_t deadline_ms, bool check)
+{
+    int r = 0;
+    if (!r && hold_ms != 0)
+        r = codec_pack_kv_int(pk, "hold_ms", hold_ms);
+    if (!r && deadline_ms != 0)
+        r = codec_pack_kv_int(pk, "deadline_ms", deadline_ms);
+    if (!r && check)
+        r = codec_pack_kv_bool(pk, "check", true);
+    return r;
+}
+
 stockd_rc stockd_send_reserve(stockd_client *c, const stockd_reserve_req *req, uint32_t *msgid)
 {
     if (!req || !req->order_id || !req->sku)
@@ -109,13 +128,10 @@ stockd_rc stockd_send_reserve(stockd_client *c, const stockd_reserve_req *req, u
     stockd_rc rc = stockd_request_begin(c, "reserve", &pk);
     if (rc != STOCKD_OK)
         return rc;
-    uint32_t n = 3 + (req->hold_ms != 0) + (req->deadline_ms != 0);
+    uint32_t n = 3 + reserve_opts_n(req->hold_ms, req->deadline_ms, req->check);
     int r = msgpack_pack_map(pk, n) || codec_pack_kv_str(pk, "order_id", req->order_id) ||
-            codec_pack_kv_str(pk, "sku", req->sku) || codec_pack_kv_int(pk, "qty", req->qty);
-    if (!r && req->hold_ms != 0)
-        r = codec_pack_kv_int(pk, "hold_ms", req->hold_ms);
-    if (!r && req->deadline_ms != 0)
-        r = codec_pack_kv_int(pk, "deadline_ms", req->deadline_ms);
+            codec_pack_kv_str(pk, "sku", req->sku) || codec_pack_kv_int(pk, "qty", req->qty) ||
+            pack_reserve_opts(pk, req->hold_ms, req->deadline_ms, req->check);
     return client_end_typed(c, r, msgid);
 }
 
@@ -134,16 +150,14 @@ stockd_rc stockd_send_reserve_lines(stockd_client *c, const stockd_reserve_lines
     stockd_rc rc = stockd_request_begin(c, "reserve", &pk);
     if (rc != STOCKD_OK)
         return rc;
-    uint32_t n = 2 + (req->hold_ms != 0) + (req->deadline_ms != 0);
+    uint32_t n = 2 + reserve_opts_n(req->hold_ms, req->deadline_ms, req->check);
     int r = msgpack_pack_map(pk, n) || codec_pack_kv_str(pk, "order_id", req->order_id) ||
             codec_pack_cstr(pk, "lines") || msgpack_pack_array(pk, (uint32_t)req->n_lines);
     for (size_t i = 0; i < req->n_lines && !r; i++)
         r = msgpack_pack_map(pk, 2) || codec_pack_kv_str(pk, "sku", req->lines[i].sku) ||
             codec_pack_kv_int(pk, "qty", req->lines[i].qty);
-    if (!r && req->hold_ms != 0)
-        r = codec_pack_kv_int(pk, "hold_ms", req->hold_ms);
-    if (!r && req->deadline_ms != 0)
-        r = codec_pack_kv_int(pk, "deadline_ms", req->deadline_ms);
+    if (!r)
+        r = pack_reserve_opts(pk, req->hold_ms, req->deadline_ms, req->check);
     return client_end_typed(c, r, msgid);
 }
 

@@ -26,15 +26,19 @@ worker (which previews again before it buys) stays out of the counts.
 7. A retry while the check runs waits for it and gets the same record.
 8. A stockd without --supplier-url answers check_failed for supplier units
    with check (nothing held) and the ordinary record for own stock.
+9. stockctl sends both: `reserve --check` (refused with 1688's words, exit
+   1) and `supplier-put --check-before-confirm on|off`.
 Bounded: about 15 s.
 """
+import json
 import secrets
+import subprocess
 import threading
 import time
 
 import pytest
 
-from itestlib import audit_supplier, supplier_flags, wait_until
+from itestlib import audit_supplier, stockctl_bin, supplier_flags, wait_until
 from test_supplier_sync import Fake
 
 OFFER = 640000000001
@@ -319,3 +323,40 @@ def test_no_supplier_api(make_stockd):
     assert o["status"] == "confirmed" and o["from_own"] == 1, o
     audit_supplier(s.db, ["nu-a"])
     c.close()
+
+
+def test_stockctl_sends_check(env):
+    fake, s = env
+
+    def ctl(*args):
+        return subprocess.run([stockctl_bin(), "--addr", s.addr, "--json"] + list(args),
+                              capture_output=True, text=True, timeout=10)
+
+    c = s.client()
+    fake.ok("POST", "/stock", {"offer_id": OFFER, "spec_id": SPEC_B, "real": 1, "reported": 50})
+    try:
+        n0 = previews(fake)
+        p = ctl("reserve", "ck-cl1", "ck-b", "2", "--check")
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        e = json.loads(p.stdout)["error"]
+        assert e["code"] == "check_failed" and "500_004" in e["message"], e
+        assert previews(fake) == n0 + 1
+        nothing_held(s, "ck-cl1", ["ck-b"])
+        # Without --check: the figure (50) says yes, no preview.
+        p = ctl("reserve", "ck-cl2", "ck-b", "2", "--hold", "60000")
+        assert p.returncode == 0 and json.loads(p.stdout)["status"] == "held", p.stdout
+        assert previews(fake) == n0 + 1
+        c.ok("release", {"order_id": "ck-cl2"})
+        # The supplier's setting, on and off again.
+        p = ctl("supplier-put", SUP, "--check-before-confirm", "on")
+        assert p.returncode == 0 and json.loads(p.stdout)["check_before_confirm"] is True, p
+        e = c.err("reserve", {"order_id": "ck-cl3", "sku": "ck-b", "qty": 2})
+        assert e["code"] == "check_failed", e
+        p = ctl("supplier-put", SUP, "--check-before-confirm=off")
+        assert p.returncode == 0 and json.loads(p.stdout)["check_before_confirm"] is False, p
+        assert c.ok("supplier.get", {"supplier_id": SUP})["check_before_confirm"] is False
+    finally:
+        fake.ok("POST", "/stock", {"offer_id": OFFER, "spec_id": SPEC_B, "real": 50,
+                                   "reported": None})
+        c.ok("supplier.put", {"supplier_id": SUP, "check_before_confirm": False})
+        c.close()

@@ -188,18 +188,18 @@ static void test_encode_lines_and_order_op(void **state)
     fx *f = *state;
     stockd_line lines[2] = {{"a", 1}, {"b", 300}};
     stockd_reserve_lines_req req = {.order_id = "o", .lines = lines, .n_lines = 2,
-                                    .deadline_ms = 9};
+                                    .deadline_ms = 9, .check = true};
     uint32_t id1 = 0, id2 = 0;
     assert_int_equal(stockd_send_reserve_lines(f->c, &req, &id1), STOCKD_OK);
     assert_int_equal(stockd_send_order_op(f->c, "confirm", "o", &id2), STOCKD_OK);
     assert_int_equal(id1, 1);
     assert_int_equal(id2, 2);
     assert_int_equal(stockd_flush(f->c), STOCKD_OK);
-    expect_bytes(f, S("\x94\x00\x01\xa7reserve\x91\x83"
+    expect_bytes(f, S("\x94\x00\x01\xa7reserve\x91\x84"
                       "\xa8order_id\xa1o\xa5lines\x92"
                       "\x82\xa3sku\xa1" "a\xa3qty\x01"
                       "\x82\xa3sku\xa1" "b\xa3qty\xcd\x01\x2c"
-                      "\xab" "deadline_ms\x09"));
+                      "\xab" "deadline_ms\x09\xa5" "check\xc3"));
     expect_bytes(f, S("\x94\x00\x02\xa7" "confirm\x91\x81\xa8order_id\xa1o"));
 }
 

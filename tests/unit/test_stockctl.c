@@ -124,6 +124,14 @@ static void test_args_parsed(void **state)
     assert_true(o.trust == 0.5);
     assert_true(o.has_event);
     assert_true(o.event_on);
+    assert_false(o.has_check_first);
+    assert_false(o.check);
+    assert_int_equal(PARSE(&o, &err, "reserve", "o", "s", "1", "--check"), -1);
+    assert_true(o.check);
+    assert_int_equal(o.npos, 4);
+    assert_int_equal(PARSE(&o, &err, "supplier-put", "s", "--check-before-confirm=off"), -1);
+    assert_true(o.has_check_first);
+    assert_false(o.check_first);
 }
 
 /* Each bad flag: exit code 2 and a message naming it. */
@@ -139,6 +147,8 @@ static void test_args_refused(void **state)
         {{"ping", "--hold"}, "stockctl: --hold needs a value\n"},
         {{"--trust", "1.5", "supplier-put"}, "stockctl: bad --trust '1.5' (0..1)\n"},
         {{"--event", "maybe", "x"}, "stockctl: bad --event 'maybe' (on or off)\n"},
+        {{"--check-before-confirm", "yes", "x"},
+         "stockctl: bad --check-before-confirm 'yes' (on or off)\n"},
         {{"--limit", "1001", "alerts"}, "stockctl: bad --limit '1001' (1..1000)\n"},
         {{"--own", "12abc", "sku-put"}, "stockctl: bad --own '12abc'\n"},
         {{"--interval", "99", "top"}, "stockctl: bad --interval '99' (100..60000 ms)\n"},
@@ -191,7 +201,13 @@ static void test_main_usage(void **state)
     assert_non_null(strstr(r.err.text, "ORDER --line SKU:QTY [--line SKU:QTY ...]"));
     RUN(&r, "--hold", "5", "get", "x");
     assert_int_equal(r.code, EXIT_USAGE);
-    assert_non_null(strstr(r.err.text, "--hold and --deadline only apply to reserve"));
+    assert_non_null(strstr(r.err.text, "--hold, --deadline and --check only apply to reserve"));
+    RUN(&r, "--check", "confirm", "o");
+    assert_int_equal(r.code, EXIT_USAGE);
+    assert_non_null(strstr(r.err.text, "--hold, --deadline and --check only apply to reserve"));
+    RUN(&r, "--check-before-confirm", "on", "supplier-get", "s");
+    assert_int_equal(r.code, EXIT_USAGE);
+    assert_non_null(strstr(r.err.text, "--check-before-confirm only apply to supplier-put"));
     RUN(&r, "--count", "3", "stats");
     assert_int_equal(r.code, EXIT_USAGE);
     assert_non_null(strstr(r.err.text, "--count only applies to top and watch"));
