@@ -421,6 +421,8 @@ void ei_fin_sync(engine *e, eng_order *h)
 /* A SKU queue this long is not searched: its orders wait for a quieter
  * moment to leave memory. */
 #define EVICT_QUEUE_SCAN_MAX 256
+/* Busy orders looked at in one engine_evict_orders() call. */
+#define EVICT_BUSY_MAX 64
 
 /* Whether an op queued on s (or a cart's ticket there) names order_id;
  * also true when the queue is too long to look through. */
@@ -452,18 +454,21 @@ static bool order_busy(const eng_order *h)
 size_t engine_evict_orders(engine *e, int64_t before_ms, size_t max,
                            void (*fn)(const char *order_id, void *arg), void *arg)
 {
-    size_t n = 0, looked = 0;
+    size_t n = 0, busy = 0;
     if (e->parts_mode)
         return 0;
     eng_order *h = e->fin_head;
     /* The list is in the order orders became final, near enough the order
-     * of their last change: stop at the first one changed too recently. */
-    while (h != NULL && n < max && looked++ < 4 * max && h->updated_at_ms < before_ms) {
+     * of their last change: stop at the first one changed too recently.
+     * Busy ones go to the back, at most EVICT_BUSY_MAX a call: under load on
+     * one SKU its orders are busy together, and looking through its queue
+     * for each would cost the loop more than the memory is worth. */
+    while (h != NULL && n < max && busy < EVICT_BUSY_MAX && h->updated_at_ms < before_ms) {
         eng_order *next = h->fin_next;
         if (!order_final(h)) {
             fin_unlink(e, h);
         } else if (order_busy(h)) {
-            /* Later: to the back, so one busy order does not stop the rest. */
+            busy++;
             fin_unlink(e, h);
             fin_append(e, h);
             if (next == NULL)

@@ -169,8 +169,22 @@ static void op_view(eng_op *op, const eng_order *o)
         ei_order_to_view(o, &op->order);
 }
 
-/* Takes a line's quantity: own stock first, then supplier stock. */
-static void reserve_line(eng_batch *b, const eng_op *op, eng_order *o)
+/* Whether line o of a reserve takes supplier units that are to be checked
+ * ("Checks"): units of a 1688-mapped SKU, asked for by the op or by its
+ * supplier's check_before_confirm. Decided before any line is taken. */
+static bool line_needs_check(const engine *e, const eng_op *op, const eng_order *o)
+{
+    const eng_sku *s = o->sku;
+    if (s->mapping != ENG_MAP_OK || s->map == NULL || o->qty <= s->c.own_on_hand - s->c.own_reserved)
+        return false;
+    eng_trust t;
+    return op->check || (engine_supplier_trust(e, s->map->supplier_id, &t) && t.check_before_confirm);
+}
+
+/* Takes a line's quantity: own stock first, then supplier stock. hold_ms:
+ * the hold (0: confirmed at once); reason: the line's (NULL: none). */
+static void reserve_line(eng_batch *b, const eng_op *op, eng_order *o, int64_t hold_ms,
+                         const char *reason)
 {
     eng_sku *s = o->sku;
     int64_t own_free = s->c.own_on_hand - s->c.own_reserved;
@@ -180,11 +194,13 @@ static void reserve_line(eng_batch *b, const eng_op *op, eng_order *o)
     s->c.own_reserved += from_own;
     s->c.supplier_reserved += from_sup;
     ei_counters_check(&s->c);
-    o->status = op->hold_ms > 0 ? ENG_ST_HELD : ENG_ST_CONFIRMED;
+    o->status = hold_ms > 0 ? ENG_ST_HELD : ENG_ST_CONFIRMED;
     o->from_own = from_own;
     o->from_supplier = from_sup;
     o->created_at_ms = o->updated_at_ms = b->now_ms;
-    o->hold_expires_at_ms = op->hold_ms > 0 ? b->now_ms + op->hold_ms : 0;
+    o->hold_expires_at_ms = hold_ms > 0 ? b->now_ms + hold_ms : 0;
+    if (reason != NULL)
+        ei_set_str(&o->reason, reason);
     o->available = eng_available(&s->c);
     ledger_add(b, s, o->id, ENG_MOVE_RESERVE, 0, from_own, from_sup, 0, "");
     if (ei_purchase_due(o))
@@ -264,9 +280,70 @@ static void decide_reserve(engine *e, eng_batch *b, eng_op *op, eng_order *h)
         ei_order_maybe_drop(e, h);
         return;
     }
+    bool check = false;
+    if (!h->part)
+        FOR_LINES(h, l)
+            check = check || line_needs_check(e, op, l);
+    if (check && (op->check_off || op->check_hold_ms < ENG_HOLD_MS_MIN)) {
+        op->err = ENG_E_CHECK_FAILED;  /* nothing can check it: hold nothing */
+        ei_order_maybe_drop(e, h);
+        return;
+    }
     FOR_LINES(h, l)
-        reserve_line(b, op, l);
+        reserve_line(b, op, l, check ? op->check_hold_ms : op->hold_ms,
+                     check ? ENG_CHECK_PENDING : NULL);
+    op->checking = check;
     op_view(op, h);
+}
+
+static void confirm_line(eng_batch *b, eng_order *o);
+static void expire_all(eng_batch *b, eng_order *h);
+
+/* Whether every line of h is held for its check ("Checks"). */
+static bool order_checking(const eng_order *h)
+{
+    FOR_LINES((eng_order *)h, l)
+        if (l->status != ENG_ST_HELD || l->reason == NULL || strcmp(l->reason, ENG_CHECK_PENDING) != 0)
+            return false;
+    return true;
+}
+
+/* The check passed: the order is the client's now (confirmed, or held for
+ * the client's hold from its creation). */
+static void end_check(engine *e, eng_batch *b, eng_op *op, eng_order *h)
+{
+    if (!order_checking(h)) {
+        op->err = ENG_E_INVALID_STATE;
+        return;
+    }
+    int64_t until = op->hold_ms > 0 ? h->created_at_ms + op->hold_ms : 0;
+    if (b->now_ms >= h->hold_expires_at_ms || (op->hold_ms > 0 && b->now_ms >= until)) {
+        expire_all(b, h);
+        e->st.holds_expired++;
+        op->err = ENG_E_EXPIRED;
+        return;
+    }
+    FOR_LINES(h, l) {
+        if (op->hold_ms == 0) {
+            confirm_line(b, l);
+        } else {
+            touch_order(b, l);
+            l->hold_expires_at_ms = until;
+            l->updated_at_ms = b->now_ms;
+        }
+        ei_set_str(&l->reason, NULL);
+    }
+}
+
+/* The check could not be made: the order never was (a retry decides anew). */
+static void erase_checking(eng_batch *b, eng_op *op, eng_order *h)
+{
+    if (!order_checking(h)) {
+        op->err = ENG_E_INVALID_STATE;
+        return;
+    }
+    FOR_LINES(h, l)
+        order_return_stock(b, l, ENG_ST_NONE, ENG_MOVE_RELEASE);
 }
 
 static bool line_shippable(const eng_order *l)
@@ -292,6 +369,8 @@ eng_status ei_order_status_working(const eng_order *h)
 static void confirm_line(eng_batch *b, eng_order *o)
 {
     touch_order(b, o);
+    if (o->reason != NULL && strcmp(o->reason, ENG_CHECK_PENDING) == 0)
+        ei_set_str(&o->reason, NULL);  /* a gateway confirmed it while it was checked */
     o->status = ENG_ST_CONFIRMED;
     o->hold_expires_at_ms = 0;
     o->updated_at_ms = b->now_ms;
@@ -366,7 +445,10 @@ static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *h)
     eng_order *blocking = NULL;
     switch (op->kind) {
     case ENG_OP_CONFIRM:
-        if (st == ENG_ST_HELD && lapsed && !(h->part && op->decided)) {
+        if (op->checked) {
+            end_check(e, b, op, h);
+            st = ei_order_status_working(h);
+        } else if (st == ENG_ST_HELD && lapsed && !(h->part && op->decided)) {
             /* A part's lapse is the coordinator's to settle. */
             if (!h->part)
                 expire_all(b, h);
@@ -382,7 +464,10 @@ static void decide_order_op(engine *e, eng_batch *b, eng_op *op, eng_order *h)
         break;
     case ENG_OP_RELEASE:
         if (op->erase) {
-            erase_part(b, op, h);
+            if (h->part)
+                erase_part(b, op, h);
+            else
+                erase_checking(b, op, h);
             break;
         }
         if (op->as_failed) {

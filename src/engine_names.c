@@ -7,7 +7,7 @@
 
 static const char *const err_codes[ENG_E_COUNT_] = {
     "ok", "invalid", "unknown_sku", "insufficient", "conflict", "not_found",
-    "invalid_state", "expired", "busy", "deadline", "unavailable", "internal",
+    "invalid_state", "expired", "busy", "deadline", "unavailable", "internal", "check_failed",
 };
 static const char *const status_names[ENG_ST_COUNT_] = {
     "none", "held", "confirmed", "purchased", "shipped", "released", "expired", "failed",

@@ -326,7 +326,9 @@ eng_err engine_submit(engine *e, eng_op *op, int64_t now_ms)
     /* Waiting and erasing are for parts only (the caller's syntax check). */
     assert((op->wait_ms == 0 && op->attempt == 0) ||
            (op->part_lines > 1 && (op->kind == ENG_OP_RESERVE || op->kind == ENG_OP_RELEASE)));
-    assert(!op->erase || (op->part_lines > 1 && op->kind == ENG_OP_RELEASE));
+    assert(!op->erase || op->kind == ENG_OP_RELEASE);
+    assert(!op->checked || op->kind == ENG_OP_CONFIRM);
+    op->checking = false;
     op->wait_until_ = now_ms + op->wait_ms;
     /* Rows that could not be trusted at load: refused, never guessed at. */
     if (op->kind != ENG_OP_SUPPLIER_PUT && engine_aside_of(e, op, op->err_aside))

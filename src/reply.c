@@ -108,7 +108,7 @@ void reply_alert_head(msgpack_packer *pk, uint32_t extra, const char *kind, cons
 
 void reply_trust(msgpack_packer *pk, const char *supplier_id, const eng_trust *t)
 {
-    msgpack_pack_map(pk, 6);
+    msgpack_pack_map(pk, 7);
     codec_pack_kv_str(pk, "supplier_id", supplier_id);
     codec_pack_cstr(pk, "trust");
     msgpack_pack_double(pk, t->trust);
@@ -119,6 +119,7 @@ void reply_trust(msgpack_packer *pk, const char *supplier_id, const eng_trust *t
     msgpack_pack_double(pk, t->event_trust);
     codec_pack_cstr(pk, "effective");
     msgpack_pack_double(pk, eng_trust_effective(t));
+    codec_pack_kv_bool(pk, "check_before_confirm", t->check_before_confirm);
 }
 
 const char *reply_err_message(eng_err err)
@@ -134,6 +135,8 @@ const char *reply_err_message(eng_err err)
     case ENG_E_BUSY: return "queue full, retry later";
     case ENG_E_DEADLINE: return "deadline passed while queued; nothing changed";
     case ENG_E_UNAVAILABLE: return "store unavailable";
+    case ENG_E_CHECK_FAILED:
+        return "supplier units to check, but no supplier API (--supplier-url) to check them";
     default: return "internal error";
     }
 }

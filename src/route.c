@@ -335,6 +335,14 @@ static bool coordinator_off(server *s, conn *c, req *r, uint32_t msgid, enum met
 static void coordinate_reserve(server *s, conn *c, req *r, uint32_t msgid, int64_t deadline_ms)
 {
     s->lines_coordinated++;
+    if (r->check) {
+        /* Its parts are decided on their owners without a check: refused
+         * rather than answered unchecked. */
+        rpc_reply_invalid(s, c, msgid, M_RESERVE, "check",
+                          "not supported on an order whose lines live on several instances");
+        req_put(s, r);
+        return;
+    }
     if (coordinator_off(s, c, r, msgid, M_RESERVE))
         return;
     req_wait(s, c, r, msgid, M_RESERVE, deadline_ms);

@@ -11,6 +11,8 @@
 
 #include <event2/event.h>
 
+#include "stockd/check.h"
+#include "stockd/check_plan.h"
 #include "stockd/clock.h"
 #include "stockd/codec.h"
 #include "stockd/log.h"
@@ -107,6 +109,7 @@ req *req_get(server *s)
     r->next_free = NULL;
     r->cart_routed = false;
     r->fwd = false;
+    r->check = false;
     r->nf_checked = false;
     r->order_reloaded = false;
     r->reload_sku = false;
@@ -157,6 +160,32 @@ void req_hold(req *r, conn *c)
     conn_hold(c);
 }
 
+/* A reserve the engine answered with a record: held for its check (the
+ * check starts), a retry of one under check (it waits for it), or a
+ * retry of one its check refused (check_failed again, from the record,
+ * so also after a restart). True when answered or handed on here. */
+static bool check_reserve_done(server *s, req *r)
+{
+    const eng_order_view *o = &r->op.order;
+    if (r->op.checking) {
+        check_start(s, r);
+        return true;
+    }
+    if (o->status == ENG_ST_HELD && strcmp(o->reason, ENG_CHECK_PENDING) == 0) {
+        check_wait(s, r);
+        return true;
+    }
+    if (o->status == ENG_ST_FAILED && check_refused_reason(o->reason)) {
+        rpc_count_at(s, r->m, ENG_E_CHECK_FAILED, r->start_ns);
+        codec_pack_response_err_head(&s->pk, r->msgid, "check_failed", o->reason, false, 1);
+        codec_pack_kv_str(&s->pk, "order_id", o->order_id);
+        codec_pack_response_err_tail(&s->pk);
+        req_finish(s, r);
+        return true;
+    }
+    return false;
+}
+
 /* The engine answered a request: reply and release it. */
 void rpc_done_cb(eng_op *op, void *arg)
 {
@@ -165,6 +194,8 @@ void rpc_done_cb(eng_op *op, void *arg)
     evtimer_del(&r->timer);
     if (op->err == ENG_E_NOT_FOUND && route_nf_verify(s, r))
         return;  /* MariaDB answers (nf_checked_cb) */
+    if (r->m == M_RESERVE && op->err == ENG_OK && check_reserve_done(s, r))
+        return;
     rpc_count_at(s, r->m, op->err, r->start_ns);
     if (op->outcome_unknown)
         s->outcome_unknown++;
@@ -395,6 +426,7 @@ static bool supplier_put_merge(server *s, eng_op *op, const rpc_parsed *pp, rpc_
         cur.ceiling = 1.0;
         cur.event_mode = false;
         cur.event_trust = s->cfg->supplier_event_trust;
+        cur.check_before_confirm = false;
     }
     eng_trust *t = &op->trust;
     if (!pp->has_trust)
@@ -405,6 +437,8 @@ static bool supplier_put_merge(server *s, eng_op *op, const rpc_parsed *pp, rpc_
         t->event_mode = cur.event_mode;
     if (!pp->has_event_trust)
         t->event_trust = cur.event_trust;
+    if (!pp->has_check_before_confirm)
+        t->check_before_confirm = cur.check_before_confirm;
     op->has_trust = true;
     if (eng_trust_valid(t))
         return true;
@@ -630,6 +664,7 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
     r->deadline_ms = pp.deadline_ms;
     r->limit = (int32_t)pp.limit;
     r->fwd = pp.fwd;
+    r->check = pp.check;
     if (route_sharded(s) && route_request(s, c, r, msg, m, &pp))
         return;
     rpc_local_request(s, c, r, msg->msgid, m, pp.deadline_ms);
@@ -640,6 +675,13 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
 void rpc_local_request(server *s, conn *c, req *r, uint32_t msgid, enum method m, int64_t deadline_ms)
 {
     eng_op *op = &r->op;
+    if (m == M_RESERVE) {
+        /* A check (check.h) is due when the order takes supplier units to
+         * check; without a supplier client none can be made. */
+        op->check = r->check;
+        op->check_off = s->supc == NULL;
+        op->check_hold_ms = check_hold_ms(deadline_ms);
+    }
     if (cold_intercept(s, c, r, msgid, m, deadline_ms))
         return;
     /* A "sku" hint that led here to one line of a cross-shard order, or

@@ -25,7 +25,8 @@ enum field {
     F_OWN_ON_HAND, F_SUPPLIER, F_SUPPLIER_REPORTED, F_TOKEN, F_FWD,
     F_LIMIT, F_SUPPLIER_ID, F_TRUST, F_TRUST_CEILING, F_EVENT_MODE, F_EVENT_TRUST,
     F_LINES, F_PART_LINES, F_LINE_NO, F_DECIDED, F_AS_FAILED, F_UPDATE,
-    F_NODE, F_NONCE, F_KEYS, F_MAC, F_ID, F_BY, F_NOTE, F_ATTEMPT, F_WAIT_MS, F_ERASE, F_COUNT
+    F_NODE, F_NONCE, F_KEYS, F_MAC, F_ID, F_BY, F_NOTE, F_ATTEMPT, F_WAIT_MS, F_ERASE,
+    F_CHECK, F_CHECK_BEFORE_CONFIRM, F_COUNT
 };
 static const char *const field_names[F_COUNT] = {
     "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
@@ -33,6 +34,7 @@ static const char *const field_names[F_COUNT] = {
     "limit", "supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust",
     "lines", "part_lines", "line_no", "decided", "as_failed", "update",
     "node", "nonce", "keys", "mac", "id", "by", "note", "attempt", "wait_ms", "erase",
+    "check", "check_before_confirm",
 };
 _Static_assert(F_COUNT <= 64, "field bits must fit in rpc_parsed.seen");
 #define B(f) (UINT64_C(1) << (f))
@@ -56,7 +58,8 @@ static const method_spec specs[M_COUNT] = {
     [M_PING] = {B(F_TOKEN) | B(F_FWD), 0, false},
     /* sku + qty or lines: checked after the fields (reserve_shape) */
     [M_RESERVE] = {B(F_ORDER_ID) | B(F_SKU) | B(F_QTY) | B(F_LINES) | B(F_HOLD_MS) | B(F_DEADLINE_MS) |
-                   B(F_TOKEN) | B(F_FWD) | PART_BITS | B(F_ATTEMPT) | B(F_WAIT_MS), B(F_ORDER_ID), false},
+                   B(F_TOKEN) | B(F_FWD) | PART_BITS | B(F_ATTEMPT) | B(F_WAIT_MS) | B(F_CHECK),
+                   B(F_ORDER_ID), false},
     [M_CONFIRM] = {B(F_ORDER_ID) | B(F_SKU) | B(F_DEADLINE_MS) | B(F_TOKEN) | B(F_FWD) | PART_BITS |
                    B(F_DECIDED), B(F_ORDER_ID), false},
     /* as_failed / reason: a peer's cascade onto a part (checked in peer_only_check) */
@@ -76,7 +79,8 @@ static const method_spec specs[M_COUNT] = {
     [M_ORDER_SUBSCRIBE] = {B(F_TOKEN) | B(F_FWD) | B(F_UPDATE), 0, false},
     [M_ALERTS_LIST] = {B(F_LIMIT) | B(F_TOKEN), 0, false},
     [M_SUPPLIER_PUT] = {B(F_SUPPLIER_ID) | B(F_TRUST) | B(F_TRUST_CEILING) | B(F_EVENT_MODE) |
-                        B(F_EVENT_TRUST) | B(F_DEADLINE_MS) | B(F_TOKEN), B(F_SUPPLIER_ID), true},
+                        B(F_EVENT_TRUST) | B(F_CHECK_BEFORE_CONFIRM) | B(F_DEADLINE_MS) | B(F_TOKEN),
+                        B(F_SUPPLIER_ID), true},
     [M_SUPPLIER_GET] = {B(F_SUPPLIER_ID) | B(F_TOKEN), B(F_SUPPLIER_ID), false},
     [M_PEER_HELLO] = {B(F_NODE) | B(F_NONCE) | B(F_KEYS), B(F_NODE) | B(F_NONCE) | B(F_KEYS), false},
     [M_PEER_AUTH] = {B(F_MAC), B(F_MAC), false},
@@ -550,6 +554,12 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
     case F_EVENT_MODE:
         pp->has_event_mode = true;
         return get_bool(v, &op->trust.event_mode, e, "event_mode");
+    case F_CHECK:
+        /* From gateways (any client): a boolean and nothing else. */
+        return get_bool(v, &pp->check, e, "check");
+    case F_CHECK_BEFORE_CONFIRM:
+        pp->has_check_before_confirm = true;
+        return get_bool(v, &op->trust.check_before_confirm, e, "check_before_confirm");
     case F_LINES:
         return parse_lines(v, op, e);
     case F_PART_LINES:

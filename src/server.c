@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <sys/resource.h>
 
+#include "stockd/check.h"
 #include "stockd/coldload.h"
 #include "stockd/core.h"
 #include "stockd/route.h"
@@ -117,7 +118,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     server *s = arg;
     eng_stats es;
     engine_stats_get(s->eng, &es);
-    if (es.queued != 0 || es.batches_in_flight != 0)
+    if (es.queued != 0 || es.batches_in_flight != 0 || check_active(s) != 0)
         return;
     /* Quiet: nothing of ours is in flight. Close each connection once its
      * replies are flushed; a request read meanwhile is answered (writes
@@ -227,6 +228,7 @@ void server_free(server *s)
         supsync_stop(s->supsync);
     if (s->purch)
         purchase_stop(s->purch);
+    check_shutdown(s);            /* before the client: its answers only free contexts */
     if (s->supc)
         supplier_client_free(s->supc);
     purchase_free(s->purch);      /* unclaims its jobs: before the engine */

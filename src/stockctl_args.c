@@ -78,8 +78,11 @@ bool ctl_parse_supplier(char *buf, stockd_sku_put_req *req)
 {
     char *part[4];
     int n = 0;
-    for (char *p = buf; n < 4;) {
+    /* The fourth part is not cut: a colon left in it is one too many. */
+    for (char *p = buf;;) {
         part[n++] = p;
+        if (n == 4)
+            break;
         char *colon = strchr(p, ':');
         if (!colon)
             break;

@@ -22,7 +22,7 @@
 #include "stockd/log.h"
 #include "stockd/rpc_parse.h"
 #define STORE_CONNS_MAX 16
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 
 /* A connection's SQL buffer is kept for reuse up to this size, else freed
  * after the statement, so one huge batch does not pin memory forever. */
@@ -52,7 +52,8 @@
 /* Lines reach the engine in this order: one order's lines together, line
  * 0 first (engine_load_order_lines). */
 #define ORDER_SORT " ORDER BY order_id,line_no"
-#define SUPPLIER_SELECT "SELECT supplier_id,trust,trust_ceiling,event_mode,event_trust FROM supplier"
+#define SUPPLIER_SELECT "SELECT supplier_id,trust,trust_ceiling,event_mode,event_trust," \
+    "check_before_confirm FROM supplier"
 #define SUP_SQL_MAX 1536   /* the longest: an ack, hex of by (128) and note (510) */
 #define ALERT_COLS "a.id,a.kind,a.sku,a.order_id,a.reason,a.at,a.acked_at,a.acked_by,a.ack_note"
 

@@ -467,13 +467,15 @@ static int load_supplier_row(engine *e, MYSQL_ROW row, const unsigned long *len,
 {
     char id[ENG_ID_MAX + 1], name[ENG_ID_MAX + 1];
     eng_trust t = {0};
-    int64_t mode;
+    int64_t mode, check;
     (void)err;
     (void)err_len;
     if (col_id(row, len, 0, id) && col_double(row, 1, &t.trust) &&
         col_double(row, 2, &t.ceiling) && row[3] && st_col_i64(row, 3, &mode) && mode >= 0 &&
-        mode <= 1 && col_double(row, 4, &t.event_trust)) {
+        mode <= 1 && col_double(row, 4, &t.event_trust) && row[5] && st_col_i64(row, 5, &check) &&
+        check >= 0 && check <= 1) {
         t.event_mode = mode == 1;
+        t.check_before_confirm = check == 1;
         if (engine_load_supplier(e, id, &t))
             return 0;
     }

@@ -225,12 +225,22 @@ static const char *const schema_v5[] = {
     " ADD COLUMN IF NOT EXISTS err_available BIGINT NULL",
 };
 
+/* A supplier whose orders are checked with it before a reserve is
+ * answered (supplier.put check_before_confirm). One statement, idempotent
+ * (IF NOT EXISTS): run again after a crash it changes nothing; rows
+ * written before it default to no check, which is what they meant. */
+static const char *const schema_v6[] = {
+    "ALTER TABLE supplier"
+    " ADD COLUMN IF NOT EXISTS check_before_confirm TINYINT NOT NULL DEFAULT 0",
+};
+
 static const schema_step schema_steps[] = {
     {1, schema_v1, sizeof schema_v1 / sizeof schema_v1[0]},
     {2, schema_v2, sizeof schema_v2 / sizeof schema_v2[0]},
     {3, schema_v3, sizeof schema_v3 / sizeof schema_v3[0]},
     {4, schema_v4, sizeof schema_v4 / sizeof schema_v4[0]},
     {5, schema_v5, sizeof schema_v5 / sizeof schema_v5[0]},
+    {6, schema_v6, sizeof schema_v6 / sizeof schema_v6[0]},
 };
 
 /* Database names go between backticks: allow only what needs no quoting. */

@@ -441,15 +441,16 @@ static void sql_suppliers(sbuf *b, const eng_batch *batch, int64_t at)
         const eng_supplier_row *r = &rows[i];
         assert(r->supplier_id && r->supplier_id[0]);
         st_sb_str(b, i == 0 ? "INSERT INTO supplier (supplier_id,trust,trust_ceiling,event_mode,"
-                           "event_trust,updated_at) VALUES\n"
+                           "event_trust,check_before_confirm,updated_at) VALUES\n"
                          : ",\n");
-        st_sb_row(b, "xffbfi", r->supplier_id, r->t.trust, r->t.ceiling, (int)r->t.event_mode,
-                  r->t.event_trust, at);
+        st_sb_row(b, "xffbfbi", r->supplier_id, r->t.trust, r->t.ceiling, (int)r->t.event_mode,
+                  r->t.event_trust, (int)r->t.check_before_confirm, at);
     }
     if (n)
         st_sb_str(b, "\nON DUPLICATE KEY UPDATE trust=VALUES(trust),"
                   "trust_ceiling=VALUES(trust_ceiling),event_mode=VALUES(event_mode),"
-                  "event_trust=VALUES(event_trust),updated_at=VALUES(updated_at);\n");
+                  "event_trust=VALUES(event_trust),check_before_confirm=VALUES(check_before_confirm),"
+                  "updated_at=VALUES(updated_at);\n");
 }
 
 void st_sql_batch_log(sbuf *b, const char *node, uint64_t batch_id, const char *state,

@@ -63,6 +63,8 @@ typedef enum eng_err {
     ENG_E_DEADLINE,       /* still queued at its deadline: nothing changed */
     ENG_E_UNAVAILABLE,    /* store down or commit failed: retryable */
     ENG_E_INTERNAL,
+    ENG_E_CHECK_FAILED,   /* the supplier's order check refused the supplier units, or
+                           * they cannot be checked ("Checks") */
     ENG_E_COUNT_
 } eng_err;
 
@@ -133,6 +135,7 @@ typedef struct eng_trust {
     double ceiling;
     bool event_mode;
     double event_trust;
+    bool check_before_confirm;    /* reserves taking its units are checked ("Checks") */
 } eng_trust;
 
 /* What readers see of a SKU: the committed state. */
@@ -310,7 +313,12 @@ typedef struct eng_op {
                                    * release + erase: only a part that attempt holds */
     int64_t wait_ms;              /* reserve of a part: 0..ENG_WAIT_MS_MAX, how long it may
                                    * wait for holds of deciding parts ("Waiting") */
-    bool erase;                   /* release of a part: the order never was ("Erasing") */
+    bool erase;                   /* release of a part: the order never was ("Erasing");
+                                   * of a whole order: its check could not be made ("Checks") */
+    bool check;                   /* reserve: check its supplier units ("Checks") */
+    bool check_off;               /* reserve: no check can be made: refuse where one is due */
+    int64_t check_hold_ms;        /* reserve: the hold while checking, ENG_HOLD_MS_MIN.. */
+    bool checked;                 /* confirm: ends a check that passed ("Checks") */
     int64_t hold_ms;              /* reserve: 0 = confirm at once */
     int64_t delta;                /* adjust */
     char reason[ENG_REASON_MAX + 1]; /* adjust */
@@ -345,6 +353,7 @@ typedef struct eng_op {
     char err_aside[ENG_REASON_MAX + 1]; /* with ENG_E_UNAVAILABLE: the op names a SKU or an
                                    * order set aside at load ("set aside" below): what
                                    * and why; "" otherwise */
+    bool checking;                /* reserve, on success: held for its check ("Checks") */
     eng_order_view order;         /* order ops, on success */
     eng_stock_view stock;         /* sku.put / adjust, on success */
     bool mapping_new;             /* sku.put, on success: it set a 1688 link other than the
@@ -678,6 +687,31 @@ bool engine_supplier_trust(const engine *e, const char *supplier_id, eng_trust *
 void engine_each_supplier(const engine *e,
                           void (*fn)(const char *supplier_id, const eng_trust *t, void *arg),
                           void *arg);
+
+/* ---- Checks: answer only what the supplier's order check accepts ----
+ * A reserve with check (or one taking supplier units of a SKU mapped to a
+ * supplier whose trust has check_before_confirm) is decided as always,
+ * except that when some line takes supplier units of a SKU whose mapping
+ * is ENG_MAP_OK and that is to be checked (check set, or its supplier's
+ * check_before_confirm), the whole order is HELD for check_hold_ms
+ * (whatever hold_ms says), its lines' reason is ENG_CHECK_PENDING, no
+ * purchase job is written, and op->checking is set. Orders without such
+ * a line are decided exactly as without check. With check_off (the caller
+ * has no supplier API), or without a check_hold_ms (a caller that cannot
+ * check), such a reserve is ENG_E_CHECK_FAILED instead and holds nothing. The caller then ends the check with one of:
+ *  - confirm with checked: the reason is cleared; hold_ms 0 confirms the
+ *    order (purchase jobs follow), hold_ms > 0 keeps it held until
+ *    created_at + hold_ms (the client's hold; ENG_E_EXPIRED, expiring it,
+ *    when that has passed). Only on an order held with ENG_CHECK_PENDING,
+ *    else ENG_E_INVALID_STATE;
+ *  - release with as_failed and a reason: the check refused; the order
+ *    ends FAILED with that reason (stock back, ledger "fail", no alert);
+ *  - release with erase (no part_lines): the check could not be made; an
+ *    order still held with ENG_CHECK_PENDING is erased as a part is
+ *    ("Erasing": row deleted, stock back, a retry is decided anew); else
+ *    ENG_E_INVALID_STATE.
+ * If none of these commits, the check's hold lapses (expired). */
+#define ENG_CHECK_PENDING "supplier check pending"
 
 /* ---- purchase jobs (the transactional outbox) ----
  * An order that becomes CONFIRMED with from_supplier > 0 writes a job row

@@ -93,6 +93,7 @@ typedef struct req {
     char owner[RING_NAME_MAX + 1]; /* sharding: the node a forwarded request went to */
     int32_t limit;                /* alerts.list */
     bool fwd;                     /* sent by a peer: never forwarded again */
+    bool check;                   /* reserve: "check": true (check.h) */
     bool nf_checked;              /* a not_found from memory already asked MariaDB */
     bool cart_routed;             /* an order call the coordinator found to have one SKU and
                                    * routed by it: never handed to the coordinator again */
@@ -176,6 +177,12 @@ struct server {
     bool parts_mode;              /* sharded: multi-line orders are parts here */
     cart *cart;                   /* sharded: the coordinator (NULL: not built in) */
     uint64_t lines_reserves, lines_total, lines_coordinated;
+    /* supplier checks before a reserve is answered (check.h) */
+    struct check_ctx *checks;     /* uthash by order_id: checks not yet decided or answered */
+    uint32_t checks_alive;        /* contexts alive (also those waiting for late answers) */
+    bool checks_down;             /* check_shutdown: answers only free their contexts */
+    uint64_t checks_started, checks_passed, checks_refused, checks_unavailable;
+    uint64_t check_previews, check_waits, checks_unknown;
     eng_line_view line_buf[ENG_LINES_MAX]; /* pack_order scratch */
 };
 

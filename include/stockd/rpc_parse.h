@@ -68,7 +68,10 @@ typedef struct rpc_parsed {
     /* supplier.put / supplier.get: op->supplier.supplier_id names the
      * supplier; the trust fields given go to op->trust, the has_* say which
      * (the caller merges the rest from the committed settings). */
-    bool has_trust, has_ceiling, has_event_mode, has_event_trust;
+    bool has_trust, has_ceiling, has_event_mode, has_event_trust, has_check_before_confirm;
+    /* reserve: "check" (a boolean): answer only what the supplier's order
+     * check accepts (engine.h "Checks"); false when not given. */
+    bool check;
     /* peer.hello / peer.auth (peer_auth.h): the connecting node's name,
      * nonce and key ids; its mac. Pointers into the request. */
     char peer_node[PEER_NODE_MAX + 1];

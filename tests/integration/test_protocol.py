@@ -156,7 +156,8 @@ def test_busy_and_inflight_backpressure(make_stockd, db):
 
 # ---------------------------------------------------------------- issue 4: supplier round
 
-TRUST_KEYS = {"supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust", "effective"}
+TRUST_KEYS = {"supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust", "effective",
+              "check_before_confirm"}
 
 
 def test_order_subscribe_hears_expiry(stockd, client):

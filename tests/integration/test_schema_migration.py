@@ -79,11 +79,15 @@ def primary_key(db, table):
 
 
 def check_v3(db):
-    """The latest schema: 3 (orders of several lines), 4 (alerts.ack) and 5
-    (a refused cart's answer kept with its decision)."""
-    assert db.query("SELECT MAX(version) AS v FROM schema_version")[0]["v"] == 5
+    """The latest schema: 3 (orders of several lines), 4 (alerts.ack), 5
+    (a refused cart's answer kept with its decision) and 6 (a supplier's
+    check_before_confirm)."""
+    assert db.query("SELECT MAX(version) AS v FROM schema_version")[0]["v"] == 6
     assert [r["version"] for r in db.query("SELECT version FROM schema_version ORDER BY 1")] \
-        == [1, 2, 3, 4, 5]
+        == [1, 2, 3, 4, 5, 6]
+    cols = {r["Field"]: r for r in db.query("SHOW COLUMNS FROM supplier")}
+    assert "check_before_confirm" in cols, cols
+    assert cols["check_before_confirm"]["Null"] == "NO", cols["check_before_confirm"]
     cols = {r["Field"] for r in db.query("SHOW COLUMNS FROM alerts")}
     assert {"acked_at", "acked_by", "ack_note"} <= cols, cols
     assert db.query("SHOW KEYS FROM alerts WHERE Key_name = 'open_alerts'"), \

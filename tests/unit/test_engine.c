@@ -2008,6 +2008,231 @@ static void test_evict_and_reload(void **state)
     engine_free(e);
 }
 
+/* engine.h "Checks": a reserve with check that takes supplier units is
+ * held for its check (pending reason, no purchase job); confirm with
+ * checked ends it (confirmed, or held for the client's hold); release
+ * as_failed refuses it; release erase forgets it (a retry decides anew);
+ * own stock alone, or check_off, never holds for a check. */
+static eng_op *check_reserve(engine *e, const char *id, const char *sku, int qty, int64_t now)
+{
+    eng_op *r = op_new(ENG_OP_RESERVE, id, sku, qty);
+    r->check = true;
+    r->check_hold_ms = 7000;
+    assert_int_equal(engine_submit(e, r, now), ENG_OK);
+    run(e, now, ENG_COMMITTED);
+    n_done = 0;
+    return r;
+}
+
+static eng_op *follow(engine *e, eng_op_kind k, const char *id, int64_t now)
+{
+    eng_op *op = outcome_op(k, id);
+    assert_int_equal(engine_submit(e, op, now), ENG_OK);
+    run(e, now, ENG_COMMITTED);
+    n_done = 0;
+    return op;
+}
+
+static void test_checks(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put_mapped(e, "ck", 2, 7, "spec");
+    assert_true(engine_supplier_report(e, "ck", 10, 1));
+    run(e, 1, ENG_COMMITTED);
+    int64_t a0 = avail(e, "ck");
+
+    /* Own stock only: no check, confirmed as always. */
+    eng_op *r = check_reserve(e, "own", "ck", 2, 10);
+    assert_int_equal(r->err, ENG_OK);
+    assert_false(r->checking);
+    assert_int_equal(r->order.status, ENG_ST_CONFIRMED);
+    free(r);
+
+    /* Supplier units: held for the check, no job; the check passes. */
+    r = check_reserve(e, "c1", "ck", 3, 20);
+    assert_int_equal(r->err, ENG_OK);
+    assert_true(r->checking);
+    assert_int_equal(r->order.status, ENG_ST_HELD);
+    assert_int_equal(r->order.hold_expires_at_ms, 20 + 7000);
+    assert_string_equal(r->order.reason, ENG_CHECK_PENDING);
+    uint32_t unclaimed, claimed;
+    engine_purchase_counts(e, &unclaimed, &claimed);
+    assert_int_equal(unclaimed, 0);
+    free(r);
+    /* A plain confirm (a gateway's) of an order under check confirms it. */
+    eng_op *c = follow(e, ENG_OP_CONFIRM, "c1", 30);
+    assert_int_equal(c->order.status, ENG_ST_CONFIRMED);
+    free(c);
+    eng_order_view v;
+    assert_true(engine_order_get(e, "c1", &v));
+    r = check_reserve(e, "c2", "ck", 3, 40);
+    assert_true(r->checking);
+    free(r);
+    c = outcome_op(ENG_OP_CONFIRM, "c2");
+    c->checked = true;
+    assert_int_equal(engine_submit(e, c, 50), ENG_OK);
+    run(e, 50, ENG_COMMITTED);
+    assert_int_equal(c->err, ENG_OK);
+    assert_int_equal(c->order.status, ENG_ST_CONFIRMED);
+    assert_string_equal(c->order.reason, "");
+    free(c);
+    engine_purchase_counts(e, &unclaimed, &claimed);
+    assert_true(unclaimed >= 1);
+    /* checked on an order not under check: invalid_state. */
+    c = outcome_op(ENG_OP_CONFIRM, "c2");
+    c->checked = true;
+    assert_int_equal(engine_submit(e, c, 55), ENG_OK);
+    run(e, 55, ENG_COMMITTED);
+    assert_int_equal(c->err, ENG_E_INVALID_STATE);
+    free(c);
+
+    /* Refused: failed with the reason, stock back; a retry reads it. */
+    int64_t before = avail(e, "ck");
+    r = check_reserve(e, "c3", "ck", 4, 60);
+    assert_true(r->checking);
+    assert_int_equal(avail(e, "ck"), before - 4);
+    free(r);
+    c = outcome_op(ENG_OP_RELEASE, "c3");
+    c->as_failed = true;
+    snprintf(c->reason, sizeof c->reason, "check refused: x");
+    assert_int_equal(engine_submit(e, c, 70), ENG_OK);
+    run(e, 70, ENG_COMMITTED);
+    assert_int_equal(c->err, ENG_OK);
+    assert_int_equal(c->order.status, ENG_ST_FAILED);
+    assert_string_equal(c->order.reason, "check refused: x");
+    free(c);
+    assert_int_equal(avail(e, "ck"), before);
+    r = check_reserve(e, "c3", "ck", 4, 80);
+    assert_int_equal(r->err, ENG_OK);
+    assert_false(r->checking);
+    assert_int_equal(r->order.status, ENG_ST_FAILED);
+    free(r);
+
+    /* Could not check: erased, stock back, the retry is decided anew. */
+    r = check_reserve(e, "c4", "ck", 4, 90);
+    assert_true(r->checking);
+    free(r);
+    c = outcome_op(ENG_OP_RELEASE, "c4");
+    c->erase = true;
+    assert_int_equal(engine_submit(e, c, 100), ENG_OK);
+    run(e, 100, ENG_COMMITTED);
+    assert_int_equal(c->err, ENG_OK);
+    free(c);
+    assert_false(engine_order_get(e, "c4", &v));
+    assert_int_equal(avail(e, "ck"), before);
+    r = check_reserve(e, "c4", "ck", 4, 110);
+    assert_int_equal(r->err, ENG_OK);
+    assert_true(r->checking);
+    free(r);
+    c = outcome_op(ENG_OP_RELEASE, "c4");
+    c->erase = true;
+    assert_int_equal(engine_submit(e, c, 120), ENG_OK);
+    run(e, 120, ENG_COMMITTED);
+    free(c);
+
+    /* The client's hold: kept held from creation once the check passed. */
+    r = op_new(ENG_OP_RESERVE, "c5", "ck", 3);
+    r->check = true;
+    r->check_hold_ms = 7000;
+    r->hold_ms = 30000;
+    assert_int_equal(engine_submit(e, r, 130), ENG_OK);
+    run(e, 130, ENG_COMMITTED);
+    assert_true(r->checking);
+    assert_int_equal(r->order.hold_expires_at_ms, 130 + 7000);
+    free(r);
+    c = outcome_op(ENG_OP_CONFIRM, "c5");
+    c->checked = true;
+    c->hold_ms = 30000;
+    assert_int_equal(engine_submit(e, c, 140), ENG_OK);
+    run(e, 140, ENG_COMMITTED);
+    assert_int_equal(c->err, ENG_OK);
+    assert_int_equal(c->order.status, ENG_ST_HELD);
+    assert_int_equal(c->order.hold_expires_at_ms, 130 + 30000);
+    assert_string_equal(c->order.reason, "");
+    free(c);
+    c = follow(e, ENG_OP_RELEASE, "c5", 150);
+    free(c);
+
+    /* No checker: refused, nothing held. */
+    before = avail(e, "ck");
+    r = op_new(ENG_OP_RESERVE, "c6", "ck", 3);
+    r->check = true;
+    r->check_off = true;
+    r->check_hold_ms = 7000;
+    assert_int_equal(engine_submit(e, r, 160), ENG_OK);
+    run(e, 160, ENG_COMMITTED);
+    assert_int_equal(r->err, ENG_E_CHECK_FAILED);
+    free(r);
+    assert_false(engine_order_get(e, "c6", &v));
+    assert_int_equal(avail(e, "ck"), before);
+
+    /* The supplier's setting asks for the check without the op's flag;
+     * a caller without a check hold refuses rather than answer unchecked. */
+    eng_op *sp = op_new(ENG_OP_SUPPLIER_PUT, NULL, NULL, 0);
+    snprintf(sp->supplier.supplier_id, sizeof sp->supplier.supplier_id, "1688");
+    sp->has_trust = true;
+    sp->trust = (eng_trust){.trust = 1.0, .ceiling = 1.0, .event_trust = 0.5,
+                            .check_before_confirm = true};
+    assert_int_equal(engine_submit(e, sp, 170), ENG_OK);
+    run(e, 170, ENG_COMMITTED);
+    assert_int_equal(sp->err, ENG_OK);
+    free(sp);
+    r = op_new(ENG_OP_RESERVE, "c7", "ck", 3);
+    r->check_hold_ms = 7000;
+    assert_int_equal(engine_submit(e, r, 180), ENG_OK);
+    run(e, 180, ENG_COMMITTED);
+    assert_true(r->checking);
+    free(r);
+    r = op_new(ENG_OP_RESERVE, "c8", "ck", 1);
+    assert_int_equal(engine_submit(e, r, 190), ENG_OK);
+    run(e, 190, ENG_COMMITTED);
+    assert_int_equal(r->err, ENG_E_CHECK_FAILED);
+    free(r);
+    /* The check's hold lapses when nothing ends it. */
+    assert_true(engine_expire_due(e, 180 + 7000) >= 1);
+    run(e, 180 + 7000, ENG_COMMITTED);
+    assert_true(engine_order_get(e, "c7", &v));
+    assert_int_equal(v.status, ENG_ST_EXPIRED);
+    (void)a0;
+    engine_free(e);
+}
+
+/* A cart under check is erased whole and decided anew on its retry. */
+static void test_check_cart_erase(void **state)
+{
+    (void)state;
+    engine *e = mk();
+    put_mapped(e, "ka", 0, 7, "sa");
+    put_mapped(e, "kb", 5, 8, "sb");
+    assert_true(engine_supplier_report(e, "ka", 10, 1));
+    run(e, 1, ENG_COMMITTED);
+    int64_t a = avail(e, "ka"), b = avail(e, "kb");
+    for (int round = 0; round < 2; round++) {
+        eng_op *r = cart_new("kc", "ka:2 kb:1", 0);
+        r->check = true;
+        r->check_hold_ms = 5000;
+        assert_int_equal(engine_submit(e, r, 10 + round), ENG_OK);
+        run(e, 10 + round, ENG_COMMITTED);
+        assert_int_equal(r->err, ENG_OK);
+        assert_true(r->checking);
+        assert_int_equal(r->order.status, ENG_ST_HELD);
+        free(r);
+        assert_int_equal(avail(e, "ka"), a - 2);
+        eng_op *c = outcome_op(ENG_OP_RELEASE, "kc");
+        c->erase = true;
+        assert_int_equal(engine_submit(e, c, 20 + round), ENG_OK);
+        run(e, 20 + round, ENG_COMMITTED);
+        assert_int_equal(c->err, ENG_OK);
+        free(c);
+        assert_int_equal(avail(e, "ka"), a);
+        assert_int_equal(avail(e, "kb"), b);
+        eng_order_view v;
+        assert_false(engine_order_get(e, "kc", &v));
+    }
+    engine_free(e);
+}
+
 static void test_random_walk(void **state)
 {
     (void)state;
@@ -2168,6 +2393,8 @@ int main(void)
         cmocka_unit_test(test_audit_sets_sku_aside),
         cmocka_unit_test(test_aside_alerts_bounded),
         cmocka_unit_test(test_evict_and_reload),
+        cmocka_unit_test(test_checks),
+        cmocka_unit_test(test_check_cart_erase),
         cmocka_unit_test(test_random_walk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

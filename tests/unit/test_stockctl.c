@@ -231,7 +231,8 @@ static void test_parse_supplier(void **state)
     assert_string_equal(req.spec_id, "spec-a");
     assert_true(req.has_sku_id);
     assert_int_equal(req.sku_id, 9);
-    const char *bad[] = {"sup:x:spec", "sup:1", ":1:spec", "sup:1:", "sup:-1:s", "sup:1:s:x"};
+    const char *bad[] = {"sup:x:spec", "sup:1", ":1:spec", "sup:1:", "sup:-1:s", "sup:1:s:x",
+                         "a:1:b:2:c", "a:1:b:2:"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&req, 0, sizeof req);
         strcpy(buf, bad[i]);

@@ -44,6 +44,28 @@ static void assert_sql(const sbuf *b, const char *want)
     }
 }
 
+/* The fenced upsert of one changed SKU row and its check: every statement
+ * that updates a SKU ends its row list with this. */
+#define SKU_UPSERT_FENCED_1 \
+    "ON DUPLICATE KEY UPDATE own_on_hand=IF(epoch=VALUES(epoch),VALUES(own_on_hand),own_on_ha" \
+    "nd),own_reserved=IF(epoch=VALUES(epoch),VALUES(own_reserved),own_reserved),supplier_repo" \
+    "rted=IF(epoch=VALUES(epoch),VALUES(supplier_reported),supplier_reported),supplier_sellab" \
+    "le=IF(epoch=VALUES(epoch),VALUES(supplier_sellable),supplier_sellable),supplier_reserved" \
+    "=IF(epoch=VALUES(epoch),VALUES(supplier_reserved),supplier_reserved),supplier_synced_at=" \
+    "IF(epoch=VALUES(epoch),VALUES(supplier_synced_at),supplier_synced_at),mapping=IF(epoch=V" \
+    "ALUES(epoch),VALUES(mapping),mapping),supplier_id=IF(epoch=VALUES(epoch) AND NOT (VALUES" \
+    "(mapping)='broken' AND VALUES(supplier_id) IS NULL),VALUES(supplier_id),supplier_id),off" \
+    "er_id=IF(epoch=VALUES(epoch) AND NOT (VALUES(mapping)='broken' AND VALUES(supplier_id) I" \
+    "S NULL),VALUES(offer_id),offer_id),spec_id=IF(epoch=VALUES(epoch) AND NOT (VALUES(mappin" \
+    "g)='broken' AND VALUES(supplier_id) IS NULL),VALUES(spec_id),spec_id),sku_id=IF(epoch=VA" \
+    "LUES(epoch) AND NOT (VALUES(mapping)='broken' AND VALUES(supplier_id) IS NULL),VALUES(sk" \
+    "u_id),sku_id),supplier_cap=IF(epoch=VALUES(epoch) AND NOT (VALUES(mapping)='broken' AND " \
+    "VALUES(supplier_id) IS NULL),VALUES(supplier_cap),supplier_cap),fingerprint=IF(epoch=VAL" \
+    "UES(epoch) AND NOT (VALUES(mapping)='broken' AND VALUES(supplier_id) IS NULL),VALUES(fin" \
+    "gerprint),fingerprint),updated_at=IF(epoch=VALUES(epoch),VALUES(updated_at),updated_at)," \
+    "version=IF(epoch=VALUES(epoch),version+1,version);\n" \
+    "IF ROW_COUNT()<>2 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT='epoch fence'; END IF;\n"
+
 static const char put_sql[] =
     "BEGIN NOT ATOMIC\n"
     "DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;\n"
@@ -71,24 +93,7 @@ static const char reserve_sql[] =
     "er_reserved,supplier_synced_at,mapping,supplier_id,offer_id,spec_id,sku_id,epoch,version"
     ",updated_at,supplier_cap,fingerprint) VALUES\n"
     "(X'686f6f6469652d4d',2,1,0,0,0,0,'none',NULL,NULL,NULL,NULL,1,0,1700000000001,NULL,NULL)\n"
-    "ON DUPLICATE KEY UPDATE own_on_hand=IF(epoch=VALUES(epoch),VALUES(own_on_hand),own_on_ha"
-    "nd),own_reserved=IF(epoch=VALUES(epoch),VALUES(own_reserved),own_reserved),supplier_repo"
-    "rted=IF(epoch=VALUES(epoch),VALUES(supplier_reported),supplier_reported),supplier_sellab"
-    "le=IF(epoch=VALUES(epoch),VALUES(supplier_sellable),supplier_sellable),supplier_reserved"
-    "=IF(epoch=VALUES(epoch),VALUES(supplier_reserved),supplier_reserved),supplier_synced_at="
-    "IF(epoch=VALUES(epoch),VALUES(supplier_synced_at),supplier_synced_at),mapping=IF(epoch=V"
-    "ALUES(epoch),VALUES(mapping),mapping),supplier_id=IF(epoch=VALUES(epoch) AND NOT (VALUES"
-    "(mapping)='broken' AND VALUES(supplier_id) IS NULL),VALUES(supplier_id),supplier_id),off"
-    "er_id=IF(epoch=VALUES(epoch) AND NOT (VALUES(mapping)='broken' AND VALUES(supplier_id) I"
-    "S NULL),VALUES(offer_id),offer_id),spec_id=IF(epoch=VALUES(epoch) AND NOT (VALUES(mappin"
-    "g)='broken' AND VALUES(supplier_id) IS NULL),VALUES(spec_id),spec_id),sku_id=IF(epoch=VA"
-    "LUES(epoch) AND NOT (VALUES(mapping)='broken' AND VALUES(supplier_id) IS NULL),VALUES(sk"
-    "u_id),sku_id),supplier_cap=IF(epoch=VALUES(epoch) AND NOT (VALUES(mapping)='broken' AND "
-    "VALUES(supplier_id) IS NULL),VALUES(supplier_cap),supplier_cap),fingerprint=IF(epoch=VAL"
-    "UES(epoch) AND NOT (VALUES(mapping)='broken' AND VALUES(supplier_id) IS NULL),VALUES(fin"
-    "gerprint),fingerprint),updated_at=IF(epoch=VALUES(epoch),VALUES(updated_at),updated_at),"
-    "version=IF(epoch=VALUES(epoch),version+1,version);\n"
-    "IF ROW_COUNT()<>2 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT='epoch fence'; END IF;\n"
+    SKU_UPSERT_FENCED_1
     "INSERT INTO orders (order_id,line_no,n_lines,sku,qty,status,from_own,from_supplier,avail"
     "able,created_at,updated_at,hold_expires_at,upstream_order_id,reason,purchased_at,supplie"
     "r_settled) VALUES\n"
@@ -148,11 +153,12 @@ static const char drop_ship_sql[] =
     "DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;\n"
     "START TRANSACTION;\n"
     "INSERT INTO batch_log (batch_id,node,state,at) VALUES (1,X'6e31','committed',1000);\n"
-    "INSERT INTO supplier (supplier_id,trust,trust_ceiling,event_mode,event_trust,updated_at)"
-    " VALUES\n"
-    "(X'7375702731',0.5,1,0,0.25,1000)\n"
+    "INSERT INTO supplier (supplier_id,trust,trust_ceiling,event_mode,event_trust,check_befo"
+    "re_confirm,updated_at) VALUES\n"
+    "(X'7375702731',0.5,1,0,0.25,0,1000)\n"
     "ON DUPLICATE KEY UPDATE trust=VALUES(trust),trust_ceiling=VALUES(trust_ceiling),event_mo"
-    "de=VALUES(event_mode),event_trust=VALUES(event_trust),updated_at=VALUES(updated_at);\n"
+    "de=VALUES(event_mode),event_trust=VALUES(event_trust),check_before_confirm=VALUES(check_"
+    "before_confirm),updated_at=VALUES(updated_at);\n"
     "COMMIT;\n"
     "END\n"
     "----\n"
@@ -180,24 +186,7 @@ static const char drop_ship_sql[] =
     ",updated_at,supplier_cap,fingerprint) VALUES\n"
     "(X'637570',1,1,10,4,2,2,'ok',X'7375702731',12345,X'737065632d39',777,1,0,3000,4,11259375"
     ")\n"
-    "ON DUPLICATE KEY UPDATE own_on_hand=IF(epoch=VALUES(epoch),VALUES(own_on_hand),own_on_ha"
-    "nd),own_reserved=IF(epoch=VALUES(epoch),VALUES(own_reserved),own_reserved),supplier_repo"
-    "rted=IF(epoch=VALUES(epoch),VALUES(supplier_reported),supplier_reported),supplier_sellab"
-    "le=IF(epoch=VALUES(epoch),VALUES(supplier_sellable),supplier_sellable),supplier_reserved"
-    "=IF(epoch=VALUES(epoch),VALUES(supplier_reserved),supplier_reserved),supplier_synced_at="
-    "IF(epoch=VALUES(epoch),VALUES(supplier_synced_at),supplier_synced_at),mapping=IF(epoch=V"
-    "ALUES(epoch),VALUES(mapping),mapping),supplier_id=IF(epoch=VALUES(epoch) AND NOT (VALUES"
-    "(mapping)='broken' AND VALUES(supplier_id) IS NULL),VALUES(supplier_id),supplier_id),off"
-    "er_id=IF(epoch=VALUES(epoch) AND NOT (VALUES(mapping)='broken' AND VALUES(supplier_id) I"
-    "S NULL),VALUES(offer_id),offer_id),spec_id=IF(epoch=VALUES(epoch) AND NOT (VALUES(mappin"
-    "g)='broken' AND VALUES(supplier_id) IS NULL),VALUES(spec_id),spec_id),sku_id=IF(epoch=VA"
-    "LUES(epoch) AND NOT (VALUES(mapping)='broken' AND VALUES(supplier_id) IS NULL),VALUES(sk"
-    "u_id),sku_id),supplier_cap=IF(epoch=VALUES(epoch) AND NOT (VALUES(mapping)='broken' AND "
-    "VALUES(supplier_id) IS NULL),VALUES(supplier_cap),supplier_cap),fingerprint=IF(epoch=VAL"
-    "UES(epoch) AND NOT (VALUES(mapping)='broken' AND VALUES(supplier_id) IS NULL),VALUES(fin"
-    "gerprint),fingerprint),updated_at=IF(epoch=VALUES(epoch),VALUES(updated_at),updated_at),"
-    "version=IF(epoch=VALUES(epoch),version+1,version);\n"
-    "IF ROW_COUNT()<>2 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT='epoch fence'; END IF;\n"
+    SKU_UPSERT_FENCED_1
     "INSERT INTO orders (order_id,line_no,n_lines,sku,qty,status,from_own,from_supplier,avail"
     "able,created_at,updated_at,hold_expires_at,upstream_order_id,reason,purchased_at,supplie"
     "r_settled) VALUES\n"
@@ -220,24 +209,7 @@ static const char drop_ship_sql[] =
     ",updated_at,supplier_cap,fingerprint) VALUES\n"
     "(X'637570',1,0,10,4,0,2,'ok',X'7375702731',12345,X'737065632d39',777,1,0,4000,4,11259375"
     ")\n"
-    "ON DUPLICATE KEY UPDATE own_on_hand=IF(epoch=VALUES(epoch),VALUES(own_on_hand),own_on_ha"
-    "nd),own_reserved=IF(epoch=VALUES(epoch),VALUES(own_reserved),own_reserved),supplier_repo"
-    "rted=IF(epoch=VALUES(epoch),VALUES(supplier_reported),supplier_reported),supplier_sellab"
-    "le=IF(epoch=VALUES(epoch),VALUES(supplier_sellable),supplier_sellable),supplier_reserved"
-    "=IF(epoch=VALUES(epoch),VALUES(supplier_reserved),supplier_reserved),supplier_synced_at="
-    "IF(epoch=VALUES(epoch),VALUES(supplier_synced_at),supplier_synced_at),mapping=IF(epoch=V"
-    "ALUES(epoch),VALUES(mapping),mapping),supplier_id=IF(epoch=VALUES(epoch) AND NOT (VALUES"
-    "(mapping)='broken' AND VALUES(supplier_id) IS NULL),VALUES(supplier_id),supplier_id),off"
-    "er_id=IF(epoch=VALUES(epoch) AND NOT (VALUES(mapping)='broken' AND VALUES(supplier_id) I"
-    "S NULL),VALUES(offer_id),offer_id),spec_id=IF(epoch=VALUES(epoch) AND NOT (VALUES(mappin"
-    "g)='broken' AND VALUES(supplier_id) IS NULL),VALUES(spec_id),spec_id),sku_id=IF(epoch=VA"
-    "LUES(epoch) AND NOT (VALUES(mapping)='broken' AND VALUES(supplier_id) IS NULL),VALUES(sk"
-    "u_id),sku_id),supplier_cap=IF(epoch=VALUES(epoch) AND NOT (VALUES(mapping)='broken' AND "
-    "VALUES(supplier_id) IS NULL),VALUES(supplier_cap),supplier_cap),fingerprint=IF(epoch=VAL"
-    "UES(epoch) AND NOT (VALUES(mapping)='broken' AND VALUES(supplier_id) IS NULL),VALUES(fin"
-    "gerprint),fingerprint),updated_at=IF(epoch=VALUES(epoch),VALUES(updated_at),updated_at),"
-    "version=IF(epoch=VALUES(epoch),version+1,version);\n"
-    "IF ROW_COUNT()<>2 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT='epoch fence'; END IF;\n"
+    SKU_UPSERT_FENCED_1
     "INSERT INTO orders (order_id,line_no,n_lines,sku,qty,status,from_own,from_supplier,avail"
     "able,created_at,updated_at,hold_expires_at,upstream_order_id,reason,purchased_at,supplie"
     "r_settled) VALUES\n"
