@@ -113,7 +113,12 @@ for b in "$bench_bin" "$stockd_bin" "$ctl_bin"; do [ -x "$b" ] || die "missing $
 # The stack the environment names (tools/stack env exports STOCKD_STACK_DIR),
 # else this checkout's.
 export STACK_DIR=${STACK_DIR:-${STOCKD_STACK_DIR:-.stack}}
-if ! tools/stack status >/dev/null 2>&1; then stack_started=1; fi
+# Stopped at the end only if nothing of it ran before: a stack that is even
+# partly up is someone else's (tests share it), and `down` would stop all.
+# (The status is read whole first: grep -q on a pipe could end it early and
+# pipefail would take that for a stopped stack.)
+stack_status=$(tools/stack status 2>/dev/null || true)
+case $stack_status in *': running'*) ;; *) stack_started=1 ;; esac
 tools/stack up >/dev/null || die "tools/stack up failed"
 eval "$(tools/stack env)"
 [[ $STOCKD_DB =~ ^mysql://([^:@]+):([^@]*)@([^:/]+):([0-9]+)/ ]] ||
@@ -140,12 +145,14 @@ proc_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null ||
 stats_json() { "$ctl_bin" --addr "$target" --json --timeout 30000 stats; }
 state_field() { $python -c 'import json, sys; print(json.load(sys.stdin)["state"][sys.argv[1]])' "$1"; }
 
+# new_db SUFFIX VAR: a fresh database hist_<pid>_SUFFIX, its name in VAR.
+# Not run in $(...): the name must reach dbs (dropped on exit) in this shell.
 new_db() {
     local name=hist_$$_$1
+    dbs+=("$name")
     sql -e "DROP DATABASE IF EXISTS \`$name\`; CREATE DATABASE \`$name\`" ||
         die "cannot create database $name"
-    dbs+=("$name")
-    echo "$name"
+    printf -v "$2" '%s' "$name"
 }
 db_url() { echo "mysql://$db_user:$db_pass@$db_host:$db_port/$1"; }
 
@@ -274,8 +281,8 @@ seed_orders() {
 
 t_suite=$SECONDS
 say "databases: $skus SKUs with $orders old final orders, and $skus SKUs alone"
-db_hist=$(new_db hist)
-db_empty=$(new_db empty)
+new_db hist db_hist
+new_db empty db_empty
 # The seeding needs the sequence engine (seq_1_to_N tables).
 [ "$(sql "$db_hist" -e 'SELECT COUNT(*) FROM seq_1_to_3' 2>/dev/null)" = 3 ] ||
     die "MariaDB's sequence engine is not available (SELECT * FROM seq_1_to_3 fails)"
@@ -326,7 +333,7 @@ explain_load
 
 # ---- 2. traffic --------------------------------------------------------------------
 say "traffic: orders made and ended through stockd --order-retention-ms 2000"
-db_traffic=$(new_db traffic)
+new_db traffic db_traffic
 tlog=$out/history-stockd-traffic.log
 start_stockd "$db_traffic" "$tlog" 60 --order-retention-ms 2000
 [ "$ready" = 1 ] || die "stockd did not start for the traffic ($tlog)"
