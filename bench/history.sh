@@ -28,6 +28,11 @@
 # 10000000 (HISTORY_ORDERS). Seeding that takes minutes; the script prints
 # how long each part took and HISTORY.md says so.
 #
+# The figures go to --json (default bench/out/history.json) and
+# bench/history_report.py renders --results from it. The machine may be
+# shared: the 1-minute load average is sampled every 5 s through the run
+# and read before each start, and the report states it.
+#
 # Binaries: $STOCKBENCH_BIN, $STOCKD_BIN, $STOCKCTL_BIN (default: stockctl
 # beside stockd), else build/ (built when missing). BENCH_COMMIT names the
 # commit of the scripts, STOCKD_COMMIT the stockd binary's (default: the
@@ -56,7 +61,7 @@ while [ $# -gt 0 ]; do
                 --full-timeout) full_timeout=$v ;; --results) results=$v ;; --json) json=$v ;;
             esac
             shift ;;
-        -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "history: unknown argument '$1' (tools/bench history --help)" >&2; exit 2 ;;
     esac
     shift
@@ -69,7 +74,7 @@ done
 
 mkdir -p "$out" "$(dirname "$results")" "$(dirname "$json")"
 work=$(mktemp -d /tmp/stockd-history.XXXXXX)
-stack_started=0 stockd_pid= bench_pid=
+stack_started=0 stockd_pid= bench_pid= sampler_pid=
 dbs=()
 db_args=()
 
@@ -88,6 +93,7 @@ stop_pid() {
 
 cleanup() {
     set +e
+    stop_pid "$sampler_pid"
     stop_pid "$bench_pid"
     stop_pid "$stockd_pid"
     if [ "${BENCH_KEEP:-0}" != 1 ] && [ ${#db_args[@]} -gt 0 ]; then
@@ -142,8 +148,35 @@ t = d.datetime.strptime(sys.argv[1], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=d.ti
 print(round(t.timestamp() * 1000))' "${BASH_REMATCH[1]}"
 }
 proc_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || true; }
+# CPU time (user + system) a process has used, in clock ticks; empty when
+# it is gone. Field 2 of /proc/PID/stat is "(comm)", without spaces here.
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; }
+clk_tck=$(getconf CLK_TCK)
+load1() { cut -d' ' -f1 /proc/loadavg; }
 stats_json() { "$ctl_bin" --addr "$target" --json --timeout 30000 stats; }
 state_field() { $python -c 'import json, sys; print(json.load(sys.stdin)["state"][sys.argv[1]])' "$1"; }
+
+# The stack's MariaDB, for its CPU time across each start: it is shared with
+# whatever else runs on the machine, so that figure is an upper bound of
+# what stockd's load cost it.
+mariadb_pid=$(tools/stack pid mariadb 2>/dev/null || true)
+buffer_pool_mib=$(sql -e 'SELECT @@innodb_buffer_pool_size DIV 1048576')
+
+# The 1-, 5- and 15-minute load averages every 5 s while the script runs
+# (this machine may be running other work: the report says how busy it was),
+# with the state of the MariaDB server: tests on the shared stack pause it
+# (SIGSTOP, state T), and a start during a pause would time the pause.
+loadavg_tsv=$out/history-loadavg.tsv
+: >"$loadavg_tsv"
+(
+    while kill -0 $$ 2>/dev/null; do
+        st=$(awk '{print $3}' "/proc/$mariadb_pid/stat" 2>/dev/null || echo -)
+        printf '%s\t%s\t%s\n' "$(date +%s)" "$(cut -d' ' -f1-3 /proc/loadavg)" "${st:--}" \
+            >>"$loadavg_tsv"
+        sleep 5
+    done
+) &
+sampler_pid=$!
 
 # new_db SUFFIX VAR: a fresh database hist_<pid>_SUFFIX, its name in VAR.
 # Not run in $(...): the name must reach dbs (dropped on exit) in this shell.
@@ -158,6 +191,7 @@ db_url() { echo "mysql://$db_user:$db_pass@$db_host:$db_port/$1"; }
 
 # start_stockd DB LOG TIMEOUT_S [FLAGS...]: exec stockd and wait until it
 # answers ping. Sets stockd_pid, target, t_exec, t_ping (ms), ready (1/0).
+# Returns 1 when stockd exited instead (its last lines on stderr).
 start_stockd() {
     local db=$1 log=$2 limit=$3
     shift 3
@@ -175,21 +209,54 @@ start_stockd() {
             t_ping=$(now_ms) ready=1
             return 0
         fi
-        kill -0 "$stockd_pid" 2>/dev/null || { tail -n 5 "$log" >&2; die "stockd exited at start ($log)"; }
+        if ! kill -0 "$stockd_pid" 2>/dev/null; then
+            tail -n 5 "$log" >&2
+            wait "$stockd_pid" 2>/dev/null || true
+            stockd_pid=
+            return 1
+        fi
         [ "$(now_ms)" -lt "$deadline" ] || return 0
         sleep 0.02
     done
 }
 
+# wait_db: until MariaDB answers a query (at most 120 s). Tests on the shared
+# stack pause it for seconds at a time; a start is not measured into a pause.
+wait_db() {
+    local i
+    for i in $(seq 24); do
+        timeout 10 mariadb --no-defaults "${db_args[@]}" --connect-timeout=5 -N -B \
+            -e 'SELECT 1' >/dev/null 2>&1 && return 0
+        sleep 5
+    done
+    die "MariaDB does not answer at $db_host:$db_port"
+}
+
 # ---- 1. startup ------------------------------------------------------------------
 # measure NAME DB TIMEOUT_S [FLAGS...]: one start, written to $work/NAME.tsv.
+# A start whose stockd cannot reach MariaDB ("store open failed": the shared
+# server paused or restarting) measured nothing; it is tried again, at most
+# three times in all, and the report says how many it took.
 measure() {
     local name=$1 db=$2 limit=$3
     shift 3
     local log=$out/history-stockd-$name.log
     say "start $name: stockd $* (database $db)"
-    sync
-    start_stockd "$db" "$log" "$limit" "$@"
+    local la db0 db1 cpu attempt=0
+    while :; do
+        attempt=$((attempt + 1))
+        wait_db
+        sync
+        la=$(load1)
+        db0=$(proc_ticks "$mariadb_pid")
+        start_stockd "$db" "$log" "$limit" "$@" && break
+        grep -qF 'msg="store open failed"' "$log" && [ "$attempt" -lt 3 ] ||
+            die "stockd exited at start ($log)"
+        cp "$log" "$log.failed-$attempt"
+        echo "history: $name: stockd could not reach MariaDB (attempt $attempt); again" >&2
+    done
+    cpu=$(proc_ticks "$stockd_pid")
+    db1=$(proc_ticks "$mariadb_pid")
     local rss=0 hwm=0 st_orders=- st_skus=- t_ready= t_open= t_loaded= loaded=-
     if [ "$ready" = 1 ]; then
         local s
@@ -210,19 +277,23 @@ measure() {
     stop_pid "$stockd_pid"
     stockd_pid=
     local flags="$*"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$ready" "$t_exec" \
-        "${t_ready:-}" "$t_ping" "${t_open:-}" "${t_loaded:-}" "$rss" "$hwm" "$st_orders" \
-        "$st_skus" "${loaded:-}" "$limit" "${flags:--}" >"$work/$name.tsv"
+    local db_ticks=
+    [ -z "$db0" ] || [ -z "$db1" ] || db_ticks=$((db1 - db0))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$ready" \
+        "$t_exec" "${t_ready:-}" "$t_ping" "${t_open:-}" "${t_loaded:-}" "$rss" "$hwm" "$st_orders" \
+        "$st_skus" "${loaded:-}" "$limit" "$la" "${cpu:-}" "$db_ticks" "$attempt" "${flags:--}" \
+        >"$work/$name.tsv"
     if [ "$ready" = 1 ]; then
         echo "$name: ready in $((t_ready - t_exec)) ms (ping $((t_ping - t_exec)) ms), RSS $((rss / 1024)) MiB" \
-             "(peak $((hwm / 1024)) MiB), state.orders $st_orders, state.skus $st_skus, loaded $loaded"
+             "(peak $((hwm / 1024)) MiB), state.orders $st_orders, state.skus $st_skus, loaded $loaded," \
+             "stockd CPU $((cpu * 1000 / clk_tck)) ms, load average before $la"
     fi
 }
 
 # schema DB: stockd creates the schema it loads; started once and stopped.
 schema() {
-    start_stockd "$1" "$out/history-stockd-schema.log" 60
-    [ "$ready" = 1 ] || die "stockd did not start on the empty database $1"
+    start_stockd "$1" "$out/history-stockd-schema.log" 60 && [ "$ready" = 1 ] ||
+        die "stockd did not start on the empty database $1"
     stop_pid "$stockd_pid"
     stockd_pid=
 }
@@ -319,7 +390,7 @@ explain_load() {
         >"$out/history-explain.txt"
     local t=$(now_ms) n
     n=$(sql "$db_hist" -e "SELECT COUNT(*) $(live_since "$cutoff")")
-    query_ms=$(($(now_ms) - t))
+    query_ms=$(($(now_ms) - t)) query_rows=$n
     echo "the load's order query alone: $n rows in $query_ms ms; plan in $out/history-explain.txt"
     cat "$out/history-explain.txt"
 }
@@ -332,90 +403,148 @@ measure history-again "$db_hist" 300
 explain_load
 
 # ---- 2. traffic --------------------------------------------------------------------
-say "traffic: orders made and ended through stockd --order-retention-ms 2000"
-new_db traffic db_traffic
-tlog=$out/history-stockd-traffic.log
-start_stockd "$db_traffic" "$tlog" 60 --order-retention-ms 2000
-[ "$ready" = 1 ] || die "stockd did not start for the traffic ($tlog)"
-
-# wait_evicted: until state.orders is 0 (or 60 s); prints the last stats.
+# wait_evicted LOG: until state.orders is 0 (or 60 s); prints the last stats.
 wait_evicted() {
     local s n
     for _ in $(seq 300); do
-        s=$(stats_json) || die "stats failed ($tlog)"
+        s=$(stats_json) || die "stats failed ($1)"
         n=$(state_field orders <<<"$s")
         [ "$n" -gt 0 ] || break
         sleep 0.2
     done
     echo "$s"
 }
-# The same 1,000 SKUs in both runs (--sku-prefix): they are made once, so
-# the second run adds orders only. Runs with --sku-prefix are not audited
-# by stockbench; the script checks the rows itself below.
-traffic_args=(--mode stockd --target "$target" --db "$(db_url "$db_traffic")" --no-progress
-              --skus 1000 --sku-prefix hist --mix release=100 --connections 32 --pipeline 4
-              --warmup 0)
+# traffic_run NAME SECONDS [ARGS...]: one stockbench run; returns its status.
 traffic_run() {
     local name=$1 secs=$2 rc=0
-    "$bench_bin" "${traffic_args[@]}" --duration "$secs" --json "$out/history-$name.json" \
+    shift 2
+    "$bench_bin" "${traffic_args[@]}" "$@" --duration "$secs" --json "$out/history-$name.json" \
         >"$out/history-$name.txt" 2>&1 &
     bench_pid=$!
     wait "$bench_pid" || rc=$?
     bench_pid=
-    grep -E 'reservations/s|errors|requests' "$out/history-$name.txt" | head -5 || true
-    [ "$rc" = 0 ] || die "stockbench ($name) exited with $rc ($out/history-$name.txt)"
+    grep -E 'reservations/s|errors|requests|not run' "$out/history-$name.txt" | head -5 || true
+    return "$rc"
 }
+# MariaDB did not answer a commit within stockd's timeout during the attempt:
+# the shared server was paused or restarted by other work, and what the
+# attempt measured is that, not stockd.
+db_stalled() { grep -qF 'msg="store: connection down"' "$tlog"; }
+
+# traffic_attempt N: a fresh database and stockd, the warm-up, the run.
+# Sets stalled=1 when MariaDB stalled under it (the caller tries again); any
+# other failure ends the script. (Called as a plain command, not in a
+# condition, so that set -e still holds inside.)
+traffic_attempt() {
+    local n=$1 rc
+    stalled=0
+    new_db "traffic$n" db_traffic
+    tlog=$out/history-stockd-traffic.log
+    wait_db
+    start_stockd "$db_traffic" "$tlog" 60 --order-retention-ms 2000 && [ "$ready" = 1 ] ||
+        die "stockd did not start for the traffic ($tlog)"
+    # The same 1,000 SKUs in both runs (--sku-prefix): the warm-up makes
+    # them, the run (--no-setup) adds orders only. Runs with --sku-prefix are
+    # not audited by stockbench; the script checks the rows itself below.
+    traffic_args=(--mode stockd --target "$target" --db "$(db_url "$db_traffic")" --no-progress
+                  --skus 1000 --sku-prefix hist --mix release=100 --connections 32 --pipeline 4
+                  --warmup 0)
+    traffic_load_before=$(load1)
+    rc=0; traffic_run warmup "$warmup_s" || rc=$?
+    if [ "$rc" != 0 ]; then
+        if db_stalled; then stalled=1; return 0; fi
+        die "stockbench (warm-up) exited with $rc ($out/history-warmup.txt)"
+    fi
+    s_before=$(wait_evicted "$tlog")
+    rss_before=$(proc_kb "$stockd_pid" VmRSS)
+    echo "after the warm-up's evictions: RSS $((rss_before / 1024)) MiB, state.orders $(state_field orders <<<"$s_before")"
+    t=$SECONDS
+    rc=0; traffic_run traffic "$traffic_s" --no-setup || rc=$?
+    t_run=$((SECONDS - t))
+    traffic_load_after=$(load1)
+    if [ "$rc" != 0 ]; then
+        if db_stalled; then stalled=1; return 0; fi
+        die "stockbench (traffic) exited with $rc ($out/history-traffic.txt)"
+    fi
+    rss_peak_run=$(proc_kb "$stockd_pid" VmHWM)
+    t=$SECONDS
+    s_after=$(wait_evicted "$tlog")
+    t_evict=$((SECONDS - t))
+    rss_after=$(proc_kb "$stockd_pid" VmRSS)
+    echo "after the run's evictions ($t_evict s later): RSS $((rss_after / 1024)) MiB, state.orders $(state_field orders <<<"$s_after")"
+    if db_stalled; then stalled=1; return 0; fi
+    # Every order the runs made is stored and ended: nothing live is left.
+    read -r db_orders db_live < <(sql "$db_traffic" -e "SELECT COUNT(DISTINCT order_id),
+        COALESCE(SUM(status IN ('held','confirmed','purchased')), 0) FROM orders")
+    stop_pid "$stockd_pid"
+    stockd_pid=
+    return 0
+}
+
+say "traffic: orders made and ended through stockd --order-retention-ms 2000"
 warmup_s=$((traffic_s < 10 ? traffic_s : 10))
-traffic_run warmup "$warmup_s"
-s_before=$(wait_evicted)
-rss_before=$(proc_kb "$stockd_pid" VmRSS)
-echo "after the warm-up's evictions: RSS $((rss_before / 1024)) MiB, state.orders $(state_field orders <<<"$s_before")"
-t=$SECONDS
-traffic_run traffic "$traffic_s"
-t_run=$((SECONDS - t))
-rss_peak_run=$(proc_kb "$stockd_pid" VmHWM)
-t=$SECONDS
-s_after=$(wait_evicted)
-t_evict=$((SECONDS - t))
-rss_after=$(proc_kb "$stockd_pid" VmRSS)
-echo "after the run's evictions ($t_evict s later): RSS $((rss_after / 1024)) MiB, state.orders $(state_field orders <<<"$s_after")"
-# Every order the runs made is stored and ended: nothing live is left.
-read -r db_orders db_live < <(sql "$db_traffic" -e "SELECT COUNT(DISTINCT order_id),
-    COALESCE(SUM(status IN ('held','confirmed','purchased')), 0) FROM orders")
-stop_pid "$stockd_pid"
-stockd_pid=
+traffic_attempts=1
+while :; do
+    traffic_attempt "$traffic_attempts"
+    [ "$stalled" = 1 ] || break
+    stop_pid "$stockd_pid"
+    stockd_pid=
+    cp "$tlog" "$tlog.stalled-$traffic_attempts"
+    [ "$traffic_attempts" -lt 3 ] || die "MariaDB stalled under all three traffic attempts ($tlog.stalled-*)"
+    echo "history: MariaDB stalled under traffic attempt $traffic_attempts (its log: $tlog.stalled-$traffic_attempts); again" >&2
+    traffic_attempts=$((traffic_attempts + 1))
+done
 printf '%s\n' "$s_before" >"$work/stats-before.json"
 printf '%s\n' "$s_after" >"$work/stats-after.json"
-printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$traffic_s" "$t_run" "$t_evict" "$rss_before" \
-    "$rss_after" "$rss_peak_run" "$db_orders" "$db_live" "${traffic_args[*]}" "$warmup_s" >"$work/traffic.tsv"
+# The command as HISTORY.md shows it: the port and the database are the run's own.
+shown_args=("${traffic_args[@]}")
+for i in "${!shown_args[@]}"; do
+    case ${shown_args[$i]} in
+        "$target") shown_args[$i]='<stockd>' ;;
+        "$(db_url "$db_traffic")") shown_args[$i]='<its database>' ;;
+    esac
+done
+shown_args+=(--no-setup)
+printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$traffic_s" "$t_run" "$t_evict" "$rss_before" \
+    "$rss_after" "$rss_peak_run" "$db_orders" "$db_live" "${shown_args[*]}" "$warmup_s" \
+    "$traffic_load_before" "$traffic_load_after" "$traffic_attempts" >"$work/traffic.tsv"
 suite_s=$((SECONDS - t_suite))
+stop_pid "$sampler_pid"
+sampler_pid=
 
 # ---- report ------------------------------------------------------------------------
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- src include bench tools/bench 2>/dev/null || commit="$commit (+ uncommitted changes)"
 commit=${BENCH_COMMIT:-$commit}
 stockd_commit=${STOCKD_COMMIT:-$commit}
-$python - "$work" "$json" "$results" "$commit" "$stockd_commit" "$skus" "$orders" "$seed_sku_s" \
-    "$seed_order_s" "$n_orders_db" "$size_mb" "$suite_s" "$out" "$query_ms" <<'PYEOF'
+command="tools/bench history --skus $skus --orders $orders --traffic-s $traffic_s --full-timeout $full_timeout"
+$python - "$work" "$json" "$commit" "$stockd_commit" "$skus" "$orders" "$seed_sku_s" \
+    "$seed_order_s" "$n_orders_db" "$size_mb" "$suite_s" "$out" "$query_ms" "$query_rows" \
+    "$clk_tck" "$buffer_pool_mib" "$loadavg_tsv" "$command" "${dbs[*]}" <<'PYEOF'
 import json, os, platform, sys, time
-(work, jpath, results, commit, stockd_commit, skus, orders, seed_sku_s, seed_order_s, n_orders_db,
- size_mb, suite_s, out, query_ms) = sys.argv[1:15]
-skus, orders, n_orders_db = int(skus), int(orders), int(n_orders_db)
-GOAL_SKUS, GOAL_ORDERS = 1000000, 10000000
+(work, jpath, commit, stockd_commit, skus, orders, seed_sku_s, seed_order_s, n_orders_db,
+ size_mb, suite_s, out, query_ms, query_rows, clk_tck, buffer_pool_mib, loadavg_tsv,
+ command, databases) = sys.argv[1:20]
+clk_tck = int(clk_tck)
 
 def start(name):
     f = open(os.path.join(work, name + ".tsv")).read().rstrip("\n").split("\t")
     keys = ["name", "ready", "t_exec", "t_ready", "t_ping", "t_open", "t_loaded", "rss_kb",
-            "hwm_kb", "state_orders", "state_skus", "loaded", "limit_s", "flags"]
+            "hwm_kb", "state_orders", "state_skus", "loaded", "limit_s", "loadavg", "cpu_ticks",
+            "db_ticks", "attempts", "flags"]
     r = dict(zip(keys, f))
     ms = lambda k: int(r[k]) - int(r["t_exec"]) if r.get(k) else None
+    secs = lambda k: round(int(r[k]) / clk_tck, 2) if r.get(k) else None
     return {"name": name, "ready": r["ready"] == "1", "ready_ms": ms("t_ready"),
             "ping_ms": ms("t_ping"), "open_ms": ms("t_open"), "loaded_ms": ms("t_loaded"),
             "rss_kb": int(r["rss_kb"] or 0), "peak_rss_kb": int(r["hwm_kb"] or 0),
             "state_orders": None if r["state_orders"] == "-" else int(r["state_orders"]),
             "state_skus": None if r["state_skus"] == "-" else int(r["state_skus"]),
             "orders_loaded": int(r["loaded"]) if r["loaded"].isdigit() else None,
-            "limit_s": int(r["limit_s"]), "flags": "" if r["flags"] == "-" else r["flags"]}
+            "limit_s": int(r["limit_s"]), "loadavg": float(r["loadavg"]),
+            "cpu_s": secs("cpu_ticks"), "db_cpu_s": secs("db_ticks"),
+            "attempts": int(r["attempts"]),
+            "flags": "" if r["flags"] == "-" else r["flags"]}
 
 starts = [start(n) for n in ("empty", "history", "full", "history-again")]
 t = open(os.path.join(work, "traffic.tsv")).read().rstrip("\n").split("\t")
@@ -429,142 +558,34 @@ made = lambda r: r["requests"] - sum(r["errors"].values())
 traffic = {"seconds": int(t[0]), "wall_s": int(t[1]), "evict_wait_s": int(t[2]),
            "rss_before_kb": int(t[3]), "rss_after_kb": int(t[4]), "peak_rss_kb": int(t[5]),
            "orders_stored": int(t[6]), "orders_live_in_db": int(t[7]), "command": t[8],
-           "warmup_s": int(t[9]),
+           "warmup_s": int(t[9]), "loadavg_before": float(t[10]), "loadavg_after": float(t[11]),
+           "attempts": int(t[12]),
            "orders_made": made(runs["traffic"]), "warmup_orders": made(runs["warmup"]),
            "orders_per_s": made(runs["traffic"]) / runs["traffic"]["elapsed_s"],
            "errors": runs["traffic"]["errors"], "state_before": before, "state_after": after}
-doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": commit,
-       "stockd_commit": stockd_commit, "skus": skus, "orders": orders,
-       "orders_in_db": n_orders_db, "db_mib": int(size_mb), "seed_skus_s": int(seed_sku_s),
-       "seed_orders_s": int(seed_order_s), "suite_s": int(suite_s),
-       "load_query_ms": int(query_ms),
-       "starts": {s["name"]: s for s in starts}, "traffic": traffic}
-json.dump(doc, open(jpath, "w"), indent=2)
-
-S = doc["starts"]
-mib = lambda kb: kb / 1024.0
-sec = lambda ms: "not ready" if ms is None else f"{ms / 1000:.2f} s"
-at_goal = skus >= GOAL_SKUS and orders >= GOAL_ORDERS
+samples = []
+for line in open(loadavg_tsv):
+    ts, avgs, db_state = line.rstrip("\n").split("\t")
+    l1, l5, l15 = (float(x) for x in avgs.split()[:3])
+    samples.append([int(ts), l1, l5, l15, db_state])
+l1s = [x[1] for x in samples] or [0.0]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
             if l.startswith("model name")), "?")
 mem = next((int(l.split()[1]) // 1024 for l in open("/proc/meminfo")
             if l.startswith("MemTotal")), 0)
-L = ["# Order history: memory and startup\n",
-     "Written by `tools/bench history` (`bench/history.sh`) from real runs; rerun it to refresh.\n",
-     f"- date: {doc['date']}",
-     f"- commit: {commit} (scripts); stockd binary: {stockd_commit}",
-     f"- machine: {platform.node()}, {os.cpu_count()} cores ({cpu}), {mem} MiB RAM, "
-     f"Linux {platform.release()}",
-     "- stack: MariaDB from `tools/stack` on the same machine (innodb_buffer_pool_size 512 MiB), "
-     "stockd and stockbench on it too",
-     f"- sizes: {skus:,} SKUs, {orders:,} old final orders"
-     + ("" if at_goal else f" (the goals name {GOAL_SKUS:,} and {GOAL_ORDERS:,}: "
-        "these are smaller, so the goals are not judged)"),
-     f"- seeding: SKUs (twice) {seed_sku_s} s, orders {seed_order_s} s; "
-     f"the history database holds {n_orders_db:,} order rows, {size_mb} MiB of data and indexes; "
-     f"the whole run took {suite_s} s\n"]
-
-def status(ok):
-    return "met" if ok else "missed"
-
-h, e, f = S["history"], S["empty"], S["full"]
-d_start = mib(h["rss_kb"] - e["rss_kb"])
-d_traffic = mib(traffic["rss_after_kb"] - traffic["rss_before_kb"])
-L += ["## Goals\n",
-      "| goal | measured | status |", "|---|---|---|"]
-g1 = (f"restart: stockd on {orders:,} old final orders + {skus:,} SKUs uses {mib(h['rss_kb']):,.0f} MiB, "
-      f"on the same SKUs and no orders {mib(e['rss_kb']):,.0f} MiB: **{d_start:+,.1f} MiB**; "
-      f"traffic: {traffic['orders_made']:,} orders made and ended through one stockd moved its RSS "
-      f"**{d_traffic:+,.1f} MiB**")
-ok1 = h["ready"] and abs(d_start) <= 64 and d_traffic <= 64
-g2 = (f"{sec(h['ready_ms'])} (again, warm page cache: {sec(S['history-again']['ready_ms'])}); "
-      f"loading every order instead (`--order-retention-ms 0`): {sec(f['ready_ms'])}")
-ok2 = h["ready"] and h["ready_ms"] < 5000 and S["history-again"]["ready_ms"] is not None \
-    and S["history-again"]["ready_ms"] < 5000
-judge = (lambda ok: status(ok)) if at_goal else (lambda ok: "not judged (smaller sizes)")
-L.append(f"| RSS after 10 M final orders within 64 MiB of RSS after none | {g1} | {judge(ok1)} |")
-L.append(f"| time to ready with 1 M SKUs and 10 M old orders under 5 s | {g2} | {judge(ok2)} |")
-if at_goal and traffic["orders_made"] < GOAL_ORDERS:
-    L.append(f"\nThe traffic part made {traffic['orders_made']:,} orders, not 10 M (it is bounded "
-             f"by time, {traffic['seconds']} s); the restart part is the one with 10 M.")
-
-L += ["\n## Startup\n",
-      "Time from exec to the log line `stockd ready` (the ping column: to the first `ping` "
-      "answer, polled every 20 ms); RSS (VmRSS) and peak RSS (VmHWM) read from /proc once it "
-      "answers; `stats` state.orders and state.skus at that moment; orders loaded as the log's "
-      "`store: loaded` counts them; load = exec to `store: loaded` (connect, schema check, SKUs, "
-      "orders), the rest is the Bloom filter's scan of the SKU names and the listeners.\n",
-      "| start | SKUs | orders in MariaDB | stockd flags | time to ready | to ping | load | RSS MiB | peak RSS MiB | state.orders | state.skus | orders loaded |",
-      "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-desc = {"empty": ("no orders", 0), "history": ("old orders", n_orders_db),
-        "full": ("old orders, every one loaded", n_orders_db),
-        "history-again": ("old orders, second start", n_orders_db)}
-for s in starts:
-    what, n = desc[s["name"]]
-    flags = f"`{s['flags']}`" if s["flags"] else "defaults (retention 1 h)"
-    if not s["ready"]:
-        L.append(f"| {what} | {skus:,} | {n:,} | {flags} | not ready after {s['limit_s']} s "
-                 f"(stopped) | - | - | {mib(s['rss_kb']):,.0f} at the stop | "
-                 f"{mib(s['peak_rss_kb']):,.0f} | - | - | - |")
-        continue
-    L.append(f"| {what} | {skus:,} | {n:,} | {flags} | {sec(s['ready_ms'])} | {sec(s['ping_ms'])} | "
-             f"{sec(s['loaded_ms'])} | {mib(s['rss_kb']):,.1f} | {mib(s['peak_rss_kb']):,.1f} | "
-             f"{s['state_orders']:,} | {s['state_skus']:,} | {s['orders_loaded']:,} |")
-
-plan = open(os.path.join(out, "history-explain.txt")).read().rstrip("\n")
-L += ["", f"MariaDB's part: the query stockd sends for its orders at startup (with the default "
-      f"retention's cutoff, counted instead of fetched), run alone after the starts, took "
-      f"{doc['load_query_ms'] / 1000:.2f} s. Its plan:\n", "```", plan, "```"]
-
-tb, ta = traffic["state_before"], traffic["state_after"]
-errs = ", ".join(f"{k}={v:,}" for k, v in traffic["errors"].items()) or "none"
-L += ["\n## Orders made and ended through stockd\n",
-      "One stockd on an empty database with `--order-retention-ms 2000`; stockbench makes orders "
-      "and ends them at once (`--mix release=100`: `reserve`, then `release`) on the same 1,000 "
-      "SKUs (`--sku-prefix`, made by the first run). A warm-up run first; RSS is read when "
-      "its orders have left memory (state.orders 0), then the measured run, then RSS again when "
-      "its orders have left too.\n",
-      "| | orders made | state.orders | orders_evicted | orders_reloaded | order_reads | RSS MiB |",
-      "|---|---:|---:|---:|---:|---:|---:|",
-      f"| after the warm-up | {traffic['warmup_orders']:,} | {tb['orders']:,} | {tb['orders_evicted']:,} | "
-      f"{tb['orders_reloaded']:,} | {tb['order_reads']:,} | {mib(traffic['rss_before_kb']):,.1f} |",
-      f"| after the run | {traffic['orders_made']:,} more | {ta['orders']:,} | {ta['orders_evicted']:,} | "
-      f"{ta['orders_reloaded']:,} | {ta['order_reads']:,} | {mib(traffic['rss_after_kb']):,.1f} |",
-      "",
-      f"- run: {traffic['seconds']} s, {traffic['orders_per_s']:,.0f} orders/s (each a reserve and a "
-      f"release), errors: {errs}; the evictions caught up {traffic['evict_wait_s']} s after it ended",
-      f"- RSS moved {d_traffic:+,.1f} MiB over {traffic['orders_made']:,} orders"
-      + (f" ({d_traffic * 1024 * 1024 / traffic['orders_made']:+,.1f} bytes per order)"
-         if traffic["orders_made"] else "")
-      + f"; peak RSS during the run {mib(traffic['peak_rss_kb']):,.1f} MiB",
-      f"- MariaDB afterwards: {traffic['orders_stored']:,} orders stored, "
-      f"{traffic['orders_live_in_db']:,} of them live (held, confirmed or purchased)",
-      f"- command: `stockbench {traffic['command']} --duration {traffic['seconds']}` "
-      f"(the warm-up: the same with `--duration {traffic['warmup_s']}`)"]
-
-L += ["\n## How\n",
-      "- The databases are fresh ones on the stack's MariaDB. stockd creates the schema (started "
-      "once, stopped); the rows are then written with SQL, `INSERT ... SELECT` from MariaDB's "
-      "sequence engine (`seq_A_to_B`), in chunks of 500,000 rows, each chunk one transaction.",
-      f"- SKUs `hs-<n>` as `sku.put` leaves them (mapping none, epoch 1), 100 units on hand, "
-      "nothing reserved. Orders `hist-<k>`, one line each, the columns stockd writes "
-      "(`src/store_sql.c`), a third each: released; shipped from own stock; shipped from the "
-      "supplier with its purchase settled (`supplier_settled` 1). Created 40 days ago, last "
-      "changed a minute after: none holds stock, so the SKU counters need no change and "
-      "stockd's load audit passes them; no ledger rows (the load does not read them). Order k "
-      "is on SKU 1 + (k-1) x SKUs / orders (every SKU has its share, keys in insertion order).",
-      "- Each start is a fresh stockd process on the seeded database (`--log-level info` for the "
-      "log's times, everything else default unless the table says otherwise; Redis from the stack). "
-      "The times include MariaDB's own work: with a retention, the load asks for the orders "
-      "changed within it or still live, and `orders` has no index on `updated_at`, so MariaDB "
-      "reads the whole table to answer.",
-      "- `--order-retention-ms 0` is stockd as it was before: every order is loaded.",
-      "- RSS is VmRSS of the stockd process; the 64 MiB goal is read two ways: a restart on the "
-      "history against one on the same SKUs without it, and one process before and after it "
-      "made and ended orders itself.",
-      "\nCommand: `tools/bench history" + ("" if at_goal else f" --skus {skus} --orders {orders}")
-      + (f" --traffic-s {traffic['seconds']}" if traffic["seconds"] != 180 else "") + "`; every "
-      "stockd log and stockbench report of the run: `bench/out/history-*`."]
-open(results, "w").write("\n".join(L) + "\n")
-print(f"history: wrote {results} and {jpath}")
+doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": commit,
+       "stockd_commit": stockd_commit, "command": command, "skus": int(skus),
+       "orders": int(orders), "orders_in_db": int(n_orders_db), "db_mib": int(size_mb),
+       "seed_skus_s": int(seed_sku_s), "seed_orders_s": int(seed_order_s),
+       "databases": databases.split(), "dropped": os.environ.get("BENCH_KEEP", "0") != "1",
+       "suite_s": int(suite_s), "load_query_ms": int(query_ms), "load_query_rows": int(query_rows),
+       "load_query_plan": open(os.path.join(out, "history-explain.txt")).read().rstrip("\n"),
+       "machine": {"node": platform.node(), "cores": os.cpu_count(), "cpu": cpu, "mem_mib": mem,
+                   "kernel": platform.release(), "buffer_pool_mib": int(buffer_pool_mib)},
+       "loadavg": {"interval_s": 5, "samples": samples, "min": min(l1s), "max": max(l1s),
+                   "mean": round(sum(l1s) / len(l1s), 2),
+                   "db_paused_samples": sum(1 for x in samples if x[4] == "T")},
+       "starts": {s["name"]: s for s in starts}, "traffic": traffic}
+json.dump(doc, open(jpath, "w"), indent=2)
 PYEOF
+$python bench/history_report.py "$json" "$results" || die "bench/history_report.py failed on $json"
