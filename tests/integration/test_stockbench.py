@@ -159,8 +159,9 @@ def test_history_smoke(db, tmp_path):
     run of orders made and ended. The script exits 0 and writes its tables;
     stockd with the default retention starts with none of the old orders in
     memory, with --order-retention-ms 0 with all of them; the orders made
-    through it are evicted again and none is left live in MariaDB. Figures
-    are not asserted."""
+    through it are evicted again and none is left live in MariaDB. The
+    report names the machine, its load, the commit and the command, and the
+    script's databases are gone afterwards. Figures are not asserted."""
     env = dict(os.environ, STOCKBENCH_BIN=stockbench_bin(), STOCKD_BIN=itestlib.stockd_bin(),
                STOCKCTL_BIN=itestlib.stockctl_bin())
     # The stack the suite runs on, never a second one under this checkout.
@@ -175,7 +176,9 @@ def test_history_smoke(db, tmp_path):
     assert r.returncode == 0, r.stdout
     text = results.read_text()
     for head in ("## Goals", "## Startup", "| start | SKUs | orders in MariaDB |",
-                 "## Orders made and ended through stockd"):
+                 "## Orders made and ended through stockd", "### Where the start's time goes",
+                 "- machine: ", "- machine load: ", "- commit: ",
+                 "- command: `tools/bench history --skus 2000 --orders 20000 --traffic-s 2 "):
         assert head in text, text
     assert "not judged (smaller sizes)" in text, text
     d = json.load(open(out_json))
@@ -192,3 +195,9 @@ def test_history_smoke(db, tmp_path):
     assert t["state_after"]["orders_evicted"] >= t["orders_made"] + t["warmup_orders"], t
     assert t["orders_stored"] >= t["orders_made"] + t["warmup_orders"], t
     assert t["orders_live_in_db"] == 0, t
+    assert d["machine"]["cores"] >= 1 and d["machine"]["mem_mib"] > 0, d["machine"]
+    assert d["loadavg"]["samples"], d["loadavg"]
+    assert len(d["databases"]) >= 3 and d["dropped"], d["databases"]
+    left = db.query("SELECT schema_name AS s FROM information_schema.schemata WHERE schema_name IN ("
+                    + ",".join(["%s"] * len(d["databases"])) + ")", tuple(d["databases"]))
+    assert left == [], left
