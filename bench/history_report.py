@@ -7,6 +7,8 @@ Apart from the script so that a run's figures can be written again (a
 change of wording, a note) without seeding and measuring again.
 """
 import json
+import os
+import subprocess
 import sys
 
 GOAL_SKUS, GOAL_ORDERS = 1000000, 10000000
@@ -37,13 +39,23 @@ def opt(v, fmt):
 
 
 at_goal = skus >= GOAL_SKUS and orders >= GOAL_ORDERS
+# Rendered again later (a change of wording): say by which commit, since the
+# commit line names the one that measured.
+try:
+    rendered = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=os.path.dirname(os.path.abspath(__file__)),
+                              timeout=10).stdout.strip()
+except (OSError, subprocess.SubprocessError):
+    rendered = ""
 cores = M["cores"]
 busy = LA["max"] > cores
 L = ["# Order history: memory and startup\n",
      "Written by `tools/bench history` (`bench/history.sh`, rendered by "
      "`bench/history_report.py`) from one real run; rerun it to refresh.\n",
      f"- date: {doc['date']}",
-     f"- commit: {doc['commit']} (scripts); stockd binary built from: {doc['stockd_commit']}",
+     f"- commit: {doc['commit']} (scripts); stockd binary built from: {doc['stockd_commit']}"
+     + (f"; this text rendered again from the run's JSON at {rendered}"
+        if rendered and not doc["commit"].startswith(rendered) else ""),
      f"- machine: {M['node']}, {cores} cores (nproc; {M['cpu']}), {M['mem_mib']:,} MiB RAM, "
      f"Linux {M['kernel']}",
      f"- stack: MariaDB from `tools/stack` on the same machine (innodb_buffer_pool_size "
@@ -119,6 +131,14 @@ if h["ready"] and None not in (h["open_ms"], h["loaded_ms"], e["open_ms"], e["lo
           f"stockd itself used {opt(h['cpu_s'], '{:.2f}')} s of CPU until it answered and "
           f"MariaDB {opt(h['db_cpu_s'], '{:.2f}')} s (its whole server, which other work shares); "
           "the rest of the wall time stockd waited."]
+    if h["db_cpu_s"] is not None and h["cpu_s"] is not None and h["ready_ms"]:
+        wall = h["ready_ms"] / 1000
+        if h["db_cpu_s"] > 0.5 * wall and h["db_cpu_s"] > 2 * h["cpu_s"]:
+            L[-1] += (f" MariaDB was on a core for {h['db_cpu_s'] / wall:.0%} of the start's "
+                      f"wall time and stockd for {h['cpu_s'] / wall:.0%}: the start waits "
+                      "for MariaDB to scan `orders` (the plan below reads the whole primary "
+                      f"key; the query alone took {sec(doc['load_query_ms'])}; the load average "
+                      f"was {h['loadavg']:.2f} before this start, on {cores} cores).")
 
 L += ["\n## Startup\n",
       "Each start is a fresh stockd process. Times from exec: to the log lines `store: open` "
