@@ -151,3 +151,53 @@ def test_ceiling_smoke(db, tmp_path):
                          "--duration", "1", "--warmup", "0"])
     assert rc == 2, out
     assert "ceiling: --lines does not apply" in out, out
+
+
+def test_history_smoke(db, tmp_path):
+    """`tools/bench history` (bench/history.sh) at tiny sizes: 2,000 SKUs and
+    20,000 old final orders seeded with SQL, then three starts and a short
+    run of orders made and ended. The script exits 0 and writes its tables;
+    stockd with the default retention starts with none of the old orders in
+    memory, with --order-retention-ms 0 with all of them; the orders made
+    through it are evicted again and none is left live in MariaDB. The
+    report names the machine, its load, the commit and the command, and the
+    script's databases are gone afterwards. Figures are not asserted."""
+    env = dict(os.environ, STOCKBENCH_BIN=stockbench_bin(), STOCKD_BIN=itestlib.stockd_bin(),
+               STOCKCTL_BIN=itestlib.stockctl_bin())
+    # The stack the suite runs on, never a second one under this checkout.
+    if os.environ.get("STOCKD_STACK_DIR"):
+        env["STACK_DIR"] = os.environ["STOCKD_STACK_DIR"]
+    results, out_json = tmp_path / "HISTORY.md", tmp_path / "history.json"
+    r = subprocess.run([os.path.join(itestlib.ROOT, "tools", "bench"), "history",
+                        "--skus", "2000", "--orders", "20000", "--traffic-s", "2",
+                        "--full-timeout", "60", "--results", str(results), "--json", str(out_json)],
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=240)
+    assert r.returncode == 0, r.stdout
+    text = results.read_text()
+    for head in ("## Goals", "## Startup", "| start | SKUs | orders in MariaDB |",
+                 "## Orders made and ended through stockd", "### Where the start's time goes",
+                 "- machine: ", "- machine load: ", "- commit: ",
+                 "- command: `tools/bench history --skus 2000 --orders 20000 --traffic-s 2 "):
+        assert head in text, text
+    assert "not judged (smaller sizes)" in text, text
+    d = json.load(open(out_json))
+    assert d["orders_in_db"] == 20000, d
+    for name in ("empty", "history", "history-again"):
+        s = d["starts"][name]
+        assert s["ready"] and s["state_orders"] == 0 and s["orders_loaded"] == 0, s
+        assert s["state_skus"] == 2000, s
+    full = d["starts"]["full"]
+    assert full["ready"] and full["state_orders"] == 20000, full
+    t = d["traffic"]
+    assert t["orders_made"] > 0 and t["errors"] == {}, t
+    assert t["state_before"]["orders"] == 0 and t["state_after"]["orders"] == 0, t
+    assert t["state_after"]["orders_evicted"] >= t["orders_made"] + t["warmup_orders"], t
+    assert t["orders_stored"] >= t["orders_made"] + t["warmup_orders"], t
+    assert t["orders_live_in_db"] == 0, t
+    assert d["machine"]["cores"] >= 1 and d["machine"]["mem_mib"] > 0, d["machine"]
+    assert d["loadavg"]["samples"], d["loadavg"]
+    assert len(d["databases"]) >= 3 and d["dropped"], d["databases"]
+    left = db.query("SELECT schema_name AS s FROM information_schema.schemata WHERE schema_name IN ("
+                    + ",".join(["%s"] * len(d["databases"])) + ")", tuple(d["databases"]))
+    assert left == [], left
