@@ -716,6 +716,14 @@ void rpc_local_request(server *s, conn *c, req *r, uint32_t msgid, enum method m
                                                       : engine_submit(s->eng, op, clock_wall_ms());
     if (err != ENG_OK) {
         op->err = err;
+        /* Refused at once because memory has no committed record of the
+         * order (none, or a placeholder): in a cluster that is not the
+         * truth until MariaDB agrees, as for an answer from a batch. */
+        if (err == ENG_E_NOT_FOUND && route_nf_needed(s, r)) {
+            req_wait(s, c, r, msgid, m, deadline_ms);
+            route_nf_verify(s, r);
+            return;
+        }
         rpc_count_at(s, m, err, r->start_ns);
         rpc_pack_eng_error(s, msgid, op);
         rpc_flush(s, c);
