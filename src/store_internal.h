@@ -22,7 +22,7 @@
 #include "stockd/log.h"
 #include "stockd/rpc_parse.h"
 #define STORE_CONNS_MAX 16
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 
 /* A connection's SQL buffer is kept for reuse up to this size, else freed
  * after the statement, so one huge batch does not pin memory forever. */
@@ -45,9 +45,10 @@
 #define SKU_SELECT "SELECT sku,own_on_hand,own_reserved,supplier_reported," \
                    "supplier_sellable,supplier_reserved,supplier_synced_at,mapping," \
                    "supplier_id,offer_id,spec_id,sku_id,epoch,supplier_cap,fingerprint FROM sku"
-#define ORDER_SELECT "SELECT order_id,sku,qty,status,from_own,from_supplier,available," \
-                     "created_at,updated_at,hold_expires_at,upstream_order_id,reason," \
-                     "purchased_at,supplier_settled,line_no,n_lines FROM orders"
+#define ORDER_COLUMNS "order_id,sku,qty,status,from_own,from_supplier,available," \
+                      "created_at,updated_at,hold_expires_at,upstream_order_id,reason," \
+                      "purchased_at,supplier_settled,line_no,n_lines"
+#define ORDER_SELECT "SELECT " ORDER_COLUMNS " FROM orders"
 
 /* Lines reach the engine in this order: one order's lines together, line
  * 0 first (engine_load_order_lines). */

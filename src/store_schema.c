@@ -234,6 +234,17 @@ static const char *const schema_v6[] = {
     " ADD COLUMN IF NOT EXISTS check_before_confirm TINYINT NOT NULL DEFAULT 0",
 };
 
+/* Startup reads live and recent orders only: these indexes find them
+ * without reading the whole history (a live order's status, a bought
+ * unit not yet settled; the last change). One statement, idempotent (IF
+ * NOT EXISTS). On a large `orders` table it runs once, online, and takes
+ * about as long as reading the table. */
+static const char *const schema_v7[] = {
+    "ALTER TABLE orders"
+    " ADD INDEX IF NOT EXISTS live_orders (status, supplier_settled, from_supplier),"
+    " ADD INDEX IF NOT EXISTS changed_orders (updated_at)",
+};
+
 static const schema_step schema_steps[] = {
     {1, schema_v1, sizeof schema_v1 / sizeof schema_v1[0]},
     {2, schema_v2, sizeof schema_v2 / sizeof schema_v2[0]},
@@ -241,6 +252,7 @@ static const schema_step schema_steps[] = {
     {4, schema_v4, sizeof schema_v4 / sizeof schema_v4[0]},
     {5, schema_v5, sizeof schema_v5 / sizeof schema_v5[0]},
     {6, schema_v6, sizeof schema_v6 / sizeof schema_v6[0]},
+    {7, schema_v7, sizeof schema_v7 / sizeof schema_v7[0]},
 };
 
 /* Database names go between backticks: allow only what needs no quoting. */
