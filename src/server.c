@@ -361,6 +361,14 @@ void server_stats_get(server *s, stats_snapshot *out)
     out->order_reads_failed = s->order_reads_failed;
     out->order_key_refusals = s->order_key_refusals;
     out->order_reads_in_flight = s->n_order_waits;
+    out->checks_started = s->checks_started;
+    out->checks_passed = s->checks_passed;
+    out->checks_refused = s->checks_refused;
+    out->checks_unavailable = s->checks_unavailable;
+    out->checks_unknown = s->checks_unknown;
+    out->check_previews = s->check_previews;
+    out->check_waits = s->check_waits;
+    out->checks_alive = s->checks_alive;
     out->sharded = s->ring != NULL;
     out->nodes = s->ring ? (uint32_t)ring_nodes(s->ring, &(const ring_node *){NULL}) : 1;
     out->ring_version = s->ring ? ring_version(s->ring) : 0;

@@ -108,8 +108,8 @@ static void pack_supplier(const stats_snapshot *s, msgpack_packer *pk)
         I("purchase_failed", es->purchase_failed), I("mappings_broken", es->mappings_broken),
         I("settled_units", es->settled_units),
     };
-    /* trust first, then the figures, then purchase and client */
-    msgpack_pack_map(pk, (uint32_t)(sizeof f / sizeof f[0]) + 3);
+    /* trust first, then the figures, then purchase, client and check */
+    msgpack_pack_map(pk, (uint32_t)(sizeof f / sizeof f[0]) + 4);
     codec_pack_cstr(pk, "trust");
     msgpack_pack_map(pk, s->n_trust);
     for (uint32_t i = 0; i < s->n_trust; i++) {
@@ -131,6 +131,11 @@ static void pack_supplier(const stats_snapshot *s, msgpack_packer *pk)
         I("ok", cs->ok), I("retryable", cs->retryable), I("definitive", cs->definitive),
         I("refused", cs->refused), I("in_flight", cs->in_flight), I("queued", cs->queued),
         I("backing_off", cs->backing_off), I("max_in_flight_seen", cs->max_in_flight_seen)));
+    pack_group(pk, "check", 0, FIGS(
+        I("started", s->checks_started), I("passed", s->checks_passed),
+        I("refused", s->checks_refused), I("unavailable", s->checks_unavailable),
+        I("unknown", s->checks_unknown), I("previews", s->check_previews),
+        I("waits", s->check_waits), I("alive", s->checks_alive)));
 }
 
 /* "alerts" (support alerts: ring, Redis stream) and "notify"
@@ -416,6 +421,12 @@ static void metrics_engine(struct evbuffer *b, const stats_snapshot *m)
            "Orders not in memory read back from MariaDB, by result.");
     sample_u(b, "stockd_order_reads_total", "result=\"ok\"", m->order_reads - m->order_reads_failed);
     sample_u(b, "stockd_order_reads_total", "result=\"failed\"", m->order_reads_failed);
+    family(b, "stockd_checks_total", "counter",
+           "Checked reserves (1688's order check before the answer), by outcome.");
+    sample_u(b, "stockd_checks_total", "result=\"passed\"", m->checks_passed);
+    sample_u(b, "stockd_checks_total", "result=\"refused\"", m->checks_refused);
+    sample_u(b, "stockd_checks_total", "result=\"unavailable\"", m->checks_unavailable);
+    sample_u(b, "stockd_checks_total", "result=\"unknown\"", m->checks_unknown);
     family(b, "stockd_holds_expired_total", "counter", "Held orders expired.");
     sample_u(b, "stockd_holds_expired_total", NULL, e->holds_expired);
     family(b, "stockd_outcome_unknown_total", "counter",

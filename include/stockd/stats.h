@@ -91,6 +91,11 @@ typedef struct stats_snapshot {
     supsync_stats sync;
     purchase_stats purchase;
     supplier_stats client;
+    /* checked reserves (check.h): outcomes, previews sent, retries that
+     * waited for a running check, contexts alive */
+    uint64_t checks_started, checks_passed, checks_refused, checks_unavailable, checks_unknown;
+    uint64_t check_previews, check_waits;
+    uint32_t checks_alive;
     uint32_t n_trust;
     stats_trust trust[STATS_TRUST_MAX];
     /* telling people */

@@ -87,6 +87,10 @@ def previews(fake):
     return fake.ok("GET", "/counters")["calls"].get(PREVIEW, 0)
 
 
+def check_stats(c):
+    return c.ok("stats")["supplier"]["check"]
+
+
 def nothing_held(s, order_id, skus):
     audit_supplier(s.db, skus)
     rows = s.db.query("SELECT status FROM orders WHERE order_id = %s", (order_id.encode(),))
@@ -97,6 +101,7 @@ def test_check_passes(env):
     fake, s = env
     c = s.client()
     n0 = previews(fake)
+    st0 = check_stats(c)
     o = c.ok("reserve", {"order_id": "ck-p1", "sku": "ck-a", "qty": 5, "check": True,
                          "hold_ms": 60000})
     assert (o["status"], o["from_own"], o["from_supplier"]) == ("held", 2, 3), o
@@ -119,6 +124,12 @@ def test_check_passes(env):
     assert again == c.ok("order.get", {"order_id": "ck-p1"}), again
     assert again["status"] == "held"
     assert previews(fake) == n1
+    # stats: three checks passed, one preview per offer (1 + 2 + 1; the
+    # fake also counts the purchase worker's own preview of ck-p3).
+    st = check_stats(c)
+    assert st["started"] - st0["started"] == 3 and st["passed"] - st0["passed"] == 3, (st0, st)
+    assert st["previews"] - st0["previews"] == 4, (st0, st)
+    assert st["refused"] == st0["refused"] and st["unavailable"] == st0["unavailable"], st
     for oid in ("ck-p1", "ck-p2"):
         c.ok("release", {"order_id": oid})
     audit_supplier(s.db, ["ck-a", "ck-b", "ck-c"])
@@ -336,11 +347,13 @@ def test_stockctl_sends_check(env):
     fake.ok("POST", "/stock", {"offer_id": OFFER, "spec_id": SPEC_B, "real": 1, "reported": 50})
     try:
         n0 = previews(fake)
+        st0 = check_stats(c)
         p = ctl("reserve", "ck-cl1", "ck-b", "2", "--check")
         assert p.returncode == 1, (p.stdout, p.stderr)
         e = json.loads(p.stdout)["error"]
         assert e["code"] == "check_failed" and "500_004" in e["message"], e
         assert previews(fake) == n0 + 1
+        assert check_stats(c)["refused"] == st0["refused"] + 1
         nothing_held(s, "ck-cl1", ["ck-b"])
         # Without --check: the figure (50) says yes, no preview.
         p = ctl("reserve", "ck-cl2", "ck-b", "2", "--hold", "60000")

@@ -201,3 +201,26 @@ def test_history_smoke(db, tmp_path):
     left = db.query("SELECT schema_name AS s FROM information_schema.schemata WHERE schema_name IN ("
                     + ",".join(["%s"] * len(d["databases"])) + ")", tuple(d["databases"]))
     assert left == [], left
+
+
+def test_ab_smoke(db):
+    """bench/ab.sh with the same binary twice, one round of 1 s runs: a line
+    per binary and workload with a rate, exit 0, and its databases gone;
+    usage errors exit 2."""
+    env = dict(os.environ, STOCKBENCH_BIN=stockbench_bin(), AB_DURATION="1")
+    ab = os.path.join(itestlib.ROOT, "bench", "ab.sh")
+    r = subprocess.run([ab, itestlib.stockd_bin(), itestlib.stockd_bin(), "1"], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout
+    rows = [l.split() for l in r.stdout.splitlines()[1:] if l.strip()]
+    assert sorted((x[1], x[2]) for x in rows) == [("new", "hot"), ("new", "uniform"),
+                                                  ("old", "hot"), ("old", "uniform")], r.stdout
+    assert all(float(x[3]) > 0 for x in rows), r.stdout
+    left = db.query("SHOW DATABASES LIKE 'ab\\_%%'")
+    assert not left, left
+    for argv, env_extra in (([itestlib.stockd_bin()], {}),
+                            ([itestlib.stockd_bin(), "/no/such/stockd"], {}),
+                            ([itestlib.stockd_bin(), itestlib.stockd_bin()], {"AB_DURATION": "0"})):
+        r = subprocess.run([ab] + argv, env=dict(env, **env_extra), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=30)
+        assert r.returncode == 2 and "bench/ab.sh" in r.stdout, r.stdout
