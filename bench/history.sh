@@ -376,11 +376,10 @@ echo "database $db_hist: $n_skus_db SKU rows, $n_orders_db order rows, $size_mb 
 
 # MariaDB's side of the load alone: the plan and the time of the query
 # stockd sends for its orders at startup. A copy of ORDER_SELECT with
-# ORDERS_LIVE_SINCE (src/store_load.c, src/store_internal.h): keep it in step.
+# LIVE_ORDERS (src/store_load.c, src/store_internal.h): keep it in step. (On
+# a history few lines are live, so stockd leaves MariaDB's plan as it is.)
 live_since() {
-    echo "FROM orders WHERE order_id IN (SELECT order_id FROM orders WHERE updated_at>=$1
-        OR status IN ('held','confirmed') OR (status='purchased' AND from_own>0)
-        OR (status IN ('purchased','shipped') AND from_supplier>0 AND supplier_settled=0))"
+    echo "FROM orders WHERE order_id IN (SELECT order_id FROM orders WHERE load_key>=$1)"
 }
 explain_load() {
     local cutoff=$(($(now_ms) - 3600000))
