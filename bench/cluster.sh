@@ -14,7 +14,7 @@
 # PIPE (default 8), SPREAD_SKUS (default 10000). Bounded: every run has its
 # duration; each cluster is stopped (by pid, tools/cluster down) on exit.
 #
-# Carts (issue 8): for every cluster size, carts of CART_LINES (default
+# Carts: for every cluster size, carts of CART_LINES (default
 # "1 3 10") distinct SKUs drawn uniformly from SPREAD_SKUS (stockbench
 # --lines), via HAProxy (the receiving instance coordinates: a cart whose
 # lines have several owners is placed as parts on each owner, then all are
