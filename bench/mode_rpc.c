@@ -843,7 +843,7 @@ typedef struct audit_q {
 #define RPC_AUDIT_QS 5
 
 /* The audit's queries for the run's SKUs and orders. Orders are stored one
- * row per line (PROTOCOL.md, issue 8): a cart counts once, its rows must
+ * row per line (PROTOCOL.md): a cart counts once, its rows must
  * be all live or none, all N of them, each with --qty; the counters check
  * is per line row and holds unchanged. */
 static void rpc_audit_sql(const bench_opts *o, const char *n, audit_q *q)

@@ -33,7 +33,7 @@ STOCK_KEYS = {"sku", "available", "own_on_hand", "own_reserved", "supplier_repor
 ORDER_KEYS = {"order_id", "sku", "qty", "status", "from_own", "from_supplier", "available",
               "created_at", "updated_at"}
 ORDER_OPTIONAL = {"hold_expires_at", "upstream_order_id", "reason",
-                  "n_lines", "lines", "line"}  # lines: orders of several lines (issue 8)
+                  "n_lines", "lines", "line"}  # lines: orders of several lines
 STATUSES = {"held", "confirmed", "purchased", "shipped", "released", "expired", "failed"}
 
 
@@ -458,7 +458,7 @@ def wait_until(pred, timeout, step=0.05, what="condition"):
         time.sleep(step)
 
 
-# ---------------------------------------------------------------- supplier round (issue 4)
+# ---------------------------------------------------------------- supplier round
 # Helpers for the supplier tests (test_supplier_*.py). Additive: nothing above
 # uses them. Terminal order states after a purchase job: purchased or failed.
 SUPPLIER_STOCK_EXTRA = {"trust", "supplier"}   # stock.get keys of the supplier round

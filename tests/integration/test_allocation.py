@@ -1,6 +1,6 @@
 """Allocation and order life cycle.
 
-Goal (issue 2, "Done when" 2): a SKU with own 2 and manual supplier figure 3
+Goal: a SKU with own 2 and manual supplier figure 3
 answers a reserve of 4 with from_own 2, from_supplier 2; releasing it
 restores both. Also the rest of the order life cycle as the issue states it:
 confirm of a held order, release repeated is not an error, ship moves own

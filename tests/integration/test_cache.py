@@ -1,4 +1,4 @@
-"""Read path (issue 5): Redis cache refreshed after commits, Bloom filter of
+"""Read path: Redis cache refreshed after commits, Bloom filter of
 known SKUs, single-flight loads of cold SKUs, Redis down under load.
 
 stockd runs with --preload-skus no, so SKUs without orders are "cold" after

@@ -1,4 +1,4 @@
-"""Orders of several lines across shards (issue 8): the receiving node
+"""Orders of several lines across shards: the receiving node
 coordinates, every line is a part on its SKU's owner, one decision row in
 MariaDB (cart_decisions) settles the order, all lines or none.
 

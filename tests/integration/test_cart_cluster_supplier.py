@@ -1,5 +1,4 @@
-"""Cross-shard carts with a drop-shipped line (issue 8 with issue 4, in a
-cluster): a line's purchase that fails for good fails the whole order on
+"""Cross-shard carts with a drop-shipped line in a cluster: a line's purchase that fails for good fails the whole order on
 every shard, and order.subscribe listeners on any node hear the whole order
 once.
 

@@ -1,4 +1,4 @@
-"""Sharding (issue 6): several stockd instances split the SKUs by consistent
+"""Sharding: several stockd instances split the SKUs by consistent
 hashing behind HAProxy, any instance answers any request, and no ring
 mistake may oversell.
 

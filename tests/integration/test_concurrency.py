@@ -1,6 +1,6 @@
 """200 clients x 50 reserves on 20 scarce SKUs.
 
-Goal (issue 2, "Done when" 3): 200 clients x 50 reserves of random qty 1-3
+Goal: 200 clients x 50 reserves of random qty 1-3
 on 20 SKUs with small stock: no SKU oversold, every success reply has its
 order row, every counter equals the sum over its live orders.
 

@@ -1,6 +1,6 @@
 """Crash under load.
 
-Goal (issue 2, "Done when" 6): under load, `kill -9` stockd and start it
+Goal: under load, `kill -9` stockd and start it
 again: every order that got a success reply is in MariaDB with that status;
 counters equal the sums over live orders; nothing is oversold.
 

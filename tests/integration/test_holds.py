@@ -1,6 +1,6 @@
 """Holds and their expiry.
 
-Goal (issue 2, "Done when" 5): a held order expires on time (within a
+Goal: a held order expires on time (within a
 second) and its stock is available again; confirm after expiry answers
 `expired`. Also: a hold confirmed in time does not expire; a released hold
 returns its stock at once; hold_ms outside 1,000..86,400,000 is `invalid`.

@@ -1,6 +1,6 @@
 """Hoodie race: three buyers, two hoodies, the same instant.
 
-Goal (issue 2, "Done when" 1): stock 2, three clients on three connections
+Goal: stock 2, three clients on three connections
 reserve the same SKU at the same instant; over 1,000 rounds with fresh stock
 every round gives exactly 2 `confirmed` and 1 `insufficient`, and MariaDB's
 rows agree with the replies.

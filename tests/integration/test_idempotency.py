@@ -1,6 +1,6 @@
 """Idempotent reserve.
 
-Goal (issue 2, "Done when" 4): one order_id sent 100 times concurrently over
+Goal: one order_id sent 100 times concurrently over
 10 connections yields one order; a retry after a stockd restart returns the
 same record. Also: a reserve that failed leaves no record, so its retry is
 decided anew; the same order_id with another sku or qty is `conflict`.

@@ -1,6 +1,6 @@
-"""Orders of several lines on one instance (issue 8).
+"""Orders of several lines on one instance.
 
-Goals ("Done when"): two lines of the same SKU with stock 3 (2 + 2) fail and
+Goals: two lines of the same SKU with stock 3 (2 + 2) fail and
 1 + 2 succeed, never oversold; 1,000 random 1-5-line carts over 20 SKUs from
 100 concurrent clients are all-or-nothing in MariaDB, no SKU is oversold and
 the counters equal the sums over live orders; confirm, release, ship, hold

@@ -1,4 +1,4 @@
-"""Orders of several lines with drop-shipped lines (issue 8 with issue 4).
+"""Orders of several lines with drop-shipped lines.
 
 Purchases are per line: a line with supplier units is bought upstream on
 its own (outOrderId = order_id for line 0, "<order_id>#<line>" otherwise);

@@ -1,6 +1,6 @@
 """MariaDB frozen with SIGSTOP.
 
-Goal (issue 2, "Done when" 7): with MariaDB stopped by SIGSTOP, `ping` still
+Goal: with MariaDB stopped by SIGSTOP, `ping` still
 answers within 50 ms, `reserve` answers `unavailable` or `deadline` (never
 success); after SIGCONT service resumes and no acknowledged order is missing.
 

@@ -1,4 +1,4 @@
-"""Operability (issue 7): /metrics, /healthz, /readyz, SIGHUP reload,
+"""Operability: /metrics, /healthz, /readyz, SIGHUP reload,
 SIGTERM drain under load, --check-config.
 
 Method: start stockd with --http on a free port; check the exposition with
@@ -371,7 +371,7 @@ def test_order_id_with_nul_refused(ops):
         assert c.ok("stock.get", {"sku": "nul-1"})["available"] == 4
 
 
-# ---------------------------------------------------------------- issue 4: supplier round
+# ---------------------------------------------------------------- supplier round
 
 def test_stats_supplier_alerts_notify(ops):
     with ops.client() as c:

@@ -1,6 +1,6 @@
 """Wire contract (proto/PROTOCOL.md) seen by a client written from it alone.
 
-Goal (issue 2, "Done when" 9, second half, and §3/§4 of the issue): a plain
+Goal: a plain
 Python msgpack-rpc client can run the hoodie story; replies have the exact
 shapes of the contract (response array, error map key order and details,
 result keys); msgids are echoed over their whole range; pipelined requests
@@ -154,7 +154,7 @@ def test_busy_and_inflight_backpressure(make_stockd, db):
     assert set(rows) == {"busy-%03d" % i for i, k in codes.items() if k == "ok"}
 
 
-# ---------------------------------------------------------------- issue 4: supplier round
+# ---------------------------------------------------------------- supplier round
 
 TRUST_KEYS = {"supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust", "effective",
               "check_before_confirm"}

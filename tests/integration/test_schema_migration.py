@@ -1,4 +1,4 @@
-"""Schema migration v2 -> v3 (issue 8: orders stored one row per line) and on
+"""Schema migration v2 -> v3 (orders stored one row per line) and on
 to v4 (a cart's decision keeps the refusal its client was told).
 
 A database made by the v2 schema (tables as store.c's steps 1 and 2 create

@@ -95,7 +95,7 @@ def test_compare_table_and_ping(stockd, db):
 
 
 def test_carts_of_three_lines_no_oversell(stockd, db, tmp_path):
-    """--lines 3 (issue 8): carts of 3 distinct SKUs out of 8 with stock 4,
+    """--lines 3: carts of 3 distinct SKUs out of 8 with stock 4,
     so most carts are refused. No error but insufficient, the audit passes
     (all or nothing per cart, none oversold, counters = sums over lines),
     and MariaDB agrees on its own: every live cart has its 3 line rows and

@@ -1,6 +1,6 @@
 """stockctl smoke test.
 
-Goal (issue 2, item 9): `stockctl [--addr HOST:PORT] ping | get SKU |
+Goal: `stockctl [--addr HOST:PORT] ping | get SKU |
 reserve ORDER SKU QTY [--hold MS] | confirm | release | ship | order |
 sku-put SKU --own N | adjust SKU DELTA REASON | stats`, human-readable
 output by default, `--json` for scripts, non-zero exit on error.

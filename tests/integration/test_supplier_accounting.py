@@ -1,5 +1,5 @@
-"""Exactly-once accounting of bought units across sync windows (DESIGN.md §2,
-issue 4 item 8 and the "scripted run" Done-when).
+"""Exactly-once accounting of bought units across sync windows (DESIGN.md §2),
+and a scripted run.
 
 A unit bought upstream stays in supplier_reserved until a snapshot taken at
 least upstream_lag (U) after the purchase; the supplier's own figure lags by

@@ -1,5 +1,4 @@
-"""Supplier down, and kill -9 with purchase jobs pending (issue 4 item 5 and
-the "supplier down" and "kill -9" Done-when).
+"""Supplier down, and kill -9 with purchase jobs pending.
 
 Method: a private fake1688 (test_supplier_sync.Fake) set to idempotent
 false, so a second fastCreateOrder for one outOrderId would make a second

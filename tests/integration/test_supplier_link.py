@@ -1,4 +1,4 @@
-"""Mapping and link changes (issue 4 item 4 and the "link change" Done-when).
+"""Mapping and link changes.
 
 Method: a private fake1688 (test_supplier_sync.Fake) with two offers and one
 stockd with sync and validation every 400 ms.

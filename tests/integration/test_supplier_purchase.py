@@ -1,5 +1,4 @@
-"""Order check and purchase through the outbox (issue 4 items 5, 6, 7 and the
-"inflated stock" Done-when).
+"""Order check and purchase through the outbox, with inflated stock.
 
 Method: a private fake1688 (test_supplier_sync.Fake: its own ports, stopped
 by pid) and one stockd pointed at it with short periods (sync 1 s,

@@ -1,4 +1,4 @@
-"""1688 message push into stockd (issue 4: stock changes and link changes
+"""1688 message push into stockd (stock changes and link changes
 arrive between snapshot rounds).
 
 Method: a private fake1688 (test_supplier_sync.Fake: own ports, stopped by

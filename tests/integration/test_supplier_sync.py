@@ -1,4 +1,4 @@
-"""Supplier snapshot sync (issue 4 item 3, first slice): stockd calls
+"""Supplier snapshot sync: stockd calls
 alibaba.product.get for every mapped offer every --supplier-sync-ms and puts
 amountOnSale into the SKU (through its FIFO, as a "sync" ledger row).
 

@@ -1,4 +1,4 @@
-"""`stockctl top` in a real terminal (issue 7): run it in a detached tmux
+"""`stockctl top` in a real terminal: run it in a detached tmux
 session on a private tmux socket while clients reserve, capture the pane and
 check that the view shows requests/s by method with p50/p99, queue depths,
 batches and MariaDB state, and that the rates are live (non-zero under load).

@@ -1,6 +1,6 @@
 """Protocol vectors replay.
 
-Goal (issue 2, "Done when" 9): the byte-exact request/response vectors in
+Goal: the byte-exact request/response vectors in
 proto/vectors/vectors.json pass against a fresh stockd.
 
 Method: a stockd started with --node vec-node on an empty database; each
