@@ -74,35 +74,23 @@ done
 
 mkdir -p "$out" "$(dirname "$results")" "$(dirname "$json")"
 work=$(mktemp -d /tmp/stockd-history.XXXXXX)
-stack_started=0 stockd_pid= bench_pid= sampler_pid=
+stockd_pid= bench_pid= sampler_pid=
 dbs=()
-db_args=()
+. bench/lib.sh
 
 say() { printf '\n== %s\n' "$*"; }
 die() { echo "history: $*" >&2; exit 1; }
 
-stop_pid() {
-    local pid=$1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    # A stockd still loading millions of rows may take a while to notice.
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+# A stockd still loading millions of rows may take a while to notice.
+stop_pid() { bench_stop_pid "$1" 100; }
 
 cleanup() {
     set +e
     stop_pid "$sampler_pid"
     stop_pid "$bench_pid"
     stop_pid "$stockd_pid"
-    if [ "${BENCH_KEEP:-0}" != 1 ] && [ ${#db_args[@]} -gt 0 ]; then
-        for d in "${dbs[@]}"; do
-            mariadb --no-defaults "${db_args[@]}" -e "DROP DATABASE IF EXISTS \`$d\`" 2>/dev/null
-        done
-    fi
+    bench_release
     rm -rf "$work"
-    if [ "$stack_started" = 1 ]; then tools/stack down >/dev/null; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -116,21 +104,7 @@ if [ -z "${STOCKBENCH_BIN:-}" ] || [ -z "${STOCKD_BIN:-}" ]; then
 fi
 for b in "$bench_bin" "$stockd_bin" "$ctl_bin"; do [ -x "$b" ] || die "missing $b"; done
 
-# The stack the environment names (tools/stack env exports STOCKD_STACK_DIR),
-# else this checkout's.
-export STACK_DIR=${STACK_DIR:-${STOCKD_STACK_DIR:-.stack}}
-# Stopped at the end only if nothing of it ran before: a stack that is even
-# partly up is someone else's (tests share it), and `down` would stop all.
-# (The status is read whole first: grep -q on a pipe could end it early and
-# pipefail would take that for a stopped stack.)
-stack_status=$(tools/stack status 2>/dev/null || true)
-case $stack_status in *': running'*) ;; *) stack_started=1 ;; esac
-tools/stack up >/dev/null || die "tools/stack up failed"
-eval "$(tools/stack env)"
-[[ $STOCKD_DB =~ ^mysql://([^:@]+):([^@]*)@([^:/]+):([0-9]+)/ ]] ||
-    die "unexpected STOCKD_DB format: $STOCKD_DB"
-db_user=${BASH_REMATCH[1]} db_pass=${BASH_REMATCH[2]} db_host=${BASH_REMATCH[3]} db_port=${BASH_REMATCH[4]}
-db_args=(-h "$db_host" -P "$db_port" -u "$db_user" "-p$db_pass" --protocol=tcp)
+bench_stack_up
 sql() { mariadb --no-defaults "${db_args[@]}" -N -B "$@"; }
 
 

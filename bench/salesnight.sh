@@ -47,32 +47,19 @@ done
 out=bench/out
 mkdir -p "$out"
 work=$(mktemp -d /tmp/stockd-salesnight.XXXXXX)
-stack_started=0 stockd_pid= fake_pid= bench_pid=
+stockd_pid= fake_pid= bench_pid=
 dbs=()
-db_args=()
+. bench/lib.sh
 
 die() { echo "salesnight: $*" >&2; exit 1; }
 
-stop_pid() {
-    local pid=$1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     set +e
-    stop_pid "$bench_pid"
-    stop_pid "$stockd_pid"
-    stop_pid "$fake_pid"
-    if [ "${BENCH_KEEP:-0}" != 1 ] && [ ${#db_args[@]} -gt 0 ]; then
-        for d in "${dbs[@]}"; do
-            mariadb --no-defaults "${db_args[@]}" -e "DROP DATABASE IF EXISTS \`$d\`" 2>/dev/null
-        done
-    fi
+    bench_stop_pid "$bench_pid"
+    bench_stop_pid "$stockd_pid"
+    bench_stop_pid "$fake_pid"
+    bench_release
     rm -rf "$work"
-    if [ "$stack_started" = 1 ]; then tools/stack down >/dev/null; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -87,13 +74,7 @@ if [ -z "${STOCKBENCH_BIN:-}" ] || [ -z "${STOCKD_BIN:-}" ] || [ -z "${FAKE1688_
 fi
 for b in "$bench_bin" "$stockd_bin" "$fake_bin"; do [ -x "$b" ] || die "missing $b"; done
 
-if ! tools/stack status >/dev/null 2>&1; then stack_started=1; fi
-tools/stack up >/dev/null || die "tools/stack up failed"
-eval "$(tools/stack env)"
-[[ $STOCKD_DB =~ ^mysql://([^:@]+):([^@]*)@([^:/]+):([0-9]+)/ ]] ||
-    die "unexpected STOCKD_DB format: $STOCKD_DB"
-db_user=${BASH_REMATCH[1]} db_pass=${BASH_REMATCH[2]} db_host=${BASH_REMATCH[3]} db_port=${BASH_REMATCH[4]}
-db_args=(-h "$db_host" -P "$db_port" -u "$db_user" "-p$db_pass" --protocol=tcp)
+bench_stack_up
 
 # A private fake: the night resets it before every system.
 secret=sn-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
@@ -108,7 +89,7 @@ stockd_flags=$("$bench_bin" --mode salesnight --stockd-flags --minute-ms "$minut
 # start_stockd N: a fresh database and a stockd on a free port ($target, $db_url).
 start_stockd() {
     local name=bench_sn_$$_$1
-    stop_pid "$stockd_pid"
+    bench_stop_pid "$stockd_pid"
     mariadb --no-defaults "${db_args[@]}" -e "DROP DATABASE IF EXISTS \`$name\`; CREATE DATABASE \`$name\`" ||
         die "cannot create database $name"
     dbs+=("$name")
