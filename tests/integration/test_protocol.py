@@ -135,9 +135,11 @@ def test_admin_token(make_stockd):
 
 def test_busy_and_inflight_backpressure(make_stockd, db):
     """Tiny queues: a pipeline of 100 reserves on one SKU over a connection
-    allowed 4 in flight is fully answered (back pressure, no loss); the ones
-    that found the SKU's queue full get `busy` (retryable) and leave no row."""
-    s = make_stockd(args=["--queue-per-sku-max", "2", "--max-inflight-per-conn", "4"],
+    allowed 32 in flight is fully answered (back pressure, no loss); the ones
+    that found the SKU's queue full get `busy` (retryable) and leave no row.
+    (With 4 in flight a batch could take the queued ones as fast as they
+    came, so whether any met a full queue was a race.)"""
+    s = make_stockd(args=["--queue-per-sku-max", "2", "--max-inflight-per-conn", "32"],
                     db=db, name="itest-busy")
     with s.client(timeout=15) as c:
         c.ok("sku.put", {"sku": "busy-1", "own_on_hand": 1000})
