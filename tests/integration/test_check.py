@@ -117,6 +117,10 @@ def test_check_passes(env):
     # Confirmed at once without hold_ms; the record is what it always is.
     o = c.ok("reserve", {"order_id": "ck-p3", "sku": "ck-b", "qty": 1, "check": True})
     assert o["status"] == "confirmed" and o["from_supplier"] == 1, o
+    # The purchase worker buys it, with a preview of its own; once it has,
+    # nothing else previews while the test counts.
+    wait_until(lambda: c.ok("order.get", {"order_id": "ck-p3"})["status"] == "purchased", 10,
+               what="ck-p3 purchased")
     # A retry answers the same record and asks nothing more.
     n1 = previews(fake)
     again = c.ok("reserve", {"order_id": "ck-p1", "sku": "ck-a", "qty": 5, "check": True,
@@ -215,6 +219,9 @@ def test_check_slow_supplier(env):
                               "deadline_ms": 1500})
         assert e["code"] == "unavailable" and e.get("reason") == "check_unavailable", e
         nothing_held(s, "ck-s2", ["ck-b"])
+        # The answered check's calls still back off and retry; the next
+        # tests count previews, so they wait until its last one ended.
+        wait_until(lambda: check_stats(c)["alive"] == 0, 10, what="no check alive")
     finally:
         fake.ok("POST", "/faults", {"clear": True})
     c.close()
