@@ -45,10 +45,9 @@
 #define SKU_SELECT "SELECT sku,own_on_hand,own_reserved,supplier_reported," \
                    "supplier_sellable,supplier_reserved,supplier_synced_at,mapping," \
                    "supplier_id,offer_id,spec_id,sku_id,epoch,supplier_cap,fingerprint FROM sku"
-#define ORDER_COLUMNS "order_id,sku,qty,status,from_own,from_supplier,available," \
-                      "created_at,updated_at,hold_expires_at,upstream_order_id,reason," \
-                      "purchased_at,supplier_settled,line_no,n_lines"
-#define ORDER_SELECT "SELECT " ORDER_COLUMNS " FROM orders"
+#define ORDER_SELECT "SELECT order_id,sku,qty,status,from_own,from_supplier,available," \
+                     "created_at,updated_at,hold_expires_at,upstream_order_id,reason," \
+                     "purchased_at,supplier_settled,line_no,n_lines FROM orders"
 
 /* Lines reach the engine in this order: one order's lines together, line
  * 0 first (engine_load_order_lines). */

@@ -498,9 +498,10 @@ int store_load_all(store *s, engine *e, char *err, size_t err_len)
     return store_load_state(s, e, true, 0, err, err_len);
 }
 
-/* The orders with a line that is live or changed at or after the cutoff
- * (schema 7's load_key), every line of each. */
-#define LIVE_ORDERS " WHERE order_id IN (SELECT order_id FROM orders WHERE load_key>=%lld)"
+/* The lines that are live or changed at or after the cutoff (%lld: schema
+ * 7's load_key), and the orders of such lines, every line of each. */
+#define LIVE_LINES " FROM orders WHERE load_key>=%lld"
+#define LIVE_ORDERS " WHERE order_id IN (SELECT order_id" LIVE_LINES ")"
 
 /* MariaDB's plan for LIVE_ORDERS, chosen from how many lines it takes: a
  * few of a long history are looked up through load_key and sorted (10 M
@@ -512,8 +513,7 @@ static const char *live_plan(MYSQL *my, int64_t since_ms)
 {
     char sql[160], err[200];
     int64_t live = 0, rows = 0;
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM orders WHERE load_key>=%lld",
-             (long long)since_ms);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*)" LIVE_LINES, (long long)since_ms);
     if (st_db_query_i64(my, sql, &live, err, sizeof err) != 0 ||
         st_db_query_i64(my, "SELECT COALESCE(MAX(TABLE_ROWS),0) FROM information_schema.TABLES"
                         " WHERE TABLE_SCHEMA=DATABASE() AND TABLE_NAME='orders'",
