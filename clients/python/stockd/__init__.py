@@ -14,9 +14,9 @@ stockd.AsyncClient is the same API for asyncio.
 """
 from .aio import AsyncClient, AsyncPipeline
 from .client import Client, Pipeline
-from .errors import (Busy, Conflict, ConnectionFailed, ConnectionLost, Deadline, Expired, Internal,
-                     Insufficient, Invalid, InvalidState, NotFound, OutcomeUnknown, ProtocolError,
-                     Refused, Retryable, StockdError, Timeout, TooLarge, Unauthorized,
+from .errors import (Busy, CheckFailed, Conflict, ConnectionFailed, ConnectionLost, Deadline,
+                     Expired, Internal, Insufficient, Invalid, InvalidState, NotFound,
+                     OutcomeUnknown, ProtocolError, Refused, Retryable, StockdError, Timeout, TooLarge, Unauthorized,
                      Unavailable, UnknownMethod, UnknownSku, from_wire)
 from .results import Line, Order, Stock
 
@@ -27,5 +27,5 @@ __all__ = [
     "StockdError", "Refused", "Retryable", "OutcomeUnknown", "ConnectionFailed",
     "ConnectionLost", "Timeout", "ProtocolError", "Invalid", "UnknownMethod", "UnknownSku",
     "Insufficient", "Conflict", "NotFound", "InvalidState", "Expired", "Unauthorized",
-    "TooLarge", "Busy", "Deadline", "Unavailable", "Internal",
+    "TooLarge", "CheckFailed", "Busy", "Deadline", "Unavailable", "Internal",
 ]

@@ -45,9 +45,14 @@ def check_positive(**kw):
             raise ValueError("%s must be a positive int" % k)
 
 
-def reserve_params(order_id, sku, qty, hold_ms, deadline_ms):
+def reserve_params(order_id, sku, qty, hold_ms, deadline_ms, check=False):
     """sku: one SKU (then qty), or the lines of a cart: {"hoodie": 1, "cap": 2},
-    or a list of (sku, qty) pairs or {"sku", "qty"} maps."""
+    or a list of (sku, qty) pairs or {"sku", "qty"} maps. check: a bool
+    (anything else is a TypeError, before anything is sent); True sends
+    "check": true (PROTOCOL §4, "Checked reserves"), False sends nothing."""
+    if not isinstance(check, bool):
+        raise TypeError("reserve: check must be a bool (True or False), not %s"
+                        % type(check).__name__)
     p = {"order_id": order_id}
     if isinstance(sku, str):
         if qty is None:
@@ -68,6 +73,8 @@ def reserve_params(order_id, sku, qty, hold_ms, deadline_ms):
         p["hold_ms"] = hold_ms
     if deadline_ms is not None:
         p["deadline_ms"] = deadline_ms
+    if check:
+        p["check"] = True
     return p
 
 

@@ -60,15 +60,16 @@ class AsyncClient:
     async def ping(self):
         return await self.call("ping")
 
-    async def reserve(self, order_id, sku, qty=None, *, hold_ms=None, deadline_ms=None):
+    async def reserve(self, order_id, sku, qty=None, *, hold_ms=None, deadline_ms=None,
+                      check=False):
         """See Client.reserve."""
         return Order.from_wire(await self.call(
-            "reserve", _wire.reserve_params(order_id, sku, qty, hold_ms, deadline_ms)))
+            "reserve", _wire.reserve_params(order_id, sku, qty, hold_ms, deadline_ms, check)))
 
     async def reserve_with_retry(self, order_id, sku, qty=None, *, hold_ms=None, deadline_ms=None,
-                                 total_ms=10000, backoff_ms=50, backoff_max_ms=1000):
+                                 check=False, total_ms=10000, backoff_ms=50, backoff_max_ms=1000):
         """See Client.reserve_with_retry."""
-        params = _wire.reserve_params(order_id, sku, qty, hold_ms, deadline_ms)
+        params = _wire.reserve_params(order_id, sku, qty, hold_ms, deadline_ms, check)
         loop = asyncio.get_running_loop()
         end = loop.time() + total_ms / 1000.0
         unknown = None
@@ -315,8 +316,10 @@ class AsyncPipeline:
         self._entries.append((method, params, decode))
         return len(self._entries) - 1
 
-    def reserve(self, order_id, sku, qty=None, *, hold_ms=None, deadline_ms=None):
-        return self._add("reserve", _wire.reserve_params(order_id, sku, qty, hold_ms, deadline_ms),
+    def reserve(self, order_id, sku, qty=None, *, hold_ms=None, deadline_ms=None,
+                check=False):
+        return self._add("reserve",
+                         _wire.reserve_params(order_id, sku, qty, hold_ms, deadline_ms, check),
                          Order.from_wire)
 
     def confirm(self, order_id, sku=None):

@@ -69,25 +69,35 @@ class Client:
         """{"node", "version"}"""
         return self.call("ping")
 
-    def reserve(self, order_id, sku, qty=None, *, hold_ms=None, deadline_ms=None):
+    def reserve(self, order_id, sku, qty=None, *, hold_ms=None, deadline_ms=None,
+                check=False):
         """Reserves stock for an order: one SKU and qty, or the lines of a
         cart ({"hoodie": 1, "cap": 2}, all or nothing). Without hold_ms the
         order is confirmed at once; with it, held until confirm() or the hold
         lapses. A repeat with the same order_id returns the order's current
         record: safe to retry. Final: Insufficient, UnknownSku, Conflict,
-        Invalid. Retryable: Busy, Deadline, Unavailable, OutcomeUnknown."""
+        Invalid, CheckFailed. Retryable: Busy, Deadline, Unavailable,
+        OutcomeUnknown.
+
+        check=True asks stockd to have 1688 check the order's supplier units
+        (createOrder.preview) before it answers (PROTOCOL §4, "Checked
+        reserves"): a refusal raises CheckFailed (a Refused; the order stays
+        failed, a retry with the same order_id answers it again); a check
+        that could not be made in time raises Unavailable (retryable, with
+        reason "check_unavailable"). Own stock needs no check. check must be
+        a bool: anything else raises TypeError and sends nothing."""
         return Order.from_wire(self.call(
-            "reserve", _wire.reserve_params(order_id, sku, qty, hold_ms, deadline_ms)))
+            "reserve", _wire.reserve_params(order_id, sku, qty, hold_ms, deadline_ms, check)))
 
     def reserve_with_retry(self, order_id, sku, qty=None, *, hold_ms=None, deadline_ms=None,
-                           total_ms=10000, backoff_ms=50, backoff_max_ms=1000):
+                           check=False, total_ms=10000, backoff_ms=50, backoff_max_ms=1000):
         """reserve(), retried with the same order_id and jittered exponential
         backoff while the answer is Retryable, until a final answer or until
         total_ms have passed. Returns the Order (after an unknown outcome, the
         record the first attempt committed: never two reservations); raises
         a Refused at once. Out of time: OutcomeUnknown if an attempt's outcome
         stayed unknown (the order may exist), else the last Retryable."""
-        params = _wire.reserve_params(order_id, sku, qty, hold_ms, deadline_ms)
+        params = _wire.reserve_params(order_id, sku, qty, hold_ms, deadline_ms, check)
         end = time.monotonic() + total_ms / 1000.0
         unknown = None
         attempts = 0
@@ -392,8 +402,10 @@ class Pipeline:
         self._entries.append((method, params, decode))
         return len(self._entries) - 1
 
-    def reserve(self, order_id, sku, qty=None, *, hold_ms=None, deadline_ms=None):
-        return self._add("reserve", _wire.reserve_params(order_id, sku, qty, hold_ms, deadline_ms),
+    def reserve(self, order_id, sku, qty=None, *, hold_ms=None, deadline_ms=None,
+                check=False):
+        return self._add("reserve",
+                         _wire.reserve_params(order_id, sku, qty, hold_ms, deadline_ms, check),
                          Order.from_wire)
 
     def confirm(self, order_id, sku=None):

@@ -4,7 +4,8 @@ PROTOCOL §5, under one base, grouped by what a gateway should do:
     StockdError
     ├── Refused          a final answer: tell the buyer, do not retry
     │   ├── Invalid, UnknownMethod, UnknownSku, Insufficient, Conflict,
-    │   └── NotFound, InvalidState, Expired, Unauthorized, TooLarge
+    │   ├── NotFound, InvalidState, Expired, Unauthorized, TooLarge
+    │   └── CheckFailed  a checked reserve: 1688's order check refused it
     ├── Retryable        nothing changed: retry with the same order_id
     │   ├── Busy, Deadline, Unavailable, Internal, ConnectionFailed
     │   └── OutcomeUnknown   it may have happened: retry with the same
@@ -63,6 +64,18 @@ class StockdError(Exception):
     def owner(self):
         """unavailable in a cluster: the node that owns the SKU."""
         return self._detail("owner", str)
+
+    @property
+    def order_id(self):
+        """check_failed: the order 1688's check refused (absent when there
+        was no supplier API to ask: then no order was recorded)."""
+        return self._detail("order_id", str)
+
+    @property
+    def reason(self):
+        """unavailable of a checked reserve: "check_unavailable" (the 1688
+        check could not be made in time; nothing held)."""
+        return self._detail("reason", str)
 
 
 class Refused(StockdError):
@@ -140,6 +153,16 @@ class TooLarge(Refused):
     server closed the connection (the client reconnects on the next call)."""
 
 
+class CheckFailed(Refused):
+    """check_failed: a checked reserve (reserve(..., check=True), or a SKU
+    of a supplier set to check_before_confirm) whose supplier units 1688's
+    order check (createOrder.preview) refused: `message` carries 1688's code
+    and words, `order_id` the order, which stays failed with nothing held (a
+    retry with the same order_id answers check_failed again). Also when the
+    stockd has no supplier API to check with (no order recorded). Final:
+    tell the buyer those units cannot be had."""
+
+
 class Busy(Retryable):
     """busy: a queue is full; nothing changed."""
 
@@ -162,7 +185,7 @@ _BY_CODE = {
     "insufficient": Insufficient, "conflict": Conflict, "not_found": NotFound,
     "invalid_state": InvalidState, "expired": Expired, "busy": Busy, "deadline": Deadline,
     "unavailable": Unavailable, "unauthorized": Unauthorized, "too_large": TooLarge,
-    "internal": Internal,
+    "internal": Internal, "check_failed": CheckFailed,
 }
 
 
