@@ -114,15 +114,25 @@ final class Client
      *
      * A repeat with the same order_id and the same lines returns the order's
      * current record: safe to retry. Refusals: Insufficient, UnknownSku,
-     * Conflict, Invalid. Retryable: Busy, Deadline, Unavailable, and
-     * OutcomeUnknown (retry with the same order_id to learn the outcome).
+     * Conflict, Invalid, CheckFailed. Retryable: Busy, Deadline, Unavailable,
+     * and OutcomeUnknown (retry with the same order_id to learn the outcome).
+     *
+     * check: true asks stockd to have 1688 check the order's supplier units
+     * (createOrder.preview) before it answers (PROTOCOL §4, "Checked
+     * reserves"): a refusal throws CheckFailed (a Refused; the order stays
+     * failed and a retry with the same order_id answers it again); a check
+     * that could not be made in time throws Unavailable (retryable, reason()
+     * "check_unavailable"). Own stock needs no check. $check must be a bool,
+     * also for callers without strict_types: anything else throws a
+     * \TypeError and sends nothing.
      *
      * @param string|array<mixed> $sku
+     * @param bool $check
      */
     public function reserve(string $orderId, string|array $sku, ?int $qty = null,
-                            ?int $holdMs = null, ?int $deadlineMs = null): Order
+                            ?int $holdMs = null, ?int $deadlineMs = null, mixed $check = false): Order
     {
-        return Order::fromWire($this->call('reserve', self::reserveParams($orderId, $sku, $qty, $holdMs, $deadlineMs)));
+        return Order::fromWire($this->call('reserve', self::reserveParams($orderId, $sku, $qty, $holdMs, $deadlineMs, $check)));
     }
 
     /**
@@ -136,13 +146,14 @@ final class Client
      * with the same order_id), else the last Retryable (nothing was reserved).
      *
      * @param string|array<mixed> $sku
+     * @param bool $check see reserve()
      */
     public function reserveWithRetry(string $orderId, string|array $sku, ?int $qty = null,
                                      ?int $holdMs = null, ?int $deadlineMs = null,
                                      int $totalMs = 10000, int $backoffMs = 50,
-                                     int $backoffMaxMs = 1000): Order
+                                     int $backoffMaxMs = 1000, mixed $check = false): Order
     {
-        $params = self::reserveParams($orderId, $sku, $qty, $holdMs, $deadlineMs);
+        $params = self::reserveParams($orderId, $sku, $qty, $holdMs, $deadlineMs, $check);
         $end = microtime(true) + $totalMs / 1000;
         $unknown = null;
         $attempts = 0;
@@ -436,8 +447,13 @@ final class Client
      * @return array<string, mixed>
      */
     public static function reserveParams(string $orderId, string|array $sku, ?int $qty,
-                                         ?int $holdMs, ?int $deadlineMs): array
+                                         ?int $holdMs, ?int $deadlineMs, mixed $check = false): array
     {
+        // Not a bool parameter: PHP would turn "no" or 0 into a bool for a
+        // caller without strict_types, and a check must be asked for exactly.
+        if (!is_bool($check)) {
+            throw new \TypeError('reserve: $check must be a bool (true or false), not ' . get_debug_type($check));
+        }
         $p = ['order_id' => $orderId];
         if (is_string($sku)) {
             if ($qty === null) {
@@ -475,6 +491,9 @@ final class Client
         }
         if ($deadlineMs !== null) {
             $p['deadline_ms'] = $deadlineMs;
+        }
+        if ($check) {
+            $p['check'] = true;
         }
         return $p;
     }

@@ -30,11 +30,15 @@ final class Pipeline implements \Countable
     {
     }
 
-    /** @param string|array<mixed> $sku see Client::reserve() */
+    /**
+     * @param string|array<mixed> $sku see Client::reserve()
+     * @param bool $check see Client::reserve(): a non-bool throws \TypeError here, nothing queued
+     */
     public function reserve(string $orderId, string|array $sku, ?int $qty = null,
-                            ?int $holdMs = null, ?int $deadlineMs = null): int
+                            ?int $holdMs = null, ?int $deadlineMs = null, mixed $check = false): int
     {
-        return $this->add('reserve', Client::reserveParams($orderId, $sku, $qty, $holdMs, $deadlineMs), [Order::class, 'fromWire']);
+        return $this->add('reserve', Client::reserveParams($orderId, $sku, $qty, $holdMs, $deadlineMs, $check),
+                          [Order::class, 'fromWire']);
     }
 
     public function confirm(string $orderId, ?string $sku = null): int

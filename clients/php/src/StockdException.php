@@ -48,6 +48,7 @@ class StockdException extends \RuntimeException
         'unauthorized' => Unauthorized::class,
         'too_large' => TooLarge::class,
         'internal' => Internal::class,
+        'check_failed' => CheckFailed::class,
     ];
 
     /**
@@ -111,6 +112,24 @@ class StockdException extends \RuntimeException
     public function owner(): ?string
     {
         return $this->detailString('owner');
+    }
+
+    /**
+     * `order_id` (check_failed): the order 1688's check refused (null when
+     * there was no supplier API to ask: then no order was recorded).
+     */
+    public function orderId(): ?string
+    {
+        return $this->detailString('order_id');
+    }
+
+    /**
+     * `reason` (unavailable of a checked reserve): "check_unavailable", the
+     * 1688 check could not be made in time; nothing held.
+     */
+    public function reason(): ?string
+    {
+        return $this->detailString('reason');
     }
 
     private function detailString(string $k): ?string
