@@ -18,6 +18,12 @@ export interface ReserveOptions {
   holdMs?: number;
   /** Longest wait in stockd's queue (1..600,000; default 2,000). */
   deadlineMs?: number;
+  /**
+   * true: 1688 checks the supplier units (createOrder.preview) before stockd
+   * answers; a refusal rejects with CheckFailed. Default false. Anything but
+   * a boolean rejects with a TypeError, nothing sent.
+   */
+  check?: boolean;
 }
 
 export interface RetryOptions extends ReserveOptions {
@@ -149,6 +155,10 @@ export declare class StockdError extends Error {
   readonly line?: number;
   readonly sku?: string;
   readonly owner?: string;
+  /** check_failed: the refused order. */
+  readonly orderId?: string;
+  /** unavailable of a checked reserve: 'check_unavailable'. */
+  readonly reason?: string;
 }
 /** A final answer: do not retry. */
 export declare class Refused extends StockdError {}
@@ -169,6 +179,8 @@ export declare class InvalidState extends Refused {}
 export declare class Expired extends Refused {}
 export declare class Unauthorized extends Refused {}
 export declare class TooLarge extends Refused {}
+/** check_failed: 1688's order check refused a checked reserve (final). */
+export declare class CheckFailed extends Refused {}
 export declare class Busy extends Retryable {}
 export declare class Deadline extends Retryable {}
 export declare class Unavailable extends Retryable {}

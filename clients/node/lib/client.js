@@ -89,10 +89,18 @@ export class Client {
   }
 
   /**
-   * Reserves stock: reserve(orderId, sku, qty, {holdMs, deadlineMs}) or, for
-   * a cart (all or nothing), reserve(orderId, {hoodie: 1, cap: 2}, {holdMs}).
+   * Reserves stock: reserve(orderId, sku, qty, {holdMs, deadlineMs, check}) or,
+   * for a cart (all or nothing), reserve(orderId, {hoodie: 1, cap: 2}, {holdMs}).
    * Without holdMs the order is confirmed at once. A repeat with the same
    * orderId returns the order's current record: safe to retry.
+   *
+   * check: true asks stockd to have 1688 check the order's supplier units
+   * (createOrder.preview) before it answers (PROTOCOL §4, "Checked reserves"):
+   * a refusal rejects with CheckFailed (a Refused; the order stays failed, a
+   * retry with the same orderId answers it again); a check that could not be
+   * made in time rejects with Unavailable (retryable, reason
+   * 'check_unavailable'). check must be a boolean: anything else rejects with
+   * a TypeError and sends nothing.
    */
   async reserve(orderId, sku, qtyOrOpts, opts) {
     const [params] = reserveArgs(orderId, sku, qtyOrOpts, opts);

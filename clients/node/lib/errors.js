@@ -4,7 +4,8 @@
 //   StockdError
 //   ├── Refused          a final answer: tell the buyer, do not retry
 //   │   ├── Invalid, UnknownMethod, UnknownSku, Insufficient, Conflict,
-//   │   └── NotFound, InvalidState, Expired, Unauthorized, TooLarge
+//   │   ├── NotFound, InvalidState, Expired, Unauthorized, TooLarge
+//   │   └── CheckFailed  a checked reserve: 1688's order check refused it
 //   ├── Retryable        nothing changed: retry with the same order_id
 //   │   ├── Busy, Deadline, Unavailable, Internal, ConnectionFailed
 //   │   └── OutcomeUnknown   it may have happened: retry with the same
@@ -40,6 +41,10 @@ export class StockdError extends Error {
   get sku() { return this.#detail('sku', 'string'); }
   /** unavailable in a cluster: the SKU's owner. */
   get owner() { return this.#detail('owner', 'string'); }
+  /** check_failed: the order 1688's check refused (absent without a supplier API: no order recorded). */
+  get orderId() { return this.#detail('order_id', 'string'); }
+  /** unavailable of a checked reserve: 'check_unavailable' (the check could not be made in time). */
+  get reason() { return this.#detail('reason', 'string'); }
 }
 
 /** A final answer (retryable false): the same request gets the same answer. */
@@ -68,6 +73,13 @@ export class Expired extends Refused {}
 export class Unauthorized extends Refused {}
 /** The server closed the connection after it; the client reconnects on the next call. */
 export class TooLarge extends Refused {}
+/**
+ * check_failed: a checked reserve ({check: true}, or a SKU of a supplier set to
+ * check_before_confirm) whose supplier units 1688's order check refused; the
+ * message carries 1688's code and words, orderId the order (it stays failed,
+ * nothing held; a retry answers the same). Also without a supplier API to ask.
+ */
+export class CheckFailed extends Refused {}
 export class Busy extends Retryable {}
 export class Deadline extends Retryable {}
 export class Unavailable extends Retryable {}
@@ -78,6 +90,7 @@ const BY_CODE = {
   insufficient: Insufficient, conflict: Conflict, not_found: NotFound,
   invalid_state: InvalidState, expired: Expired, busy: Busy, deadline: Deadline,
   unavailable: Unavailable, unauthorized: Unauthorized, too_large: TooLarge, internal: Internal,
+  check_failed: CheckFailed,
 };
 
 /** The exception for an error map as stockd sends it ({code, message, retryable, ...details}). */

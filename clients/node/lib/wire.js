@@ -108,6 +108,10 @@ export function parseEndpoints(endpoints) {
 /** sku: one SKU (then qty), or the lines of a cart: {hoodie: 1, cap: 2},
  *  or an array of [sku, qty] pairs or {sku, qty} objects. */
 export function reserveParams(orderId, sku, qty, opts = {}) {
+  // A check must be asked for exactly: true or false (or absent), never a truthy value.
+  if (opts.check !== undefined && typeof opts.check !== 'boolean') {
+    throw new TypeError(`reserve: check must be a boolean (true or false), not ${opts.check === null ? 'null' : typeof opts.check}`);
+  }
   const p = { order_id: orderId };
   if (typeof sku === 'string') {
     if (qty === undefined) throw new TypeError('reserve of one SKU needs a qty');
@@ -124,6 +128,7 @@ export function reserveParams(orderId, sku, qty, opts = {}) {
   }
   if (opts.holdMs != null) p.hold_ms = opts.holdMs;
   if (opts.deadlineMs != null) p.deadline_ms = opts.deadlineMs;
+  if (opts.check === true) p.check = true;
   return p;
 }
 
