@@ -13,7 +13,14 @@ clients/node) run against, and the faults they need, all real:
   with outcome unknown), keeps the next request of that SKU queued past its
   deadline (`deadline`), and fills the SKU's queue (`busy`, the queue holds
   one);
-* `cluster`: three instances behind HAProxy (tools/cluster).
+* `cluster`: three instances behind HAProxy (tools/cluster);
+* `check`: a stockd (same admin token) pointed at a private fake1688 (its
+  own ports, stopped by pid) for checked reserves: one 1688 offer with a
+  spec whose stock is real (a checked reserve passes) and a spec that
+  reports 50 but really has 1 (1688's order check refuses 3 of it:
+  check_failed with 500_004). The suites map their own SKUs to these specs,
+  each under a supplier_id of its own (a refused check touches only that
+  supplier's figures).
 
 The suites learn the addresses from environment variables (`env()`), the
 same for the three languages. Run one suite by hand with the servers up:
@@ -38,7 +45,7 @@ import msgpack
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import itestlib  # noqa: E402
-from itestlib import Db, Stockd  # noqa: E402
+from itestlib import Db, Stockd, supplier_flags  # noqa: E402
 
 ADMIN_TOKEN = "client-suite-admin-token"
 CLUSTER = os.path.join(itestlib.ROOT, "tools", "cluster")
@@ -211,6 +218,48 @@ class Control:
         self.lsock.close()
 
 
+# ---------------------------------------------------------------- checked reserves
+CHECK_OFFER = 660000000001
+CHECK_SPEC = "clck0000000000000000000000000001"         # real stock: the check passes
+CHECK_SPEC_SHORT = "clck0000000000000000000000000002"   # reports 50, has 1: refused
+
+
+def start_check(work_dir, db_url):
+    """A fake1688 and a stockd with --supplier-url pointing at it; returns
+    (the stockd, stop function)."""
+    # test_supplier_sync's Fake: the fake as test_check.py runs it.
+    from test_supplier_sync import Fake
+    secret = "sec-" + uuid.uuid4().hex[:24]
+    token = "tok-" + uuid.uuid4().hex[:24]
+    fake = Fake(secret, token)
+    s = None
+
+    def stop():
+        try:
+            if s is not None:
+                s.stop()
+        finally:
+            fake.stop()
+
+    try:
+        fake.ok("POST", "/catalogue", {"products": [
+            {"offer_id": CHECK_OFFER, "subject": "client suites' checked mug", "skus": [
+                {"sku_id": 5600000000001, "spec_id": CHECK_SPEC, "price": 3, "real": 100000},
+                {"sku_id": 5600000000002, "spec_id": CHECK_SPEC_SHORT, "price": 3, "real": 1,
+                 "reported": 50}]}]})
+        # Each sku.put's own first read brings the figures; no periodic sync
+        # or validation while the suites run.
+        s = Stockd(db_url, work_dir, name="clients-check",
+                   args=["--admin-token", ADMIN_TOKEN] + supplier_flags(
+                       fake.port, secret, token, sync_ms=600000, validate_ms=600000,
+                       rate_per_s=2000, timeout_ms=3000))
+        s.start()
+    except BaseException:
+        stop()
+        raise
+    return s, stop
+
+
 # ---------------------------------------------------------------- the cluster
 CLUSTER_SECRET = "client-suites-cluster-secret-0123456789abcdef"
 
@@ -312,6 +361,9 @@ class ClientEnv:
         self.stops.append(control.close)
         self.cut, self.dbrelay, self.main, self.stall = cut, dbrelay, main, stall
 
+        self.check, stop = start_check(self.work_dir, self._db("check").url)
+        self.stops.append(stop)
+
         self.vars = {
             "STOCKD_ADDR": main.addr,
             "STOCKD_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -320,6 +372,10 @@ class ClientEnv:
             "STOCKD_STALL_CONTROL": control.addr,
             # Nothing listens there: a connect is refused at once.
             "STOCKD_DEAD_ADDR": "127.0.0.1:%d" % itestlib.free_port(),
+            "STOCKD_CHECK_ADDR": self.check.addr,
+            "STOCKD_CHECK_OFFER": str(CHECK_OFFER),
+            "STOCKD_CHECK_SPEC": CHECK_SPEC,
+            "STOCKD_CHECK_SPEC_SHORT": CHECK_SPEC_SHORT,
         }
         if self.with_cluster:
             addr, nodes, stop = start_cluster(os.path.join(self.work_dir, "cluster"),
@@ -334,7 +390,8 @@ class ClientEnv:
 
     def tails(self):
         return "\n".join(s.tail() for s in (getattr(self, "main", None),
-                                            getattr(self, "stall", None)) if s)
+                                            getattr(self, "stall", None),
+                                            getattr(self, "check", None)) if s)
 
     def stop(self):
         while self.stops:

@@ -113,7 +113,8 @@ async def hoodie_round(kit, admin, buyers, sku, units, oid_prefix):
 
 # ------------------------------------------------------------------ the list
 PLAYED = {"hoodie": "test_hoodie", "cut_retry": "test_cut_retry", "pipeline": "test_pipeline",
-          "subscribe": "test_subscribe", "errors": "test_error_case", "cluster": "test_cluster"}
+          "subscribe": "test_subscribe", "check": "test_check", "errors": "test_error_case",
+          "cluster": "test_cluster"}
 
 
 def test_every_scenario_is_played():
@@ -217,6 +218,79 @@ def test_subscribe(flavor):
     async def body(kit):
         e = await memo(kit, "subscribe", play_subscribe)
         assert e.code == "expired"
+    play(flavor, body)
+
+
+async def sleep(kit, s):
+    if kit.flavor == "async":
+        await asyncio.sleep(s)
+    else:
+        time.sleep(s)
+
+
+async def play_check(kit):
+    """The check scenario; returns the CheckFailed of case (c)."""
+    sc = SCENARIOS["check"]
+    c = kit.client("STOCKD_CHECK_ADDR")
+    p = kit.p + "check-"
+    offer = int(env("STOCKD_CHECK_OFFER"))
+    ok, short, own = p + "ok", p + "short", p + "own"
+    await aw(c.sku_put(ok, 0, supplier={"supplier_id": kit.p + "sup-ok", "offer_id": offer,
+                                        "spec_id": env("STOCKD_CHECK_SPEC")}))
+    await aw(c.sku_put(short, 0, supplier={"supplier_id": kit.p + "sup-short", "offer_id": offer,
+                                           "spec_id": env("STOCKD_CHECK_SPEC_SHORT")}))
+    await aw(c.sku_put(own, 1))
+    want = {ok: 100000, short: 50}
+    end = time.monotonic() + sc["sync_wait_ms"] / 1000.0
+    while True:
+        got = {k: (await aw(c.stock_get(k))).supplier_reported for k in want}
+        if got == want:
+            break
+        assert time.monotonic() < end, "supplier figures not synced: %r" % (got,)
+        await sleep(kit, 0.05)
+
+    # (a) passes: the ordinary record.
+    o = await aw(c.reserve(p + "a", ok, 2, hold_ms=60000, check=True))
+    assert (o.status, o.from_own, o.from_supplier, o.reason) == ("held", 0, 2, None), o
+    assert (await aw(c.release(p + "a"))).status == "released"
+    # (b) a cart, checked.
+    o = await aw(c.reserve(p + "b", {ok: 1, own: 1}, hold_ms=60000, check=True))
+    assert (o.status, len(o.lines), o.from_supplier) == ("held", 2, 1), o
+    assert (await aw(c.release(p + "b"))).status == "released"
+    # (c) refused by 1688's check: CheckFailed, again on a retry; the order failed.
+    with pytest.raises(stockd.CheckFailed) as ei:
+        await aw(c.reserve(p + "c", short, 3, check=True))
+    e = ei.value
+    assert isinstance(e, stockd.Refused) and not e.retryable and e.code == "check_failed", e
+    assert e.order_id == p + "c" and "500_004" in e.message, (e, e.details)
+    with pytest.raises(stockd.CheckFailed) as again:
+        await aw(c.reserve_with_retry(p + "c", short, 3, check=True, total_ms=5000))
+    assert again.value.order_id == p + "c"
+    assert (await aw(c.order_get(p + "c"))).status == "failed"
+    # (d) without the check the figure (50) says yes.
+    o = await aw(c.reserve(p + "d", short, 3, hold_ms=60000))
+    assert (o.status, o.from_supplier) == ("held", 3), o
+    await aw(c.release(p + "d"))
+    # (e) not a bool: refused here, nothing sent.
+    for bad in ("yes", 1):
+        with pytest.raises(TypeError, match="check must be a bool"):
+            await aw(c.reserve(p + "e", ok, 1, check=bad))
+        with pytest.raises(TypeError, match="check must be a bool"):
+            await aw(c.reserve_with_retry(p + "e", ok, 1, check=bad))
+        pl = c.pipeline()
+        with pytest.raises(TypeError, match="check must be a bool"):
+            pl.reserve(p + "e", {ok: 1}, check=bad)
+        assert len(pl) == 0
+    with pytest.raises(stockd.NotFound):
+        await aw(c.order_get(p + "e"))
+    return e
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_check(flavor):
+    async def body(kit):
+        e = await memo(kit, "check", play_check)
+        assert type(e) is stockd.CheckFailed
     play(flavor, body)
 
 
@@ -342,6 +416,8 @@ def test_error_case(flavor, case):
                 assert "node" in await aw(c.ping()), "the client reconnects after too_large"
         elif name in ("busy", "deadline", "unavailable", "outcome_unknown"):
             return (await memo(kit, "stall", play_stall))[name]
+        elif name == "check_failed":
+            return await memo(kit, "check", play_check)
         elif name == "internal":
             return stockd.from_wire({"code": "internal", "message": "bug", "retryable": True})
         else:
