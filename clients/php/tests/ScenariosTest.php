@@ -5,9 +5,11 @@ declare(strict_types=1);
 namespace Stockd\Tests;
 
 use PHPUnit\Framework\TestCase;
+use Stockd\CheckFailed;
 use Stockd\Client;
 use Stockd\ConnectionLost;
 use Stockd\Insufficient;
+use Stockd\NotFound;
 use Stockd\Order;
 use Stockd\OutcomeUnknown;
 use Stockd\Refused;
@@ -25,6 +27,7 @@ final class ScenariosTest extends TestCase
     /** @var array<string, StockdException>|null */
     private static ?array $stalled = null;
     private static ?StockdException $expired = null;
+    private static ?CheckFailed $checkFailed = null;
 
     private static function file(): array
     {
@@ -48,6 +51,7 @@ final class ScenariosTest extends TestCase
         'cut_retry' => 'testCutRetry',
         'pipeline' => 'testPipeline',
         'subscribe' => 'testSubscribe',
+        'check' => 'testCheck',
         'errors' => 'testErrorCase',
         'cluster' => 'testCluster',
     ];
@@ -233,6 +237,102 @@ final class ScenariosTest extends TestCase
         self::assertSame('expired', $this->playSubscribe()->errorCode);
     }
 
+    /** Plays the check scenario once; returns the CheckFailed of case (c). */
+    private function playCheck(): CheckFailed
+    {
+        if (self::$checkFailed !== null) {
+            return self::$checkFailed;
+        }
+        $sc = self::scenario('check');
+        $c = $this->client('STOCKD_CHECK_ADDR');
+        $p = self::p() . 'check-';
+        $offer = (int)self::env('STOCKD_CHECK_OFFER');
+        [$ok, $short, $own] = ["{$p}ok", "{$p}short", "{$p}own"];
+        $c->skuPut($ok, 0, supplier: ['supplier_id' => self::p() . 'sup-ok', 'offer_id' => $offer,
+                                      'spec_id' => self::env('STOCKD_CHECK_SPEC')]);
+        $c->skuPut($short, 0, supplier: ['supplier_id' => self::p() . 'sup-short', 'offer_id' => $offer,
+                                         'spec_id' => self::env('STOCKD_CHECK_SPEC_SHORT')]);
+        $c->skuPut($own, 1);
+        $want = [$ok => 100000, $short => 50];
+        $end = microtime(true) + $sc['sync_wait_ms'] / 1000;
+        while (true) {
+            $got = [];
+            foreach ($want as $k => $_) {
+                $got[$k] = $c->stockGet($k)->supplierReported;
+            }
+            if ($got === $want) {
+                break;
+            }
+            self::assertLessThan($end, microtime(true), 'supplier figures not synced: ' . json_encode($got));
+            usleep(50000);
+        }
+
+        // (a) passes: the ordinary record.
+        $o = $c->reserve("{$p}a", $ok, 2, holdMs: 60000, check: true);
+        self::assertSame(['held', 0, 2, null], [$o->status, $o->fromOwn, $o->fromSupplier, $o->reason]);
+        self::assertSame('released', $c->release("{$p}a")->status);
+        // (b) a cart, checked.
+        $o = $c->reserve("{$p}b", [$ok => 1, $own => 1], holdMs: 60000, check: true);
+        self::assertSame(['held', 2, 1], [$o->status, count($o->lines), $o->fromSupplier]);
+        self::assertSame('released', $c->release("{$p}b")->status);
+        // (c) refused by 1688's check: CheckFailed, again on a retry; the order failed.
+        $e = null;
+        try {
+            $c->reserve("{$p}c", $short, 3, check: true);
+        } catch (CheckFailed $caught) {
+            $e = $caught;
+        }
+        self::assertNotNull($e, 'the checked reserve of the short spec was not refused');
+        self::assertInstanceOf(Refused::class, $e);
+        self::assertSame(['check_failed', false, "{$p}c"], [$e->errorCode, $e->retryable, $e->orderId()]);
+        self::assertStringContainsString('500_004', $e->getMessage());
+        try {
+            $c->reserveWithRetry("{$p}c", $short, 3, totalMs: 5000, check: true);
+            self::fail('the retry of a refused check was not refused');
+        } catch (CheckFailed $again) {
+            self::assertSame("{$p}c", $again->orderId());
+        }
+        self::assertSame('failed', $c->orderGet("{$p}c")->status);
+        // (d) without the check the figure (50) says yes.
+        $o = $c->reserve("{$p}d", $short, 3, holdMs: 60000);
+        self::assertSame(['held', 3], [$o->status, $o->fromSupplier]);
+        $c->release("{$p}d");
+        // (e) not a bool: refused here, nothing sent.
+        foreach (['yes', 1] as $bad) {
+            try {
+                $c->reserve("{$p}e", $ok, 1, check: $bad);
+                self::fail('check ' . json_encode($bad) . ' was accepted');
+            } catch (\TypeError $t) {
+                self::assertStringContainsString('must be a bool', $t->getMessage());
+            }
+            try {
+                $c->reserveWithRetry("{$p}e", $ok, 1, check: $bad);
+                self::fail('check ' . json_encode($bad) . ' was accepted by reserveWithRetry');
+            } catch (\TypeError $t) {
+                self::assertStringContainsString('must be a bool', $t->getMessage());
+            }
+            $pl = $c->pipeline();
+            try {
+                $pl->reserve("{$p}e", [$ok => 1], check: $bad);
+                self::fail('check ' . json_encode($bad) . ' was queued');
+            } catch (\TypeError $t) {
+                self::assertStringContainsString('must be a bool', $t->getMessage());
+            }
+            self::assertCount(0, $pl);
+        }
+        try {
+            $c->orderGet("{$p}e");
+            self::fail("{$p}e exists: a refused check was sent");
+        } catch (NotFound) {
+        }
+        return self::$checkFailed = $e;
+    }
+
+    public function testCheck(): void
+    {
+        self::assertSame(CheckFailed::class, get_class($this->playCheck()));
+    }
+
     /** Plays the stall sequence once; returns its errors by case. */
     private function playStall(): array
     {
@@ -357,6 +457,9 @@ final class ScenariosTest extends TestCase
                 case 'unavailable':
                 case 'outcome_unknown':
                     $e = $this->playStall()[$case['case']];
+                    break;
+                case 'check_failed':
+                    $e = $this->playCheck();
                     break;
                 case 'internal':
                     $e = StockdException::fromWire(['code' => 'internal', 'message' => 'bug', 'retryable' => true]);
