@@ -56,8 +56,8 @@ async function hoodieRound(admin, buyers, sku, units, oidPrefix) {
 }
 
 const PLAYED = {
-  hoodie: 'hoodie', cut_retry: 'cut_retry', pipeline: 'pipeline', subscribe: 'subscribe', errors: 'error case',
-  cluster: 'cluster',
+  hoodie: 'hoodie', cut_retry: 'cut_retry', pipeline: 'pipeline', subscribe: 'subscribe', check: 'check',
+  errors: 'error case', cluster: 'cluster',
 };
 
 test('every scenario is played', () => {
@@ -151,6 +151,69 @@ test('subscribe', async () => {
   assert.equal((await playSubscribe()).code, 'expired');
 });
 
+/** The check scenario; resolves to the CheckFailed of case (c). */
+function playCheck() {
+  return once('check', async () => {
+    const sc = SCENARIOS.check;
+    const c = client('STOCKD_CHECK_ADDR');
+    const p = `${P}check-`;
+    const offer = Number(env('STOCKD_CHECK_OFFER'));
+    const [ok, short, own] = [`${p}ok`, `${p}short`, `${p}own`];
+    await c.skuPut(ok, { ownOnHand: 0, supplier: { supplier_id: `${P}sup-ok`, offer_id: offer, spec_id: env('STOCKD_CHECK_SPEC') } });
+    await c.skuPut(short, {
+      ownOnHand: 0, supplier: { supplier_id: `${P}sup-short`, offer_id: offer, spec_id: env('STOCKD_CHECK_SPEC_SHORT') },
+    });
+    await c.skuPut(own, { ownOnHand: 1 });
+    const want = { [ok]: 100000, [short]: 50 };
+    const end = Date.now() + sc.sync_wait_ms;
+    for (;;) {
+      const got = {};
+      for (const k of Object.keys(want)) got[k] = (await c.stockGet(k)).supplierReported;
+      if (Object.keys(want).every((k) => got[k] === want[k])) break;
+      assert.ok(Date.now() < end, `supplier figures not synced: ${JSON.stringify(got)}`);
+      await new Promise((r) => { setTimeout(r, 50); });
+    }
+
+    // (a) passes: the ordinary record.
+    let o = await c.reserve(`${p}a`, ok, 2, { holdMs: 60000, check: true });
+    assert.deepEqual([o.status, o.fromOwn, o.fromSupplier, o.reason], ['held', 0, 2, undefined]);
+    assert.equal((await c.release(`${p}a`)).status, 'released');
+    // (b) a cart, checked.
+    o = await c.reserve(`${p}b`, { [ok]: 1, [own]: 1 }, { holdMs: 60000, check: true });
+    assert.deepEqual([o.status, o.lines.length, o.fromSupplier], ['held', 2, 1]);
+    assert.equal((await c.release(`${p}b`)).status, 'released');
+    // (c) refused by 1688's check: CheckFailed, again on a retry; the order failed.
+    const e = await settle(c.reserve(`${p}c`, short, 3, { check: true }));
+    assert.ok(e instanceof stockd.CheckFailed, `the checked reserve of the short spec: ${e}`);
+    assert.ok(e instanceof stockd.Refused);
+    assert.deepEqual([e.code, e.retryable, e.orderId], ['check_failed', false, `${p}c`]);
+    assert.match(e.message, /500_004/);
+    const again = await settle(c.reserveWithRetry(`${p}c`, short, 3, { check: true, totalMs: 5000 }));
+    assert.ok(again instanceof stockd.CheckFailed, `the retry: ${again}`);
+    assert.equal(again.orderId, `${p}c`);
+    assert.equal((await c.orderGet(`${p}c`)).status, 'failed');
+    // (d) without the check the figure (50) says yes.
+    o = await c.reserve(`${p}d`, short, 3, { holdMs: 60000 });
+    assert.deepEqual([o.status, o.fromSupplier], ['held', 3]);
+    await c.release(`${p}d`);
+    // (e) not a boolean: refused here, nothing sent.
+    for (const bad of ['yes', 1]) {
+      await assert.rejects(c.reserve(`${p}e`, ok, 1, { check: bad }), { name: 'TypeError', message: /must be a boolean/ });
+      await assert.rejects(c.reserveWithRetry(`${p}e`, ok, 1, { check: bad }), { name: 'TypeError', message: /must be a boolean/ });
+      const pl = c.pipeline();
+      assert.throws(() => pl.reserve(`${p}e`, { [ok]: 1 }, { check: bad }), { name: 'TypeError', message: /must be a boolean/ });
+      assert.equal(pl.length, 0);
+    }
+    const nf = await settle(c.orderGet(`${p}e`));
+    assert.ok(nf instanceof stockd.NotFound, `${p}e exists: a refused check was sent (${nf})`);
+    return e;
+  });
+}
+
+test('check', async () => {
+  assert.equal((await playCheck()).constructor, stockd.CheckFailed);
+});
+
 function stall(ms) {
   const [host, port] = env('STOCKD_STALL_CONTROL').split(':');
   return new Promise((resolve, reject) => {
@@ -230,6 +293,7 @@ async function provoke(name) {
     }
     case 'busy': case 'deadline': case 'unavailable': case 'outcome_unknown':
       return (await playStall())[name];
+    case 'check_failed': return playCheck();
     case 'internal': return stockd.fromWire({ code: 'internal', message: 'bug', retryable: true });
     default: return assert.fail(`error case ${name} of scenarios.json is not played by the Node suite`);
   }
