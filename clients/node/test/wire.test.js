@@ -41,3 +41,23 @@ test('unknown codes fall back on the retryable flag', () => {
   assert.equal(stockd.fromWire({ code: 'new_thing', message: 'm', retryable: false }).constructor, stockd.Refused);
   assert.ok(stockd.fromWire('junk') instanceof stockd.ProtocolError);
 });
+
+test('check is sent only as true, and only a boolean is taken', () => {
+  assert.equal(reserveParams('o', 'a', 1, { check: true }).check, true);
+  assert.equal(reserveParams('o', { a: 1, b: 2 }, undefined, { holdMs: 60000, check: true }).check, true);
+  assert.ok(!('check' in reserveParams('o', 'a', 1, { check: false })));
+  assert.ok(!('check' in reserveParams('o', 'a', 1)));
+  for (const bad of [null, 0, 1, 'true', [true]]) {
+    assert.throws(() => reserveParams('o', 'a', 1, { check: bad }), { name: 'TypeError', message: /must be a boolean/ });
+  }
+});
+
+test('check_failed is a refusal of its own', () => {
+  const e = stockd.fromWire({ code: 'check_failed', message: 'check refused: x 500_004 y', retryable: false, order_id: 'o-1' });
+  assert.equal(e.constructor, stockd.CheckFailed);
+  assert.ok(e instanceof stockd.Refused);
+  assert.deepEqual([e.code, e.retryable, e.orderId], ['check_failed', false, 'o-1']);
+  const u = stockd.fromWire({ code: 'unavailable', message: 'm', retryable: true, reason: 'check_unavailable' });
+  assert.equal(u.constructor, stockd.Unavailable);
+  assert.equal(u.reason, 'check_unavailable');
+});

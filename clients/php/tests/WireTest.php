@@ -5,8 +5,12 @@ declare(strict_types=1);
 namespace Stockd\Tests;
 
 use PHPUnit\Framework\TestCase;
+use Stockd\CheckFailed;
 use Stockd\Client;
 use Stockd\ProtocolError;
+use Stockd\Refused;
+use Stockd\StockdException;
+use Stockd\Unavailable;
 use Stockd\Wire;
 
 /** Framing of untrusted replies, without a server: limits hold before decoding. */
@@ -57,5 +61,39 @@ final class WireTest extends TestCase
         $p = Client::reserveParams('o1', ['123' => 1, 'cap' => 2], null, 60000, null);
         self::assertSame([['sku' => '123', 'qty' => 1], ['sku' => 'cap', 'qty' => 2]], $p['lines']);
         self::assertSame(60000, $p['hold_ms']);
+    }
+
+    public function testCheckIsSentOnlyAsTrue(): void
+    {
+        self::assertTrue(Client::reserveParams('o', 'a', 1, null, null, true)['check']);
+        self::assertTrue(Client::reserveParams('o', ['a' => 1, 'b' => 2], null, 60000, null, true)['check']);
+        self::assertArrayNotHasKey('check', Client::reserveParams('o', 'a', 1, null, null, false));
+        self::assertArrayNotHasKey('check', Client::reserveParams('o', 'a', 1, null, null));
+    }
+
+    public function testCheckMustBeABoolEvenForACallerWithoutStrictTypes(): void
+    {
+        self::assertTrue(NonStrictCaller::reserveParams(true)['check']);
+        foreach ([null, 0, 1, 'true', 'no', [true], 1.0] as $bad) {
+            try {
+                NonStrictCaller::reserveParams($bad);
+                self::fail('check ' . json_encode($bad) . ' was taken');
+            } catch (\TypeError $e) {
+                self::assertStringContainsString('must be a bool', $e->getMessage());
+            }
+        }
+    }
+
+    public function testCheckFailedIsARefusalOfItsOwn(): void
+    {
+        $e = StockdException::fromWire(['code' => 'check_failed', 'message' => 'check refused: x 500_004 y',
+                                        'retryable' => false, 'order_id' => 'o-1']);
+        self::assertSame(CheckFailed::class, get_class($e));
+        self::assertInstanceOf(Refused::class, $e);
+        self::assertSame(['check_failed', false, 'o-1'], [$e->errorCode, $e->retryable, $e->orderId()]);
+        $u = StockdException::fromWire(['code' => 'unavailable', 'message' => 'm', 'retryable' => true,
+                                        'reason' => 'check_unavailable']);
+        self::assertSame(Unavailable::class, get_class($u));
+        self::assertSame('check_unavailable', $u->reason());
     }
 }

@@ -56,3 +56,23 @@ def test_unknown_codes_fall_back_on_the_retryable_flag():
     assert type(stockd.from_wire({"code": "new_thing", "message": "m", "retryable": False})) \
         is stockd.Refused
     assert isinstance(stockd.from_wire("junk"), stockd.ProtocolError)
+
+
+def test_check_is_sent_only_as_true_and_only_a_bool_is_taken():
+    assert _wire.reserve_params("o", "a", 1, None, None, True)["check"] is True
+    assert _wire.reserve_params("o", {"a": 1, "b": 2}, None, 60000, None, True)["check"] is True
+    assert "check" not in _wire.reserve_params("o", "a", 1, None, None, False)
+    assert "check" not in _wire.reserve_params("o", "a", 1, None, None)
+    for bad in (None, 0, 1, "true", [True], 1.0):
+        with pytest.raises(TypeError, match="check must be a bool"):
+            _wire.reserve_params("o", "a", 1, None, None, bad)
+
+
+def test_check_failed_is_a_refusal_of_its_own():
+    e = stockd.from_wire({"code": "check_failed", "message": "check refused: x 500_004 y",
+                          "retryable": False, "order_id": "o-1"})
+    assert type(e) is stockd.CheckFailed and isinstance(e, stockd.Refused)
+    assert (e.code, e.retryable, e.order_id) == ("check_failed", False, "o-1")
+    u = stockd.from_wire({"code": "unavailable", "message": "m", "retryable": True,
+                          "reason": "check_unavailable"})
+    assert type(u) is stockd.Unavailable and u.reason == "check_unavailable"
