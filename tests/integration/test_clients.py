@@ -1,16 +1,18 @@
 """The gateway clients (clients/php, clients/python, clients/node) against
 real servers: each language's own suite plays the shared scenarios of
 clients/scenarios.json (the hoodie story, a retry after a cut connection,
-1,000 pipelined reserves, every error code, a cluster behind HAProxy).
+1,000 pipelined reserves, every error code, checked reserves against a
+private fake1688, a cluster behind HAProxy).
 
 Method: clientenv.ClientEnv starts the servers once for the module (a
 stockd with an admin token, a relay that cuts a connection after the
 commit, a stockd whose MariaDB can be frozen, three instances behind
-HAProxy); each test runs one suite as a subprocess (phpunit, pytest,
-node --test) with the addresses in its environment, one after the other
-(the frozen database is shared), and passes when that suite passes. The
-suite's own count is printed. A missing runtime fails (tools/deps installs
-php-cli, php-msgpack, phpunit and nodejs); the Node dependency comes from
+HAProxy, a stockd pointed at a private fake1688); each test runs one suite
+as a subprocess (phpunit, pytest, node --test) with the addresses in its
+environment, one after the other (the frozen database is shared), and
+passes when that suite passes. The suite's own count is printed. A missing
+runtime fails (tools/deps installs php-cli, php-msgpack, phpunit and
+nodejs; fake1688 is built with stockd); the Node dependency comes from
 the committed lockfile (npm ci) when node_modules does not match it.
 Bounded: each suite has SUITE_TIMEOUT_S; together they take about 30 s.
 """
