@@ -181,6 +181,8 @@ export declare class Unauthorized extends Refused {}
 export declare class TooLarge extends Refused {}
 /** check_failed: 1688's order check refused a checked reserve (final). */
 export declare class CheckFailed extends Refused {}
+/** unavailable with set_aside: rows support must repair; retryable false (final). */
+export declare class SetAside extends Refused {}
 export declare class Busy extends Retryable {}
 export declare class Deadline extends Retryable {}
 export declare class Unavailable extends Retryable {}

@@ -7,6 +7,6 @@ export {
 export {
   StockdError, Refused, Retryable, OutcomeUnknown, ConnectionFailed, ConnectionLost, Timeout, ProtocolError,
   Invalid, UnknownMethod, UnknownSku, Insufficient, Conflict, NotFound, InvalidState, Expired, Unauthorized,
-  TooLarge, CheckFailed, Busy, Deadline, Unavailable, Internal, fromWire,
+  TooLarge, CheckFailed, SetAside, Busy, Deadline, Unavailable, Internal, fromWire,
 } from './lib/errors.js';
 export { orderFromWire, stockFromWire } from './lib/results.js';

@@ -1,7 +1,11 @@
 """The servers the gateway clients' suites (clients/php, clients/python,
 clients/node) run against, and the faults they need, all real:
 
-* `main`: a stockd with an admin token, on a fresh database;
+* `main`: a stockd with an admin token, on a fresh database, where one SKU
+  (`SET_ASIDE_SKU`) was set aside at load: its row, written by hand while
+  main was stopped, says 5 reserved with no orders (docs/operations.md,
+  "Rows set aside"), so every request naming it is answered `unavailable`,
+  `set_aside`, not retryable;
 * `cut`: a TCP relay in front of `main` that cuts a connection once the
   reply to a `reserve` whose order_id starts with "cut-" comes back (the
   commit happened, the client never hears of it): the "connection cut
@@ -218,6 +222,22 @@ class Control:
         self.lsock.close()
 
 
+# ---------------------------------------------------------------- rows set aside
+SET_ASIDE_SKU = "clients-set-aside"
+
+
+def set_aside_sku(stockd, db):
+    """Stops stockd, writes a SKU row whose counters do not add up (5 own
+    units reserved, no order holds them), starts it again: stockd sets the
+    SKU aside when it loads it."""
+    stockd.stop()
+    now = int(time.time() * 1000)
+    db.query("INSERT INTO sku (sku,own_on_hand,own_reserved,supplier_reported,supplier_sellable,"
+             "supplier_reserved,supplier_synced_at,mapping,epoch,version,updated_at)"
+             " VALUES (%s,10,5,0,0,0,0,'none',1,0,%s)", (SET_ASIDE_SKU.encode(), now))
+    stockd.start()
+
+
 # ---------------------------------------------------------------- checked reserves
 CHECK_OFFER = 660000000001
 CHECK_SPEC = "clck0000000000000000000000000001"         # real stock: the check passes
@@ -338,10 +358,12 @@ class ClientEnv:
 
     def _start(self):
         itestlib.check_prereqs()
-        main = Stockd(self._db("main").url, self.work_dir, name="clients-main",
+        mdb = self._db("main")
+        main = Stockd(mdb.url, self.work_dir, name="clients-main",
                       args=["--admin-token", ADMIN_TOKEN])
         self.stops.append(main.stop)
         main.start()
+        set_aside_sku(main, mdb)
         cut = Relay(("127.0.0.1", main.port), cut_reserves=True)
         self.stops.append(cut.close)
 
@@ -372,6 +394,7 @@ class ClientEnv:
             "STOCKD_STALL_CONTROL": control.addr,
             # Nothing listens there: a connect is refused at once.
             "STOCKD_DEAD_ADDR": "127.0.0.1:%d" % itestlib.free_port(),
+            "STOCKD_SET_ASIDE_SKU": SET_ASIDE_SKU,
             "STOCKD_CHECK_ADDR": self.check.addr,
             "STOCKD_CHECK_OFFER": str(CHECK_OFFER),
             "STOCKD_CHECK_SPEC": CHECK_SPEC,

@@ -5,7 +5,8 @@
 //   ├── Refused          a final answer: tell the buyer, do not retry
 //   │   ├── Invalid, UnknownMethod, UnknownSku, Insufficient, Conflict,
 //   │   ├── NotFound, InvalidState, Expired, Unauthorized, TooLarge
-//   │   └── CheckFailed  a checked reserve: 1688's order check refused it
+//   │   ├── CheckFailed  a checked reserve: 1688's order check refused it
+//   │   └── SetAside     `unavailable` with set_aside: rows support must repair
 //   ├── Retryable        nothing changed: retry with the same order_id
 //   │   ├── Busy, Deadline, Unavailable, Internal, ConnectionFailed
 //   │   └── OutcomeUnknown   it may have happened: retry with the same
@@ -80,6 +81,13 @@ export class TooLarge extends Refused {}
  * nothing held; a retry answers the same). Also without a supplier API to ask.
  */
 export class CheckFailed extends Refused {}
+/**
+ * unavailable with set_aside: true (retryable false): the SKU or order was set
+ * aside when stockd loaded it (its rows cannot be trusted); every request naming
+ * it gets this until support repairs the rows and restarts stockd. Not an
+ * Unavailable: a retry gets the same answer, so reserveWithRetry rejects at once.
+ */
+export class SetAside extends Refused {}
 export class Busy extends Retryable {}
 export class Deadline extends Retryable {}
 export class Unavailable extends Retryable {}
@@ -101,7 +109,8 @@ export function fromWire(err) {
   const { code, message, retryable, ...details } = err;
   const msg = typeof message === 'string' ? message : code;
   let Cls;
-  if (code === 'unavailable' && details.outcome === 'unknown') Cls = OutcomeUnknown;
+  if (code === 'unavailable' && details.set_aside === true) Cls = SetAside;
+  else if (code === 'unavailable' && details.outcome === 'unknown') Cls = OutcomeUnknown;
   else Cls = Object.hasOwn(BY_CODE, code) ? BY_CODE[code] : (retryable === true ? Retryable : Refused);
   return new Cls(`${code}: ${msg}`, code, retryable === true, details);
 }

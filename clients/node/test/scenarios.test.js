@@ -293,6 +293,12 @@ async function provoke(name) {
     }
     case 'busy': case 'deadline': case 'unavailable': case 'outcome_unknown':
       return (await playStall())[name];
+    case 'set_aside': {
+      const t0 = Date.now();
+      const e = await settle(c.reserveWithRetry(p, env('STOCKD_SET_ASIDE_SKU'), 1, { totalMs: 10000 }));
+      assert.ok(Date.now() - t0 < 2000, 'a set-aside SKU was retried');
+      return e;
+    }
     case 'check_failed': return playCheck();
     case 'internal': return stockd.fromWire({ code: 'internal', message: 'bug', retryable: true });
     default: return assert.fail(`error case ${name} of scenarios.json is not played by the Node suite`);

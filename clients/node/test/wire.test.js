@@ -61,3 +61,10 @@ test('check_failed is a refusal of its own', () => {
   assert.equal(u.constructor, stockd.Unavailable);
   assert.equal(u.reason, 'check_unavailable');
 });
+
+test('a set-aside unavailable is final', () => {
+  const e = stockd.fromWire({ code: 'unavailable', message: 'sku x set aside', retryable: false, set_aside: true });
+  assert.equal(e.constructor, stockd.SetAside);
+  assert.ok(e instanceof stockd.Refused && !(e instanceof stockd.Retryable));
+  assert.equal(e.code, 'unavailable');
+});

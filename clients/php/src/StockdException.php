@@ -66,7 +66,9 @@ class StockdException extends \RuntimeException
         $retryable = ($err['retryable'] ?? false) === true;
         $details = $err;
         unset($details['code'], $details['message'], $details['retryable']);
-        if ($code === 'unavailable' && ($details['outcome'] ?? null) === 'unknown') {
+        if ($code === 'unavailable' && ($details['set_aside'] ?? null) === true) {
+            $class = SetAside::class;
+        } elseif ($code === 'unavailable' && ($details['outcome'] ?? null) === 'unknown') {
             $class = OutcomeUnknown::class;
         } elseif (isset(self::CLASSES[$code])) {
             $class = self::CLASSES[$code];

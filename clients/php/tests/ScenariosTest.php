@@ -458,6 +458,14 @@ final class ScenariosTest extends TestCase
                 case 'outcome_unknown':
                     $e = $this->playStall()[$case['case']];
                     break;
+                case 'set_aside':
+                    $t0 = microtime(true);
+                    try {
+                        $c->reserveWithRetry($p, self::env('STOCKD_SET_ASIDE_SKU'), 1, totalMs: 10000);
+                    } finally {
+                        self::assertLessThan(2.0, microtime(true) - $t0, 'a set-aside SKU was retried');
+                    }
+                    break;
                 case 'check_failed':
                     $e = $this->playCheck();
                     break;

@@ -9,6 +9,8 @@ use Stockd\CheckFailed;
 use Stockd\Client;
 use Stockd\ProtocolError;
 use Stockd\Refused;
+use Stockd\Retryable;
+use Stockd\SetAside;
 use Stockd\StockdException;
 use Stockd\Unavailable;
 use Stockd\Wire;
@@ -95,5 +97,15 @@ final class WireTest extends TestCase
                                         'reason' => 'check_unavailable']);
         self::assertSame(Unavailable::class, get_class($u));
         self::assertSame('check_unavailable', $u->reason());
+    }
+
+    public function testASetAsideUnavailableIsFinal(): void
+    {
+        $e = StockdException::fromWire(['code' => 'unavailable', 'message' => 'sku x set aside',
+                                        'retryable' => false, 'set_aside' => true]);
+        self::assertSame(SetAside::class, get_class($e));
+        self::assertInstanceOf(Refused::class, $e);
+        self::assertNotInstanceOf(Retryable::class, $e);
+        self::assertSame('unavailable', $e->errorCode);
     }
 }

@@ -16,8 +16,9 @@ from .aio import AsyncClient, AsyncPipeline
 from .client import Client, Pipeline
 from .errors import (Busy, CheckFailed, Conflict, ConnectionFailed, ConnectionLost, Deadline,
                      Expired, Internal, Insufficient, Invalid, InvalidState, NotFound,
-                     OutcomeUnknown, ProtocolError, Refused, Retryable, StockdError, Timeout, TooLarge, Unauthorized,
-                     Unavailable, UnknownMethod, UnknownSku, from_wire)
+                     OutcomeUnknown, ProtocolError, Refused, Retryable, SetAside, StockdError,
+                     Timeout, TooLarge, Unauthorized, Unavailable, UnknownMethod, UnknownSku,
+                     from_wire)
 from .results import Line, Order, Stock
 
 __version__ = "0.1.0"
@@ -27,5 +28,5 @@ __all__ = [
     "StockdError", "Refused", "Retryable", "OutcomeUnknown", "ConnectionFailed",
     "ConnectionLost", "Timeout", "ProtocolError", "Invalid", "UnknownMethod", "UnknownSku",
     "Insufficient", "Conflict", "NotFound", "InvalidState", "Expired", "Unauthorized",
-    "TooLarge", "CheckFailed", "Busy", "Deadline", "Unavailable", "Internal",
+    "TooLarge", "CheckFailed", "SetAside", "Busy", "Deadline", "Unavailable", "Internal",
 ]

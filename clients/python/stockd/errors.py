@@ -5,7 +5,8 @@ PROTOCOL §5, under one base, grouped by what a gateway should do:
     ├── Refused          a final answer: tell the buyer, do not retry
     │   ├── Invalid, UnknownMethod, UnknownSku, Insufficient, Conflict,
     │   ├── NotFound, InvalidState, Expired, Unauthorized, TooLarge
-    │   └── CheckFailed  a checked reserve: 1688's order check refused it
+    │   ├── CheckFailed  a checked reserve: 1688's order check refused it
+    │   └── SetAside     `unavailable` with set_aside: rows support must repair
     ├── Retryable        nothing changed: retry with the same order_id
     │   ├── Busy, Deadline, Unavailable, Internal, ConnectionFailed
     │   └── OutcomeUnknown   it may have happened: retry with the same
@@ -163,6 +164,15 @@ class CheckFailed(Refused):
     tell the buyer those units cannot be had."""
 
 
+class SetAside(Refused):
+    """unavailable with `set_aside: true` (retryable false): the SKU or order
+    was set aside when stockd loaded it, its rows in MariaDB cannot be
+    trusted, and every request naming it gets this until support repairs
+    the rows and restarts stockd (docs/operations.md, "Rows set aside").
+    Not an Unavailable: a retry gets the same answer, so reserve_with_retry
+    raises it at once."""
+
+
 class Busy(Retryable):
     """busy: a queue is full; nothing changed."""
 
@@ -199,7 +209,9 @@ def from_wire(err):
     message = err.get("message") if isinstance(err.get("message"), str) else code
     retryable = err.get("retryable") is True
     details = {k: v for k, v in err.items() if k not in ("code", "message", "retryable")}
-    if code == "unavailable" and details.get("outcome") == "unknown":
+    if code == "unavailable" and details.get("set_aside") is True:
+        cls = SetAside
+    elif code == "unavailable" and details.get("outcome") == "unknown":
         cls = OutcomeUnknown
     else:
         cls = _BY_CODE.get(code) or (Retryable if retryable else Refused)

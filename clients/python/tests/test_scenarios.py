@@ -416,6 +416,12 @@ def test_error_case(flavor, case):
                 assert "node" in await aw(c.ping()), "the client reconnects after too_large"
         elif name in ("busy", "deadline", "unavailable", "outcome_unknown"):
             return (await memo(kit, "stall", play_stall))[name]
+        elif name == "set_aside":
+            t0 = time.monotonic()
+            try:
+                await aw(c.reserve_with_retry(p, env("STOCKD_SET_ASIDE_SKU"), 1, total_ms=10000))
+            finally:
+                assert time.monotonic() - t0 < 2.0, "a set-aside SKU was retried"
         elif name == "check_failed":
             return await memo(kit, "check", play_check)
         elif name == "internal":

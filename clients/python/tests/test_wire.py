@@ -76,3 +76,10 @@ def test_check_failed_is_a_refusal_of_its_own():
     u = stockd.from_wire({"code": "unavailable", "message": "m", "retryable": True,
                           "reason": "check_unavailable"})
     assert type(u) is stockd.Unavailable and u.reason == "check_unavailable"
+
+
+def test_a_set_aside_unavailable_is_final():
+    e = stockd.from_wire({"code": "unavailable", "message": "sku x set aside", "retryable": False,
+                          "set_aside": True})
+    assert type(e) is stockd.SetAside and isinstance(e, stockd.Refused)
+    assert not isinstance(e, stockd.Retryable) and e.code == "unavailable"
