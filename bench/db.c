@@ -9,6 +9,8 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "stockd/mysql_wait.h"
+
 typedef enum db_state {
     DB_IDLE = 0,  /**< connected, no statement running */
     DB_QUERY,     /**< mysql_real_query_start/_cont in progress */
@@ -96,11 +98,7 @@ static void db_io_cb(evutil_socket_t fd, short what, void *arg);
 static void db_wait(bench_db *db, int status)
 {
     assert(status != 0);
-    short what = 0;
-    if (status & (MYSQL_WAIT_READ | MYSQL_WAIT_EXCEPT))
-        what |= EV_READ;
-    if (status & MYSQL_WAIT_WRITE)
-        what |= EV_WRITE;
+    short what = mysql_wait_events(status);
     struct timeval tv, *tvp = NULL;
     if (status & MYSQL_WAIT_TIMEOUT) {
         unsigned ms = mysql_get_timeout_value_ms(db->m);
@@ -184,13 +182,7 @@ static void db_io_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     bench_db *db = arg;
     db->io_armed = false;
-    int st = 0;
-    if (what & EV_READ)
-        st |= MYSQL_WAIT_READ;
-    if (what & EV_WRITE)
-        st |= MYSQL_WAIT_WRITE;
-    if (what & EV_TIMEOUT)
-        st |= MYSQL_WAIT_TIMEOUT;
+    int st = mysql_wait_status(what);
     switch (db->state) {
     case DB_QUERY:
         st = mysql_real_query_cont(&db->qret, db->m, st);

@@ -4,6 +4,7 @@
  * statements on one (store_internal.h dbc_ops). */
 #include "store_internal.h"
 #include "stockd/clock.h"
+#include "stockd/mysql_wait.h"
 
 bool st_dbc_is_up(const dbc *d)
 {
@@ -13,12 +14,8 @@ bool st_dbc_is_up(const dbc *d)
 /* Arms the io event for one Connector/C wait mask. */
 void st_dbc_wait(dbc *d, int status)
 {
-    short what = 0;
+    short what = mysql_wait_events(status);
     struct timeval tv, *tvp = NULL;
-    if (status & (MYSQL_WAIT_READ | MYSQL_WAIT_EXCEPT))
-        what |= EV_READ;
-    if (status & MYSQL_WAIT_WRITE)
-        what |= EV_WRITE;
     if (status & MYSQL_WAIT_TIMEOUT) {
         tv = st_tv_ms(mysql_get_timeout_value_ms(d->my));
         tvp = &tv;
@@ -174,13 +171,7 @@ void st_dbc_io_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     dbc *d = arg;
-    int st = 0;
-    if (what & EV_READ)
-        st |= MYSQL_WAIT_READ;
-    if (what & EV_WRITE)
-        st |= MYSQL_WAIT_WRITE;
-    if (what & EV_TIMEOUT)
-        st |= MYSQL_WAIT_TIMEOUT;
+    int st = mysql_wait_status(what);
     switch (d->state) {
     case DBC_CONNECTING:
         st = mysql_real_connect_cont(&d->connect_ret, d->my, st);
