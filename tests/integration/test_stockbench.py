@@ -224,3 +224,32 @@ def test_ab_smoke(db):
         r = subprocess.run([ab] + argv, env=dict(env, **env_extra), stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=30)
         assert r.returncode == 2 and "bench/ab.sh" in r.stdout, r.stdout
+
+
+def test_sqlcost_smoke(stockd, db):
+    """bench/sqlcost.py (what MariaDB spends on stockd-shaped batches) on the
+    schema a stockd created: a line per variant with its wall time and, given
+    mariadbd's pid, its CPU; the latency line; every row it wrote deleted
+    again; bad arguments exit 2."""
+    script = os.path.join(itestlib.ROOT, "bench", "sqlcost.py")
+    args = ["/usr/bin/python3", script, "--db", db.url, "--rows", "0,3", "--batches", "5",
+            "--latency-s", "0.3", "--mariadbd-pid", str(itestlib.mariadb_pid())]
+    r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout
+    out = r.stdout
+    for name in ("compound block (as stockd)", "multi-statement text",
+                 "compound block, no ledger rows", "batch_log row + SKU upsert", "SELECT 1"):
+        assert name in out, out
+    assert out.count("mariadbd cpu") == 9 and "us/reservation" in out, out
+    assert "-- commit latency, 8-row batches" in out and " p99 " in out, out
+    for q in ("SELECT COUNT(*) AS n FROM orders WHERE sku = 'sqlcost-hot'",
+              "SELECT COUNT(*) AS n FROM ledger WHERE sku = 'sqlcost-hot'",
+              "SELECT COUNT(*) AS n FROM sku WHERE sku = 'sqlcost-hot'",
+              "SELECT COUNT(*) AS n FROM batch_log WHERE node = 'sqlcost'"):
+        assert int(db.query(q)[0]["n"]) == 0, q
+    for bad in (["--db", "mysql://nope"], ["--db", db.url, "--rows", "x"],
+                ["--db", db.url, "--batches", "0"], ["--db", db.url, "--mariadbd-pid", "999999999"]):
+        r = subprocess.run(["/usr/bin/python3", script] + bad, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=30)
+        assert r.returncode == 2 and "sqlcost:" in r.stdout, (bad, r.stdout)
