@@ -281,10 +281,12 @@ static void decide_reserve(engine *e, eng_batch *b, eng_op *op, eng_order *h)
         return;
     }
     bool check = false;
-    if (!h->part)
-        FOR_LINES(h, l)
-            check = check || line_needs_check(e, op, l);
-    if (check && (op->check_off || op->check_hold_ms < ENG_HOLD_MS_MIN)) {
+    FOR_LINES(h, l)
+        check = check || line_needs_check(e, op, l);
+    /* A part's hold belongs to its coordinator's decision, which has no
+     * step for a check: a supplier that asks for one before any yes is
+     * refused here rather than sold unchecked. */
+    if (check && (h->part || op->check_off || op->check_hold_ms < ENG_HOLD_MS_MIN)) {
         op->err = ENG_E_CHECK_FAILED;  /* nothing can check it: hold nothing */
         ei_order_maybe_drop(e, h);
         return;

@@ -136,7 +136,8 @@ const char *reply_err_message(eng_err err)
     case ENG_E_DEADLINE: return "deadline passed while queued; nothing changed";
     case ENG_E_UNAVAILABLE: return "store unavailable";
     case ENG_E_CHECK_FAILED:
-        return "supplier units to check, but no supplier API (--supplier-url) to check them";
+        return "supplier units to check, and nothing here can check them (no supplier API: "
+               "--supplier-url; or a cart spread over instances)";
     default: return "internal error";
     }
 }

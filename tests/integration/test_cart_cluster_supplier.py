@@ -210,6 +210,43 @@ def test_happy_cart_purchased_once(env):
             s.close()
 
 
+def test_check_before_confirm_refuses_a_spread_cart(env):
+    """A supplier that asks for a check before any yes (check_before_confirm)
+    on a cart spread over instances: the coordinator's decision has no step
+    for a check, so the owner refuses the part (check_failed) rather than
+    sell it unchecked: the whole cart is refused, nothing is held on any
+    shard, no order row, nothing bought; the same cart goes through once
+    the supplier no longer asks for the check."""
+    fake, cl = env
+    k = cl.skus
+    names = sorted(cl.nodes)
+    cart = [{"sku": k["own1"], "qty": 1}, {"sku": k["good"], "qty": 1},
+            {"sku": k["own2"], "qty": 1}]
+    with cl.node_client(names[0]) as c:
+        c.supplier_put("1688-ccs", check_before_confirm=True, trust=1.0, trust_ceiling=1.0)
+    try:
+        with cl.node_client(names[1]) as c:
+            before = {sku: c.ok("stock.get", {"sku": sku}) for sku in (k["own1"], k["own2"])}
+            e = c.err("reserve", {"order_id": "ccs-cbc", "lines": cart})
+            assert e["code"] == "check_failed" and e["retryable"] is False, e
+            assert e["line"] == 1, e   # the supplier line, as the client gave it
+            for sku, st in before.items():
+                now = c.ok("stock.get", {"sku": sku})
+                assert now["own_reserved"] == st["own_reserved"], (sku, st, now)
+            assert c.err("order.get", {"order_id": "ccs-cbc"})["code"] == "not_found"
+        assert lines_of(cl.db, "ccs-cbc") == []
+        assert fake.ok("GET", "/orders?out_order_id=ccs-cbc%231")["orders"] == []
+    finally:
+        with cl.node_client(names[0]) as c:
+            c.supplier_put("1688-ccs", check_before_confirm=False, trust=1.0, trust_ceiling=1.0)
+    with cl.node_client(names[1]) as c:
+        o = c.ok("reserve", {"order_id": "ccs-cbc2", "lines": cart})
+        assert o["status"] == "confirmed" and o["n_lines"] == 3, o
+        wait_until(lambda: [r["status"] for r in lines_of(cl.db, "ccs-cbc2")] ==
+                   ["confirmed", "purchased", "confirmed"], 15, 0.1, "ccs-cbc2 bought")
+    audit_supplier(cl.db, list(k.values()))
+
+
 def test_peer_fields_refused_from_clients(env):
     """as_failed / reason on release and update on order.subscribe are a
     peer's: from a client (a connection that did not prove the cluster
