@@ -39,6 +39,7 @@ typedef struct sn_result {
     uint64_t event_errors;
     sn_minute *minutes;              /* owned copy */
     json_t *why;                     /* where the cancellations came from (owned) */
+    json_t *refused_by;              /* refused_for_errors by code (owned) */
 } sn_result;
 
 #define SN_WHY_TOP 8
@@ -149,6 +150,29 @@ void sn_out_order_id(const sn_ctx *c, uint32_t order_no, uint32_t line, char *bu
         sn_order_name(c, order_no, buf, len);
     else
         snprintf(buf, len, "sn%s-o%" PRIu32 "#%" PRIu32, c->nonce, order_no, line);
+}
+
+void sn_note_refused(sn_ctx *c, const char *code, const char *reason)
+{
+    char key[32];
+    if (reason != NULL && reason[0] != '\0')
+        snprintf(key, sizeof key, "%s: %s", code, reason);
+    else
+        snprintf(key, sizeof key, "%s", code);
+    for (int i = 0; i < SN_REFUSED_CODES; i++) {
+        if (c->refused_code[i][0] == '\0' || i == SN_REFUSED_CODES - 1) {
+            if (c->refused_code[i][0] == '\0')
+                snprintf(c->refused_code[i], sizeof c->refused_code[i], "%s", key);
+            else if (strcmp(c->refused_code[i], key) != 0)
+                snprintf(c->refused_code[i], sizeof c->refused_code[i], "other");
+            c->refused_n[i]++;
+            return;
+        }
+        if (strcmp(c->refused_code[i], key) == 0) {
+            c->refused_n[i]++;
+            return;
+        }
+    }
 }
 
 sn_fate sn_fate_of_code(const char *code)
@@ -352,6 +376,8 @@ static int run_system(sn_ctx *c, const sn_system *sys, sn_result *res, char *err
     c->answers = 0;
     c->note[0] = '\0';
     c->now_ms = 0;
+    memset(c->refused_code, 0, sizeof c->refused_code);
+    memset(c->refused_n, 0, sizeof c->refused_n);
     memset(c->price_changed, 0, sc->n_offers * sizeof *c->price_changed);
     if (prepare_fake(c, err, err_len) != 0)
         return -1;
@@ -418,6 +444,10 @@ static int run_system(sn_ctx *c, const sn_system *sys, sn_result *res, char *err
         res->max_us = hist_quantile(&c->hist, 1.0);
         res->answers_per_s = res->wall_s > 0 ? (double)c->answers / res->wall_s : 0;
         res->why = why_json(c->acct);
+        res->refused_by = json_object();
+        for (int i = 0; i < SN_REFUSED_CODES && c->refused_code[i][0]; i++)
+            json_object_set_new(res->refused_by, c->refused_code[i],
+                                json_integer((json_int_t)c->refused_n[i]));
         res->minutes = malloc((sc->p.minutes + 1u) * sizeof *res->minutes);
         if (res->minutes)
             memcpy(res->minutes, c->acct->minutes, (sc->p.minutes + 1u) * sizeof *res->minutes);
@@ -496,6 +526,8 @@ static int write_json(const char *path, const bench_opts *o, const sn_opts *so,
             (json_int_t)r[i].event_errors, "minutes", mins);
         if (r[i].why)
             json_object_set(j, "why", r[i].why);
+        if (r[i].refused_by)
+            json_object_set(j, "refused_by", r[i].refused_by);
         json_object_set_new(j, "order_prefix", json_string(r[i].order_prefix));
         json_object_set_new(systems, r[i].name, j);
     }
@@ -684,6 +716,7 @@ int sn_main(const bench_opts *o, const sn_opts *so)
     for (unsigned i = 0; i < so->n_systems; i++) {
         free(res[i].minutes);
         json_decref(res[i].why);
+        json_decref(res[i].refused_by);
     }
     free(res);
     free(c.price_changed);

@@ -173,6 +173,8 @@ static int sd_order(sn_ctx *c, void *st, const sn_event *ev)
         /* check_failed is 1688 refusing the units: a right answer, not an error. */
         bool error = strcmp(e->code, "insufficient") != 0 && strcmp(e->code, "check_failed") != 0;
         sn_acct_no(c->acct, ev, orderable, error);
+        if (error)
+            sn_note_refused(c, e->code, e->message);
         return 0;
     }
     int32_t from_own[SN_LINES_MAX] = {0}, from_sup[SN_LINES_MAX] = {0};
