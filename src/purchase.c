@@ -512,7 +512,8 @@ static bool siblings_unchecked(const purchase *p, const pjob *j)
 static void job_create(purchase *p, pjob *j)
 {
     if (siblings_unchecked(p, j)) {
-        int64_t now = clock_wall_ms();
+        /* A duration: monotonic, so it also ends under a manual wall clock. */
+        int64_t now = clock_mono_ms();
         if (j->barrier_until_ms == 0)
             j->barrier_until_ms = now + PJ_BARRIER_MAX_MS;
         if (now < j->barrier_until_ms) {
