@@ -40,6 +40,8 @@ typedef struct sn_result {
     sn_minute *minutes;              /* owned copy */
     json_t *why;                     /* where the cancellations came from (owned) */
     json_t *refused_by;              /* refused_for_errors by code (owned) */
+    bool test_clock;                 /* ran on stockd's test clock (sn_sys.h) */
+    uint64_t clock_unsettled;
 } sn_result;
 
 #define SN_WHY_TOP 8
@@ -209,7 +211,7 @@ void sn_print_stockd_flags(const sn_opts *so)
     double k = so->minute_ms / 60000.0;
     unsigned rate = (unsigned)ceil(20.0 / k);
     printf("--supplier-sync-ms %.0f --supplier-validate-ms %.0f --supplier-upstream-lag-ms %.0f "
-           "--supplier-rate-per-s %u --supplier-purchase-backoff-max-ms %.0f\n",
+           "--supplier-rate-per-s %u --supplier-purchase-backoff-max-ms %.0f --test-clock yes\n",
            fmax(100, 300000 * k), fmax(100, 1800000 * k), 300000 * k,
            rate > 100000 ? 100000 : rate, fmax(100, 60000 * k));
 }
@@ -376,6 +378,8 @@ static int run_system(sn_ctx *c, const sn_system *sys, sn_result *res, char *err
     c->answers = 0;
     c->note[0] = '\0';
     c->now_ms = 0;
+    c->test_clock = false;
+    c->clock_unsettled = 0;
     memset(c->refused_code, 0, sizeof c->refused_code);
     memset(c->refused_n, 0, sizeof c->refused_n);
     memset(c->price_changed, 0, sc->n_offers * sizeof *c->price_changed);
@@ -444,6 +448,11 @@ static int run_system(sn_ctx *c, const sn_system *sys, sn_result *res, char *err
         res->max_us = hist_quantile(&c->hist, 1.0);
         res->answers_per_s = res->wall_s > 0 ? (double)c->answers / res->wall_s : 0;
         res->why = why_json(c->acct);
+        res->test_clock = c->test_clock;
+        res->clock_unsettled = c->clock_unsettled;
+        if (c->clock_unsettled)
+            fprintf(stderr, "salesnight %s: %" PRIu64 " test.clock answers said stockd had not "
+                    "settled: this night may not replay exactly\n", sys->name, c->clock_unsettled);
         res->refused_by = json_object();
         for (int i = 0; i < SN_REFUSED_CODES && c->refused_code[i][0]; i++)
             json_object_set_new(res->refused_by, c->refused_code[i],
@@ -529,6 +538,10 @@ static int write_json(const char *path, const bench_opts *o, const sn_opts *so,
         if (r[i].refused_by)
             json_object_set(j, "refused_by", r[i].refused_by);
         json_object_set_new(j, "order_prefix", json_string(r[i].order_prefix));
+        if (strncmp(r[i].name, "stockd", 6) == 0) {
+            json_object_set_new(j, "test_clock", json_boolean(r[i].test_clock));
+            json_object_set_new(j, "clock_unsettled", json_integer((json_int_t)r[i].clock_unsettled));
+        }
         json_object_set_new(systems, r[i].name, j);
     }
     char digest[24];

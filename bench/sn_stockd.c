@@ -7,9 +7,20 @@
  *
  * stockd buys asynchronously; to give it the same footing as the recipes
  * (whose purchase runs before the next event) the runner waits after each
- * order with supplier units until order.update says purchased or failed,
- * at most --settle seconds. Its periodic snapshot and validation run on its
- * own wall-clock timers: they are not replayed exactly.
+ * order with supplier units until order.update says purchased or failed.
+ *
+ * Time: a stockd started with --test-clock yes (`--stockd-flags` prints
+ * it) keeps its supplier rounds, synced_at, purchased_at, the upstream
+ * lag and hold expiry on a manual clock. Before every event this system
+ * moves that clock with test.clock to the event's simulated time (scaled
+ * by --minute-ms, the scale of the flags, from the clock's value when the
+ * system opened) and waits for the answer, which comes once the rounds
+ * that fell due ran and their calls and writes settled; and it waits for
+ * each order's purchase without the --settle cap. So the night is
+ * replayed exactly. A stockd without the option answers test.clock
+ * invalid_state (an older one unknown_method): its rounds then run on its
+ * own wall clock, the purchase wait is capped at --settle, and its counts
+ * can move by a few between runs of a seed.
  *
  * stockd-checked sends "check": true with each reserve (answer only what
  * the 1688 order check accepts). A server without that option answers
@@ -19,6 +30,7 @@
 #include "sn_sys.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +43,7 @@
 #define SN_SD_PIPELINE 256
 #define SN_SD_SYNC_WAIT_S 60          /* the first snapshot of every mapping */
 #define SN_SD_FINISH_WAIT_S 60        /* purchases still running at the end */
+#define SN_SD_CLOCK_TIMEOUT_MS 90000  /* test.clock: stockd gives up settling after 60 s */
 
 enum { OS_NONE = 0, OS_AWAITING, OS_FINAL };
 
@@ -40,6 +53,9 @@ typedef struct sd {
     uint8_t *os;                      /* per order: OS_* */
     uint32_t awaiting;
     char prefix[40];                  /* "sn<nonce>-" */
+    bool tclock;                      /* stockd runs --test-clock: test.clock drives it */
+    int64_t clock0_ms;                /* its clock at simulated 0 */
+    int64_t clock_at_ms;              /* where the last test.clock left it */
     char err[512];
 } sd;
 
@@ -48,6 +64,46 @@ static int fail(sn_ctx *c, sd *s, const char *what, stockd_client *cl)
     snprintf(c->note, sizeof c->note, "stockd %s: %.400s", what,
              cl ? stockd_client_errstr(cl) : s->err);
     return -1;
+}
+
+/* test.clock {"now_ms": now_ms} (0: no move, only wait for stockd to
+ * settle). 0 with *now_out (stockd's clock after it); 1 = refused because
+ * stockd runs without --test-clock (or predates it); -1 on other errors. */
+static int test_clock(sn_ctx *c, sd *s, int64_t now_ms, int64_t *now_out)
+{
+    msgpack_packer *pk;
+    stockd_reply rep;
+    if (stockd_request_begin(s->c, "test.clock", &pk) != STOCKD_OK)
+        return fail(c, s, "test.clock", s->c);
+    int r = now_ms > 0 ? msgpack_pack_map(pk, 1) || codec_pack_kv_int(pk, "now_ms", now_ms)
+                       : msgpack_pack_map(pk, 0);
+    if (r) {
+        stockd_request_abort(s->c);
+        return fail(c, s, "test.clock", s->c);
+    }
+    /* It waits for stockd to settle (at most a minute there). */
+    stockd_client_set_timeout(s->c, SN_SD_CLOCK_TIMEOUT_MS);
+    stockd_rc rc = stockd_request_call(s->c, &rep);
+    stockd_client_set_timeout(s->c, SN_SD_TIMEOUT_MS);
+    if (rc == STOCKD_ERR_SERVER) {
+        const stockd_error *e = stockd_client_error(s->c);
+        if (strcmp(e->code, "invalid_state") == 0 || strcmp(e->code, "unknown_method") == 0)
+            return 1;
+        return fail(c, s, "test.clock", s->c);
+    }
+    const msgpack_object *now = rc == STOCKD_OK ? codec_map_get(rep.result, "now_ms") : NULL;
+    const msgpack_object *settled = rc == STOCKD_OK ? codec_map_get(rep.result, "settled") : NULL;
+    if (now == NULL || now->type != MSGPACK_OBJECT_POSITIVE_INTEGER || settled == NULL ||
+        settled->type != MSGPACK_OBJECT_BOOLEAN) {
+        if (rc == STOCKD_OK)
+            snprintf(s->err, sizeof s->err, "test.clock: answer without now_ms and settled");
+        return fail(c, s, "test.clock", rc == STOCKD_OK ? NULL : s->c);
+    }
+    if (!settled->via.boolean)
+        c->clock_unsettled++;
+    *now_out = (int64_t)now->via.u64;
+    s->clock_at_ms = *now_out;
+    return 0;
 }
 
 /* The order number of one of this night's order ids, or -1. */
@@ -199,7 +255,10 @@ static int sd_order(sn_ctx *c, void *st, const sn_event *ev)
         /* A notification can beat the reply: the record may be final already. */
         if (strcmp(o.status, "confirmed") != 0)
             on_final(c, s, &o);
-        return drain_updates(c, s, ev->no, (int)(c->so->settle_s * 1000));
+        /* With the test clock nothing may move before the purchase ended:
+         * the next event would otherwise race it. */
+        int wait_ms = s->tclock ? SN_SD_FINISH_WAIT_S * 1000 : (int)(c->so->settle_s * 1000);
+        return drain_updates(c, s, ev->no, wait_ms);
     }
     return drain_updates(c, s, UINT32_MAX, 0);
 }
@@ -247,6 +306,8 @@ static int read_alerts(sn_ctx *c, sd *s)
     MYSQL_ROW row;
     uint64_t n = 0;
     double sim_per_wall = 60000.0 / c->so->minute_ms;
+    /* Alert times are stockd's clock: the test clock's when it runs one. */
+    int64_t at0 = s->tclock ? s->clock0_ms : c->wall0_unix_ms;
     while ((row = mysql_fetch_row(res)) != NULL) {
         n++;
         if (!row[0] || !row[1] || !row[2] || !row[3])
@@ -257,7 +318,7 @@ static int read_alerts(sn_ctx *c, sd *s)
         if (!link || *end != '\0' || sku >= c->sc->n_skus || c->sc->skus[sku].offer < 0)
             continue;
         int32_t lk = c->link_of_offer[c->sc->skus[sku].offer];
-        int64_t at_sim = (int64_t)((double)(strtoll(row[3], NULL, 10) - c->wall0_unix_ms) * sim_per_wall);
+        int64_t at_sim = (int64_t)((double)(strtoll(row[3], NULL, 10) - at0) * sim_per_wall);
         if (lk >= 0)
             for (uint32_t i = 0; i < c->sc->n_events; i++) {
                 const sn_event *e = &c->sc->events[i];
@@ -269,6 +330,25 @@ static int read_alerts(sn_ctx *c, sd *s)
     mysql_close(m);
     sn_acct_alert(c->acct, n);
     return 0;
+}
+
+/* Before each event: stockd's clock to the event's simulated time, and
+ * whatever fell due on the way run and settled. */
+static int sd_tick(sn_ctx *c, void *st)
+{
+    sd *s = st;
+    if (!s->tclock)
+        return 0;
+    int64_t target = s->clock0_ms + llround((double)c->now_ms * c->so->minute_ms / 60000.0);
+    int64_t now;
+    if (target < s->clock_at_ms)
+        target = s->clock_at_ms;
+    int rc = test_clock(c, s, target, &now);
+    if (rc == 1) {
+        snprintf(s->err, sizeof s->err, "test.clock refused mid-night (was stockd restarted?)");
+        return fail(c, s, "test.clock", NULL);
+    }
+    return rc;
 }
 
 static int sd_finish(sn_ctx *c, void *st)
@@ -424,8 +504,21 @@ static int sd_open_common(sn_ctx *c, void **st, bool checked, char *err, size_t 
         rc = checked ? probe_check(c, s) : 0;
         if (rc == 0 && stockd_order_subscribe(s->sub) != STOCKD_OK)
             rc = fail(c, s, "order.subscribe", s->sub);
+        if (rc == 0) {
+            /* Does stockd run the test clock? Then its sync of the new
+             * mappings (sku.put asks for it at once) settles before the
+             * night starts, and simulated 0 is its clock then. */
+            int64_t now = 0;
+            int t = test_clock(c, s, 0, &now);
+            if (t < 0)
+                rc = -1;
+            s->tclock = t == 0;
+        }
         if (rc == 0 && (put_skus(c, s) != 0 || wait_synced(c, s) != 0))
             rc = -1;
+        if (rc == 0 && s->tclock && test_clock(c, s, 0, &s->clock0_ms) != 0)
+            rc = -1;
+        c->test_clock = s->tclock;
     }
     if (rc != 0) {
         if (rc < 0)
@@ -447,11 +540,11 @@ static int sd_open_checked(sn_ctx *c, void **st, char *err, size_t len)
 }
 
 const sn_system sn_sys_stockd = {
-    .name = "stockd", .open = sd_open, .order = sd_order, .finish = sd_finish,
+    .name = "stockd", .open = sd_open, .tick = sd_tick, .order = sd_order, .finish = sd_finish,
     .close = sd_close,
 };
 
 const sn_system sn_sys_stockd_checked = {
-    .name = "stockd-checked", .open = sd_open_checked, .order = sd_order,
+    .name = "stockd-checked", .open = sd_open_checked, .tick = sd_tick, .order = sd_order,
     .finish = sd_finish, .close = sd_close,
 };

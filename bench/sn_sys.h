@@ -37,6 +37,8 @@ typedef struct sn_ctx {
     char note[512];                  /* why a system did not run or failed */
     /* Refusals other than right answers, by error code (the first
      * SN_REFUSED_CODES codes seen; the rest under "other"). */
+    bool test_clock;                 /* the system ran on stockd's test clock */
+    uint64_t clock_unsettled;        /* test.clock answers with settled false */
     char refused_code[SN_REFUSED_CODES][32];
     uint64_t refused_n[SN_REFUSED_CODES];
 } sn_ctx;
