@@ -7,9 +7,13 @@ stockd's books right: no upstream purchase made twice, no own stock
 promised beyond what is on hand, counters equal to the sums over the
 orders (itestlib.audit_supplier), every answer accounted for. And the same
 seed played twice against the recipes the simulator drives itself (naive,
-seed) gives the same counts. Figures (oversell, undersell, speed) are not
-asserted: tools/bench salesnight measures them.
-Bounded: about 30 s (two 5 s nights for the recipes, one for stockd, setup).
+seed) gives the same counts; so does stockd on its test clock
+(--test-clock yes, which --stockd-flags prints: the simulator moves
+stockd's clock before every event and waits until what fell due settled),
+each run against a fresh stockd and database. Figures (oversell, undersell,
+speed) are not asserted: tools/bench salesnight measures them.
+Bounded: about 60 s (two 5 s nights for the recipes, three for stockd and
+stockd-checked, each slower than 5 s by its test.clock calls, setup).
 """
 import json
 import os
@@ -133,3 +137,39 @@ def test_recipes_replay_the_same_counts(tmp_path):
         assert a["available"] and a["orders"] > 0, a
         assert a == b, name
         assert a["duplicate_purchases"] == 0 and a["cancelled_by"]["own_short"] == 0, a
+
+
+def test_stockd_replays_the_same_counts(make_stockd, tmp_path):
+    """The same seed twice, each night against a fresh stockd (its own
+    database) started with --stockd-flags: every count of stockd and
+    stockd-checked is the same (latency and throughput aside)."""
+    secret = "sec-" + secrets.token_hex(12)
+    token = "tok-" + secrets.token_hex(12)
+    fake = Fake(secret, token)
+    try:
+        flags = subprocess.run([stockbench_bin(), "--mode", "salesnight", "--stockd-flags",
+                                "--minute-ms", str(MINUTE_MS)], stdout=subprocess.PIPE,
+                               text=True, timeout=10, check=True).stdout.split()
+        assert "--test-clock" in flags, flags
+        creds = ["--fake", "http://127.0.0.1:%d" % fake.cport, "--fake-app-secret", secret,
+                 "--fake-token", token]
+        runs = []
+        for i in range(2):
+            s = make_stockd(name="salesnight-replay%d" % i,
+                            args=supplier_flags(fake.port, secret, token) + flags)
+            out = str(tmp_path / ("stockd%d.json" % i))
+            rc, text = run_night(["--systems", "stockd,stockd-checked", "--target", s.addr,
+                                  "--db", s.db.url] + creds, out)
+            s.stop()
+            assert rc == 0, text
+            runs.append(json.load(open(out)))
+    finally:
+        fake.stop()
+    assert runs[0]["night"] == runs[1]["night"]
+    for name in ("stockd", "stockd-checked"):
+        a = {k: v for k, v in runs[0]["systems"][name].items() if k not in TIMING}
+        b = {k: v for k, v in runs[1]["systems"][name].items() if k not in TIMING}
+        assert a["available"] and a["orders"] > 0 and a["yes"] > 0, a
+        assert a["test_clock"] is True and a["clock_unsettled"] == 0, a
+        diff = {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
+        assert not diff, (name, diff)
