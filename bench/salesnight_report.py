@@ -231,16 +231,15 @@ def main():
             "settled. After an order with supplier units the simulator also waits for its "
             "purchase (order.update) before the next event. stockd decides its answers in its "
             "FIFO in the order the simulator sends them, so **a second run gives every one of "
-            "its counts again** too. What is left to chance, and why it rarely shows: fake1688 "
-            "draws the peak's refusals from one seeded sequence in the order calls reach it, "
-            "and stockd's sync has several calls out at once, so which call is refused can "
-            "change between runs; a refused call is retried and the round settles before the "
-            "next event either way, so a count moves only when one call is refused on all its "
-            "attempts (0.15^5: about one call in 13,000), or when a checked reserve's preview "
-            "is refused so often in a row that its retries overrun the reserve's deadline "
-            "(answered `unavailable`, counted in `refused_for_errors`, named in `refused_by`). "
-            "The pacing is slower than `--minute-ms` when stockd's rounds take longer than "
-            "their share of wall time; answers/s shows it.\n")
+            "its counts again** too: fake1688 draws each call's peak fault from the call itself "
+            "(`keyed`), not from the order in which stockd's concurrent calls reach it. What "
+            "is left to chance: a checked reserve whose 1688 preview is refused so often in a "
+            "row that its retries overrun the reserve's deadline is answered `unavailable` "
+            "(counted in `refused_for_errors`, named in `refused_by`); the client's retry "
+            "jitter decides it only in that rare case. "
+            "The night runs slower than `--minute-ms` while stockd's calls (its rounds, the "
+            "sync after each order, the purchases) take longer than their share of wall time, "
+            "as at the flash sale's slow and refusing API; answers/s shows it.\n")
     else:
         L.append(
             "stockd ran without `--test-clock`: it decides its answers in its FIFO in the order "

@@ -207,7 +207,8 @@ int sn_truth_lines(sn_ctx *c, const sn_event *ev, int64_t *orderable)
 void sn_print_stockd_flags(const sn_opts *so)
 {
     /* stockd's defaults (sync 5 min, validation 30 min, upstream lag 5 min,
-     * 20 calls/s, purchase backoff up to 60 s) on the compressed clock. */
+     * 20 calls/s, purchase backoff up to 60 s) on the compressed clock, and
+     * the test clock, which the night moves (sn_stockd.c). */
     double k = so->minute_ms / 60000.0;
     unsigned rate = (unsigned)ceil(20.0 / k);
     printf("--supplier-sync-ms %.0f --supplier-validate-ms %.0f --supplier-upstream-lag-ms %.0f "
@@ -252,9 +253,12 @@ static int prepare_fake(sn_ctx *c, char *err, size_t err_len)
                     json_pack("{s:I, s:b, s:i, s:i}", "lag_ms", (json_int_t)c->sc->p.lag_ms,
                               "idempotent", 0, "latency_ms", 0, "latency_jitter_ms", 0),
                     NULL) != 0 ||
+        /* keyed: a call's fault is drawn from the call itself, not from the
+         * order calls arrive in (stockd has several out at once). */
         sn_fake_ctl(f, "POST", "/faults",
-                    json_pack("{s:b, s:I}", "clear", 1, "seed",
-                              (json_int_t)(c->o->seed & 0x7fffffffffffULL)), NULL) != 0 ||
+                    json_pack("{s:b, s:I, s:b}", "clear", 1, "seed",
+                              (json_int_t)(c->o->seed & 0x7fffffffffffULL), "keyed", 1),
+                    NULL) != 0 ||
         sn_fake_clock(f, 0) != 0 ||
         sn_fake_ctl(f, "POST", "/catalogue", catalogue_json(c->sc), NULL) != 0) {
         snprintf(err, err_len, "%s", f->err);
