@@ -43,6 +43,7 @@
 #define SN_SD_PIPELINE 256
 #define SN_SD_SYNC_WAIT_S 60          /* the first snapshot of every mapping */
 #define SN_SD_FINISH_WAIT_S 60        /* purchases still running at the end */
+#define SN_SD_POLL_MS 200              /* test clock: order.get if no notification by then */
 #define SN_SD_CLOCK_TIMEOUT_MS 90000  /* test.clock: stockd gives up settling after 60 s */
 
 enum { OS_NONE = 0, OS_AWAITING, OS_FINAL };
@@ -171,6 +172,32 @@ static int drain_updates(sn_ctx *c, sd *s, uint32_t until_order, int wait_ms)
     }
 }
 
+/* Until order k's purchase is final (on the test clock): its notification,
+ * else order.get every SN_SD_POLL_MS (a listener can miss a notification:
+ * PROTOCOL says to catch up with order.get), at most SN_SD_FINISH_WAIT_S. */
+static int await_final(sn_ctx *c, sd *s, uint32_t k)
+{
+    uint64_t deadline = sn_mono_ns() + (uint64_t)SN_SD_FINISH_WAIT_S * 1000000000u;
+    while (s->os[k] == OS_AWAITING) {
+        if (drain_updates(c, s, k, SN_SD_POLL_MS) != 0)
+            return -1;
+        if (s->os[k] != OS_AWAITING)
+            break;
+        char id[96];
+        stockd_order o;
+        sn_order_name(c, k, id, sizeof id);
+        if (stockd_order_get(s->c, id, &o) != STOCKD_OK)
+            return fail(c, s, "order.get", s->c);
+        on_final(c, s, &o);
+        if (s->os[k] == OS_AWAITING && sn_mono_ns() > deadline) {
+            fprintf(stderr, "salesnight %s: order %s still %s after %d s\n", c->name, id,
+                    o.status, SN_SD_FINISH_WAIT_S);
+            break;
+        }
+    }
+    return 0;
+}
+
 static int send_reserve(sn_ctx *c, sd *s, const sn_event *ev, stockd_order *out, bool *yes)
 {
     char order_id[96], skus[SN_LINES_MAX][64];
@@ -257,8 +284,9 @@ static int sd_order(sn_ctx *c, void *st, const sn_event *ev)
             on_final(c, s, &o);
         /* With the test clock nothing may move before the purchase ended:
          * the next event would otherwise race it. */
-        int wait_ms = s->tclock ? SN_SD_FINISH_WAIT_S * 1000 : (int)(c->so->settle_s * 1000);
-        return drain_updates(c, s, ev->no, wait_ms);
+        if (s->tclock)
+            return await_final(c, s, ev->no);
+        return drain_updates(c, s, ev->no, (int)(c->so->settle_s * 1000));
     }
     return drain_updates(c, s, UINT32_MAX, 0);
 }
