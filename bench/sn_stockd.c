@@ -57,6 +57,7 @@ typedef struct sd {
     bool tclock;                      /* stockd runs --test-clock: test.clock drives it */
     int64_t clock0_ms;                /* its clock at simulated 0 */
     int64_t clock_at_ms;              /* where the last test.clock left it */
+    uint32_t caught_up;               /* purchases found final by order.get, not told */
     char err[512];
 } sd;
 
@@ -189,6 +190,8 @@ static int await_final(sn_ctx *c, sd *s, uint32_t k)
         if (stockd_order_get(s->c, id, &o) != STOCKD_OK)
             return fail(c, s, "order.get", s->c);
         on_final(c, s, &o);
+        if (s->os[k] != OS_AWAITING)
+            s->caught_up++;
         if (s->os[k] == OS_AWAITING && sn_mono_ns() > deadline) {
             fprintf(stderr, "salesnight %s: order %s still %s after %d s\n", c->name, id,
                     o.status, SN_SD_FINISH_WAIT_S);
@@ -387,6 +390,9 @@ static int sd_finish(sn_ctx *c, void *st)
     if (s->awaiting > 0)
         fprintf(stderr, "salesnight %s: %u purchases still not final after %d s\n", c->name,
                 s->awaiting, SN_SD_FINISH_WAIT_S);
+    if (s->caught_up > 0)
+        fprintf(stderr, "salesnight %s: %u purchases were final before their order.update "
+                "came (order.get found them)\n", c->name, s->caught_up);
     return read_alerts(c, s);
 }
 
