@@ -558,7 +558,8 @@ static uint64_t fnv1a(uint64_t h, const char *p, size_t n)
 
 /* A request's identity for keyed draws: the API and its params in the
  * order sent, without _aop_timestamp and _aop_signature (they change with
- * every attempt). Never 0. */
+ * every attempt) and outOrderId / orderId (they name a run's own orders,
+ * which a replay names afresh). Never 0. */
 static uint64_t request_hash(struct evhttp_request *req, fk_api api)
 {
     uint64_t h = fnv1a(0xCBF29CE484222325ull, (const char *)&api, sizeof api);
@@ -570,7 +571,8 @@ static uint64_t request_hash(struct evhttp_request *req, fk_api api)
     for (char *p = body; p && *p;) {
         char *amp = strchr(p, '&');
         size_t len = amp ? (size_t)(amp - p) : strlen(p);
-        if (strncmp(p, "_aop_timestamp=", 15) != 0 && strncmp(p, "_aop_signature=", 15) != 0)
+        if (strncmp(p, "_aop_timestamp=", 15) != 0 && strncmp(p, "_aop_signature=", 15) != 0 &&
+            strncmp(p, "outOrderId=", 11) != 0 && strncmp(p, "orderId=", 8) != 0)
             h = fnv1a(fnv1a(h, p, len), "&", 1);
         p = amp ? amp + 1 : p + len;
     }

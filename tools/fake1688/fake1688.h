@@ -137,8 +137,8 @@ typedef struct fk_faults {
     size_t next_n;
     bool refuse;                   /* API listener closed */
     /* Rate draws per request instead of from one sequence: a hash of the
-     * seed, the API, the request's params (its timestamp and signature
-     * left out) and how many such requests came before. A client that
+     * seed, the API, the request's params (its timestamp, signature and
+     * order ids left out) and how many such requests came before. A client that
      * sends several calls at once then meets the same faults on the same
      * calls whatever order they arrive in. */
     bool keyed;
