@@ -12,8 +12,8 @@ seed) gives the same counts; so does stockd on its test clock
 stockd's clock before every event and waits until what fell due settled),
 each run against a fresh stockd and database. Figures (oversell, undersell,
 speed) are not asserted: tools/bench salesnight measures them.
-Bounded: about 60 s (two 5 s nights for the recipes, three for stockd and
-stockd-checked, each slower than 5 s by its test.clock calls, setup).
+Bounded: about 100 s (two 5 s nights for the recipes; three for stockd and
+stockd-checked, each 15-20 s: stockd settles before every event).
 """
 import json
 import os
