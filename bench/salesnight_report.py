@@ -217,14 +217,41 @@ def main():
         "naive and seed run entirely inside the simulator on that clock (their snapshots, "
         "validation and cache expiry are simulated-time timers; their after-order work runs "
         "before the next event): **a second run gives every one of their counts again**; only "
-        "latency and answers/s vary. stockd decides its answers in its FIFO in the order the "
-        "simulator sends them, and the simulator waits for each order's purchase "
-        "(order.update) before the next event, but stockd's snapshot and validation timers "
-        "run on its own wall clock (flags scaled by `--minute-ms`): whether a snapshot lands "
-        "just before or just after a given event is a wall-clock race, so stockd's counts can "
-        "move by a few between runs of the same seed. Making them exact would need a way to "
-        "drive stockd's supplier timers from outside (a test clock), which the server does not "
-        "offer.\n")
+        "latency and answers/s vary.\n")
+    stockd_runs = [m for n, m in sy.items() if n.startswith("stockd") and m.get("available")]
+    if stockd_runs and all(m.get("test_clock") for m in stockd_runs):
+        L.append(
+            "stockd runs with `--test-clock yes`: the wall clock that decides its answers (its "
+            "sync and validation rounds, `synced_at`, `purchased_at` and so the upstream-lag "
+            "hold of bought units, hold expiry, alert times) stands still and only the "
+            "simulator moves it. Before every event the simulator calls `test.clock` with the "
+            "event's simulated time (on the scale of the flags, from stockd's clock when the "
+            "system started); stockd runs each round that fell due at its own due time and "
+            "answers once its 1688 calls and MariaDB writes, the checks and the purchases have "
+            "settled. After an order with supplier units the simulator also waits for its "
+            "purchase (order.update) before the next event. stockd decides its answers in its "
+            "FIFO in the order the simulator sends them, so **a second run gives every one of "
+            "its counts again** too: fake1688 draws each call's peak fault from the call itself "
+            "(`keyed`), not from the order in which stockd's concurrent calls reach it, and on "
+            "its test clock stockd reports an order's bought lines in line order (trust moves "
+            "do not commute). What "
+            "is left to chance: a checked reserve whose 1688 preview is refused so often in a "
+            "row that its retries overrun the reserve's deadline is answered `unavailable` "
+            "(counted in `refused_for_errors`, named in `refused_by`); the client's retry "
+            "jitter decides it only in that rare case. "
+            "The night runs slower than `--minute-ms` while stockd's calls (its rounds, the "
+            "sync after each order, the purchases) take longer than their share of wall time, "
+            "as at the flash sale's slow and refusing API; answers/s shows it.\n")
+    else:
+        L.append(
+            "stockd ran without `--test-clock`: it decides its answers in its FIFO in the order "
+            "the simulator sends them, and the simulator waits for each order's purchase "
+            "(order.update, at most `--settle`) before the next event, but stockd's snapshot and "
+            "validation timers run on its own wall clock (flags scaled by `--minute-ms`): "
+            "whether a snapshot lands just before or just after a given event is a wall-clock "
+            "race, so stockd's counts can move by a few between runs of the same seed. With "
+            "`--test-clock yes` (which `--stockd-flags` prints) the simulator drives that clock "
+            "and they replay exactly.\n")
     if len(runs) > 1:
         L += compare(runs)
         L.append("")

@@ -39,6 +39,9 @@ typedef struct sn_result {
     uint64_t event_errors;
     sn_minute *minutes;              /* owned copy */
     json_t *why;                     /* where the cancellations came from (owned) */
+    json_t *refused_by;              /* refused_for_errors by code (owned) */
+    bool test_clock;                 /* ran on stockd's test clock (sn_sys.h) */
+    uint64_t clock_unsettled;
 } sn_result;
 
 #define SN_WHY_TOP 8
@@ -151,6 +154,29 @@ void sn_out_order_id(const sn_ctx *c, uint32_t order_no, uint32_t line, char *bu
         snprintf(buf, len, "sn%s-o%" PRIu32 "#%" PRIu32, c->nonce, order_no, line);
 }
 
+void sn_note_refused(sn_ctx *c, const char *code, const char *reason)
+{
+    char key[32];
+    if (reason != NULL && reason[0] != '\0')
+        snprintf(key, sizeof key, "%s: %s", code, reason);
+    else
+        snprintf(key, sizeof key, "%s", code);
+    for (int i = 0; i < SN_REFUSED_CODES; i++) {
+        if (c->refused_code[i][0] == '\0' || i == SN_REFUSED_CODES - 1) {
+            if (c->refused_code[i][0] == '\0')
+                snprintf(c->refused_code[i], sizeof c->refused_code[i], "%s", key);
+            else if (strcmp(c->refused_code[i], key) != 0)
+                snprintf(c->refused_code[i], sizeof c->refused_code[i], "other");
+            c->refused_n[i]++;
+            return;
+        }
+        if (strcmp(c->refused_code[i], key) == 0) {
+            c->refused_n[i]++;
+            return;
+        }
+    }
+}
+
 sn_fate sn_fate_of_code(const char *code)
 {
     if (strstr(code, "500_004") || strstr(code, "500_005") || strstr(code, "500_006"))
@@ -181,11 +207,12 @@ int sn_truth_lines(sn_ctx *c, const sn_event *ev, int64_t *orderable)
 void sn_print_stockd_flags(const sn_opts *so)
 {
     /* stockd's defaults (sync 5 min, validation 30 min, upstream lag 5 min,
-     * 20 calls/s, purchase backoff up to 60 s) on the compressed clock. */
+     * 20 calls/s, purchase backoff up to 60 s) on the compressed clock, and
+     * the test clock, which the night moves (sn_stockd.c). */
     double k = so->minute_ms / 60000.0;
     unsigned rate = (unsigned)ceil(20.0 / k);
     printf("--supplier-sync-ms %.0f --supplier-validate-ms %.0f --supplier-upstream-lag-ms %.0f "
-           "--supplier-rate-per-s %u --supplier-purchase-backoff-max-ms %.0f\n",
+           "--supplier-rate-per-s %u --supplier-purchase-backoff-max-ms %.0f --test-clock yes\n",
            fmax(100, 300000 * k), fmax(100, 1800000 * k), 300000 * k,
            rate > 100000 ? 100000 : rate, fmax(100, 60000 * k));
 }
@@ -226,9 +253,12 @@ static int prepare_fake(sn_ctx *c, char *err, size_t err_len)
                     json_pack("{s:I, s:b, s:i, s:i}", "lag_ms", (json_int_t)c->sc->p.lag_ms,
                               "idempotent", 0, "latency_ms", 0, "latency_jitter_ms", 0),
                     NULL) != 0 ||
+        /* keyed: a call's fault is drawn from the call itself, not from the
+         * order calls arrive in (stockd has several out at once). */
         sn_fake_ctl(f, "POST", "/faults",
-                    json_pack("{s:b, s:I}", "clear", 1, "seed",
-                              (json_int_t)(c->o->seed & 0x7fffffffffffULL)), NULL) != 0 ||
+                    json_pack("{s:b, s:I, s:b}", "clear", 1, "seed",
+                              (json_int_t)(c->o->seed & 0x7fffffffffffULL), "keyed", 1),
+                    NULL) != 0 ||
         sn_fake_clock(f, 0) != 0 ||
         sn_fake_ctl(f, "POST", "/catalogue", catalogue_json(c->sc), NULL) != 0) {
         snprintf(err, err_len, "%s", f->err);
@@ -352,6 +382,10 @@ static int run_system(sn_ctx *c, const sn_system *sys, sn_result *res, char *err
     c->answers = 0;
     c->note[0] = '\0';
     c->now_ms = 0;
+    c->test_clock = false;
+    c->clock_unsettled = 0;
+    memset(c->refused_code, 0, sizeof c->refused_code);
+    memset(c->refused_n, 0, sizeof c->refused_n);
     memset(c->price_changed, 0, sc->n_offers * sizeof *c->price_changed);
     if (prepare_fake(c, err, err_len) != 0)
         return -1;
@@ -418,6 +452,15 @@ static int run_system(sn_ctx *c, const sn_system *sys, sn_result *res, char *err
         res->max_us = hist_quantile(&c->hist, 1.0);
         res->answers_per_s = res->wall_s > 0 ? (double)c->answers / res->wall_s : 0;
         res->why = why_json(c->acct);
+        res->test_clock = c->test_clock;
+        res->clock_unsettled = c->clock_unsettled;
+        if (c->clock_unsettled)
+            fprintf(stderr, "salesnight %s: %" PRIu64 " test.clock answers said stockd had not "
+                    "settled: this night may not replay exactly\n", sys->name, c->clock_unsettled);
+        res->refused_by = json_object();
+        for (int i = 0; i < SN_REFUSED_CODES && c->refused_code[i][0]; i++)
+            json_object_set_new(res->refused_by, c->refused_code[i],
+                                json_integer((json_int_t)c->refused_n[i]));
         res->minutes = malloc((sc->p.minutes + 1u) * sizeof *res->minutes);
         if (res->minutes)
             memcpy(res->minutes, c->acct->minutes, (sc->p.minutes + 1u) * sizeof *res->minutes);
@@ -496,7 +539,13 @@ static int write_json(const char *path, const bench_opts *o, const sn_opts *so,
             (json_int_t)r[i].event_errors, "minutes", mins);
         if (r[i].why)
             json_object_set(j, "why", r[i].why);
+        if (r[i].refused_by)
+            json_object_set(j, "refused_by", r[i].refused_by);
         json_object_set_new(j, "order_prefix", json_string(r[i].order_prefix));
+        if (strncmp(r[i].name, "stockd", 6) == 0) {
+            json_object_set_new(j, "test_clock", json_boolean(r[i].test_clock));
+            json_object_set_new(j, "clock_unsettled", json_integer((json_int_t)r[i].clock_unsettled));
+        }
         json_object_set_new(systems, r[i].name, j);
     }
     char digest[24];
@@ -684,6 +733,7 @@ int sn_main(const bench_opts *o, const sn_opts *so)
     for (unsigned i = 0; i < so->n_systems; i++) {
         free(res[i].minutes);
         json_decref(res[i].why);
+        json_decref(res[i].refused_by);
     }
     free(res);
     free(c.price_changed);

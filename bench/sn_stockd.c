@@ -7,9 +7,20 @@
  *
  * stockd buys asynchronously; to give it the same footing as the recipes
  * (whose purchase runs before the next event) the runner waits after each
- * order with supplier units until order.update says purchased or failed,
- * at most --settle seconds. Its periodic snapshot and validation run on its
- * own wall-clock timers: they are not replayed exactly.
+ * order with supplier units until order.update says purchased or failed.
+ *
+ * Time: a stockd started with --test-clock yes (`--stockd-flags` prints
+ * it) keeps its supplier rounds, synced_at, purchased_at, the upstream
+ * lag and hold expiry on a manual clock. Before every event this system
+ * moves that clock with test.clock to the event's simulated time (scaled
+ * by --minute-ms, the scale of the flags, from the clock's value when the
+ * system opened) and waits for the answer, which comes once the rounds
+ * that fell due ran and their calls and writes settled; and it waits for
+ * each order's purchase without the --settle cap. So the night is
+ * replayed exactly. A stockd without the option answers test.clock
+ * invalid_state (an older one unknown_method): its rounds then run on its
+ * own wall clock, the purchase wait is capped at --settle, and its counts
+ * can move by a few between runs of a seed.
  *
  * stockd-checked sends "check": true with each reserve (answer only what
  * the 1688 order check accepts). A server without that option answers
@@ -19,6 +30,7 @@
 #include "sn_sys.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +43,8 @@
 #define SN_SD_PIPELINE 256
 #define SN_SD_SYNC_WAIT_S 60          /* the first snapshot of every mapping */
 #define SN_SD_FINISH_WAIT_S 60        /* purchases still running at the end */
+#define SN_SD_POLL_MS 200              /* test clock: order.get if no notification by then */
+#define SN_SD_CLOCK_TIMEOUT_MS 90000  /* test.clock: stockd gives up settling after 60 s */
 
 enum { OS_NONE = 0, OS_AWAITING, OS_FINAL };
 
@@ -40,6 +54,10 @@ typedef struct sd {
     uint8_t *os;                      /* per order: OS_* */
     uint32_t awaiting;
     char prefix[40];                  /* "sn<nonce>-" */
+    bool tclock;                      /* stockd runs --test-clock: test.clock drives it */
+    int64_t clock0_ms;                /* its clock at simulated 0 */
+    int64_t clock_at_ms;              /* where the last test.clock left it */
+    uint32_t caught_up;               /* purchases found final by order.get, not told */
     char err[512];
 } sd;
 
@@ -48,6 +66,46 @@ static int fail(sn_ctx *c, sd *s, const char *what, stockd_client *cl)
     snprintf(c->note, sizeof c->note, "stockd %s: %.400s", what,
              cl ? stockd_client_errstr(cl) : s->err);
     return -1;
+}
+
+/* test.clock {"now_ms": now_ms} (0: no move, only wait for stockd to
+ * settle). 0 with *now_out (stockd's clock after it); 1 = refused because
+ * stockd runs without --test-clock (or predates it); -1 on other errors. */
+static int test_clock(sn_ctx *c, sd *s, int64_t now_ms, int64_t *now_out)
+{
+    msgpack_packer *pk;
+    stockd_reply rep;
+    if (stockd_request_begin(s->c, "test.clock", &pk) != STOCKD_OK)
+        return fail(c, s, "test.clock", s->c);
+    int r = now_ms > 0 ? msgpack_pack_map(pk, 1) || codec_pack_kv_int(pk, "now_ms", now_ms)
+                       : msgpack_pack_map(pk, 0);
+    if (r) {
+        stockd_request_abort(s->c);
+        return fail(c, s, "test.clock", s->c);
+    }
+    /* It waits for stockd to settle (at most a minute there). */
+    stockd_client_set_timeout(s->c, SN_SD_CLOCK_TIMEOUT_MS);
+    stockd_rc rc = stockd_request_call(s->c, &rep);
+    stockd_client_set_timeout(s->c, SN_SD_TIMEOUT_MS);
+    if (rc == STOCKD_ERR_SERVER) {
+        const stockd_error *e = stockd_client_error(s->c);
+        if (strcmp(e->code, "invalid_state") == 0 || strcmp(e->code, "unknown_method") == 0)
+            return 1;
+        return fail(c, s, "test.clock", s->c);
+    }
+    const msgpack_object *now = rc == STOCKD_OK ? codec_map_get(rep.result, "now_ms") : NULL;
+    const msgpack_object *settled = rc == STOCKD_OK ? codec_map_get(rep.result, "settled") : NULL;
+    if (now == NULL || now->type != MSGPACK_OBJECT_POSITIVE_INTEGER || settled == NULL ||
+        settled->type != MSGPACK_OBJECT_BOOLEAN) {
+        if (rc == STOCKD_OK)
+            snprintf(s->err, sizeof s->err, "test.clock: answer without now_ms and settled");
+        return fail(c, s, "test.clock", rc == STOCKD_OK ? NULL : s->c);
+    }
+    if (!settled->via.boolean)
+        c->clock_unsettled++;
+    *now_out = (int64_t)now->via.u64;
+    s->clock_at_ms = *now_out;
+    return 0;
 }
 
 /* The order number of one of this night's order ids, or -1. */
@@ -115,6 +173,34 @@ static int drain_updates(sn_ctx *c, sd *s, uint32_t until_order, int wait_ms)
     }
 }
 
+/* Until order k's purchase is final (on the test clock): its notification,
+ * else order.get every SN_SD_POLL_MS (a listener can miss a notification:
+ * PROTOCOL says to catch up with order.get), at most SN_SD_FINISH_WAIT_S. */
+static int await_final(sn_ctx *c, sd *s, uint32_t k)
+{
+    uint64_t deadline = sn_mono_ns() + (uint64_t)SN_SD_FINISH_WAIT_S * 1000000000u;
+    while (s->os[k] == OS_AWAITING) {
+        if (drain_updates(c, s, k, SN_SD_POLL_MS) != 0)
+            return -1;
+        if (s->os[k] != OS_AWAITING)
+            break;
+        char id[96];
+        stockd_order o;
+        sn_order_name(c, k, id, sizeof id);
+        if (stockd_order_get(s->c, id, &o) != STOCKD_OK)
+            return fail(c, s, "order.get", s->c);
+        on_final(c, s, &o);
+        if (s->os[k] != OS_AWAITING)
+            s->caught_up++;
+        if (s->os[k] == OS_AWAITING && sn_mono_ns() > deadline) {
+            fprintf(stderr, "salesnight %s: order %s still %s after %d s\n", c->name, id,
+                    o.status, SN_SD_FINISH_WAIT_S);
+            break;
+        }
+    }
+    return 0;
+}
+
 static int send_reserve(sn_ctx *c, sd *s, const sn_event *ev, stockd_order *out, bool *yes)
 {
     char order_id[96], skus[SN_LINES_MAX][64];
@@ -173,6 +259,8 @@ static int sd_order(sn_ctx *c, void *st, const sn_event *ev)
         /* check_failed is 1688 refusing the units: a right answer, not an error. */
         bool error = strcmp(e->code, "insufficient") != 0 && strcmp(e->code, "check_failed") != 0;
         sn_acct_no(c->acct, ev, orderable, error);
+        if (error)
+            sn_note_refused(c, e->code, e->message);
         return 0;
     }
     int32_t from_own[SN_LINES_MAX] = {0}, from_sup[SN_LINES_MAX] = {0};
@@ -197,6 +285,10 @@ static int sd_order(sn_ctx *c, void *st, const sn_event *ev)
         /* A notification can beat the reply: the record may be final already. */
         if (strcmp(o.status, "confirmed") != 0)
             on_final(c, s, &o);
+        /* With the test clock nothing may move before the purchase ended:
+         * the next event would otherwise race it. */
+        if (s->tclock)
+            return await_final(c, s, ev->no);
         return drain_updates(c, s, ev->no, (int)(c->so->settle_s * 1000));
     }
     return drain_updates(c, s, UINT32_MAX, 0);
@@ -245,6 +337,8 @@ static int read_alerts(sn_ctx *c, sd *s)
     MYSQL_ROW row;
     uint64_t n = 0;
     double sim_per_wall = 60000.0 / c->so->minute_ms;
+    /* Alert times are stockd's clock: the test clock's when it runs one. */
+    int64_t at0 = s->tclock ? s->clock0_ms : c->wall0_unix_ms;
     while ((row = mysql_fetch_row(res)) != NULL) {
         n++;
         if (!row[0] || !row[1] || !row[2] || !row[3])
@@ -255,7 +349,7 @@ static int read_alerts(sn_ctx *c, sd *s)
         if (!link || *end != '\0' || sku >= c->sc->n_skus || c->sc->skus[sku].offer < 0)
             continue;
         int32_t lk = c->link_of_offer[c->sc->skus[sku].offer];
-        int64_t at_sim = (int64_t)((double)(strtoll(row[3], NULL, 10) - c->wall0_unix_ms) * sim_per_wall);
+        int64_t at_sim = (int64_t)((double)(strtoll(row[3], NULL, 10) - at0) * sim_per_wall);
         if (lk >= 0)
             for (uint32_t i = 0; i < c->sc->n_events; i++) {
                 const sn_event *e = &c->sc->events[i];
@@ -269,6 +363,25 @@ static int read_alerts(sn_ctx *c, sd *s)
     return 0;
 }
 
+/* Before each event: stockd's clock to the event's simulated time, and
+ * whatever fell due on the way run and settled. */
+static int sd_tick(sn_ctx *c, void *st)
+{
+    sd *s = st;
+    if (!s->tclock)
+        return 0;
+    int64_t target = s->clock0_ms + llround((double)c->now_ms * c->so->minute_ms / 60000.0);
+    int64_t now;
+    if (target < s->clock_at_ms)
+        target = s->clock_at_ms;
+    int rc = test_clock(c, s, target, &now);
+    if (rc == 1) {
+        snprintf(s->err, sizeof s->err, "test.clock refused mid-night (was stockd restarted?)");
+        return fail(c, s, "test.clock", NULL);
+    }
+    return rc;
+}
+
 static int sd_finish(sn_ctx *c, void *st)
 {
     sd *s = st;
@@ -277,6 +390,9 @@ static int sd_finish(sn_ctx *c, void *st)
     if (s->awaiting > 0)
         fprintf(stderr, "salesnight %s: %u purchases still not final after %d s\n", c->name,
                 s->awaiting, SN_SD_FINISH_WAIT_S);
+    if (s->caught_up > 0)
+        fprintf(stderr, "salesnight %s: %u purchases were final before their order.update "
+                "came (order.get found them)\n", c->name, s->caught_up);
     return read_alerts(c, s);
 }
 
@@ -422,8 +538,21 @@ static int sd_open_common(sn_ctx *c, void **st, bool checked, char *err, size_t 
         rc = checked ? probe_check(c, s) : 0;
         if (rc == 0 && stockd_order_subscribe(s->sub) != STOCKD_OK)
             rc = fail(c, s, "order.subscribe", s->sub);
+        if (rc == 0) {
+            /* Does stockd run the test clock? Then its sync of the new
+             * mappings (sku.put asks for it at once) settles before the
+             * night starts, and simulated 0 is its clock then. */
+            int64_t now = 0;
+            int t = test_clock(c, s, 0, &now);
+            if (t < 0)
+                rc = -1;
+            s->tclock = t == 0;
+        }
         if (rc == 0 && (put_skus(c, s) != 0 || wait_synced(c, s) != 0))
             rc = -1;
+        if (rc == 0 && s->tclock && test_clock(c, s, 0, &s->clock0_ms) != 0)
+            rc = -1;
+        c->test_clock = s->tclock;
     }
     if (rc != 0) {
         if (rc < 0)
@@ -445,11 +574,11 @@ static int sd_open_checked(sn_ctx *c, void **st, char *err, size_t len)
 }
 
 const sn_system sn_sys_stockd = {
-    .name = "stockd", .open = sd_open, .order = sd_order, .finish = sd_finish,
+    .name = "stockd", .open = sd_open, .tick = sd_tick, .order = sd_order, .finish = sd_finish,
     .close = sd_close,
 };
 
 const sn_system sn_sys_stockd_checked = {
-    .name = "stockd-checked", .open = sd_open_checked, .order = sd_order,
+    .name = "stockd-checked", .open = sd_open_checked, .tick = sd_tick, .order = sd_order,
     .finish = sd_finish, .close = sd_close,
 };

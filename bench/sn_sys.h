@@ -18,6 +18,8 @@ typedef struct sn_opts {
     double settle_s;                 /* stockd: wait for an order's purchase this long */
 } sn_opts;
 
+#define SN_REFUSED_CODES 8
+
 typedef struct sn_ctx {
     const bench_opts *o;             /* --db, --redis, --target, --peer-db, --admin-token */
     const sn_opts *so;
@@ -33,6 +35,12 @@ typedef struct sn_ctx {
     bool *price_changed;             /* per offer: its price changed before now */
     int32_t *link_of_offer;          /* per offer: link change number, -1 */
     char note[512];                  /* why a system did not run or failed */
+    /* Refusals other than right answers, by error code (the first
+     * SN_REFUSED_CODES codes seen; the rest under "other"). */
+    bool test_clock;                 /* the system ran on stockd's test clock */
+    uint64_t clock_unsettled;        /* test.clock answers with settled false */
+    char refused_code[SN_REFUSED_CODES][32];
+    uint64_t refused_n[SN_REFUSED_CODES];
 } sn_ctx;
 
 typedef struct sn_system {
@@ -60,6 +68,8 @@ void sn_order_name(const sn_ctx *c, uint32_t order_no, char *buf, size_t len);
 void sn_out_order_id(const sn_ctx *c, uint32_t order_no, uint32_t line, char *buf, size_t len);
 /* The truth for a refused order: orderable supplier units per line. -1 on failure. */
 int sn_truth_lines(sn_ctx *c, const sn_event *ev, int64_t *orderable);
+/* Counts a refusal for errors under its code (sn_ctx refused_*). */
+void sn_note_refused(sn_ctx *c, const char *code, const char *reason);
 /* A 1688 failure code to the fate of the order it cancels. */
 sn_fate sn_fate_of_code(const char *code);
 

@@ -90,6 +90,7 @@ static const cfg_opt cfg_opts[] = {
     DBL("supplier-event-trust", supplier_event_trust, 0.0, 1.0),
     DBL("supplier-trust-cut", supplier_trust_cut, 0.0, 1.0),
     DBL("supplier-trust-step", supplier_trust_step, 0.0, 1.0),
+    OPT("test-clock", CFG_K_BOOL, offsetof(stockd_config, test_clock)),
     OPT("log-level", CFG_K_LOG_LEVEL, offsetof(stockd_config, log_level)),
     U32("max-message-bytes", max_message_bytes, 1024, 16777216),
     U32("max-depth", max_depth, 2, 32),
@@ -836,6 +837,10 @@ static int cfg_check_relations(stockd_config *c, char *err, size_t err_len) {
         return cfg_fail(err, err_len,
                         "supplier-url needs supplier-app-key, supplier-app-secret and "
                         "supplier-token");
+    /* A cluster's parts retry and hand over on the wall clock of every
+     * node: one node's manual clock would only stall them. */
+    if (c->test_clock && c->peers[0])
+        return cfg_fail(err, err_len, "test-clock is for a single node: not with peers");
     if (c->batch_sku_ops_max > c->batch_ops_max)
         return cfg_fail(err, err_len, "batch-sku-ops-max (%u) must not exceed batch-ops-max (%u)",
                         c->batch_sku_ops_max, c->batch_ops_max);
@@ -1130,6 +1135,17 @@ const char *config_usage(void) {
 "                             default 0.5)\n"
 "  --supplier-trust-step F    trust regained per successful purchase, 0..1\n"
 "                             (env STOCKD_SUPPLIER_TRUST_STEP; default 0.05)\n"
+"\n"
+"Testing only:\n"
+"  --test-clock yes|no        the wall clock that decides answers (supplier sync\n"
+"                             and validation rounds, synced_at, purchased_at and\n"
+"                             the upstream lag, hold expiry, row times) stands\n"
+"                             still from start-up and moves only through the\n"
+"                             test.clock method, which also runs the rounds that\n"
+"                             fell due and answers once their work has settled\n"
+"                             (PROTOCOL.md). For simulators that replay a night\n"
+"                             exactly; never in production. Single node only\n"
+"                             (env STOCKD_TEST_CLOCK; default no)\n"
 "\n"
 "Numbers are plain decimal. queue-per-sku-max must not exceed queue-total-max.\n"
 "Unknown STOCKD_* variables are ignored; unknown flags and file keys are errors.\n";

@@ -1046,8 +1046,13 @@ bool engine_supplier_observe(engine *e, const char *sku, const eng_supplier_map 
     if (s == NULL || s->aside)
         return false;
     /* Coalesced: a report still waiting (the SKU is blocked, e.g. the store
-     * is down) takes the newer figure, so syncs cannot grow the FIFO. */
+     * is down) takes the newer figure, so syncs cannot grow the FIFO; but
+     * only while it is the FIFO's last op: the newer figure must not
+     * overtake what was queued after it (a failed check's "nothing until
+     * the next sync" would then undo the next sync). */
     eng_op *op = s->report_q;
+    if (op != NULL && s->q_tail != op)
+        op = NULL;
     if (op == NULL) {
         if ((op = ei_internal_op_new(e)) == NULL)
             return false;

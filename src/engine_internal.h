@@ -42,7 +42,8 @@ struct eng_sku {
     struct sku_write *inflight;   /* its write in the batch holding it */
     eng_op *q_head, *q_tail;
     uint32_t q_len;
-    eng_op *report_q;             /* its queued supplier report, if any: at most one */
+    eng_op *report_q;             /* its newest queued supplier report, if any: at most
+                                   * one per run of reports with nothing between */
     bool global;                  /* the engine's FIFO for ops without a SKU */
     eng_sku *ready_next;
     eng_order *orders;            /* every order of this SKU (sku_next list) */

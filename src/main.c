@@ -196,6 +196,13 @@ static int start_node(struct event_base *base, const stockd_config *cfg, server 
                       store **st_out, http_srv **http_out)
 {
     char err[512];
+    if (cfg->test_clock) {
+        /* Before anything reads the wall clock: rows, rounds and holds all
+         * count from the same manual time (clock.h). */
+        clock_manual_start();
+        LOG_W("test clock on: the wall clock moves only through test.clock (never in "
+              "production)");
+    }
     server *srv = *srv_out = server_new(base, cfg, err, sizeof(err));
     if (srv == NULL) {
         LOG_E("startup failed", "error", err);

@@ -223,9 +223,33 @@ static void job_backoff(purchase *p, pjob *j)
     evtimer_add(j->timer, &tv);
 }
 
+/* Under --test-clock, the outcomes of an order's bought (or refused at
+ * create) lines go to the engine in line order: a supplier's trust moves
+ * with each outcome (up by a step, down by a factor), the two do not
+ * commute, and the order in which concurrent lines finish is the network's.
+ * True when j's outcome came after its check and a lower line of its order
+ * has passed its check here but not submitted its outcome yet. An outcome
+ * of a failed check never waits: the lines in step 3b wait for it. */
+static bool earlier_line_pending(const purchase *p, const pjob *j)
+{
+    if (!p->cfg->test_clock || !j->checked)
+        return false;
+    for (const pjob *o = p->jobs; o != NULL; o = o->next)
+        if (o != j && o->checked && o->state != PJ_ENGINE && o->ep.line_no < j->ep.line_no &&
+            strcmp(o->ep.order_id, j->ep.order_id) == 0)
+            return true;
+    return false;
+}
+
 static void job_submit(purchase *p, pjob *j)
 {
     assert(j->have_outcome);
+    if (earlier_line_pending(p, j)) {
+        j->state = PJ_WAIT;
+        struct timeval tv = {0, PJ_BARRIER_POLL_MS * 1000};
+        evtimer_add(j->timer, &tv);
+        return;
+    }
     j->state = PJ_ENGINE;
     eng_err e = engine_submit(p->eng, &j->op, clock_wall_ms());
     switch (e) {
@@ -512,7 +536,8 @@ static bool siblings_unchecked(const purchase *p, const pjob *j)
 static void job_create(purchase *p, pjob *j)
 {
     if (siblings_unchecked(p, j)) {
-        int64_t now = clock_wall_ms();
+        /* A duration: monotonic, so it also ends under a manual wall clock. */
+        int64_t now = clock_mono_ms();
         if (j->barrier_until_ms == 0)
             j->barrier_until_ms = now + PJ_BARRIER_MAX_MS;
         if (now < j->barrier_until_ms) {

@@ -21,6 +21,7 @@
 #include "stockd/core.h"
 #include "stockd/reply.h"
 #include "stockd/route.h"
+#include "stockd/testclock.h"
 
 /* ------------------------------------------------------------ replies */
 
@@ -645,6 +646,11 @@ static void handle_request(server *s, conn *c, const rpc_msg *msg)
     if (m == M_ALERTS_ACK) {
         req_authorized(r);
         alerts_ack(s, c, r, msg->msgid, &pp);
+        return;
+    }
+    if (m == M_TEST_CLOCK) {
+        req_authorized(r);
+        testclock_request(s, c, r, msg->msgid, &pp);
         return;
     }
     if (m == M_SUPPLIER_PUT && !supplier_put_merge(s, op, &pp, &pe)) {

@@ -11,7 +11,7 @@ static const char *const method_names[M_COUNT] = {
     "ping", "reserve", "confirm", "release", "ship", "order.get",
     "stock.get", "sku.put", "stock.adjust", "stats", "cluster.ring",
     "order.subscribe", "alerts.list", "supplier.put", "supplier.get", "peer.hello",
-    "peer.auth", "alerts.ack", "sku.recheck", "(unknown)",
+    "peer.auth", "alerts.ack", "sku.recheck", "test.clock", "(unknown)",
 };
 
 const char *rpc_method_name(enum method m)
@@ -26,7 +26,7 @@ enum field {
     F_LIMIT, F_SUPPLIER_ID, F_TRUST, F_TRUST_CEILING, F_EVENT_MODE, F_EVENT_TRUST,
     F_LINES, F_PART_LINES, F_LINE_NO, F_DECIDED, F_AS_FAILED, F_UPDATE,
     F_NODE, F_NONCE, F_KEYS, F_MAC, F_ID, F_BY, F_NOTE, F_ATTEMPT, F_WAIT_MS, F_ERASE,
-    F_CHECK, F_CHECK_BEFORE_CONFIRM, F_COUNT
+    F_CHECK, F_CHECK_BEFORE_CONFIRM, F_NOW_MS, F_COUNT
 };
 static const char *const field_names[F_COUNT] = {
     "order_id", "sku", "qty", "hold_ms", "deadline_ms", "delta", "reason",
@@ -34,7 +34,7 @@ static const char *const field_names[F_COUNT] = {
     "limit", "supplier_id", "trust", "trust_ceiling", "event_mode", "event_trust",
     "lines", "part_lines", "line_no", "decided", "as_failed", "update",
     "node", "nonce", "keys", "mac", "id", "by", "note", "attempt", "wait_ms", "erase",
-    "check", "check_before_confirm",
+    "check", "check_before_confirm", "now_ms",
 };
 _Static_assert(F_COUNT <= 64, "field bits must fit in rpc_parsed.seen");
 #define B(f) (UINT64_C(1) << (f))
@@ -86,6 +86,8 @@ static const method_spec specs[M_COUNT] = {
     [M_PEER_AUTH] = {B(F_MAC), B(F_MAC), false},
     [M_ALERTS_ACK] = {B(F_ID) | B(F_BY) | B(F_NOTE) | B(F_TOKEN), B(F_ID) | B(F_BY), true},
     [M_SKU_RECHECK] = {B(F_SKU) | B(F_TOKEN) | B(F_FWD), B(F_SKU), true},
+    /* testing only (testclock.h): refused unless the server runs --test-clock */
+    [M_TEST_CLOCK] = {B(F_NOW_MS) | B(F_TOKEN), 0, true},
 };
 
 bool rpc_utf8_valid(const unsigned char *p, size_t n)
@@ -557,6 +559,9 @@ static bool parse_field(int f, const msgpack_object *v, eng_op *op, rpc_parsed *
     case F_CHECK:
         /* From gateways (any client): a boolean and nothing else. */
         return get_bool(v, &pp->check, e, "check");
+    case F_NOW_MS:
+        pp->has_now_ms = true;
+        return get_int(v, 1, INT64_MAX, &pp->now_ms, e, "now_ms");
     case F_CHECK_BEFORE_CONFIRM:
         pp->has_check_before_confirm = true;
         return get_bool(v, &op->trust.check_before_confirm, e, "check_before_confirm");

@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 
 #include "stockd/check.h"
+#include "stockd/testclock.h"
 #include "stockd/coldload.h"
 #include "stockd/core.h"
 #include "stockd/route.h"
@@ -33,7 +34,7 @@ server *server_new(struct event_base *base, const stockd_config *cfg, char *err,
     }
     s->base = base;
     s->cfg = cfg;
-    s->started_ms = clock_wall_ms();
+    s->started_ms = clock_real_wall_ms();  /* uptime is real time, test clock or not */
     peer_keyring_set(&s->keyring, cfg->cluster_secret, cfg->cluster_secret_alt);
     eng_limits lim;
     core_limits_from_cfg(cfg, &lim);
@@ -229,6 +230,7 @@ void server_free(server *s)
     if (s->purch)
         purchase_stop(s->purch);
     check_shutdown(s);            /* before the client: its answers only free contexts */
+    testclock_shutdown(s);        /* a call still waiting is answered while its conn lives */
     if (s->supc)
         supplier_client_free(s->supc);
     purchase_free(s->purch);      /* unclaims its jobs: before the engine */
@@ -315,7 +317,7 @@ void server_stats_get(server *s, stats_snapshot *out)
 {
     memset(out, 0, sizeof(*out));
     out->node = s->cfg->node;
-    out->uptime_ms = clock_wall_ms() - s->started_ms;
+    out->uptime_ms = clock_real_wall_ms() - s->started_ms;
     out->listening = s->listening;
     out->draining = s->draining;
     out->store_up = core_store_up(s);

@@ -77,6 +77,10 @@ struct supplier_sync {
     supplier_client *cli;         /* not owned */
     struct event *timer;          /* snapshot rounds */
     struct event *vtimer;         /* validation rounds (when shorter than sync_ms) */
+    /* --test-clock: no libevent timers; the rounds fall due on the manual
+     * wall clock at these times (0: none) and testclock.c starts them. */
+    bool manual;
+    int64_t sync_due_ms, validate_due_ms;
     void (*kick)(void *);
     void *kick_arg;
     uint32_t concurrency;
@@ -502,6 +506,61 @@ static void vtimer_cb(evutil_socket_t fd, short what, void *arg)
     supplier_sync *ss = arg;
     round_start(ss);  /* a full round validates every link it answers for */
     arm(ss->vtimer, ss->validate_ms);
+}
+
+int64_t supsync_due_ms(const supplier_sync *ss)
+{
+    if (ss == NULL || !ss->manual || ss->closing)
+        return INT64_MAX;
+    int64_t due = ss->sync_due_ms;
+    if (ss->validate_due_ms > 0 && ss->validate_due_ms < due)
+        due = ss->validate_due_ms;
+    return due;
+}
+
+void supsync_run_due(supplier_sync *ss, int64_t now_ms)
+{
+    if (ss == NULL || !ss->manual || ss->closing)
+        return;
+    bool due = false;
+    /* Each period counts from its own due time, as a timer re-armed in its
+     * callback would; a round due for both runs once (it validates too). */
+    if (now_ms >= ss->sync_due_ms) {
+        due = true;
+        ss->sync_due_ms += ss->sync_ms;
+        if (ss->sync_due_ms <= now_ms)  /* far behind: no catching up */
+            ss->sync_due_ms = now_ms + ss->sync_ms;
+    }
+    if (ss->validate_due_ms > 0 && now_ms >= ss->validate_due_ms) {
+        due = true;
+        ss->validate_due_ms += ss->validate_ms;
+        if (ss->validate_due_ms <= now_ms)
+            ss->validate_due_ms = now_ms + ss->validate_ms;
+    }
+    if (due)
+        round_start(ss);
+}
+
+static uint32_t dues_until(int64_t due, uint32_t period_ms, int64_t until_ms)
+{
+    if (due <= 0 || due > until_ms)
+        return 0;
+    int64_t n = (until_ms - due) / (int64_t)period_ms + 1;
+    return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
+uint32_t supsync_rounds_due(const supplier_sync *ss, int64_t until_ms)
+{
+    if (ss == NULL || !ss->manual || ss->closing)
+        return 0;
+    uint64_t n = (uint64_t)dues_until(ss->sync_due_ms, ss->sync_ms, until_ms) +
+                 dues_until(ss->validate_due_ms, ss->validate_ms, until_ms);
+    return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
+bool supsync_idle(const supplier_sync *ss)
+{
+    return ss == NULL || (ss->st.in_flight == 0 && ss->pokes.head == NULL && ss->snaps.head == NULL);
 }
 
 /* ------------------------------------------------------------ pokes */
@@ -938,6 +997,13 @@ supplier_sync *supsync_new(struct event_base *base, const stockd_config *cfg, en
         return NULL;
     }
     uint32_t first = ss->sync_ms / 10 < 1000 ? ss->sync_ms / 10 : 1000;
+    if (cfg->test_clock) {
+        int64_t now = clock_wall_ms();
+        ss->manual = true;
+        ss->sync_due_ms = now + first;
+        ss->validate_due_ms = ss->vtimer ? now + ss->validate_ms : 0;
+        return ss;
+    }
     arm(ss->timer, first);
     if (ss->vtimer)
         arm(ss->vtimer, ss->validate_ms);

@@ -111,6 +111,8 @@ typedef struct stockd_config {
     double supplier_event_trust;    /* trust in event mode, 0..1, default 0.5 */
     double supplier_trust_cut;      /* kept after an insufficient-stock failure, 0..1, default 0.5 */
     double supplier_trust_step;     /* added per purchase, 0..1, default 0.05 */
+    bool test_clock;                /* --test-clock yes|no, default no: testing only
+                                     * (clock.h manual wall clock, testclock.h) */
 
     char config_file[CFG_STR_MAX];  /* --config */
     bool check_only;                /* --check-config */

@@ -183,6 +183,9 @@ struct server {
     bool checks_down;             /* check_shutdown: answers only free their contexts */
     uint64_t checks_started, checks_passed, checks_refused, checks_unavailable;
     uint64_t check_previews, check_waits, checks_unknown;
+    /* --test-clock: the test.clock call being worked (testclock.h); NULL
+     * until the first call */
+    struct testclock *tclock;
     eng_line_view line_buf[ENG_LINES_MAX]; /* pack_order scratch */
 };
 

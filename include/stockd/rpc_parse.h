@@ -25,7 +25,7 @@ enum method {
     M_PING = 0, M_RESERVE, M_CONFIRM, M_RELEASE, M_SHIP, M_ORDER_GET,
     M_STOCK_GET, M_SKU_PUT, M_ADJUST, M_STATS, M_CLUSTER_RING,
     M_ORDER_SUBSCRIBE, M_ALERTS_LIST, M_SUPPLIER_PUT, M_SUPPLIER_GET, M_PEER_HELLO, M_PEER_AUTH,
-    M_ALERTS_ACK, M_SKU_RECHECK,
+    M_ALERTS_ACK, M_SKU_RECHECK, M_TEST_CLOCK,
     M_UNKNOWN, M_COUNT
 };
 
@@ -72,6 +72,9 @@ typedef struct rpc_parsed {
     /* reserve: "check" (a boolean): answer only what the supplier's order
      * check accepts (engine.h "Checks"); false when not given. */
     bool check;
+    /* test.clock (testclock.h): where to move the manual clock, unix ms */
+    bool has_now_ms;
+    int64_t now_ms;
     /* peer.hello / peer.auth (peer_auth.h): the connecting node's name,
      * nonce and key ids; its mac. Pointers into the request. */
     char peer_node[PEER_NODE_MAX + 1];

@@ -31,7 +31,7 @@
 
 struct evbuffer;
 
-#define STATS_METHODS_MAX 20
+#define STATS_METHODS_MAX 24
 #define STATS_RESULTS_MAX 24
 /* stats.supplier.trust: the first suppliers only (a bounded answer). */
 #define STATS_TRUST_MAX 100

@@ -119,4 +119,20 @@ void supsync_free(supplier_sync *ss);
 void supsync_stop(supplier_sync *ss);
 void supsync_stats_get(const supplier_sync *ss, supsync_stats *out);
 
+/* Under --test-clock (config test_clock; testclock.h) the rounds run on the
+ * manual wall clock instead of libevent timers: the first falls due
+ * sync_ms/10 (at most 1 s) after start-up, then every sync_ms, and every
+ * validate_ms a validation round as above, each period counted from its
+ * own due time. supsync_due_ms: the earliest due time, INT64_MAX when off
+ * or stopped. supsync_run_due: starts the round due at or before now_ms
+ * (one round when both are due) and sets the next due times. */
+int64_t supsync_due_ms(const supplier_sync *ss);
+void supsync_run_due(supplier_sync *ss, int64_t now_ms);
+/* How many rounds would fall due up to until_ms (at most: a sync and a
+ * validation due together count twice). 0 when off or stopped. */
+uint32_t supsync_rounds_due(const supplier_sync *ss, int64_t until_ms);
+/* No product.get call running, and none waiting for a slot (pokes, the
+ * round's remaining offers). NULL is idle. */
+bool supsync_idle(const supplier_sync *ss);
+
 #endif

@@ -552,6 +552,35 @@ def test_fault_rates_and_latency(fk):
     fk.ok("POST", "/config", {"latency_ms": 0})
 
 
+def test_keyed_faults_follow_the_call_not_the_order(fk):
+    """keyed: each call's fault is drawn from the call itself (its params
+    and how many identical ones came before), so the same calls in another
+    order meet the same faults; the n-th repeat of a call draws afresh."""
+    offers = [OFFER + i for i in range(1, 41)]
+    fk.ok("POST", "/catalogue", {"products": [product(offer=o) for o in offers]})
+
+    def pattern(order):
+        fk.ok("POST", "/faults", {"clear": True, "rates": {"5xx": 0.5}, "seed": 11,
+                                  "keyed": True, "http5xx_status": 502})
+        got = {}
+        for o in order:
+            got.setdefault(o, []).append(fk.product_get(offer=o)[0])
+        return got
+
+    first = pattern(offers + offers)
+    again = pattern(list(reversed(offers)) + offers)
+    assert first == again
+    codes = [c for v in first.values() for c in v]
+    assert 20 < codes.count(502) < 60 and codes.count(502) + codes.count(200) == 80, codes
+    # A repeat is a fresh draw: some offers failed once and passed once.
+    assert any(v[0] != v[1] for v in first.values()), first
+    # keyed stays on when not named again; /reset turns it off.
+    fk.ok("POST", "/faults", {"clear": True, "rates": {"5xx": 0.5}, "seed": 12})
+    assert fk.ok("GET", "/faults")["faults"]["keyed"] is True  # stays on until /reset
+    fk.ok("POST", "/reset", {})
+    assert fk.ok("GET", "/faults")["faults"]["keyed"] is False
+
+
 def test_qos_limit(fk):
     fk.ok("POST", "/config", {"qos_limit_per_s": 5})
     codes = [fk.product_get()[1].get("error_code") for _ in range(12)]

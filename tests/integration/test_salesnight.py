@@ -7,9 +7,13 @@ stockd's books right: no upstream purchase made twice, no own stock
 promised beyond what is on hand, counters equal to the sums over the
 orders (itestlib.audit_supplier), every answer accounted for. And the same
 seed played twice against the recipes the simulator drives itself (naive,
-seed) gives the same counts. Figures (oversell, undersell, speed) are not
-asserted: tools/bench salesnight measures them.
-Bounded: about 30 s (two 5 s nights for the recipes, one for stockd, setup).
+seed) gives the same counts; so does stockd on its test clock
+(--test-clock yes, which --stockd-flags prints: the simulator moves
+stockd's clock before every event and waits until what fell due settled),
+each run against a fresh stockd and database. Figures (oversell, undersell,
+speed) are not asserted: tools/bench salesnight measures them.
+Bounded: about 100 s (two 5 s nights for the recipes; three for stockd and
+stockd-checked, each 15-20 s: stockd settles before every event).
 """
 import json
 import os
@@ -26,12 +30,17 @@ from test_supplier_sync import Fake
 MINUTE_MS = 250
 NIGHT = ["--skus", "200", "--minutes", "20", "--minute-ms", str(MINUTE_MS), "--seed", "11",
          "--no-progress"]
+# stockd's replay: a shorter night (stockd settles before every event, so a
+# night takes longer than its minutes), still with the flash sale's refusing
+# API, link changes and carts.
+REPLAY_NIGHT = ["--skus", "100", "--minutes", "10", "--orders-per-min", "20", "--minute-ms",
+                str(MINUTE_MS), "--seed", "11", "--no-progress"]
 # What differs between runs by design: time, and the run's own order ids.
 TIMING = {"answers_per_s", "wall_s", "latency_us", "order_prefix"}
 
 
-def run_night(args, out_json, timeout=90):
-    r = subprocess.run([stockbench_bin(), "--mode", "salesnight", "--json", out_json] + NIGHT
+def run_night(args, out_json, timeout=90, night=NIGHT):
+    r = subprocess.run([stockbench_bin(), "--mode", "salesnight", "--json", out_json] + night
                        + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
                        text=True)
     return r.returncode, r.stdout
@@ -133,3 +142,39 @@ def test_recipes_replay_the_same_counts(tmp_path):
         assert a["available"] and a["orders"] > 0, a
         assert a == b, name
         assert a["duplicate_purchases"] == 0 and a["cancelled_by"]["own_short"] == 0, a
+
+
+def test_stockd_replays_the_same_counts(make_stockd, tmp_path):
+    """The same seed twice, each night against a fresh stockd (its own
+    database) started with --stockd-flags: every count of stockd and
+    stockd-checked is the same (latency and throughput aside)."""
+    secret = "sec-" + secrets.token_hex(12)
+    token = "tok-" + secrets.token_hex(12)
+    fake = Fake(secret, token)
+    try:
+        flags = subprocess.run([stockbench_bin(), "--mode", "salesnight", "--stockd-flags",
+                                "--minute-ms", str(MINUTE_MS)], stdout=subprocess.PIPE,
+                               text=True, timeout=10, check=True).stdout.split()
+        assert "--test-clock" in flags, flags
+        creds = ["--fake", "http://127.0.0.1:%d" % fake.cport, "--fake-app-secret", secret,
+                 "--fake-token", token]
+        runs = []
+        for i in range(2):
+            s = make_stockd(name="salesnight-replay%d" % i,
+                            args=supplier_flags(fake.port, secret, token) + flags)
+            out = str(tmp_path / ("stockd%d.json" % i))
+            rc, text = run_night(["--systems", "stockd,stockd-checked", "--target", s.addr,
+                                  "--db", s.db.url] + creds, out, night=REPLAY_NIGHT)
+            s.stop()
+            assert rc == 0, text
+            runs.append(json.load(open(out)))
+    finally:
+        fake.stop()
+    assert runs[0]["night"] == runs[1]["night"]
+    for name in ("stockd", "stockd-checked"):
+        a = {k: v for k, v in runs[0]["systems"][name].items() if k not in TIMING}
+        b = {k: v for k, v in runs[1]["systems"][name].items() if k not in TIMING}
+        assert a["available"] and a["orders"] > 0 and a["yes"] > 0, a
+        assert a["test_clock"] is True and a["clock_unsettled"] == 0, a
+        diff = {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
+        assert not diff, (name, diff)

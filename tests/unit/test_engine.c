@@ -652,11 +652,31 @@ static void test_supplier_report_coalesce_and_remap(void **state)
     assert_true(engine_supplier_report_for(e, "m", &now, 7, 61));
     run(e, 61, ENG_COMMITTED);
     assert_int_equal(stock(e, "m").c.supplier_reported, 7);
+    /* A newer figure does not overtake an op queued after the waiting
+     * report: it queues behind that op. */
+    eng_op *adj2 = op_new(ENG_OP_ADJUST, NULL, "m", 0);
+    adj2->delta = 1;
+    assert_int_equal(engine_submit(e, adj2, 61), ENG_OK);
+    b = engine_next_batch(e, 61);
+    assert_true(engine_supplier_report(e, "m", 20, 62));
+    eng_op *adj3 = op_new(ENG_OP_ADJUST, NULL, "m", 0);
+    adj3->delta = 1;
+    assert_int_equal(engine_submit(e, adj3, 62), ENG_OK);
+    assert_true(engine_supplier_report(e, "m", 21, 63));
+    assert_true(engine_supplier_report(e, "m", 22, 64));  /* the tail: coalesced */
+    engine_stats_get(e, &st);
+    assert_int_equal(st.queued, 3);
+    engine_batch_done(e, b, ENG_COMMITTED);
+    run(e, 64, ENG_COMMITTED);
+    v = stock(e, "m");
+    assert_int_equal(v.c.supplier_reported, 22);
+    assert_int_equal(v.c.supplier_synced_at_ms, 64);
+    free(adj2), free(adj3);
     /* Queued reports vanish with a forgotten SKU and at shutdown, unanswered. */
     n_done = 0;
-    assert_true(engine_supplier_report(e, "m", 8, 62));
+    assert_true(engine_supplier_report(e, "m", 8, 65));
     engine_cancel_all(e, ENG_E_UNAVAILABLE);
-    assert_true(engine_supplier_report(e, "m", 9, 63));
+    assert_true(engine_supplier_report(e, "m", 9, 66));
     assert_true(engine_forget_sku(e, "m", ENG_E_UNAVAILABLE));
     assert_int_equal(n_done, 0);
     engine_stats_get(e, &st);

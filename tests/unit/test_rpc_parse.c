@@ -153,12 +153,35 @@ static void test_handshake_fields(void **state)
     expect_invalid(RUN(M_PEER_AUTH, false, I("x", 1)), "x");
 }
 
+/* test.clock: now_ms an integer >= 1, optional; nothing else but the token. */
+static void test_clock_fields(void **state)
+{
+    (void)state;
+    assert_int_equal(rpc_method_lookup("test.clock", 10), M_TEST_CLOCK);
+    assert_string_equal(rpc_method_name(M_TEST_CLOCK), "test.clock");
+    assert_true(rpc_method_admin(M_TEST_CLOCK));
+    parsed r = RUN(M_TEST_CLOCK, false, I("now_ms", 1796400000000));
+    assert_true(r.ok);
+    assert_true(r.pp.has_now_ms);
+    assert_int_equal(r.pp.now_ms, 1796400000000);
+    r = run(M_TEST_CLOCK, false, NULL, 0);
+    assert_true(r.ok);
+    assert_false(r.pp.has_now_ms);
+    expect_invalid(RUN(M_TEST_CLOCK, false, I("now_ms", 0)), "now_ms");
+    expect_invalid(RUN(M_TEST_CLOCK, false, I("now_ms", -1)), "now_ms");
+    expect_invalid(RUN(M_TEST_CLOCK, false, S("now_ms", "1")), "now_ms");
+    expect_invalid(RUN(M_TEST_CLOCK, false, T("now_ms")), "now_ms");
+    expect_invalid(RUN(M_TEST_CLOCK, false, I("sku", 1)), "sku");
+    expect_unauthorized(RUN(M_TEST_CLOCK, false, I("_fwd", 1)), "_fwd");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_client_peer_fields),
         cmocka_unit_test(test_peer_part_ranges),
         cmocka_unit_test(test_handshake_fields),
+        cmocka_unit_test(test_clock_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -540,7 +540,73 @@ static bool h_follow(fk_call *c, json_t **out, const char **gw_code, char *msg, 
 
 /* ---- the gateway -------------------------------------------------------- */
 
-static fk_fault decide_fault(fk_state *st, fk_api api)
+static uint64_t mix64(uint64_t x)
+{
+    /* splitmix64's finaliser: every input bit reaches every output bit. */
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+static uint64_t fnv1a(uint64_t h, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 0x100000001B3ull;
+    return h;
+}
+
+/* A request's identity for keyed draws: the API and its params in the
+ * order sent, without _aop_timestamp and _aop_signature (they change with
+ * every attempt) and outOrderId / orderId (they name a run's own orders,
+ * which a replay names afresh). Never 0. */
+static uint64_t request_hash(struct evhttp_request *req, fk_api api)
+{
+    uint64_t h = fnv1a(0xCBF29CE484222325ull, (const char *)&api, sizeof api);
+    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    if (q)
+        h = fnv1a(h, q, strlen(q));
+    size_t n = 0;
+    char *body = fk_read_body(req, FK_BODY_MAX, &n);
+    for (char *p = body; p && *p;) {
+        char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (strncmp(p, "_aop_timestamp=", 15) != 0 && strncmp(p, "_aop_signature=", 15) != 0 &&
+            strncmp(p, "outOrderId=", 11) != 0 && strncmp(p, "orderId=", 8) != 0)
+            h = fnv1a(fnv1a(h, p, len), "&", 1);
+        p = amp ? amp + 1 : p + len;
+    }
+    free(body);
+    return h ? h : 1;
+}
+
+/* The n-th draw for this request (n = earlier requests with its hash);
+ * false when the table is full or out of memory (the sequence then). */
+static bool keyed_base(fk_state *st, uint64_t h, uint64_t *out)
+{
+    if (!st->keyed_hash) {
+        st->keyed_hash = calloc(FK_KEYED_MAX, sizeof *st->keyed_hash);
+        st->keyed_seen = calloc(FK_KEYED_MAX, sizeof *st->keyed_seen);
+        if (!st->keyed_hash || !st->keyed_seen) {
+            fk_keyed_clear(st);
+            return false;
+        }
+    }
+    size_t i = (size_t)(h % FK_KEYED_MAX);
+    while (st->keyed_hash[i] != 0 && st->keyed_hash[i] != h)
+        i = (i + 1) % FK_KEYED_MAX;
+    if (st->keyed_hash[i] == 0) {
+        if (st->keyed_used >= FK_KEYED_MAX * 3 / 4)
+            return false;
+        st->keyed_hash[i] = h;
+        st->keyed_used++;
+    }
+    uint32_t n = st->keyed_seen[i]++;
+    *out = mix64(st->seed ^ mix64(h ^ mix64((uint64_t)n + 1)));
+    return true;
+}
+
+static fk_fault decide_fault(fk_state *st, fk_api api, struct evhttp_request *req)
 {
     fk_faults *f = &st->faults;
     if (f->api_mask && !(f->api_mask & (1u << api)))
@@ -553,8 +619,18 @@ static fk_fault decide_fault(fk_state *st, fk_api api)
         }
         return k;
     }
+    uint64_t base = 0;
+    bool keyed = false, tried = false;
     for (int k = 1; k < FK_FAULT__N; k++) {
-        if (f->rate[k] > 0 && fk_rand01(st) < f->rate[k])
+        if (!(f->rate[k] > 0))
+            continue;
+        if (f->keyed && !tried) {
+            tried = true;
+            keyed = keyed_base(st, request_hash(req, api), &base);
+        }
+        double u = keyed ? (double)(mix64(base + (uint64_t)k) >> 11) / 9007199254740992.0
+                         : fk_rand01(st);
+        if (u < f->rate[k])
             return (fk_fault)k;
     }
     return FK_FAULT_NONE;
@@ -711,7 +787,7 @@ void fk_api_handle(struct evhttp_request *req, void *arg)
         refuse(st, req, api, code, "App key not found", 400);
         return;
     }
-    fk_fault fault = decide_fault(st, c->api);
+    fk_fault fault = decide_fault(st, c->api, req);
     if (fault != FK_FAULT_NONE)
         st->counters.faults[fault]++;
     if (fault == FK_FAULT_QOS || !qos_take(st, c->now_ms)) {

@@ -443,9 +443,10 @@ static json_t *faults_json(const fk_faults *f)
     for (size_t i = 0; i < f->next_n; i++)
         json_array_append_new(next, json_pack("{s:s, s:I}", "kind", fault_names[f->next[i].kind],
                                               "count", (json_int_t)f->next[i].count));
-    return json_pack("{s:o, s:i, s:I, s:o, s:o, s:b}", "rates", rates, "http5xx_status",
+    return json_pack("{s:o, s:i, s:I, s:o, s:o, s:b, s:b}", "rates", rates, "http5xx_status",
                      f->http5xx_status, "timeout_hold_ms", (json_int_t)f->timeout_hold_ms, "apis",
-                     mask_json(f->api_mask), "next", next, "refuse", f->refuse);
+                     mask_json(f->api_mask), "next", next, "refuse", f->refuse, "keyed",
+                     f->keyed);
 }
 
 static int faults_next(ctl *c, json_t *list, fk_faults *f)
@@ -503,15 +504,18 @@ static int do_faults(ctl *c, json_t **out)
         if (set_int(c, "http5xx_status", 500, 599, &status) != 200 ||
             set_int(c, "timeout_hold_ms", 0, 600000, &f.timeout_hold_ms) != 200 ||
             set_int(c, "seed", 0, INT64_MAX, &seed) != 200 ||
-            set_bool(c, "refuse", &f.refuse) != 200)
+            set_bool(c, "refuse", &f.refuse) != 200 || set_bool(c, "keyed", &f.keyed) != 200)
             return 400;
         f.http5xx_status = (int)status;
         if (f.refuse && !st->faults.refuse)
             fk_api_unlisten(st);
         if (!f.refuse && st->faults.refuse && fk_api_listen(st) != 0)
             return fail(c, 500, "could not listen again on the API port");
-        if (seed >= 0)
+        if (seed >= 0) {
             st->rng = (uint64_t)seed * 2654435761u + 1;
+            st->seed = (uint64_t)seed;
+            fk_keyed_clear(st);
+        }
         st->faults = f;
     }
     *out = json_pack("{s:o}", "faults", faults_json(&st->faults));
@@ -630,6 +634,8 @@ static int do_reset(ctl *c)
     st->faults.http5xx_status = 503;
     st->faults.timeout_hold_ms = 30000;
     st->qos_tokens = 0;
+    st->seed = 0;
+    fk_keyed_clear(st);
     st->clock_manual = false;
     st->clock_ms = 0;
     return 200;

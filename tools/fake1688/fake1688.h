@@ -136,7 +136,15 @@ typedef struct fk_faults {
     struct { fk_fault kind; int64_t count; } next[FK_NEXT_MAX];
     size_t next_n;
     bool refuse;                   /* API listener closed */
+    /* Rate draws per request instead of from one sequence: a hash of the
+     * seed, the API, the request's params (its timestamp, signature and
+     * order ids left out) and how many such requests came before. A client that
+     * sends several calls at once then meets the same faults on the same
+     * calls whatever order they arrive in. */
+    bool keyed;
 } fk_faults;
+
+#define FK_KEYED_MAX 131072        /* distinct requests remembered; then the sequence */
 
 typedef struct fk_config {
     char app_key[FK_ID_MAX + 1];
@@ -188,6 +196,10 @@ typedef struct fk_state {
     uint64_t next_msg_id;
     uint64_t next_request_id;
     uint64_t rng;                  /* xorshift64 state */
+    uint64_t seed;                 /* the last /faults seed (keyed draws) */
+    uint64_t *keyed_hash;          /* FK_KEYED_MAX slots, 0 = free; NULL until used */
+    uint32_t *keyed_seen;          /* requests with that hash so far */
+    size_t keyed_used;
     double qos_tokens;
     int64_t qos_at_ms;
     fk_pending *pending;           /* delayed replies, doubly linked */
@@ -212,6 +224,8 @@ int64_t fk_now_ms(void);
 /* The model's time: the manual clock when one is set, else fk_now_ms(). */
 int64_t fk_model_now_ms(const fk_state *st);
 double fk_rand01(fk_state *st);
+/* Forgets the requests the keyed draws counted (a new seed, a reset). */
+void fk_keyed_clear(fk_state *st);
 void fk_count_code(fk_state *st, const char *code);
 /* Sends status + body (taking ownership of body) after the configured
  * latency; fault may be FK_FAULT_TIMEOUT or FK_FAULT_GARBAGE. */

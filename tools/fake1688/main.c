@@ -52,6 +52,15 @@ int64_t fk_model_now_ms(const fk_state *st)
     return st->clock_manual ? st->clock_ms : fk_now_ms();
 }
 
+void fk_keyed_clear(fk_state *st)
+{
+    free(st->keyed_hash);
+    free(st->keyed_seen);
+    st->keyed_hash = NULL;
+    st->keyed_seen = NULL;
+    st->keyed_used = 0;
+}
+
 double fk_rand01(fk_state *st)
 {
     /* xorshift64*: tests set the seed, so fault patterns are repeatable. */
@@ -391,6 +400,7 @@ int main(int argc, char **argv)
     fk_push_clear(&st);
     event_free(st.push_timer);
     fk_model_clear(&st);
+    fk_keyed_clear(&st);
     json_decref(st.counters.by_code);
     event_free(st.sweep_timer);
     event_free(sig_int);
