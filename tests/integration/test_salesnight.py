@@ -144,6 +144,8 @@ def test_recipes_replay_the_same_counts(tmp_path):
         assert a["duplicate_purchases"] == 0 and a["cancelled_by"]["own_short"] == 0, a
 
 
+@pytest.mark.not_sanitized("the replay's determinism; the night on the test clock and "
+                            "test.clock itself run in the other tests")
 def test_stockd_replays_the_same_counts(make_stockd, tmp_path):
     """The same seed twice, each night against a fresh stockd (its own
     database) started with --stockd-flags: every count of stockd and
