@@ -173,6 +173,17 @@ static int drain_updates(sn_ctx *c, sd *s, uint32_t until_order, int wait_ms)
     }
 }
 
+/* Reads order k with order.get and takes its record as a notification
+ * (a final one ends its wait); *o is the record. */
+static int read_order(sn_ctx *c, sd *s, uint32_t k, char *id, size_t id_len, stockd_order *o)
+{
+    sn_order_name(c, k, id, id_len);
+    if (stockd_order_get(s->c, id, o) != STOCKD_OK)
+        return fail(c, s, "order.get", s->c);
+    on_final(c, s, o);
+    return 0;
+}
+
 /* Until order k's purchase is final (on the test clock): its notification,
  * else order.get every SN_SD_POLL_MS (a listener can miss a notification:
  * PROTOCOL says to catch up with order.get), at most SN_SD_FINISH_WAIT_S. */
@@ -186,10 +197,8 @@ static int await_final(sn_ctx *c, sd *s, uint32_t k)
             break;
         char id[96];
         stockd_order o;
-        sn_order_name(c, k, id, sizeof id);
-        if (stockd_order_get(s->c, id, &o) != STOCKD_OK)
-            return fail(c, s, "order.get", s->c);
-        on_final(c, s, &o);
+        if (read_order(c, s, k, id, sizeof id, &o) != 0)
+            return -1;
         if (s->os[k] != OS_AWAITING)
             s->caught_up++;
         if (s->os[k] == OS_AWAITING && sn_mono_ns() > deadline) {
@@ -308,10 +317,8 @@ static int settle_rest(sn_ctx *c, sd *s)
                 continue;
             char id[96];
             stockd_order o;
-            sn_order_name(c, k, id, sizeof id);
-            if (stockd_order_get(s->c, id, &o) != STOCKD_OK)
-                return fail(c, s, "order.get", s->c);
-            on_final(c, s, &o);
+            if (read_order(c, s, k, id, sizeof id, &o) != 0)
+                return -1;
         }
     }
     return 0;

@@ -39,6 +39,24 @@ REPLAY_NIGHT = ["--skus", "100", "--minutes", "10", "--orders-per-min", "20", "-
 TIMING = {"answers_per_s", "wall_s", "latency_us", "order_prefix"}
 
 
+def stockd_flags():
+    """The stockd flags the simulator asks for (timers on its scale, the test clock)."""
+    return subprocess.run([stockbench_bin(), "--mode", "salesnight", "--stockd-flags",
+                           "--minute-ms", str(MINUTE_MS)], stdout=subprocess.PIPE, text=True,
+                          timeout=10, check=True).stdout.split()
+
+
+def fake_creds(fake, secret, token):
+    """The simulator's flags for driving fake1688."""
+    return ["--fake", "http://127.0.0.1:%d" % fake.cport, "--fake-app-secret", secret,
+            "--fake-token", token]
+
+
+def counts(run, name):
+    """What a system's night must give again with the same seed."""
+    return {k: v for k, v in run["systems"][name].items() if k not in TIMING}
+
+
 def run_night(args, out_json, timeout=90, night=NIGHT):
     r = subprocess.run([stockbench_bin(), "--mode", "salesnight", "--json", out_json] + night
                        + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
@@ -52,13 +70,10 @@ def env(make_stockd, db):
     token = "tok-" + secrets.token_hex(12)
     fake = Fake(secret, token)
     try:
-        flags = subprocess.run([stockbench_bin(), "--mode", "salesnight", "--stockd-flags",
-                                "--minute-ms", str(MINUTE_MS)], stdout=subprocess.PIPE,
-                               text=True, timeout=10, check=True).stdout.split()
+        flags = stockd_flags()
         s = make_stockd(db=db, name="salesnight", args=supplier_flags(
             fake.port, secret, token) + flags)
-        creds = ["--fake", "http://127.0.0.1:%d" % fake.cport, "--fake-app-secret", secret,
-                 "--fake-token", token]
+        creds = fake_creds(fake, secret, token)
         yield fake, s, creds
     finally:
         fake.stop()
@@ -125,8 +140,7 @@ def test_recipes_replay_the_same_counts(tmp_path):
     token = "tok-" + secrets.token_hex(12)
     fake = Fake(secret, token)
     try:
-        creds = ["--fake", "http://127.0.0.1:%d" % fake.cport, "--fake-app-secret", secret,
-                 "--fake-token", token]
+        creds = fake_creds(fake, secret, token)
         runs = []
         for i in range(2):
             out = str(tmp_path / ("recipes%d.json" % i))
@@ -137,8 +151,7 @@ def test_recipes_replay_the_same_counts(tmp_path):
         fake.stop()
     assert runs[0]["night"] == runs[1]["night"]
     for name in ("naive", "seed"):
-        a = {k: v for k, v in runs[0]["systems"][name].items() if k not in TIMING}
-        b = {k: v for k, v in runs[1]["systems"][name].items() if k not in TIMING}
+        a, b = counts(runs[0], name), counts(runs[1], name)
         assert a["available"] and a["orders"] > 0, a
         assert a == b, name
         assert a["duplicate_purchases"] == 0 and a["cancelled_by"]["own_short"] == 0, a
@@ -154,12 +167,9 @@ def test_stockd_replays_the_same_counts(make_stockd, tmp_path):
     token = "tok-" + secrets.token_hex(12)
     fake = Fake(secret, token)
     try:
-        flags = subprocess.run([stockbench_bin(), "--mode", "salesnight", "--stockd-flags",
-                                "--minute-ms", str(MINUTE_MS)], stdout=subprocess.PIPE,
-                               text=True, timeout=10, check=True).stdout.split()
+        flags = stockd_flags()
         assert "--test-clock" in flags, flags
-        creds = ["--fake", "http://127.0.0.1:%d" % fake.cport, "--fake-app-secret", secret,
-                 "--fake-token", token]
+        creds = fake_creds(fake, secret, token)
         runs = []
         for i in range(2):
             s = make_stockd(name="salesnight-replay%d" % i,
@@ -174,8 +184,7 @@ def test_stockd_replays_the_same_counts(make_stockd, tmp_path):
         fake.stop()
     assert runs[0]["night"] == runs[1]["night"]
     for name in ("stockd", "stockd-checked"):
-        a = {k: v for k, v in runs[0]["systems"][name].items() if k not in TIMING}
-        b = {k: v for k, v in runs[1]["systems"][name].items() if k not in TIMING}
+        a, b = counts(runs[0], name), counts(runs[1], name)
         assert a["available"] and a["orders"] > 0 and a["yes"] > 0, a
         assert a["test_clock"] is True and a["clock_unsettled"] == 0, a
         diff = {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
