@@ -518,26 +518,27 @@ int64_t supsync_due_ms(const supplier_sync *ss)
     return due;
 }
 
+/* True when *due (0: none) has come at now_ms; then it moves one period on,
+ * counted from its own due time as a timer re-armed in its callback would,
+ * or from now_ms when far behind (no catching up). */
+static bool take_due(int64_t *due, uint32_t period_ms, int64_t now_ms)
+{
+    if (*due <= 0 || now_ms < *due)
+        return false;
+    *due += period_ms;
+    if (*due <= now_ms)
+        *due = now_ms + period_ms;
+    return true;
+}
+
 void supsync_run_due(supplier_sync *ss, int64_t now_ms)
 {
     if (ss == NULL || !ss->manual || ss->closing)
         return;
-    bool due = false;
-    /* Each period counts from its own due time, as a timer re-armed in its
-     * callback would; a round due for both runs once (it validates too). */
-    if (now_ms >= ss->sync_due_ms) {
-        due = true;
-        ss->sync_due_ms += ss->sync_ms;
-        if (ss->sync_due_ms <= now_ms)  /* far behind: no catching up */
-            ss->sync_due_ms = now_ms + ss->sync_ms;
-    }
-    if (ss->validate_due_ms > 0 && now_ms >= ss->validate_due_ms) {
-        due = true;
-        ss->validate_due_ms += ss->validate_ms;
-        if (ss->validate_due_ms <= now_ms)
-            ss->validate_due_ms = now_ms + ss->validate_ms;
-    }
-    if (due)
+    /* A round due for both runs once (it validates too). */
+    bool sync = take_due(&ss->sync_due_ms, ss->sync_ms, now_ms);
+    bool validate = take_due(&ss->validate_due_ms, ss->validate_ms, now_ms);
+    if (sync || validate)
         round_start(ss);
 }
 
