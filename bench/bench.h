@@ -41,6 +41,8 @@ struct event_base;
 #define BENCH_HOST_LEN 64
 #define BENCH_BACKLOG_MAX (1u << 20) /* open loop: arrivals waiting for a slot */
 #define BENCH_LINES_MAX 50           /* --lines: SKUs per cart (stockd's limit) */
+#define BENCH_CPU_MAX 4              /* --cpu: processes watched besides stockbench */
+#define BENCH_CPU_NAME_LEN 16
 
 typedef enum bench_mode_id {
     BENCH_MODE_STOCKD = 0,
@@ -111,6 +113,11 @@ typedef struct bench_opts {
     const char *plot_path;
     bool progress;                   /* stdout is a tty */
     bool keep;                       /* keep peer tables/keys after the audit */
+    struct {
+        char name[BENCH_CPU_NAME_LEN];
+        int pid;
+    } cpu[BENCH_CPU_MAX];            /* --cpu NAME=PID,...: CPU read over each window */
+    unsigned n_cpu;
 } bench_opts;
 
 typedef struct bench_code {
@@ -148,6 +155,12 @@ typedef struct bench_result {
     bench_audit_rc audit_rc;
     char audit[512];
     char server_settings[160];       /* ceiling: the server's durability settings, "" otherwise */
+    /* CPU over the measured window (cpu.c): cores = CPU seconds per second. */
+    bool has_cpu;
+    double cpu_window_s;
+    double cpu_self_cores;           /* stockbench itself */
+    double cpu_proc_cores[BENCH_CPU_MAX]; /* per --cpu process; -1: gone or unreadable */
+    unsigned cpu_machine_cores;      /* online CPUs */
 } bench_result;
 
 typedef struct bench_run bench_run;
@@ -228,6 +241,23 @@ void bench_done(bench_run *r, bench_req *q, const char *outcome);
 int bench_wait(bench_run *r, const uint32_t *counter, uint32_t target, unsigned timeout_ms);
 
 uint64_t bench_now_ns(void);
+
+/* cpu.c: /proc readings at the ends of the measured window. */
+typedef struct bench_cpu_snap {
+    uint64_t t_ns;
+    uint64_t self, proc[BENCH_CPU_MAX];   /* utime + stime, clock ticks */
+    bool self_ok, proc_ok[BENCH_CPU_MAX];
+} bench_cpu_snap;
+
+/* utime + stime from the text of /proc/PID/stat (the command name may hold
+ * spaces and parentheses); 0, or -1 when the text is not such a line. */
+int bench_cpu_parse_stat(const char *text, uint64_t *ticks);
+/* utime + stime of process pid (0: this process); -1 when it cannot be read. */
+int bench_cpu_read(int pid, uint64_t *ticks);
+void bench_cpu_snap_take(const bench_opts *o, bench_cpu_snap *s);
+/* Fills res->has_cpu and the cpu_* figures from two snapshots. */
+void bench_cpu_finish(const bench_opts *o, const bench_cpu_snap *a, const bench_cpu_snap *b,
+                      bench_result *res);
 uint64_t bench_rand(uint64_t *state);
 /* Names shared by every mode so a run's rows are easy to find. */
 void bench_sku_name(const bench_run *r, uint32_t idx, char *buf, size_t len);

@@ -56,8 +56,10 @@ struct bench_run {
     uint64_t arrivals;
     uint64_t *backlog;               /* intended start times, a ring */
     uint32_t backlog_head, backlog_len;
-    struct event *ev_arrival, *ev_tick, *ev_stop, *ev_drain;
+    struct event *ev_arrival, *ev_tick, *ev_stop, *ev_drain, *ev_measure;
     uint32_t tick_req, tick_ok;
+    bench_cpu_snap cpu_start;        /* taken when the measured window opens */
+    bool cpu_started;
 };
 
 uint64_t bench_now_ns(void)
@@ -386,6 +388,11 @@ static void enter_drain(bench_run *r)
         return;
     r->phase = RUN_DRAINING;
     r->t_stop_ns = bench_now_ns();
+    if (r->cpu_started) {
+        bench_cpu_snap end;
+        bench_cpu_snap_take(r->o, &end);
+        bench_cpu_finish(r->o, &r->cpu_start, &end, r->res);
+    }
     evtimer_del(r->ev_arrival);
     if (r->in_flight == 0) {
         event_base_loopbreak(r->base);
@@ -394,6 +401,17 @@ static void enter_drain(bench_run *r)
     double s = r->o->drain_s;
     struct timeval tv = { .tv_sec = (time_t)s, .tv_usec = (suseconds_t)((s - (double)(time_t)s) * 1e6) };
     evtimer_add(r->ev_drain, &tv);
+}
+
+static void measure_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    bench_run *r = arg;
+    if (r->phase != RUN_ACTIVE)
+        return;
+    bench_cpu_snap_take(r->o, &r->cpu_start);
+    r->cpu_started = true;
 }
 
 static void stop_cb(evutil_socket_t fd, short what, void *arg)
@@ -463,7 +481,10 @@ static void run_loop(bench_run *r)
     r->ev_stop = evtimer_new(r->base, stop_cb, r);
     r->ev_drain = evtimer_new(r->base, drain_cb, r);
     r->ev_arrival = evtimer_new(r->base, arrival_cb, r);
-    assert(r->ev_tick && r->ev_stop && r->ev_drain && r->ev_arrival);
+    r->ev_measure = evtimer_new(r->base, measure_cb, r);
+    assert(r->ev_tick && r->ev_stop && r->ev_drain && r->ev_arrival && r->ev_measure);
+    timeval_of(o->warmup_s, &tv);
+    evtimer_add(r->ev_measure, &tv);
     timeval_of(1.0, &tv);
     event_add(r->ev_tick, &tv);
     timeval_of(o->warmup_s + o->duration_s, &tv);
@@ -495,6 +516,7 @@ static void run_loop(bench_run *r)
     event_free(r->ev_stop);
     event_free(r->ev_drain);
     event_free(r->ev_arrival);
+    event_free(r->ev_measure);
 }
 
 static void make_nonce(bench_run *r)

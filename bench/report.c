@@ -46,6 +46,44 @@ static const char *audit_word(const bench_result *r)
     return "?";
 }
 
+/* Microseconds of CPU per unit of throughput for `cores` busy; 0 when
+ * nothing was done. */
+static double us_per(const bench_result *r, double cores)
+{
+    double t = thru_per_s(r);
+    return t > 0 && cores >= 0 ? cores * 1e6 / t : 0;
+}
+
+/* The cores of stockbench and of every --cpu process that could be read. */
+static double cpu_total(const bench_opts *o, const bench_result *r)
+{
+    double t = r->cpu_self_cores;
+    for (unsigned i = 0; i < o->n_cpu; i++)
+        t += r->cpu_proc_cores[i] >= 0 ? r->cpu_proc_cores[i] : 0;
+    return t;
+}
+
+/* "cpu: stockbench 0.27 cores (18 us each), stockd ...; together 1.50 of 2
+ * cores (99 us)": each per reservation (per row for ceiling). */
+static void print_cpu(const bench_opts *o, const bench_result *r)
+{
+    if (!r->has_cpu)
+        return;
+    printf("%-12s cpu: stockbench %.2f cores (%.0f us each)", "", r->cpu_self_cores,
+           us_per(r, r->cpu_self_cores));
+    for (unsigned i = 0; i < o->n_cpu; i++) {
+        if (r->cpu_proc_cores[i] < 0)
+            printf(", %s unknown", o->cpu[i].name);
+        else
+            printf(", %s %.2f (%.0f us)", o->cpu[i].name, r->cpu_proc_cores[i],
+                   us_per(r, r->cpu_proc_cores[i]));
+    }
+    if (o->n_cpu > 0)
+        printf("; together %.2f of %u cores (%.0f us)", cpu_total(o, r), r->cpu_machine_cores,
+               us_per(r, cpu_total(o, r)));
+    printf("\n");
+}
+
 void bench_report_print(const bench_opts *o, const bench_result *r)
 {
     const char *name = bench_mode_name(r->mode);
@@ -90,6 +128,7 @@ void bench_report_print(const bench_opts *o, const bench_result *r)
     }
     if (r->server_settings[0])
         printf("%-12s server: %s\n", "", r->server_settings);
+    print_cpu(o, r);
     if (r->audit_rc == BENCH_AUDIT_NONE)
         printf("%-12s audit: %s\n", "", r->audit);
     else
@@ -235,6 +274,27 @@ static json_t *mode_json(const bench_opts *o, const bench_result *r)
         json_object_set_new(s, "mean_batch", json_real(r->srv_batches > 0 ? r->srv_batch_ops / r->srv_batches : 0));
         json_object_set_new(s, "commits_per_s", json_real(per_s(r->srv_commits, r->elapsed_s)));
         json_object_set_new(m, "server", s);
+    }
+    if (r->has_cpu) {
+        /* us_per_reservation: per row for ceiling, like reservations_per_s. */
+        json_t *c = json_object(), *procs = json_object();
+        json_object_set_new(c, "window_s", json_real(r->cpu_window_s));
+        json_object_set_new(c, "machine_cores", json_integer(r->cpu_machine_cores));
+        /* stockbench and every --cpu process that could be read */
+        json_object_set_new(c, "total_cores", json_real(cpu_total(o, r)));
+        json_object_set_new(c, "total_us_per_reservation", json_real(us_per(r, cpu_total(o, r))));
+        for (unsigned i = 0; i <= o->n_cpu; i++) {
+            double cores = i == 0 ? r->cpu_self_cores : r->cpu_proc_cores[i - 1];
+            json_t *p = json_object();
+            json_object_set_new(p, "cores", cores >= 0 ? json_real(cores) : json_null());
+            json_object_set_new(p, "us_per_reservation", cores >= 0 ? json_real(us_per(r, cores))
+                                                                     : json_null());
+            if (i > 0)
+                json_object_set_new(p, "pid", json_integer(o->cpu[i - 1].pid));
+            json_object_set_new(procs, i == 0 ? "stockbench" : o->cpu[i - 1].name, p);
+        }
+        json_object_set_new(c, "processes", procs);
+        json_object_set_new(m, "cpu", c);
     }
     json_t *series = json_array();
     for (uint32_t i = 0; i < r->series_n; i++)

@@ -116,6 +116,10 @@ static const char USAGE[] =
 "  --plot FILE.png latency percentiles per mode and throughput over time (gnuplot)\n"
 "  --keep          keep the peer modes' tables and keys after the audit\n"
 "  --no-progress   no per-second progress line (default on when stdout is a tty)\n"
+"  --cpu NAME=PID,...  also report the CPU of these processes (at most 4, e.g.\n"
+"                  stockd=PID,mariadbd=PID) over each measured window, beside\n"
+"                  stockbench's own and their sum, as cores and microseconds of\n"
+"                  CPU per reservation\n"
 "  -h, --help      this text;  --version\n"
 "\n"
 "exit status: 0 all audits ok, 1 an audit failed or could not run, 2 usage, 3 a mode\n"
@@ -284,6 +288,47 @@ static int parse_mix(const char *s, bench_opts *o)
     return 0;
 }
 
+/* --cpu NAME=PID,...: processes whose CPU each run reports beside its own.
+ * Each must exist now; a process that ends during a run is reported as
+ * unknown for that run, not an error. */
+static int parse_cpu(const char *s, bench_opts *o)
+{
+    char buf[256];
+    if (strlen(s) >= sizeof buf)
+        return usage_error("--cpu: too long");
+    snprintf(buf, sizeof buf, "%s", s);
+    o->n_cpu = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '=');
+        if (eq == NULL)
+            return usage_error("--cpu: '%s' is not NAME=PID", t);
+        *eq = '\0';
+        size_t len = strlen(t);
+        if (len == 0 || len >= BENCH_CPU_NAME_LEN || strspn(t, "abcdefghijklmnopqrstuvwxyz"
+                                                               "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                               "0123456789_.-") != len)
+            return usage_error("--cpu: name '%s' must be 1..15 of [A-Za-z0-9_.-]", t);
+        if (strcmp(t, "stockbench") == 0)
+            return usage_error("--cpu: stockbench is always reported; name another process");
+        if (o->n_cpu == BENCH_CPU_MAX)
+            return usage_error("--cpu: at most %d processes", BENCH_CPU_MAX);
+        for (unsigned i = 0; i < o->n_cpu; i++)
+            if (strcmp(o->cpu[i].name, t) == 0)
+                return usage_error("--cpu: '%s' given twice", t);
+        uint64_t pid;
+        if (parse_u64("--cpu", eq + 1, 1, 4194304, &pid) != 0)
+            return -1;
+        uint64_t ticks;
+        if (bench_cpu_read((int)pid, &ticks) != 0)
+            return usage_error("--cpu: no process %" PRIu64 " (for '%s')", pid, t);
+        snprintf(o->cpu[o->n_cpu].name, BENCH_CPU_NAME_LEN, "%s", t);
+        o->cpu[o->n_cpu].pid = (int)pid;
+        o->n_cpu++;
+    }
+    return o->n_cpu ? 0 : usage_error("--cpu: empty");
+}
+
 static int parse_db(const char *s, bench_opts *o, const char *from)
 {
     char err[160];
@@ -308,7 +353,7 @@ enum {
     OPT_REQUESTS, OPT_RATE, OPT_WARMUP, OPT_DRAIN, OPT_SEED, OPT_JSON, OPT_PLOT, OPT_KEEP,
     OPT_NO_PROGRESS, OPT_VERSION, OPT_MIX, OPT_SKU_PREFIX, OPT_NO_SETUP, OPT_RING_AWARE,
     OPT_LINES, OPT_SYSTEMS, OPT_MINUTES, OPT_MINUTE_MS, OPT_OPM, OPT_FAKE, OPT_FAKE_KEY,
-    OPT_FAKE_SECRET, OPT_FAKE_TOKEN, OPT_SETTLE, OPT_STOCKD_FLAGS,
+    OPT_FAKE_SECRET, OPT_FAKE_TOKEN, OPT_SETTLE, OPT_STOCKD_FLAGS, OPT_CPU,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -341,6 +386,7 @@ static const struct option LONG_OPTS[] = {
     {"plot", required_argument, NULL, OPT_PLOT},
     {"keep", no_argument, NULL, OPT_KEEP},
     {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+    {"cpu", required_argument, NULL, OPT_CPU},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {"systems", required_argument, NULL, OPT_SYSTEMS},
@@ -477,9 +523,9 @@ static int sn_finish(sn_cli *sn, bench_opts *o)
         return 0;
     if (so->fake_url[0] == '\0')
         return usage_error("salesnight needs --fake (or STOCKD_FAKE1688_CONTROL: tools/stack env)");
-    if (o->lines || o->hold_ms || o->has_mix || o->rate > 0 || o->sku_prefix[0])
+    if (o->lines || o->hold_ms || o->has_mix || o->rate > 0 || o->sku_prefix[0] || o->n_cpu)
         return usage_error("salesnight makes its own workload: no --lines, --hold-ms, --mix, "
-                           "--rate, --sku-prefix");
+                           "--rate, --sku-prefix, --cpu");
     return 0;
 }
 
@@ -554,6 +600,7 @@ static int apply_opt(int c, const char *arg, bench_opts *o, bool *db_given, bool
     case OPT_PLOT: o->plot_path = arg; return 0;
     case OPT_KEEP: o->keep = true; return 0;
     case OPT_NO_PROGRESS: o->progress = false; return 0;
+    case OPT_CPU: return parse_cpu(arg, o);
     case 'h': fputs(USAGE, stdout); return 1;
     case OPT_VERSION: printf("stockbench %s\n", STOCKD_VERSION); return 1;
     default: return usage_error("unknown option");

@@ -1,6 +1,6 @@
 /* test_bench.c — unit checks for stockbench's pure parts: the histogram's
  * latency quantiles, URL/address parsing, the zipf table, the ceiling's
- * rows. Plain
+ * rows, the /proc readings of --cpu. Plain
  * asserts (they stay on: b_ndebug=false); exits 0 when all hold. */
 #include "bench.h"
 #include "ceiling.h"
@@ -139,12 +139,30 @@ static void test_ceiling_rows(void)
     free(stmt);
 }
 
+/* --cpu reads /proc/PID/stat: odd command names and malformed lines must
+ * not be misread as figures. */
+static void test_cpu_parse(void)
+{
+    uint64_t t = 0;
+    const char *line = "4242 (mariadbd) S 1 4242 4242 0 -1 4194560 52 0 0 0 731 269 0 0 20 0 30 0";
+    assert(bench_cpu_parse_stat(line, &t) == 0 && t == 1000);
+    /* A name with spaces and a ')' of its own: counted from the last ')'. */
+    assert(bench_cpu_parse_stat("7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 5 6 0 0", &t) == 0 && t == 11);
+    assert(bench_cpu_parse_stat("7 (short) R 1 7 7 0 -1 0 0 0 0 0 5", &t) == -1);
+    assert(bench_cpu_parse_stat("7 (x) R 1 7 7 0 -1 0 0 0 0 0 5z 6 0", &t) == -1);
+    assert(bench_cpu_parse_stat("no parenthesis at all", &t) == -1);
+    assert(bench_cpu_parse_stat("", &t) == -1);
+    /* This process can read its own figures; pid 0 means itself. */
+    assert(bench_cpu_read(0, &t) == 0);
+}
+
 int main(void)
 {
     test_hist_exact_and_bounded();
     test_urls();
     test_zipf();
     test_ceiling_rows();
+    test_cpu_parse();
     printf("stockbench unit checks: ok\n");
     return 0;
 }

@@ -153,6 +153,47 @@ def test_ceiling_smoke(db, tmp_path):
     assert "ceiling: --lines does not apply" in out, out
 
 
+def test_cpu_report(stockd, db, tmp_path):
+    """--cpu NAME=PID: each run reports the cores stockbench and the named
+    processes used in its measured window, their sum, and the microseconds
+    of CPU per reservation; a process that ended before the window is
+    "unknown" (null in the JSON, left out of the sum), not an error; bad
+    lists are usage errors (exit 2)."""
+    gone = int(subprocess.run(["sh", "-c", "sleep 0.3 & echo $!"], stdout=subprocess.PIPE,
+                              text=True, check=True).stdout)
+    out_json = str(tmp_path / "cpu.json")
+    rc, out = run_bench(["--mode", "stockd", "--target", stockd.addr, "--db", db.url,
+                         "--skus", "10", "--stock", "unlimited", "--connections", "8",
+                         "--duration", "1.5", "--warmup", "1", "--json", out_json,
+                         "--cpu", "stockd=%d,gone=%d" % (stockd.pid, gone)])
+    assert rc == 0, out
+    assert "cpu: stockbench" in out and "gone unknown" in out, out
+    m = json.load(open(out_json))["modes"]["stockd"]
+    c = m["cpu"]
+    assert 1.0 < c["window_s"] < 3.0, c
+    assert c["machine_cores"] == os.cpu_count(), c
+    for name in ("stockbench", "stockd"):
+        p = c["processes"][name]
+        # Both did work (reservations were made); stockd is one thread.
+        assert 0 < p["cores"] <= 1.05, (name, c)
+        assert p["us_per_reservation"] == pytest.approx(p["cores"] * 1e6 / m["reservations_per_s"]), c
+    assert c["processes"]["stockd"]["pid"] == stockd.pid, c
+    assert c["processes"]["gone"] == {"cores": None, "us_per_reservation": None, "pid": gone}, c
+    both = c["processes"]["stockbench"]["cores"] + c["processes"]["stockd"]["cores"]
+    assert c["total_cores"] == pytest.approx(both), c
+    assert c["total_cores"] <= c["machine_cores"] + 0.05, c
+
+    for bad, msg in (("x", "is not NAME=PID"), ("stockbench=1", "always reported"),
+                     ("a=0", "out of range"), ("a=4194304x", "not a non-negative integer"),
+                     ("a b=1", "must be 1..15"), ("a=1,a=1", "given twice"),
+                     ("a=1,b=1,c=1,d=1,e=1", "at most 4"), ("", "empty"),
+                     ("a=%d" % gone, "no process")):
+        rc, out = run_bench(["--mode", "stockd", "--target", stockd.addr, "--cpu", bad])
+        assert rc == 2 and msg in out, (bad, out)
+    rc, out = run_bench(["--mode", "salesnight", "--cpu", "stockd=%d" % stockd.pid])
+    assert rc == 2 and "--cpu" in out, out
+
+
 def test_history_smoke(db, tmp_path):
     """`tools/bench history` (bench/history.sh) at tiny sizes: 2,000 SKUs and
     20,000 old final orders seeded with SQL, then three starts and a short
