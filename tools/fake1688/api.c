@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include <event2/bufferevent.h>
+#include <xxhash.h>
 
 typedef struct fk_call {
     fk_state *st;
@@ -540,43 +541,34 @@ static bool h_follow(fk_call *c, json_t **out, const char **gw_code, char *msg, 
 
 /* ---- the gateway -------------------------------------------------------- */
 
-static uint64_t mix64(uint64_t x)
-{
-    /* splitmix64's finaliser: every input bit reaches every output bit. */
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
-static uint64_t fnv1a(uint64_t h, const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)p[i]) * 0x100000001B3ull;
-    return h;
-}
-
 /* A request's identity for keyed draws: the API and its params in the
  * order sent, without _aop_timestamp and _aop_signature (they change with
  * every attempt) and outOrderId / orderId (they name a run's own orders,
  * which a replay names afresh). Never 0. */
 static uint64_t request_hash(struct evhttp_request *req, fk_api api)
 {
-    uint64_t h = fnv1a(0xCBF29CE484222325ull, (const char *)&api, sizeof api);
+    XXH3_state_t *x = XXH3_createState();
+    assert(x != NULL);
+    XXH3_64bits_reset(x);
+    XXH3_64bits_update(x, &api, sizeof api);
     const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
     if (q)
-        h = fnv1a(h, q, strlen(q));
+        XXH3_64bits_update(x, q, strlen(q));
     size_t n = 0;
     char *body = fk_read_body(req, FK_BODY_MAX, &n);
     for (char *p = body; p && *p;) {
         char *amp = strchr(p, '&');
         size_t len = amp ? (size_t)(amp - p) : strlen(p);
         if (strncmp(p, "_aop_timestamp=", 15) != 0 && strncmp(p, "_aop_signature=", 15) != 0 &&
-            strncmp(p, "outOrderId=", 11) != 0 && strncmp(p, "orderId=", 8) != 0)
-            h = fnv1a(fnv1a(h, p, len), "&", 1);
+            strncmp(p, "outOrderId=", 11) != 0 && strncmp(p, "orderId=", 8) != 0) {
+            XXH3_64bits_update(x, p, len);
+            XXH3_64bits_update(x, "&", 1);
+        }
         p = amp ? amp + 1 : p + len;
     }
     free(body);
+    uint64_t h = XXH3_64bits_digest(x);
+    XXH3_freeState(x);
     return h ? h : 1;
 }
 
@@ -601,8 +593,8 @@ static bool keyed_base(fk_state *st, uint64_t h, uint64_t *out)
         st->keyed_hash[i] = h;
         st->keyed_used++;
     }
-    uint32_t n = st->keyed_seen[i]++;
-    *out = mix64(st->seed ^ mix64(h ^ mix64((uint64_t)n + 1)));
+    const uint64_t key[2] = { h, st->keyed_seen[i]++ };
+    *out = XXH3_64bits_withSeed(key, sizeof key, st->seed);
     return true;
 }
 
@@ -628,7 +620,8 @@ static fk_fault decide_fault(fk_state *st, fk_api api, struct evhttp_request *re
             tried = true;
             keyed = keyed_base(st, request_hash(req, api), &base);
         }
-        double u = keyed ? (double)(mix64(base + (uint64_t)k) >> 11) / 9007199254740992.0
+        uint64_t kk = (uint64_t)k;
+        double u = keyed ? (double)(XXH3_64bits_withSeed(&kk, sizeof kk, base) >> 11) / 9007199254740992.0
                          : fk_rand01(st);
         if (u < f->rate[k])
             return (fk_fault)k;
