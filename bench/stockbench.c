@@ -199,15 +199,38 @@ static int parse_dbl(const char *opt, const char *s, double lo, double hi, doubl
     return 0;
 }
 
+/* A comma-separated option value, split in a copy: the items point into
+ * buf. Empty items (",,") are skipped, as strtok_r does. */
+#define LIST_ITEMS_MAX 64
+typedef struct opt_list {
+    char buf[2048];
+    char *item[LIST_ITEMS_MAX];
+    unsigned n;
+} opt_list;
+
+static int split_list(const char *opt, const char *s, opt_list *l)
+{
+    if (strlen(s) >= sizeof l->buf)
+        return usage_error("%s: list too long", opt);
+    snprintf(l->buf, sizeof l->buf, "%s", s);
+    l->n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(l->buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (l->n == LIST_ITEMS_MAX)
+            return usage_error("%s: more than %d items", opt, LIST_ITEMS_MAX);
+        l->item[l->n++] = t;
+    }
+    return 0;
+}
+
 static int parse_modes(const char *opt, const char *s, bench_opts *o)
 {
-    char buf[256];
-    if (strlen(s) >= sizeof buf)
-        return usage_error("%s: list too long", opt);
-    snprintf(buf, sizeof buf, "%s", s);
+    opt_list l;
+    if (split_list(opt, s, &l) != 0)
+        return -1;
     o->n_modes = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    for (unsigned j = 0; j < l.n; j++) {
+        const char *t = l.item[j];
         bench_mode_id m;
         if (bench_mode_parse(t, &m) != 0)
             return usage_error("%s: unknown mode '%s'", opt, t);
@@ -223,13 +246,13 @@ static int parse_modes(const char *opt, const char *s, bench_opts *o)
 
 static int parse_targets(const char *s, bench_opts *o)
 {
-    char buf[2048], err[160];
-    if (strlen(s) >= sizeof buf)
-        return usage_error("--target: list too long");
-    snprintf(buf, sizeof buf, "%s", s);
+    char err[160];
+    opt_list l;
+    if (split_list("--target", s, &l) != 0)
+        return -1;
     o->n_targets = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    for (unsigned j = 0; j < l.n; j++) {
+        const char *t = l.item[j];
         if (o->n_targets == BENCH_TARGETS_MAX)
             return usage_error("--target: at most 16 addresses");
         if (bench_parse_addr(t, NULL, &o->targets[o->n_targets], err, sizeof err) != 0)
@@ -259,14 +282,13 @@ static int parse_dist(const char *s, bench_opts *o)
 static int parse_mix(const char *s, bench_opts *o)
 {
     static const char *const kinds[BENCH_MIX_COUNT_] = { "reserve", "hold", "release", "get" };
-    char buf[256];
-    if (strlen(s) >= sizeof buf)
-        return usage_error("--mix: too long");
-    snprintf(buf, sizeof buf, "%s", s);
+    opt_list l;
+    if (split_list("--mix", s, &l) != 0)
+        return -1;
     memset(o->mix, 0, sizeof o->mix);
     uint64_t total = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    for (unsigned j = 0; j < l.n; j++) {
+        char *t = l.item[j];
         char *eq = strchr(t, '=');
         if (eq == NULL)
             return usage_error("--mix: '%s' is not KIND=WEIGHT", t);
@@ -293,13 +315,12 @@ static int parse_mix(const char *s, bench_opts *o)
  * unknown for that run, not an error. */
 static int parse_cpu(const char *s, bench_opts *o)
 {
-    char buf[256];
-    if (strlen(s) >= sizeof buf)
-        return usage_error("--cpu: too long");
-    snprintf(buf, sizeof buf, "%s", s);
+    opt_list l;
+    if (split_list("--cpu", s, &l) != 0)
+        return -1;
     o->n_cpu = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    for (unsigned j = 0; j < l.n; j++) {
+        char *t = l.item[j];
         char *eq = strchr(t, '=');
         if (eq == NULL)
             return usage_error("--cpu: '%s' is not NAME=PID", t);
@@ -439,13 +460,12 @@ static int parse_str(const char *opt, const char *arg, char *dst, size_t cap)
 static int parse_systems(const char *s, sn_opts *so)
 {
     static const char *const known[SN_SYSTEMS_MAX] = {"naive", "seed", "stockd", "stockd-checked"};
-    char buf[256];
-    if (strlen(s) >= sizeof buf)
-        return usage_error("--systems: list too long");
-    snprintf(buf, sizeof buf, "%s", s);
+    opt_list l;
+    if (split_list("--systems", s, &l) != 0)
+        return -1;
     so->n_systems = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    for (unsigned j = 0; j < l.n; j++) {
+        const char *t = l.item[j];
         int k = 0;
         while (k < SN_SYSTEMS_MAX && strcmp(t, known[k]) != 0)
             k++;
