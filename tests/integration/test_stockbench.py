@@ -194,6 +194,8 @@ def test_cpu_report(stockd, db, tmp_path):
     assert rc == 2 and "--cpu" in out, out
 
 
+@pytest.mark.not_sanitized("bench/history.sh and its report; evicting and reading back old orders "
+                           "is test_order_retention's, which runs there")
 def test_history_smoke(db, tmp_path):
     """`tools/bench history` (bench/history.sh) at tiny sizes: 2,000 SKUs and
     20,000 old final orders seeded with SQL, then three starts and a short
@@ -244,6 +246,8 @@ def test_history_smoke(db, tmp_path):
     assert left == [], left
 
 
+@pytest.mark.not_sanitized("bench/ab.sh, a shell script around two short runs of the reserve path "
+                           "every other test exercises")
 def test_ab_smoke(db):
     """bench/ab.sh with the same binary twice, one round of 1 s runs: a line
     per binary and workload with a rate, exit 0, and its databases gone;
