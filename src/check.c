@@ -17,6 +17,7 @@
 #include "stockd/core.h"
 #include "stockd/log.h"
 #include "stockd/reply.h"
+#include "stockd/purchase.h"
 #include "stockd/rpc.h"
 
 typedef struct check_ctx {
@@ -34,6 +35,12 @@ typedef struct check_ctx {
     struct event timer;
     bool op_queued;               /* op is the engine's until its on_done */
     eng_op op;                    /* the follow-up: confirm or release */
+    /* What is checked, line by line, told to the purchase worker once the
+     * check passed (it then does not preview the same line again); NULL
+     * when it could not be kept (it previews again). */
+    check_item *items;
+    int32_t *item_lines;
+    size_t n_items;
 } check_ctx;
 
 uint32_t check_active(const server *s)
@@ -57,6 +64,8 @@ static void ctx_maybe_free(check_ctx *k)
     if (k->timer_set)
         evtimer_del(&k->timer);
     k->s->checks_alive--;
+    free(k->items);
+    free(k->item_lines);
     free(k);
 }
 
@@ -138,6 +147,11 @@ static void follow_done(eng_op *op, void *arg)
         eng_order_view v;
         if (op->err == ENG_OK) {
             s->checks_passed++;
+            for (size_t i = 0; i < k->n_items; i++)
+                purchase_note_checked(s->purch, k->order_id, k->item_lines[i],
+                                      k->items[i].offer_id, k->items[i].spec_id,
+                                      k->items[i].sku_id, (int32_t)k->items[i].qty,
+                                      clock_wall_ms());
             answer_all(k, A_RECORD, &op->order, NULL);
         } else if (op->err == ENG_E_EXPIRED) {
             s->checks_unavailable++;
@@ -244,8 +258,9 @@ static void budget_cb(evutil_socket_t fd, short what, void *arg)
            "supplier check did not answer within the request's deadline; nothing is held, retry");
 }
 
-/* The lines to check, as the engine decided them (committed just now). */
-static size_t items_of(server *s, const req *r, check_item *items)
+/* The lines to check, as the engine decided them (committed just now),
+ * and their line numbers. */
+static size_t items_of(server *s, const req *r, check_item *items, int32_t *line_nos)
 {
     eng_line_view lines[ENG_LINES_MAX];
     size_t nl = engine_order_lines(s->eng, r->op.order_id, lines, ENG_LINES_MAX), n = 0;
@@ -262,6 +277,7 @@ static size_t items_of(server *s, const req *r, check_item *items)
         snprintf(it->spec_id, sizeof it->spec_id, "%s", map.spec_id);
         it->sku_id = map.sku_id;
         it->qty = lines[i].from_supplier;
+        line_nos[n - 1] = lines[i].line_no;
     }
     return n;
 }
@@ -287,8 +303,18 @@ void check_start(server *s, req *r)
         k->listed = true;
     }
     check_item items[ENG_LINES_MAX];
+    int32_t line_nos[ENG_LINES_MAX];
     check_call calls[ENG_LINES_MAX];
-    size_t ni = items_of(s, r, items);
+    size_t ni = items_of(s, r, items, line_nos);
+    if (ni > 0) {
+        k->items = malloc(ni * sizeof *k->items);
+        k->item_lines = malloc(ni * sizeof *k->item_lines);
+        if (k->items != NULL && k->item_lines != NULL) {
+            memcpy(k->items, items, ni * sizeof *items);
+            memcpy(k->item_lines, line_nos, ni * sizeof *line_nos);
+            k->n_items = ni;
+        }
+    }
     size_t nc = check_plan(items, ni, calls);
     if (nc == 0) {
         decide(k, CHECK_PASS, NULL);  /* nothing left to check (cannot happen: defensive) */

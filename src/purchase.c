@@ -17,6 +17,7 @@
 #include "stockd/clock.h"
 
 #include <assert.h>
+#include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <xxhash.h>
 
 #include "stockd/log.h"
 
@@ -68,6 +70,11 @@ struct purchase {
     uint64_t rng;                 /* xorshift64 state for the jitter, never 0 */
     bool stopped;
     purchase_stats st;
+    struct {
+        uint64_t line;            /* order id and line number; 0: empty */
+        uint64_t what;            /* offer, spec, sku_id and quantity checked */
+        int64_t at_ms;
+    } checked[PURCHASE_CHECKED_SLOTS];
 };
 
 
@@ -351,6 +358,51 @@ static bool job_current_line(purchase *p, pjob *j, supplier_cargo_line *line)
 
 static void job_create(purchase *p, pjob *j);
 
+/* Keys of the table of passed reserve checks: never 0 (0 marks a free
+ * slot). */
+static uint64_t checked_line_key(const char *order_id, int32_t line_no)
+{
+    char buf[ENG_ID_MAX + 16];
+    int n = snprintf(buf, sizeof buf, "%s#%" PRId32, order_id, line_no);
+    uint64_t h = XXH3_64bits(buf, n > 0 && (size_t)n < sizeof buf ? (size_t)n : strlen(buf));
+    return h ? h : 1;
+}
+
+static uint64_t checked_what_key(int64_t offer_id, const char *spec_id, int64_t sku_id,
+                                 int32_t qty)
+{
+    char buf[ENG_ID_MAX + 96];
+    int n = snprintf(buf, sizeof buf, "%" PRId64 "/%s/%" PRId64 "/%" PRId32, offer_id, spec_id,
+                     sku_id, qty);
+    return XXH3_64bits(buf, n > 0 && (size_t)n < sizeof buf ? (size_t)n : strlen(buf));
+}
+
+void purchase_note_checked(purchase *p, const char *order_id, int32_t line_no, int64_t offer_id,
+                           const char *spec_id, int64_t sku_id, int32_t qty, int64_t at_ms)
+{
+    if (p == NULL)
+        return;
+    uint64_t line = checked_line_key(order_id, line_no);
+    size_t i = (size_t)(line % PURCHASE_CHECKED_SLOTS);
+    p->checked[i].line = line;
+    p->checked[i].what = checked_what_key(offer_id, spec_id, sku_id, qty);
+    p->checked[i].at_ms = at_ms;
+}
+
+/* The reserve's check of j's line passed moments ago for exactly the line
+ * it is about to buy: no second preview. */
+static bool checked_lately(const purchase *p, const pjob *j, const supplier_cargo_line *line)
+{
+    if (j->ep.recovered)
+        return false;
+    uint64_t key = checked_line_key(j->ep.order_id, j->ep.line_no);
+    size_t i = (size_t)(key % PURCHASE_CHECKED_SLOTS);
+    int64_t age = clock_wall_ms() - p->checked[i].at_ms;
+    return p->checked[i].line == key && age >= 0 && age <= PURCHASE_CHECK_FRESH_MS &&
+           p->checked[i].what == checked_what_key(line->offer_id, line->spec_id, line->sku_id,
+                                                  line->quantity);
+}
+
 /* One pass of purchase.h steps 1..3 (4 follows the preview's answer). */
 static void job_step(purchase *p, pjob *j)
 {
@@ -383,6 +435,12 @@ static void job_step(purchase *p, pjob *j)
         supplier_cargo_line line;
         if (!job_current_line(p, j, &line))
             return;
+        if (checked_lately(p, j, &line)) {
+            p->st.checks_reused++;
+            j->checked = true;
+            job_create(p, j);
+            return;
+        }
         j->state = PJ_CALL;
         rc = supplier_order_preview(p->cli, &line, 1, p->cfg->supplier_address, NULL,
                                     preview_done, j);

@@ -125,7 +125,8 @@ static void pack_supplier(const stats_snapshot *s, msgpack_packer *pk)
     pack_group(pk, "purchase", 0, FIGS(
         I("claimed", ps->claimed), I("lookups", ps->lookups), I("previews", ps->previews),
         I("creates", ps->creates), I("purchased", ps->purchased), I("failed", ps->failed),
-        I("retries", ps->retries), I("dropped", ps->dropped), I("active", ps->active)));
+        I("retries", ps->retries), I("dropped", ps->dropped), I("active", ps->active),
+        I("checks_reused", ps->checks_reused)));
     pack_group(pk, "client", 0, FIGS(
         I("calls", cs->calls), I("attempts", cs->attempts), I("retries", cs->retries),
         I("ok", cs->ok), I("retryable", cs->retryable), I("definitive", cs->definitive),

@@ -25,7 +25,11 @@
  *   2. the SKU's committed mapping must be OK, else FAILED (LINK,
  *      "mapping broken").
  *   3. check: createOrder.preview of (offer_id, spec_id, qty) with the
- *      configured address. Definitive failure -> FAILED: 500_004 (and
+ *      configured address. Skipped when the reserve's own check of this
+ *      line (purchase_note_checked) passed within PURCHASE_CHECK_FRESH_MS
+ *      for the same offer, spec, sku_id and quantity: the supplier answered
+ *      that very question moments ago, and the create (4) refuses as
+ *      definitively as a preview would if it changed since. Definitive failure -> FAILED: 500_004 (and
  *      *BOOKED_BEYOND_THE_MAX_QUANTITY) -> STOCK; 500_001 / 500_003 /
  *      *PRODUCT_TRADE_STAT* / a message saying the product does not exist or
  *      is offline -> LINK; other codes -> OTHER. reason = "<api>: <code>
@@ -94,6 +98,7 @@ typedef struct purchase_stats {
     uint64_t failed;         /* outcome FAILED committed */
     uint64_t retries;        /* backoffs after retryable answers or store trouble */
     uint64_t dropped;        /* jobs whose order left memory or changed */
+    uint64_t checks_reused;  /* previews skipped: the reserve's check had just passed */
     uint32_t active;         /* jobs claimed now */
 } purchase_stats;
 
@@ -119,5 +124,16 @@ void purchase_stop(purchase *p);
  * engine_free. NULL is fine. */
 void purchase_free(purchase *p);
 void purchase_stats_get(const purchase *p, purchase_stats *out);
+
+/* A reserve check passed (check.h) for line line_no of order_id: qty of
+ * (offer_id, spec_id, sku_id), at at_ms (clock_wall_ms). Its purchase may
+ * skip step 3 for
+ * PURCHASE_CHECK_FRESH_MS. Remembered in a fixed table of
+ * PURCHASE_CHECKED_SLOTS (a cache: a later line hashing to the same slot
+ * replaces it, which costs that purchase one preview). NULL p is fine. */
+#define PURCHASE_CHECK_FRESH_MS 30000
+#define PURCHASE_CHECKED_SLOTS 1024
+void purchase_note_checked(purchase *p, const char *order_id, int32_t line_no, int64_t offer_id,
+                           const char *spec_id, int64_t sku_id, int32_t qty, int64_t at_ms);
 
 #endif

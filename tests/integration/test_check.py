@@ -7,7 +7,7 @@ by pid) and one stockd pointed at it (its sync slow, 30 s: each sku.put's
 own first sync brings the figures, and a removed spec is found by the
 check, not by a sync); the fake's /counters count the previews. Reserves that
 should not be bought while the test looks carry hold_ms, so the purchase
-worker (which previews again before it buys) stays out of the counts.
+worker stays out of the counts.
 
 1. The check passes: the record is the ordinary one (confirmed, or held for
    the client's hold); one preview per offer (a cart of two specs of one
@@ -28,6 +28,9 @@ worker (which previews again before it buys) stays out of the counts.
    with check (nothing held) and the ordinary record for own stock.
 9. stockctl sends both: `reserve --check` (refused with 1688's words, exit
    1) and `supplier-put --check-before-confirm on|off`.
+10. The purchase of a line whose check just passed does not preview it
+   again (purchase stats checks_reused); one whose SKU was re-mapped to
+   another spec after its check is previewed before it is bought.
 Bounded: about 15 s.
 """
 import json
@@ -91,6 +94,10 @@ def check_stats(c):
     return c.ok("stats")["supplier"]["check"]
 
 
+def purchase_stats(c):
+    return c.ok("stats")["supplier"]["purchase"]
+
+
 def nothing_held(s, order_id, skus):
     audit_supplier(s.db, skus)
     rows = s.db.query("SELECT status FROM orders WHERE order_id = %s", (order_id.encode(),))
@@ -115,12 +122,17 @@ def test_check_passes(env):
     assert o["status"] == "held" and o["n_lines"] == 3, o
     assert previews(fake) == n0 + 3
     # Confirmed at once without hold_ms; the record is what it always is.
+    pst0 = purchase_stats(c)
     o = c.ok("reserve", {"order_id": "ck-p3", "sku": "ck-b", "qty": 1, "check": True})
     assert o["status"] == "confirmed" and o["from_supplier"] == 1, o
-    # The purchase worker buys it, with a preview of its own; once it has,
-    # nothing else previews while the test counts.
+    # The purchase worker buys it without a preview of its own: the check
+    # asked 1688 the same question a moment ago.
     wait_until(lambda: c.ok("order.get", {"order_id": "ck-p3"})["status"] == "purchased", 10,
                what="ck-p3 purchased")
+    pst = purchase_stats(c)
+    assert pst["checks_reused"] - pst0["checks_reused"] == 1, (pst0, pst)
+    assert pst["previews"] == pst0["previews"] and pst["creates"] == pst0["creates"] + 1, pst
+    assert previews(fake) == n0 + 4
     # A retry answers the same record and asks nothing more.
     n1 = previews(fake)
     again = c.ok("reserve", {"order_id": "ck-p1", "sku": "ck-a", "qty": 5, "check": True,
@@ -128,8 +140,7 @@ def test_check_passes(env):
     assert again == c.ok("order.get", {"order_id": "ck-p1"}), again
     assert again["status"] == "held"
     assert previews(fake) == n1
-    # stats: three checks passed, one preview per offer (1 + 2 + 1; the
-    # fake also counts the purchase worker's own preview of ck-p3).
+    # stats: three checks passed, one preview per offer (1 + 2 + 1).
     st = check_stats(c)
     assert st["started"] - st0["started"] == 3 and st["passed"] - st0["passed"] == 3, (st0, st)
     assert st["previews"] - st0["previews"] == 4, (st0, st)
@@ -379,4 +390,37 @@ def test_stockctl_sends_check(env):
         fake.ok("POST", "/stock", {"offer_id": OFFER, "spec_id": SPEC_B, "real": 50,
                                    "reported": None})
         c.ok("supplier.put", {"supplier_id": SUP, "check_before_confirm": False})
+        c.close()
+
+
+def test_purchase_previews_a_line_remapped_after_its_check(env):
+    """A checked hold whose SKU is re-mapped to another spec before the
+    gateway confirms it: the purchase previews the new spec before it buys
+    (the check answered for the old one); nothing is reused."""
+    fake, s = env
+    c = s.client()
+    try:
+        c.ok("sku.put", {"sku": "ck-r", "own_on_hand": 0, "supplier": {
+            "supplier_id": SUP, "offer_id": OFFER, "spec_id": SPEC_B}})
+        wait_until(lambda: c.ok("stock.get", {"sku": "ck-r"})["supplier_reported"] == 50, 5,
+                   what="ck-r synced")
+        n0 = previews(fake)
+        oid = "ck-r1-" + secrets.token_hex(4)
+        o = c.ok("reserve", {"order_id": oid, "sku": "ck-r", "qty": 1, "check": True,
+                             "hold_ms": 60000})
+        assert o["status"] == "held" and o["from_supplier"] == 1, o
+        assert previews(fake) == n0 + 1
+        c.ok("sku.put", {"sku": "ck-r", "own_on_hand": 0, "supplier": {
+            "supplier_id": SUP, "offer_id": OFFER, "spec_id": SPEC_A}})
+        wait_until(lambda: c.ok("stock.get", {"sku": "ck-r"})["mapping"] == "ok", 5,
+                   what="ck-r re-mapped")
+        pst0 = purchase_stats(c)
+        c.ok("confirm", {"order_id": oid})
+        wait_until(lambda: c.ok("order.get", {"order_id": oid})["status"] == "purchased", 10,
+                   what="the re-mapped line purchased")
+        pst = purchase_stats(c)
+        assert pst["previews"] == pst0["previews"] + 1, (pst0, pst)
+        assert pst["checks_reused"] == pst0["checks_reused"], (pst0, pst)
+        assert previews(fake) == n0 + 2
+    finally:
         c.close()

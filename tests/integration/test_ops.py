@@ -384,7 +384,8 @@ def test_stats_supplier_alerts_notify(ops):
         assert isinstance(sup[k], int), (k, sup)
     assert isinstance(sup["trust"], dict), sup
     assert set(sup["purchase"]) == {"claimed", "lookups", "previews", "creates", "purchased",
-                                    "failed", "retries", "dropped", "active"}, sup
+                                    "failed", "retries", "dropped", "active",
+                                    "checks_reused"}, sup
     assert {"calls", "attempts", "in_flight", "queued"} <= set(sup["client"]), sup
     assert set(st["alerts"]) == {"total", "kept", "stream_sent", "stream_ok", "stream_failed",
                                  "stream_skipped"}, st["alerts"]
