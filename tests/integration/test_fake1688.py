@@ -581,6 +581,26 @@ def test_keyed_faults_follow_the_call_not_the_order(fk):
     assert fk.ok("GET", "/faults")["faults"]["keyed"] is False
 
 
+def test_keyed_faults_ignore_the_credentials(fk):
+    """keyed draws leave the run's credentials out (a replay signs in with a
+    new secret and token): a second fake with other ones, the same seed
+    and the same calls meets the same faults."""
+    offers = [OFFER + i for i in range(1, 31)]
+    other = Fake(["--app-secret", "other-secret", "--access-token", "OTHERTOKEN"])
+    other.secret, other.token = "other-secret", "OTHERTOKEN"
+    try:
+        got = []
+        for f in (fk, other):
+            f.ok("POST", "/catalogue", {"products": [product(offer=o) for o in offers]})
+            f.ok("POST", "/faults", {"clear": True, "rates": {"5xx": 0.5}, "seed": 21,
+                                     "keyed": True, "http5xx_status": 502})
+            got.append([f.product_get(offer=o)[0] for o in offers])
+        assert got[0] == got[1], got
+        assert 5 < got[0].count(502) < 25, got
+    finally:
+        other.stop()
+
+
 def test_qos_limit(fk):
     fk.ok("POST", "/config", {"qos_limit_per_s": 5})
     codes = [fk.product_get()[1].get("error_code") for _ in range(12)]

@@ -541,31 +541,41 @@ static bool h_follow(fk_call *c, json_t **out, const char **gw_code, char *msg, 
 
 /* ---- the gateway -------------------------------------------------------- */
 
-/* A request's identity for keyed draws: the API and its params in the
- * order sent, without _aop_timestamp and _aop_signature (they change with
- * every attempt) and outOrderId / orderId (they name a run's own orders,
- * which a replay names afresh). Never 0. */
+/* The params of s ("a=1&b=2") that name the call, in the order sent:
+ * not _aop_timestamp and _aop_signature (they change with every attempt),
+ * access_token (the credentials of one run: a replay signs in anew) or
+ * outOrderId / orderId (they name a run's own orders, which a replay names
+ * afresh). */
+static void hash_params(XXH3_state_t *x, const char *s)
+{
+    static const char *const skip[] = {"_aop_timestamp=", "_aop_signature=", "access_token=",
+                                       "outOrderId=", "orderId="};
+    for (const char *p = s; p && *p;) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        bool keep = true;
+        for (size_t i = 0; i < sizeof skip / sizeof skip[0] && keep; i++)
+            keep = strncmp(p, skip[i], strlen(skip[i])) != 0;
+        if (keep) {
+            XXH3_64bits_update(x, p, len);
+            XXH3_64bits_update(x, "&", 1);
+        }
+        p = amp ? amp + 1 : p + len;
+    }
+}
+
+/* A request's identity for keyed draws: the API and the params that name
+ * the call (hash_params), from the query string and the body. Never 0. */
 static uint64_t request_hash(struct evhttp_request *req, fk_api api)
 {
     XXH3_state_t *x = XXH3_createState();
     assert(x != NULL);
     XXH3_64bits_reset(x);
     XXH3_64bits_update(x, &api, sizeof api);
-    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-    if (q)
-        XXH3_64bits_update(x, q, strlen(q));
+    hash_params(x, evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req)));
     size_t n = 0;
     char *body = fk_read_body(req, FK_BODY_MAX, &n);
-    for (char *p = body; p && *p;) {
-        char *amp = strchr(p, '&');
-        size_t len = amp ? (size_t)(amp - p) : strlen(p);
-        if (strncmp(p, "_aop_timestamp=", 15) != 0 && strncmp(p, "_aop_signature=", 15) != 0 &&
-            strncmp(p, "outOrderId=", 11) != 0 && strncmp(p, "orderId=", 8) != 0) {
-            XXH3_64bits_update(x, p, len);
-            XXH3_64bits_update(x, "&", 1);
-        }
-        p = amp ? amp + 1 : p + len;
-    }
+    hash_params(x, body);
     free(body);
     uint64_t h = XXH3_64bits_digest(x);
     XXH3_freeState(x);
