@@ -39,7 +39,6 @@ typedef struct check_ctx {
      * check passed (it then does not preview the same line again); NULL
      * when it could not be kept (it previews again). */
     check_item *items;
-    int32_t *item_lines;
     size_t n_items;
 } check_ctx;
 
@@ -65,7 +64,6 @@ static void ctx_maybe_free(check_ctx *k)
         evtimer_del(&k->timer);
     k->s->checks_alive--;
     free(k->items);
-    free(k->item_lines);
     free(k);
 }
 
@@ -148,7 +146,7 @@ static void follow_done(eng_op *op, void *arg)
         if (op->err == ENG_OK) {
             s->checks_passed++;
             for (size_t i = 0; i < k->n_items; i++)
-                purchase_note_checked(s->purch, k->order_id, k->item_lines[i],
+                purchase_note_checked(s->purch, k->order_id, k->items[i].line_no,
                                       k->items[i].offer_id, k->items[i].spec_id,
                                       k->items[i].sku_id, (int32_t)k->items[i].qty,
                                       clock_wall_ms());
@@ -258,9 +256,8 @@ static void budget_cb(evutil_socket_t fd, short what, void *arg)
            "supplier check did not answer within the request's deadline; nothing is held, retry");
 }
 
-/* The lines to check, as the engine decided them (committed just now),
- * and their line numbers. */
-static size_t items_of(server *s, const req *r, check_item *items, int32_t *line_nos)
+/* The lines to check, as the engine decided them (committed just now). */
+static size_t items_of(server *s, const req *r, check_item *items)
 {
     eng_line_view lines[ENG_LINES_MAX];
     size_t nl = engine_order_lines(s->eng, r->op.order_id, lines, ENG_LINES_MAX), n = 0;
@@ -277,7 +274,7 @@ static size_t items_of(server *s, const req *r, check_item *items, int32_t *line
         snprintf(it->spec_id, sizeof it->spec_id, "%s", map.spec_id);
         it->sku_id = map.sku_id;
         it->qty = lines[i].from_supplier;
-        line_nos[n - 1] = lines[i].line_no;
+        it->line_no = lines[i].line_no;
     }
     return n;
 }
@@ -303,17 +300,11 @@ void check_start(server *s, req *r)
         k->listed = true;
     }
     check_item items[ENG_LINES_MAX];
-    int32_t line_nos[ENG_LINES_MAX];
     check_call calls[ENG_LINES_MAX];
-    size_t ni = items_of(s, r, items, line_nos);
-    if (ni > 0) {
-        k->items = malloc(ni * sizeof *k->items);
-        k->item_lines = malloc(ni * sizeof *k->item_lines);
-        if (k->items != NULL && k->item_lines != NULL) {
-            memcpy(k->items, items, ni * sizeof *items);
-            memcpy(k->item_lines, line_nos, ni * sizeof *line_nos);
-            k->n_items = ni;
-        }
+    size_t ni = items_of(s, r, items);
+    if (ni > 0 && (k->items = malloc(ni * sizeof *k->items)) != NULL) {
+        memcpy(k->items, items, ni * sizeof *items);
+        k->n_items = ni;
     }
     size_t nc = check_plan(items, ni, calls);
     if (nc == 0) {

@@ -35,6 +35,7 @@ typedef struct check_item {
     char spec_id[ENG_ID_MAX + 1];
     int64_t sku_id;               /* 0: not given */
     int64_t qty;                  /* the line's from_supplier, >= 1 */
+    int32_t line_no;              /* the order's line it checks (the plan ignores it) */
 } check_item;
 
 /* One preview call: the lines of one offer (1688 previews one seller's

@@ -29,7 +29,8 @@
  *      line (purchase_note_checked) passed within PURCHASE_CHECK_FRESH_MS
  *      for the same offer, spec, sku_id and quantity: the supplier answered
  *      that very question moments ago, and the create (4) refuses as
- *      definitively as a preview would if it changed since. Definitive failure -> FAILED: 500_004 (and
+ *      definitively as a preview would if it changed since.
+ *      Definitive failure -> FAILED: 500_004 (and
  *      *BOOKED_BEYOND_THE_MAX_QUANTITY) -> STOCK; 500_001 / 500_003 /
  *      *PRODUCT_TRADE_STAT* / a message saying the product does not exist or
  *      is offline -> LINK; other codes -> OTHER. reason = "<api>: <code>
@@ -127,8 +128,7 @@ void purchase_stats_get(const purchase *p, purchase_stats *out);
 
 /* A reserve check passed (check.h) for line line_no of order_id: qty of
  * (offer_id, spec_id, sku_id), at at_ms (clock_wall_ms). Its purchase may
- * skip step 3 for
- * PURCHASE_CHECK_FRESH_MS. Remembered in a fixed table of
+ * skip step 3 for PURCHASE_CHECK_FRESH_MS. Remembered in a fixed table of
  * PURCHASE_CHECKED_SLOTS (a cache: a later line hashing to the same slot
  * replaces it, which costs that purchase one preview). NULL p is fine. */
 #define PURCHASE_CHECK_FRESH_MS 30000
